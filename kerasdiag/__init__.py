@@ -1,0 +1,31 @@
+"""kerasdiag: the discipline of careful neural-network training, built into Keras.
+
+Heavy submodules (TensorFlow) load lazily, so ``import kerasdiag`` and config validation stay
+fast and a bad config is reported before TensorFlow starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "check_gradients": "kerasdiag.gradcheck",
+    "check_gradients_fast": "kerasdiag.gradcheck",
+    "check_layer_gradients": "kerasdiag.gradcheck",
+    "diagnose": "kerasdiag.diagnosis",
+    "load_config": "kerasdiag.config",
+    "load_dataset": "kerasdiag.data",
+    "run_training": "kerasdiag.pipeline",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kerasdiag' has no attribute {name!r}")
