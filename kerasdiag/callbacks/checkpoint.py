@@ -1,0 +1,91 @@
+"""``BestCheckpoint``: keep the best model so far, its score in the file name (R7, H5)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import keras
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever ``monitor`` improves, as ``best-epoch003-val_accuracy0.8123.keras``.
+
+    The file is written under a temporary name and renamed into place, so a crash leaves the
+    previous best intact; the previous best is removed only once the new one is complete.
+    ``mode="auto"`` minimises losses and maximises everything else. With ``every_epoch=True``
+    each epoch is also kept as ``epoch003-val_accuracy0.8123.keras`` (for checkpoint ensembles).
+
+    Example:
+        >>> model.fit(x, y, validation_split=0.1, epochs=5,
+        ...           callbacks=[BestCheckpoint("run/checkpoints")])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        monitor: str = "val_accuracy",
+        mode: str = "auto",
+        every_epoch: bool = False,
+    ):
+        super().__init__()
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.directory = Path(directory)
+        self.monitor = monitor
+        if mode == "auto":
+            mode = "min" if "loss" in monitor or "error" in monitor else "max"
+        self.mode = mode
+        self.every_epoch = bool(every_epoch)
+        self.best: float | None = None
+        self.best_path: Path | None = None
+
+    def on_train_begin(self, logs=None):
+        # A resumed run picks up the best checkpoint it already has.
+        self.directory.mkdir(parents=True, exist_ok=True)
+        existing = find_best_checkpoint(self.directory, self.monitor, self.mode)
+        if existing is not None:
+            self.best_path, self.best = existing
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        stem = f"epoch{epoch + 1:03d}-{self.monitor}{value:.4f}"
+        if self.every_epoch:
+            self._save(self.directory / f"{stem}.keras")
+        if not math.isfinite(value) or not self._improves(value):
+            return
+        path = self._save(self.directory / f"best-{stem}.keras")
+        if self.best_path is not None and self.best_path != path:
+            self.best_path.unlink(missing_ok=True)
+        self.best, self.best_path = value, path
+
+    def _improves(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def _save(self, path: Path) -> Path:
+        tmp = path.with_name(f".tmp-{path.name}")
+        self.model.save(tmp)
+        os.replace(tmp, path)
+        return path
+
+
+def find_best_checkpoint(
+    directory: str | os.PathLike, monitor: str = "val_accuracy", mode: str = "max"
+) -> tuple[Path, float] | None:
+    """The ``best-*.keras`` file in ``directory`` and its score, or None."""
+    found = []
+    for path in Path(directory).glob(f"best-*-{monitor}*.keras"):
+        try:
+            found.append((float(path.stem.rsplit(monitor, 1)[1]), path))
+        except ValueError:
+            continue
+    if not found:
+        return None
+    score, path = (min if mode == "min" else max)(found)
+    return path, score

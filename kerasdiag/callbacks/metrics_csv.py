@@ -1,0 +1,79 @@
+"""``MetricsCSV``: one row per epoch in ``metrics.csv``, rewritten atomically (M1, M2, R7)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from kerasdiag.io import write_csv_atomic
+
+LEADING_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+
+
+class MetricsCSV(keras.callbacks.Callback):
+    """Write ``epoch, loss, accuracy, val_loss, val_accuracy, lr`` (then any other metrics).
+
+    Unlike ``keras.callbacks.CSVLogger`` the whole file is rewritten through a temporary file
+    at every epoch end, so a crash never leaves a torn row, and rows are keyed by epoch, so a
+    resumed run (``BackupAndRestore``) replaces the epochs it repeats instead of duplicating
+    them. ``epoch`` counts completed epochs from 1. ``lr`` is the optimizer's learning rate at
+    the end of the epoch (schedules evaluated at the current step).
+
+    Example:
+        >>> model.fit(x, y, validation_split=0.1, epochs=3,
+        ...           callbacks=[MetricsCSV("run/metrics.csv")])  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike, resume: bool = True):
+        super().__init__()
+        self.path = Path(path)
+        self.resume = bool(resume)
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    def on_train_begin(self, logs=None):
+        self.rows = read_metrics_csv(self.path) if self.resume and self.path.exists() else {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {k: _scalar(v) for k, v in (logs or {}).items()}
+        row.pop("learning_rate", None)  # ReduceLROnPlateau's key; ours is "lr"
+        row["lr"] = _scalar(self.model.optimizer.learning_rate)
+        row["epoch"] = epoch + 1
+        self.rows[epoch + 1] = row
+        # A resumed run restarts at its last backed-up epoch: later rows are from the lost try.
+        self.rows = {e: r for e, r in self.rows.items() if e <= epoch + 1}
+        self._write()
+
+    def _write(self) -> None:
+        extra = sorted({k for r in self.rows.values() for k in r} - set(LEADING_COLUMNS))
+        header = LEADING_COLUMNS + extra
+        body = [[_fmt(self.rows[e].get(k)) for k in header] for e in sorted(self.rows)]
+        write_csv_atomic(self.path, header, body)
+
+
+def read_metrics_csv(path: str | os.PathLike) -> dict[int, dict[str, Any]]:
+    """Rows of a metrics.csv keyed by epoch, numbers as floats (empty cells dropped)."""
+    rows: dict[int, dict[str, Any]] = {}
+    with open(path, newline="") as f:
+        for rec in csv.DictReader(f):
+            row = {k: float(v) for k, v in rec.items() if v not in ("", None)}
+            epoch = int(row["epoch"])
+            row["epoch"] = epoch
+            rows[epoch] = row
+    return rows
+
+
+def _scalar(value: Any) -> float:
+    return float(keras.ops.convert_to_numpy(value))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return repr(value) if isinstance(value, float) else str(value)

@@ -1,0 +1,171 @@
+"""Structured configs: the schema every composed config is validated against.
+
+Hydra merges the YAML files of ``conf/`` into these dataclasses, so an unknown key or a value
+of the wrong type is rejected while the config is composed, before TensorFlow starts. Value
+ranges (lr > 0, 0 < val_fraction < 1, ...) are checked by :func:`kerasdiag.config.validate_config`.
+Each section mirrors one group of ``conf/`` and one area of the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class AugmentConfig:
+    """Random augmentation of training batches only (P5)."""
+
+    flip: bool = False  # random horizontal flip
+    crop: int = 0  # pad by this many pixels, then randomly crop back (0 = off)
+    noise: float = 0.0  # std of additive Gaussian noise on normalised inputs (0 = off)
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits | cifar10
+    path: str | None = None  # cifar10: folder in the official python format; None = download
+    val_fraction: float = 0.1  # stratified, seeded validation split carved from training data
+    limit: int | None = None  # keep at most this many training examples (stratified)
+    imbalance: float | None = None  # rarest class kept at this fraction of the most frequent
+    normalize: bool = True  # zero mean / unit variance from training statistics (P7)
+    batch_size: int = 64
+    shuffle_buffer: int = 10000
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    builder: str = "recipes.models.mlp"  # dotted path of a function in recipes/
+    hidden_units: list[int] = field(default_factory=lambda: [64])  # mlp layers
+    conv_filters: list[int] = field(default_factory=lambda: [32, 64])  # convnet blocks
+    dense_units: list[int] = field(default_factory=lambda: [128])  # convnet head
+    kernel_size: int = 3
+    activation: str = "relu"
+    kernel_initializer: str | None = None  # None: He for ReLU-like, Glorot for tanh/sigmoid (P9)
+    dropout: list[float] = field(default_factory=list)  # rate per block; one value = every block
+    batch_norm: bool = False  # R6
+    l2: float = 0.0  # kernel L2 strength (biases excluded), P3
+    l1: float = 0.0  # kernel L1 strength (biases excluded), P3
+
+
+@dataclass
+class LossConfig:
+    name: str = "softmax"  # softmax | multiclass_hinge | focal
+    from_logits: bool = True
+    margin: float = 1.0  # multiclass_hinge (Weston-Watkins)
+    gamma: float = 2.0  # focal
+    alpha: float | None = None  # focal: overall weight
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # sgd | adagrad | rmsprop | adam | adamw
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd
+    nesterov: bool = False  # sgd
+    rho: float = 0.9  # rmsprop decay
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    weight_decay: float | None = None  # decoupled (adamw) or optimizer-level decay
+    initial_accumulator_value: float = 0.1  # adagrad
+    clipnorm: float | None = None  # per-variable norm clipping (O3)
+    clipvalue: float | None = None  # element-wise clipping (O3)
+    global_clipnorm: float | None = None  # global-norm clipping (O3)
+    use_ema: bool = False  # keep a moving average of the weights (O4)
+    ema_momentum: float = 0.99
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"  # constant | step | exponential | inverse_time | plateau | cosine
+    drop_every: int = 5  # step: epochs between drops
+    factor: float = 0.5  # step and plateau: multiply the lr by this
+    decay_rate: float | None = None  # exponential: a0*exp(-k*epoch); inverse_time: a0/(1+k*epoch)
+    warmup_epochs: int = 0  # cosine: linear warm-up from 0 to lr
+    min_lr: float = 0.0  # cosine floor, plateau floor
+    patience: int = 2  # plateau
+    monitor: str = "val_loss"  # plateau
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = True
+    monitor: str = "val_loss"
+    patience: int = 5
+    restore_best_weights: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    seed: int = 0
+    verbose: int = 2  # Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch
+    checkpoint_monitor: str = "val_accuracy"  # best checkpoint chosen by this metric
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    resume: bool = True  # continue an interrupted run in the same directory
+    deterministic: bool = False  # seeded, op-deterministic TensorFlow
+    strategy: str = "none"  # none | auto | mirrored | multiworker
+    tensorboard: bool = True
+
+
+@dataclass
+class SanityConfig:
+    gradcheck: bool = True
+    gradcheck_samples: int = 2
+    gradcheck_dims_per_variable: int = 8
+    gradcheck_max_params: int = 2_000_000
+    gradcheck_warmup_steps: int = 0
+    initial_loss: bool = True
+    initial_loss_rtol: float = 0.1
+    regularization: bool = True
+    overfit: bool = True
+    overfit_examples: int = 20
+    overfit_max_steps: int = 300
+    fail_fast: bool = False
+
+
+@dataclass
+class MonitorsConfig:
+    update_ratio: bool = True
+    update_ratio_freq: int = 50
+    activations: bool = True
+    activations_freq: int = 1
+    gradients: bool = True
+    gradients_freq: int = 1
+    learning_rate: bool = True
+    filters: bool = True
+    curves: bool = True
+    probe_size: int = 64
+
+
+@dataclass
+class TunerConfig:
+    name: str = "none"  # none | random | coarse_to_fine
+    objective: str = "val_accuracy"
+    space: dict[str, Any] = field(default_factory=dict)
+    stages: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class EnsembleConfig:
+    name: str = "none"  # none | seeds | topk | checkpoints | ema
+    members: int = 3
+
+
+@dataclass
+class Config:
+    recipe: str = "digits_softmax"  # name of the recipe YAML that was selected
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
+    monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
+    tuner: TunerConfig = field(default_factory=TunerConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    bayes_error: float | None = None  # optional human/Bayes error for the bias/variance table

@@ -1,0 +1,78 @@
+"""Splitting, subsampling and normalisation, all seeded and stratified (P1, P7)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kerasdiag.errors import DataError
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``fraction`` of every class held out (at least one each)."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_held = max(1, int(round(fraction * len(idx)))) if len(idx) > 1 else 0
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def stratified_subsample(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Indices of at most ``limit`` examples, keeping the class proportions."""
+    if limit >= len(y):
+        return np.arange(len(y))
+    keep, _ = stratified_split(y, 1.0 - limit / len(y), seed)
+    return keep
+
+
+def imbalance_subsample(y: np.ndarray, ratio: float, num_classes: int, seed: int) -> np.ndarray:
+    """Long-tailed subsample: class c keeps ``ratio ** (c / (C - 1))`` of its examples.
+
+    Class 0 keeps everything and the last class keeps ``ratio`` of it (the CIFAR-10-LT profile),
+    so a loss that copes with imbalance (focal) has something to do.
+    """
+    rng = np.random.default_rng(seed)
+    kept = []
+    for c in range(num_classes):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        frac = ratio ** (c / max(1, num_classes - 1))
+        kept.append(idx[: max(1, int(round(frac * len(idx))))])
+    return np.sort(np.concatenate(kept))
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, split: str) -> None:
+    """Reject data a model must not see: NaN/Inf, bad shapes, labels out of range."""
+    if len(x) != len(y):
+        raise DataError(f"{split} split: {len(x)} inputs but {len(y)} labels")
+    if len(x) == 0:
+        raise DataError(f"{split} split is empty")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{split} split: inputs have non-numeric dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = np.argwhere(bad)[0][0]
+            raise DataError(
+                f"{split} split: {int(bad.sum())} NaN/Inf input values (first in example {first})"
+            )
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DataError(
+            f"{split} split: labels must be a 1-D integer array, got {y.dtype} {y.shape}"
+        )
+    if y.min() < 0 or y.max() >= num_classes:
+        bad = y[(y < 0) | (y >= num_classes)]
+        raise DataError(
+            f"{split} split: label {int(bad[0])} out of range [0, {num_classes - 1}]"
+            f" ({len(bad)} such labels)"
+        )
+
+
+def normalisation_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (last axis) mean and std of the training split only (P7)."""
+    axes = tuple(range(x_train.ndim - 1))
+    mean = x_train.mean(axis=axes, dtype=np.float64)
+    std = x_train.std(axis=axes, dtype=np.float64)
+    std = np.where(std < 1e-8, 1.0, std)  # constant features (digits' blank corners) stay 0
+    return mean.astype(np.float32), std.astype(np.float32)

@@ -1,0 +1,205 @@
+"""The training pipeline ``scripts/train.py`` runs: every stage is a function of the config.
+
+    data -> model -> sanity stages -> fit with callbacks -> test evaluation -> run files
+
+Each function is usable on its own (tests, notebooks, the search and ensemble code).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig, OmegaConf
+
+from kerasdiag.callbacks.checkpoint import BestCheckpoint
+from kerasdiag.callbacks.metrics_csv import MetricsCSV
+from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
+from kerasdiag.errors import ConfigError
+from kerasdiag.io import write_json_atomic, write_text_atomic
+from kerasdiag.losses import build_loss
+from kerasdiag.optimizers import build_optimizer, build_schedule
+
+
+def seed_everything(trainer_cfg: Any) -> None:
+    """Seed Python, NumPy and TensorFlow; with ``deterministic`` also make TF ops deterministic."""
+    keras.utils.set_random_seed(int(trainer_cfg.seed))
+    if trainer_cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def steps_per_epoch(cfg: DictConfig, data: Dataset) -> int:
+    return max(1, math.ceil(len(data.y_train) / int(cfg.data.batch_size)))
+
+
+def resolve_builder(path: str):
+    """Import the model builder a recipe names (``recipes.models.convnet``)."""
+    module_name, _, func_name = path.rpartition(".")
+    try:
+        builder = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError):
+        raise ConfigError("model.builder", path, "no such builder function") from None
+    if not callable(builder):
+        raise ConfigError("model.builder", path, "is not callable")
+    return builder
+
+
+def build_model(cfg: DictConfig, data: Dataset, **model_overrides: Any) -> keras.Model:
+    """Build and compile the run's model, seeded; ``model_overrides`` replace cfg.model fields.
+
+    With the same config and seed, two calls give identical initial weights, which is what
+    lets sanity stages build their own variants (no regularization, no dropout) freely.
+    """
+    model_cfg = cfg.model
+    if model_overrides:
+        model_cfg = OmegaConf.merge(cfg.model, model_overrides)
+    keras.utils.set_random_seed(int(cfg.trainer.seed))
+    builder = resolve_builder(model_cfg.builder)
+    model = builder(model_cfg, data.input_shape, data.num_classes)
+    learning_rate, _ = build_schedule(
+        float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
+    )
+    model.compile(
+        optimizer=build_optimizer(cfg.optimizer, learning_rate),
+        loss=build_loss(cfg.loss),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def model_summary_text(model: keras.Model) -> str:
+    """Layer output shapes and parameter counts (R3), as a plain-text table."""
+    rows = [("layer", "type", "output shape", "params")]
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        shape = "?" if shape is None else str(tuple(shape.shape))
+        rows.append((layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    lines += [
+        "-" * len(lines[0]),
+        f"model {model.name}: {model.count_params():,} parameters "
+        f"({trainable:,} trainable, {model.count_params() - trainable:,} non-trainable)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def training_callbacks(
+    cfg: DictConfig, run_dir: Path, data: Dataset
+) -> list[keras.callbacks.Callback]:
+    """The callbacks every run gets: schedule, metrics.csv, best checkpoint, TensorBoard, ..."""
+    _, callbacks = build_schedule(
+        float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
+    )
+    callbacks = [keras.callbacks.TerminateOnNaN(), *callbacks]
+    callbacks.append(MetricsCSV(run_dir / "metrics.csv", resume=bool(cfg.trainer.resume)))
+    callbacks.append(
+        BestCheckpoint(run_dir / "checkpoints", monitor=cfg.trainer.checkpoint_monitor)
+    )
+    es = cfg.trainer.early_stopping
+    if es.enabled:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=es.monitor,
+                patience=int(es.patience),
+                restore_best_weights=bool(es.restore_best_weights),
+                verbose=1,
+            )
+        )
+    if cfg.trainer.tensorboard:
+        callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False)
+        )
+    return callbacks
+
+
+def fit(
+    cfg: DictConfig,
+    model: keras.Model,
+    data: Dataset,
+    callbacks: list[keras.callbacks.Callback],
+) -> keras.callbacks.History:
+    """``model.fit`` on the tf.data pipelines of the training and validation splits."""
+    train_ds = make_tf_dataset(
+        data.x_train,
+        data.y_train,
+        int(cfg.data.batch_size),
+        training=True,
+        augment_cfg=cfg.data.augment,
+        shuffle_buffer=int(cfg.data.shuffle_buffer),
+        seed=int(cfg.data.seed),
+    )
+    val_ds = make_tf_dataset(data.x_val, data.y_val, int(cfg.data.batch_size))
+    return model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=int(cfg.trainer.epochs),
+        callbacks=callbacks,
+        verbose=int(cfg.trainer.verbose),
+    )
+
+
+def evaluate_test(cfg: DictConfig, model: keras.Model, data: Dataset) -> dict[str, float]:
+    """Loss and accuracy on the held-out test split."""
+    test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
+    return {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+
+
+def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Run one whole training recipe in ``run_dir`` and return its summary.
+
+    Writes ``config.yaml``, ``data.json``, ``summary.txt``, ``metrics.csv``, ``checkpoints/``,
+    ``tensorboard/`` and ``test_metrics.json`` there.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    seed_everything(cfg.trainer)
+    data = load_dataset(cfg.data)
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json_atomic(run_dir / "data.json", data.summary())
+
+    model = build_model(cfg, data)
+    write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
+
+    history = fit(cfg, model, data, training_callbacks(cfg, run_dir, data))
+    test_metrics = evaluate_test(cfg, model, data)
+    write_json_atomic(run_dir / "test_metrics.json", test_metrics)
+
+    summary = {
+        "recipe": cfg.recipe,
+        "run_dir": str(run_dir),
+        "epochs_run": len(history.history.get("loss", [])),
+        "best_val_accuracy": _best(history.history.get("val_accuracy")),
+        "test": test_metrics,
+        "seconds": round(time.time() - started, 1),
+    }
+    print_final_summary(summary)
+    return summary
+
+
+def _best(values: list[float] | None) -> float | None:
+    return None if not values else float(np.nanmax(values))
+
+
+def print_final_summary(summary: dict[str, Any]) -> None:
+    test = summary["test"]
+    best_val = summary["best_val_accuracy"]
+    print(
+        f"\n{summary['recipe']}: {summary['epochs_run']} epochs in {summary['seconds']} s | "
+        f"best val_accuracy {best_val if best_val is None else f'{best_val:.4f}'} | "
+        f"test loss {test.get('loss', float('nan')):.4f}, "
+        f"test accuracy {test.get('accuracy', float('nan')):.4f}\n"
+        f"run directory: {summary['run_dir']}"
+    )

@@ -1,0 +1,37 @@
+"""Train a kerasdiag recipe: ``python scripts/train.py recipe=cifar_softmax optimizer.lr=0.01``.
+
+Thin on purpose: the config is composed and validated (before TensorFlow starts), then
+``kerasdiag.pipeline.run_training`` does the work in Hydra's run directory. Bad input of any
+kind ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide CUDA-not-found noise on CPU machines
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from kerasdiag.cli import exit_on_user_error, preflight  # noqa: E402
+from kerasdiag.config import CONF_DIR, register_schema, validate_config  # noqa: E402
+
+register_schema()
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_dir = HydraConfig.get().runtime.output_dir
+    with exit_on_user_error(run_dir):
+        validate_config(cfg)
+        from kerasdiag.pipeline import run_training  # TensorFlow starts here
+
+        run_training(cfg, run_dir)
+
+
+if __name__ == "__main__":
+    preflight(sys.argv[1:])
+    main()
