@@ -82,7 +82,7 @@ def model_summary_text(model: keras.Model) -> str:
         rows.append((layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
-        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
@@ -187,6 +187,19 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     }
     print_final_summary(summary)
     return summary
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """What ``scripts/train.py`` runs: a search (``tuner``), an ensemble, or one training."""
+    if cfg.tuner.name != "none":
+        from kerasdiag.search import run_search
+
+        return run_search(cfg, Path(run_dir))
+    if cfg.ensemble.name != "none":
+        from kerasdiag.ensemble import run_ensemble
+
+        return run_ensemble(cfg, Path(run_dir))
+    return run_training(cfg, run_dir)
 
 
 def _best(values: list[float] | None) -> float | None:

@@ -27,9 +27,9 @@ def main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     with exit_on_user_error(run_dir):
         validate_config(cfg)
-        from kerasdiag.pipeline import run_training  # TensorFlow starts here
+        from kerasdiag.pipeline import run  # TensorFlow starts here
 
-        run_training(cfg, run_dir)
+        run(cfg, run_dir)
 
 
 if __name__ == "__main__":

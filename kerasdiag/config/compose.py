@@ -21,7 +21,7 @@ from kerasdiag.errors import ConfigError
 CONF_DIR = Path(os.environ.get("KERASDIAG_CONF", Path(__file__).resolve().parents[2] / "conf"))
 SCHEMA_NAME = "kerasdiag_schema"
 
-DATASETS = {"digits", "cifar10"}
+DATASETS = {"digits", "cifar10", "npz"}
 LOSSES = {"softmax", "multiclass_hinge", "focal"}
 OPTIMIZERS = {"sgd", "adagrad", "rmsprop", "adam", "adamw"}
 SCHEDULES = {"constant", "step", "exponential", "inverse_time", "plateau", "cosine"}

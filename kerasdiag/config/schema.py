@@ -23,8 +23,10 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | cifar10
-    path: str | None = None  # cifar10: folder in the official python format; None = download
+    name: str = "digits"  # digits | cifar10 | npz
+    # cifar10: folder in the official python format (None = Keras' downloader);
+    # npz: a file with x_train, y_train, x_test, y_test (class_names optional)
+    path: str | None = None
     val_fraction: float = 0.1  # stratified, seeded validation split carved from training data
     limit: int | None = None  # keep at most this many training examples (stratified)
     imbalance: float | None = None  # rarest class kept at this fraction of the most frequent

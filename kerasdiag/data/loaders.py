@@ -17,7 +17,7 @@ from kerasdiag.data.splits import (
     stratified_split,
     stratified_subsample,
 )
-from kerasdiag.errors import ConfigError
+from kerasdiag.errors import ConfigError, DataError
 
 # Raw arrays: (x_train, y_train, x_test, y_test, class_names); x as numeric images (N, H, W, C).
 RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
@@ -48,9 +48,37 @@ def _load_cifar10(data_cfg: Any) -> RawData:
     return x_train, y_train, x_test, y_test, list(cifar.CIFAR10_CLASSES)
 
 
+def _load_npz(data_cfg: Any) -> RawData:
+    """Your own data: an ``.npz`` with x_train, y_train, x_test, y_test (and class_names).
+
+    Read with ``allow_pickle=False``: an .npz holding Python objects is refused, not run.
+    """
+    if data_cfg.path is None:
+        raise ConfigError("data.path", None, "data.name=npz needs the path of an .npz file")
+    path = Path(data_cfg.path).expanduser()
+    if not path.is_file():
+        raise ConfigError("data.path", data_cfg.path, "no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise DataError(f"{path} lacks arrays: {', '.join(missing)}")
+    y_all = np.concatenate([arrays["y_train"].ravel(), arrays["y_test"].ravel()])
+    if "class_names" in arrays:
+        names = [str(n) for n in arrays["class_names"]]
+    else:
+        top = int(y_all.max()) if y_all.size and y_all.dtype.kind in "iu" else 0
+        names = [str(i) for i in range(top + 1)]
+    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names
+
+
 LOADERS: dict[str, Callable[[Any], RawData]] = {
     "digits": _load_digits,
     "cifar10": _load_cifar10,
+    "npz": _load_npz,
 }
 
 
