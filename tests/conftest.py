@@ -1,0 +1,41 @@
+"""Shared fixtures: the real data on this machine and a way to run scripts/train.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+# CI and developers have ../shared beside the clone; KERASDIAG_CIFAR_SAMPLE points elsewhere.
+CIFAR_SAMPLE = Path(
+    os.environ.get(
+        "KERASDIAG_CIFAR_SAMPLE",
+        REPO.parent / "shared" / "data" / "cifar10-sample" / "cifar-10-batches-py",
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def cifar_dir() -> Path:
+    """The real CIFAR-10 sample (5000 train / 1000 test images, official format)."""
+    assert (CIFAR_SAMPLE / "test_batch").is_file(), f"CIFAR-10 sample not found at {CIFAR_SAMPLE}"
+    return CIFAR_SAMPLE
+
+
+def run_train(*overrides: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python scripts/train.py OVERRIDES...`` and return the finished process."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
