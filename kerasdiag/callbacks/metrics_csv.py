@@ -21,8 +21,8 @@ class MetricsCSV(keras.callbacks.Callback):
     Unlike ``keras.callbacks.CSVLogger`` the whole file is rewritten through a temporary file
     at every epoch end, so a crash never leaves a torn row, and rows are keyed by epoch, so a
     resumed run (``BackupAndRestore``) replaces the epochs it repeats instead of duplicating
-    them. ``epoch`` counts completed epochs from 1. ``lr`` is the optimizer's learning rate at
-    the end of the epoch (schedules evaluated at the current step).
+    them. ``epoch`` counts epochs from 1. ``lr`` is the learning rate the epoch started with
+    (a schedule evaluated at that step; a plateau reduction shows from the next epoch on).
 
     Example:
         >>> model.fit(x, y, validation_split=0.1, epochs=3,
@@ -34,6 +34,10 @@ class MetricsCSV(keras.callbacks.Callback):
         self.path = Path(path)
         self.resume = bool(resume)
         self.rows: dict[int, dict[str, Any]] = {}
+        self._epoch_lr = math.nan
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_lr = _scalar(self.model.optimizer.learning_rate)
 
     def on_train_begin(self, logs=None):
         self.rows = read_metrics_csv(self.path) if self.resume and self.path.exists() else {}
@@ -41,7 +45,7 @@ class MetricsCSV(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {k: _scalar(v) for k, v in (logs or {}).items()}
         row.pop("learning_rate", None)  # ReduceLROnPlateau's key; ours is "lr"
-        row["lr"] = _scalar(self.model.optimizer.learning_rate)
+        row["lr"] = self._epoch_lr
         row["epoch"] = epoch + 1
         self.rows[epoch + 1] = row
         # A resumed run restarts at its last backed-up epoch: later rows are from the lost try.
