@@ -1,0 +1,34 @@
+"""Sanity checks before training (MISSION S1-S3): initial loss, regularization, overfitting.
+
+Each check returns a :class:`StageResult` and leaves the model it is given unchanged::
+
+    from kerasdiag.sanity import check_initial_loss, overfit_small_subset
+    print(check_initial_loss(model, dataset).message)
+    print(overfit_small_subset(model, dataset).message)
+
+Names load lazily: importing this package does not start TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_LAZY = {
+    "StageResult": "kerasdiag.sanity.result",
+    "expected_initial_loss": "kerasdiag.sanity.expected",
+    "check_initial_loss": "kerasdiag.sanity.initial_loss",
+    "check_regularization_raises_loss": "kerasdiag.sanity.regularization",
+    "overfit_small_subset": "kerasdiag.sanity.overfit",
+    "run_sanity_stages": "kerasdiag.sanity.stages",
+    "SanityCheckFailed": "kerasdiag.sanity.stages",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kerasdiag.sanity' has no attribute {name!r}")

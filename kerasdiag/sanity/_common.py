@@ -1,0 +1,167 @@
+"""What the sanity checks share: data subsets, loss evaluation, model copies, random state."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasdiag.sanity.expected import LossSpec, describe_loss
+
+
+def training_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """``(x, y, num_classes)`` from a kerasdiag Dataset or an ``(x, y)`` pair."""
+    if hasattr(data, "x_train"):
+        return np.asarray(data.x_train), np.asarray(data.y_train), int(data.num_classes)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1]), None
+    raise ValueError(f"data must be a kerasdiag Dataset or an (x, y) pair, got {type(data)}")
+
+
+def subset(
+    x: np.ndarray, y: np.ndarray, n: int | None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples drawn without replacement by a private generator (global RNG untouched)."""
+    if n is None or n >= len(x):
+        return x, y
+    idx = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
+    return x[idx], y[idx]
+
+
+def compiled_loss(model: keras.Model) -> Any:
+    loss = getattr(model, "loss", None)
+    if loss is None:
+        raise ValueError("model must be compiled with a loss (or pass loss=...)")
+    return loss
+
+
+def loss_function(loss: Any) -> Callable[[Any, Any], Any]:
+    """A callable ``(y_true, y_pred) -> scalar`` averaging the loss over the examples.
+
+    Keras loss objects reduce themselves (as in training); names and plain functions return
+    one value per example and are averaged here.
+    """
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+
+    def mean_loss(y_true: Any, y_pred: Any) -> Any:
+        return keras.ops.mean(fn(y_true, y_pred))
+
+    return mean_loss
+
+
+def loss_targets(spec: LossSpec, y: np.ndarray, num_outputs: int) -> np.ndarray:
+    """Labels in the form the loss takes: class indices, one-hot rows, or one column."""
+    if spec.sparse or y.ndim > 1:
+        return y
+    if num_outputs > 1:
+        return np.eye(num_outputs, dtype=np.float32)[y.astype(np.int64)]
+    return y.reshape(-1, 1).astype(np.float32)
+
+
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs in inference mode (dropout, noise and augmentation off), batch by batch."""
+    return np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
+            for i in range(0, len(x), batch_size)
+        ]
+    )
+
+
+def output_width(model: keras.Model) -> int:
+    shape = model.outputs[0].shape if getattr(model, "outputs", None) else model.output_shape
+    return int(shape[-1])
+
+
+def class_indices(y: np.ndarray) -> np.ndarray:
+    """Integer labels from class indices, one-hot rows or one 0/1 column."""
+    if y.ndim > 1 and y.shape[-1] > 1:
+        return np.argmax(y, axis=-1)
+    return y.reshape(-1).astype(np.int64)
+
+
+def accuracy(spec: LossSpec, outputs: np.ndarray, labels: np.ndarray) -> float | None:
+    """Share of examples classified right; None for a single-output regression loss."""
+    if outputs.shape[-1] > 1:
+        return float(np.mean(np.argmax(outputs, axis=-1) == labels))
+    if spec.kind == "mse":
+        return None
+    threshold = 0.5 if spec.from_logits is False else 0.0
+    predicted = (outputs.reshape(-1) > threshold).astype(np.int64)
+    return float(np.mean(predicted == (labels > 0)))
+
+
+def describe_model_loss(model: keras.Model, loss: Any = None) -> tuple[Any, LossSpec]:
+    loss = compiled_loss(model) if loss is None else loss
+    return loss, describe_loss(loss)
+
+
+def copy_model(
+    model: keras.Model, clone_function: Callable[[keras.layers.Layer], Any] | None = None
+) -> keras.Model:
+    """A new model of the same architecture holding a copy of ``model``'s current weights.
+
+    Raises ValueError when the model cannot be rebuilt from its config (subclassed models
+    without ``get_config``), so the caller never trains the original by mistake.
+    """
+    try:
+        clone = keras.models.clone_model(model, clone_function=clone_function)
+    except Exception as exc:  # Keras raises several types for unclonable models
+        raise ValueError(
+            f"cannot copy model {model.name!r} ({type(exc).__name__}: {exc}); sanity checks "
+            "that train work on a copy, so the model must be functional or Sequential, "
+            "or its layers must implement get_config"
+        ) from exc
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def fresh_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:
+    """An optimizer configured like the model's, with no state (no slots, iteration 0)."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        return keras.optimizers.Adam(1e-3)
+    return type(opt).from_config(opt.get_config())
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Restore Python's, NumPy's and Keras' global random state on exit.
+
+    Copying a model draws initializer seeds from Python's ``random``; restoring the state
+    means the run that follows draws the same dropout masks and shuffles as without the check.
+    """
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
+    generator_state = None if generator is None else keras.ops.convert_to_numpy(generator.state)
+    tf_rng = _tf_eager_rng()
+    tf_rng_state = None if tf_rng is None else tf_rng.getstate()
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, generator)
+        if generator is not None:
+            generator.state.assign(generator_state)
+        if tf_rng is not None:
+            tf_rng.setstate(tf_rng_state)
+
+
+def _tf_eager_rng() -> random.Random | None:
+    # TensorFlow draws op-level seeds (tf.data shuffles) from this generator once a global
+    # seed is set; it is private, so fall back to nothing if a TF version renames it.
+    from tensorflow.python.eager import context
+
+    rng = getattr(context.context(), "_rng", None)
+    return rng if isinstance(rng, random.Random) else None

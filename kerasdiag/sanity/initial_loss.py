@@ -1,0 +1,169 @@
+"""Sanity stage: the untrained model's loss is the value its loss function predicts (MISSION S1)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasdiag.sanity import _common as common
+from kerasdiag.sanity.expected import LossSpec, describe_loss, expected_initial_loss_with_reason
+from kerasdiag.sanity.result import StageResult
+
+_CATEGORICAL = {"crossentropy", "focal"}
+
+
+def check_initial_loss(
+    model: keras.Model,
+    data: Any,
+    *,
+    loss: Any = None,
+    rtol: float = 0.3,
+    max_examples: int | None = 512,
+    class_priors: Any = None,
+    seed: int = 0,
+) -> StageResult:
+    """Compare the loss of a freshly initialised model with :func:`expected_initial_loss`.
+
+    The loss is the data loss alone (regularization terms left out) in inference mode
+    (dropout and augmentation off) on up to ``max_examples`` training examples. It passes
+    when it lies within ``rtol`` (relative) of the expected value and the model's outputs
+    have the form the loss expects (logits for ``from_logits=True``, probabilities
+    otherwise): a softmax applied twice gives a loss near ln C at initialisation, so only
+    the outputs give it away. The model is not changed.
+
+    Args:
+        model: a compiled Keras model, as initialised (before any training).
+        data: a kerasdiag ``Dataset`` (its training split is used) or an ``(x, y)`` pair.
+        loss: the loss to check; defaults to the one the model was compiled with.
+        rtol: accepted relative distance from the expected value.
+        max_examples: how many training examples to evaluate (None: all).
+        class_priors: class shares for class-weighted losses; default: the data's.
+        seed: picks the examples.
+
+    Example:
+
+    ```python
+    result = check_initial_loss(model, dataset)
+    print(result.status, result.value, result.expected, result.message)
+    ```
+    """
+    if not rtol > 0:
+        raise ValueError(f"rtol must be positive, got {rtol!r}")
+    start = time.perf_counter()
+    loss = common.compiled_loss(model) if loss is None else loss
+    spec = describe_loss(loss)
+    x_all, y_all, num_classes = common.training_arrays(data)
+    x, y = common.subset(x_all, y_all, max_examples, seed)
+    outputs = common.predict(model, x)
+    width = outputs.shape[-1]
+
+    def result(passed: bool, value: float | None, expected: float | None, message: str, **d):
+        details = {"examples": len(x), "loss": spec.name, "outputs_mean": float(np.mean(outputs))}
+        details["outputs_std"] = float(np.std(outputs))
+        return StageResult(
+            "initial_loss",
+            passed,
+            value,
+            expected,
+            message,
+            time.perf_counter() - start,
+            {**details, **d},
+        )
+
+    if width > 1 and num_classes is not None and width != num_classes:
+        return result(
+            False,
+            None,
+            None,
+            f"the model has {width} outputs but the data has {num_classes} classes",
+        )
+    classes = width if width > 1 else (1 if spec.kind == "mse" else 2)
+    labels = common.class_indices(y_all)
+    if labels.max(initial=0) >= max(classes, 2):
+        return result(
+            False,
+            None,
+            None,
+            f"the labels go up to {labels.max()} but the model has {width} output(s)",
+        )
+    if class_priors is None:
+        class_priors = np.bincount(labels, minlength=max(classes, 2))
+    expected, reason = expected_initial_loss_with_reason(spec, classes, class_priors)
+    targets = common.loss_targets(spec, y, width)
+    value = float(keras.ops.convert_to_numpy(common.loss_function(loss)(targets, outputs)))
+
+    problem = _output_form_problem(spec, outputs)
+    if problem is not None:
+        return result(False, value, expected, problem)
+    if not np.isfinite(value):
+        return result(
+            False,
+            value,
+            expected,
+            f"initial loss is {value} (expected {expected:.4g}, {reason}): the outputs "
+            "overflow at initialisation. This usually means weights initialised far too "
+            "large or inputs not normalised (e.g. raw 0-255 pixels).",
+        )
+    distance = abs(value - expected) / expected
+    if distance <= rtol:
+        return result(
+            True,
+            value,
+            expected,
+            f"initial loss {value:.4g} matches the expected {expected:.4g} ({reason}) "
+            f"within {rtol:.0%}",
+        )
+    if value > expected:
+        return result(
+            False,
+            value,
+            expected,
+            f"initial loss {value:.4g} is {value / expected:.2g}x the expected {expected:.4g} "
+            f"({reason}): the outputs are far from uniform at initialisation. This usually "
+            "means weights initialised too large, inputs not normalised (zero mean, unit "
+            "variance; e.g. raw 0-255 pixels), from_logits set wrongly, or a loss that does "
+            "not fit the task.",
+        )
+    return result(
+        False,
+        value,
+        expected,
+        f"initial loss {value:.4g} is {distance:.0%} below the expected {expected:.4g} "
+        f"({reason}): the model is confident before any training. This usually means the "
+        "labels leak into the inputs, a loss that does not fit the task (e.g. the wrong "
+        "number of classes), or an output bias already set from the class priors.",
+    )
+
+
+def _output_form_problem(spec: LossSpec, outputs: np.ndarray) -> str | None:
+    """Why the outputs cannot be what the loss takes (logits vs probabilities), or None."""
+    if spec.from_logits is None or outputs.size == 0:
+        return None
+    low, high = float(np.min(outputs)), float(np.max(outputs))
+    categorical = spec.kind in _CATEGORICAL and outputs.shape[-1] > 1
+    row_sums = np.sum(outputs, axis=-1)
+    normalised = bool(np.all(np.abs(row_sums - 1.0) < 1e-3))
+    if spec.from_logits:
+        probabilities = (
+            low >= 0.0 and high <= 1.0 and normalised if categorical else low > 0.0 and high < 1.0
+        )
+        if probabilities:
+            form = "each row in [0, 1] summing to 1" if categorical else "all within (0, 1)"
+            return (
+                f"the model's outputs are already probabilities ({form}) but {spec.name} has "
+                "from_logits=True: softmax/sigmoid is applied twice, which keeps the initial "
+                "loss near its expected value but stops it from ever approaching 0. Remove "
+                "the output activation or set from_logits=False."
+            )
+        return None
+    if low < -1e-6 or high > 1.0 + 1e-6 or (categorical and not normalised):
+        return (
+            f"{spec.name} has from_logits=False, so it expects probabilities, but the model's "
+            f"outputs are not (range [{low:.3g}, {high:.3g}], row sums "
+            f"{float(np.min(row_sums)):.3g}..{float(np.max(row_sums)):.3g}). Set "
+            "from_logits=True or end the model with a softmax/sigmoid."
+        )
+    return None

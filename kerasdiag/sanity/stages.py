@@ -1,0 +1,229 @@
+"""The pre-training sanity stages of a run: gradcheck -> initial_loss -> regularization -> overfit.
+
+``scripts/train.py`` calls :func:`run_sanity_stages` between building the model and training
+it. Each stage is switched by ``sanity.<stage>`` in the config; results go to ``sanity.json``
+in the run directory and to a table on the console. With ``sanity.fail_fast=true`` the first
+failing stage stops the run (:class:`SanityCheckFailed`). No stage changes the model that then
+trains, nor the global random state it trains with.
+
+This module imports TensorFlow only when a stage runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kerasdiag.errors import KerasdiagError
+from kerasdiag.io import write_json_atomic
+from kerasdiag.sanity.result import StageResult
+
+STAGES = ("gradcheck", "initial_loss", "regularization", "overfit")
+
+# sanity.* keys and the defaults used when a config lacks them.
+DEFAULTS: dict[str, Any] = {
+    "gradcheck": True,
+    "initial_loss": True,
+    "regularization": True,
+    "overfit": True,
+    "fail_fast": False,
+    "initial_loss_rtol": 0.5,
+    "regularization_factor": 10.0,
+    "overfit_examples": 20,
+    "overfit_max_steps": 300,
+    "overfit_loss_fraction": 0.05,
+}
+# L2 strength used to test the wiring when the config asks for no regularization.
+PROBE_L2 = 1e-3
+
+
+class SanityCheckFailed(KerasdiagError):
+    """A sanity stage failed and ``sanity.fail_fast`` is on: the run stops before training."""
+
+    def __init__(self, result: StageResult):
+        self.result = result
+        super().__init__(f"sanity stage '{result.name}' failed: {result.message}")
+
+
+def run_sanity_stages(
+    cfg: Any,
+    model: Any,
+    data: Any,
+    run_dir: str | Path,
+    build_model: Callable[..., Any],
+) -> list[StageResult]:
+    """Run the enabled stages in order, write ``sanity.json``, print a table, return the results.
+
+    Args:
+        cfg: the run config (``cfg.sanity.*``, ``cfg.model.l2`` / ``cfg.model.l1``).
+        model: the compiled model that will train; it is read, never changed.
+        data: the run's kerasdiag ``Dataset``.
+        run_dir: the run directory (``sanity.json`` goes there).
+        build_model: ``build_model(**model_overrides)`` returns a freshly built, compiled model
+            of the run's config with the given ``cfg.model`` fields overridden.
+
+    Raises:
+        SanityCheckFailed: a stage failed and ``sanity.fail_fast`` is true (after writing
+            ``sanity.json``).
+    """
+    from kerasdiag.sanity._common import preserved_random_state
+
+    run_dir = Path(run_dir)
+    settings = _settings(cfg)
+    results: list[StageResult] = []
+    failed: StageResult | None = None
+    with preserved_random_state():
+        for name in STAGES:
+            if not settings[name]:
+                results.append(StageResult(name, None, message=f"disabled (sanity.{name}=false)"))
+                continue
+            if failed is not None and settings["fail_fast"]:
+                results.append(
+                    StageResult(
+                        name,
+                        None,
+                        message=f"not run: stage '{failed.name}' failed and sanity.fail_fast=true",
+                    )
+                )
+                continue
+            start = time.perf_counter()
+            result = _RUNNERS[name](cfg, settings, model, data, run_dir, build_model)
+            result.seconds = time.perf_counter() - start  # including model builds
+            results.append(result)
+            if result.passed is False and failed is None:
+                failed = result
+    write_json_atomic(run_dir / "sanity.json", [_record(r) for r in results])
+    print(format_table(results))
+    if failed is not None and settings["fail_fast"]:
+        raise SanityCheckFailed(failed)
+    return results
+
+
+def format_table(results: list[StageResult]) -> str:
+    """The console table: one row per stage, its verdict, numbers and message."""
+    rows = [("stage", "status", "value", "expected", "seconds", "message")]
+    for r in results:
+        rows.append(
+            (
+                r.name,
+                r.status.upper(),
+                _num(r.value),
+                _num(r.expected),
+                f"{r.seconds:.1f}",
+                r.message,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["sanity stages:"]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)]
+        lines.append("  " + "  ".join(cells + [row[5]]))
+    return "\n".join(lines)
+
+
+def _settings(cfg: Any) -> dict[str, Any]:
+    sanity = cfg.get("sanity") or {}
+    settings = {}
+    for key, default in DEFAULTS.items():
+        value = sanity.get(key)
+        settings[key] = default if value is None else value
+    return settings
+
+
+def _model_strengths(cfg: Any) -> tuple[float, float]:
+    model_cfg = cfg.get("model") or {}
+    return float(model_cfg.get("l2") or 0.0), float(model_cfg.get("l1") or 0.0)
+
+
+def _gradcheck(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    try:
+        available = importlib.util.find_spec("kerasdiag.gradcheck.stage") is not None
+    except ModuleNotFoundError:
+        available = False
+    if not available:
+        return StageResult(
+            "gradcheck", None, message="skipped: kerasdiag.gradcheck.stage is not available"
+        )
+    stage = importlib.import_module("kerasdiag.gradcheck.stage")
+    return stage.gradcheck_stage(cfg.sanity, model, data, run_dir)
+
+
+def _initial_loss(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.sanity.initial_loss import check_initial_loss
+
+    return check_initial_loss(model, data, rtol=float(settings["initial_loss_rtol"]))
+
+
+def _regularization(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.sanity.regularization import check_regularization_raises_loss
+
+    l2, l1 = _model_strengths(cfg)
+    factor = float(settings["regularization_factor"])
+    unregularized = build_model(l2=0.0, l1=0.0)
+    if l2 or l1:
+        stronger = build_model(l2=l2 * factor, l1=l1 * factor)
+        what = f"model.l2={l2:g}, model.l1={l1:g}, stronger = x{factor:g}"
+    else:
+        stronger = build_model(l2=PROBE_L2, l1=0.0)
+        what = f"model.l2 = model.l1 = 0, probe l2={PROBE_L2:g}"
+    result = check_regularization_raises_loss(
+        model, data, unregularized=unregularized, stronger=stronger, factor=factor
+    )
+    result.message = f"{what}: {result.message}"
+    return result
+
+
+def _overfit(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.sanity.overfit import overfit_small_subset
+
+    return overfit_small_subset(
+        model,
+        data,
+        num_examples=int(settings["overfit_examples"]),
+        max_steps=int(settings["overfit_max_steps"]),
+        loss_fraction=float(settings["overfit_loss_fraction"]),
+    )
+
+
+_RUNNERS = {
+    "gradcheck": _gradcheck,
+    "initial_loss": _initial_loss,
+    "regularization": _regularization,
+    "overfit": _overfit,
+}
+
+
+def _record(result: StageResult) -> dict[str, Any]:
+    return _json_safe(
+        {
+            "name": result.name,
+            "status": result.status,
+            "value": result.value,
+            "expected": result.expected,
+            "seconds": round(result.seconds, 3),
+            "message": result.message,
+            "details": result.details,
+        }
+    )
+
+
+def _json_safe(obj: Any) -> Any:
+    # NaN and Inf are not JSON: keep them readable as strings.
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
