@@ -7,24 +7,37 @@ import numpy as np
 from kerasdiag.errors import DataError
 
 
-def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out) with ``fraction`` of every class held out (at least one each)."""
+def stratified_split(
+    y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out): ``round(fraction * N)`` held out, every class in proportion.
+
+    Per-class counts use the largest-remainder rule, so the total is exact and each class
+    with at least two examples keeps one on either side.
+    """
     rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    n_held = int(round(fraction * len(y)))
+    quota = counts * n_held / len(y)
+    held_per_class = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - held_per_class), kind="stable")[: n_held - held_per_class.sum()]:
+        held_per_class[i] += 1
+    both_sides = counts > 1
+    held_per_class = np.where(both_sides, np.clip(held_per_class, 1, counts - 1), 0)
     keep, held = [], []
-    for c in np.unique(y):
+    for c, n in zip(classes, held_per_class, strict=True):
         idx = rng.permutation(np.flatnonzero(y == c))
-        n_held = max(1, int(round(fraction * len(idx)))) if len(idx) > 1 else 0
-        held.append(idx[:n_held])
-        keep.append(idx[n_held:])
+        held.append(idx[:n])
+        keep.append(idx[n:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
 def stratified_subsample(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Indices of at most ``limit`` examples, keeping the class proportions."""
+    """Indices of ``limit`` examples (all if fewer), keeping the class proportions."""
     if limit >= len(y):
         return np.arange(len(y))
-    keep, _ = stratified_split(y, 1.0 - limit / len(y), seed)
-    return keep
+    _, kept = stratified_split(y, limit / len(y), seed)
+    return kept
 
 
 def imbalance_subsample(y: np.ndarray, ratio: float, num_classes: int, seed: int) -> np.ndarray:
