@@ -28,7 +28,9 @@ def cifar_dir() -> Path:
     return CIFAR_SAMPLE
 
 
-def run_train(*overrides: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_train(
+    *overrides: str, cwd: Path = REPO, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``python scripts/train.py OVERRIDES...`` and return the finished process."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
