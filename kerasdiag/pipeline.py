@@ -147,6 +147,7 @@ def fit(
         epochs=int(cfg.trainer.epochs),
         callbacks=callbacks,
         verbose=int(cfg.trainer.verbose),
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
     )
 
 

@@ -39,16 +39,22 @@ def test_recipes_select_their_pieces():
 
 def test_command_line_choices_win_over_the_recipe():
     cfg = load_config(["recipe=cifar_softmax", "optimizer=sgd_nesterov", "optimizer.lr=0.01"])
-    assert (cfg.optimizer.name, cfg.optimizer.momentum, cfg.optimizer.nesterov) == ("sgd", 0.9, True)
+    assert (cfg.optimizer.name, cfg.optimizer.momentum, cfg.optimizer.nesterov) == (
+        "sgd",
+        0.9,
+        True,
+    )
     assert cfg.optimizer.lr == 0.01 and cfg.model.builder == "recipes.models.convnet"
     cfg = load_config(["optimizer=adam", "optimizer.lr=3e-4", "schedule=step", "trainer.epochs=3"])
     assert (cfg.optimizer.lr, cfg.schedule.name, cfg.trainer.epochs) == (3e-4, "step", 3)
 
 
 @pytest.mark.parametrize("group", ["optimizer", "schedule", "data", "model", "loss"])
-def test_every_group_option_composes(group):
+def test_every_group_option_composes(group, tmp_path):
+    npz = tmp_path / "x.npz"
+    npz.write_bytes(b"")
     for option in options(group):
-        extra = ["data.path=x.npz"] if (group, option) == ("data", "npz") else []
+        extra = [f"data.path={npz}"] if (group, option) == ("data", "npz") else []
         cfg = load_config([f"{group}={option}", *extra])
         assert cfg[group] is not None
 
@@ -72,6 +78,8 @@ def test_every_group_named_by_the_primary_config_exists():
         ("optimizer.momentum=1.5", "optimizer.momentum"),
         ("schedule.factor=2", "schedule.factor"),
         ("model.l2=-0.1", "model.l2"),
+        ("data.path=/no/such/folder", "data.path"),
+        ("data=npz", "data.path"),
     ],
 )
 def test_bad_values_name_their_key(override, key):

@@ -106,7 +106,12 @@ def validate_config(cfg: DictConfig) -> None:
     _positive(cfg, "data.augment.crop", strict=False)
     _positive(cfg, "data.augment.noise", strict=False)
     if cfg.data.path is not None:
-        _require(str(cfg.data.path).strip() != "", "data.path", cfg.data.path, "must not be empty")
+        path = Path(str(cfg.data.path)).expanduser()
+        kind = "file" if cfg.data.name == "npz" else "directory"
+        exists = path.is_file() if kind == "file" else path.is_dir()
+        _require(exists, "data.path", cfg.data.path, f"no such {kind}")
+    elif cfg.data.name == "npz":
+        _require(False, "data.path", None, "data.name=npz needs the path of an .npz file")
 
     _require(bool(_DOTTED.match(cfg.model.builder)), "model.builder", cfg.model.builder,
              "must be a dotted path such as recipes.models.convnet")  # fmt: skip
