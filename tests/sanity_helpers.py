@@ -1,94 +1,92 @@
-"""Real data and small models for the sanity-stage tests (sklearn digits, the CIFAR-10 sample)."""
+"""Real data and small plain-Keras models for the sanity-stage tests."""
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
+import dataclasses
 
 import keras
 import numpy as np
-from sklearn.datasets import load_digits
 
-from kerasdiag.data.dataset import Dataset
+from kerasdiag.config import load_config
+from kerasdiag.data import Dataset, load_dataset
 
-CIFAR_DIR = Path("/work/shared/data/cifar10-sample/cifar-10-batches-py")
+from conftest import CIFAR_SAMPLE
 
-
-def _normalised(name, x_train, y_train, x_test, y_test, num_classes, n_val) -> Dataset:
-    # Statistics from the training split only (MISSION P7).
-    x_train, x_val = x_train[n_val:], x_train[:n_val]
-    y_train, y_val = y_train[n_val:], y_train[:n_val]
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0) + 1e-6
-    norm = lambda a: ((a - mean) / std).astype(np.float32)  # noqa: E731
-    return Dataset(
-        name=name,
-        x_train=norm(x_train),
-        y_train=y_train.astype(np.int64),
-        x_val=norm(x_val),
-        y_val=y_val.astype(np.int64),
-        x_test=norm(x_test),
-        y_test=y_test.astype(np.int64),
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-    )
+# Glorot uniform with a tenth of the std: near-uniform outputs at initialisation (S1).
+SMALL_OUTPUT_INIT = keras.initializers.VarianceScaling(0.01, "fan_avg", "uniform")
 
 
-def digits_dataset() -> Dataset:
-    digits = load_digits()
-    x = digits.data.astype(np.float64)
-    y = digits.target
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    return _normalised("digits", x[:1400], y[:1400], x[1400:], y[1400:], 10, n_val=200)
+def digits() -> Dataset:
+    """scikit-learn's 8x8 digits, split and normalised by kerasdiag's loader."""
+    return load_dataset(load_config(["recipe=digits_softmax"]).data)
 
 
-def cifar_dataset(n_train: int = 2000) -> Dataset:
-    with open(CIFAR_DIR / "data_batch_1", "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
-    x = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float64) / 255.0
-    y = np.asarray(batch[b"labels"])
-    x, y = x[: n_train + 400], y[: n_train + 400]
-    # Per-channel statistics, as the recipes normalise images.
-    x_train, x_test = x[:n_train], x[n_train:]
-    mean = x_train.mean(axis=(0, 1, 2))
-    std = x_train.std(axis=(0, 1, 2))
-    ds = Dataset(
-        name="cifar10-sample",
-        x_train=((x_train[200:] - mean) / std).astype(np.float32),
-        y_train=y[200:n_train].astype(np.int64),
-        x_val=((x_train[:200] - mean) / std).astype(np.float32),
-        y_val=y[:200].astype(np.int64),
-        x_test=((x_test - mean) / std).astype(np.float32),
-        y_test=y[n_train:].astype(np.int64),
-        num_classes=10,
-        mean=mean,
-        std=std,
-    )
-    return ds
+def cifar(limit: int = 1000) -> Dataset:
+    """The real CIFAR-10 sample, ``limit`` training images, per-channel normalised."""
+    overrides = ["recipe=cifar_softmax", f"data.path={CIFAR_SAMPLE}", f"data.limit={limit}"]
+    return load_dataset(load_config(overrides).data)
+
+
+def with_inputs(data: Dataset, x_train: np.ndarray) -> Dataset:
+    return dataclasses.replace(data, x_train=x_train.astype(np.float32))
 
 
 def mlp(
-    input_shape,
-    num_classes,
-    hidden=(64,),
-    l2=0.0,
-    dropout=0.0,
-    activation=None,
-    kernel_initializer="he_normal",
-    seed=0,
+    data: Dataset,
+    *,
+    hidden: tuple[int, ...] = (64,),
+    output_activation: str | None = None,
+    output_init=SMALL_OUTPUT_INIT,
+    hidden_init="he_normal",
+    l2: float = 0.0,
+    dropout: float = 0.0,
+    seed: int = 0,
 ) -> keras.Model:
+    """Flatten -> Dense(relu) blocks -> Dense(num_classes), like recipes.models.mlp."""
     keras.utils.set_random_seed(seed)
     reg = keras.regularizers.L2(l2) if l2 else None
-    layers = [keras.Input(input_shape)]
+    x = inputs = keras.Input(data.input_shape)
+    x = keras.layers.Flatten()(x)
     for units in hidden:
-        layers.append(
-            keras.layers.Dense(
-                units, "relu", kernel_initializer=kernel_initializer, kernel_regularizer=reg
-            )
-        )
+        x = keras.layers.Dense(
+            units, "relu", kernel_initializer=hidden_init, kernel_regularizer=reg
+        )(x)
         if dropout:
-            layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(num_classes, activation, kernel_regularizer=reg))
-    return keras.Sequential(layers)
+            x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(
+        data.num_classes,
+        output_activation,
+        kernel_initializer=output_init,
+        kernel_regularizer=reg,
+    )(x)
+    return keras.Model(inputs, outputs)
+
+
+def convnet(data: Dataset, *, batch_norm: bool = False, seed: int = 0) -> keras.Model:
+    """conv16-pool-conv32-pool-dense64-logits: the cifar recipe's shape, smaller."""
+    keras.utils.set_random_seed(seed)
+    x = inputs = keras.Input(data.input_shape)
+    for filters in (16, 32):
+        x = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Activation("relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(64, "relu", kernel_initializer="he_normal")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(data.num_classes, kernel_initializer=SMALL_OUTPUT_INIT)(x)
+    return keras.Model(inputs, outputs)
+
+
+def compiled(model: keras.Model, loss, optimizer=None) -> keras.Model:
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), loss=loss)
+    return model
+
+
+def logits_ce() -> keras.losses.Loss:
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def weights_equal(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

@@ -132,36 +132,41 @@ def fresh_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:
 
 @contextlib.contextmanager
 def preserved_random_state() -> Iterator[None]:
-    """Restore Python's, NumPy's and Keras' global random state on exit.
+    """Restore Python's, NumPy's, Keras' and TensorFlow's global random state on exit.
 
-    Copying a model draws initializer seeds from Python's ``random``; restoring the state
-    means the run that follows draws the same dropout masks and shuffles as without the check.
+    Copying or building a model draws initializer seeds from Python's ``random`` (and a
+    model factory may reseed everything); restoring the state means the training that
+    follows draws the same dropout masks and shuffles as it would without the check.
     """
     from keras.src.backend.common import global_state
     from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    from tensorflow.python.eager import context
 
     py_state = random.getstate()
     np_state = np.random.get_state()
-    generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
+    keras_globals = {
+        key: global_state.get_global_attribute(key)
+        for key in (GLOBAL_SEED_GENERATOR, GLOBAL_RANDOM_SEED)
+    }
+    generator = keras_globals[GLOBAL_SEED_GENERATOR]
     generator_state = None if generator is None else keras.ops.convert_to_numpy(generator.state)
-    tf_rng = _tf_eager_rng()
-    tf_rng_state = None if tf_rng is None else tf_rng.getstate()
+    # TensorFlow's global seed and the generator of op-level seeds it derives (tf.data
+    # shuffles); private attributes, so restore only what this TF version has.
+    ctx = context.context()
+    tf_globals = {name: getattr(ctx, name) for name in ("_seed", "_rng") if hasattr(ctx, name)}
+    tf_rng = tf_globals.get("_rng")
+    tf_rng_state = tf_rng.getstate() if isinstance(tf_rng, random.Random) else None
     try:
         yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-        global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, generator)
+        for key, value in keras_globals.items():
+            global_state.set_global_attribute(key, value)
         if generator is not None:
             generator.state.assign(generator_state)
-        if tf_rng is not None:
+        for name, value in tf_globals.items():
+            setattr(ctx, name, value)
+        if tf_rng_state is not None:
             tf_rng.setstate(tf_rng_state)
-
-
-def _tf_eager_rng() -> random.Random | None:
-    # TensorFlow draws op-level seeds (tf.data shuffles) from this generator once a global
-    # seed is set; it is private, so fall back to nothing if a TF version renames it.
-    from tensorflow.python.eager import context
-
-    rng = getattr(context.context(), "_rng", None)
-    return rng if isinstance(rng, random.Random) else None

@@ -70,13 +70,14 @@ def describe_loss(loss: Any) -> LossSpec:
 
     Raises ValueError naming the loss when it is not one the sanity checks know.
     """
+    params: dict[str, Any] = {}
     if isinstance(loss, str):
-        name, params = loss, {}
+        names = [loss]
     elif callable(loss) and not hasattr(loss, "get_config") and hasattr(loss, "__name__"):
-        name, params = loss.__name__, {}  # a Keras loss function such as keras.losses.mse
+        names = [loss.__name__]  # a Keras loss function such as keras.losses.mse
     else:
-        name = type(loss).__name__
-        params = {}
+        # A loss object: known by its class, else by its name ("focal", "multiclass_hinge").
+        names = [type(loss).__name__, str(getattr(loss, "name", ""))]
         if hasattr(loss, "get_config"):
             try:
                 params.update(loss.get_config() or {})
@@ -85,8 +86,10 @@ def describe_loss(loss: Any) -> LossSpec:
         for attr in ("from_logits", "gamma", "alpha", "margin", "apply_class_balancing"):
             if hasattr(loss, attr):
                 params[attr] = getattr(loss, attr)
-    key = name.lower().replace("_", "")
-    if key not in _KNOWN:
+    keys = [n.lower().replace("_", "") for n in names]
+    key = next((k for k in keys if k in _KNOWN), None)
+    name = names[0]
+    if key is None:
         supported = ", ".join(sorted({v[0] for v in _KNOWN.values()}))
         raise ValueError(
             f"loss: no expected initial value is known for {name!r}; supported kinds: {supported}"

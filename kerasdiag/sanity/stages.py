@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "regularization": True,
     "overfit": True,
     "fail_fast": False,
-    "initial_loss_rtol": 0.5,
+    "initial_loss_rtol": 0.25,
     "regularization_factor": 10.0,
     "overfit_examples": 20,
     "overfit_max_steps": 300,

@@ -1,0 +1,204 @@
+"""The three checks on real data: healthy models pass, planted faults fail the right check."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import pytest
+import sanity_helpers as h
+
+from kerasdiag.losses import MulticlassHinge, SparseCategoricalFocalLoss
+from kerasdiag.sanity import (
+    check_initial_loss,
+    check_regularization_raises_loss,
+    overfit_small_subset,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return h.digits()
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    return h.cifar(limit=600)
+
+
+def unchanged_after(check, model, *args, **kwargs):
+    """Run ``check`` and assert it left the model's weights and optimizer untouched."""
+    before = [w.copy() for w in model.get_weights()]
+    result = check(model, *args, **kwargs)
+    assert h.weights_equal(before, model.get_weights())
+    assert int(model.optimizer.iterations) == 0 and not model.optimizer.built
+    return result
+
+
+# ---- healthy models pass
+
+
+def test_healthy_mlp_passes_all_three(digits):
+    model = h.compiled(h.mlp(digits, l2=1e-3, dropout=0.3), h.logits_ce())
+    init = unchanged_after(check_initial_loss, model, digits)
+    assert init.passed, init.message
+    assert init.expected == pytest.approx(math.log(10))
+    assert abs(init.value - math.log(10)) < 0.1
+    reg = unchanged_after(check_regularization_raises_loss, model, digits)
+    assert reg.passed, reg.message
+    d = reg.details
+    assert d["loss_none"] < d["loss_configured"] < d["loss_stronger"]
+    # L2 is quadratic in its strength and the data loss is shared: x10 gives 10x the penalty.
+    assert d["penalty_stronger"] == pytest.approx(10 * d["penalty_configured"], rel=1e-4)
+    assert d["penalty_none"] == 0.0
+    fit = unchanged_after(overfit_small_subset, model, digits, num_examples=20, max_steps=300)
+    assert fit.passed, fit.message
+    assert fit.details["accuracy"] == 1.0 and fit.value <= fit.expected
+    assert 0 < fit.details["steps"] < 300 and f"in {fit.details['steps']} steps" in fit.message
+
+
+@pytest.mark.parametrize(
+    ("loss", "expected"),
+    [
+        (MulticlassHinge(margin=1.0), 9.0),
+        (SparseCategoricalFocalLoss(gamma=2.0), 0.81 * math.log(10)),
+    ],
+    ids=["svm", "focal"],
+)
+def test_convnet_with_kerasdiag_losses_passes(cifar, loss, expected):
+    model = h.compiled(h.convnet(cifar, batch_norm=True), loss)
+    init = unchanged_after(check_initial_loss, model, cifar)
+    assert init.passed, init.message
+    assert init.expected == pytest.approx(expected)
+    fit = unchanged_after(overfit_small_subset, model, cifar, max_steps=150)
+    assert fit.passed, fit.message
+
+
+# ---- initial loss: planted faults
+
+
+def test_unnormalised_inputs_fail_initial_loss(digits):
+    model = h.compiled(h.mlp(digits), h.logits_ce())
+    raw = h.with_inputs(digits, digits.x_train * 255)
+    result = check_initial_loss(model, raw)
+    assert result.passed is False
+    assert result.value > 10 * result.expected
+    assert "not normalised" in result.message
+    assert check_initial_loss(model, digits).passed  # the same model on normalised inputs
+
+
+def test_far_too_large_init_fails_initial_loss(digits):
+    big = keras.initializers.RandomNormal(stddev=1.0)
+    model = h.compiled(h.mlp(digits, hidden_init=big, output_init=big), h.logits_ce())
+    result = check_initial_loss(model, digits)
+    assert result.passed is False and result.value > 3 * result.expected
+    assert "initialised too large" in result.message
+
+
+def test_softmax_output_with_from_logits_true_fails_initial_loss(digits):
+    # Softmax in the model and again in the loss: the value alone looks fine (near ln C).
+    model = h.compiled(h.mlp(digits, output_activation="softmax"), h.logits_ce())
+    result = check_initial_loss(model, digits)
+    assert result.passed is False
+    assert abs(result.value - math.log(10)) < 0.1
+    assert "from_logits=True" in result.message and "twice" in result.message
+    fixed = h.compiled(
+        h.mlp(digits, output_activation="softmax"), "sparse_categorical_crossentropy"
+    )
+    assert check_initial_loss(fixed, digits).passed
+
+
+def test_logits_with_from_logits_false_fails_initial_loss(digits):
+    model = h.compiled(h.mlp(digits), "sparse_categorical_crossentropy")
+    result = check_initial_loss(model, digits)
+    assert result.passed is False
+    assert "from_logits=False" in result.message and "from_logits=True" in result.message
+
+
+def test_class_count_mismatch_fails_initial_loss(digits):
+    five = dataclasses.replace(digits, num_classes=5)
+    model = h.compiled(h.mlp(five), h.logits_ce())
+    result = check_initial_loss(model, digits)
+    assert result.passed is False and "5 outputs but the data has 10 classes" in result.message
+
+
+# ---- regularization: planted fault and the copy mechanics
+
+
+def test_regularization_wired_to_nothing_fails(digits):
+    # The "regularized" builds forgot to attach the regularizer: same loss at every strength.
+    model = h.compiled(h.mlp(digits), h.logits_ce())
+    result = check_regularization_raises_loss(
+        model,
+        digits,
+        unregularized=h.compiled(h.mlp(digits), h.logits_ce()),
+        stronger=h.compiled(h.mlp(digits), h.logits_ce()),
+    )
+    assert result.passed is False and "does not rise" in result.message
+    # Built correctly, the same comparison passes.
+    wired = h.compiled(h.mlp(digits, l2=1e-3), h.logits_ce())
+    result = check_regularization_raises_loss(
+        wired,
+        digits,
+        unregularized=h.compiled(h.mlp(digits, l2=0.0, seed=1), h.logits_ce()),
+        stronger=h.compiled(h.mlp(digits, l2=1e-2, seed=2), h.logits_ce()),
+    )
+    assert result.passed, result.message
+    # Other seeds, same weights: the builds received the model's weights.
+    d = result.details
+    assert d["loss_none"] == pytest.approx(d["loss_configured"] - d["penalty_configured"])
+
+
+def test_unregularized_model_is_skipped_not_passed(digits):
+    model = h.compiled(h.mlp(digits), h.logits_ce())
+    result = check_regularization_raises_loss(model, digits)
+    assert result.passed is None and result.status == "skip"
+
+
+# ---- overfit: planted faults
+
+
+def test_frozen_layers_fail_overfit(digits):
+    model = h.mlp(digits)
+    for layer in model.layers:
+        layer.trainable = False
+    model = h.compiled(model, h.logits_ce())
+    result = overfit_small_subset(model, digits)
+    assert result.passed is False and "frozen" in result.message
+
+
+def test_shuffled_labels_on_a_model_without_capacity_fail_overfit(cifar):
+    # Average colour per channel -> 10 classes: 4 numbers cannot separate 20 random labels.
+    keras.utils.set_random_seed(0)
+    tiny = keras.Sequential(
+        [keras.Input(cifar.input_shape), keras.layers.GlobalAveragePooling2D(),
+         keras.layers.Dense(10)]
+    )  # fmt: skip
+    tiny.compile(keras.optimizers.Adam(1e-2), h.logits_ce())
+    rng = np.random.default_rng(1)
+    shuffled = dataclasses.replace(cifar, y_train=rng.permutation(cifar.y_train))
+    result = overfit_small_subset(tiny, shuffled, max_steps=200)
+    assert result.passed is False
+    assert result.details["accuracy"] < 1.0 and result.value > result.expected
+    assert "could not memorise 20 examples in 200 steps" in result.message
+
+
+def test_softmax_applied_twice_inside_the_model_fails_overfit(digits):
+    # Two softmaxes in the model: the initial loss is still ~ln 10, but p <= e/(e+9) < 0.24.
+    model = h.mlp(digits, output_activation="softmax")
+    twice = keras.Model(model.inputs[0], keras.layers.Softmax()(model.outputs[0]))
+    twice = h.compiled(twice, "sparse_categorical_crossentropy", keras.optimizers.Adam(1e-2))
+    assert check_initial_loss(twice, digits).passed
+    result = overfit_small_subset(twice, digits, max_steps=150)
+    assert result.passed is False
+    assert result.value > -math.log(math.e / (math.e + 9))
+
+
+def test_overfit_validates_arguments(digits):
+    model = h.compiled(h.mlp(digits), h.logits_ce())
+    with pytest.raises(ValueError, match="num_examples"):
+        overfit_small_subset(model, digits, num_examples=0)
+    with pytest.raises(ValueError, match="loss_fraction"):
+        overfit_small_subset(model, digits, loss_fraction=1.5)

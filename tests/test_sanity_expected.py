@@ -1,0 +1,131 @@
+"""expected_initial_loss: closed-form values, checked against the losses Keras really computes."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from kerasdiag.losses import MulticlassHinge, SparseCategoricalFocalLoss
+from kerasdiag.sanity import expected_initial_loss
+
+C = 10
+# Imbalanced real-looking labels: the values below must not depend on the balance
+# (except where the loss itself weights classes).
+RNG = np.random.default_rng(0)
+LABELS = RNG.choice(C, size=4000, p=np.linspace(1, 10, C) / np.linspace(1, 10, C).sum())
+PRIORS = np.bincount(LABELS, minlength=C) / len(LABELS)
+ONE_HOT = np.eye(C, dtype="float32")[LABELS]
+ZERO_LOGITS = np.zeros((len(LABELS), C), "float32")
+UNIFORM = np.full((len(LABELS), C), 1.0 / C, "float32")
+
+
+def keras_value(loss, y, outputs) -> float:
+    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+    return float(np.mean(keras.ops.convert_to_numpy(fn(y, outputs))))
+
+
+@pytest.mark.parametrize(
+    ("loss", "y", "outputs", "closed_form"),
+    [
+        ("sparse_categorical_crossentropy", LABELS, UNIFORM, math.log(C)),
+        ("categorical_crossentropy", ONE_HOT, UNIFORM, math.log(C)),
+        (keras.losses.SparseCategoricalCrossentropy(from_logits=True), LABELS, ZERO_LOGITS,
+         math.log(C)),
+        (keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1), ONE_HOT,
+         ZERO_LOGITS, math.log(C)),
+        (MulticlassHinge(), LABELS, ZERO_LOGITS, C - 1.0),
+        (MulticlassHinge(margin=2.0), LABELS, ZERO_LOGITS, 2.0 * (C - 1)),
+        (SparseCategoricalFocalLoss(gamma=2.0), LABELS, ZERO_LOGITS,
+         (1 - 1 / C) ** 2 * math.log(C)),
+        (SparseCategoricalFocalLoss(gamma=0.5, alpha=0.25), LABELS, ZERO_LOGITS,
+         0.25 * (1 - 1 / C) ** 0.5 * math.log(C)),
+        (keras.losses.CategoricalFocalCrossentropy(from_logits=True), ONE_HOT, ZERO_LOGITS,
+         0.25 * (1 - 1 / C) ** 2 * math.log(C)),
+        ("categorical_hinge", ONE_HOT, ZERO_LOGITS, 1.0),
+        ("mse", ONE_HOT, ZERO_LOGITS, 1.0 / C),
+        (keras.losses.MeanSquaredError(), ONE_HOT, ZERO_LOGITS, 1.0 / C),
+    ],
+)  # fmt: skip
+def test_multiclass_expectation_is_what_keras_computes(loss, y, outputs, closed_form):
+    expected = expected_initial_loss(loss, C, class_priors=PRIORS)
+    assert expected == pytest.approx(closed_form, rel=1e-9)
+    assert keras_value(loss, y, outputs) == pytest.approx(expected, rel=1e-5)
+
+
+def test_textbook_values():
+    # MISSION S1: ln 10 = 2.302 for softmax, 9 for the SVM, ln 2 = 0.693 for binary.
+    assert expected_initial_loss("sparse_categorical_crossentropy", 10) == pytest.approx(2.302585)
+    assert expected_initial_loss(MulticlassHinge(margin=1.0), 10) == 9.0
+    assert expected_initial_loss("binary_crossentropy", 1) == pytest.approx(0.693147)
+    focal = SparseCategoricalFocalLoss(gamma=2.0)
+    assert expected_initial_loss(focal, 10) == pytest.approx(0.81 * math.log(10))
+
+
+@pytest.mark.parametrize("positive_share", [0.5, 0.1, 0.9])
+def test_binary_losses_at_half(positive_share):
+    y = (RNG.random((3000, 1)) < positive_share).astype("float32")
+    priors = [1 - y.mean(), y.mean()]
+    half = np.full_like(y, 0.5)
+    zero = np.zeros_like(y)
+    for loss, outputs in [
+        ("binary_crossentropy", half),  # ln 2 whatever the balance
+        (keras.losses.BinaryCrossentropy(from_logits=True), zero),
+        (keras.losses.BinaryFocalCrossentropy(gamma=2.0), half),
+        (keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.3), half),
+        ("hinge", zero),
+        ("mse", zero),  # the share of positives
+    ]:
+        expected = expected_initial_loss(loss, 1, class_priors=priors)
+        assert keras_value(loss, y, outputs) == pytest.approx(expected, rel=1e-5), loss
+    assert expected_initial_loss("binary_crossentropy", 1, priors) == pytest.approx(math.log(2))
+
+
+def test_per_class_alpha_is_averaged_under_the_priors():
+    spec = keras.losses.CategoricalFocalCrossentropy(alpha=0.5)
+    base = expected_initial_loss(spec, C)
+    per_class = np.linspace(0.1, 1.0, C)
+
+    class PerClassFocal(keras.losses.Loss):
+        # a focal loss with one alpha per class, as a user might write it
+        def __init__(self):
+            super().__init__(name="focal")
+            self.gamma, self.alpha, self.from_logits = 2.0, per_class, True
+
+        def call(self, y_true, y_pred):
+            y_true = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+            one_hot = keras.ops.one_hot(y_true, C)
+            p = keras.ops.softmax(y_pred)
+            ce = -keras.ops.log(keras.ops.sum(one_hot * p, axis=-1))
+            a = keras.ops.sum(one_hot * per_class, axis=-1)
+            return a * (1 - keras.ops.sum(one_hot * p, axis=-1)) ** 2 * ce
+
+    loss = PerClassFocal()
+    expected = expected_initial_loss(loss, C, class_priors=PRIORS)
+    assert expected == pytest.approx(base / 0.5 * float(per_class @ PRIORS))
+    assert keras_value(loss, LABELS, ZERO_LOGITS) == pytest.approx(expected, rel=1e-5)
+
+
+def test_rejects_what_it_cannot_know():
+    with pytest.raises(ValueError, match="kl_divergence"):
+        expected_initial_loss("kl_divergence", 10)
+    with pytest.raises(ValueError, match="class_priors"):
+        expected_initial_loss(keras.losses.BinaryFocalCrossentropy(), 1, class_priors=[1.0])
+    with pytest.raises(ValueError, match="num_classes"):
+        expected_initial_loss("sparse_categorical_crossentropy", 0)
+
+
+def test_package_import_does_not_start_tensorflow():
+    code = (
+        "import sys\n"
+        "from kerasdiag.sanity import SanityCheckFailed, StageResult, expected_initial_loss\n"
+        "from kerasdiag.errors import KerasdiagError\n"
+        "assert issubclass(SanityCheckFailed, KerasdiagError)\n"
+        "assert round(expected_initial_loss('categorical_crossentropy', 10), 3) == 2.303\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,159 @@
+"""run_sanity_stages: order, switches, fail_fast, sanity.json, and the training model untouched."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+
+import numpy as np
+import pytest
+import sanity_helpers as h
+from omegaconf import OmegaConf
+
+from kerasdiag.sanity import SanityCheckFailed, run_sanity_stages
+from kerasdiag.sanity.stages import STAGES
+
+
+def gradcheck_available() -> bool:
+    try:
+        return importlib.util.find_spec("kerasdiag.gradcheck.stage") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return h.digits()
+
+
+def make_cfg(**sanity):
+    return OmegaConf.create(
+        {
+            "sanity": {"gradcheck": False, **sanity},
+            "model": {"l2": 1e-3, "l1": 0.0, "dropout": [0.3], "batch_norm": False},
+        }
+    )
+
+
+def factory(data, cfg, *, loss=None, honour_l2=True):
+    """build_model(**overrides) as the pipeline passes it: seeded, compiled, cfg.model-driven."""
+
+    def build_model(**overrides):
+        model_cfg = {**OmegaConf.to_container(cfg.model), **overrides}
+        l2 = model_cfg["l2"] if honour_l2 else 0.0
+        dropout = model_cfg["dropout"][0] if model_cfg["dropout"] else 0.0
+        return h.compiled(h.mlp(data, l2=l2, dropout=dropout), loss or h.logits_ce())
+
+    return build_model
+
+
+def read_json(run_dir):
+    return json.loads((run_dir / "sanity.json").read_text())
+
+
+def test_healthy_run_passes_writes_json_and_prints_a_table(digits, tmp_path, capsys):
+    cfg = make_cfg()
+    build = factory(digits, cfg)
+    results = run_sanity_stages(cfg, build(), digits, tmp_path, build)
+    assert [r.name for r in results] == list(STAGES)
+    assert [r.status for r in results] == ["skip", "pass", "pass", "pass"]
+    records = read_json(tmp_path)
+    assert [r["name"] for r in records] == list(STAGES)
+    for record, result in zip(records, results, strict=True):
+        assert {"name", "status", "value", "expected", "seconds", "message"} <= set(record)
+        assert record["status"] == result.status and record["message"] == result.message
+        assert record["value"] == pytest.approx(result.value) if result.value else True
+    assert records[0]["message"] == "disabled (sanity.gradcheck=false)"
+    assert records[1]["expected"] == pytest.approx(np.log(10))
+    table = capsys.readouterr().out
+    for name in STAGES:
+        assert name in table
+    assert table.count("PASS") == 3 and "SKIP" in table
+
+
+def test_fail_fast_stops_at_the_failing_stage_after_writing_json(digits, tmp_path):
+    cfg = make_cfg(fail_fast=True)
+    # Logits into a loss that expects probabilities: the initial-loss stage must fail.
+    build = factory(digits, cfg, loss="sparse_categorical_crossentropy")
+    with pytest.raises(SanityCheckFailed, match="sanity stage 'initial_loss' failed"):
+        run_sanity_stages(cfg, build(), digits, tmp_path, build)
+    statuses = [r["status"] for r in read_json(tmp_path)]
+    assert statuses == ["skip", "fail", "skip", "skip"]
+    assert "fail_fast" in read_json(tmp_path)[2]["message"]
+
+
+def test_without_fail_fast_every_stage_runs(digits, tmp_path):
+    cfg = make_cfg(fail_fast=False)
+    build = factory(digits, cfg, loss="sparse_categorical_crossentropy")
+    results = run_sanity_stages(cfg, build(), digits, tmp_path, build)
+    assert results[1].status == "fail"
+    assert results[2].status == "pass" and results[3].status in {"pass", "fail"}
+
+
+def test_switches_skip_stages(digits, tmp_path):
+    cfg = make_cfg(initial_loss=False, regularization=False, overfit=False)
+    build = factory(digits, cfg)
+    results = run_sanity_stages(cfg, build(), digits, tmp_path, build)
+    assert all(r.status == "skip" for r in results)
+    assert [r["message"] for r in read_json(tmp_path)][1:] == [
+        f"disabled (sanity.{name}=false)" for name in STAGES[1:]
+    ]
+
+
+def test_regularization_wired_to_nothing_fails_the_regularization_stage(digits, tmp_path):
+    cfg = make_cfg()  # model.l2 = 1e-3, but the builder never attaches it
+    build = factory(digits, cfg, honour_l2=False)
+    results = {r.name: r for r in run_sanity_stages(cfg, build(), digits, tmp_path, build)}
+    assert results["regularization"].status == "fail"
+    assert "model.l2=0.001" in results["regularization"].message
+    assert results["initial_loss"].status == "pass" and results["overfit"].status == "pass"
+
+
+def test_no_configured_regularization_probes_the_wiring(digits, tmp_path):
+    cfg = make_cfg()
+    cfg.model.l2 = 0.0
+    build = factory(digits, cfg)
+    result = run_sanity_stages(cfg, build(), digits, tmp_path, build)[2]
+    assert result.status == "pass" and "probe" in result.message
+    assert result.details["penalty_stronger"] > 0 == result.details["penalty_configured"]
+
+
+def test_gradcheck_stage_is_run_when_present(digits, tmp_path):
+    cfg = make_cfg(gradcheck=True, initial_loss=False, regularization=False, overfit=False)
+    build = factory(digits, cfg)
+    result = run_sanity_stages(cfg, build(), digits, tmp_path, build)[0]
+    if gradcheck_available():
+        assert result.status in {"pass", "fail"} and (tmp_path / "gradcheck.json").is_file()
+    else:
+        assert result.status == "skip" and "not available" in result.message
+
+
+def test_stages_leave_the_training_model_and_random_state_untouched(tmp_path):
+    from kerasdiag.config import load_config
+    from kerasdiag.data import load_dataset
+    from kerasdiag.pipeline import build_model
+
+    cfg = load_config(["recipe=digits_softmax", "model.dropout=[0.3]", "model.l2=1e-3"])
+    data = load_dataset(cfg.data)
+
+    def train(model):
+        x, y = data.x_train[:320], data.y_train[:320]
+        model.fit(x, y, batch_size=64, epochs=1, shuffle=True, verbose=0)
+        return model.get_weights()
+
+    model = build_model(cfg, data)
+    initial = [w.copy() for w in model.get_weights()]
+    states = (random.getstate(), np.random.get_state()[1].copy())
+    run_sanity_stages(cfg, model, data, tmp_path, lambda **o: build_model(cfg, data, **o))
+    assert h.weights_equal(initial, model.get_weights())
+    assert not model.optimizer.built and int(model.optimizer.iterations) == 0
+    assert random.getstate() == states[0]
+    assert np.array_equal(np.random.get_state()[1], states[1])
+    after_stages = train(model)
+
+    twin = build_model(cfg, data)  # the same run without the stages
+    assert h.weights_equal(initial, twin.get_weights())
+    without_stages = train(twin)
+    assert not h.weights_equal(initial, without_stages)  # training did change the weights
+    assert h.weights_equal(after_stages, without_stages)
