@@ -14,11 +14,16 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "check_gradients": "kerasdiag.gradcheck",
+    "check_initial_loss": "kerasdiag.sanity",
+    "check_regularization_raises_loss": "kerasdiag.sanity",
     "check_gradients_fast": "kerasdiag.gradcheck",
     "check_layer_gradients": "kerasdiag.gradcheck",
     "diagnose": "kerasdiag.diagnosis",
+    "expected_initial_loss": "kerasdiag.sanity",
     "load_config": "kerasdiag.config",
     "load_dataset": "kerasdiag.data",
+    "overfit_small_subset": "kerasdiag.sanity",
+    "run_sanity_stages": "kerasdiag.sanity",
     "run_training": "kerasdiag.pipeline",
 }
 
