@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "check_gradients": "kerasdiag.gradcheck",
-    "check_initial_loss": "kerasdiag.sanity",
-    "check_regularization_raises_loss": "kerasdiag.sanity",
     "check_gradients_fast": "kerasdiag.gradcheck",
+    "check_initial_loss": "kerasdiag.sanity",
     "check_layer_gradients": "kerasdiag.gradcheck",
+    "check_regularization_raises_loss": "kerasdiag.sanity",
     "diagnose": "kerasdiag.diagnosis",
     "expected_initial_loss": "kerasdiag.sanity",
     "load_config": "kerasdiag.config",
