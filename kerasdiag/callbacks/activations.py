@@ -1,0 +1,102 @@
+"""ActivationHistograms: each layer's output on a fixed probe batch (M4)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kerasdiag.callbacks import stats
+from kerasdiag.callbacks.base import StepMonitor, check_probe
+
+_COLUMNS = [
+    "step",
+    "epoch",
+    "layer",
+    "kind",
+    "mean",
+    "std",
+    "zero_fraction",
+    "dead_fraction",
+    "saturated_fraction",
+]
+
+
+class ActivationHistograms(StepMonitor):
+    """Histograms and health statistics of every layer's activations on a probe batch.
+
+    Every ``freq`` optimizer steps the probe batch ``x`` runs through the model in inference
+    mode and, for each layer with weights or an activation function, the monitor records a
+    histogram of its output and :class:`~kerasdiag.callbacks.stats.ActivationStats`: mean,
+    std, the share of exact zeros, and
+
+    - for ReLU layers, the **dead fraction**: units (features, or channels of a conv layer)
+      that are 0 for every probe example and position;
+    - for tanh layers, the **saturated fraction** of values with |a| > 0.99, and for sigmoid
+      layers of values outside [0.01, 0.99].
+
+    Healthy tanh units spread over [-1, 1] instead of sitting at 0 or +-1. The model must be
+    Sequential or functional (a subclassed model has no per-layer outputs to probe).
+
+    Example:
+
+    ```python
+    monitor = ActivationHistograms(x_train[:64], freq=200, log_dir="logs")
+    model.fit(x_train, y_train, epochs=5, callbacks=[monitor])
+    monitor.latest["dense"].dead_fraction
+    ```
+
+    Args:
+        x: the probe inputs (a fixed batch, e.g. 64 training examples).
+        freq: probe before the optimizer steps 0, freq, 2 * freq, ... (a probe costs about
+            one forward pass on the probe batch).
+        log_dir: TensorBoard log directory; the run ``<log_dir>/activations`` gets
+            histograms ``activation/<layer>`` and scalars ``dead_fraction/<layer>`` and
+            ``saturated_fraction/<layer>``. None: no TensorBoard output.
+        csv_path: CSV with columns step, epoch, layer, kind, mean, std, zero_fraction,
+            dead_fraction, saturated_fraction, rewritten at each epoch end. None: no file.
+
+    Attributes:
+        history: one (step, epoch, {layer: ActivationStats}) tuple per probe.
+        latest: the most recent {layer: ActivationStats}.
+    """
+
+    def __init__(
+        self,
+        x: Any,
+        freq: int = 200,
+        log_dir: str | os.PathLike | None = None,
+        csv_path: str | os.PathLike | None = None,
+    ):
+        super().__init__(freq, log_dir, "activations", csv_path, _COLUMNS)
+        self.x = check_probe("x", x)
+        self.history: list[tuple[int, int, dict[str, stats.ActivationStats]]] = []
+        self._extractor = None
+
+    @property
+    def latest(self) -> dict[str, stats.ActivationStats]:
+        return self.history[-1][2] if self.history else {}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._extractor = stats.activation_model(self.model)
+        self._kinds = {layer.name: stats.activation_kind(layer) for layer in self.model.layers}
+
+    def on_due_step(self, step):
+        outputs = stats.probe_activations(self.model, self.x, self._extractor)
+        layer_stats = {
+            name: stats.activation_stats(values, self._kinds[name])
+            for name, values in outputs.items()
+        }
+        self.history.append((step, self._epoch, layer_stats))
+        scalars = {}
+        for name, s in layer_stats.items():
+            self._csv.add(
+                [step, self._epoch, name, s.kind or "", s.mean, s.std, s.zero_fraction]
+                + ["" if v is None else v for v in (s.dead_fraction, s.saturated_fraction)]
+            )
+            if s.dead_fraction is not None:
+                scalars[f"dead_fraction/{name}"] = s.dead_fraction
+            if s.saturated_fraction is not None:
+                scalars[f"saturated_fraction/{name}"] = s.saturated_fraction
+        self._summary.scalars(scalars, step)
+        self._summary.histograms({f"activation/{n}": v for n, v in outputs.items()}, step)

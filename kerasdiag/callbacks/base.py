@@ -1,0 +1,221 @@
+"""What the monitors share: argument checks, step counting, TensorBoard and CSV output."""
+
+from __future__ import annotations
+
+import abc
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.image import metadata as image_metadata
+
+from kerasdiag.io import write_csv_atomic
+
+# Histograms are bucketed in numpy from at most this many values: tf.summary.histogram
+# one-hot encodes every value (N x 30 floats), which costs ~0.3 s on one probe batch of a
+# small convnet; a strided subsample of 65536 values gives the same shape of histogram.
+HISTOGRAM_MAX_VALUES = 65536
+HISTOGRAM_BUCKETS = 30
+
+
+class MonitorWarning(UserWarning):
+    """A monitor saw a number outside its healthy range (the message names the likely cause)."""
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an int >= 1, else raise ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_positive_float(name: str, value: Any) -> float:
+    """Return ``value`` as float if it is a finite number > 0, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_probe(name: str, value: Any) -> np.ndarray:
+    """A probe batch: a non-empty array with a batch axis."""
+    array = np.asarray(value)
+    if array.ndim < 1 or array.shape[0] < 1:
+        raise ValueError(
+            f"`{name}` must be a non-empty array with a batch axis. Received shape {array.shape}"
+        )
+    return array
+
+
+def optional_path(value: str | os.PathLike | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def warn(message: str) -> None:
+    # stacklevel 3: point at the Keras callback loop rather than at this helper.
+    warnings.warn(message, MonitorWarning, stacklevel=3)
+
+
+class SummaryLog:
+    """One TensorBoard run directory (``log_dir/name``), opened on first use.
+
+    Each monitor writes its own run so that TensorBoard's per-run step order holds (the
+    update-ratio run counts steps, the filter run counts epochs) and runs can be toggled.
+    """
+
+    def __init__(self, log_dir: Path | None, name: str):
+        self.path = None if log_dir is None else log_dir / name
+        self._writer = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.path))
+        return self._writer
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        with self.writer().as_default(step=step):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, value)
+
+    def histograms(self, values: dict[str, Any], step: int) -> None:
+        if not self.enabled:
+            return
+        with self.writer().as_default(step=step):
+            for tag, array in values.items():
+                tf.summary.write(
+                    tag, histogram_buckets(array), metadata=_HISTOGRAM_METADATA, step=step
+                )
+
+    def png(self, tag: str, png: bytes, width: int, height: int, step: int) -> None:
+        """An already encoded PNG as a TensorBoard image.
+
+        ``tf.summary.image`` would encode it again inside a graph whose first trace costs
+        about a second; the plugin's data format is just (width, height, PNG bytes).
+        """
+        if not self.enabled:
+            return
+        data = tf.constant([str(width).encode(), str(height).encode(), png])
+        with self.writer().as_default(step=step):
+            tf.summary.write(tag, data, metadata=_IMAGE_METADATA, step=step)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+_HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(display_name=None, description="")
+_IMAGE_METADATA = image_metadata.create_summary_metadata(display_name=None, description="")
+
+
+def histogram_buckets(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> np.ndarray:
+    """TensorBoard's histogram tensor: rows (left edge, right edge, count), float64.
+
+    Non-finite values are dropped (TensorBoard cannot bin them); the counts are scaled back
+    to the full number of values when a subsample was binned.
+    """
+    flat = np.asarray(values).ravel()
+    total = flat.size
+    if total > HISTOGRAM_MAX_VALUES:
+        flat = flat[:: -(-total // HISTOGRAM_MAX_VALUES)]
+    flat = flat.astype(np.float64)
+    scale = total / max(flat.size, 1)
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return np.zeros((buckets, 3))
+    lo, hi = float(flat.min()), float(flat.max())
+    if lo == hi:
+        # TensorBoard's own convention for a single value: all edges equal, last bucket full.
+        counts = np.zeros(buckets)
+        counts[-1] = flat.size * scale
+        return np.stack([np.full(buckets, lo), np.full(buckets, lo), counts], axis=1)
+    counts, edges = np.histogram(flat, bins=buckets, range=(lo, hi))
+    counts = counts * scale
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
+
+
+class CsvLog:
+    """Rows kept in memory and rewritten atomically: a crash never leaves half a file."""
+
+    def __init__(self, path: Path | None, header: Sequence[str]):
+        self.path = path
+        self.header = list(header)
+        self.rows: list[list[Any]] = []
+
+    def add(self, row: Sequence[Any]) -> None:
+        self.rows.append(list(row))
+
+    def flush(self) -> None:
+        if self.path is not None:
+            write_csv_atomic(self.path, self.header, self.rows)
+
+
+class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
+    """Base of the monitors that act every ``freq`` optimizer steps.
+
+    The work happens in ``on_train_batch_begin``: Keras runs it on the training thread between
+    two steps, so the variables are not being updated meanwhile, and not overriding
+    ``on_train_batch_end`` keeps Keras' asynchronous batch-end dispatch on. On the other
+    batches the hook only adds two integers. Steps count from the optimizer's iteration
+    counter (read once per epoch), so they continue across ``fit`` calls and respect
+    ``steps_per_execution``. Its TensorBoard run and CSV rows are flushed at each epoch end.
+    """
+
+    def __init__(
+        self,
+        freq: int,
+        log_dir: str | os.PathLike | None,
+        run_name: str,
+        csv_path: str | os.PathLike | None,
+        columns: Sequence[str],
+    ):
+        super().__init__()
+        self.freq = check_positive_int("freq", freq)
+        self._summary = SummaryLog(optional_path(log_dir), run_name)
+        self._csv = CsvLog(optional_path(csv_path), columns)
+        self._epoch = 0
+        self._epoch_start_step = 0
+        self._next_step = 0
+
+    def on_train_begin(self, logs=None):
+        self._next_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._epoch_start_step = int(self.model.optimizer.iterations)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._epoch_start_step + batch
+        if step < self._next_step:
+            return
+        self._next_step = (step // self.freq + 1) * self.freq
+        self.on_due_step(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._csv.flush()
+        self._summary.flush()
+
+    def on_train_end(self, logs=None):
+        self._csv.flush()
+        self._summary.close()
+
+    @abc.abstractmethod
+    def on_due_step(self, step: int) -> None:
+        """Called before the optimizer step number ``step`` whenever it is due."""

@@ -1,0 +1,206 @@
+"""CurvePlotter: loss and metric curves, training and validation, against epochs (M1, M2, M6)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import math
+import os
+from collections import defaultdict
+
+import keras
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from kerasdiag.callbacks.base import check_positive_int
+from kerasdiag.io import write_bytes_atomic
+
+# Logged values that are not curves to compare between training and validation.
+_NOT_CURVES = {"learning_rate", "lr"}
+
+
+def step_losses(records: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Per-step losses recovered from Keras' running mean within one epoch.
+
+    ``records`` are (batches seen, running mean loss) pairs as Keras reports them after each
+    step (or each ``steps_per_execution`` group). Keras' mean is weighted by batch size, so
+    with equal batches the loss of the steps between two records is
+    ``(n1 * m1 - n0 * m0) / (n1 - n0)``. Returns (batches seen, loss) pairs; the caller drops
+    an epoch's last point, whose batch may be smaller.
+    """
+    out = []
+    n0, m0 = 0, 0.0
+    for n1, m1 in sorted(records):
+        if n1 > n0:
+            out.append((n1, (n1 * m1 - n0 * m0) / (n1 - n0)))
+            n0, m0 = n1, m1
+    return out
+
+
+class CurvePlotter(keras.callbacks.Callback):
+    """Draws each logged metric, training against validation, as a PNG after every epoch.
+
+    One figure per metric (``loss.png``, ``accuracy.png``, ...) with epochs on the x axis
+    (M6: iterations depend on the batch size): training and validation values at the end of
+    each epoch, and for the loss also the per-step training loss (at fractional epochs) in a
+    light line, whose shape tells the learning rate (M1: linear decay = too low, quick drop
+    then plateau = too high, rising = far too high) and whose noise reflects the batch size.
+    The gap between training and validation accuracy shows overfitting (M2).
+
+    The per-step loss is recovered from the running mean Keras reports after each batch
+    (see :func:`step_losses`); that hook only stores two numbers and is safe to run on
+    Keras' asynchronous callback thread. The figures are drawn with matplotlib's Agg
+    canvas (no display needed) and written atomically, on a worker thread so that the next
+    epoch does not wait for them; ``fit`` returns once the last figures are on disk.
+
+    Example:
+
+    ```python
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, validation_split=0.2, epochs=5, callbacks=[CurvePlotter("run")])
+    # run/loss.png, run/accuracy.png
+    ```
+
+    Args:
+        out_dir: directory for the PNG files (``<metric>.png``).
+        freq: draw after every ``freq``-th epoch (the last epoch is always drawn).
+        step_loss: also draw the per-step training loss.
+        dpi: resolution of the PNGs.
+
+    Attributes:
+        epochs: {metric name: [value per epoch]} for every numeric epoch log.
+        paths: {metric family: PNG path} of the files written.
+    """
+
+    async_safe = True  # on_train_batch_end only reads the logs Keras hands it
+
+    def __init__(
+        self, out_dir: str | os.PathLike, freq: int = 1, step_loss: bool = True, dpi: int = 72
+    ):
+        super().__init__()
+        if out_dir is None:
+            raise ValueError("`out_dir` must be a directory path. Received: out_dir=None")
+        self.out_dir = os.fspath(out_dir)
+        self.freq = check_positive_int("freq", freq)
+        self.step_loss = bool(step_loss)
+        self.dpi = check_positive_int("dpi", dpi)
+        self.epochs: dict[str, list[float]] = defaultdict(list)
+        self.paths: dict[str, str] = {}
+        self._steps: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        self._epoch_steps: dict[int, int] = {}
+        self._figures: dict[str, tuple[Figure, object]] = {}
+        self._epoch_index: list[int] = []
+        self._epoch = 0
+        self._executor = None
+        self._futures: list[concurrent.futures.Future] = []
+
+    def on_train_begin(self, logs=None):
+        self.epochs.clear()
+        self._steps.clear()
+        self._epoch_steps.clear()
+        self._epoch_index.clear()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="CurvePlotter")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.step_loss and logs and "loss" in logs:
+            self._steps[self._epoch].append((batch + 1, float(logs["loss"])))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._epoch_index.append(epoch)
+        for key, value in logs.items():
+            if isinstance(value, (int, float, np.number)):
+                self.epochs[key].append(float(value))
+        if self._steps.get(epoch):
+            self._epoch_steps[epoch] = max(n for n, _ in self._steps[epoch])
+        last = self.params and epoch + 1 == self.params.get("epochs")
+        if (epoch + 1) % self.freq == 0 or last:
+            # Drawing takes ~0.1 s per figure; a worker thread does it while the next epoch
+            # trains, from a copy of the numbers, so the epoch loop does not wait for it.
+            self._collect(wait=False)
+            self._futures.append(self._executor.submit(self._render, self._curves()))
+
+    def on_train_end(self, logs=None):
+        self._collect(wait=True)
+        self._executor.shutdown(wait=True)
+
+    def families(self) -> list[str]:
+        """Metric names that get a figure: loss first, then the others in log order."""
+        names = [k for k in self.epochs if not k.startswith("val_") and k not in _NOT_CURVES]
+        return sorted(names, key=lambda k: k != "loss")
+
+    def draw(self) -> dict[str, str]:
+        """Draw every metric's figure now and write the PNGs; returns {metric: path}."""
+        return self._render(self._curves())
+
+    def _collect(self, wait: bool) -> None:
+        # Surface a drawing error in the training thread instead of losing it.
+        pending = []
+        for future in self._futures:
+            if wait or future.done():
+                future.result()
+            else:
+                pending.append(future)
+        self._futures = pending
+
+    def _curves(self) -> dict:
+        """A copy of everything a drawing needs, taken on the training thread."""
+        x = [e + 1 for e in self._epoch_index]
+        curves = {}
+        for name in self.families():
+            series = []
+            if name == "loss" and self.step_loss:
+                series.append(("train (per step)", *self._step_points()))
+            for key, label in ((name, "train"), (f"val_{name}", "validation")):
+                values = self.epochs.get(key)
+                if values and len(values) == len(x):
+                    series.append((label, list(x), list(values)))
+            curves[name] = series
+        return curves
+
+    def _render(self, curves: dict) -> dict[str, str]:
+        paths = {}
+        for name, series in curves.items():
+            fig, ax = self._figure(name)
+            ax.clear()
+            for label, xs, ys in series:
+                if label == "train (per step)":
+                    ax.plot(xs, ys, color="tab:blue", alpha=0.3, lw=0.8, label=label)
+                else:
+                    color = "tab:blue" if label == "train" else "tab:orange"
+                    ax.plot(xs, ys, "o-", color=color, label=label, ms=4)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(name)
+            ax.set_title(name)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="upper right", fontsize="small")
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=self.dpi)
+            path = os.path.join(self.out_dir, f"{name}.png")
+            write_bytes_atomic(path, buffer.getvalue())
+            paths[name] = path
+        self.paths.update(paths)
+        return paths
+
+    def _figure(self, name: str):
+        # Figures are kept between epochs: building one costs more than redrawing it.
+        if name not in self._figures:
+            fig = Figure(figsize=(6, 4))
+            FigureCanvasAgg(fig)
+            self._figures[name] = (fig, fig.add_subplot(1, 1, 1))
+        return self._figures[name]
+
+    def _step_points(self) -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for epoch in self._epoch_index:
+            total = self._epoch_steps.get(epoch)
+            points = step_losses(self._steps.get(epoch, []))[:-1]
+            for n, loss in points:
+                if math.isfinite(loss):
+                    xs.append(epoch + n / total)
+                    ys.append(loss)
+        return xs, ys

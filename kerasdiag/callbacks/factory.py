@@ -1,0 +1,121 @@
+"""The monitors a run turns on from its ``monitors`` config section (``conf/monitors/``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasdiag.callbacks.activations import ActivationHistograms
+from kerasdiag.callbacks.curves import CurvePlotter
+from kerasdiag.callbacks.ema import RestoreRawWeights
+from kerasdiag.callbacks.filters import FilterImages
+from kerasdiag.callbacks.gradients import GradientMonitor
+from kerasdiag.callbacks.learning_rate import LearningRateMonitor
+from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
+from kerasdiag.errors import ConfigError
+
+# The defaults the monitors use (the cost of each stays within ~1% of a training step;
+# see benchmarks/bench_monitors.py). Keys missing from the config node fall back to these.
+MONITOR_DEFAULTS: dict[str, Any] = {
+    "update_ratio": True,
+    "update_ratio_freq": 50,  # optimizer steps
+    "activations": True,
+    "activations_freq": 200,  # optimizer steps
+    "gradients": True,
+    "gradients_freq": 200,  # optimizer steps
+    "learning_rate": True,
+    "filters": True,
+    "curves": True,
+    "probe_size": 64,
+}
+
+
+def probe_batch(data: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` training examples spread evenly over ``data.x_train`` (fixed, no randomness)."""
+    n = len(data.x_train)
+    index = np.unique(np.linspace(0, n - 1, num=min(size, n)).astype(int))
+    return data.x_train[index], data.y_train[index]
+
+
+def monitor_callbacks(
+    monitors_cfg: Any, run_dir: str | os.PathLike, data: Any
+) -> list[keras.callbacks.Callback]:
+    """Build every monitor ``monitors_cfg`` enables, writing into ``run_dir``.
+
+    TensorBoard runs go under ``run_dir/tensorboard/<monitor>``, CSV files
+    (``update_ratios.csv``, ``activations.csv``, ``gradient_norms.csv``,
+    ``learning_rate.csv``) and PNGs (``loss.png``, ``accuracy.png``, ``filters_*.png``) into
+    ``run_dir``. The probe batch is :func:`probe_batch` of ``data`` (a
+    :class:`~kerasdiag.data.Dataset`). :class:`RestoreRawWeights` is always included: with
+    ``optimizer.use_ema`` it keeps the raw weights in the model after ``fit``, so that
+    :func:`~kerasdiag.callbacks.ema.evaluate_with_ema` can report both; otherwise it does
+    nothing. Invalid values raise :class:`~kerasdiag.errors.ConfigError` naming the key.
+
+    The ``*_freq`` keys count optimizer steps: the step-based monitors measure before steps
+    0, freq, 2 * freq, ...
+    """
+    run_dir = Path(run_dir)
+    log_dir = run_dir / "tensorboard"
+
+    def value(key: str) -> Any:
+        return getattr(monitors_cfg, key, MONITOR_DEFAULTS[key])
+
+    def build(key: str, factory, *args, **kwargs):
+        try:
+            return factory(*args, **kwargs)
+        except ValueError as exc:
+            raise ConfigError(f"monitors.{key}", value(key), str(exc)) from None
+
+    probe_size = value("probe_size")
+    if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1:
+        raise ConfigError("monitors.probe_size", probe_size, "must be an integer >= 1")
+    x_probe, y_probe = probe_batch(data, probe_size)
+
+    callbacks: list[keras.callbacks.Callback] = []
+    if value("learning_rate"):
+        callbacks.append(
+            LearningRateMonitor(log_dir=log_dir, csv_path=run_dir / "learning_rate.csv")
+        )
+    if value("update_ratio"):
+        freq = value("update_ratio_freq")
+        csv_path = run_dir / "update_ratios.csv"
+        callbacks.append(
+            build("update_ratio_freq", UpdateRatioMonitor, freq, log_dir=log_dir, csv_path=csv_path)
+        )
+    if value("activations"):
+        freq = value("activations_freq")
+        csv_path = run_dir / "activations.csv"
+        callbacks.append(
+            build(
+                "activations_freq",
+                ActivationHistograms,
+                x_probe,
+                freq=freq,
+                log_dir=log_dir,
+                csv_path=csv_path,
+            )
+        )
+    if value("gradients"):
+        freq = value("gradients_freq")
+        csv_path = run_dir / "gradient_norms.csv"
+        callbacks.append(
+            build(
+                "gradients_freq",
+                GradientMonitor,
+                x_probe,
+                y_probe,
+                freq=freq,
+                log_dir=log_dir,
+                csv_path=csv_path,
+            )
+        )
+    if value("filters"):
+        callbacks.append(FilterImages(out_dir=run_dir, log_dir=log_dir))
+    if value("curves"):
+        callbacks.append(CurvePlotter(run_dir))
+    callbacks.append(RestoreRawWeights())
+    return callbacks

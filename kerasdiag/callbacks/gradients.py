@@ -1,0 +1,142 @@
+"""GradientMonitor: per-layer gradient norms and histograms on a probe batch (M4, P8)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kerasdiag.callbacks import stats
+from kerasdiag.callbacks.base import StepMonitor, check_positive_float, check_probe, warn
+
+_FIXES = {
+    "vanishing": (
+        "the early layers barely learn; use ReLU-family activations with He init, "
+        "batch normalization, or residual connections instead of deep sigmoid/tanh stacks"
+    ),
+    "exploding": (
+        "lower the learning rate, clip gradients (optimizer.global_clipnorm), "
+        "or check the weight initialisation"
+    ),
+}
+
+
+class GradientMonitor(StepMonitor):
+    """Logs per-layer gradient norms and histograms, and flags vanishing or exploding gradients.
+
+    Keras' ``fit`` does not hand the training gradients to callbacks, so this monitor
+    computes them itself, honestly labelled: every ``freq`` optimizer steps it takes the
+    gradient of the compiled loss (regularisation included) with respect to every trainable
+    variable on a fixed **probe batch** ``(x, y)``, with the current weights, in inference
+    mode (dropout off, batch norm on its moving statistics), so successive probes differ only
+    by training progress. It logs
+
+    - the norm of each layer's gradient (all of its variables together),
+    - a histogram of each variable's gradient,
+    - the global norm before and after the optimizer's own clipping (``clipnorm``,
+      ``global_clipnorm`` or ``clipvalue``: what the update would have used).
+
+    Flags (P8), each warned once as a :class:`~kerasdiag.callbacks.base.MonitorWarning`
+    naming a fix: **vanishing** when the first layer's gradient norm is below
+    ``vanishing_ratio`` times the last layer's; **exploding** when the global norm is not
+    finite, above ``max_norm``, or more than ``growth`` times the median of the earlier
+    probes.
+
+    Example:
+
+    ```python
+    monitor = GradientMonitor(x_train[:64], y_train[:64], freq=100, log_dir="logs")
+    model.fit(x_train, y_train, epochs=5, callbacks=[monitor])
+    monitor.flags  # e.g. [{"step": 0, "flag": "vanishing", "message": "..."}]
+    ```
+
+    Args:
+        x: probe inputs (a fixed batch, e.g. 64 training examples).
+        y: probe targets, as given to ``fit``.
+        freq: probe before the optimizer steps 0, freq, 2 * freq, ... (a probe costs about
+            one training step on the probe batch).
+        log_dir: TensorBoard log directory; the run ``<log_dir>/gradients`` gets scalars
+            ``gradient_norm/<layer>``, ``global_norm`` and ``global_norm_clipped`` and
+            histograms ``gradient/<variable path>``. None: no TensorBoard output.
+        csv_path: CSV with columns step, epoch, name, norm (a layer name, ``global_norm`` or
+            ``global_norm_clipped``), rewritten at each epoch end. None: no file.
+        vanishing_ratio: first/last layer norm ratio below which gradients vanish.
+        max_norm: global norm above which gradients explode.
+        growth: growth over the median of earlier probes that counts as exploding.
+
+    Attributes:
+        history: one dict per probe: step, epoch, loss, global_norm, global_norm_clipped,
+            layer_norms (dict), flags (dict name -> reason).
+        flags: every flag raised, dicts with step, epoch, flag and message.
+    """
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        freq: int = 200,
+        log_dir: str | os.PathLike | None = None,
+        csv_path: str | os.PathLike | None = None,
+        vanishing_ratio: float = stats.VANISHING_RATIO,
+        max_norm: float = stats.EXPLODING_NORM,
+        growth: float = stats.GROWTH_FACTOR,
+    ):
+        super().__init__(freq, log_dir, "gradients", csv_path, ["step", "epoch", "name", "norm"])
+        self.x = check_probe("x", x)
+        self.y = check_probe("y", y)
+        if len(self.x) != len(self.y):
+            raise ValueError(
+                f"`x` and `y` must hold the same number of examples. "
+                f"Received: {len(self.x)} and {len(self.y)}"
+            )
+        self.vanishing_ratio = check_positive_float("vanishing_ratio", vanishing_ratio)
+        self.max_norm = check_positive_float("max_norm", max_norm)
+        self.growth = check_positive_float("growth", growth)
+        self.history: list[dict] = []
+        self.flags: list[dict] = []
+        self._warned: set[str] = set()
+
+    def on_due_step(self, step):
+        model = self.model
+        loss, grads = stats.probe_gradients(model, self.x, self.y)
+        clipped = stats.clip_like_optimizer(model.optimizer, grads)
+        norm, norm_clipped = stats.global_norm(grads), stats.global_norm(clipped)
+        layer_norms = stats.layer_gradient_norms(model, grads)
+        earlier = [h["global_norm"] for h in self.history]
+        flags = stats.gradient_flags(
+            norm, layer_norms, earlier, self.vanishing_ratio, self.max_norm, self.growth
+        )
+        self.history.append(
+            {
+                "step": step,
+                "epoch": self._epoch,
+                "loss": loss,
+                "global_norm": norm,
+                "global_norm_clipped": norm_clipped,
+                "layer_norms": layer_norms,
+                "flags": flags,
+            }
+        )
+        for name, value in layer_norms.items():
+            self._csv.add([step, self._epoch, name, value])
+        self._csv.add([step, self._epoch, "global_norm", norm])
+        self._csv.add([step, self._epoch, "global_norm_clipped", norm_clipped])
+        for flag, reason in flags.items():
+            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {_FIXES[flag]}"
+            self.flags.append(
+                {"step": step, "epoch": self._epoch, "flag": flag, "message": message}
+            )
+            if flag not in self._warned:
+                self._warned.add(flag)
+                warn(message)
+        if self._summary.enabled:
+            scalars = {f"gradient_norm/{name}": value for name, value in layer_norms.items()}
+            scalars.update(global_norm=norm, global_norm_clipped=norm_clipped)
+            self._summary.scalars(scalars, step)
+            self._summary.histograms(
+                {
+                    f"gradient/{v.path}": g
+                    for v, g in zip(model.trainable_variables, grads, strict=True)
+                    if g is not None
+                },
+                step,
+            )

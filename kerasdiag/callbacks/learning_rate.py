@@ -1,0 +1,82 @@
+"""LearningRateMonitor: the learning rate each epoch actually trained with (O2, R5)."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from kerasdiag.callbacks.base import CsvLog, SummaryLog, optional_path
+
+
+class LearningRateMonitor(keras.callbacks.Callback):
+    """Records the effective learning rate of every epoch, whatever sets it.
+
+    The rate is read just before the epoch's first optimizer step, from
+    ``optimizer.learning_rate``, which in Keras 3 evaluates a
+    ``keras.optimizers.schedules.LearningRateSchedule`` at the current iteration. Reading it
+    there (not at epoch begin or end) gives the right value whatever the callback order:
+    ``LearningRateScheduler`` has set it in ``on_epoch_begin`` and ``ReduceLROnPlateau`` in
+    the previous ``on_epoch_end``. A per-step schedule changes the rate within the epoch;
+    the value recorded is the one its first step used.
+
+    The rate is added to the epoch logs as ``learning_rate`` (unless another callback has
+    put it there), so ``History``, ``CSVLogger`` and :class:`CurvePlotter` see it too.
+
+    Example:
+
+    ```python
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=100, decay_rate=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    monitor = LearningRateMonitor()
+    model.fit(x, y, epochs=3, callbacks=[monitor])
+    monitor.history  # [(0, 0, 0.01), (1, steps, 0.01 * 0.5 ** (steps / 100)), ...]
+    ```
+
+    Args:
+        log_dir: TensorBoard log directory; the run ``<log_dir>/learning_rate`` gets the
+            scalar ``learning_rate`` with the epoch as step. None: no TensorBoard output.
+        csv_path: CSV with columns epoch, step, learning_rate, rewritten at each epoch end.
+            None: no file.
+
+    Attributes:
+        history: rows (epoch, step, learning_rate); ``step`` is the optimizer iteration the
+            epoch started at.
+    """
+
+    def __init__(
+        self, log_dir: str | os.PathLike | None = None, csv_path: str | os.PathLike | None = None
+    ):
+        super().__init__()
+        self._summary = SummaryLog(optional_path(log_dir), "learning_rate")
+        self._csv = CsvLog(optional_path(csv_path), ["epoch", "step", "learning_rate"])
+        self._epoch = 0
+        self._current = None
+
+    @property
+    def history(self) -> list[list]:
+        return self._csv.rows
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._current = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch != 0:
+            return
+        optimizer = self.model.optimizer
+        self._current = [self._epoch, int(optimizer.iterations), float(optimizer.learning_rate)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._current is None:
+            return
+        self._csv.add(self._current)
+        rate = self._current[2]
+        if logs is not None:
+            logs.setdefault("learning_rate", rate)
+        self._summary.scalars({"learning_rate": rate}, epoch)
+        self._csv.flush()
+        self._summary.flush()
+
+    def on_train_end(self, logs=None):
+        self._summary.close()

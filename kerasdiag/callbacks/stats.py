@@ -1,0 +1,337 @@
+"""The numbers behind the monitors, as small functions any callback (or a diagnosis) can call.
+
+Every function here takes a model (and a probe batch where it needs one) and returns plain
+numbers, so the monitors log them and a diagnosis can judge them with the same thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Healthy band of the update/weight ratio ||W_after - W_before|| / ||W_before|| (M3: ~1e-3).
+UPDATE_RATIO_LOW = 1e-4
+UPDATE_RATIO_HIGH = 1e-2
+# tanh units count as saturated at |a| > 0.99, sigmoid units outside [0.01, 0.99] (M4).
+TANH_SATURATION = 0.99
+SIGMOID_SATURATION = (0.01, 0.99)
+# Gradient flags (P8): first/last layer gradient-norm ratio below this is "vanishing"; a
+# global norm above EXPLODING_NORM, or GROWTH_FACTOR times the median of earlier probes,
+# is "exploding".
+VANISHING_RATIO = 1e-3
+EXPLODING_NORM = 1e3
+GROWTH_FACTOR = 100.0
+
+RELU_KINDS = ("relu", "relu6")
+SATURATING_KINDS = ("tanh", "sigmoid")
+
+
+# --- variables grouped by layer ---------------------------------------------------------
+
+
+def layer_variables(model: keras.Model) -> dict[str, list]:
+    """The model's trainable variables grouped by top-level layer name, in layer order.
+
+    Variables owned by the model itself rather than a layer are grouped under the model's
+    name. Layers without trainable variables are left out.
+    """
+    groups: dict[str, list] = {}
+    seen: set[int] = set()
+    for layer in model.layers:
+        variables = [v for v in layer.trainable_variables if id(v) not in seen]
+        seen.update(id(v) for v in variables)
+        if variables:
+            groups[layer.name] = variables
+    rest = [v for v in model.trainable_variables if id(v) not in seen]
+    if rest:
+        groups[model.name] = rest
+    return groups
+
+
+def variable_layers(model: keras.Model) -> list[str]:
+    """The layer name of each of ``model.trainable_variables``, in the same order."""
+    owner = {id(v): name for name, vs in layer_variables(model).items() for v in vs}
+    return [owner[id(v)] for v in model.trainable_variables]
+
+
+# --- update ratios (M3) -----------------------------------------------------------------
+
+
+def snapshot(variables: Sequence) -> list[tf.Tensor]:
+    """The current values of ``variables`` as tensors.
+
+    TensorFlow copies a variable's buffer on the next write while a tensor still refers to
+    it, so this costs no copy until the optimizer updates the variable.
+    """
+    return [tf.convert_to_tensor(v) for v in variables]
+
+
+def update_ratios(before: Sequence, after: Sequence) -> np.ndarray:
+    """||after - before|| / ||before|| per variable; NaN where ``before`` is all zeros.
+
+    A zero-initialised bias has no scale to compare its first update with, hence NaN.
+    """
+    diffs = tf.stack(
+        [
+            tf.norm(tf.cast(a, tf.float32) - tf.cast(b, tf.float32))
+            for a, b in zip(after, before, strict=True)
+        ]
+    )
+    norms = tf.stack([tf.norm(tf.cast(b, tf.float32)) for b in before])
+    diffs, norms = diffs.numpy().astype(np.float64), norms.numpy().astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norms > 0, diffs / np.where(norms > 0, norms, 1.0), np.nan)
+
+
+def update_ratio_verdict(
+    ratio: float, low: float = UPDATE_RATIO_LOW, high: float = UPDATE_RATIO_HIGH
+) -> str | None:
+    """ "too_low", "too_high" or None (healthy, or NaN: nothing to judge)."""
+    if not np.isfinite(ratio):
+        return "too_high" if np.isinf(ratio) else None
+    if ratio < low:
+        return "too_low"
+    if ratio > high:
+        return "too_high"
+    return None
+
+
+def main_variable_index(variables: Sequence) -> int:
+    """Index of the largest variable of a layer (its kernel): the one the lr is judged by.
+
+    Biases start at zero, so their relative updates are huge or undefined early in training
+    and say nothing about the learning rate.
+    """
+    return int(np.argmax([int(np.prod(v.shape)) for v in variables]))
+
+
+# --- gradients on a probe batch (M4, P8) ------------------------------------------------
+
+
+def probe_gradients(
+    model: keras.Model, x: Any, y: Any, sample_weight: Any = None
+) -> tuple[float, list[tf.Tensor | None]]:
+    """Loss and gradients w.r.t. ``model.trainable_variables`` on a probe batch.
+
+    The forward pass runs in inference mode (dropout off, batch-norm moving statistics), so
+    the result is deterministic and the model's state, including its metric trackers, is
+    left as it was. The loss is the compiled one, regularisation losses included.
+    """
+    metric_values = [tf.identity(v) for v in model.metrics_variables]
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=False)
+        loss = model.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+        )
+    grads = tape.gradient(loss, model.trainable_variables)
+    # A multi-output model's compiled loss feeds per-output loss trackers: undo that.
+    for variable, value in zip(model.metrics_variables, metric_values, strict=True):
+        variable.assign(value)
+    return float(loss), list(grads)
+
+
+def clip_like_optimizer(optimizer: keras.optimizers.Optimizer, grads: Sequence) -> list:
+    """The gradients after the optimizer's own clipping (clipnorm, global_clipnorm, clipvalue).
+
+    Mirrors the order Keras applies them in: ``clipnorm`` wins over ``global_clipnorm``,
+    which wins over ``clipvalue``.
+    """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    grads = list(grads)
+    if optimizer.clipnorm and optimizer.clipnorm > 0:
+        return [None if g is None else tf.clip_by_norm(g, optimizer.clipnorm) for g in grads]
+    if optimizer.global_clipnorm and optimizer.global_clipnorm > 0:
+        present = [g for g in grads if g is not None]
+        clipped, _ = tf.clip_by_global_norm(present, optimizer.global_clipnorm)
+        it = iter(clipped)
+        return [None if g is None else next(it) for g in grads]
+    if optimizer.clipvalue and optimizer.clipvalue > 0:
+        v = optimizer.clipvalue
+        return [None if g is None else tf.clip_by_value(g, -v, v) for g in grads]
+    return grads
+
+
+def global_norm(grads: Sequence) -> float:
+    """sqrt(sum of squared entries) over all gradients (None entries skipped)."""
+    present = [g for g in grads if g is not None]
+    return float(tf.linalg.global_norm(present)) if present else 0.0
+
+
+def layer_gradient_norms(model: keras.Model, grads: Sequence) -> dict[str, float]:
+    """Per-layer gradient norm (over all the layer's trainable variables), in layer order."""
+    squares: dict[str, list] = {}
+    for layer, grad in zip(variable_layers(model), grads, strict=True):
+        entry = squares.setdefault(layer, [])
+        if grad is not None:
+            entry.append(tf.reduce_sum(tf.square(tf.cast(grad, tf.float32))))
+    names = list(squares)
+    totals = tf.stack([tf.add_n(s) if s else tf.constant(0.0) for s in squares.values()])
+    return dict(zip(names, np.sqrt(totals.numpy().astype(np.float64)).tolist(), strict=True))
+
+
+def vanishing_ratio(layer_norms: dict[str, float]) -> float:
+    """Gradient norm of the first layer over that of the last (inf when the last is 0)."""
+    norms = list(layer_norms.values())
+    if len(norms) < 2:
+        return 1.0
+    first, last = norms[0], norms[-1]
+    if last == 0:
+        return float("inf") if first > 0 else 1.0
+    return first / last
+
+
+def gradient_flags(
+    norm: float,
+    layer_norms: dict[str, float],
+    earlier_norms: Sequence[float] = (),
+    vanishing: float = VANISHING_RATIO,
+    exploding: float = EXPLODING_NORM,
+    growth: float = GROWTH_FACTOR,
+) -> dict[str, str]:
+    """Named problems in one gradient probe: {"vanishing": why, "exploding": why} (or fewer)."""
+    flags = {}
+    ratio = vanishing_ratio(layer_norms)
+    if ratio < vanishing:
+        first, last = list(layer_norms)[0], list(layer_norms)[-1]
+        flags["vanishing"] = (
+            f"gradient norm of the first layer {first!r} is {ratio:.1e} times that of the last "
+            f"layer {last!r} (below {vanishing:g})"
+        )
+    if not np.isfinite(norm):
+        flags["exploding"] = f"global gradient norm is {norm}"
+    elif norm > exploding:
+        flags["exploding"] = f"global gradient norm {norm:.3g} is above {exploding:g}"
+    else:
+        earlier = [n for n in earlier_norms if np.isfinite(n)]
+        if len(earlier) >= 3 and norm > growth * float(np.median(earlier)):
+            flags["exploding"] = (
+                f"global gradient norm {norm:.3g} grew more than {growth:g}x over the median "
+                f"{float(np.median(earlier)):.3g} of the earlier probes"
+            )
+    return flags
+
+
+# --- activations on a probe batch (M4) --------------------------------------------------
+
+
+@dataclass
+class ActivationStats:
+    """Summary of one layer's output on a probe batch.
+
+    ``dead_fraction``: share of units (features, or channels of a conv layer) that are 0 for
+    every probe example and position (ReLU layers only). ``saturated_fraction``: share of
+    values with |a| > 0.99 (tanh) or outside [0.01, 0.99] (sigmoid).
+    """
+
+    kind: str | None
+    mean: float
+    std: float
+    zero_fraction: float
+    dead_fraction: float | None = None
+    saturated_fraction: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def activation_kind(layer: keras.layers.Layer) -> str | None:
+    """Name of the activation a layer applies last ("relu", "tanh", "sigmoid", ...), or None."""
+    if isinstance(layer, keras.layers.ReLU):
+        plain = not layer.negative_slope and layer.max_value is None and not layer.threshold
+        return "relu" if plain else None
+    fn = getattr(layer, "activation", None)
+    if fn is None or not callable(fn):
+        return None
+    name = getattr(fn, "__name__", None)
+    return None if name in (None, "linear") else name
+
+
+def activation_stats(values: Any, kind: str | None) -> ActivationStats:
+    """Statistics of one layer's output ``values`` (batch first, units last)."""
+    a = np.asarray(values)
+    a = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(-1, 1)
+    stats = ActivationStats(
+        kind=kind,
+        mean=float(a.mean()),
+        std=float(a.std()),
+        zero_fraction=float(np.mean(a == 0)),
+    )
+    if kind in RELU_KINDS:
+        stats.dead_fraction = float(np.mean(np.all(a == 0, axis=0)))
+    elif kind == "tanh":
+        stats.saturated_fraction = float(np.mean(np.abs(a) > TANH_SATURATION))
+    elif kind == "sigmoid":
+        lo, hi = SIGMOID_SATURATION
+        stats.saturated_fraction = float(np.mean((a < lo) | (a > hi)))
+    return stats
+
+
+def monitored_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Layers whose output is worth watching: those with weights or an activation."""
+    return [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+        and (layer.weights or activation_kind(layer) is not None)
+    ]
+
+
+def activation_model(model: keras.Model) -> keras.Model:
+    """A model from the inputs of ``model`` to the output of each monitored layer.
+
+    Needs a model with symbolic inputs (Sequential or functional); build it once, call it
+    per probe.
+    """
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError) as exc:
+        raise ValueError(
+            f"activation statistics need a Sequential or functional model with defined "
+            f"inputs; {model.name!r} has none ({exc})"
+        ) from exc
+    if not inputs:
+        raise ValueError(
+            f"activation statistics need a Sequential or functional model with defined "
+            f"inputs; {model.name!r} has none (subclassed models cannot be probed per layer)"
+        )
+    outputs = {}
+    for layer in monitored_layers(model):
+        try:
+            outputs[layer.name] = layer.output
+        except (AttributeError, ValueError):
+            # A layer called at several places has no single output to probe.
+            continue
+    return keras.Model(inputs, outputs, name=f"{model.name}_activations")
+
+
+def probe_activations(
+    model: keras.Model, x: Any, extractor: keras.Model | None = None
+) -> dict[str, np.ndarray]:
+    """Each monitored layer's output on ``x`` (inference mode), as numpy arrays."""
+    extractor = extractor or activation_model(model)
+    outputs = extractor(_single_input(extractor, x), training=False)
+    # Keras returns dict outputs in key order; report them in layer order.
+    order = [layer.name for layer in monitored_layers(model) if layer.name in outputs]
+    return {name: np.asarray(outputs[name]) for name in order}
+
+
+def probe_activation_stats(
+    model: keras.Model, x: Any, extractor: keras.Model | None = None
+) -> dict[str, ActivationStats]:
+    """:func:`activation_stats` of every monitored layer on the probe batch ``x``."""
+    layers = {layer.name: layer for layer in model.layers}
+    return {
+        name: activation_stats(values, activation_kind(layers[name]))
+        for name, values in probe_activations(model, x, extractor).items()
+    }
+
+
+def _single_input(model: keras.Model, x: Any) -> Any:
+    # A one-input functional model warns when called with a bare array instead of the
+    # list structure it was built with.
+    return [x] if len(model.inputs) == 1 and not isinstance(x, (list, tuple, dict)) else x

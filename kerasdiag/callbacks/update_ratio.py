@@ -1,0 +1,159 @@
+"""UpdateRatioMonitor: the relative size of each optimizer step, per variable (M3)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from kerasdiag.callbacks import stats
+from kerasdiag.callbacks.base import StepMonitor, check_positive_float, warn
+
+_CAUSES = {
+    "too_high": "the learning rate is probably too high (try it ~10x lower)",
+    "too_low": (
+        "the learning rate is probably too low (try it ~10x higher), "
+        "unless the layer's gradient vanishes"
+    ),
+}
+
+
+class UpdateRatioMonitor(StepMonitor):
+    """Logs ||W_after - W_before|| / ||W_before|| of the optimizer step for every variable.
+
+    Every ``freq`` optimizer steps the monitor keeps the values of all trainable variables
+    before the step and compares them with the values after it: for plain SGD this is
+    ||lr * dW|| / ||W||. Around 1e-3 is healthy; much lower means the learning rate is too
+    low, much higher that it is too high. At the end of each epoch the median ratio of each
+    layer's largest variable (its kernel; zero-initialised biases say nothing about the
+    learning rate) over that epoch's measurements is compared with ``[low, high]`` and a
+    :class:`~kerasdiag.callbacks.base.MonitorWarning` names the likely cause, once per layer
+    and direction.
+
+    Example:
+
+    ```python
+    monitor = UpdateRatioMonitor(freq=50, log_dir="logs", csv_path="update_ratios.csv")
+    model.fit(x, y, epochs=5, callbacks=[monitor])
+    step, epoch, variable, ratio, layer = monitor.history[0]
+    ```
+
+    Args:
+        freq: measure the optimizer steps 0, freq, 2 * freq, ... (a measurement costs a few
+            small tensor operations per variable; other steps cost nothing).
+        log_dir: TensorBoard log directory; scalars ``update_ratio/<variable path>`` go to
+            the run ``<log_dir>/update_ratio``. None: no TensorBoard output.
+        csv_path: CSV file with columns step, epoch, variable, ratio, layer, rewritten at
+            each epoch end. None: no file.
+        low: lower end of the healthy band (default 1e-4).
+        high: upper end of the healthy band (default 1e-2).
+
+    Attributes:
+        history: all measurements, rows (step, epoch, variable, ratio, layer).
+        findings: the layers judged outside the band, dicts with layer, epoch, median,
+            verdict and message.
+    """
+
+    def __init__(
+        self,
+        freq: int = 50,
+        log_dir: str | os.PathLike | None = None,
+        csv_path: str | os.PathLike | None = None,
+        low: float = stats.UPDATE_RATIO_LOW,
+        high: float = stats.UPDATE_RATIO_HIGH,
+    ):
+        super().__init__(
+            freq, log_dir, "update_ratio", csv_path, ["step", "epoch", "variable", "ratio", "layer"]
+        )
+        self.low = check_positive_float("low", low)
+        self.high = check_positive_float("high", high)
+        if self.low >= self.high:
+            raise ValueError(f"`low` must be below `high`. Received: low={low}, high={high}")
+        self.findings: list[dict] = []
+        self._pending = None
+        self._epoch_ratios: dict[str, list[float]] = defaultdict(list)
+        self._warned: set[tuple[str, str]] = set()
+
+    @property
+    def history(self) -> list[list]:
+        return self._csv.rows
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._variables = list(self.model.trainable_variables)
+        self._names = [v.path for v in self._variables]
+        self._layers = stats.variable_layers(self.model)
+        groups = stats.layer_variables(self.model)
+        # Index (into self._variables) of each layer's largest variable.
+        position = {id(v): i for i, v in enumerate(self._variables)}
+        self._main = {
+            layer: position[id(vs[stats.main_variable_index(vs)])] for layer, vs in groups.items()
+        }
+        self._pending = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._pending is not None:
+            self._finish()
+        super().on_train_batch_begin(batch, logs)
+
+    def on_due_step(self, step):
+        self._pending = (step, self._epoch, stats.snapshot(self._variables))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._pending is not None:
+            self._finish()
+        self._judge(epoch)
+        super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        if self._pending is not None:
+            self._finish()
+            self._judge(self._epoch)
+        super().on_train_end(logs)
+
+    def _finish(self):
+        step, epoch, before = self._pending
+        self._pending = None
+        ratios = stats.update_ratios(before, self._variables)
+        for name, layer, ratio in zip(self._names, self._layers, ratios, strict=True):
+            self._csv.add([step, epoch, name, float(ratio), layer])
+        for layer, index in self._main.items():
+            self._epoch_ratios[layer].append(float(ratios[index]))
+        self._summary.scalars(
+            {
+                f"update_ratio/{n}": float(r)
+                for n, r in zip(self._names, ratios, strict=True)
+                if np.isfinite(r)
+            },
+            step,
+        )
+
+    def _judge(self, epoch):
+        for layer, ratios in self._epoch_ratios.items():
+            finite = [r for r in ratios if not np.isnan(r)]
+            if not finite:
+                continue
+            median = float(np.median(finite))
+            verdict = stats.update_ratio_verdict(median, self.low, self.high)
+            if verdict is None:
+                continue
+            bound = self.low if verdict == "too_low" else self.high
+            side = "below" if verdict == "too_low" else "above"
+            message = (
+                f"UpdateRatioMonitor: layer {layer!r} has a median update/weight ratio of "
+                f"{median:.2e} in epoch {epoch}, {side} {bound:.0e}: {_CAUSES[verdict]}"
+            )
+            self.findings.append(
+                {
+                    "layer": layer,
+                    "epoch": epoch,
+                    "median": median,
+                    "verdict": verdict,
+                    "message": message,
+                }
+            )
+            if (layer, verdict) not in self._warned:
+                self._warned.add((layer, verdict))
+                warn(message)
+        self._epoch_ratios.clear()
