@@ -202,3 +202,26 @@ def test_overfit_validates_arguments(digits):
         overfit_small_subset(model, digits, num_examples=0)
     with pytest.raises(ValueError, match="loss_fraction"):
         overfit_small_subset(model, digits, loss_fraction=1.5)
+
+
+def test_binary_classifier_on_imbalanced_labels(digits):
+    # "Is it a zero?": 10% positives, yet the initial loss is ln 2 (MISSION S1).
+    zeros = dataclasses.replace(
+        digits, y_train=(digits.y_train == 0).astype(np.int64), num_classes=2
+    )
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input(digits.input_shape), keras.layers.Flatten(),
+         keras.layers.Dense(32, "relu", kernel_initializer="he_normal"),
+         keras.layers.Dense(1, kernel_initializer=h.SMALL_OUTPUT_INIT)]
+    )  # fmt: skip
+    model = h.compiled(model, keras.losses.BinaryCrossentropy(from_logits=True))
+    init = check_initial_loss(model, zeros)
+    assert init.passed, init.message
+    assert init.expected == pytest.approx(math.log(2))
+    fit = overfit_small_subset(model, zeros)
+    assert fit.passed, fit.message
+    sigmoid_twice = keras.Sequential([*model.layers, keras.layers.Activation("sigmoid")])
+    sigmoid_twice = h.compiled(sigmoid_twice, keras.losses.BinaryCrossentropy(from_logits=True))
+    result = check_initial_loss(sigmoid_twice, zeros)
+    assert result.passed is False and "from_logits=True" in result.message

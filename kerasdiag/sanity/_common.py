@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasdiag.sanity.expected import LossSpec, describe_loss
+from kerasdiag.sanity.expected import LossSpec
 
 
 def training_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, int | None]:
@@ -80,10 +80,21 @@ def output_width(model: keras.Model) -> int:
 
 
 def class_indices(y: np.ndarray) -> np.ndarray:
-    """Integer labels from class indices, one-hot rows or one 0/1 column."""
+    """Integer labels from class indices, one-hot rows or one 0/1 (or -1/1) column."""
     if y.ndim > 1 and y.shape[-1] > 1:
         return np.argmax(y, axis=-1)
-    return y.reshape(-1).astype(np.int64)
+    y = y.reshape(-1)
+    return (y > 0).astype(np.int64) if y.size and y.min() < 0 else y.astype(np.int64)
+
+
+def classes_for(spec: LossSpec, width: int) -> int:
+    """The class count the expected loss is computed for, from the model's output width.
+
+    One output is a binary classifier (two classes), except under MSE, where it is one target.
+    """
+    if width > 1:
+        return width
+    return 1 if spec.kind == "mse" else 2
 
 
 def accuracy(spec: LossSpec, outputs: np.ndarray, labels: np.ndarray) -> float | None:
@@ -95,11 +106,6 @@ def accuracy(spec: LossSpec, outputs: np.ndarray, labels: np.ndarray) -> float |
     threshold = 0.5 if spec.from_logits is False else 0.0
     predicted = (outputs.reshape(-1) > threshold).astype(np.int64)
     return float(np.mean(predicted == (labels > 0)))
-
-
-def describe_model_loss(model: keras.Model, loss: Any = None) -> tuple[Any, LossSpec]:
-    loss = compiled_loss(model) if loss is None else loss
-    return loss, describe_loss(loss)
 
 
 def copy_model(

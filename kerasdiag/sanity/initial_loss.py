@@ -60,18 +60,16 @@ def check_initial_loss(
     outputs = common.predict(model, x)
     width = outputs.shape[-1]
 
-    def result(passed: bool, value: float | None, expected: float | None, message: str, **d):
-        details = {"examples": len(x), "loss": spec.name, "outputs_mean": float(np.mean(outputs))}
-        details["outputs_std"] = float(np.std(outputs))
-        return StageResult(
-            "initial_loss",
-            passed,
-            value,
-            expected,
-            message,
-            time.perf_counter() - start,
-            {**details, **d},
-        )
+    details = {
+        "examples": len(x),
+        "loss": spec.name,
+        "outputs_mean": float(np.mean(outputs)),
+        "outputs_std": float(np.std(outputs)),
+    }
+
+    def result(passed: bool, value: float | None, expected: float | None, message: str):
+        seconds = time.perf_counter() - start
+        return StageResult("initial_loss", passed, value, expected, message, seconds, details)
 
     if width > 1 and num_classes is not None and width != num_classes:
         return result(
@@ -80,7 +78,7 @@ def check_initial_loss(
             None,
             f"the model has {width} outputs but the data has {num_classes} classes",
         )
-    classes = width if width > 1 else (1 if spec.kind == "mse" else 2)
+    classes = common.classes_for(spec, width)
     labels = common.class_indices(y_all)
     if labels.max(initial=0) >= max(classes, 2):
         return result(

@@ -62,8 +62,7 @@ def overfit_small_subset(
         width = common.output_width(model)
         targets = common.loss_targets(spec, y, width)
         labels = common.class_indices(y)
-        classes = width if width > 1 else (1 if spec.kind == "mse" else 2)
-        target = loss_fraction * expected_initial_loss(spec, classes)
+        target = loss_fraction * expected_initial_loss(spec, common.classes_for(spec, width))
         clone = common.copy_model(model)
         trainable = list(clone.trainable_variables)
         details: dict[str, Any] = {"examples": len(x), "max_steps": max_steps}
