@@ -55,21 +55,29 @@ def build_model(cfg: DictConfig, data: Dataset, **model_overrides: Any) -> keras
 
     With the same config and seed, two calls give identical initial weights, which is what
     lets sanity stages build their own variants (no regularization, no dropout) freely.
+    The model and its optimizer are created under the ``trainer.strategy`` scope (B4), so
+    ``fit`` splits each batch of ``data.batch_size`` over the replicas; ``trainer.scale_lr``
+    multiplies the learning rate by their number (see :mod:`kerasdiag.distribute`).
     """
+    from kerasdiag.distribute import get_strategy, scaled_learning_rate
+
     model_cfg = cfg.model
     if model_overrides:
         model_cfg = OmegaConf.merge(cfg.model, model_overrides)
     keras.utils.set_random_seed(int(cfg.trainer.seed))
     builder = resolve_builder(model_cfg.builder)
-    model = builder(model_cfg, data.input_shape, data.num_classes)
-    learning_rate, _ = build_schedule(
-        float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
-    )
-    model.compile(
-        optimizer=build_optimizer(cfg.optimizer, learning_rate),
-        loss=build_loss(cfg.loss),
-        metrics=["accuracy"],
-    )
+    strategy = get_strategy(cfg.trainer.strategy)
+    lr = scaled_learning_rate(float(cfg.optimizer.lr), strategy, bool(cfg.trainer.scale_lr))
+    with strategy.scope():  # variables made here are mirrored on every replica
+        model = builder(model_cfg, data.input_shape, data.num_classes)
+        learning_rate, _ = build_schedule(
+            lr, cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
+        )
+        model.compile(
+            optimizer=build_optimizer(cfg.optimizer, learning_rate),
+            loss=build_loss(cfg.loss),
+            metrics=["accuracy"],
+        )
     return model
 
 

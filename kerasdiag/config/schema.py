@@ -109,7 +109,10 @@ class TrainerConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     resume: bool = True  # continue an interrupted run in the same directory
     deterministic: bool = False  # seeded, op-deterministic TensorFlow
-    strategy: str = "none"  # none | auto | mirrored | multiworker
+    strategy: str = "none"  # none | auto | mirrored | multiworker (kerasdiag.distribute, B4)
+    # data.batch_size is the global batch (split over replicas); scale_lr multiplies
+    # optimizer.lr by the number of replicas (linear scaling rule, opt-in)
+    scale_lr: bool = False
     tensorboard: bool = True
 
 
@@ -153,8 +156,13 @@ class TunerConfig:
 
 @dataclass
 class EnsembleConfig:
+    """Ensembles (E1-E5), run by :func:`kerasdiag.ensemble.run_ensemble`."""
+
     name: str = "none"  # none | seeds | topk | checkpoints | ema
+    # seeds: trainings with seeds trainer.seed, +1, ...; topk: best k search checkpoints;
+    # checkpoints: best k epochs of one run; ema: trainings that each add their EMA model
     members: int = 3
+    source: str | None = None  # topk: search run directory (its trials/) or folder of .keras
 
 
 @dataclass

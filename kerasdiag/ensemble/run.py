@@ -1,0 +1,261 @@
+"""``run_ensemble``: gather the members an ``ensemble`` config asks for, join them, score (E1-E5).
+
+Run directory layout::
+
+    config.yaml, data.json
+    members/seed<N>/          one training each (seeds, checkpoints, ema), made with the
+                              pipeline's own build_model / training_callbacks / fit /
+                              evaluate_test: metrics.csv, checkpoints/, test_metrics.json
+                              (and ema.keras for ensemble=ema)
+    ensemble.keras            the joined model (loads with safe_mode=True)
+    ensemble.json             each member's test score, the best single score, the ensemble's
+
+A member folder that holds ``test_metrics.json`` is complete: with ``trainer.resume`` (the
+default) rerunning in the same directory reuses it instead of training it again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from kerasdiag.callbacks.checkpoint import BestCheckpoint, find_best_checkpoint
+from kerasdiag.callbacks.ema import ema_weights
+from kerasdiag.data import Dataset, load_dataset
+from kerasdiag.ensemble.config import validate_ensemble_config
+from kerasdiag.ensemble.model import build_ensemble, load_member, predict_probabilities
+from kerasdiag.ensemble.selection import best_checkpoints, metric_mode, source_checkpoints
+from kerasdiag.errors import DataError
+from kerasdiag.io import write_json_atomic, write_text_atomic
+from kerasdiag.pipeline import (
+    build_model,
+    evaluate_test,
+    fit,
+    seed_everything,
+    training_callbacks,
+)
+
+COMBINATION = (
+    "mean of the members' softmax probabilities (multiclass-hinge scores pass through the "
+    "same softmax; members ending in a softmax are averaged as they are)"
+)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of an ensemble: a ``.keras`` file and, when known, its validation score."""
+
+    name: str
+    path: Path
+    val_metric: str | None = None
+    val_score: float | None = None
+
+
+def run_ensemble(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Build, save and score the ensemble ``cfg.ensemble`` describes; return its summary.
+
+    Example:
+        >>> cfg = load_config(["ensemble=seeds", "ensemble.members=3"])  # doctest: +SKIP
+        >>> run_ensemble(cfg, "outputs/seeds")["ensemble"]["test_accuracy"]  # doctest: +SKIP
+    """
+    validate_ensemble_config(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    seed_everything(cfg.trainer)
+    data = load_dataset(cfg.data)
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json_atomic(run_dir / "data.json", data.summary())
+
+    members = MEMBER_SOURCES[cfg.ensemble.name](cfg, run_dir, data)
+    report = assemble(members, data, run_dir, batch_size=int(cfg.data.batch_size))
+    report = {"kind": cfg.ensemble.name, **report, "seconds": round(time.time() - started, 1)}
+    write_json_atomic(run_dir / "ensemble.json", report)
+    print_ensemble_summary(report, run_dir)
+    return report
+
+
+def train_member(cfg: DictConfig, member_dir: Path, data: Dataset, every_epoch: bool = False):
+    """Train one member in ``member_dir`` exactly as a single run trains, then test it.
+
+    ``every_epoch`` keeps a checkpoint of every epoch (checkpoint ensembles). With
+    ``optimizer.use_ema`` the moving average of the weights is saved as ``ema.keras``.
+    """
+    done = member_dir / "test_metrics.json"
+    if cfg.trainer.resume and done.exists():
+        print(f"{member_dir.name}: trained already ({done}), reusing it")
+        return
+    member_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.trainer)
+    write_text_atomic(member_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    model = build_model(cfg, data)
+    callbacks = training_callbacks(cfg, member_dir, data)
+    for callback in callbacks:
+        if isinstance(callback, BestCheckpoint):
+            callback.every_epoch = every_epoch
+    fit(cfg, model, data, callbacks)
+    if cfg.optimizer.use_ema:
+        # No atomic rename needed: test_metrics.json, written last, marks the member complete.
+        with ema_weights(model):
+            model.save(member_dir / "ema.keras")
+    write_json_atomic(done, evaluate_test(cfg, model, data))
+
+
+def seed_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
+    """E1: ``members`` trainings, seeds ``trainer.seed + i``; each gives its best checkpoint."""
+    members = []
+    for member_cfg, member_dir in _trainings(cfg, run_dir, int(cfg.ensemble.members)):
+        train_member(member_cfg, member_dir, data)
+        members.append(_best_checkpoint_member(cfg, member_dir, member_dir.name))
+    return members
+
+
+def checkpoint_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
+    """E3: one training keeping every epoch; the ``members`` best-scored epochs."""
+    [(member_cfg, member_dir)] = _trainings(cfg, run_dir, 1)
+    train_member(member_cfg, member_dir, data, every_epoch=True)
+    epochs = list((member_dir / "checkpoints").glob("epoch*.keras"))
+    chosen = best_checkpoints(epochs, int(cfg.ensemble.members))
+    if len(chosen) < 2:
+        raise DataError(
+            f"{member_dir / 'checkpoints'} holds {len(chosen)} scored epoch checkpoint(s); "
+            f"a checkpoint ensemble needs 2 or more (did early stopping end the run early?)"
+        )
+    return [_scored_member(f"{member_dir.name}/{c.label}", c) for c in chosen]
+
+
+def ema_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
+    """E4: ``members`` trainings with a weight moving average; each adds best + EMA models."""
+    members = []
+    ema_cfg = OmegaConf.merge(cfg, {"optimizer": {"use_ema": True}})
+    for member_cfg, member_dir in _trainings(ema_cfg, run_dir, int(cfg.ensemble.members)):
+        train_member(member_cfg, member_dir, data)
+        members.append(_best_checkpoint_member(cfg, member_dir, member_dir.name))
+        members.append(Member(f"{member_dir.name}/ema", member_dir / "ema.keras"))
+    return members
+
+
+def topk_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
+    """E2: the ``members`` best-scored checkpoints of a search (``ensemble.source``)."""
+    source = Path(str(cfg.ensemble.source)).expanduser()
+    chosen = best_checkpoints(source_checkpoints(source), int(cfg.ensemble.members))
+    if len(chosen) < 2:
+        raise DataError(
+            f"{source} holds {len(chosen)} checkpoint(s) with a score in the file name "
+            f"(like stage1-trial003-val_accuracy0.9123.keras); an ensemble needs 2 or more"
+        )
+    return [_scored_member(c.label, c) for c in chosen]
+
+
+MEMBER_SOURCES = {
+    "seeds": seed_members,
+    "checkpoints": checkpoint_members,
+    "ema": ema_members,
+    "topk": topk_members,
+}
+
+
+def assemble(
+    members: list[Member], data: Dataset, run_dir: Path, batch_size: int = 256
+) -> dict[str, Any]:
+    """Join the members into ``ensemble.keras``, reload it in safe mode, score all on test.
+
+    The ensemble is scored through the reloaded file, the members one by one through their
+    own files: the two paths share no code beyond Keras, so a wrong combination shows.
+    """
+    models = [load_member(m.path) for m in members]
+    path = run_dir / "ensemble.keras"
+    tmp = path.with_name(f".tmp-{path.name}")
+    build_ensemble(models, [m.name for m in members]).save(tmp)
+    os.replace(tmp, path)
+    ensemble = keras.models.load_model(path, safe_mode=True)
+
+    rows = []
+    for member, model in zip(members, models, strict=True):
+        scores = score(predict_probabilities(model, data.x_test, batch_size), data.y_test)
+        rows.append(
+            {
+                "name": member.name,
+                "path": _relative(member.path, run_dir),
+                "val_metric": member.val_metric,
+                "val_score": member.val_score,
+                **scores,
+            }
+        )
+    best = max(rows, key=lambda r: (r["test_accuracy"], -r["test_nll"]))
+    joined = score(ensemble.predict(data.x_test, batch_size=batch_size, verbose=0), data.y_test)
+    return {
+        "combination": COMBINATION,
+        "model": path.name,
+        "test_examples": len(data.y_test),
+        "members": rows,
+        "best_single": {k: best[k] for k in ("name", "test_accuracy", "test_nll")},
+        "ensemble": joined,
+        "gain_over_best_single": joined["test_accuracy"] - best["test_accuracy"],
+    }
+
+
+def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Test accuracy and mean negative log-likelihood of class probabilities."""
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    picked = probabilities[np.arange(len(labels)), labels]
+    return {
+        "test_accuracy": float(np.mean(np.argmax(probabilities, axis=-1) == labels)),
+        "test_nll": float(-np.mean(np.log(np.maximum(picked, 1e-12)))),
+    }
+
+
+def print_ensemble_summary(report: dict[str, Any], run_dir: Path) -> None:
+    lines = [f"\nensemble={report['kind']}: {len(report['members'])} members"]
+    for row in report["members"]:
+        lines.append(f"  {row['name']:<28} test accuracy {row['test_accuracy']:.4f}")
+    best, joined = report["best_single"], report["ensemble"]
+    lines.append(f"  best single ({best['name']}): {best['test_accuracy']:.4f}")
+    lines.append(
+        f"  ensemble: {joined['test_accuracy']:.4f} "
+        f"({report['gain_over_best_single']:+.4f}), test nll {joined['test_nll']:.4f} "
+        f"vs {best['test_nll']:.4f}"
+    )
+    lines.append(f"run directory: {run_dir}")
+    print("\n".join(lines))
+
+
+def _trainings(cfg: DictConfig, run_dir: Path, count: int) -> list[tuple[DictConfig, Path]]:
+    # Same data split and shuffling for every member (data.seed); only trainer.seed changes,
+    # i.e. the initialisation and dropout masks (E1).
+    seeds = [int(cfg.trainer.seed) + i for i in range(count)]
+    return [
+        (OmegaConf.merge(cfg, {"trainer": {"seed": s}}), run_dir / "members" / f"seed{s}")
+        for s in seeds
+    ]
+
+
+def _best_checkpoint_member(cfg: DictConfig, member_dir: Path, name: str) -> Member:
+    monitor = cfg.trainer.checkpoint_monitor
+    found = find_best_checkpoint(member_dir / "checkpoints", monitor, metric_mode(monitor))
+    if found is None:
+        raise DataError(
+            f"{member_dir / 'checkpoints'} holds no best-*.keras checkpoint: was "
+            f"{monitor} ever finite?"
+        )
+    path, value = found
+    return Member(name, path, monitor, value)
+
+
+def _scored_member(name: str, checkpoint) -> Member:
+    return Member(name, checkpoint.path, checkpoint.metric, checkpoint.score)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
