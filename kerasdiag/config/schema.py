@@ -147,11 +147,25 @@ class MonitorsConfig:
 
 
 @dataclass
+class SearchStageConfig:
+    """One stage of a (coarse-to-fine) search: how many trials, each trained how long (H3)."""
+
+    trials: int = 10
+    epochs: int = 1
+
+
+@dataclass
 class TunerConfig:
     name: str = "none"  # none | random | coarse_to_fine
-    objective: str = "val_accuracy"
+    objective: str = "val_accuracy"  # val_accuracy | val_loss, on the one validation split (H4)
+    # name -> {key, type: float|int|choice, min, max, sampling: linear|log, values}; checked by
+    # kerasdiag.search.oracle.parse_space (untyped here so entries can be added with +tuner.space.x=)
     space: dict[str, Any] = field(default_factory=dict)
-    stages: list[Any] = field(default_factory=list)
+    stages: list[SearchStageConfig] = field(default_factory=list)
+    keep: int = 3  # best trials of a stage whose values set the next stage's ranges
+    margin: float = 0.1  # next range = kept values +- this fraction of the previous range
+    diverge_factor: float = 4.0  # stop a trial whose loss exceeds this times its first loss
+    seed: int = 0  # stage k samples with oracle seed ``seed + k``
 
 
 @dataclass

@@ -1,0 +1,47 @@
+"""Hyperparameter search with keras-tuner: random (H1), log-scaled (H2), coarse to fine (H3),
+on one validation split (H4), checkpoints named by score, distributed chief/workers (H5, B4).
+
+keras-tuner's split: :mod:`~kerasdiag.search.oracle` says what to try (the space from YAML,
+range narrowing between stages), :mod:`~kerasdiag.search.tuner` how a trial runs,
+:mod:`~kerasdiag.search.results` what a search writes, :mod:`~kerasdiag.search.run` the stages.
+Names load lazily: validating a space does not start TensorFlow.
+
+Example:
+    >>> from kerasdiag.config import load_config
+    >>> from kerasdiag.search import run_search
+    >>> cfg = load_config(["tuner=coarse_to_fine", "sanity=off", "monitors=off"])
+    >>> summary = run_search(cfg, "outputs/search-demo")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Param": "kerasdiag.search.oracle",
+    "Stage": "kerasdiag.search.oracle",
+    "build_oracle": "kerasdiag.search.oracle",
+    "narrow_space": "kerasdiag.search.oracle",
+    "parse_space": "kerasdiag.search.oracle",
+    "validate_search": "kerasdiag.search.oracle",
+    "StopOnDivergence": "kerasdiag.search.divergence",
+    "TrialTuner": "kerasdiag.search.tuner",
+    "trial_config": "kerasdiag.search.tuner",
+    "TrialRecord": "kerasdiag.search.results",
+    "find_trial_checkpoints": "kerasdiag.search.results",
+    "parse_trial_checkpoint": "kerasdiag.search.results",
+    "plot_search": "kerasdiag.search.results",
+    "trial_checkpoint_name": "kerasdiag.search.results",
+    "write_search_csv": "kerasdiag.search.results",
+    "distributed_role": "kerasdiag.search.run",
+    "run_search": "kerasdiag.search.run",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kerasdiag.search' has no attribute {name!r}")

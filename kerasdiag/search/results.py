@@ -1,0 +1,216 @@
+"""What a search leaves in its run directory: trial checkpoints, ``search.csv``, ``search.png``.
+
+Trial checkpoints are named ``trials/stage{S}-trial{NNN}-{objective}{score:.4f}.keras``
+(``stage1-trial003-val_accuracy0.9123.keras``): the score is the trial's best validation
+value, so the top-k trials of a search can be picked from file names alone
+(:func:`find_trial_checkpoints`). No TensorFlow here.
+
+Example:
+    >>> trial_checkpoint_name(2, "07", "val_accuracy", 0.91234)
+    'stage2-trial007-val_accuracy0.9123.keras'
+    >>> parse_trial_checkpoint("stage2-trial007-val_accuracy0.9123.keras", "val_accuracy")
+    (2, 7, 0.9123)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kerasdiag.io import write_bytes_atomic, write_csv_atomic
+from kerasdiag.search.oracle import Param, objective_direction
+
+TRIALS_DIR = "trials"
+_NAME = re.compile(r"^stage(\d+)-trial(\d+)-(.+?)(-?\d+\.\d+)\.keras$")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished trial of a search: its values (as set in the config) and its result."""
+
+    stage: int
+    trial: int
+    values: dict[str, Any]
+    score: float  # best validation value over its epochs; NaN when it has none
+    status: str  # completed | diverged | failed
+    epochs: int = 0
+    checkpoint: str = ""  # path relative to the run directory, "" when none was kept
+
+
+def trial_prefix(stage: int, trial_id: str | int) -> str:
+    """``stage{S}-trial{NNN}-``: how every checkpoint file of one trial starts."""
+    return f"stage{int(stage)}-trial{int(trial_id):03d}-"
+
+
+def trial_checkpoint_name(stage: int, trial_id: str | int, objective: str, score: float) -> str:
+    """``stage{S}-trial{NNN}-{objective}{score:.4f}.keras``: the stable name ensembles parse."""
+    return f"{trial_prefix(stage, trial_id)}{objective}{score:.4f}.keras"
+
+
+def kept_checkpoints(run_dir: str | os.PathLike, stage: int, trial_id: str | int) -> list[Path]:
+    """The checkpoint(s) kept for one trial in ``run_dir/trials`` (one, or none if it had no score)."""
+    return sorted((Path(run_dir) / TRIALS_DIR).glob(f"{trial_prefix(stage, trial_id)}*.keras"))
+
+
+def parse_trial_checkpoint(
+    name: str | os.PathLike, objective: str
+) -> tuple[int, int, float] | None:
+    """``(stage, trial, score)`` from a trial checkpoint's file name, or None if it is not one."""
+    match = _NAME.match(Path(name).name)
+    if match is None or match.group(3) != objective:
+        return None
+    return int(match.group(1)), int(match.group(2)), float(match.group(4))
+
+
+def find_trial_checkpoints(
+    run_dir: str | os.PathLike, objective: str = "val_accuracy"
+) -> list[tuple[Path, float]]:
+    """Every trial checkpoint of a search run directory with its score, best first.
+
+    The order uses the objective's direction (highest accuracy, lowest loss first), so
+    ``find_trial_checkpoints(run_dir)[:k]`` are the top-k trials of the search (E2).
+    """
+    found = []
+    for path in (Path(run_dir) / TRIALS_DIR).glob("stage*-trial*.keras"):
+        parsed = parse_trial_checkpoint(path, objective)
+        if parsed is not None and math.isfinite(parsed[2]):
+            found.append((path, parsed[2]))
+    maximize = objective_direction(objective) == "max"
+    return sorted(found, key=lambda item: (-item[1] if maximize else item[1], item[0].name))
+
+
+def records_from_trials(
+    trials: Any, space: Sequence[Param], stage: int, run_dir: str | os.PathLike
+) -> list[TrialRecord]:
+    """One :class:`TrialRecord` per keras-tuner ``Trial`` of a stage's oracle (``oracle.trials``)."""
+    records = []
+    for trial in trials:
+        metrics = trial.metrics
+        diverged = metrics.exists("diverged") and metrics.get_last_value("diverged") > 0
+        if trial.status == "COMPLETED":
+            status = "diverged" if diverged else "completed"
+        else:
+            status = "failed" if trial.status in ("FAILED", "INVALID") else trial.status.lower()
+        score = trial.score if trial.score is not None else math.nan
+        kept = kept_checkpoints(run_dir, stage, trial.trial_id)
+        values = trial.hyperparameters.values
+        records.append(
+            TrialRecord(
+                stage=stage,
+                trial=int(trial.trial_id),
+                values={p.name: p.decode(values[p.name]) for p in space if p.name in values},
+                score=float(score) if math.isfinite(score) else math.nan,
+                status=status,
+                epochs=int(metrics.get_last_value("epochs_run") or 0)
+                if metrics.exists("epochs_run")
+                else 0,
+                checkpoint=str(kept[0].relative_to(run_dir)) if kept else "",
+            )
+        )
+    return records
+
+
+def best_records(records: Sequence[TrialRecord], objective: str, k: int) -> list[TrialRecord]:
+    """The ``k`` best records with a score, best first (by the objective's direction)."""
+    scored = [r for r in records if math.isfinite(r.score)]
+    maximize = objective_direction(objective) == "max"
+    return sorted(scored, key=lambda r: (-r.score if maximize else r.score, r.stage, r.trial))[:k]
+
+
+def write_search_csv(
+    path: str | os.PathLike, records: Sequence[TrialRecord], space: Sequence[Param]
+) -> Path:
+    """``search.csv``: stage, trial, one column per hyperparameter, score, status, epochs, checkpoint."""
+    header = ["stage", "trial", *(p.name for p in space), "score", "status", "epochs", "checkpoint"]
+    rows = [
+        [
+            r.stage,
+            r.trial,
+            *(_cell(r.values.get(p.name)) for p in space),
+            _cell(r.score),
+            r.status,
+            r.epochs,
+            r.checkpoint,
+        ]
+        for r in sorted(records, key=lambda r: (r.stage, r.trial))
+    ]
+    return write_csv_atomic(path, header, rows)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+def plot_search(
+    path: str | os.PathLike,
+    records: Sequence[TrialRecord],
+    space: Sequence[Param],
+    objective: str,
+) -> Path:
+    """``search.png``: the score against each hyperparameter, one panel each, colour = stage.
+
+    Log-sampled hyperparameters get log x axes (H2), choices one tick per candidate. Trials
+    without a score (diverged at once, failed) are red crosses along the bottom edge.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 2 if len(space) == 4 else min(len(space), 3)
+    rows = math.ceil(len(space) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    stages = sorted({r.stage for r in records})
+    colours = plt.get_cmap("viridis")(
+        [0.15 + 0.7 * i / max(1, len(stages) - 1) for i in range(len(stages))]
+    )
+    for ax, param in zip(axes.flat, space, strict=False):
+        _plot_param(ax, param, records, stages, colours)
+        ax.set_ylabel(objective)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(space) :]:
+        ax.set_visible(False)
+    handles = [
+        plt.Line2D([], [], ls="", marker="o", color=c, label=f"stage {s}")
+        for s, c in zip(stages, colours, strict=True)
+    ]
+    handles.append(plt.Line2D([], [], ls="", marker="x", color="red", label="no score"))
+    fig.legend(handles=handles, loc="upper right", fontsize=8)
+    fig.suptitle(f"{objective} of {len(records)} trials against each hyperparameter")
+    fig.tight_layout(rect=(0, 0, 0.9, 0.95))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def _plot_param(ax: Any, param: Param, records, stages, colours) -> None:
+    labels = [str(v) for v in param.values]
+
+    def x_of(record: TrialRecord) -> float:
+        value = record.values[param.name]
+        return float(labels.index(str(value))) if param.type == "choice" else float(value)
+
+    for stage, colour in zip(stages, colours, strict=True):
+        mine = [r for r in records if r.stage == stage and param.name in r.values]
+        scored = [r for r in mine if math.isfinite(r.score)]
+        ax.scatter([x_of(r) for r in scored], [r.score for r in scored], color=colour, s=22)
+        unscored = [x_of(r) for r in mine if not math.isfinite(r.score)]
+        # Crosses at the bottom edge: x in data units, y in axes units.
+        ax.scatter(unscored, [0.02] * len(unscored), marker="x", color="red",
+                   transform=ax.get_xaxis_transform())  # fmt: skip
+    if param.type == "choice":
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+    else:
+        ax.set_xscale("log" if param.log else "linear")
+        ax.set_xlim(param.low, param.high)
+    ax.set_xlabel(f"{param.name} ({param.key}{', log scale' if param.log else ''})")

@@ -1,0 +1,194 @@
+"""``run_search``: what ``scripts/train.py ... tuner=random|coarse_to_fine`` runs (H1-H5, B4).
+
+Stage by stage: a keras-tuner random-search oracle over the stage's ranges, a
+:class:`~kerasdiag.search.tuner.TrialTuner` running its trials on the one validation split,
+then ``search.csv`` and ``search.png`` rewritten and the ranges narrowed around the best trials
+for the next stage. A second run in the same directory (``hydra.run.dir=SAME``) resumes: the
+finished trials are reloaded from keras-tuner's projects under ``search/``, an interrupted trial
+is run again, and the search goes on from there.
+
+Distributed (B4): the same command on several processes or machines sharing the run directory,
+with keras-tuner's variables set. The chief (``KERASTUNER_TUNER_ID=chief``) holds the oracle and
+hands out trials; workers (``tuner0``, ``tuner1``, ...) train them::
+
+    export KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=8000
+    KERASTUNER_TUNER_ID=chief  python scripts/train.py tuner=random hydra.run.dir=runs/s1 &
+    KERASTUNER_TUNER_ID=tuner0 python scripts/train.py tuner=random hydra.run.dir=runs/s1 &
+    KERASTUNER_TUNER_ID=tuner1 python scripts/train.py tuner=random hydra.run.dir=runs/s1
+
+Stage k listens on ``KERASTUNER_ORACLE_PORT + k - 1``: a worker that finished stage k waits
+for the chief's stage k+1 instead of asking the old stage for more trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from kerasdiag.data import load_dataset
+from kerasdiag.errors import ConfigError
+from kerasdiag.io import write_json_atomic, write_text_atomic
+from kerasdiag.pipeline import build_model, evaluate_test, seed_everything
+from kerasdiag.search.oracle import Stage, build_oracle, narrow_space, validate_search
+from kerasdiag.search.results import (
+    TrialRecord,
+    best_records,
+    plot_search,
+    records_from_trials,
+    write_search_csv,
+)
+from kerasdiag.search.tuner import TrialTuner, trial_config
+
+ENV_IP, ENV_PORT, ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
+
+
+def distributed_role() -> str:
+    """``local``, ``chief`` or ``worker``, by keras-tuner's rule for its environment variables."""
+    if ENV_IP not in os.environ:
+        return "local"
+    for var in (ENV_PORT, ENV_ID):
+        if not os.environ.get(var):
+            raise ConfigError(var, os.environ.get(var), f"must be set along with {ENV_IP}")
+    port = os.environ[ENV_PORT]
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(ENV_PORT, port, "must be a TCP port number")
+    return "chief" if "chief" in os.environ[ENV_ID] else "worker"
+
+
+@contextlib.contextmanager
+def stage_port(stage: Stage) -> Iterator[None]:
+    """Distributed: stage k's oracle listens on ``KERASTUNER_ORACLE_PORT + k - 1``."""
+    base = os.environ.get(ENV_PORT)
+    if base is None or stage.number == 1:
+        yield
+        return
+    os.environ[ENV_PORT] = str(int(base) + stage.number - 1)
+    try:
+        yield
+    finally:
+        os.environ[ENV_PORT] = base
+
+
+def run_search(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Run (or resume) the random / coarse-to-fine search ``cfg.tuner`` describes in ``run_dir``.
+
+    Writes ``trials/`` (one checkpoint per trial, score in the name), ``search/`` (keras-tuner's
+    projects, per-trial metrics.csv and config.yaml, ``ledger.jsonl``), ``search.csv``,
+    ``search.png`` and ``search_summary.json`` (best trial, its test score). Returns the summary.
+    """
+    started = time.time()
+    run_dir = Path(run_dir)
+    space, stages = validate_search(cfg)
+    objective = str(cfg.tuner.objective)
+    for stage in stages:  # a stage whose epochs make the config invalid fails now, not per trial
+        trial_config(cfg, [], {}, stage.epochs)
+    role = distributed_role()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.trainer)
+    data = None if role == "chief" else load_dataset(cfg.data)  # the chief trains nothing
+    if role != "worker":
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    records: list[TrialRecord] = []
+    stage_space = space
+    for stage in stages:
+        if role != "worker":
+            print(
+                f"\nsearch stage {stage.number}/{len(stages)}: {stage.trials} trials x "
+                f"{stage.epochs} epoch(s); " + "; ".join(p.describe() for p in stage_space),
+                flush=True,
+            )
+        with stage_port(stage):
+            oracle = build_oracle(stage_space, stage, cfg.tuner)
+            tuner = TrialTuner(
+                oracle, cfg=cfg, data=data, space=stage_space, stage=stage, run_dir=run_dir
+            )
+            tuner.search()
+        if role == "worker":
+            continue  # only the chief's oracle knows every trial's result
+        found = records_from_trials(tuner.oracle.trials.values(), space, stage.number, run_dir)
+        records += found
+        write_search_csv(run_dir / "search.csv", records, space)
+        plot_search(run_dir / "search.png", records, space, objective)
+        kept = best_records(found, objective, int(cfg.tuner.keep))
+        stage_space = narrow_space(stage_space, [r.values for r in kept], float(cfg.tuner.margin))
+
+    if role == "worker":
+        print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
+        return {"role": role, "run_dir": str(run_dir)}
+    summary = _summarise(cfg, run_dir, records, space, stages, data)
+    summary["seconds"] = round(time.time() - started, 1)
+    write_json_atomic(run_dir / "search_summary.json", summary)
+    _print_summary(summary)
+    return summary
+
+
+def _summarise(cfg, run_dir: Path, records, space, stages, data) -> dict[str, Any]:
+    objective = str(cfg.tuner.objective)
+    counts = {s: sum(r.status == s for r in records) for s in ("completed", "diverged", "failed")}
+    summary: dict[str, Any] = {
+        "recipe": cfg.recipe,
+        "run_dir": str(run_dir),
+        "objective": objective,
+        "trials": len(records),
+        **counts,
+        "best": None,
+        "test": {},
+    }
+    best = best_records(records, objective, 1)
+    if not best:
+        return summary
+    best = best[0]
+    summary["best"] = {
+        "stage": best.stage,
+        "trial": best.trial,
+        "values": best.values,
+        "score": best.score,
+        "epochs": best.epochs,
+        "checkpoint": best.checkpoint,
+    }
+    if best.checkpoint:
+        # The best trial's kept weights on the test split: rebuilt from its config, so any
+        # loss or layer the recipe uses loads.
+        data = data if data is not None else load_dataset(cfg.data)
+        epochs = stages[best.stage - 1].epochs
+        best_cfg = trial_config(cfg, space, best.values, epochs)
+        model = build_model(best_cfg, data)
+        model.optimizer.build(model.trainable_variables)  # the file holds its state too
+        model.load_weights(run_dir / best.checkpoint)
+        summary["test"] = evaluate_test(best_cfg, model, data)
+    return summary
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    best, test = summary["best"], summary["test"]
+    head = (
+        f"\nsearch {summary['recipe']}: {summary['trials']} trials "
+        f"({summary['completed']} completed, {summary['diverged']} diverged, "
+        f"{summary['failed']} failed) in {summary['seconds']} s"
+    )
+    if best is None:
+        print(f"{head}\nno trial produced a score\nrun directory: {summary['run_dir']}")
+        return
+    values = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["values"].items()
+    )
+    test_text = (
+        f" | test accuracy {test['accuracy']:.4f}"
+        if math.isfinite(test.get("accuracy", math.nan))
+        else ""
+    )
+    print(
+        f"{head}\nbest {summary['objective']} {best['score']:.4f}: stage {best['stage']} "
+        f"trial {best['trial']} ({values}){test_text}\n"
+        f"checkpoint {best['checkpoint']}\nresults: search.csv, search.png\n"
+        f"run directory: {summary['run_dir']}",
+        flush=True,
+    )

@@ -1,0 +1,182 @@
+"""How one trial runs: a keras-tuner ``Tuner`` whose trial is a short kerasdiag training run.
+
+keras-tuner's split: the oracle (:mod:`kerasdiag.search.oracle`) says which values to try;
+this tuner turns them into a config (:func:`trial_config`) and trains it with the pipeline's
+own ``build_model``, ``training_callbacks`` and ``fit``, for the stage's number of epochs,
+stopped early when the loss diverges (:class:`StopOnDivergence`). The trial's best epoch is
+kept as ``run_dir/trials/stage{S}-trial{NNN}-{objective}{score:.4f}.keras``.
+
+Works the same in a distributed search: on a worker, keras-tuner turns the oracle into a
+client of the chief's, and this tuner only runs the trials the chief hands out (H5, B4).
+
+Example:
+    >>> tuner = TrialTuner(build_oracle(space, stage, cfg.tuner), cfg=cfg, data=data,
+    ...                    space=space, stage=stage, run_dir="outputs/run")  # doctest: +SKIP
+    >>> tuner.search()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+from omegaconf import DictConfig, OmegaConf
+
+from kerasdiag.callbacks.checkpoint import BestCheckpoint
+from kerasdiag.data import Dataset
+from kerasdiag.errors import ConfigError
+from kerasdiag.io import write_text_atomic
+from kerasdiag.pipeline import build_model, fit, training_callbacks
+from kerasdiag.search.divergence import StopOnDivergence
+from kerasdiag.search.oracle import Param, Stage, objective_direction, set_values
+from kerasdiag.search.results import TRIALS_DIR, kept_checkpoints, trial_checkpoint_name
+
+SEARCH_DIR = "search"  # keras-tuner's projects: search/stage1, search/stage2, ...
+LEDGER = "ledger.jsonl"  # one line per trial start and end, from every process
+
+
+def trial_config(
+    cfg: DictConfig, space: Sequence[Param], values: Mapping[str, Any], epochs: int
+) -> DictConfig:
+    """The config one trial trains: ``cfg`` with the sampled values, ``epochs`` epochs.
+
+    The best checkpoint is chosen by the search's objective; sanity stages, monitors and
+    TensorBoard are off (a trial is one of many short runs). Raises ConfigError when a sampled
+    value makes the config invalid.
+    """
+    settings = {p.key: values[p.name] for p in space}
+    settings.update(
+        {
+            "trainer.epochs": int(epochs),
+            "trainer.checkpoint_monitor": str(cfg.tuner.objective),
+            "trainer.tensorboard": False,
+            "trainer.resume": False,  # a retried trial starts again from scratch
+        }
+    )
+    for section in ("sanity", "monitors"):
+        settings.update({f"{section}.{k}": False for k, v in cfg[section].items() if v is True})
+    return set_values(cfg, settings, check=True)
+
+
+class TrialTuner(keras_tuner.Tuner):
+    """Runs the trials of one search stage in ``run_dir`` (keras-tuner project ``search/stageS``).
+
+    ``space`` decodes the sampled values (choices travel as JSON text); ``overwrite=False``
+    makes a second run in the same directory resume the stage where it stopped.
+    """
+
+    def __init__(
+        self,
+        oracle: Any,
+        *,
+        cfg: DictConfig,
+        data: Dataset | None,
+        space: Sequence[Param],
+        stage: Stage,
+        run_dir: str | os.PathLike,
+        **kwargs: Any,
+    ):
+        self.cfg = cfg
+        self.data = data
+        self.space = list(space)
+        self.stage = stage
+        self.run_dir = Path(run_dir)
+        self.objective_name = str(cfg.tuner.objective)
+        super().__init__(
+            oracle=oracle,
+            directory=str(self.run_dir / SEARCH_DIR),
+            project_name=f"stage{stage.number}",
+            overwrite=False,
+            **kwargs,
+        )
+
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+        values = {p.name: p.decode(trial.hyperparameters.get(p.name)) for p in self.space}
+        self._log_event(trial, "start", values=values)
+        try:
+            cfg = trial_config(self.cfg, self.space, values, self.stage.epochs)
+        except ConfigError as exc:
+            self._log_event(trial, "end", status="failed", message=str(exc))
+            raise keras_tuner.errors.FailedTrialError(str(exc)) from None
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)  # left by an interrupted try
+        write_text_atomic(trial_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+        keras.backend.clear_session()  # many trials in one process: free the previous graphs
+        model = build_model(cfg, self.data)
+        divergence = StopOnDivergence(float(self.cfg.tuner.diverge_factor))
+        # First, so that the diverged epoch's NaN metrics reach the checkpoint callback.
+        callbacks = [divergence, *training_callbacks(cfg, trial_dir, self.data)]
+        history = fit(cfg, model, self.data, callbacks)
+
+        best = next(c for c in callbacks if isinstance(c, BestCheckpoint))
+        kept = self._keep_checkpoint(trial, best)
+        worst = -math.inf if objective_direction(self.objective_name) == "max" else math.inf
+        score = worst if best.best is None else float(best.best)
+        epochs_run = len(history.history.get("loss", []))
+        diverged = divergence.diverged_epoch is not None
+        self._log_event(
+            trial, "end", status="diverged" if diverged else "completed", score=score,
+            epochs=epochs_run, checkpoint=kept, message=divergence.reason,
+        )  # fmt: skip
+        return {
+            self.objective_name: score,
+            "epochs_run": float(epochs_run),
+            "diverged": float(diverged),
+        }
+
+    def _keep_checkpoint(self, trial: Any, best: BestCheckpoint) -> str:
+        """Move the trial's best checkpoint to trials/ under its stable name ("" if none)."""
+        trials_dir = self.run_dir / TRIALS_DIR
+        trials_dir.mkdir(parents=True, exist_ok=True)
+        for old in kept_checkpoints(self.run_dir, self.stage.number, trial.trial_id):
+            old.unlink()  # from an earlier try of this trial (interrupted before it was recorded)
+        if best.best_path is None or best.best is None:
+            return ""
+        path = trials_dir / trial_checkpoint_name(
+            self.stage.number, trial.trial_id, self.objective_name, best.best
+        )
+        os.replace(best.best_path, path)
+        return str(path.relative_to(self.run_dir))
+
+    def load_model(self, trial: Any) -> keras.Model:
+        """The kept checkpoint of ``trial`` (what ``get_best_models`` returns)."""
+        paths = kept_checkpoints(self.run_dir, self.stage.number, trial.trial_id)
+        if not paths:
+            raise FileNotFoundError(
+                f"no checkpoint kept for stage {self.stage.number} trial {trial.trial_id}"
+            )
+        return keras.saving.load_model(paths[0])
+
+    def _log_event(self, trial: Any, event: str, **fields: Any) -> None:
+        """Append one line to ``search/ledger.jsonl``: who ran which trial, when, with what result.
+
+        An append-only log rather than a rewritten file: every process (chief, workers)
+        appends whole lines with one O_APPEND write each, so lines never interleave and a
+        crash loses at most the line being written.
+        """
+        record = {
+            "event": event,
+            "stage": self.stage.number,
+            "trial": int(trial.trial_id),
+            "tuner": self.tuner_id,
+            "pid": os.getpid(),
+            "time": round(time.time(), 3),
+            **fields,
+        }
+        line = (json.dumps(record, default=str) + "\n").encode("utf-8")
+        path = self.run_dir / SEARCH_DIR / LEDGER
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
