@@ -1,0 +1,276 @@
+"""Each monitor inside a plain user ``model.fit`` on real data (sklearn digits), planted faults
+caught, healthy models left alone."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasdiag.callbacks import (
+    ActivationHistograms,
+    CurvePlotter,
+    GradientMonitor,
+    LearningRateMonitor,
+    MonitorWarning,
+    UpdateRatioMonitor,
+)
+from kerasdiag.callbacks.curves import step_losses
+from kerasdiag.config import load_config
+from kerasdiag.data import load_dataset
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Real 8x8 digits through kerasdiag's loader, flattened: (x, y) of the training split."""
+    data = load_dataset(load_config(["recipe=digits_softmax"]).data)
+    return data.x_train.reshape(len(data.x_train), -1), data.y_train
+
+
+def mlp(hidden, activation="relu", optimizer=None, seed=0, **dense_kwargs):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((64,))]
+    layers += [
+        keras.layers.Dense(n, activation=activation, name=f"hidden{i}", **dense_kwargs)
+        for i, n in enumerate(hidden)
+    ]
+    model = keras.Sequential([*layers, keras.layers.Dense(10, name="logits")])
+    model.compile(optimizer or keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"])
+    return model
+
+
+def fit(model, x, y, callbacks, epochs=1, batch_size=64, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MonitorWarning)
+        history = model.fit(
+            x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=callbacks, **kwargs
+        )
+    return history, [str(w.message) for w in caught if issubclass(w.category, MonitorWarning)]
+
+
+def kernel_ratios(monitor):
+    return np.array([r[3] for r in monitor.history if r[2].endswith("kernel")])
+
+
+# --- update ratios (M3) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "lr, verdict",
+    [(1.0, "too_high"), (1e-7, "too_low"), (1e-3, None)],
+    ids=["lr-too-high", "lr-too-low", "lr-healthy"],
+)
+def test_update_ratio_tells_the_learning_rate(digits, tmp_path, lr, verdict):
+    x, y = digits
+    monitor = UpdateRatioMonitor(freq=4, csv_path=tmp_path / "update_ratios.csv")
+    _, messages = fit(mlp([32], optimizer=keras.optimizers.Adam(lr)), x, y, [monitor])
+    ratios = kernel_ratios(monitor)
+    assert len(ratios) >= 2 * 4  # two kernels, every 4th of ~20 steps
+    if verdict == "too_high":
+        assert np.all(ratios > 1e-2)
+        assert any("hidden0" in m and "too high" in m for m in messages)
+    elif verdict == "too_low":
+        assert np.all(ratios < 1e-4)
+        assert any("hidden0" in m and "too low" in m for m in messages)
+    else:
+        assert np.all((ratios > 1e-4) & (ratios < 1e-2))
+        assert messages == []
+    assert {f["verdict"] for f in monitor.findings} == ({verdict} if verdict else set())
+    with open(tmp_path / "update_ratios.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(monitor.history)
+    assert rows[0]["step"] == "0" and rows[0]["variable"] == monitor.history[0][2]
+
+
+def test_update_ratio_equals_lr_times_gradient_over_weight_for_sgd(digits):
+    # Plain SGD: W_after - W_before = -lr * dW, so the ratio is lr * ||dW|| / ||W||,
+    # with dW the gradient on the first batch (no shuffling).
+    x, y = digits
+    lr = 0.05
+    model = mlp([16], optimizer=keras.optimizers.SGD(lr))
+    xb, yb = x[:64], y[:64]
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=xb, y=yb, y_pred=model(xb, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    expected = {
+        v.path: lr * float(tf.norm(g)) / float(tf.norm(v))
+        for v, g in zip(model.trainable_variables, grads, strict=True)
+        if v.path.endswith("kernel")
+    }
+    monitor = UpdateRatioMonitor(freq=1)
+    fit(model, xb, yb, [monitor], shuffle=False)
+    measured = {r[2]: r[3] for r in monitor.history if r[0] == 0 and r[2] in expected}
+    assert measured.keys() == expected.keys()
+    for name, value in expected.items():
+        assert measured[name] == pytest.approx(value, rel=1e-4)
+
+
+# --- gradients (M4, P8) ---------------------------------------------------------------------
+
+
+def test_gradient_probe_matches_an_independent_gradient(digits):
+    x, y = digits
+    model = mlp([32], optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=0.5))
+    xp, yp = x[:64], y[:64]
+    with tf.GradientTape() as tape:
+        loss = LOSS(yp, model(xp, training=False))
+    grads = tape.gradient(loss, model.trainable_variables)
+    first_layer = float(tf.linalg.global_norm(grads[:2]))
+    monitor = GradientMonitor(xp, yp, freq=1000)
+    _, messages = fit(model, x[:256], y[:256], [monitor])
+    probe = monitor.history[0]
+    assert probe["step"] == 0 and len(monitor.history) == 1
+    assert probe["global_norm"] == pytest.approx(float(tf.linalg.global_norm(grads)), rel=1e-4)
+    assert probe["layer_norms"]["hidden0"] == pytest.approx(first_layer, rel=1e-4)
+    # The optimizer clips to a global norm of 0.5: that is what the update would use.
+    assert probe["global_norm"] > 0.5
+    assert probe["global_norm_clipped"] == pytest.approx(0.5, rel=1e-5)
+    assert probe["flags"] == {} and messages == []
+
+
+def test_deep_sigmoid_network_shows_vanishing_gradients(digits):
+    x, y = digits
+    model = mlp([32] * 8, activation="sigmoid")
+    monitor = GradientMonitor(x[:64], y[:64], freq=10)
+    _, messages = fit(model, x[:640], y[:640], [monitor])
+    norms = monitor.history[0]["layer_norms"]
+    assert list(norms)[0] == "hidden0" and list(norms)[-1] == "logits"
+    assert norms["hidden0"] / norms["logits"] < 1e-3
+    assert all("vanishing" in h["flags"] for h in monitor.history)
+    assert sum("vanishing gradients" in m for m in messages) == 1  # warned once
+
+
+def test_huge_init_relu_network_shows_exploding_gradients(digits):
+    x, y = digits
+    init = keras.initializers.RandomNormal(stddev=3.0)
+    model = mlp([64] * 4, kernel_initializer=init, optimizer=keras.optimizers.SGD(1e-9))
+    monitor = GradientMonitor(x[:64], y[:64], freq=1000)
+    _, messages = fit(model, x[:128], y[:128], [monitor])
+    assert monitor.history[0]["global_norm"] > 1e3
+    assert "exploding" in monitor.history[0]["flags"]
+    assert any("exploding gradients" in m and "learning rate" in m for m in messages)
+
+
+# --- activations (M4) -----------------------------------------------------------------------
+
+
+def activation_probe(digits, tmp_path=None, **model_kwargs):
+    x, y = digits
+    model = mlp([32, 32], **model_kwargs)
+    csv_path = None if tmp_path is None else tmp_path / "activations.csv"
+    monitor = ActivationHistograms(x[:64], freq=1000, csv_path=csv_path)
+    fit(model, x[:128], y[:128], [monitor])
+    return model, monitor.history[0][2]
+
+
+def test_large_negative_bias_kills_relu_units(digits, tmp_path):
+    model, probe = activation_probe(
+        digits, tmp_path, bias_initializer=keras.initializers.Constant(-10.0)
+    )
+    assert probe["hidden0"].kind == "relu"
+    assert probe["hidden0"].dead_fraction > 0.9
+    _, healthy = activation_probe(digits)
+    assert healthy["hidden0"].dead_fraction < 0.1
+    assert healthy["logits"].dead_fraction is None
+    with open(tmp_path / "activations.csv") as f:
+        rows = {r["layer"]: r for r in csv.DictReader(f)}
+    assert float(rows["hidden0"]["dead_fraction"]) == pytest.approx(probe["hidden0"].dead_fraction)
+
+
+def test_dead_fraction_matches_the_layer_output_computed_by_hand(digits):
+    x, _ = digits
+    model, probe = activation_probe(digits, bias_initializer=keras.initializers.Constant(-1.5))
+    # The probe ran before the first step: recompute with the initial weights (Adam has
+    # moved them since, so rebuild the same seeded model).
+    fresh = mlp([32, 32], bias_initializer=keras.initializers.Constant(-1.5))
+    kernel, bias = (np.asarray(w) for w in fresh.get_layer("hidden0").weights)
+    hidden = np.maximum(x[:64] @ kernel + bias, 0.0)
+    assert 0.0 < probe["hidden0"].zero_fraction < 1.0
+    assert probe["hidden0"].zero_fraction == pytest.approx(np.mean(hidden == 0), abs=1e-6)
+    assert probe["hidden0"].dead_fraction == pytest.approx(np.mean(np.all(hidden == 0, axis=0)))
+
+
+def test_huge_init_saturates_tanh_units(digits):
+    init = keras.initializers.RandomNormal(stddev=5.0)
+    _, probe = activation_probe(digits, activation="tanh", kernel_initializer=init)
+    assert probe["hidden1"].kind == "tanh"
+    assert probe["hidden1"].saturated_fraction > 0.8
+    _, healthy = activation_probe(digits, activation="tanh")  # Glorot init
+    assert healthy["hidden1"].saturated_fraction < 0.2
+
+
+def test_activation_probe_needs_a_model_with_inputs():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Sub()
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="Sequential or functional"):
+        model.fit(
+            np.zeros((4, 3)),
+            np.zeros((4, 2)),
+            verbose=0,
+            callbacks=[ActivationHistograms(np.zeros((2, 3)))],
+        )
+
+
+# --- learning rate ----------------------------------------------------------------------------
+
+
+def test_learning_rate_monitor_follows_a_per_step_schedule(digits, tmp_path):
+    x, y = digits
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    model = mlp([16], optimizer=keras.optimizers.SGD(schedule))
+    monitor = LearningRateMonitor(csv_path=tmp_path / "lr.csv")
+    history, _ = fit(model, x[:256], y[:256], [monitor], epochs=3)  # 4 steps per epoch
+    expected = [0.1 * 0.5 ** (4 * e / 10) for e in range(3)]
+    np.testing.assert_allclose([r[2] for r in monitor.history], expected, rtol=1e-6)
+    assert [r[1] for r in monitor.history] == [0, 4, 8]
+    np.testing.assert_allclose(history.history["learning_rate"], expected, rtol=1e-6)
+    assert (tmp_path / "lr.csv").read_text().splitlines()[0] == "epoch,step,learning_rate"
+
+
+def test_learning_rate_monitor_sees_scheduler_callbacks_in_any_order(digits):
+    x, y = digits
+    monitor = LearningRateMonitor()
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch: 0.1 / (1 + epoch))
+    model = mlp([16], optimizer=keras.optimizers.SGD(0.5))
+    fit(model, x[:128], y[:128], [monitor, scheduler], epochs=3)  # monitor first
+    np.testing.assert_allclose([r[2] for r in monitor.history], [0.1, 0.05, 0.1 / 3], rtol=1e-6)
+
+
+# --- curves (M1, M2, M6) ----------------------------------------------------------------------
+
+
+def test_curve_plotter_recovers_per_step_losses_and_draws_pngs(digits, tmp_path):
+    x, y = digits
+    x, y = x[:288], y[:288]  # 4 full batches of 64 and one of 32
+    model = mlp([16], optimizer=keras.optimizers.SGD(0.0))  # weights fixed: losses known
+    batch_losses = [
+        float(model.evaluate(x[i : i + 64], y[i : i + 64], verbose=0)[0]) for i in range(0, 288, 64)
+    ]
+    plotter = CurvePlotter(tmp_path)
+    fit(model, x, y, [plotter], epochs=2, shuffle=False, validation_data=(x[:64], y[:64]))
+    recovered = [loss for _, loss in step_losses(plotter._steps[0])]
+    np.testing.assert_allclose(recovered[:4], batch_losses[:4], rtol=1e-4)
+    xs, _ = plotter._step_points()
+    assert (
+        min(xs) > 0 and max(xs) < 2
+    )  # fractional epochs; each epoch's smaller last batch left out
+    assert set(plotter.paths) == {"loss", "accuracy"}
+    assert plotter.epochs["val_accuracy"] and len(plotter.epochs["loss"]) == 2
+    for name in ("loss", "accuracy"):
+        image = tf.io.decode_png((tmp_path / f"{name}.png").read_bytes())
+        assert image.shape[0] > 100 and image.shape[1] > 100
+        assert len(np.unique(np.asarray(image))) > 10  # something was drawn

@@ -1,0 +1,186 @@
+"""The numbers behind the monitors, checked against independent computations."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasdiag.callbacks import (
+    ActivationHistograms,
+    CurvePlotter,
+    FilterImages,
+    GradientMonitor,
+    UpdateRatioMonitor,
+    stats,
+)
+from kerasdiag.callbacks.base import histogram_buckets
+from kerasdiag.callbacks.curves import step_losses
+from kerasdiag.callbacks.filters import filter_grid, first_layer_filters
+
+
+def test_update_ratios_match_hand_computation():
+    before = [np.array([[3.0, 4.0]]), np.zeros(2), np.array([1.0, 0.0])]
+    after = [np.array([[3.0, 4.5]]), np.array([0.1, 0.0]), np.array([1.0, 0.0])]
+    ratios = stats.update_ratios(before, after)
+    np.testing.assert_allclose(ratios[0], 0.5 / 5.0, rtol=1e-6)
+    assert np.isnan(ratios[1])  # a zero bias has no scale to compare with
+    assert ratios[2] == 0.0
+
+
+def test_snapshot_keeps_the_old_value_after_the_variable_changes():
+    v = keras.Variable(np.ones(3, dtype="float32"))
+    snap = stats.snapshot([v])
+    v.assign([2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(np.asarray(snap[0]), np.ones(3))
+
+
+@pytest.mark.parametrize(
+    "ratio, verdict",
+    [
+        (1e-3, None),
+        (5e-5, "too_low"),
+        (0.5, "too_high"),
+        (float("nan"), None),
+        (float("inf"), "too_high"),
+    ],
+)
+def test_update_ratio_verdict_bands(ratio, verdict):
+    assert stats.update_ratio_verdict(ratio) == verdict
+
+
+def test_activation_stats_on_known_values():
+    # 2 examples x 3 units: unit 0 always 0 (dead), unit 1 sometimes 0.
+    relu = np.array([[0.0, 0.0, 2.0], [0.0, 1.0, 4.0]])
+    s = stats.activation_stats(relu, "relu")
+    assert s.dead_fraction == pytest.approx(1 / 3)
+    assert s.zero_fraction == pytest.approx(3 / 6)
+    assert s.mean == pytest.approx(7 / 6)
+    assert s.saturated_fraction is None
+    tanh = np.array([[0.995, -0.999, 0.2, 0.0]])
+    assert stats.activation_stats(tanh, "tanh").saturated_fraction == pytest.approx(0.5)
+    sigmoid = np.array([[0.005, 0.5, 0.995, 0.98]])
+    assert stats.activation_stats(sigmoid, "sigmoid").saturated_fraction == pytest.approx(0.5)
+    # Conv output (N, H, W, C): a unit is a channel, dead only if 0 at every position.
+    conv = np.zeros((2, 4, 4, 2))
+    conv[1, 3, 3, 1] = 0.5
+    assert stats.activation_stats(conv, "relu").dead_fraction == pytest.approx(0.5)
+
+
+def test_activation_kind_reads_fused_and_separate_activations():
+    assert stats.activation_kind(keras.layers.Dense(2, activation="tanh")) == "tanh"
+    assert stats.activation_kind(keras.layers.Activation("sigmoid")) == "sigmoid"
+    assert stats.activation_kind(keras.layers.ReLU()) == "relu"
+    assert stats.activation_kind(keras.layers.ReLU(negative_slope=0.1)) is None
+    assert stats.activation_kind(keras.layers.Dense(2)) is None
+    assert stats.activation_kind(keras.layers.Flatten()) is None
+
+
+def test_histogram_buckets_match_numpy_and_scale_subsamples():
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=1000)
+    buckets = histogram_buckets(small)
+    counts, edges = np.histogram(small, bins=30)
+    np.testing.assert_array_equal(buckets[:, 2], counts)
+    np.testing.assert_allclose(buckets[:, 0], edges[:-1])
+    big = rng.normal(size=300_000)
+    assert histogram_buckets(big)[:, 2].sum() == pytest.approx(300_000, rel=1e-9)
+    constant = histogram_buckets(np.full(10, 2.0))
+    assert constant[-1, 2] == 10 and np.all(constant[:, :2] == 2.0)
+    # NaN cannot be binned: only the finite values are counted.
+    assert histogram_buckets(np.array([np.nan, 1.0, 2.0]))[:, 2].sum() == pytest.approx(2.0)
+
+
+def test_step_losses_undo_the_running_mean():
+    losses = [2.0, 1.0, 3.0, 0.5]
+    running = [(i + 1, float(np.mean(losses[: i + 1]))) for i in range(4)]
+    recovered = step_losses(running[::-1])  # order of arrival does not matter
+    np.testing.assert_allclose([v for _, v in recovered], losses)
+    # steps_per_execution=2: each record covers two steps.
+    grouped = step_losses([(2, 1.5), (4, 1.625)])
+    np.testing.assert_allclose([v for _, v in grouped], [1.5, 1.75])
+
+
+def test_filter_grid_layout_and_scaling():
+    filters = np.zeros((5, 2, 2, 3))
+    filters[0, 0, 0] = [1.0, 0.0, 0.0]  # min 0, max 1 -> red pixel 255
+    filters[1] = 7.0  # constant filter -> mid grey
+    grid = filter_grid(filters, scale=1, pad=1)
+    # 5 filters -> 3 columns x 2 rows of 2x2 cells with 1-pixel padding.
+    assert grid.shape == (2 * 3 + 1, 3 * 3 + 1, 3) and grid.dtype == np.uint8
+    np.testing.assert_array_equal(grid[1, 1], [255, 0, 0])
+    np.testing.assert_array_equal(grid[1, 2], [0, 0, 0])
+    np.testing.assert_array_equal(grid[1, 4], [128, 128, 128])
+    assert grid[0].max() == 0  # padding row
+    gray = filter_grid(np.random.default_rng(0).normal(size=(4, 3, 3, 16)))
+    assert gray.shape[-1] == 1 and gray.shape[0] == 2 * 24 + 3  # 3x3 scaled to 24 pixels
+
+
+def test_first_layer_filters_reads_conv_kernels_and_dense_images():
+    conv = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c1")])
+    name, filters = first_layer_filters(conv)
+    kernel = np.asarray(conv.layers[0].kernel)
+    assert name == "c1" and filters.shape == (4, 3, 3, 3)
+    np.testing.assert_array_equal(filters[2, 1, 0], kernel[1, 0, :, 2])
+    mlp = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(5)])
+    name, filters = first_layer_filters(mlp)
+    assert filters.shape == (5, 8, 8, 1)
+    np.testing.assert_array_equal(
+        filters[3, 2, 5, 0], np.asarray(mlp.layers[1].kernel)[2 * 8 + 5, 3]
+    )
+    odd = keras.Sequential([keras.Input((7,)), keras.layers.Dense(3)])
+    assert first_layer_filters(odd) is None
+
+
+def test_clip_like_optimizer_matches_the_optimizers_own_step():
+    grads = [tf.constant([3.0, 4.0]), tf.constant([12.0])]  # global norm 13
+    for kwargs, expected in [
+        ({"global_clipnorm": 1.0}, 1.0),
+        ({"clipnorm": 1.0}, np.sqrt(2.0)),
+        ({"clipvalue": 1.0}, np.sqrt(3.0)),
+        ({}, 13.0),
+    ]:
+        variables = [keras.Variable(np.zeros(2, "float32")), keras.Variable(np.zeros(1, "float32"))]
+        optimizer = keras.optimizers.SGD(learning_rate=1.0, **kwargs)
+        clipped = stats.clip_like_optimizer(optimizer, grads)
+        optimizer.apply(grads, variables)  # SGD with lr 1: the step is minus the clipped gradient
+        step = [-np.asarray(v) for v in variables]
+        for ours, theirs in zip(clipped, step, strict=True):
+            np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-6)
+        assert stats.global_norm(clipped) == pytest.approx(expected, rel=1e-6)
+
+
+def test_gradient_flags():
+    healthy = {"a": 1.0, "b": 2.0}
+    assert stats.gradient_flags(3.0, healthy, [2.0, 3.0, 2.5]) == {}
+    assert "vanishing" in stats.gradient_flags(1.0, {"a": 1e-6, "b": 1.0})
+    assert "exploding" in stats.gradient_flags(5e3, healthy)
+    assert "exploding" in stats.gradient_flags(float("nan"), healthy)
+    grown = stats.gradient_flags(500.0, healthy, [1.0, 2.0, 1.5])
+    assert "grew" in grown["exploding"]
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: UpdateRatioMonitor(freq=0), "freq"),
+        (lambda: UpdateRatioMonitor(freq=2.5), "freq"),
+        (lambda: UpdateRatioMonitor(freq=True), "freq"),
+        (lambda: UpdateRatioMonitor(low=1e-2, high=1e-4), "low"),
+        (lambda: UpdateRatioMonitor(high=-1.0), "high"),
+        (lambda: ActivationHistograms(np.zeros((0, 3))), "x"),
+        (lambda: GradientMonitor(np.zeros((4, 3)), np.zeros(3)), "same number"),
+        (
+            lambda: GradientMonitor(np.zeros((4, 3)), np.zeros(4), vanishing_ratio=0),
+            "vanishing_ratio",
+        ),
+        (lambda: FilterImages(), "out_dir"),
+        (lambda: FilterImages("d", image_shape=(8, 0)), "image_shape"),
+        (lambda: CurvePlotter(None), "out_dir"),
+        (lambda: CurvePlotter("d", freq=-1), "freq"),
+    ],
+)
+def test_invalid_arguments_are_named(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
