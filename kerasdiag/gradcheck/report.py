@@ -1,0 +1,195 @@
+"""What a sampled gradient check found: one row per variable and part, every entry's raw values.
+
+``GradcheckReport.passed`` is True when no entry is ``suspicious`` or ``fail`` (``kink``
+entries are excused: every step size crossed a non-differentiable point). The maximum
+relative error leaves kink entries out, since their error measures the kink, not the
+gradient. ``str(report)`` is the table a person reads; ``to_dict()`` is what
+``gradcheck.json`` holds.
+
+Example:
+    >>> row = VariableRow("data", "dense/bias", (3,), 3, 2e-10, "ok", kinks=0, retried=0)
+    >>> report = GradcheckReport(rows=[row], elements=[], tolerance=1e-7, depth=1, h=1e-5)
+    >>> report.passed, report.max_relative_error
+    (True, 0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kerasdiag.gradcheck.finite_diff import Attempt
+from kerasdiag.gradcheck.verdict import worst
+
+PASSING = ("ok", "kink")
+# Entries listed under the table when a check does not pass.
+_SHOWN_ENTRIES = 8
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
+    """Left-aligned text columns (numbers as ``1.2e-09``)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = [indent + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    for r in cells:
+        lines.append(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.1e}"
+    return str(value)
+
+
+@dataclass
+class ElementCheck:
+    """One sampled entry of one variable, compared in one part of the objective."""
+
+    part: str
+    variable: str
+    index: tuple[int, ...]
+    analytic: float
+    verdict: str
+    relative_error: float
+    attempts: list[Attempt]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["index"] = list(self.index)
+        return d
+
+
+@dataclass
+class VariableRow:
+    """The summary of one variable in one part (``data`` or ``regularization``)."""
+
+    part: str
+    name: str
+    shape: tuple[int, ...]
+    dims: int
+    max_relative_error: float
+    verdict: str
+    kinks: int = 0
+    retried: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def summarize(part: str, name: str, shape: tuple[int, ...], elements: list[ElementCheck]):
+    """The row of one variable from its entries' final verdicts."""
+    smooth = [e.relative_error for e in elements if e.verdict != "kink"]
+    errors = smooth or [e.relative_error for e in elements]
+    return VariableRow(
+        part=part,
+        name=name,
+        shape=shape,
+        dims=len(elements),
+        max_relative_error=max(errors, default=0.0),
+        verdict=worst(e.verdict for e in elements),
+        kinks=sum(e.verdict == "kink" for e in elements),
+        retried=sum(len(e.attempts) > 1 for e in elements),
+    )
+
+
+@dataclass
+class GradcheckReport:
+    """The outcome of ``check_gradients``."""
+
+    rows: list[VariableRow]
+    elements: list[ElementCheck]
+    tolerance: float
+    depth: int
+    h: float
+    retry_steps: tuple[float, ...] = ()
+    samples: int = 0
+    loss: dict[str, float] = field(default_factory=dict)
+    kink_types: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(r.verdict in PASSING for r in self.rows)
+
+    @property
+    def max_relative_error(self) -> float:
+        """The largest relative error of any entry that did not cross a kink."""
+        return max((e.relative_error for e in self.elements if e.verdict != "kink"), default=0.0)
+
+    @property
+    def failing(self) -> list[VariableRow]:
+        """Rows whose verdict is ``suspicious`` or ``fail``."""
+        return [r for r in self.rows if r.verdict not in PASSING]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "max_relative_error": self.max_relative_error,
+            "tolerance": self.tolerance,
+            "depth": self.depth,
+            "h": self.h,
+            "retry_steps": list(self.retry_steps),
+            "samples": self.samples,
+            "loss": dict(self.loss),
+            "kink_types": list(self.kink_types),
+            "rows": [r.to_dict() for r in self.rows],
+            "elements": [e.to_dict() for e in self.elements],
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "settings": dict(self.settings),
+            "seconds": self.seconds,
+        }
+
+    def table(self) -> str:
+        """The per-variable table alone."""
+        headers = ("part", "variable", "shape", "dims", "max rel err", "verdict")
+        return format_table(
+            headers,
+            [
+                (r.part, r.name, r.shape, r.dims, r.max_relative_error, verdict_cell(r))
+                for r in self.rows
+            ],
+        )
+
+    def __str__(self) -> str:
+        status = "PASSED" if self.passed else "FAILED"
+        lines = [
+            f"Gradient check {status}: max relative error {self.max_relative_error:.1e} "
+            f"(float64 copy, {self.samples} example(s), h={self.h:g}, {self.seconds:.1f} s)",
+            self.table(),
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        shown = sorted(
+            (e for e in self.elements if e.verdict not in PASSING),
+            key=lambda e: -e.relative_error,
+        )[:_SHOWN_ENTRIES]
+        if shown:
+            lines.append("  worst entries (analytic vs numeric at each step h):")
+            lines += [f"    {_entry_line(e)}" for e in shown]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def verdict_cell(row: Any) -> str:
+    """``fail (3 kink, 5 retried)``: a row's verdict with its kink and retry counts."""
+    extra = [
+        f"{row.kinks} kink" if row.kinks else "",
+        f"{row.retried} retried" if row.retried else "",
+    ]
+    extra = [e for e in extra if e]
+    return row.verdict + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _entry_line(e: ElementCheck) -> str:
+    tries = "; ".join(
+        f"h={a.h:g}: {a.numeric:.6e} err {a.relative_error:.1e}{' kink' if a.kink else ''}"
+        for a in e.attempts
+    )
+    return f"{e.part} {e.variable}{list(e.index)} {e.verdict}: analytic {e.analytic:.6e}; {tries}"
