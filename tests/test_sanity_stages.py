@@ -11,6 +11,7 @@ import pytest
 import sanity_helpers as h
 from omegaconf import OmegaConf
 
+from kerasdiag.config import Config
 from kerasdiag.sanity import SanityCheckFailed, run_sanity_stages
 from kerasdiag.sanity.stages import STAGES
 
@@ -28,11 +29,10 @@ def digits():
 
 
 def make_cfg(**sanity):
-    return OmegaConf.create(
-        {
-            "sanity": {"gradcheck": False, **sanity},
-            "model": {"l2": 1e-3, "l1": 0.0, "dropout": [0.3], "batch_norm": False},
-        }
+    """The run config schema with its defaults, the stages' switches and an MLP's regularization."""
+    return OmegaConf.merge(
+        OmegaConf.structured(Config),
+        {"sanity": {"gradcheck": False, **sanity}, "model": {"l2": 1e-3, "dropout": [0.3]}},
     )
 
 
