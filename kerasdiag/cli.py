@@ -1,4 +1,13 @@
-"""What the command-line scripts share: one-line errors, exit code 2, no half-written runs."""
+"""What the command-line scripts share: one-line errors, exit codes, no half-written runs.
+
+Exit codes of ``scripts/train.py``:
+
+- 0: the run finished;
+- 2: bad input (config value, data file, run directory already used), one ``error:`` line;
+- 3: training stopped because the loss became NaN/Inf (one ``error:`` line saying where and
+  what to try; ``nan.json``, metrics.csv and the best checkpoint so far stay in the run dir);
+- anything else: a bug in kerasdiag or a crash of TensorFlow (a traceback).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from kerasdiag.errors import KerasdiagError
-
-# Files Hydra writes into a run directory before our code runs.
-HYDRA_FILES = {".hydra", "train.log"}
+from kerasdiag.rundir import HYDRA_FILES, LOCK_FILE, check_run_dir, is_locked
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -32,11 +39,24 @@ def preflight(argv: Sequence[str]) -> None:
 
     overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
     try:
-        load_config(overrides)
+        cfg = load_config(overrides)
+        run_dir = explicit_run_dir(argv)
+        if run_dir is not None:  # before Hydra rewrites its .hydra/ files there
+            if is_locked(run_dir):
+                fail(f"run directory {run_dir} is in use by another kerasdiag process")
+            check_run_dir(run_dir, cfg)
     except KerasdiagError as exc:
         fail(str(exc))
     except Exception as exc:  # Hydra's and OmegaConf's composition errors
         fail(config_error_line(exc))
+
+
+def explicit_run_dir(argv: Sequence[str]) -> Path | None:
+    """The ``hydra.run.dir=...`` the command line sets (None if unset or interpolated)."""
+    values = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    if not values or "${" in values[-1]:
+        return None  # Hydra's default has microseconds in its name: always a new folder
+    return Path(values[-1].strip("'\""))
 
 
 @contextlib.contextmanager
@@ -50,5 +70,5 @@ def exit_on_user_error(run_dir: str | Path) -> Iterator[None]:
 
 
 def _discard_if_empty(run_dir: Path) -> None:
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_FILES:
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_FILES | {LOCK_FILE}:
         shutil.rmtree(run_dir, ignore_errors=True)

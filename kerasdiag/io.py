@@ -1,32 +1,91 @@
-"""Atomic file writes: a crash leaves either the old file or the new one, never half of one."""
+"""Safe file I/O: atomic writes (a crash leaves the old file or the new one, never half of
+one) and loading models without running code from the file.
+
+Every file a run writes goes through these functions; writers that need a file name of their
+own (``model.save``, ``savefig(path)``) write into :func:`atomic_path`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from kerasdiag.errors import DataError
+
+# Temporary files start with this prefix (and a dot): readers that glob a folder skip them,
+# and a writer can sweep up the ones a killed process left behind.
+TMP_PREFIX = ".tmp-"
+
+
+def _umask_mode() -> int:
+    # mkstemp creates 0600 files; run files should get the usual 0666 & ~umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    For writers that want a file name rather than bytes. The temporary name keeps the final
+    name's suffixes (``.keras``, ``.weights.h5``, ``.png``), which some writers check.
+    If the block raises, the temporary file is removed and ``path`` is untouched.
+
+    Example:
+        >>> with atomic_path("run/checkpoints/best.keras") as tmp:  # doctest: +SKIP
+        ...     model.save(tmp)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-",
+                                suffix=f"-{path.name}")  # fmt: skip
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        _fsync(tmp)  # the data is on disk before the new name points at it
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    # Directories too (that makes the rename itself durable); not every platform allows it.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files an interrupted writer left in ``folder``; return them."""
+    removed = []
+    for tmp in Path(folder).glob(f"{TMP_PREFIX}*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -54,3 +113,42 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_model_safely(path: str | os.PathLike, compile: bool = True) -> Any:
+    """Load a ``.keras`` model file without letting the file run code; problems -> DataError.
+
+    Only the zip-based ``.keras`` format is accepted, and it is loaded with
+    ``safe_mode=True``: a ``Lambda`` layer carrying Python bytecode is refused, and Keras
+    resolves classes only among its own and those registered as serialisable (kerasdiag's
+    losses, the recipes' layers). Legacy HDF5 (``.h5``) and SavedModel folders are refused:
+    they have no safe mode. Every code path in kerasdiag that loads a model goes through here.
+
+    Example:
+        >>> model = load_model_safely("outputs/run/checkpoints/best-epoch003-val_accuracy0.9.keras")
+        ... # doctest: +SKIP
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise DataError(f"refused to load model {path}: only .keras files are loaded (safe mode)")
+    if not path.is_file():
+        raise DataError(f"cannot load model {path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"cannot load model {path}: not a .keras archive (corrupt or truncated)")
+    import keras  # heavy: only when a model is loaded
+
+    _register_custom_objects()
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:  # corrupt archives and refused configs raise many types
+        reason = " ".join(str(exc).split())[:300]
+        raise DataError(f"cannot load model {path}: {type(exc).__name__}: {reason}") from None
+
+
+def _register_custom_objects() -> None:
+    # Importing these modules runs their @register_keras_serializable decorators.
+    import importlib
+
+    for module in ("kerasdiag.losses", "recipes.models"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)

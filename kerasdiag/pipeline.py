@@ -18,17 +18,27 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
+from kerasdiag.callbacks.backup import RunBackup, remove_backup
 from kerasdiag.callbacks.checkpoint import BestCheckpoint
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
+from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.errors import ConfigError
 from kerasdiag.io import write_json_atomic, write_text_atomic
 from kerasdiag.losses import build_loss
 from kerasdiag.optimizers import build_optimizer, build_schedule
+from kerasdiag.rundir import BACKUP_DIR, NAN_FILE, claim_run_dir
 
 
 def seed_everything(trainer_cfg: Any) -> None:
-    """Seed Python, NumPy and TensorFlow; with ``deterministic`` also make TF ops deterministic."""
+    """Seed Python, NumPy and TensorFlow; with ``deterministic`` also make TF ops deterministic.
+
+    Everything random in a run draws from these seeds or from ``data.seed``: weight init and
+    dropout (Keras' global seed, set again by :func:`build_model`), the tf.data shuffle and the
+    stateless augmentation (``data.seed``), the splits (NumPy generators seeded by
+    ``data.seed``). With ``trainer.deterministic=true`` two runs of one config on one machine
+    write identical metrics.csv files.
+    """
     keras.utils.set_random_seed(int(trainer_cfg.seed))
     if trainer_cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -104,13 +114,20 @@ def model_summary_text(model: keras.Model) -> str:
 
 
 def training_callbacks(
-    cfg: DictConfig, run_dir: Path, data: Dataset
+    cfg: DictConfig, run_dir: Path, data: Dataset, *, keep_backup: bool = False
 ) -> list[keras.callbacks.Callback]:
-    """The callbacks every run gets: schedule, metrics.csv, best checkpoint, TensorBoard, ..."""
+    """The callbacks every run gets: schedule, metrics.csv, best checkpoint, TensorBoard, ...
+
+    ``NaNStop`` comes first: a NaN/Inf batch leaves ``fit`` before any callback records the
+    broken epoch. ``RunBackup`` (``trainer.resume``) comes last: each epoch is backed up after
+    its metrics.csv row and checkpoint are written, with EarlyStopping's and the plateau
+    schedule's progress; ``keep_backup`` keeps it after ``fit`` (the caller removes it when
+    its run is complete, so a process killed after ``fit`` does not train again).
+    """
     _, callbacks = build_schedule(
         float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
     )
-    callbacks = [keras.callbacks.TerminateOnNaN(), *callbacks]
+    callbacks = [NaNStop(), *callbacks]
     callbacks.append(MetricsCSV(run_dir / "metrics.csv", resume=bool(cfg.trainer.resume)))
     callbacks.append(
         BestCheckpoint(run_dir / "checkpoints", monitor=cfg.trainer.checkpoint_monitor)
@@ -129,6 +146,11 @@ def training_callbacks(
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False)
         )
+    if cfg.trainer.resume:
+        stateful = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)
+        track = [cb for cb in callbacks if isinstance(cb, stateful)]
+        backup = RunBackup(run_dir / BACKUP_DIR, track=track, delete_on_train_end=not keep_backup)
+        callbacks.append(backup)
     return callbacks
 
 
@@ -170,32 +192,69 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     Writes ``config.yaml``, ``data.json``, ``summary.txt``, ``metrics.csv``, ``checkpoints/``,
     ``tensorboard/`` and ``test_metrics.json`` there.
+
+    The directory is locked for this process and must be new, or hold an interrupted run of
+    the same config: with ``trainer.resume`` (the default) that run continues from its last
+    completed epoch (``backup/``, removed once the run is written). A NaN/Inf loss ends the
+    run with :class:`~kerasdiag.callbacks.nan_stop.NonFiniteLossError` (exit code 3) and a
+    ``nan.json``; metrics.csv and the best checkpoint so far stay.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    seed_everything(cfg.trainer)
-    data = load_dataset(cfg.data)
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    write_json_atomic(run_dir / "data.json", data.summary())
+    with claim_run_dir(run_dir, cfg):
+        started = time.time()
+        seed_everything(cfg.trainer)
+        data = load_dataset(cfg.data)
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_json_atomic(run_dir / "data.json", data.summary())
 
-    model = build_model(cfg, data)
-    write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
+        model = build_model(cfg, data)
+        write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
 
-    history = fit(cfg, model, data, training_callbacks(cfg, run_dir, data))
-    test_metrics = evaluate_test(cfg, model, data)
-    write_json_atomic(run_dir / "test_metrics.json", test_metrics)
+        callbacks = training_callbacks(cfg, run_dir, data, keep_backup=True)
+        try:
+            fit(cfg, model, data, callbacks)
+        except NonFiniteLossError as exc:
+            raise record_nan_stop(run_dir, exc.record, callbacks) from None
+        test_metrics = evaluate_test(cfg, model, data)
+        write_json_atomic(run_dir / "test_metrics.json", test_metrics)
+        remove_backup(run_dir / BACKUP_DIR)
 
-    summary = {
-        "recipe": cfg.recipe,
-        "run_dir": str(run_dir),
-        "epochs_run": len(history.history.get("loss", [])),
-        "best_val_accuracy": _best(history.history.get("val_accuracy")),
-        "test": test_metrics,
-        "seconds": round(time.time() - started, 1),
+        # From metrics.csv, not fit's history: a resumed run's history lacks earlier epochs.
+        rows = next(cb for cb in callbacks if isinstance(cb, MetricsCSV)).rows
+        summary = {
+            "recipe": cfg.recipe,
+            "run_dir": str(run_dir),
+            "epochs_run": len(rows),
+            "best_val_accuracy": _best(
+                [r["val_accuracy"] for r in rows.values() if "val_accuracy" in r]
+            ),
+            "test": test_metrics,
+            "seconds": round(time.time() - started, 1),
+        }
+        print_final_summary(summary)
+        return summary
+
+
+def record_nan_stop(
+    run_dir: Path, record: dict[str, Any], callbacks: list[keras.callbacks.Callback]
+) -> NonFiniteLossError:
+    """After a NaN/Inf stop: write ``nan.json``, flush TensorBoard, return the error to raise.
+
+    The run is over (its directory counts as finished), so its backup is removed; metrics.csv
+    keeps the completed epochs and ``checkpoints/`` the best model before the failure.
+    """
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.TensorBoard):
+            cb.on_train_end()  # fit left without calling it: close the event files
+    best = next((cb.best_path for cb in callbacks if isinstance(cb, BestCheckpoint)), None)
+    record = {
+        **record,
+        "checkpoint": None if best is None else str(best),
+        "record_file": str(run_dir / NAN_FILE),
     }
-    print_final_summary(summary)
-    return summary
+    write_json_atomic(run_dir / NAN_FILE, record)
+    remove_backup(run_dir / BACKUP_DIR)
+    return NonFiniteLossError(record)
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import keras
 
+from kerasdiag.io import atomic_path, remove_stale_temporaries
+
 
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model whenever ``monitor`` improves, as ``best-epoch003-val_accuracy0.8123.keras``.
 
-    The file is written under a temporary name and renamed into place, so a crash leaves the
-    previous best intact; the previous best is removed only once the new one is complete.
+    The file is written under a temporary name and renamed into place
+    (:func:`kerasdiag.io.atomic_path`), so a crash leaves the previous best intact; the previous
+    best is removed only once the new one is complete. A non-finite score never counts as best.
     ``mode="auto"`` minimises losses and maximises everything else. With ``every_epoch=True``
     each epoch is also kept as ``epoch003-val_accuracy0.8123.keras`` (for checkpoint ensembles).
 
@@ -42,8 +45,10 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best_path: Path | None = None
 
     def on_train_begin(self, logs=None):
-        # A resumed run picks up the best checkpoint it already has.
+        # A resumed run picks up the best checkpoint it already has, and drops any half-written
+        # one the interrupted process left under a temporary name.
         self.directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.directory)
         existing = find_best_checkpoint(self.directory, self.monitor, self.mode)
         if existing is not None:
             self.best_path, self.best = existing
@@ -69,9 +74,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         return value < self.best if self.mode == "min" else value > self.best
 
     def _save(self, path: Path) -> Path:
-        tmp = path.with_name(f".tmp-{path.name}")
-        self.model.save(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            self.model.save(tmp)
         return path
 
 
