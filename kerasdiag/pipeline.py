@@ -143,9 +143,13 @@ def training_callbacks(
             )
         )
     if cfg.trainer.tensorboard:
-        callbacks.append(
-            keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False)
+        tensorboard = keras.callbacks.TensorBoard(
+            log_dir=str(run_dir / "tensorboard"), write_graph=False
         )
+        # Writing per epoch with no profiling, its batch hooks only count batches: safe for
+        # Keras' asynchronous batch-callback dispatch, so it does not sync every step.
+        tensorboard.async_safe = True
+        callbacks.append(tensorboard)
     if cfg.trainer.resume:
         stateful = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)
         track = [cb for cb in callbacks if isinstance(cb, stateful)]
