@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 
@@ -13,14 +12,7 @@ from omegaconf import OmegaConf
 
 from kerasdiag.config import Config
 from kerasdiag.sanity import SanityCheckFailed, run_sanity_stages
-from kerasdiag.sanity.stages import STAGES
-
-
-def gradcheck_available() -> bool:
-    try:
-        return importlib.util.find_spec("kerasdiag.gradcheck.stage") is not None
-    except ModuleNotFoundError:
-        return False
+from kerasdiag.sanity.stages import STAGES, gradcheck_available
 
 
 @pytest.fixture(scope="module")

@@ -140,12 +140,16 @@ def _model_strengths(cfg: Any) -> tuple[float, float]:
     return float(model_cfg.get("l2") or 0.0), float(model_cfg.get("l1") or 0.0)
 
 
-def _gradcheck(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+def gradcheck_available() -> bool:
+    """Whether ``kerasdiag.gradcheck.stage`` (the gradient-check stage) is installed."""
     try:
-        available = importlib.util.find_spec("kerasdiag.gradcheck.stage") is not None
+        return importlib.util.find_spec("kerasdiag.gradcheck.stage") is not None
     except ModuleNotFoundError:
-        available = False
-    if not available:
+        return False
+
+
+def _gradcheck(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    if not gradcheck_available():
         return StageResult(
             "gradcheck", None, message="skipped: kerasdiag.gradcheck.stage is not available"
         )

@@ -1,0 +1,31 @@
+"""Every recipe as configured passes every sanity stage (gradcheck when it is installed)."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+import sanity_helpers as h
+
+from kerasdiag.config import load_config
+from kerasdiag.data import load_dataset
+from kerasdiag.pipeline import build_model
+from kerasdiag.sanity import run_sanity_stages
+from kerasdiag.sanity.stages import STAGES, gradcheck_available
+
+CIFAR_RECIPES = ["cifar_softmax", "cifar_svm", "cifar_focal"]
+
+
+@pytest.mark.parametrize("recipe", ["digits_softmax", *CIFAR_RECIPES])
+def test_every_recipe_passes_every_stage(recipe, tmp_path):
+    overrides = [f"recipe={recipe}"]
+    if recipe in CIFAR_RECIPES:
+        overrides.append(f"data.path={h.CIFAR_SAMPLE}")
+    cfg = load_config(overrides)
+    data = load_dataset(cfg.data)
+    model = build_model(cfg, data)
+    results = run_sanity_stages(cfg, model, data, tmp_path, lambda **o: build_model(cfg, data, **o))
+    statuses = {r.name: r.status for r in results}
+    messages = "\n".join(f"{r.name}: {r.message}" for r in results)
+    assert statuses["gradcheck"] == ("pass" if gradcheck_available() else "skip"), messages
+    assert [statuses[n] for n in STAGES[1:]] == ["pass"] * 3, messages
+    assert keras.ops.convert_to_numpy(model.optimizer.iterations) == 0
