@@ -75,11 +75,19 @@ def conv_block(x, filters: int, model_cfg: Any, rate: float, name: str):
     return x
 
 
+# Output weights start small (Glorot with a tenth of the std) so the untrained logits are
+# near zero and the initial loss matches its expected value (ln C for softmax, C - 1 for the
+# hinge): the sanity check S1 relies on it, and a large initial loss wastes early epochs.
+OUTPUT_INIT_SCALE = 0.01
+
+
 def logits_layer(x, num_classes: int, model_cfg: Any):
-    """The output layer: raw scores (logits), Glorot init, kernel regularized like the rest."""
+    """The output layer: raw scores (logits), small init, kernel regularized like the rest."""
     return keras.layers.Dense(
         num_classes,
-        kernel_initializer="glorot_uniform",
+        kernel_initializer=keras.initializers.VarianceScaling(
+            OUTPUT_INIT_SCALE, mode="fan_avg", distribution="uniform"
+        ),
         kernel_regularizer=kernel_regularizer(model_cfg),
         name="logits",
     )(x)

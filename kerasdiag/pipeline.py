@@ -191,6 +191,21 @@ def evaluate_test(cfg: DictConfig, model: keras.Model, data: Dataset) -> dict[st
     return {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
 
 
+def run_sanity(cfg: DictConfig, model: keras.Model, data: Dataset, run_dir: Path) -> list:
+    """The checks before training (gradient check, initial loss, regularization, overfit).
+
+    They work on copies: ``model`` trains afterwards exactly as it would without them. A
+    resumed run already has its ``sanity.json`` and does not repeat them.
+    """
+    from kerasdiag.sanity.stages import run_sanity_stages
+
+    if (run_dir / "sanity.json").exists():
+        return []
+    return run_sanity_stages(
+        cfg, model, data, run_dir, lambda **overrides: build_model(cfg, data, **overrides)
+    )
+
+
 def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run one whole training recipe in ``run_dir`` and return its summary.
 
@@ -213,6 +228,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
         model = build_model(cfg, data)
         write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
+        run_sanity(cfg, model, data, run_dir)
 
         callbacks = training_callbacks(cfg, run_dir, data, keep_backup=True)
         try:

@@ -126,10 +126,12 @@ class SanityConfig:
     initial_loss: bool = True
     initial_loss_rtol: float = 0.1
     regularization: bool = True
+    regularization_factor: float = 10.0  # the "larger" strength is this times the configured
     overfit: bool = True
     overfit_examples: int = 20
     overfit_max_steps: int = 300
-    fail_fast: bool = False
+    overfit_loss_fraction: float = 0.05  # "near 0": below this share of the expected loss
+    fail_fast: bool = False  # stop the run at the first failed stage
 
 
 @dataclass
