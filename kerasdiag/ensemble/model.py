@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from kerasdiag.io import load_model_safely
+
 
 def build_ensemble(
     members: Sequence[keras.Model], names: Sequence[str] | None = None, name: str = "ensemble"
@@ -47,11 +49,11 @@ def build_ensemble(
     layer_names = [_layer_name(n) for n in names]
     if len(set(layer_names)) != len(layer_names):
         raise ValueError(f"names must be unique, got {names}")
-    input_shape, num_classes = _signature(members[0], names[0])
+    input_shape, num_classes = member_signature(members[0], names[0])
     for member, member_name in zip(members, names, strict=True):
-        if _signature(member, member_name) != (input_shape, num_classes):
+        if member_signature(member, member_name) != (input_shape, num_classes):
             raise ValueError(
-                f"member {member_name!r} maps {_signature(member, member_name)} but "
+                f"member {member_name!r} maps {member_signature(member, member_name)} but "
                 f"{names[0]!r} maps {(input_shape, num_classes)}: members must share the input "
                 f"shape and the number of classes"
             )
@@ -77,7 +79,7 @@ def outputs_probabilities(model: keras.Model) -> bool:
 
 def load_member(path: str | os.PathLike) -> keras.Model:
     """A member model from a ``.keras`` file, loaded in safe mode, without its optimizer."""
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    return load_model_safely(path, compile=False)
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -88,7 +90,8 @@ def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 2
     return keras.ops.convert_to_numpy(keras.ops.softmax(out, axis=-1))
 
 
-def _signature(model: keras.Model, name: str) -> tuple[tuple, int]:
+def member_signature(model: keras.Model, name: str) -> tuple[tuple, int]:
+    """A member's input shape (without the batch axis) and number of classes."""
     try:
         return tuple(model.input.shape[1:]), int(model.output.shape[-1])
     except (AttributeError, ValueError):

@@ -10,37 +10,48 @@ Run directory layout::
     ensemble.keras            the joined model (loads with safe_mode=True)
     ensemble.json             each member's test score, the best single score, the ensemble's
 
-A member folder that holds ``test_metrics.json`` is complete: with ``trainer.resume`` (the
-default) rerunning in the same directory reuses it instead of training it again.
+The run directory and every member folder follow the run-directory rules of
+:mod:`kerasdiag.rundir`: locked while in use, resumed only with the same config. A member
+folder holding ``test_metrics.json`` is finished and is reused as it is, so an ensemble
+interrupted after some members (``trainer.resume``, the default) trains only the rest, and an
+interrupted member continues from its last epoch (``backup/``). A member whose loss became
+NaN/Inf stops the ensemble with its ``nan.json`` (exit code 3).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from kerasdiag.callbacks.backup import remove_backup
 from kerasdiag.callbacks.checkpoint import BestCheckpoint, find_best_checkpoint
 from kerasdiag.callbacks.ema import ema_weights
+from kerasdiag.callbacks.nan_stop import NonFiniteLossError
 from kerasdiag.data import Dataset, load_dataset
 from kerasdiag.ensemble.config import validate_ensemble_config
-from kerasdiag.ensemble.model import build_ensemble, load_member, predict_probabilities
+from kerasdiag.ensemble.model import (
+    build_ensemble,
+    load_member,
+    member_signature,
+    predict_probabilities,
+)
 from kerasdiag.ensemble.selection import best_checkpoints, metric_mode, source_checkpoints
-from kerasdiag.errors import DataError
-from kerasdiag.io import write_json_atomic, write_text_atomic
+from kerasdiag.errors import DataError, KerasdiagError
+from kerasdiag.io import atomic_path, load_model_safely, write_json_atomic, write_text_atomic
 from kerasdiag.pipeline import (
     build_model,
     evaluate_test,
     fit,
+    record_nan_stop,
     seed_everything,
     training_callbacks,
 )
+from kerasdiag.rundir import BACKUP_DIR, FINISHED, NAN_FILE, claim_run_dir, run_dir_status
 
 COMBINATION = (
     "mean of the members' softmax probabilities (multiclass-hinge scores pass through the "
@@ -67,19 +78,19 @@ def run_ensemble(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """
     validate_ensemble_config(cfg)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    seed_everything(cfg.trainer)
-    data = load_dataset(cfg.data)
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    write_json_atomic(run_dir / "data.json", data.summary())
+    with claim_run_dir(run_dir, cfg):
+        started = time.time()
+        seed_everything(cfg.trainer)
+        data = load_dataset(cfg.data)
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_json_atomic(run_dir / "data.json", data.summary())
 
-    members = MEMBER_SOURCES[cfg.ensemble.name](cfg, run_dir, data)
-    report = assemble(members, data, run_dir, batch_size=int(cfg.data.batch_size))
-    report = {"kind": cfg.ensemble.name, **report, "seconds": round(time.time() - started, 1)}
-    write_json_atomic(run_dir / "ensemble.json", report)
-    print_ensemble_summary(report, run_dir)
-    return report
+        members = MEMBER_SOURCES[cfg.ensemble.name](cfg, run_dir, data)
+        report = assemble(members, data, run_dir, batch_size=int(cfg.data.batch_size))
+        report = {"kind": cfg.ensemble.name, **report, "seconds": round(time.time() - started, 1)}
+        write_json_atomic(run_dir / "ensemble.json", report)
+        print_ensemble_summary(report, run_dir)
+        return report
 
 
 def train_member(cfg: DictConfig, member_dir: Path, data: Dataset, every_epoch: bool = False):
@@ -88,24 +99,31 @@ def train_member(cfg: DictConfig, member_dir: Path, data: Dataset, every_epoch: 
     ``every_epoch`` keeps a checkpoint of every epoch (checkpoint ensembles). With
     ``optimizer.use_ema`` the moving average of the weights is saved as ``ema.keras``.
     """
-    done = member_dir / "test_metrics.json"
-    if cfg.trainer.resume and done.exists():
-        print(f"{member_dir.name}: trained already ({done}), reusing it")
+    if run_dir_status(member_dir) == FINISHED:
+        if (member_dir / NAN_FILE).exists():
+            raise KerasdiagError(
+                f"member {member_dir} stopped on a NaN/Inf loss ({NAN_FILE}); fix the recipe "
+                "(e.g. a lower optimizer.lr) and start the ensemble in a new directory"
+            )
+        print(f"{member_dir.name}: finished already, reusing it")
         return
-    member_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.trainer)
-    write_text_atomic(member_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    model = build_model(cfg, data)
-    callbacks = training_callbacks(cfg, member_dir, data)
-    for callback in callbacks:
-        if isinstance(callback, BestCheckpoint):
-            callback.every_epoch = every_epoch
-    fit(cfg, model, data, callbacks)
-    if cfg.optimizer.use_ema:
-        # No atomic rename needed: test_metrics.json, written last, marks the member complete.
-        with ema_weights(model):
-            model.save(member_dir / "ema.keras")
-    write_json_atomic(done, evaluate_test(cfg, model, data))
+    with claim_run_dir(member_dir, cfg):
+        seed_everything(cfg.trainer)
+        write_text_atomic(member_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        model = build_model(cfg, data)
+        callbacks = training_callbacks(cfg, member_dir, data)
+        for callback in callbacks:
+            if isinstance(callback, BestCheckpoint):
+                callback.every_epoch = every_epoch
+        try:
+            fit(cfg, model, data, callbacks)
+        except NonFiniteLossError as exc:
+            raise record_nan_stop(member_dir, exc.record, callbacks) from None
+        if cfg.optimizer.use_ema:
+            with ema_weights(model), atomic_path(member_dir / "ema.keras") as tmp:
+                model.save(tmp)
+        write_json_atomic(member_dir / "test_metrics.json", evaluate_test(cfg, model, data))
+        remove_backup(member_dir / BACKUP_DIR)
 
 
 def seed_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
@@ -171,11 +189,18 @@ def assemble(
     own files: the two paths share no code beyond Keras, so a wrong combination shows.
     """
     models = [load_member(m.path) for m in members]
+    for member, model in zip(members, models, strict=True):
+        shape, classes = member_signature(model, member.name)
+        if shape != tuple(data.input_shape) or classes != data.num_classes:
+            raise DataError(
+                f"member {member.name} ({member.path}) maps inputs {shape} to {classes} classes, "
+                f"but the data ({data.name}) has inputs {tuple(data.input_shape)} and "
+                f"{data.num_classes} classes: use the data config the members were trained on"
+            )
     path = run_dir / "ensemble.keras"
-    tmp = path.with_name(f".tmp-{path.name}")
-    build_ensemble(models, [m.name for m in members]).save(tmp)
-    os.replace(tmp, path)
-    ensemble = keras.models.load_model(path, safe_mode=True)
+    with atomic_path(path) as tmp:
+        build_ensemble(models, [m.name for m in members]).save(tmp)
+    ensemble = load_model_safely(path)
 
     rows = []
     for member, model in zip(members, models, strict=True):
