@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,12 @@ import numpy as np
 from keras.src.saving import serialization_lib
 
 FLOAT64 = "float64"
+_CONFIGURABLE = (
+    keras.regularizers.Regularizer,
+    keras.initializers.Initializer,
+    keras.constraints.Constraint,
+    keras.layers.Layer,
+)
 _FLOAT_NAMES = {"float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16"}
 
 
@@ -70,10 +77,19 @@ def _is_float_dtype(value: Any) -> bool:
     return False
 
 
-def _layer_classes(obj: Any) -> dict[str, type]:
-    # The classes a config may name, so custom layers rebuild without registration.
+def _custom_objects(obj: Any) -> dict[str, Any]:
+    """The classes and functions a config may name, so user-defined layers, regularizers,
+    initializers, constraints and activations rebuild without registration."""
     layers = [obj, *obj._flatten_layers()] if hasattr(obj, "_flatten_layers") else [obj]
-    return {type(layer).__name__: type(layer) for layer in layers}
+    found: dict[str, Any] = {}
+    for layer in layers:
+        found[type(layer).__name__] = type(layer)
+        for value in vars(layer).values():
+            if isinstance(value, _CONFIGURABLE):
+                found[type(value).__name__] = type(value)
+            elif inspect.isfunction(value):
+                found[value.__name__] = value
+    return found
 
 
 def _rebuild(obj: Any) -> Any:
@@ -82,7 +98,7 @@ def _rebuild(obj: Any) -> Any:
     # metrics) may name custom objects that do not deserialize, so it is left out.
     config.pop("compile_config", None)
     config = as_float64_config(config)
-    with float64_defaults(), keras.saving.custom_object_scope(_layer_classes(obj)):
+    with float64_defaults(), keras.saving.custom_object_scope(_custom_objects(obj)):
         try:
             return serialization_lib.deserialize_keras_object(config, safe_mode=False)
         except Exception as exc:  # Keras raises many types for configs it cannot rebuild

@@ -44,7 +44,7 @@ def _positive(op: tf.Operation) -> tf.Tensor:
 
 def _steps(t: tf.Tensor, low, high) -> tf.Tensor:
     # 0 below low, 1 between, 2 above high: the three pieces of a clip or ReLU6.
-    return tf.cast(t > low, tf.float64) + tf.cast(t > high, tf.float64)
+    return tf.cast(t > low, tf.int64) + tf.cast(t > high, tf.int64)
 
 
 def _reduction_argmax(op: tf.Operation) -> tf.Tensor:
@@ -100,8 +100,9 @@ PIECEWISE_PATTERNS: dict[str, Callable[[tf.Operation], tf.Tensor]] = {
     "Sign": lambda op: op.outputs[0],
 }
 _PATTERNS = {**KINK_PATTERNS, **PIECEWISE_PATTERNS}
-# Fingerprint weights lie in [0.5, 1.5), so one changed entry moves a sum by >= 0.5.
-_CHANGE = 0.25
+# Fingerprints are integer sums (exact, whatever the summation order) with random weights
+# below 2**31: two patterns that differ give equal sums with probability ~2**-31.
+_MAX_WEIGHT = 2**31 - 1
 
 
 class KinkRecorder:
@@ -127,12 +128,12 @@ class KinkRecorder:
         return sorted({op.type for op in self.ops if op.type in KINK_PATTERNS})
 
     def fingerprint(self) -> tf.Tensor:
-        """A float64 vector: one randomly weighted sum of each op's active pattern."""
-        sums = [tf.zeros([], tf.float64)]
+        """An int64 vector: one randomly weighted sum of each op's active pattern."""
+        sums = [tf.zeros([], tf.int64)]
         for i, op in enumerate(self.ops):
-            pattern = tf.cast(_PATTERNS[op.type](op), tf.float64)
-            weights = 0.5 + tf.random.stateless_uniform(
-                tf.shape(pattern), seed=[i, 7919], dtype=tf.float64
+            pattern = tf.cast(_PATTERNS[op.type](op), tf.int64)
+            weights = tf.random.stateless_uniform(
+                tf.shape(pattern), seed=[i, 7919], minval=1, maxval=_MAX_WEIGHT, dtype=tf.int64
             )
             sums.append(tf.reduce_sum(pattern * weights))
         return tf.stack(sums)
@@ -140,4 +141,4 @@ class KinkRecorder:
 
 def crossed(fingerprint_a: np.ndarray, fingerprint_b: np.ndarray) -> np.ndarray:
     """True where two fingerprints (``[..., ops]``) differ: a kink lies between the points."""
-    return np.any(np.abs(np.asarray(fingerprint_a) - np.asarray(fingerprint_b)) > _CHANGE, axis=-1)
+    return np.any(np.asarray(fingerprint_a) != np.asarray(fingerprint_b), axis=-1)

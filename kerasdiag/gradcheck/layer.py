@@ -168,7 +168,7 @@ def check_layer_gradients(
 
     args = [tensors[i] for i in checked] + weights
     output = tf.function(lambda *a: call(list(a))[0], autograph=False)
-    fingerprints = batched(lambda a: (call(a)[1],), outputs=1)
+    fingerprints = batched(lambda a: (call(a)[1],), args, (tf.int64,))
     out_scale = float(np.max(np.abs(output(*args).numpy()), initial=0.0))
     tolerance = smooth_tolerance(1)
 
@@ -186,7 +186,7 @@ def check_layer_gradients(
             bad_columns = np.flatnonzero(np.any((rel > tolerance) & ~within, axis=0))
             kink = np.zeros(a.shape, bool)
             if bad_columns.size:
-                kink[:, bad_columns] = _crossing(fingerprints, args, p, bad_columns, step)[None, :]
+                kink[:, bad_columns] = _crossing(fingerprints, p, bad_columns, step)[None, :]
             verdict = classify(
                 rel,
                 tolerance=tolerance,
@@ -224,11 +224,10 @@ def check_layer_gradients(
     )
 
 
-def _crossing(fingerprints, args, p: int, columns: np.ndarray, step: float) -> np.ndarray:
+def _crossing(fingerprints, p: int, columns: np.ndarray, step: float) -> np.ndarray:
     """Whether moving entry ``column`` of argument ``p`` by +-step crosses a kink."""
     k = len(columns)
     out = fingerprints(
-        args,
         "element",
         tf.constant(np.full(2 * k, p), tf.int32),
         tf.constant(np.tile(columns, 2), tf.int64),

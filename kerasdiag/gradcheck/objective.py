@@ -100,7 +100,7 @@ class ModelObjective:
         self.non_trainable = [tf.identity(v.value) for v in clone.non_trainable_variables]
         self.kink_types: list[str] = []
         self.has_regularization = False
-        self._evaluate = batched(self.forward, outputs=3)
+        self._evaluate = batched(self.forward, self.values, (tf.float64, tf.float64, tf.int64))
         self._gradients = tf.function(self._gradients_graph, autograph=False)
 
     @classmethod
@@ -176,7 +176,6 @@ class ModelObjective:
     ) -> dict[str, np.ndarray]:
         """Both parts and fingerprints with single entries moved (one per row)."""
         data, reg, sig = self._evaluate(
-            self.values,
             "element",
             tf.constant(var_idx, tf.int32),
             tf.constant(flat_idx, tf.int64),
@@ -193,7 +192,6 @@ class ModelObjective:
     ) -> dict[str, np.ndarray]:
         """Both parts and fingerprints at ``w + coef * mask * direction`` (one per row)."""
         data, reg, sig = self._evaluate(
-            self.values,
             "direction",
             directions,
             tf.constant(dir_idx, tf.int32),
