@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.config.schema import Config
 from kerasdiag.errors import ConfigError
@@ -31,6 +33,9 @@ ACTIVATIONS = {
     "tanh", "sigmoid", "linear",
 }  # fmt: skip
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}  # what build_model compiles
+MAX_INT = 2**31 - 1  # sizes and counts beyond this overflow TensorFlow's int32 shapes
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (keras.utils.set_random_seed) takes uint32
 
 
 def register_schema() -> None:
@@ -42,6 +47,8 @@ def load_config(overrides: Sequence[str] = (), validate: bool = True) -> DictCon
     """Compose ``conf/config.yaml`` with command-line style ``overrides`` and validate it.
 
     The same composition ``scripts/train.py`` does, for tests, notebooks and search trials.
+    Any problem with the overrides (unknown group option or key, a value of the wrong type,
+    bad override syntax) is raised as a one-line :class:`ConfigError` naming the override.
 
     Example:
         >>> cfg = load_config(["recipe=cifar_softmax", "optimizer=nesterov", "optimizer.lr=0.01"])
@@ -49,15 +56,50 @@ def load_config(overrides: Sequence[str] = (), validate: bool = True) -> DictCon
         (True, 0.01)
     """
     register_schema()
-    overrides = list(overrides)
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: same search path
-        cfg = compose(config_name="config", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose(config_name="config", overrides=overrides)
+    overrides = [str(o) for o in overrides]
+    try:
+        cfg = _compose(overrides)
+    except Exception as exc:  # Hydra's and OmegaConf's many composition errors
+        raise composition_error(exc, overrides) from None
     if validate:
         validate_config(cfg)
     return cfg
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: same search path
+        return compose(config_name="config", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name="config", overrides=overrides)
+
+
+def composition_error(exc: BaseException, overrides: Sequence[str]) -> ConfigError:
+    """A ConfigError naming the override that made composition fail, with Hydra's reason."""
+    reason = config_error_line(exc).removeprefix("invalid config: ")
+    culprit = _find_culprit(str(exc) + " " + str(exc.__cause__ or ""), overrides)
+    if culprit is None:
+        return ConfigError("overrides", list(overrides), reason)
+    key, _, value = culprit.partition("=")
+    reason = reason.replace(f"Error merging override {culprit}", "").strip() or reason
+    return ConfigError(key.lstrip("+~"), value, reason)
+
+
+def _find_culprit(text: str, overrides: Sequence[str]) -> str | None:
+    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    named = [o for o in user if o in text]  # "Error merging override data.batch_size=abc"
+    if not named:  # "Key 'foo' not in 'Config'", "Could not find 'recipe/nope'"
+        keys = {o: o.split("=", 1)[0].lstrip("+~") for o in user}
+        named = [o for o, k in keys.items() if k and re.search(rf"'{re.escape(k)}[/']", text)]
+    if named:
+        return max(named, key=len)
+    if len(user) == 1:
+        return user[0]
+    for override in user:  # syntax errors name no override: find the one that fails alone
+        try:
+            _compose([override])
+        except Exception:
+            return override
+    return None
 
 
 def _require(ok: bool, key: str, value: Any, requirement: str) -> None:
@@ -65,21 +107,31 @@ def _require(ok: bool, key: str, value: Any, requirement: str) -> None:
         raise ConfigError(key, value, requirement)
 
 
+def _finite(value: Any) -> bool:
+    # math.isfinite overflows on huge Python ints; ints are always finite.
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
 def _positive(cfg: Any, key: str, *, strict: bool = True, optional: bool = False) -> None:
     value = _get(cfg, key)
     if optional and value is None:
         return
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value > 0 if strict else value >= 0)
+    ok = _finite(value) and (value > 0 if strict else value >= 0)
     _require(ok, key, value, "must be > 0" if strict else "must be >= 0")
+    if isinstance(value, int):
+        _require(value <= MAX_INT, key, value, f"must be at most {MAX_INT}")
 
 
 def _fraction(cfg: Any, key: str, *, open_low: bool = True, open_high: bool = True) -> None:
     value = _get(cfg, key)
+    if not _finite(value):
+        _require(False, key, value, "must be a finite number")
     low_ok = value > 0 if open_low else value >= 0
     high_ok = value < 1 if open_high else value <= 1
     interval = f"{'(' if open_low else '['}0, 1{')' if open_high else ']'}"
-    _require(math.isfinite(value) and low_ok and high_ok, key, value, f"must be in {interval}")
+    _require(_finite(value) and low_ok and high_ok, key, value, f"must be in {interval}")
 
 
 def _one_of(cfg: Any, key: str, allowed: set[str]) -> None:
@@ -96,6 +148,8 @@ def _get(cfg: Any, key: str) -> Any:
 
 def validate_config(cfg: DictConfig) -> None:
     """Check value ranges the schema's types cannot express; raise ConfigError on the first."""
+    for key in _unknown_keys(cfg, OmegaConf.structured(Config)):
+        _require(False, key, OmegaConf.select(cfg, key), "unknown key (not in the config schema)")
     _one_of(cfg, "data.name", DATASETS)
     _fraction(cfg, "data.val_fraction")
     _positive(cfg, "data.limit", optional=True)
@@ -115,10 +169,14 @@ def validate_config(cfg: DictConfig) -> None:
 
     _require(bool(_DOTTED.match(cfg.model.builder)), "model.builder", cfg.model.builder,
              "must be a dotted path such as recipes.models.convnet")  # fmt: skip
+    # The builder is imported and called: never a function of the standard library.
+    _require(cfg.model.builder.split(".")[0] not in sys.stdlib_module_names, "model.builder",
+             cfg.model.builder, "must name a model builder, not a standard-library function")  # fmt: skip
     _one_of(cfg, "model.activation", ACTIVATIONS)
     for key in ("hidden_units", "conv_filters", "dense_units"):
         values = list(cfg.model[key])
-        _require(all(v > 0 for v in values), f"model.{key}", values, "every entry must be > 0")
+        _require(all(0 < v <= MAX_INT for v in values), f"model.{key}", values,
+                 "every entry must be > 0")  # fmt: skip
     _positive(cfg, "model.kernel_size")
     rates = list(cfg.model.dropout)
     _require(all(0 <= r < 1 for r in rates), "model.dropout", rates, "rates must be in [0, 1)")
@@ -164,8 +222,56 @@ def validate_config(cfg: DictConfig) -> None:
     _require(cfg.trainer.verbose in (0, 1, 2), "trainer.verbose", cfg.trainer.verbose,
              "must be 0, 1 or 2")  # fmt: skip
     _positive(cfg, "trainer.early_stopping.patience", strict=False)
+    for key in ("trainer.checkpoint_monitor", "trainer.early_stopping.monitor", "schedule.monitor"):
+        _one_of(cfg, key, METRICS)
+    for key in ("trainer.seed", "data.seed"):
+        value = _get(cfg, key)
+        _require(0 <= value <= MAX_SEED, key, value, f"must be in [0, {MAX_SEED}]")
     if cfg.bayes_error is not None:
         _fraction(cfg, "bayes_error", open_low=False)
+    _validate_counts(cfg)
+    _validate_areas(cfg)
+
+
+# Counts of the sanity and monitors sections that must be >= 1 (and those that may be 0).
+_COUNTS = (
+    "sanity.gradcheck_samples", "sanity.gradcheck_dims_per_variable",
+    "sanity.gradcheck_max_params", "sanity.overfit_examples", "sanity.overfit_max_steps",
+    "monitors.update_ratio_freq", "monitors.activations_freq", "monitors.gradients_freq",
+    "monitors.probe_size",
+)  # fmt: skip
+_COUNTS_OR_ZERO = ("sanity.gradcheck_warmup_steps",)
+
+
+def _validate_counts(cfg: DictConfig) -> None:
+    for key in _COUNTS + _COUNTS_OR_ZERO:
+        if OmegaConf.select(cfg, key) is not None:
+            _positive(cfg, key, strict=key not in _COUNTS_OR_ZERO)
+    if OmegaConf.select(cfg, "sanity.initial_loss_rtol") is not None:
+        _positive(cfg, "sanity.initial_loss_rtol")
+
+
+def _validate_areas(cfg: DictConfig) -> None:
+    # The search and ensemble sections are checked by their own packages (no TensorFlow).
+    from kerasdiag.ensemble.config import validate_ensemble_config
+    from kerasdiag.search.oracle import TUNERS, validate_search
+
+    _one_of(cfg, "tuner.name", set(TUNERS))
+    if cfg.tuner.name != "none":
+        validate_search(cfg)
+    validate_ensemble_config(cfg)
+
+
+def _unknown_keys(node: Any, schema: Any, prefix: str = "") -> Iterator[str]:
+    """Keys of ``node`` the structured schema lacks (``+key=value`` can add them)."""
+    for key in node:
+        path = f"{prefix}{key}"
+        if key not in schema:
+            yield path
+            continue
+        child, child_schema = node[key], schema[key]
+        if isinstance(child, DictConfig) and is_dataclass(OmegaConf.get_type(child_schema)):
+            yield from _unknown_keys(child, child_schema, f"{path}.")
 
 
 def config_error_line(exc: BaseException) -> str:

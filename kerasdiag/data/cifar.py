@@ -73,10 +73,13 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"malformed CIFAR batch {path}: 'data' has {data.shape[1]} columns, not 3072"
         )
-    if labels is None or len(labels) != len(data):
+    if not isinstance(labels, (list, np.ndarray)) or len(labels) != len(data):
         raise DataError(f"malformed CIFAR batch {path}: 'labels' missing or not one per image")
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu":
+    try:
+        labels = np.asarray(labels)
+    except (ValueError, TypeError, OverflowError):  # ragged or exotic entries
+        raise DataError(f"malformed CIFAR batch {path}: labels are not integers") from None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"malformed CIFAR batch {path}: labels are not integers")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, labels.astype(np.int64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,21 +60,55 @@ def _load_npz(data_cfg: Any) -> RawData:
     path = Path(data_cfg.path).expanduser()
     if not path.is_file():
         raise ConfigError("data.path", data_cfg.path, "no such file")
+    _check_expanded_size(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} holds a single array, not an .npz archive of named arrays")
+        with npz:
             arrays = {k: npz[k] for k in npz.files}
-    except Exception as exc:
-        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    except DataError:
+        raise
+    except Exception as exc:  # truncated, not a zip, object arrays (pickles): many types
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {reason}") from None
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise DataError(f"{path} lacks arrays: {', '.join(missing)}")
-    y_all = np.concatenate([arrays["y_train"].ravel(), arrays["y_test"].ravel()])
+    y_train, y_test = (_label_vector(arrays[k]) for k in ("y_train", "y_test"))
     if "class_names" in arrays:
-        names = [str(n) for n in arrays["class_names"]]
+        class_names = arrays["class_names"]
+        if class_names.ndim != 1 or class_names.size == 0:
+            raise DataError(f"{path}: class_names must be a 1-D array of names")
+        names = [str(n) for n in class_names]
     else:
+        y_all = np.concatenate([y_train, y_test])
         top = int(y_all.max()) if y_all.size and y_all.dtype.kind in "iu" else 0
-        names = [str(i) for i in range(top + 1)]
-    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names
+        names = [str(i) for i in range(max(top, 0) + 1)]
+    return arrays["x_train"], y_train, arrays["x_test"], y_test, names
+
+
+def _check_expanded_size(path: Path) -> None:
+    """Refuse an archive whose arrays would not fit in memory (a zip bomb) before reading it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: np.load reports what it is
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return
+    if total > memory:
+        raise DataError(
+            f"{path} expands to {total / 1e9:.1f} GB, more than this machine's "
+            f"{memory / 1e9:.1f} GB of memory"
+        )
+
+
+def _label_vector(y: np.ndarray) -> np.ndarray:
+    # (N, 1) columns, as keras.datasets returns them, are a label vector too.
+    return y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
 
 
 LOADERS: dict[str, Callable[[Any], RawData]] = {
@@ -111,8 +147,14 @@ def prepare_splits(
 ) -> Dataset:
     """Check raw arrays, then subsample, split and normalise them as ``data_cfg`` says."""
     num_classes = len(class_names)
+    if num_classes < 2:
+        raise DataError(f"need at least 2 classes to classify, got {num_classes}")
     check_arrays(x_train, y_train, num_classes, "train")
     check_arrays(x_test, y_test, num_classes, "test")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"train inputs are {x_train.shape[1:]} per example but test inputs {x_test.shape[1:]}"
+        )
     seed = int(data_cfg.seed)
     if data_cfg.imbalance is not None:
         keep = imbalance_subsample(y_train, float(data_cfg.imbalance), num_classes, seed)
@@ -121,6 +163,11 @@ def prepare_splits(
         keep = stratified_subsample(y_train, int(data_cfg.limit), seed)
         x_train, y_train = x_train[keep], y_train[keep]
     fit_idx, val_idx = stratified_split(y_train, float(data_cfg.val_fraction), seed)
+    if len(fit_idx) == 0 or len(val_idx) == 0:
+        raise DataError(
+            f"{len(y_train)} training examples are too few to carve a validation split "
+            f"(data.val_fraction={data_cfg.val_fraction}, data.limit={data_cfg.limit})"
+        )
     x_val, y_val = x_train[val_idx], y_train[val_idx]
     x_train, y_train = x_train[fit_idx], y_train[fit_idx]
 
@@ -129,6 +176,9 @@ def prepare_splits(
     if data_cfg.normalize:
         mean, std = normalisation_stats(x_train)
         x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+    for split, x in (("train", x_train), ("validation", x_val), ("test", x_test)):
+        if not np.isfinite(x).all():  # float64 values beyond float32's range become Inf
+            raise DataError(f"{split} split: input values overflow float32 (|x| > 3.4e38)")
     return Dataset(
         name=str(data_cfg.name),
         x_train=x_train,

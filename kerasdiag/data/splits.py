@@ -7,9 +7,7 @@ import numpy as np
 from kerasdiag.errors import DataError
 
 
-def stratified_split(
-    y: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (keep, held_out): ``round(fraction * N)`` held out, every class in proportion.
 
     Per-class counts use the largest-remainder rule, so the total is exact and each class
@@ -56,12 +54,19 @@ def imbalance_subsample(y: np.ndarray, ratio: float, num_classes: int, seed: int
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, split: str) -> None:
-    """Reject data a model must not see: NaN/Inf, bad shapes, labels out of range."""
+    """Reject data a model must not see: NaN/Inf, bad shapes or dtypes, labels out of range."""
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise DataError(f"{split} split: inputs and labels must be numpy arrays")
+    if x.ndim < 2:
+        raise DataError(
+            f"{split} split: inputs must be (N, features...) with one row per example, "
+            f"got shape {x.shape}"
+        )
     if len(x) != len(y):
         raise DataError(f"{split} split: {len(x)} inputs but {len(y)} labels")
     if len(x) == 0:
         raise DataError(f"{split} split is empty")
-    if not np.issubdtype(x.dtype, np.number):
+    if x.dtype.kind not in "iuf":  # bool, complex, strings, objects: not pixel or feature values
         raise DataError(f"{split} split: inputs have non-numeric dtype {x.dtype}")
     if np.issubdtype(x.dtype, np.floating):
         bad = ~np.isfinite(x)
