@@ -11,6 +11,7 @@ from kerasdiag.callbacks.activations import ActivationHistograms
 from kerasdiag.callbacks.base import MonitorWarning
 from kerasdiag.callbacks.checkpoint import BestCheckpoint
 from kerasdiag.callbacks.curves import CurvePlotter
+from kerasdiag.callbacks.doctor import TrainingDoctor
 from kerasdiag.callbacks.ema import RestoreRawWeights, ema_weights, evaluate_with_ema
 from kerasdiag.callbacks.factory import monitor_callbacks
 from kerasdiag.callbacks.filters import FilterImages
@@ -29,6 +30,7 @@ __all__ = [
     "MetricsCSV",
     "MonitorWarning",
     "RestoreRawWeights",
+    "TrainingDoctor",
     "UpdateRatioMonitor",
     "ema_weights",
     "evaluate_with_ema",

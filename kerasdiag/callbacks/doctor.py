@@ -1,0 +1,697 @@
+"""TrainingDoctor: names training failures as they appear, with the evidence and a fix (B1, P8)."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasdiag import diagnosis
+from kerasdiag.callbacks import stats
+from kerasdiag.callbacks.activations import ActivationHistograms
+from kerasdiag.callbacks.base import MonitorWarning, check_probe
+from kerasdiag.callbacks.curves import step_losses
+from kerasdiag.callbacks.gradients import GradientMonitor
+from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
+from kerasdiag.diagnosis import Finding, Thresholds, fix_for, make_finding
+from kerasdiag.io import write_json_atomic
+
+# A step loss this many times the initial loss triggers a probe at once (outside the budget):
+# when the loss blows up, the gradient norms are what names the cause.
+ALARM_FACTOR = 3.0
+# doctor.json keeps at most this many (step, loss) points, evenly thinned.
+MAX_SAVED_STEPS = 2000
+# Share of the budget for the NaN/Inf check of the weights (a few hundred microseconds,
+# so it runs every step or few): ReLU turns NaN inputs into 0, so weights can break while
+# the loss stays finite.
+WEIGHT_CHECK_SHARE = 0.2
+
+
+class TrainingDoctor(keras.callbacks.Callback):
+    """Watches ``fit`` and names symptoms as they appear, each with its evidence and a fix.
+
+    During training (``findings`` grows as they appear):
+
+    ==========================  =========================================================
+    ``nan``                     a NaN/Inf training loss or weights; training stops (see
+                                ``stop_on``) and the weights go back to the end of the
+                                last finite epoch
+    ``exploding_gradients``     global gradient norm above ``exploding_norm`` or growing
+                                ``gradient_growth`` x over earlier probes (P8)
+    ``vanishing_gradients``     first-layer gradient norm below ``vanishing_ratio`` times
+                                the last layer's (P8)
+    ``dying_relu``              a ReLU layer with more than ``dead_fraction`` dead units
+    ``saturated_activations``   a tanh/sigmoid layer with more than ``saturated_fraction``
+                                of its outputs saturated (M4)
+    ``oscillating_loss``        the loss jumps at every step by more than ``oscillation``
+                                times the initial loss
+    ``slow_convergence``        after ``slow_epochs`` epochs the loss is not ``slow_drop``
+                                below the initial loss
+    ``stagnant_weights``        a layer's kernel moves less than ``stagnant_ratio`` of its
+                                norm per step (M3)
+    ==========================  =========================================================
+
+    At the end of ``fit`` it also judges the curves like :func:`kerasdiag.diagnose`:
+    ``lr_too_high``, ``lr_too_low``, ``overfitting``, ``underfitting`` (M1, M2, P2).
+
+    Where the numbers come from: the loss of every step is recovered from the running mean
+    Keras reports (nothing extra is computed, and the batch-end hook only stores it, so it
+    is safe on Keras' asynchronous callback thread). Gradient norms, activation statistics
+    and update ratios come from the monitors of :mod:`kerasdiag.callbacks`
+    (:class:`GradientMonitor`, :class:`ActivationHistograms`, :class:`UpdateRatioMonitor`):
+    pass the ones already in your ``fit`` as ``monitors=`` and the doctor judges what they
+    measure at no extra cost; for the kinds not passed it runs its own, on the probe batch
+    ``(x, y)``, at step 0 (initialisation faults) and then as often as ``budget`` allows: a
+    probe is taken when the training time since the last one is ``1 / budget`` times what
+    that probe cost. A loss that shoots above ``3 x`` the initial loss triggers a probe at
+    once. Without ``x`` the doctor judges the loss, the weights and the update ratios only.
+
+    Example:
+
+    ```python
+    doctor = TrainingDoctor(x_train[:64], y_train[:64], stop_on=["nan", "exploding_gradients"])
+    model.fit(x_train, y_train, validation_split=0.1, epochs=10, callbacks=[doctor])
+    for finding in doctor.findings:
+        print(finding.symptom, finding.step, finding.epoch, finding.evidence, finding.fix)
+    ```
+
+    Args:
+        x: probe inputs (a fixed batch, e.g. 64 training examples), or None.
+        y: probe targets for the gradient probe, or None (no gradient probe).
+        monitors: GradientMonitor / ActivationHistograms / UpdateRatioMonitor instances that
+            run in the same ``fit``; the doctor reads their measurements instead of probing.
+        stop_on: symptoms that end training when found (``model.stop_training``).
+        thresholds: a :class:`~kerasdiag.diagnosis.Thresholds` or a mapping overriding some
+            of its fields (each is documented there).
+        budget: the share of training time the doctor's own probes may take (0 < budget <= 1).
+        path: ``doctor.json`` to write (findings, the per-step loss, probe costs), updated
+            atomically at each finding and epoch end; None: no file.
+        bayes_error: human/Bayes error for the end-of-training bias/variance judgement.
+        restore_on_nan: put the weights of the end of the last finite epoch back after a NaN.
+        verbose: print each finding as it appears (1) or stay silent (0).
+
+    Attributes:
+        findings: :class:`~kerasdiag.diagnosis.Finding` records (symptom, step, epoch,
+            layer, evidence, fix, severity, message), one per symptom and layer, repeats
+            counted in ``count`` / ``last_step``.
+        step_losses: (step, loss) of every training step seen.
+        initial_loss: mean loss of the first steps (the scale of the loss thresholds).
+        probe_seconds: time spent in the doctor's own probes.
+    """
+
+    async_safe = True  # on_train_batch_end only appends the logged loss to a list
+
+    def __init__(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        monitors: Iterable[keras.callbacks.Callback] = (),
+        stop_on: Iterable[str] = ("nan",),
+        thresholds: Thresholds | Mapping[str, Any] | None = None,
+        budget: float = 0.01,
+        path: str | os.PathLike | None = None,
+        bayes_error: float | None = None,
+        restore_on_nan: bool = True,
+        verbose: int = 1,
+    ):
+        super().__init__()
+        self.thresholds = Thresholds.of(thresholds)
+        if isinstance(stop_on, str):
+            stop_on = [stop_on]
+        self.stop_on = frozenset(stop_on)
+        unknown = sorted(self.stop_on - set(diagnosis.SYMPTOMS))
+        if unknown:
+            raise ValueError(
+                f"`stop_on` names unknown symptoms {unknown}; known: {', '.join(diagnosis.SYMPTOMS)}"
+            )
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+            raise ValueError(f"`budget` must be a number in (0, 1]. Received: budget={budget!r}")
+        self.budget = float(budget)
+        if bayes_error is not None and not 0 <= bayes_error < 1:
+            raise ValueError(f"`bayes_error` must be in [0, 1). Received: {bayes_error!r}")
+        self.bayes_error = bayes_error
+        self.path = None if path is None else Path(path)
+        self.restore_on_nan = bool(restore_on_nan)
+        self.verbose = int(verbose)
+
+        given = _by_kind(monitors)
+        if y is not None and x is None:
+            raise ValueError("`y` was given without `x`: pass the probe inputs too")
+        if x is not None:
+            x = check_probe("x", x)
+        if y is not None:
+            y = check_probe("y", y)
+            if len(y) != len(x):
+                raise ValueError(
+                    f"`x` and `y` must hold the same number of examples. "
+                    f"Received: {len(x)} and {len(y)}"
+                )
+        th = self.thresholds
+        # The doctor's own monitors: driven by its budget (on_due_step), never by their freq.
+        self._owned: list[keras.callbacks.Callback] = []
+        self._gradients = given.get(GradientMonitor)
+        if self._gradients is None and y is not None:
+            self._gradients = GradientMonitor(
+                x,
+                y,
+                vanishing_ratio=th.vanishing_ratio,
+                max_norm=th.exploding_norm,
+                growth=th.gradient_growth,
+            )
+            self._owned.append(self._gradients)
+        self._activations = given.get(ActivationHistograms)
+        if self._activations is None and x is not None:
+            self._activations = ActivationHistograms(x)
+            self._owned.append(self._activations)
+        self._ratio_monitor = given.get(UpdateRatioMonitor)
+        self._own_ratios = self._ratio_monitor is None
+
+        self.findings: list[Finding] = []
+        self.step_losses: list[tuple[int, float]] = []
+        self.initial_loss: float | None = None
+        self.probe_seconds = 0.0
+        self.probes = 0
+        self.history: dict[str, list[float]] = {}
+        self._pending: list[tuple[int, int, float]] = []
+        self._lock = threading.Lock()
+
+    # --- Keras hooks --------------------------------------------------------------------
+
+    def set_model(self, model):
+        super().set_model(model)
+        for monitor in self._owned:
+            monitor.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        self._forward("on_train_begin", logs)
+        self.findings, self._seen = [], {}
+        self.step_losses, self.initial_loss, self.history = [], None, {}
+        self.probe_seconds, self.probes = 0.0, 0
+        self._pending = []
+        self._train_thread = threading.get_ident()
+        self._epoch, self._epoch_start_step, self._last_step = 0, 0, 0
+        self._first_step = int(model.optimizer.iterations)
+        self._judged = {"gradients": 0, "activations": 0, "ratios": 0}
+        self._window: deque[float] = deque(maxlen=self.thresholds.oscillation_window + 1)
+        self._nan_epoch = None
+        self._restored_epoch = None
+        self._alarm_step = -(10**9)
+        self._alarm = False
+        self._last_probe_step, self._last_probe_cost = None, 0.0
+        self._started = time.perf_counter()
+        self._outputs = _output_layer_names(model)
+        self._variables = list(model.trainable_variables)
+        self._names = [v.path for v in self._variables]
+        self._layers = stats.variable_layers(model)
+        groups = stats.layer_variables(model)
+        self._main = {vs[stats.main_variable_index(vs)].path: layer for layer, vs in groups.items()}
+        self._own_rows: list[list] = []
+        self._snapshot = None
+        self._float_weights = [v for v in model.weights if "float" in str(v.dtype)]
+        self._good = (0, stats.snapshot(self._float_weights))
+        self._last_check_step, self._last_check_cost = self._first_step, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._forward("on_epoch_begin", epoch, logs)
+        self._epoch = epoch
+        self._epoch_start_step = int(self.model.optimizer.iterations)
+        self._last_record = (0, 0.0)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._epoch_start_step + batch
+        self._drain()
+        self._finish_update_ratios()
+        self._judge_monitors()
+        if self._due(step, self._last_check_step, self._last_check_cost, WEIGHT_CHECK_SHARE):
+            self._check_weights(step)
+        if self._probe_due(step):
+            self._probe(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        with self._lock:
+            self._pending.append((self._epoch, batch + 1, float(loss)))
+        if threading.get_ident() == self._train_thread:
+            self._drain()  # synchronous dispatch: judge now, before the next step runs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._drain()
+        self._finish_update_ratios()
+        self._judge_monitors()
+        self._judge_stagnant(epoch)
+        for key, value in logs.items():
+            if isinstance(value, (int, float, np.number)):
+                self.history.setdefault(key, []).append(float(value))
+        self._judge_slow(epoch, logs.get("loss"))
+        self._check_weights(self._last_step + 1)
+        if self._nan_epoch is not None:
+            self._restore()
+        else:
+            self._good = (epoch + 1, stats.snapshot(self._float_weights))
+        self._forward("on_epoch_end", epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self._drain()
+        self._finish_update_ratios()
+        self._judge_monitors()
+        if self._nan_epoch is not None:
+            self._restore()
+        elif self.history.get("loss"):
+            rows = self._ratio_rows()
+            for finding in diagnosis.curve_findings(
+                self.history,
+                initial_loss=self.initial_loss,
+                update_ratio=diagnosis.median_update_ratio(rows),
+                bayes_error=self.bayes_error,
+                lr=_learning_rate(self.model),
+                thresholds=self.thresholds,
+                step=int(self.model.optimizer.iterations),
+            ):
+                self._add(finding)
+        self._forward("on_train_end", logs)
+        self._write()
+        if self.verbose and not self.findings:
+            print("TrainingDoctor: no symptoms found.")
+
+    # --- the loss of every step ---------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Turn the running means stored by on_train_batch_end into per-step losses."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        last_batch = self.params.get("steps") if self.params else None
+        for epoch, n, mean in sorted(pending):
+            if epoch != self._epoch:
+                continue  # a late record of an earlier fit
+            n0, m0 = self._last_record
+            points = step_losses([(n0, m0), (n, mean)])[1 if n0 else 0 :]
+            self._last_record = (n, mean)
+            for count, loss in points:
+                # The epoch's last batch may be smaller: its recovered loss is biased.
+                if count == last_batch and count > 1 and math.isfinite(loss):
+                    continue
+                self._on_step_loss(self._epoch_start_step + count - 1, loss)
+
+    def _on_step_loss(self, step: int, loss: float) -> None:
+        self._last_step = step
+        self.step_losses.append((step, loss))
+        if not math.isfinite(loss):
+            if self._nan_epoch is None:
+                self._nan_epoch = self._epoch
+            recent = [v for _, v in self.step_losses[-6:-1]]
+            self._record(
+                "nan",
+                f"the training loss became {loss}",
+                {"loss": loss, "previous_losses": recent, "lr": _learning_rate(self.model)},
+                self._nan_fix(recent),
+                step=step,
+            )
+            return
+        if self.initial_loss is None:
+            self.initial_loss = loss  # the first step's loss: before any update
+        self._window.append(loss)
+        scale = self.initial_loss
+        if loss > ALARM_FACTOR * scale and step - self._alarm_step >= self._window.maxlen:
+            self._alarm_step, self._alarm = step, True
+        if len(self._window) == self._window.maxlen:
+            index = diagnosis.oscillation_index(self._window, scale)
+            if index > self.thresholds.oscillation:
+                self._record(
+                    "oscillating_loss",
+                    f"over the last {len(self._window) - 1} steps the loss jumped by a median "
+                    f"{index:.0%} of the initial loss {scale:.4g} per step",
+                    {
+                        "oscillation_index": index,
+                        "threshold": self.thresholds.oscillation,
+                        "initial_loss": scale,
+                        "recent_losses": list(self._window),
+                    },
+                    fix_for("oscillating_loss", _learning_rate(self.model)),
+                    step=step,
+                )
+
+    def _nan_fix(self, recent: Sequence[float] = ()) -> str:
+        kept = (
+            "the weights of the end of the last finite epoch are put back"
+            if (self.restore_on_nan)
+            else "the last good checkpoint holds the last finite weights"
+        )
+        stop = "training stops and " if "nan" in self.stop_on else ""
+        scale = self.initial_loss
+        if recent and scale and max(recent) < 2 * scale:
+            cause = (
+                f"the loss was stable just before ({', '.join(f'{v:.3g}' for v in recent)}), "
+                "so a bad batch (NaN/Inf in the inputs or labels: np.isfinite(x).all()) or an "
+                "unsafe operation (log(0), sqrt of a negative, a division by zero in a custom "
+                "loss or layer) is more likely than divergence; then "
+            )
+        else:
+            cause = "the loss grew before it broke (divergence): "
+        lr = _learning_rate(self.model) if self.model is not None else None
+        return (
+            f"{stop}{kept}; {cause}lower the learning rate 10x"
+            f"{diagnosis.lr_hint(lr, 0.1)} and clip gradients (optimizer.global_clipnorm=1.0)"
+        )
+
+    def _check_weights(self, step: int) -> None:
+        """Name ``nan`` if a weight is NaN/Inf before optimizer step ``step``."""
+        start = time.perf_counter()
+        finite = _all_finite(self._float_weights)
+        if not self._last_check_cost:
+            # TensorFlow's first eager call of these ops costs ~100x a warm one: time a warm
+            # call, or that one-off would space all later checks far apart.
+            start = time.perf_counter()
+            finite = _all_finite(self._float_weights)
+        cost = time.perf_counter() - start
+        self.probe_seconds += cost
+        self._last_check_step, self._last_check_cost = step, cost
+        if finite:
+            return
+        if self._nan_epoch is None:
+            self._nan_epoch = self._epoch
+        broken = [v.path for v in self._float_weights if not _all_finite([v])]
+        recent = [v for _, v in self.step_losses[-5:]]
+        loss_note = (
+            " while the loss is still finite (ReLU turns NaN inputs into 0)"
+            if recent and math.isfinite(recent[-1])
+            else ""
+        )
+        self._record(
+            "nan",
+            f"the weights {', '.join(broken[:4])}{' ...' if len(broken) > 4 else ''} hold "
+            f"NaN/Inf values{loss_note}",
+            {"non_finite_weights": broken, "previous_losses": recent},
+            self._nan_fix(recent),
+            step=max(step - 1, 0),
+        )
+
+    def _restore(self) -> None:
+        epoch, weights = self._good
+        if not self.restore_on_nan or self._restored_epoch is not None:
+            return
+        for variable, value in zip(self._float_weights, weights, strict=True):
+            variable.assign(value)
+        self._restored_epoch = epoch
+        for finding in self.findings:
+            if finding.symptom == "nan":
+                finding.evidence["restored_weights_of_epoch"] = epoch
+
+    def _judge_slow(self, epoch: int, loss: float | None) -> None:
+        th, scale = self.thresholds, self.initial_loss
+        if epoch + 1 < th.slow_epochs or scale is None or loss is None or not math.isfinite(loss):
+            return
+        if loss > (1 - th.slow_drop) * scale:
+            causes = [f.symptom for f in self.findings if f.symptom != "slow_convergence"]
+            fix = fix_for("slow_convergence", _learning_rate(self.model))
+            if causes:
+                fix = f"first fix {', '.join(sorted(set(causes)))} (found above); then {fix}"
+            self._record(
+                "slow_convergence",
+                f"after {epoch + 1} epochs the loss is {loss:.4g}, "
+                + (
+                    f"only {1 - loss / scale:.1%} below"
+                    if loss < scale
+                    else f"{loss / scale - 1:.0%} above"
+                )
+                + f" the initial {scale:.4g} (expected at least {th.slow_drop:.0%} below)",
+                {
+                    "epoch_loss": loss,
+                    "initial_loss": scale,
+                    "drop": 1 - loss / scale,
+                    "expected_drop": th.slow_drop,
+                },
+                fix,
+                step=self._last_step,
+            )
+
+    # --- probes: the doctor's own monitors and the ones it was given --------------------------
+
+    def _probe_due(self, step: int) -> bool:
+        if not self._owned and not self._own_ratios:
+            return False
+        if self._last_probe_step is None or self._alarm:
+            self._alarm = False
+            return True
+        return self._due(step, self._last_probe_step, self._last_probe_cost, 1 - WEIGHT_CHECK_SHARE)
+
+    def _due(self, step: int, last_step: int, last_cost: float, share: float) -> bool:
+        """Whether the training time since ``last_step`` pays for ``last_cost`` within
+        ``share`` of the budget."""
+        steps = step - self._first_step
+        if steps <= 0:
+            return False
+        train_time = time.perf_counter() - self._started - self.probe_seconds
+        step_time = max(train_time / steps, 1e-9)
+        return (step - last_step) * step_time * self.budget * share >= last_cost
+
+    def _probe(self, step: int) -> None:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            # The doctor reports what its own monitors flag, as findings with fixes.
+            warnings.simplefilter("ignore", MonitorWarning)
+            for monitor in self._owned:
+                monitor.on_due_step(step)
+        if self._own_ratios:
+            self._snapshot = (step, self._epoch, stats.snapshot(self._variables))
+        cost = time.perf_counter() - start
+        self.probe_seconds += cost
+        self.probes += 1
+        self._last_probe_step, self._last_probe_cost = step, cost
+        self._judge_monitors()
+
+    def _finish_update_ratios(self) -> None:
+        if self._snapshot is None:
+            return
+        start = time.perf_counter()
+        step, epoch, before = self._snapshot
+        self._snapshot = None
+        ratios = stats.update_ratios(before, self._variables)
+        for name, layer, ratio in zip(self._names, self._layers, ratios, strict=True):
+            self._own_rows.append([step, epoch, name, float(ratio), layer])
+        self.probe_seconds += time.perf_counter() - start
+
+    def _ratio_rows(self) -> list[list]:
+        return self._own_rows if self._own_ratios else self._ratio_monitor.history
+
+    def _judge_monitors(self) -> None:
+        th = self.thresholds
+        if self._activations is not None:
+            history = self._activations.history
+            for step, epoch, layer_stats in history[self._judged["activations"] :]:
+                for layer, s in layer_stats.items():
+                    if layer in self._outputs:
+                        continue
+                    if s.dead_fraction is not None and s.dead_fraction > th.dead_fraction:
+                        self._record(
+                            "dying_relu",
+                            f"{s.dead_fraction:.0%} of the units of layer {layer!r} output 0 "
+                            f"for every probe example",
+                            {"dead_fraction": s.dead_fraction, "threshold": th.dead_fraction},
+                            fix_for("dying_relu", _learning_rate(self.model)),
+                            step=step,
+                            epoch=epoch + 1,
+                            layer=layer,
+                        )
+                    if (
+                        s.saturated_fraction is not None
+                        and s.saturated_fraction > th.saturated_fraction
+                    ):
+                        self._record(
+                            "saturated_activations",
+                            f"{s.saturated_fraction:.0%} of the {s.kind} outputs of layer "
+                            f"{layer!r} are saturated",
+                            {
+                                "saturated_fraction": s.saturated_fraction,
+                                "threshold": th.saturated_fraction,
+                                "mean": s.mean,
+                                "std": s.std,
+                            },
+                            fix_for("saturated_activations"),
+                            step=step,
+                            epoch=epoch + 1,
+                            layer=layer,
+                        )
+            self._judged["activations"] = len(history)
+        if self._gradients is not None:
+            history = self._gradients.history
+            for i in range(self._judged["gradients"], len(history)):
+                self._judge_gradients(history[i], [h["global_norm"] for h in history[:i]])
+            self._judged["gradients"] = len(history)
+
+    def _judge_gradients(self, entry: dict, earlier: list[float]) -> None:
+        th = self.thresholds
+        step, epoch = entry["step"], entry["epoch"] + 1
+        if not math.isfinite(entry["loss"]):
+            return  # broken weights: the nan finding names it
+        flags = stats.gradient_flags(
+            entry["global_norm"],
+            entry["layer_norms"],
+            earlier,
+            th.vanishing_ratio,
+            th.exploding_norm,
+            th.gradient_growth,
+        )
+        norms = entry["layer_norms"]
+        if "exploding" in flags:
+            self._record(
+                "exploding_gradients",
+                flags["exploding"],
+                {
+                    "global_norm": entry["global_norm"],
+                    "threshold": th.exploding_norm,
+                    "probe_loss": entry["loss"],
+                    "layer_norms": norms,
+                },
+                fix_for("exploding_gradients", _learning_rate(self.model)),
+                step=step,
+                epoch=epoch,
+            )
+        if "vanishing" in flags:
+            dead = [f.layer for f in self.findings if f.symptom == "dying_relu"]
+            fix = fix_for("vanishing_gradients")
+            if dead:
+                fix = f"the dead ReLU units of {', '.join(dead)} pass no gradient: fix dying_relu first; {fix}"
+            self._record(
+                "vanishing_gradients",
+                flags["vanishing"],
+                {
+                    "first_last_ratio": stats.vanishing_ratio(norms),
+                    "threshold": th.vanishing_ratio,
+                    "layer_norms": norms,
+                },
+                fix,
+                step=step,
+                epoch=epoch,
+            )
+
+    def _judge_stagnant(self, epoch: int) -> None:
+        rows = self._ratio_rows()
+        start = self._judged["ratios"]
+        self._judged["ratios"] = len(rows)
+        per_layer: dict[str, list[float]] = {}
+        for _step, _epoch, name, ratio, *_ in rows[start:]:
+            if name in self._main and math.isfinite(float(ratio)):
+                per_layer.setdefault(self._main[name], []).append(float(ratio))
+        for layer, ratios in per_layer.items():
+            median = float(np.median(ratios))
+            if median < self.thresholds.stagnant_ratio:
+                self._record(
+                    "stagnant_weights",
+                    f"the kernel of layer {layer!r} changes by a median {median:.1e} of its "
+                    f"norm per step (below {self.thresholds.stagnant_ratio:.0e})",
+                    {
+                        "median_update_ratio": median,
+                        "measurements": len(ratios),
+                        "threshold": self.thresholds.stagnant_ratio,
+                    },
+                    fix_for("stagnant_weights", _learning_rate(self.model)),
+                    step=self._last_step,
+                    epoch=epoch + 1,
+                    layer=layer,
+                )
+
+    # --- findings ----------------------------------------------------------------------
+
+    def _record(self, symptom, what, evidence, fix, *, step, epoch=None, layer=None) -> None:
+        epoch = self._epoch + 1 if epoch is None else epoch
+        key = (symptom, layer)
+        if key in self._seen:
+            finding = self._seen[key]
+            finding.count += 1
+            finding.last_step = step
+            return
+        self._add(make_finding(symptom, what, evidence, fix, step=step, epoch=epoch, layer=layer))
+
+    def _add(self, finding: Finding) -> None:
+        self._seen[(finding.symptom, finding.layer)] = finding
+        self.findings.append(finding)
+        if self.verbose:
+            print(f"TrainingDoctor: {finding}")
+        if finding.symptom in self.stop_on:
+            self.model.stop_training = True
+        self._write()
+
+    def _forward(self, hook: str, *args) -> None:
+        for monitor in self._owned:
+            getattr(monitor, hook)(*args)
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        points = self.step_losses
+        if len(points) > MAX_SAVED_STEPS:
+            keep = np.linspace(0, len(points) - 1, MAX_SAVED_STEPS).astype(int)
+            points = [points[i] for i in keep]
+        write_json_atomic(
+            self.path,
+            diagnosis._plain(
+                {
+                    "findings": [f.to_dict() for f in self.findings],
+                    "initial_loss": self.initial_loss,
+                    "step_losses": points,
+                    "probes": self.probes,
+                    "probe_seconds": self.probe_seconds,
+                    "train_seconds": time.perf_counter() - self._started,
+                    "thresholds": vars(self.thresholds),
+                    "stop_on": sorted(self.stop_on),
+                }
+            ),
+        )
+
+
+def _by_kind(monitors: Iterable[keras.callbacks.Callback]) -> dict[type, Any]:
+    kinds = (GradientMonitor, ActivationHistograms, UpdateRatioMonitor)
+    found: dict[type, Any] = {}
+    for monitor in monitors:
+        kind = next((k for k in kinds if isinstance(monitor, k)), None)
+        if kind is None:
+            raise ValueError(
+                f"`monitors` takes GradientMonitor, ActivationHistograms and "
+                f"UpdateRatioMonitor instances. Received: {monitor!r}"
+            )
+        if kind in found:
+            raise ValueError(f"`monitors` holds two {kind.__name__} instances; pass one")
+        found[kind] = monitor
+    return found
+
+
+def _output_layer_names(model: keras.Model) -> set[str]:
+    names = set()
+    for tensor in getattr(model, "outputs", None) or []:
+        history = getattr(tensor, "_keras_history", None)
+        if history is not None:
+            names.add(history.operation.name)
+    if not names and model.layers:
+        names.add(model.layers[-1].name)
+    return names
+
+
+def _all_finite(variables: Sequence) -> bool:
+    if not variables:
+        return True
+    checks = [tf.reduce_all(tf.math.is_finite(v)) for v in variables]
+    return bool(tf.reduce_all(tf.stack(checks)))
+
+
+def _learning_rate(model: keras.Model | None) -> float | None:
+    try:
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except (AttributeError, TypeError, ValueError):
+        return None
