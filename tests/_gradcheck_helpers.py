@@ -142,6 +142,38 @@ class PlantedCrossEntropy(keras.losses.Loss):
         return {**super().get_config(), "bug": self.bug}
 
 
+LOGITS_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def sequential(layers: list, loss=LOGITS_CE, seed: int = 0) -> keras.Sequential:
+    """A compiled Sequential model, its weights drawn from ``seed``."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(layers)
+    model.compile(loss=loss)
+    return model
+
+
+def planted_dense_model(bug: str | None = None, loss=LOGITS_CE) -> keras.Sequential:
+    """Dense(tanh) - PlantedDense(16, bug) - logits, on the 64 digits features."""
+    layers = [keras.layers.Dense(16, activation="tanh"), PlantedDense(16, bug=bug)]
+    # square planted kernel, so a transposed gradient fits
+    return sequential([keras.Input((64,)), *layers, keras.layers.Dense(10)], loss)
+
+
+def relu_convnet(*extra: keras.layers.Layer) -> keras.Sequential:
+    """Conv(relu) - max-pool - ``extra`` - flatten - L2-regularized logits, on 8x8x3 crops."""
+    return sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            *extra,
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, kernel_regularizer=keras.regularizers.L2(1e-3)),
+        ]
+    )
+
+
 @lru_cache(maxsize=1)
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """sklearn's 8x8 digits, standardised: (1797, 64) float32 and int64 labels."""

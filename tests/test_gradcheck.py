@@ -10,11 +10,14 @@ import pytest
 import tensorflow as tf
 from _gradcheck_helpers import (
     BUGS,
+    LOGITS_CE,
     PlantedConv2D,
     PlantedCrossEntropy,
-    PlantedDense,
     cifar,
     digits,
+    planted_dense_model,
+    relu_convnet,
+    sequential,
 )
 
 import kerasdiag
@@ -23,64 +26,35 @@ from kerasdiag.gradcheck.clone import clone_float64, float64_loss
 from kerasdiag.gradcheck.objective import ModelObjective
 from kerasdiag.losses import MulticlassHinge
 
-LOGITS_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def planted_dense_model(bug=None, loss=LOGITS_CE):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(16, activation="tanh"),
-            PlantedDense(16, bug=bug),  # square kernel, so a transposed gradient fits
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile(loss=loss)
-    return model
-
 
 def planted_conv_model(bug=None):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Conv2D(4, 3, padding="same", activation="tanh"),
-            PlantedConv2D(4, bug=bug),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile(loss=LOGITS_CE)
-    return model
+    conv = keras.layers.Conv2D(4, 3, padding="same", activation="tanh")
+    layers = [conv, PlantedConv2D(4, bug=bug), keras.layers.Flatten(), keras.layers.Dense(10)]
+    return sequential([keras.Input((8, 8, 3)), *layers])
+
+
+PLANTED_LAYER_MODELS = {
+    "dense": (planted_dense_model, digits),
+    "conv2d": (planted_conv_model, cifar),
+}
 
 
 def failing_names(report):
     return {r.name for r in report.failing}
 
 
-def planted_variable(layer, bug):
-    """The path of the variable whose gradient ``bug`` breaks."""
-    return (layer.bias if bug == "no_bias" else layer.kernel).path
-
-
 @pytest.mark.parametrize("bug", BUGS)
-def test_planted_bug_in_custom_dense_is_caught(bug):
-    x, y = digits()
-    model = planted_dense_model(bug)
+@pytest.mark.parametrize("kind", sorted(PLANTED_LAYER_MODELS))
+def test_planted_bug_in_custom_layer_is_caught(kind, bug):
+    build, data = PLANTED_LAYER_MODELS[kind]
+    x, y = data()
+    model = build(bug)
     report = check_gradients(model, x, y)
     assert not report.passed
-    assert failing_names(report) == {planted_variable(model.layers[1], bug)}
+    planted = model.layers[1]
+    broken = planted.bias if bug == "no_bias" else planted.kernel
+    assert failing_names(report) == {broken.path}
     assert all(r.verdict == "fail" for r in report.failing)
-
-
-@pytest.mark.parametrize("bug", BUGS)
-def test_planted_bug_in_custom_conv2d_is_caught(bug):
-    x, y = cifar()
-    model = planted_conv_model(bug)
-    report = check_gradients(model, x, y)
-    assert not report.passed
-    assert failing_names(report) == {planted_variable(model.layers[1], bug)}
     # every other variable, upstream and downstream of the bug, still checks out
     assert {r.verdict for r in report.rows if r not in report.failing} == {"ok"}
 
@@ -104,10 +78,8 @@ def test_healthy_custom_layers_and_loss_pass():
 
 def test_deep_tanh_mlp_passes_at_1e_7_with_depth_note():
     x, y = digits()
-    keras.utils.set_random_seed(1)
     layers = [keras.layers.Dense(32, activation="tanh") for _ in range(6)]
-    model = keras.Sequential([keras.Input((64,)), *layers, keras.layers.Dense(10)])
-    model.compile(loss=LOGITS_CE)
+    model = sequential([keras.Input((64,)), *layers, keras.layers.Dense(10)], seed=1)
     report = check_gradients(model, x, y)
     assert report.passed, str(report)
     assert report.max_relative_error <= 1e-7
@@ -123,18 +95,7 @@ def test_deep_tanh_mlp_passes_at_1e_7_with_depth_note():
 
 def test_relu_maxpool_convnet_labels_kinks_instead_of_failing():
     x, y = cifar()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(8, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile(loss=LOGITS_CE)
+    model = relu_convnet(keras.layers.Flatten(), keras.layers.Dense(8, activation="relu"))
     # Put hidden unit 0 exactly on its ReLU kink for every example (zero weights and bias):
     # moving its bias by +-h, at any h, lands on both sides of it.
     hidden = model.layers[3]
@@ -177,16 +138,8 @@ def test_hinge_loss_on_its_margin_is_a_kink_not_a_failure():
 
 def test_dropout_model_checks_off_and_with_a_frozen_seed():
     x, y = digits()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(32, activation="tanh"),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile(loss=LOGITS_CE)
+    layers = [keras.layers.Dense(32, activation="tanh"), keras.layers.Dropout(0.5)]
+    model = sequential([keras.Input((64,)), *layers, keras.layers.Dense(10)])
     off = check_gradients(model, x, y)
     on = check_gradients(model, x, y, training=True)
     assert off.passed and on.passed, str(on)
@@ -217,16 +170,9 @@ class DoubledGradientL2(keras.regularizers.Regularizer):
 
 
 def regularized_model(regularizer):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(16, activation="tanh", kernel_regularizer=regularizer),
-            keras.layers.Dense(10, kernel_regularizer=regularizer),
-        ]
-    )
-    model.compile(loss=LOGITS_CE)
-    return model
+    hidden = keras.layers.Dense(16, activation="tanh", kernel_regularizer=regularizer)
+    logits = keras.layers.Dense(10, kernel_regularizer=regularizer)
+    return sequential([keras.Input((64,)), hidden, logits])
 
 
 def test_l2_regularized_model_reports_data_and_regularization_apart():
@@ -282,9 +228,8 @@ def test_float64_clone_is_float64_throughout_including_the_loss():
 
 def test_compiled_loss_name_and_report_formats():
     x, y = digits()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
-    model.compile(loss="sparse_categorical_crossentropy")
+    softmax = keras.layers.Dense(10, activation="softmax")
+    model = sequential([keras.Input((64,)), softmax], "sparse_categorical_crossentropy")
     report = kerasdiag.check_gradients(model, x, y, samples=3, dims_per_variable=5)
     assert report.passed and report.samples == 3
     assert [r.dims for r in report.rows] == [5, 5]

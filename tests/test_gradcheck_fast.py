@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
-from _gradcheck_helpers import PlantedConv2D, PlantedDense, cifar, digits
+from _gradcheck_helpers import PlantedConv2D, cifar, digits, planted_dense_model, relu_convnet
 
 import kerasdiag
 from kerasdiag.gradcheck.fast import random_directions
-
-LOGITS_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def relu_convnet(planted=None):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(),
-            *([planted] if planted is not None else []),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, kernel_regularizer=keras.regularizers.L2(1e-3)),
-        ]
-    )
-    model.compile(loss=LOGITS_CE)
-    return model
 
 
 def test_healthy_relu_convnet_passes_fast_check():
@@ -53,17 +34,8 @@ def test_planted_conv_bias_bug_fails_and_names_the_variable():
 @pytest.mark.parametrize("bug", ["scaled", "transposed"])
 def test_planted_dense_kernel_bug_fails_and_names_the_variable(bug):
     x, y = digits()
-    keras.utils.set_random_seed(0)
-    planted = PlantedDense(16, bug=bug)
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(16, activation="tanh"),
-            planted,
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile(loss=LOGITS_CE)
+    model = planted_dense_model(bug)
+    planted = model.layers[1]
     report = kerasdiag.check_gradients_fast(model, x, y)
     assert not report.passed and report.max_relative_error > 1e-2
     assert report.suspects == [planted.kernel.path]

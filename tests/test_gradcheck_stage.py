@@ -6,7 +6,7 @@ import json
 
 import keras
 import pytest
-from _gradcheck_helpers import PlantedDense, digits
+from _gradcheck_helpers import PlantedDense, digits, sequential
 from omegaconf import OmegaConf
 
 from kerasdiag.data.dataset import Dataset
@@ -31,12 +31,7 @@ def sanity(**overrides):
 
 
 def mlp(bug=None):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [keras.Input((64,)), PlantedDense(16, bug=bug), keras.layers.Dense(10)]
-    )
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
+    return sequential([keras.Input((64,)), PlantedDense(16, bug=bug), keras.layers.Dense(10)])
 
 
 def test_stage_passes_writes_json_and_prints_table(data, tmp_path, capsys):

@@ -33,7 +33,7 @@ from kerasdiag.gradcheck.check import validate_settings, variable_names
 from kerasdiag.gradcheck.finite_diff import RETRY_STEPS, Attempt, final, run_attempts
 from kerasdiag.gradcheck.kinks import crossed
 from kerasdiag.gradcheck.objective import ModelObjective
-from kerasdiag.gradcheck.report import PASSING, format_table
+from kerasdiag.gradcheck.report import PASSING, VerdictRows, format_table
 from kerasdiag.gradcheck.verdict import VERDICTS, smooth_tolerance, tolerance_note
 
 TOTAL = "all variables"
@@ -55,7 +55,7 @@ class DirectionCheck:
 
 
 @dataclass
-class FastReport:
+class FastReport(VerdictRows):
     """The outcome of ``check_gradients_fast``."""
 
     rows: list[DirectionCheck]
@@ -67,10 +67,6 @@ class FastReport:
     kink_types: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return all(r.verdict in PASSING for r in self.rows)
 
     @property
     def max_relative_error(self) -> float:
@@ -107,6 +103,11 @@ class FastReport:
         ]
         lines += [f"  note: {n}" for n in self.notes]
         if not self.passed:
+            if self.suspects and len(self.suspects) == len(self.variable_rows) > 1:
+                lines.append(
+                    "  every variable disagrees: the error enters above all weights "
+                    "(the loss or the output layer's gradient)"
+                )
             if self.suspects:
                 lines.append(
                     f"  sample these variables: check_gradients(model, x, y, "

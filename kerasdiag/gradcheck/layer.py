@@ -31,7 +31,7 @@ from kerasdiag.gradcheck.finite_diff import RETRY_STEPS
 from kerasdiag.gradcheck.kinks import KinkRecorder, crossed
 from kerasdiag.gradcheck.objective import training_kwargs
 from kerasdiag.gradcheck.perturb import batched
-from kerasdiag.gradcheck.report import PASSING, format_table, verdict_cell
+from kerasdiag.gradcheck.report import VerdictRows, format_table, verdict_cell
 from kerasdiag.gradcheck.verdict import (
     EPS64,
     ROUNDING_SAFETY,
@@ -64,7 +64,7 @@ class JacobianRow:
 
 
 @dataclass
-class LayerReport:
+class LayerReport(VerdictRows):
     """The outcome of ``check_layer_gradients``."""
 
     layer: str
@@ -75,10 +75,6 @@ class LayerReport:
     h: float = 1e-5
     kink_types: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return all(r.verdict in PASSING for r in self.rows)
 
     @property
     def max_relative_error(self) -> float:

@@ -134,8 +134,13 @@ class ModelObjective:
         y_first = np.asarray(y)[:samples]
         return cls(clone, loss_fn, first, y_first, training=training, loss_scale=loss_scale)
 
-    def forward(self, values: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """``(data loss, regularization, kink fingerprint)`` at ``values`` (graph mode)."""
+    def forward(
+        self, values: list[tf.Tensor], fingerprint: bool = True
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+        """``(data loss, regularization, kink fingerprint)`` at ``values`` (graph mode).
+
+        ``fingerprint=False`` leaves the kink patterns out of the graph (``None``).
+        """
         with KinkRecorder() as rec:
             out, _, losses = self.model.stateless_call(
                 values, self.non_trainable, self.x, return_losses=True,
@@ -148,12 +153,12 @@ class ModelObjective:
         self.kink_types = rec.kink_types
         self.has_regularization = bool(losses)
         _check_float64(out)
-        return data, reg, rec.fingerprint()
+        return data, reg, rec.fingerprint() if fingerprint else None
 
     def _gradients_graph(self):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(self.values)
-            data, reg, _ = self.forward(self.values)
+            data, reg, _ = self.forward(self.values, fingerprint=False)
         zero = tf.UnconnectedGradients.ZERO
         return (
             data,

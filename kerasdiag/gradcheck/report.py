@@ -43,6 +43,22 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+class VerdictRows:
+    """``passed`` and ``failing`` of a report whose ``rows`` each carry a verdict."""
+
+    rows: list
+
+    @property
+    def passed(self) -> bool:
+        """True when no row is ``suspicious`` or ``fail`` (``kink`` rows are excused)."""
+        return all(r.verdict in PASSING for r in self.rows)
+
+    @property
+    def failing(self) -> list:
+        """Rows whose verdict is ``suspicious`` or ``fail``."""
+        return [r for r in self.rows if r.verdict not in PASSING]
+
+
 @dataclass
 class ElementCheck:
     """One sampled entry of one variable, compared in one part of the objective."""
@@ -97,7 +113,7 @@ def summarize(part: str, name: str, shape: tuple[int, ...], elements: list[Eleme
 
 
 @dataclass
-class GradcheckReport:
+class GradcheckReport(VerdictRows):
     """The outcome of ``check_gradients``."""
 
     rows: list[VariableRow]
@@ -115,18 +131,9 @@ class GradcheckReport:
     seconds: float = 0.0
 
     @property
-    def passed(self) -> bool:
-        return all(r.verdict in PASSING for r in self.rows)
-
-    @property
     def max_relative_error(self) -> float:
         """The largest relative error of any entry that did not cross a kink."""
         return max((e.relative_error for e in self.elements if e.verdict != "kink"), default=0.0)
-
-    @property
-    def failing(self) -> list[VariableRow]:
-        """Rows whose verdict is ``suspicious`` or ``fail``."""
-        return [r for r in self.rows if r.verdict not in PASSING]
 
     def to_dict(self) -> dict[str, Any]:
         return {
