@@ -189,7 +189,7 @@ def test_dead_fraction_matches_the_layer_output_computed_by_hand(digits):
     # The probe ran before the first step: recompute with the initial weights (Adam has
     # moved them since, so rebuild the same seeded model).
     fresh = mlp([32, 32], bias_initializer=keras.initializers.Constant(-1.5))
-    kernel, bias = (np.asarray(w) for w in fresh.get_layer("hidden0").weights)
+    kernel, bias = (w.numpy() for w in fresh.get_layer("hidden0").weights)
     hidden = np.maximum(x[:64] @ kernel + bias, 0.0)
     assert 0.0 < probe["hidden0"].zero_fraction < 1.0
     assert probe["hidden0"].zero_fraction == pytest.approx(np.mean(hidden == 0), abs=1e-6)
@@ -274,3 +274,16 @@ def test_curve_plotter_recovers_per_step_losses_and_draws_pngs(digits, tmp_path)
         image = tf.io.decode_png((tmp_path / f"{name}.png").read_bytes())
         assert image.shape[0] > 100 and image.shape[1] > 100
         assert len(np.unique(np.asarray(image))) > 10  # something was drawn
+
+
+def test_curve_plotter_keeps_its_drawing_time_within_budget(digits, tmp_path):
+    x, y = digits
+    plotter = CurvePlotter(tmp_path, max_overhead=1e-6)  # any drawing exceeds this budget
+    history, _ = fit(mlp([16]), x[:256], y[:256], [plotter], epochs=4)
+    assert plotter.drawn == [1, 4]  # the first epoch (nothing spent yet) and the last
+    stopper = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: setattr(stopper.model, "stop_training", epoch == 1)
+    )
+    every = CurvePlotter(tmp_path, max_overhead=1.0)
+    fit(mlp([16]), x[:256], y[:256], [stopper, every], epochs=5)
+    assert every.drawn == [1, 2]  # early stop after epoch 2: the final state is drawn

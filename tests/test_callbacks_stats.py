@@ -33,7 +33,7 @@ def test_snapshot_keeps_the_old_value_after_the_variable_changes():
     v = keras.Variable(np.ones(3, dtype="float32"))
     snap = stats.snapshot([v])
     v.assign([2.0, 2.0, 2.0])
-    np.testing.assert_array_equal(np.asarray(snap[0]), np.ones(3))
+    np.testing.assert_array_equal(snap[0].numpy(), np.ones(3))
 
 
 @pytest.mark.parametrize(
@@ -120,15 +120,13 @@ def test_filter_grid_layout_and_scaling():
 def test_first_layer_filters_reads_conv_kernels_and_dense_images():
     conv = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c1")])
     name, filters = first_layer_filters(conv)
-    kernel = np.asarray(conv.layers[0].kernel)
+    kernel = conv.layers[0].kernel.numpy()
     assert name == "c1" and filters.shape == (4, 3, 3, 3)
     np.testing.assert_array_equal(filters[2, 1, 0], kernel[1, 0, :, 2])
     mlp = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(5)])
     name, filters = first_layer_filters(mlp)
     assert filters.shape == (5, 8, 8, 1)
-    np.testing.assert_array_equal(
-        filters[3, 2, 5, 0], np.asarray(mlp.layers[1].kernel)[2 * 8 + 5, 3]
-    )
+    np.testing.assert_array_equal(filters[3, 2, 5, 0], mlp.layers[1].kernel.numpy()[2 * 8 + 5, 3])
     odd = keras.Sequential([keras.Input((7,)), keras.layers.Dense(3)])
     assert first_layer_filters(odd) is None
 
@@ -145,7 +143,7 @@ def test_clip_like_optimizer_matches_the_optimizers_own_step():
         optimizer = keras.optimizers.SGD(learning_rate=1.0, **kwargs)
         clipped = stats.clip_like_optimizer(optimizer, grads)
         optimizer.apply(grads, variables)  # SGD with lr 1: the step is minus the clipped gradient
-        step = [-np.asarray(v) for v in variables]
+        step = [-v.numpy() for v in variables]
         for ours, theirs in zip(clipped, step, strict=True):
             np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-6)
         assert stats.global_norm(clipped) == pytest.approx(expected, rel=1e-6)

@@ -131,7 +131,7 @@ def histogram_buckets(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> np.ndarr
     Non-finite values are dropped (TensorBoard cannot bin them); the counts are scaled back
     to the full number of values when a subsample was binned.
     """
-    flat = np.asarray(values).ravel()
+    flat = keras.ops.convert_to_numpy(values).ravel()
     total = flat.size
     if total > HISTOGRAM_MAX_VALUES:
         flat = flat[:: -(-total // HISTOGRAM_MAX_VALUES)]

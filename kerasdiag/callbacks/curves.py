@@ -6,6 +6,7 @@ import concurrent.futures
 import io
 import math
 import os
+import time
 from collections import defaultdict
 
 import keras
@@ -13,11 +14,17 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kerasdiag.callbacks.base import check_positive_int
+from kerasdiag.callbacks.base import check_positive_float, check_positive_int
 from kerasdiag.io import write_bytes_atomic
 
 # Logged values that are not curves to compare between training and validation.
 _NOT_CURVES = {"learning_rate", "lr"}
+_STEP_LABEL = "train (per step)"
+_STYLES = {
+    _STEP_LABEL: {"color": "tab:blue", "alpha": 0.3, "lw": 0.8},
+    "train": {"color": "tab:blue", "marker": "o", "ms": 4},
+    "validation": {"color": "tab:orange", "marker": "o", "ms": 4},
+}
 
 
 def step_losses(records: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -39,7 +46,7 @@ def step_losses(records: list[tuple[int, float]]) -> list[tuple[int, float]]:
 
 
 class CurvePlotter(keras.callbacks.Callback):
-    """Draws each logged metric, training against validation, as a PNG after every epoch.
+    """Draws each logged metric, training against validation, as a PNG after the epochs.
 
     One figure per metric (``loss.png``, ``accuracy.png``, ...) with epochs on the x axis
     (M6: iterations depend on the batch size): training and validation values at the end of
@@ -54,6 +61,11 @@ class CurvePlotter(keras.callbacks.Callback):
     canvas (no display needed) and written atomically, on a worker thread so that the next
     epoch does not wait for them; ``fit`` returns once the last figures are on disk.
 
+    Drawing costs ~0.05 s per figure. The figures are redrawn after every ``freq``-th epoch
+    as long as drawing has taken at most ``max_overhead`` of the training time so far;
+    with epochs of a few seconds (a small data set) that skips some epochs, with longer ones
+    every epoch is drawn. The last epoch is always drawn.
+
     Example:
 
     ```python
@@ -65,35 +77,51 @@ class CurvePlotter(keras.callbacks.Callback):
     Args:
         out_dir: directory for the PNG files (``<metric>.png``).
         freq: draw after every ``freq``-th epoch (the last epoch is always drawn).
+        max_overhead: largest share of the training time drawing may take (0 < x <= 1;
+            1 draws after every ``freq``-th epoch whatever it costs).
         step_loss: also draw the per-step training loss.
         dpi: resolution of the PNGs.
 
     Attributes:
         epochs: {metric name: [value per epoch]} for every numeric epoch log.
         paths: {metric family: PNG path} of the files written.
+        drawn: for each drawing, the number of epochs it showed.
     """
 
     async_safe = True  # on_train_batch_end only reads the logs Keras hands it
 
     def __init__(
-        self, out_dir: str | os.PathLike, freq: int = 1, step_loss: bool = True, dpi: int = 72
+        self,
+        out_dir: str | os.PathLike,
+        freq: int = 1,
+        max_overhead: float = 0.02,
+        step_loss: bool = True,
+        dpi: int = 72,
     ):
         super().__init__()
         if out_dir is None:
             raise ValueError("`out_dir` must be a directory path. Received: out_dir=None")
         self.out_dir = os.fspath(out_dir)
         self.freq = check_positive_int("freq", freq)
+        self.max_overhead = check_positive_float("max_overhead", max_overhead)
+        if self.max_overhead > 1:
+            raise ValueError(
+                f"`max_overhead` must be at most 1. Received: max_overhead={max_overhead}"
+            )
         self.step_loss = bool(step_loss)
         self.dpi = check_positive_int("dpi", dpi)
         self.epochs: dict[str, list[float]] = defaultdict(list)
         self.paths: dict[str, str] = {}
         self._steps: dict[int, list[tuple[int, float]]] = defaultdict(list)
         self._epoch_steps: dict[int, int] = {}
-        self._figures: dict[str, tuple[Figure, object]] = {}
+        self._figures: dict[str, tuple] = {}
         self._epoch_index: list[int] = []
         self._epoch = 0
         self._executor = None
         self._futures: list[concurrent.futures.Future] = []
+        self._started = 0.0
+        self._drawing_seconds = 0.0
+        self.drawn: list[int] = []
 
     def on_train_begin(self, logs=None):
         self.epochs.clear()
@@ -101,6 +129,9 @@ class CurvePlotter(keras.callbacks.Callback):
         self._epoch_steps.clear()
         self._epoch_index.clear()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="CurvePlotter")
+        self._started = time.perf_counter()
+        self._drawing_seconds = 0.0
+        self.drawn.clear()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -117,14 +148,17 @@ class CurvePlotter(keras.callbacks.Callback):
                 self.epochs[key].append(float(value))
         if self._steps.get(epoch):
             self._epoch_steps[epoch] = max(n for n, _ in self._steps[epoch])
-        last = self.params and epoch + 1 == self.params.get("epochs")
-        if (epoch + 1) % self.freq == 0 or last:
-            # Drawing takes ~0.1 s per figure; a worker thread does it while the next epoch
-            # trains, from a copy of the numbers, so the epoch loop does not wait for it.
-            self._collect(wait=False)
-            self._futures.append(self._executor.submit(self._render, self._curves()))
+        last = bool(self.params) and epoch + 1 == self.params.get("epochs")
+        self._collect(wait=False)
+        budget = self.max_overhead * (time.perf_counter() - self._started)
+        busy = bool(self._futures)  # the previous drawing is still running
+        if last or ((epoch + 1) % self.freq == 0 and not busy and self._drawing_seconds <= budget):
+            self._submit()
 
     def on_train_end(self, logs=None):
+        if self._epoch_index and self.drawn[-1:] != [len(self._epoch_index)]:
+            # Stopped before the planned last epoch: draw the final state.
+            self._submit()
         self._collect(wait=True)
         self._executor.shutdown(wait=True)
 
@@ -136,6 +170,18 @@ class CurvePlotter(keras.callbacks.Callback):
     def draw(self) -> dict[str, str]:
         """Draw every metric's figure now and write the PNGs; returns {metric: path}."""
         return self._render(self._curves())
+
+    def _submit(self) -> None:
+        # The worker draws from a copy of the numbers while the next epoch trains.
+        self.drawn.append(len(self._epoch_index))
+        self._futures.append(self._executor.submit(self._timed_render, self._curves()))
+
+    def _timed_render(self, curves: dict) -> dict[str, str]:
+        start = time.perf_counter()
+        try:
+            return self._render(curves)
+        finally:
+            self._drawing_seconds += time.perf_counter() - start
 
     def _collect(self, wait: bool) -> None:
         # Surface a drawing error in the training thread instead of losing it.
@@ -154,7 +200,7 @@ class CurvePlotter(keras.callbacks.Callback):
         for name in self.families():
             series = []
             if name == "loss" and self.step_loss:
-                series.append(("train (per step)", *self._step_points()))
+                series.append((_STEP_LABEL, *self._step_points()))
             for key, label in ((name, "train"), (f"val_{name}", "validation")):
                 values = self.epochs.get(key)
                 if values and len(values) == len(x):
@@ -165,21 +211,20 @@ class CurvePlotter(keras.callbacks.Callback):
     def _render(self, curves: dict) -> dict[str, str]:
         paths = {}
         for name, series in curves.items():
-            fig, ax = self._figure(name)
-            ax.clear()
+            fig, ax, lines = self._figure(name)
+            added = False
             for label, xs, ys in series:
-                if label == "train (per step)":
-                    ax.plot(xs, ys, color="tab:blue", alpha=0.3, lw=0.8, label=label)
-                else:
-                    color = "tab:blue" if label == "train" else "tab:orange"
-                    ax.plot(xs, ys, "o-", color=color, label=label, ms=4)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(name)
-            ax.set_title(name)
-            ax.grid(alpha=0.3)
-            ax.legend(loc="upper right", fontsize="small")
+                if label not in lines:
+                    (lines[label],) = ax.plot([], [], label=label, **_STYLES[label])
+                    added = True
+                lines[label].set_data(xs, ys)
+            if added:
+                ax.legend(loc="upper right", fontsize="small")
+            ax.relim()
+            ax.autoscale_view()
             buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=self.dpi)
+            # zlib level 1: a third of the encoding time of the default, files ~20% larger.
+            fig.savefig(buffer, format="png", dpi=self.dpi, pil_kwargs={"compress_level": 1})
             path = os.path.join(self.out_dir, f"{name}.png")
             write_bytes_atomic(path, buffer.getvalue())
             paths[name] = path
@@ -187,11 +232,17 @@ class CurvePlotter(keras.callbacks.Callback):
         return paths
 
     def _figure(self, name: str):
-        # Figures are kept between epochs: building one costs more than redrawing it.
+        # Figure, axes and lines are kept between epochs and only get new data: building
+        # them (ticks, labels) costs about as much again as drawing.
         if name not in self._figures:
             fig = Figure(figsize=(6, 4))
             FigureCanvasAgg(fig)
-            self._figures[name] = (fig, fig.add_subplot(1, 1, 1))
+            ax = fig.add_subplot(1, 1, 1)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(name)
+            ax.set_title(name)
+            ax.grid(alpha=0.3)
+            self._figures[name] = (fig, ax, {})
         return self._figures[name]
 
     def _step_points(self) -> tuple[list[float], list[float]]:

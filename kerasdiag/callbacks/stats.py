@@ -317,7 +317,7 @@ def probe_activations(
     outputs = extractor(_single_input(extractor, x), training=False)
     # Keras returns dict outputs in key order; report them in layer order.
     order = [layer.name for layer in monitored_layers(model) if layer.name in outputs]
-    return {name: np.asarray(outputs[name]) for name in order}
+    return {name: keras.ops.convert_to_numpy(outputs[name]) for name in order}
 
 
 def probe_activation_stats(
