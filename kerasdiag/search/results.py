@@ -155,41 +155,46 @@ def plot_search(
     space: Sequence[Param],
     objective: str,
 ) -> Path:
-    """``search.png``: the score against each hyperparameter, one panel each, colour = stage.
+    """Write :func:`search_figure` as ``search.png`` (atomically)."""
+    buf = io.BytesIO()
+    search_figure(records, space, objective).savefig(buf, format="png", dpi=100)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def search_figure(records: Sequence[TrialRecord], space: Sequence[Param], objective: str) -> Any:
+    """The score against each hyperparameter, one panel each, colour = stage.
 
     Log-sampled hyperparameters get log x axes (H2), choices one tick per candidate. Trials
-    without a score (diverged at once, failed) are red crosses along the bottom edge.
+    without a score (diverged at once, failed) are red crosses along the bottom edge. A
+    ``matplotlib.figure.Figure`` without pyplot: no global backend or state is touched.
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     cols = 2 if len(space) == 4 else min(len(space), 3)
     rows = math.ceil(len(space) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols + 1.2, 3.4 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     stages = sorted({r.stage for r in records})
-    colours = plt.get_cmap("viridis")(
+    colours = matplotlib.colormaps["viridis"](
         [0.15 + 0.7 * i / max(1, len(stages) - 1) for i in range(len(stages))]
     )
     for ax, param in zip(axes.flat, space, strict=False):
         _plot_param(ax, param, records, stages, colours)
         ax.set_ylabel(objective)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(space) :]:
         ax.set_visible(False)
     handles = [
-        plt.Line2D([], [], ls="", marker="o", color=c, label=f"stage {s}")
+        Line2D([], [], ls="", marker="o", color=c, label=f"stage {s}")
         for s, c in zip(stages, colours, strict=True)
     ]
-    handles.append(plt.Line2D([], [], ls="", marker="x", color="red", label="no score"))
+    handles.append(Line2D([], [], ls="", marker="x", color="red", label="no score"))
     fig.legend(handles=handles, loc="upper right", fontsize=8)
     fig.suptitle(f"{objective} of {len(records)} trials against each hyperparameter")
-    fig.tight_layout(rect=(0, 0, 0.9, 0.95))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return write_bytes_atomic(path, buf.getvalue())
+    fig.tight_layout(rect=(0, 0, 0.88, 0.95))
+    return fig
 
 
 def _plot_param(ax: Any, param: Param, records, stages, colours) -> None:

@@ -36,6 +36,7 @@ from kerasdiag.data import load_dataset
 from kerasdiag.errors import ConfigError
 from kerasdiag.io import write_json_atomic, write_text_atomic
 from kerasdiag.pipeline import build_model, evaluate_test, seed_everything
+from kerasdiag.rundir import claim_run_dir
 from kerasdiag.search.oracle import Stage, build_oracle, narrow_space, validate_search
 from kerasdiag.search.results import (
     TrialRecord,
@@ -86,10 +87,17 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     started = time.time()
     run_dir = Path(run_dir)
     space, stages = validate_search(cfg)
-    objective = str(cfg.tuner.objective)
     for stage in stages:  # a stage whose epochs make the config invalid fails now, not per trial
         trial_config(cfg, [], {}, stage.epochs)
     role = distributed_role()
+    # A local search locks its directory and resumes only with the same config; the processes
+    # of a distributed search share theirs (scripts/train.py checks each one's config).
+    with claim_run_dir(run_dir, cfg) if role == "local" else contextlib.nullcontext():
+        return _search(cfg, run_dir, role, space, stages, started)
+
+
+def _search(cfg, run_dir: Path, role: str, space, stages, started: float) -> dict[str, Any]:
+    objective = str(cfg.tuner.objective)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.trainer)
     data = None if role == "chief" else load_dataset(cfg.data)  # the chief trains nothing
