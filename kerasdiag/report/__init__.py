@@ -1,0 +1,8 @@
+"""One self-contained HTML report per run directory (B3): ``build_report(run_dir)``.
+
+Rebuild one from the command line with ``python scripts/report.py RUN_DIR``.
+"""
+
+from kerasdiag.report.builder import REPORT_FILE, build_report
+
+__all__ = ["REPORT_FILE", "build_report"]

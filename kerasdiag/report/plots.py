@@ -1,0 +1,135 @@
+"""The report's figures: matplotlib on the Agg canvas, returned as base64 PNG for <img> tags."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from kerasdiag.callbacks.stats import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW
+
+DPI = 80
+WIDTH = 7.5  # inches; two figures fit side by side on a laptop screen at 80 dpi
+
+
+def new_figure(rows: int = 1, cols: int = 1, height: float = 3.4, width: float = WIDTH):
+    """A figure and its axes (always a flat list), drawn without a display."""
+    fig = Figure(figsize=(width, height * rows), dpi=DPI)
+    FigureCanvasAgg(fig)
+    # Fixed margins: tight_layout measures every tick label and costs more than drawing.
+    fig.subplots_adjust(
+        left=0.11,
+        right=0.97,
+        bottom=0.36 / (height * rows) + 0.06,
+        top=1 - 0.35 / (height * rows),
+        hspace=0.55,
+        wspace=0.3,
+    )
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(rows * cols)]
+    return fig, axes
+
+
+def png_base64(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def bytes_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def curves(
+    epochs: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    title: str,
+    ylabel: str,
+    steps: tuple[Sequence[float], Sequence[float]] | None = None,
+    log: bool = False,
+) -> str:
+    """Lines against epochs (M6); ``steps`` adds a light per-step curve (x in epochs)."""
+    fig, (ax,) = new_figure()
+    if steps is not None and len(steps[0]):
+        ax.plot(steps[0], steps[1], color="tab:blue", alpha=0.3, lw=0.8, label="train (per step)")
+    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"])
+    for label, values in series.items():
+        ax.plot(epochs, values, "o-", ms=3, color=next(colors, None), label=label)
+    _finish(ax, title, ylabel, log)
+    return png_base64(fig)
+
+
+def per_layer(
+    lines: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    ylabel: str,
+    log: bool = True,
+    band: tuple[float, float] | None = None,
+    dashed: Sequence[str] = (),
+    ylim: tuple[float, float] | None = None,
+) -> str:
+    """One line per layer (x in epochs); ``band`` shades a healthy range."""
+    fig, (ax,) = new_figure(height=3.8)
+    if band is not None:
+        ax.axhspan(*band, color="tab:green", alpha=0.12, label="healthy band")
+    for name, (x, y) in lines.items():
+        y = np.asarray(y, dtype=np.float64)
+        if log:
+            y = np.where(y > 0, y, np.nan)  # log axes cannot show 0; a gap says "zero"
+        ax.plot(x, y, "--" if name in dashed else "-", marker=".", ms=3, lw=1, label=name)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    _finish(ax, title, ylabel, log)
+    return png_base64(fig)
+
+
+def update_ratio_band() -> tuple[float, float]:
+    return (UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH)
+
+
+def histograms(panels: Mapping[str, Sequence[tuple[str, np.ndarray]]], max_panels: int = 12) -> str:
+    """Small multiples: for each tag, its (label, buckets) histograms overlaid.
+
+    ``buckets`` are TensorBoard's rows (left edge, right edge, count).
+    """
+    names = list(panels)[:max_panels]
+    cols = 3 if len(names) > 2 else len(names)
+    rows = math.ceil(len(names) / cols)
+    fig, axes = new_figure(rows, cols, height=2.2)
+    for ax, name in zip(axes, names, strict=False):
+        for (label, buckets), color in zip(panels[name], ("0.6", "tab:blue"), strict=False):
+            buckets = np.asarray(buckets, dtype=np.float64)
+            left, right, count = buckets[:, 0], buckets[:, 1], buckets[:, 2]
+            width = np.where(right > left, right - left, 1e-3)
+            ax.bar(left, count, width=width, align="edge", color=color, alpha=0.6, label=label)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="best")
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    return png_base64(fig)
+
+
+def bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str) -> str:
+    fig, (ax,) = new_figure(height=2.6)
+    ax.bar([str(v) for v in labels], values, color="tab:blue")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", labelsize=7)
+    return png_base64(fig)
+
+
+def _finish(ax, title: str, ylabel: str, log: bool) -> None:
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(loc="best", fontsize="small", ncol=2 if len(handles) > 6 else 1)
