@@ -20,11 +20,14 @@ _LAZY = {
     "check_regularization_raises_loss": "kerasdiag.sanity",
     "diagnose": "kerasdiag.diagnosis",
     "expected_initial_loss": "kerasdiag.sanity",
+    "find_trial_checkpoints": "kerasdiag.search",
     "load_config": "kerasdiag.config",
     "load_dataset": "kerasdiag.data",
     "overfit_small_subset": "kerasdiag.sanity",
     "run_sanity_stages": "kerasdiag.sanity",
+    "run_search": "kerasdiag.search",
     "run_training": "kerasdiag.pipeline",
+    "StopOnDivergence": "kerasdiag.search",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
