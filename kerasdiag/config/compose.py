@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -15,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from kerasdiag.config.schema import Config
 from kerasdiag.errors import ConfigError
@@ -81,7 +83,8 @@ def composition_error(exc: BaseException, overrides: Sequence[str]) -> ConfigErr
         return ConfigError("overrides", list(overrides), reason)
     key, _, value = culprit.partition("=")
     reason = reason.replace(f"Error merging override {culprit}", "").strip() or reason
-    return ConfigError(key.lstrip("+~"), value, reason)
+    key = " ".join(key.lstrip("+~").split())  # one line, whatever was typed
+    return ConfigError(key or "overrides", value, " ".join(reason.split()))
 
 
 def _find_culprit(text: str, overrides: Sequence[str]) -> str | None:
@@ -148,7 +151,8 @@ def _get(cfg: Any, key: str) -> Any:
 
 def validate_config(cfg: DictConfig) -> None:
     """Check value ranges the schema's types cannot express; raise ConfigError on the first."""
-    for key in _unknown_keys(cfg, OmegaConf.structured(Config)):
+    _check_resolvable(cfg)
+    for key in _unknown_keys(cfg, _schema()):
         _require(False, key, OmegaConf.select(cfg, key), "unknown key (not in the config schema)")
     _one_of(cfg, "data.name", DATASETS)
     _fraction(cfg, "data.val_fraction")
@@ -260,6 +264,27 @@ def _validate_areas(cfg: DictConfig) -> None:
     if cfg.tuner.name != "none":
         validate_search(cfg)
     validate_ensemble_config(cfg)
+
+
+def _check_resolvable(cfg: DictConfig) -> None:
+    """Every ``${...}`` interpolation resolves to a value its key's type accepts."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        raw: Any = OmegaConf.to_container(cfg, resolve=False)
+        for part in key.split("."):
+            raw = raw.get(part) if isinstance(raw, dict) else None
+        reason = " ".join(str(exc).splitlines()[0].split())
+        raise ConfigError(key, raw, f"cannot be resolved: {reason}") from None
+
+
+@functools.cache
+def _schema() -> DictConfig:
+    # Building the structured config takes ~10 ms: once per process is enough.
+    schema = OmegaConf.structured(Config)
+    OmegaConf.set_readonly(schema, True)
+    return schema
 
 
 def _unknown_keys(node: Any, schema: Any, prefix: str = "") -> Iterator[str]:
