@@ -89,7 +89,7 @@ def evaluate_with_ema(
     """
     optimizer = ema_optimizer(model)
     same = all(
-        np.array_equal(keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(a))
+        np.array_equal(v.numpy(), a.numpy())
         for v, a in zip(
             optimizer._trainable_variables, optimizer._model_variables_moving_average, strict=True
         )

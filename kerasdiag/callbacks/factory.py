@@ -80,39 +80,23 @@ def monitor_callbacks(
         callbacks.append(
             LearningRateMonitor(log_dir=log_dir, csv_path=run_dir / "learning_rate.csv")
         )
-    if value("update_ratio"):
-        freq = value("update_ratio_freq")
-        csv_path = run_dir / "update_ratios.csv"
-        callbacks.append(
-            build("update_ratio_freq", UpdateRatioMonitor, freq, log_dir=log_dir, csv_path=csv_path)
-        )
-    if value("activations"):
-        freq = value("activations_freq")
-        csv_path = run_dir / "activations.csv"
-        callbacks.append(
-            build(
-                "activations_freq",
-                ActivationHistograms,
-                x_probe,
-                freq=freq,
-                log_dir=log_dir,
-                csv_path=csv_path,
+    step_monitors = [  # (switch key, class, probe arguments, CSV file); "<key>_freq" is the freq
+        ("update_ratio", UpdateRatioMonitor, (), "update_ratios.csv"),
+        ("activations", ActivationHistograms, (x_probe,), "activations.csv"),
+        ("gradients", GradientMonitor, (x_probe, y_probe), "gradient_norms.csv"),
+    ]
+    for key, monitor, probe, filename in step_monitors:
+        if value(key):
+            callbacks.append(
+                build(
+                    f"{key}_freq",
+                    monitor,
+                    *probe,
+                    freq=value(f"{key}_freq"),
+                    log_dir=log_dir,
+                    csv_path=run_dir / filename,
+                )
             )
-        )
-    if value("gradients"):
-        freq = value("gradients_freq")
-        csv_path = run_dir / "gradient_norms.csv"
-        callbacks.append(
-            build(
-                "gradients_freq",
-                GradientMonitor,
-                x_probe,
-                y_probe,
-                freq=freq,
-                log_dir=log_dir,
-                csv_path=csv_path,
-            )
-        )
     if value("filters"):
         callbacks.append(FilterImages(out_dir=run_dir, log_dir=log_dir))
     if value("curves"):

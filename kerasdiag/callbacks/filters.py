@@ -29,10 +29,10 @@ def first_layer_filters(
     """
     for layer in _layers(model):
         if isinstance(layer, keras.layers.Conv2D):
-            kernel = keras.ops.convert_to_numpy(layer.kernel)  # (h, w, in, out)
+            kernel = layer.kernel.numpy()  # (h, w, in, out)
             return layer.name, np.transpose(kernel, (3, 0, 1, 2))
         if isinstance(layer, keras.layers.Dense):
-            kernel = keras.ops.convert_to_numpy(layer.kernel)  # (in, out)
+            kernel = layer.kernel.numpy()  # (in, out)
             shape = image_shape or _image_shape(kernel.shape[0], model)
             if shape is None or math.prod(shape) != kernel.shape[0]:
                 return None
