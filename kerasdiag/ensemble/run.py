@@ -48,6 +48,7 @@ from kerasdiag.pipeline import (
     evaluate_test,
     fit,
     record_nan_stop,
+    run_sanity,
     seed_everything,
     training_callbacks,
 )
@@ -93,11 +94,19 @@ def run_ensemble(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         return report
 
 
-def train_member(cfg: DictConfig, member_dir: Path, data: Dataset, every_epoch: bool = False):
+def train_member(
+    cfg: DictConfig,
+    member_dir: Path,
+    data: Dataset,
+    every_epoch: bool = False,
+    sanity: bool = True,
+) -> None:
     """Train one member in ``member_dir`` exactly as a single run trains, then test it.
 
     ``every_epoch`` keeps a checkpoint of every epoch (checkpoint ensembles). With
     ``optimizer.use_ema`` the moving average of the weights is saved as ``ema.keras``.
+    ``sanity`` runs the pre-training checks (the ensembles run them for their first member
+    only: the others differ by seed alone).
     """
     if run_dir_status(member_dir) == FINISHED:
         if (member_dir / NAN_FILE).exists():
@@ -111,7 +120,9 @@ def train_member(cfg: DictConfig, member_dir: Path, data: Dataset, every_epoch: 
         seed_everything(cfg.trainer)
         write_text_atomic(member_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         model = build_model(cfg, data)
-        callbacks = training_callbacks(cfg, member_dir, data)
+        if sanity:
+            run_sanity(cfg, model, data, member_dir)
+        callbacks = training_callbacks(cfg, member_dir, data, keep_backup=True)
         for callback in callbacks:
             if isinstance(callback, BestCheckpoint):
                 callback.every_epoch = every_epoch
@@ -129,8 +140,8 @@ def train_member(cfg: DictConfig, member_dir: Path, data: Dataset, every_epoch: 
 def seed_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
     """E1: ``members`` trainings, seeds ``trainer.seed + i``; each gives its best checkpoint."""
     members = []
-    for member_cfg, member_dir in _trainings(cfg, run_dir, int(cfg.ensemble.members)):
-        train_member(member_cfg, member_dir, data)
+    for i, (member_cfg, member_dir) in enumerate(_trainings(cfg, run_dir, cfg.ensemble.members)):
+        train_member(member_cfg, member_dir, data, sanity=i == 0)
         members.append(_best_checkpoint_member(cfg, member_dir, member_dir.name))
     return members
 
@@ -153,8 +164,10 @@ def ema_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
     """E4: ``members`` trainings with a weight moving average; each adds best + EMA models."""
     members = []
     ema_cfg = OmegaConf.merge(cfg, {"optimizer": {"use_ema": True}})
-    for member_cfg, member_dir in _trainings(ema_cfg, run_dir, int(cfg.ensemble.members)):
-        train_member(member_cfg, member_dir, data)
+    for i, (member_cfg, member_dir) in enumerate(
+        _trainings(ema_cfg, run_dir, cfg.ensemble.members)
+    ):
+        train_member(member_cfg, member_dir, data, sanity=i == 0)
         members.append(_best_checkpoint_member(cfg, member_dir, member_dir.name))
         members.append(Member(f"{member_dir.name}/ema", member_dir / "ema.keras"))
     return members
@@ -256,7 +269,7 @@ def print_ensemble_summary(report: dict[str, Any], run_dir: Path) -> None:
 def _trainings(cfg: DictConfig, run_dir: Path, count: int) -> list[tuple[DictConfig, Path]]:
     # Same data split and shuffling for every member (data.seed); only trainer.seed changes,
     # i.e. the initialisation and dropout masks (E1).
-    seeds = [int(cfg.trainer.seed) + i for i in range(count)]
+    seeds = [int(cfg.trainer.seed) + i for i in range(int(count))]
     return [
         (OmegaConf.merge(cfg, {"trainer": {"seed": s}}), run_dir / "members" / f"seed{s}")
         for s in seeds
