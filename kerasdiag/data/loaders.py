@@ -82,23 +82,25 @@ def _load_npz(data_cfg: Any) -> RawData:
             raise DataError(f"{path}: class_names must be a 1-D array of names")
         names = [str(n) for n in class_names]
     else:
-        y_all = np.concatenate([y_train, y_test])
+        y_all = np.concatenate([y_train.ravel(), y_test.ravel()])
         top = int(y_all.max()) if y_all.size and y_all.dtype.kind in "iu" else 0
         names = [str(i) for i in range(max(top, 0) + 1)]
     return arrays["x_train"], y_train, arrays["x_test"], y_test, names
 
 
-def _check_expanded_size(path: Path) -> None:
-    """Refuse an archive whose arrays would not fit in memory (a zip bomb) before reading it."""
+def _check_expanded_size(path: Path, memory: int | None = None) -> None:
+    """Refuse an archive whose arrays would not fit in ``memory`` bytes (default: this
+    machine's RAM) before reading it: a zip bomb of a few kB can declare gigabytes."""
     try:
         with zipfile.ZipFile(path) as archive:
             total = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError):
         return  # not a zip: np.load reports what it is
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX
-        return
+    if memory is None:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not POSIX
+            return
     if total > memory:
         raise DataError(
             f"{path} expands to {total / 1e9:.1f} GB, more than this machine's "
@@ -147,10 +149,10 @@ def prepare_splits(
 ) -> Dataset:
     """Check raw arrays, then subsample, split and normalise them as ``data_cfg`` says."""
     num_classes = len(class_names)
-    if num_classes < 2:
-        raise DataError(f"need at least 2 classes to classify, got {num_classes}")
     check_arrays(x_train, y_train, num_classes, "train")
     check_arrays(x_test, y_test, num_classes, "test")
+    if num_classes < 2:
+        raise DataError(f"need at least 2 classes to classify, got {num_classes}")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(
             f"train inputs are {x_train.shape[1:]} per example but test inputs {x_test.shape[1:]}"
