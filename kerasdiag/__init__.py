@@ -20,7 +20,6 @@ _LAZY = {
     "check_regularization_raises_loss": "kerasdiag.sanity",
     "diagnose": "kerasdiag.diagnosis",
     "expected_initial_loss": "kerasdiag.sanity",
-    "find_trial_checkpoints": "kerasdiag.search",
     "load_config": "kerasdiag.config",
     "load_dataset": "kerasdiag.data",
     "overfit_small_subset": "kerasdiag.sanity",

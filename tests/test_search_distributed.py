@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from kerasdiag.search.results import parse_trial_checkpoint
+from kerasdiag.ensemble.selection import parse_checkpoint_name
 
 from conftest import REPO
 
@@ -76,7 +76,7 @@ def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
         rows = list(csv.DictReader(f))
     assert sorted(int(r["trial"]) for r in rows) == list(range(TRIALS))
     assert all(r["status"] in ("completed", "diverged") for r in rows)
-    kept = [parse_trial_checkpoint(p, "val_accuracy") for p in (run_dir / "trials").iterdir()]
-    assert sorted(t for _, t, _ in kept) == sorted(int(r["trial"]) for r in rows if r["score"])
+    kept = [parse_checkpoint_name(p).label for p in (run_dir / "trials").iterdir()]
+    assert sorted(kept) == [f"stage1-trial{int(r['trial']):03d}" for r in rows if r["score"]]
     assert "no trials left" in output["tuner0"] and "no trials left" in output["tuner1"]
     assert "best val_accuracy" in output["chief"]

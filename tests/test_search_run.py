@@ -18,9 +18,9 @@ import pytest
 
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
+from kerasdiag.ensemble.selection import best_checkpoints, parse_checkpoint_name, source_checkpoints
 from kerasdiag.search import run_search
 from kerasdiag.search.oracle import validate_search
-from kerasdiag.search.results import find_trial_checkpoints, parse_trial_checkpoint
 
 from conftest import REPO
 
@@ -30,6 +30,11 @@ STAGES = "tuner.stages=[{trials:4,epochs:1},{trials:2,epochs:2}]"
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def trial_number(path: Path) -> int:
+    """3 for trials/stage1-trial003-val_accuracy0.9123.keras."""
+    return int(parse_checkpoint_name(path).label.split("-trial")[1])
 
 
 def read_ledger(run_dir: Path) -> list[dict]:
@@ -60,7 +65,7 @@ def test_search_writes_one_row_and_one_named_checkpoint_per_trial(search):
         name = Path(row["checkpoint"]).name
         assert name.startswith(f"stage{row['stage']}-trial{int(row['trial']):03d}-val_accuracy")
         assert (run_dir / row["checkpoint"]).is_file()
-        assert parse_trial_checkpoint(name, "val_accuracy")[2] == round(float(row["score"]), 4)
+        assert parse_checkpoint_name(name).score == round(float(row["score"]), 4)
     kept = sorted(p.name for p in (run_dir / "trials").iterdir())
     assert kept == sorted(Path(r["checkpoint"]).name for r in rows if r["checkpoint"])
     assert summary["trials"] == 6 and summary["best"]["checkpoint"].startswith("trials/")
@@ -70,8 +75,9 @@ def test_the_score_in_a_checkpoint_name_is_its_validation_accuracy(search):
     """Reload the best trial's file and re-measure it on the one validation split (H4, H5)."""
     cfg, run_dir, summary = search
     data = load_dataset(cfg.data)
-    path, score = find_trial_checkpoints(run_dir, "val_accuracy")[0]
-    model = keras.saving.load_model(path)
+    best = best_checkpoints(source_checkpoints(run_dir), 1)[0]
+    score = best.score
+    model = keras.saving.load_model(best.path)
     accuracy = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["accuracy"]
     assert accuracy == pytest.approx(score, abs=6e-5)
     assert summary["best"]["score"] == pytest.approx(score, abs=6e-5)
@@ -169,6 +175,6 @@ def test_a_killed_search_resumes_where_it_stopped(tmp_path, capsys):
     assert {e["pid"] for e in after} == {os.getpid()}
     rows = read_csv(run_dir / "search.csv")
     assert [r["trial"] for r in rows] == ["0", "1", "2"] and summary["trials"] == 3
-    named = {parse_trial_checkpoint(p, "val_accuracy")[1] for p in (run_dir / "trials").iterdir()}
+    named = {trial_number(p) for p in (run_dir / "trials").iterdir()}
     scored = {int(r["trial"]) for r in rows if r["score"]}
     assert named == scored and len(list((run_dir / "trials").iterdir())) == len(scored)

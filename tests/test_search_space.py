@@ -16,6 +16,11 @@ from sklearn.datasets import load_digits
 
 from kerasdiag.callbacks.checkpoint import BestCheckpoint
 from kerasdiag.config import load_config
+from kerasdiag.ensemble.selection import (
+    best_checkpoints,
+    parse_checkpoint_name,
+    source_checkpoints,
+)
 from kerasdiag.errors import ConfigError
 from kerasdiag.search.divergence import StopOnDivergence
 from kerasdiag.search.oracle import (
@@ -27,8 +32,7 @@ from kerasdiag.search.oracle import (
 )
 from kerasdiag.search.results import (
     TrialRecord,
-    find_trial_checkpoints,
-    parse_trial_checkpoint,
+    kept_checkpoints,
     search_figure,
     trial_checkpoint_name,
 )
@@ -181,20 +185,26 @@ def test_trial_config_sets_sampled_values_and_the_stage(c2f):
         trial_config(floor, space, {**values, "lr": 1e-5}, epochs=5)
 
 
-def test_checkpoint_names_round_trip_and_rank_best_first(tmp_path):
+def test_trial_checkpoint_names_are_ranked_by_the_ensembles_reader(tmp_path):
+    """The stable name contract with ``ensemble=topk``: it reads the score from the name."""
     name = trial_checkpoint_name(1, "3", "val_accuracy", 0.91234)
     assert name == "stage1-trial003-val_accuracy0.9123.keras"
-    assert parse_trial_checkpoint(name, "val_accuracy") == (1, 3, 0.9123)
-    assert parse_trial_checkpoint(name, "val_loss") is None
-    assert parse_trial_checkpoint("best-epoch003-val_accuracy0.9.keras", "val_accuracy") is None
+    parsed = parse_checkpoint_name(name)
+    assert (parsed.label, parsed.metric, parsed.score) == (
+        "stage1-trial003",
+        "val_accuracy",
+        0.9123,
+    )
     (tmp_path / "trials").mkdir()
     for stage, trial, score in [(1, 0, 0.5), (1, 1, 0.93), (2, 0, 0.97), (2, 1, 0.12)]:
         (tmp_path / "trials" / trial_checkpoint_name(stage, trial, "val_accuracy", score)).touch()
-        (tmp_path / "trials" / trial_checkpoint_name(stage, trial, "val_loss", score)).touch()
-    top = find_trial_checkpoints(tmp_path, "val_accuracy")
-    assert [s for _, s in top] == [0.97, 0.93, 0.5, 0.12]
-    assert top[0][0].name == "stage2-trial000-val_accuracy0.9700.keras"
-    assert [s for _, s in find_trial_checkpoints(tmp_path, "val_loss")] == [0.12, 0.5, 0.93, 0.97]
+    top = best_checkpoints(source_checkpoints(tmp_path), 3)
+    assert [(s.label, s.score) for s in top] == [
+        ("stage2-trial000", 0.97), ("stage1-trial001", 0.93), ("stage1-trial000", 0.5),
+    ]  # fmt: skip
+    assert [p.name for p in kept_checkpoints(tmp_path, 2, "1")] == [
+        "stage2-trial001-val_accuracy0.1200.keras"
+    ]
 
 
 def test_search_figure_uses_log_axes_for_log_sampled_entries(c2f):

@@ -29,8 +29,6 @@ _LAZY = {
     "TrialTuner": "kerasdiag.search.tuner",
     "trial_config": "kerasdiag.search.tuner",
     "TrialRecord": "kerasdiag.search.results",
-    "find_trial_checkpoints": "kerasdiag.search.results",
-    "parse_trial_checkpoint": "kerasdiag.search.results",
     "plot_search": "kerasdiag.search.results",
     "trial_checkpoint_name": "kerasdiag.search.results",
     "write_search_csv": "kerasdiag.search.results",

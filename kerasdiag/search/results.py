@@ -2,14 +2,12 @@
 
 Trial checkpoints are named ``trials/stage{S}-trial{NNN}-{objective}{score:.4f}.keras``
 (``stage1-trial003-val_accuracy0.9123.keras``): the score is the trial's best validation
-value, so the top-k trials of a search can be picked from file names alone
-(:func:`find_trial_checkpoints`). No TensorFlow here.
+value, so the top-k trials of a search are picked from file names alone
+(``ensemble=topk``, :func:`kerasdiag.ensemble.best_checkpoints`). No TensorFlow here.
 
 Example:
     >>> trial_checkpoint_name(2, "07", "val_accuracy", 0.91234)
     'stage2-trial007-val_accuracy0.9123.keras'
-    >>> parse_trial_checkpoint("stage2-trial007-val_accuracy0.9123.keras", "val_accuracy")
-    (2, 7, 0.9123)
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,6 @@ from kerasdiag.io import write_bytes_atomic, write_csv_atomic
 from kerasdiag.search.oracle import Param, objective_direction
 
 TRIALS_DIR = "trials"
-_NAME = re.compile(r"^stage(\d+)-trial(\d+)-(.+?)(-?\d+\.\d+)\.keras$")
 
 
 @dataclass(frozen=True)
@@ -56,33 +52,6 @@ def trial_checkpoint_name(stage: int, trial_id: str | int, objective: str, score
 def kept_checkpoints(run_dir: str | os.PathLike, stage: int, trial_id: str | int) -> list[Path]:
     """The checkpoint(s) kept for one trial in ``run_dir/trials`` (one, or none if it had no score)."""
     return sorted((Path(run_dir) / TRIALS_DIR).glob(f"{trial_prefix(stage, trial_id)}*.keras"))
-
-
-def parse_trial_checkpoint(
-    name: str | os.PathLike, objective: str
-) -> tuple[int, int, float] | None:
-    """``(stage, trial, score)`` from a trial checkpoint's file name, or None if it is not one."""
-    match = _NAME.match(Path(name).name)
-    if match is None or match.group(3) != objective:
-        return None
-    return int(match.group(1)), int(match.group(2)), float(match.group(4))
-
-
-def find_trial_checkpoints(
-    run_dir: str | os.PathLike, objective: str = "val_accuracy"
-) -> list[tuple[Path, float]]:
-    """Every trial checkpoint of a search run directory with its score, best first.
-
-    The order uses the objective's direction (highest accuracy, lowest loss first), so
-    ``find_trial_checkpoints(run_dir)[:k]`` are the top-k trials of the search (E2).
-    """
-    found = []
-    for path in (Path(run_dir) / TRIALS_DIR).glob("stage*-trial*.keras"):
-        parsed = parse_trial_checkpoint(path, objective)
-        if parsed is not None and math.isfinite(parsed[2]):
-            found.append((path, parsed[2]))
-    maximize = objective_direction(objective) == "max"
-    return sorted(found, key=lambda item: (-item[1] if maximize else item[1], item[0].name))
 
 
 def records_from_trials(

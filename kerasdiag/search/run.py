@@ -32,12 +32,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kerasdiag.data import load_dataset
+from kerasdiag.data import Dataset, load_dataset
 from kerasdiag.errors import ConfigError
 from kerasdiag.io import write_json_atomic, write_text_atomic
 from kerasdiag.pipeline import build_model, evaluate_test, seed_everything
 from kerasdiag.rundir import claim_run_dir
-from kerasdiag.search.oracle import Stage, build_oracle, narrow_space, validate_search
+from kerasdiag.search.oracle import Param, Stage, build_oracle, narrow_space, validate_search
 from kerasdiag.search.results import (
     TrialRecord,
     best_records,
@@ -96,7 +96,14 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         return _search(cfg, run_dir, role, space, stages, started)
 
 
-def _search(cfg, run_dir: Path, role: str, space, stages, started: float) -> dict[str, Any]:
+def _search(
+    cfg: DictConfig,
+    run_dir: Path,
+    role: str,
+    space: list[Param],
+    stages: list[Stage],
+    started: float,
+) -> dict[str, Any]:
     objective = str(cfg.tuner.objective)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.trainer)
@@ -138,7 +145,14 @@ def _search(cfg, run_dir: Path, role: str, space, stages, started: float) -> dic
     return summary
 
 
-def _summarise(cfg, run_dir: Path, records, space, stages, data) -> dict[str, Any]:
+def _summarise(
+    cfg: DictConfig,
+    run_dir: Path,
+    records: list[TrialRecord],
+    space: list[Param],
+    stages: list[Stage],
+    data: Dataset | None,
+) -> dict[str, Any]:
     objective = str(cfg.tuner.objective)
     counts = {s: sum(r.status == s for r in records) for s in ("completed", "diverged", "failed")}
     summary: dict[str, Any] = {

@@ -124,7 +124,8 @@ class TrialTuner(keras_tuner.Tuner):
         epochs_run = len(history.history.get("loss", []))
         diverged = divergence.diverged_epoch is not None
         self._log_event(
-            trial, "end", status="diverged" if diverged else "completed", score=score,
+            trial, "end", status="diverged" if diverged else "completed",
+            score=score if math.isfinite(score) else None,
             epochs=epochs_run, checkpoint=kept, message=divergence.reason,
         )  # fmt: skip
         return {
