@@ -262,3 +262,14 @@ def test_variables_restricts_the_check_and_arguments_are_validated():
         check_gradients(model, x, y, h=0.0)
     with pytest.raises(ValueError, match="loss"):
         check_gradients(keras.Sequential([keras.Input((64,)), keras.layers.Dense(2)]), x, y)
+
+
+def test_a_loss_that_computes_in_float32_is_refused_not_cast():
+    x, y = digits()
+
+    def float32_loss(y_true, y_pred):
+        ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+        return tf.cast(ce, "float32")
+
+    with pytest.raises(ValueError, match="float32 loss"):
+        check_gradients(planted_dense_model(), x, y, loss=float32_loss)

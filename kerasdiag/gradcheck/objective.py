@@ -120,8 +120,8 @@ class ModelObjective:
         """Clone ``model`` to float64 (optionally warm it up) and fix the checked examples.
 
         The check uses the first ``samples`` examples of ``x``; a warm-up trains the copy on
-        all of ``x`` (G8). Python's, NumPy's and Keras' global random state are restored, so
-        running a check does not change what a later training run draws.
+        all of ``x`` (G8). Python's and NumPy's global random state are restored, so running
+        a check does not change what a later training run draws.
         """
         if len(getattr(model, "outputs", None) or [None]) != 1:
             raise ValueError("model: gradient checks take a single-output model")
@@ -146,13 +146,13 @@ class ModelObjective:
                 values, self.non_trainable, self.x, return_losses=True,
                 **training_kwargs(self.model, self.training),
             )  # fmt: skip
-            data = tf.cast(self.loss_fn(self.y, out), FLOAT64) * self.scale
+            _require_float64(out, "model outputs")
+            data = _require_float64(self.loss_fn(self.y, out), "loss") * self.scale
             reg = tf.zeros([], FLOAT64)
             for term in losses:
-                reg += tf.cast(tf.reduce_sum(term), FLOAT64) * self.scale
+                reg += tf.reduce_sum(_require_float64(term, "regularization term")) * self.scale
         self.kink_types = rec.kink_types
         self.has_regularization = bool(losses)
-        _check_float64(out)
         return data, reg, rec.fingerprint() if fingerprint else None
 
     def _gradients_graph(self):
@@ -211,13 +211,15 @@ class ModelObjective:
         return len({v.path.rsplit("/", 1)[0] for v in self.model.trainable_variables})
 
 
-def _check_float64(out: Any) -> None:
-    for t in keras.tree.flatten(out):
+def _require_float64(value: Any, what: str) -> Any:
+    # A silent cast would hide float32 arithmetic (relative errors ~1e-2, G3): refuse it.
+    for t in keras.tree.flatten(value):
         if t.dtype != tf.float64:
             raise ValueError(
-                f"the float64 model copy produced {t.dtype.name} outputs; a layer casts "
-                "to a fixed dtype, so the check cannot run in float64"
+                f"the float64 check got {t.dtype.name} {what}: something casts to a fixed "
+                "dtype, so the check cannot run in float64"
             )
+    return value
 
 
 class _seeded:
