@@ -49,8 +49,7 @@ def get_strategy(name: str) -> tf.distribute.Strategy:
         raise ConfigError(
             "trainer.strategy", name, f"must be one of {', '.join(sorted(STRATEGIES))}"
         )
-    if name == "auto":
-        name = _auto_choice()
+    name = resolve_strategy_name(name)
     if name == "none":
         return tf.distribute.get_strategy()
     if name not in _STRATEGIES:
@@ -72,8 +71,11 @@ def scaled_learning_rate(lr: float, strategy: tf.distribute.Strategy, scale: boo
     return float(lr) * (strategy.num_replicas_in_sync if scale else 1)
 
 
-def _auto_choice() -> str:
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
+def resolve_strategy_name(name: str) -> str:
+    """The strategy ``name`` stands for on this machine: ``auto`` resolved, others as they are."""
+    if name != "auto":
+        return name
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
     if sum(len(tasks) for tasks in cluster.values()) > 1:
         return "multiworker"
     return "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "none"

@@ -31,7 +31,8 @@ SCRIPT = textwrap.dedent(
     from kerasdiag.errors import ConfigError
     from kerasdiag.pipeline import build_model, run_training
 
-    out = {name: get_strategy(name).num_replicas_in_sync for name in ("none", "auto", "mirrored")}
+    names = ("none", "auto", "mirrored", "multiworker")
+    out = {name: get_strategy(name).num_replicas_in_sync for name in names}
     out["same_instance"] = get_strategy("mirrored") is get_strategy("mirrored")
     try:
         get_strategy("horovod")
@@ -96,8 +97,9 @@ def two_replicas(tmp_path_factory):
 
 def test_strategy_names_map_to_replica_counts(two_replicas):
     out, _ = two_replicas
-    # "auto" stays on one device without GPUs or a TF_CONFIG cluster.
-    assert (out["none"], out["auto"], out["mirrored"]) == (1, 1, 2)
+    # "auto" stays on one device without GPUs or a TF_CONFIG cluster; without TF_CONFIG
+    # the multi-worker strategy is one local worker (on CPU: one replica).
+    assert (out["none"], out["auto"], out["mirrored"], out["multiworker"]) == (1, 1, 2, 1)
     assert out["same_instance"]
     assert "trainer.strategy='horovod'" in out["bad_name"]
 
@@ -123,3 +125,26 @@ def test_pipeline_trains_on_two_replicas(two_replicas):
     assert out["pipeline_test_accuracy"] > 0.5  # chance is 0.1
     assert (run_dir / "metrics.csv").is_file()
     assert list((run_dir / "checkpoints").glob("best-*.keras"))
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "expected"),
+    [
+        (None, "none"),  # no GPU on the test machine, no cluster
+        ('{"cluster": {"worker": ["host1:2222"]}, "task": {"type": "worker", "index": 0}}', "none"),
+        (
+            '{"cluster": {"chief": ["host0:2222"], "worker": ["host1:2222"]},'
+            ' "task": {"type": "chief", "index": 0}}',
+            "multiworker",
+        ),
+    ],
+)
+def test_auto_picks_multiworker_only_for_a_cluster(monkeypatch, tf_config, expected):
+    from kerasdiag.distribute import resolve_strategy_name
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert resolve_strategy_name("auto") == expected
+    assert resolve_strategy_name("mirrored") == "mirrored"

@@ -121,8 +121,10 @@ def test_an_interrupted_ensemble_reuses_its_finished_members(seeds_run):
 
 
 def test_checkpoint_ensemble_from_the_command_line(tmp_path):
+    # Multiclass-hinge members: their scores go through the same softmax as logits.
     run_dir = tmp_path / "run"
     done = run_train(
+        "loss=multiclass_hinge",
         "ensemble=checkpoints",
         "ensemble.members=3",
         "trainer.epochs=5",
