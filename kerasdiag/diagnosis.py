@@ -103,9 +103,10 @@ class Thresholds:
     - ``bump``: ... with the learning rate to blame when the loss rises between two epochs
       after the first by more than this fraction of the initial loss (a capacity-limited
       model flattens smoothly instead).
-    - ``linear_ratio`` / ``linear_level``: a decay whose second half lowers the loss by more
-      than ``linear_ratio`` times the first half (a healthy curve is convex: ~0.1-0.3), with
-      the final loss still above ``linear_level`` of the initial loss, is linear (lr too low).
+    - ``linear_ratio`` / ``linear_level``: a decay whose second half lowers the loss per epoch
+      by more than ``linear_ratio`` times the first half's rate (a healthy curve is convex:
+      ~0.1-0.3), with the final loss still above ``linear_level`` of the initial loss, is
+      linear (lr too low).
     - ``variance``: validation error minus training error above this is high variance,
       overfitting (P2: 1% train vs 11% dev error).
     - ``val_loss_rise``: a final validation loss this fraction above its minimum while the
@@ -363,12 +364,14 @@ def loss_shape(
         and late_bump > th.bump * scale
     ):
         return {"shape": "plateau_high", "largest_late_rise": late_bump, **numbers}
+    # Per-epoch rates of the two halves (they differ in length when n is even).
+    first_rate, second_rate = first_drop / mid, second_drop / (n - 1 - mid)
     if (
-        first_drop > 0
-        and second_drop > th.linear_ratio * first_drop
+        first_rate > 0
+        and second_rate > th.linear_ratio * first_rate
         and loss[-1] > th.linear_level * scale
     ):
-        return {"shape": "linear", "drop_ratio": second_drop / first_drop, **numbers}
+        return {"shape": "linear", "drop_ratio": second_rate / first_rate, **numbers}
     return {"shape": "ok", **numbers}
 
 
@@ -494,8 +497,8 @@ def curve_findings(
         findings.append(
             make_finding(
                 "lr_too_low",
-                f"the loss decays almost linearly (second half of training lowered it "
-                f"{shape['drop_ratio']:.0%} as much as the first) and is still at "
+                f"the loss decays almost linearly (in the second half of training it fell "
+                f"{shape['drop_ratio']:.0%} as fast per epoch as in the first) and is still at "
                 f"{shape['final_loss']:.4g}, {shape['final_loss'] / shape['initial_loss']:.0%} "
                 f"of the initial {shape['initial_loss']:.4g}",
                 {**shape, **ratio_note},

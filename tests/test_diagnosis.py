@@ -1,0 +1,232 @@
+"""diagnose(run_dir) and the curve judgements it shares with TrainingDoctor (M1, M2, P2)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from kerasdiag import diagnose
+from kerasdiag.callbacks.nan_stop import NonFiniteLossError
+from kerasdiag.config import load_config
+from kerasdiag.diagnosis import (
+    Finding,
+    Thresholds,
+    bias_variance,
+    curve_findings,
+    loss_shape,
+    oscillation_index,
+)
+from kerasdiag.pipeline import run_training
+
+# Per-epoch training losses measured on sklearn digits (first-step loss 3.008, tests/doctor_zoo.py).
+HEALTHY_ADAM = [2.033, 1.164, 0.595, 0.396, 0.303, 0.248, 0.212, 0.186, 0.167, 0.151]
+SGD_LR_2 = [3.733, 2.099, 1.751, 1.524, 1.762, 1.798, 1.56, 1.499, 1.458, 1.447]
+SGD_LR_1E3 = [2.734, 2.6, 2.482, 2.378, 2.283, 2.198, 2.119, 2.046]
+TWO_UNITS = [2.272, 2.076, 1.996, 1.939, 1.732, 1.488, 1.334, 1.229, 1.15, 1.092, 1.05, 1.016]
+INITIAL = 3.008
+
+
+@pytest.mark.parametrize(
+    ("losses", "shape"),
+    [
+        (HEALTHY_ADAM, "ok"),
+        (SGD_LR_2, "plateau_high"),  # M1: fast drop, then a bumpy plateau high up
+        (SGD_LR_1E3, "linear"),  # M1: linear decay
+        (TWO_UNITS, "ok"),  # a capacity limit flattens smoothly: not the learning rate
+        ([2.3, 2.1, 2.4, 2.9, 3.6], "rising"),  # M1: rising = far too high
+        (HEALTHY_ADAM[:3], "too_short"),
+    ],
+)
+def test_loss_shape_reads_the_learning_rate_from_the_curve(losses, shape):
+    assert loss_shape(losses, INITIAL, Thresholds())["shape"] == shape
+
+
+def test_lr_findings_name_the_rate_to_try():
+    (high,) = curve_findings({"loss": SGD_LR_2}, initial_loss=INITIAL, lr=2.0)
+    assert high.symptom == "lr_too_high" and high.source == "curves"
+    assert "optimizer.lr=0.2" in high.fix
+    (low,) = curve_findings({"loss": SGD_LR_1E3}, initial_loss=INITIAL, lr=1e-3)
+    assert low.symptom == "lr_too_low" and "optimizer.lr=0.01" in low.fix
+    # per-epoch fall over epochs 4-8 against epochs 1-4
+    assert low.evidence["drop_ratio"] == pytest.approx(
+        ((2.378 - 2.046) / 4) / ((2.734 - 2.378) / 3)
+    )
+
+
+def test_healthy_update_ratios_veto_lr_too_low():
+    # M3: ratios around 1e-3 say the rate is fine; the linear decay then has another cause.
+    assert curve_findings({"loss": SGD_LR_1E3}, initial_loss=INITIAL, update_ratio=2e-3) == []
+    (low,) = curve_findings({"loss": SGD_LR_1E3}, initial_loss=INITIAL, update_ratio=3e-5)
+    assert low.evidence["median_update_ratio"] == 3e-5
+
+
+@pytest.mark.parametrize(
+    ("train_err", "dev_err", "bayes", "verdict"),
+    [
+        (0.01, 0.11, None, "high variance"),  # P2's table
+        (0.15, 0.16, None, "high bias"),
+        (0.15, 0.30, None, "high bias and high variance"),
+        (0.005, 0.01, None, "low bias, low variance"),
+        (0.15, 0.16, 0.14, "low bias, low variance"),  # Bayes error 14%: little is avoidable
+    ],
+)
+def test_bias_variance_table(train_err, dev_err, bayes, verdict):
+    table = bias_variance(1 - train_err, 1 - dev_err, 0.9, bayes)
+    assert table["verdict"] == verdict
+    assert table["avoidable_bias"] == pytest.approx(train_err - (bayes or 0.0))
+    assert table["variance"] == pytest.approx(dev_err - train_err)
+    assert table["test_error"] == pytest.approx(0.1)
+    assert table["bayes_error_assumed"] is (bayes is None)
+    fixes = " ".join(table["fixes"])
+    assert ("bigger network" in fixes) == ("high bias" in verdict)
+    assert ("more data" in fixes) == ("high variance" in verdict)
+
+
+def test_rising_validation_loss_is_overfitting_even_with_a_small_gap():
+    history = {
+        "loss": [1.0, 0.5, 0.3, 0.2, 0.1],
+        "val_loss": [1.0, 0.6, 0.5, 0.62, 0.7],
+        "accuracy": [0.7, 0.85, 0.9, 0.95, 0.97],
+        "val_accuracy": [0.7, 0.84, 0.88, 0.92, 0.93],
+    }
+    (finding,) = curve_findings(history)
+    assert finding.symptom == "overfitting"
+    assert finding.evidence["min_val_loss_epoch"] == 3
+    assert finding.evidence["final_val_loss"] == 0.7
+
+
+def test_oscillation_index_ignores_one_bad_batch():
+    steady = [1.0, 0.98, 0.97, 0.99, 0.96, 0.95, 0.97, 0.94]
+    assert oscillation_index(steady, 2.3) < 0.02
+    assert oscillation_index([*steady[:4], 9.0, *steady[4:]], 2.3) < 0.02
+    bouncing = [2.0, 6.0, 1.5, 7.0, 2.5, 8.0, 1.0, 5.0]
+    assert oscillation_index(bouncing, 2.3) > 1.0
+
+
+def test_thresholds_are_validated_and_overridable():
+    th = Thresholds.of({"dead_fraction": 0.9, "oscillation_window": 30})
+    assert th.dead_fraction == 0.9 and th.oscillation_window == 30
+    assert Thresholds.of(None) == Thresholds()
+    with pytest.raises(ValueError, match="unknown threshold 'dead'"):
+        Thresholds.of({"dead": 0.5})
+    with pytest.raises(ValueError, match="'bias' must be a finite number > 0"):
+        Thresholds.of({"bias": -1})
+    with pytest.raises(ValueError, match="'slow_epochs' must be an integer"):
+        Thresholds.of({"slow_epochs": 2.5})
+    with pytest.raises(ValueError, match="'variance' must be a number"):
+        Thresholds.of({"variance": "high"})
+
+
+def test_stricter_thresholds_change_the_verdict():
+    history = {"loss": HEALTHY_ADAM, "accuracy": [0.96] * 10, "val_accuracy": [0.93] * 10}
+    assert curve_findings(history, initial_loss=INITIAL) == []
+    (finding,) = curve_findings(history, initial_loss=INITIAL, thresholds={"variance": 0.02})
+    assert finding.symptom == "overfitting"
+
+
+# --- whole run directories from the real pipeline ---------------------------------------------
+
+QUICK = ["sanity=off", "monitors=off", "trainer.tensorboard=false", "trainer.verbose=0"]
+
+
+def train(tmp_path_factory, name, *overrides):
+    run_dir = tmp_path_factory.mktemp(name)
+    run_training(load_config(["recipe=digits_softmax", *QUICK, *overrides]), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def healthy_run(tmp_path_factory):
+    return train(tmp_path_factory, "healthy", "trainer.epochs=10")
+
+
+@pytest.fixture(scope="module")
+def slow_run(tmp_path_factory):
+    return train(
+        tmp_path_factory,
+        "slow",
+        "optimizer=sgd",
+        "optimizer.lr=0.001",
+        "trainer.epochs=8",
+        "bayes_error=0.02",
+    )
+
+
+def test_healthy_run_is_clean(healthy_run):
+    assert diagnose(healthy_run) == []
+    assert json.loads((healthy_run / "diagnosis.json").read_text()) == []
+
+
+def test_slow_run_named_from_its_files(slow_run):
+    findings = diagnose(slow_run)
+    symptoms = [f.symptom for f in findings]
+    assert symptoms == ["lr_too_low", "underfitting"]
+    low, under = findings
+    assert "optimizer.lr=0.01" in low.fix  # read from config.yaml
+    assert under.evidence["bayes_error"] == 0.02 and not under.evidence["bayes_error_assumed"]
+    assert under.epoch == 8
+    stored = json.loads((slow_run / "diagnosis.json").read_text())
+    assert [Finding.from_dict(d) for d in stored] == findings
+    # An explicit Bayes error wins over the config's: 80% leaves no avoidable bias.
+    assert [f.symptom for f in diagnose(slow_run, bayes_error=0.8, write=False)] == ["lr_too_low"]
+
+
+def test_overfitting_run(tmp_path_factory):
+    run_dir = train(
+        tmp_path_factory,
+        "overfit",
+        "data.limit=60",
+        "model.hidden_units=[256]",
+        "model.l2=0",
+        "optimizer.lr=0.003",
+        "data.batch_size=16",
+        "trainer.epochs=30",
+        "trainer.early_stopping.enabled=false",
+    )
+    (finding,) = diagnose(run_dir)
+    assert finding.symptom == "overfitting"
+    assert finding.evidence["variance"] > 0.1
+    assert finding.evidence["train_error"] < 0.02
+    assert "augment" in finding.fix and "model.l2" in finding.fix
+
+
+def test_nan_stop_record_becomes_a_finding(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("nan")
+    cfg = load_config(
+        ["recipe=digits_softmax", *QUICK, "optimizer=sgd", "optimizer.lr=1e6", "trainer.epochs=2"]
+    )
+    with pytest.raises(NonFiniteLossError):
+        run_training(cfg, run_dir)
+    findings = diagnose(run_dir)
+    nan = findings[0]  # errors come first
+    assert nan.symptom == "nan" and nan.severity == "error" and nan.source == "nan_stop"
+    assert nan.step == json.loads((run_dir / "nan.json").read_text())["global_step"]
+    assert "lower the learning rate 10x" in nan.fix
+
+
+def test_doctor_findings_are_carried_over(healthy_run, tmp_path):
+    # A doctor.json beside the curves: its in-training findings lead, the curves are judged anew.
+    for name in ("metrics.csv", "config.yaml"):
+        (tmp_path / name).write_bytes((healthy_run / name).read_bytes())
+    found = Finding(
+        "dying_relu",
+        "warning",
+        {"dead_fraction": 0.8},
+        "lower the lr",
+        step=0,
+        epoch=1,
+        layer="hidden1_relu",
+    )
+    (tmp_path / "doctor.json").write_text(
+        json.dumps({"findings": [found.to_dict()], "initial_loss": 2.3})
+    )
+    assert diagnose(tmp_path) == [found]
+
+
+def test_missing_run_dir_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        diagnose(tmp_path / "nope")
+    assert diagnose(tmp_path) == []  # nothing to judge in an empty directory
+    assert not math.isnan(Thresholds().bias)
