@@ -14,6 +14,7 @@ from kerasdiag.data import load_dataset
 from kerasdiag.ensemble import build_ensemble, load_member, parse_checkpoint_name, run_ensemble
 from kerasdiag.errors import DataError
 from kerasdiag.pipeline import build_model, fit, seed_everything
+from kerasdiag.search.results import trial_checkpoint_name
 
 from conftest import run_train
 
@@ -197,7 +198,7 @@ def test_ema_member_holds_the_moving_average_of_the_training_weights(tmp_path):
 
 @pytest.fixture(scope="module")
 def search_dir(tmp_path_factory):
-    """A search-like folder: three real digits models named by their validation accuracy."""
+    """A search-like folder: three real digits models named as the search names its trials."""
     source = tmp_path_factory.mktemp("search")
     (source / "trials").mkdir()
     base = load_config(["trainer.epochs=2", *QUIET])
@@ -207,7 +208,7 @@ def search_dir(tmp_path_factory):
         model = build_model(cfg, data)
         fit(cfg, model, data, [])
         acc = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["accuracy"]
-        model.save(source / "trials" / f"stage1-trial{trial:03d}-val_accuracy{acc:.4f}.keras")
+        model.save(source / "trials" / trial_checkpoint_name(1, trial, "val_accuracy", acc))
     return source
 
 
