@@ -40,7 +40,12 @@ from kerasdiag.ensemble.model import (
     member_signature,
     predict_probabilities,
 )
-from kerasdiag.ensemble.selection import best_checkpoints, metric_mode, source_checkpoints
+from kerasdiag.ensemble.selection import (
+    CheckpointScore,
+    best_checkpoints,
+    metric_mode,
+    source_checkpoints,
+)
 from kerasdiag.errors import DataError, KerasdiagError
 from kerasdiag.io import atomic_path, load_model_safely, write_json_atomic, write_text_atomic
 from kerasdiag.pipeline import (
@@ -288,7 +293,7 @@ def _best_checkpoint_member(cfg: DictConfig, member_dir: Path, name: str) -> Mem
     return Member(name, path, monitor, value)
 
 
-def _scored_member(name: str, checkpoint) -> Member:
+def _scored_member(name: str, checkpoint: CheckpointScore) -> Member:
     return Member(name, checkpoint.path, checkpoint.metric, checkpoint.score)
 
 

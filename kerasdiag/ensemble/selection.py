@@ -42,6 +42,7 @@ class CheckpointScore:
 
 
 def metric_mode(metric: str) -> str:
+    """``"min"`` for losses and errors, ``"max"`` for everything else (as BestCheckpoint)."""
     return "min" if "loss" in metric or "error" in metric else "max"
 
 
