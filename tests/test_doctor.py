@@ -1,0 +1,168 @@
+"""TrainingDoctor's contract: arguments, monitors it judges, stop_on, doctor.json, per-step losses."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from doctor_zoo import compiled, digits, mlp
+
+from kerasdiag.callbacks import (
+    ActivationHistograms,
+    GradientMonitor,
+    TrainingDoctor,
+    UpdateRatioMonitor,
+)
+from kerasdiag.diagnosis import Finding
+
+
+@pytest.fixture(scope="module")
+def data():
+    return digits()
+
+
+def dead_model(data):
+    """A ReLU MLP whose biases start at -5: every hidden unit is dead."""
+    model = mlp(data, bias_initializer=keras.initializers.Constant(-5.0))
+    return compiled(model, keras.optimizers.Adam(1e-3))
+
+
+def fit(model, data, callbacks, epochs=1, **kwargs):
+    return model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=32,
+        epochs=epochs,
+        validation_data=(data.x_val, data.y_val),
+        callbacks=callbacks,
+        verbose=0,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"stop_on": ["nan", "exploding"]}, "unknown symptoms \\['exploding'\\]"),
+        ({"budget": 0}, "`budget` must be a number in \\(0, 1\\]"),
+        ({"budget": 1.5}, "`budget` must be a number in \\(0, 1\\]"),
+        ({"y": np.zeros(4)}, "`y` was given without `x`"),
+        ({"x": np.zeros((4, 8, 8, 1)), "y": np.zeros(3)}, "same number of examples"),
+        ({"thresholds": {"dead_frac": 0.5}}, "unknown threshold 'dead_frac'"),
+        ({"monitors": [keras.callbacks.History()]}, "`monitors` takes GradientMonitor"),
+        ({"monitors": [UpdateRatioMonitor(), UpdateRatioMonitor()]}, "two UpdateRatioMonitor"),
+        ({"bayes_error": 1.0}, "`bayes_error` must be in \\[0, 1\\)"),
+    ],
+)
+def test_arguments_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingDoctor(**kwargs)
+
+
+def test_doctor_judges_the_monitors_it_is_given_without_probing(data):
+    # hidden1 is dead (biases at -5) and cut off from the loss by a stop_gradient.
+    model = mlp(data, bias_initializer=keras.initializers.Constant(-5.0), cut_after_first=True)
+    model = compiled(model, keras.optimizers.Adam(1e-3))
+    x, y = data.x_train[:64], data.y_train[:64]
+    monitors = [
+        ActivationHistograms(x, freq=10),
+        GradientMonitor(x, y, freq=10),
+        UpdateRatioMonitor(freq=5),
+    ]
+    doctor = TrainingDoctor(monitors=monitors, verbose=0)
+    # The doctor comes first, as in a pipeline: it reads each probe one step later.
+    fit(model, data, [doctor, *monitors])
+    assert doctor.probes == 0
+    symptoms = {(f.symptom, f.layer) for f in doctor.findings}
+    assert ("dying_relu", "hidden1") in symptoms  # from ActivationHistograms
+    assert ("vanishing_gradients", None) in symptoms  # from GradientMonitor
+    assert ("stagnant_weights", "hidden1") in symptoms  # from UpdateRatioMonitor
+    dying = next(f for f in doctor.findings if f.symptom == "dying_relu")
+    # The monitor measured it at step 0 and the doctor reports that step, not its own.
+    assert dying.step == 0 and dying.evidence["dead_fraction"] == 1.0
+    assert monitors[0].history[0][2]["hidden1"].dead_fraction == 1.0
+
+
+def test_stop_on_ends_training_at_the_first_finding(data):
+    model = dead_model(data)
+    doctor = TrainingDoctor(data.x_train[:64], data.y_train[:64], stop_on=["dying_relu"], verbose=0)
+    fit(model, data, [doctor], epochs=5)
+    # Found before step 0; Keras stops after the batch in flight.
+    assert int(model.optimizer.iterations) == 1
+    assert doctor.findings[0].symptom == "dying_relu"
+    assert doctor.findings[0].step == 0
+
+
+def test_thresholds_override_the_defaults(data):
+    model = dead_model(data)
+    x, y = data.x_train[:64], data.y_train[:64]
+    defaults = TrainingDoctor(x, y, verbose=0)
+    fit(model, data, [defaults])
+    assert "dying_relu" in {f.symptom for f in defaults.findings}
+    # 100% dead units are not "more than 100%": a user can switch the symptom off this way.
+    model = dead_model(data)
+    relaxed = TrainingDoctor(x, y, thresholds={"dead_fraction": 1.0}, verbose=0)
+    fit(model, data, [relaxed])
+    assert "dying_relu" not in {f.symptom for f in relaxed.findings}
+    assert relaxed.thresholds.dead_fraction == 1.0
+
+
+def test_step_losses_are_the_losses_of_each_batch(data):
+    """With lr = 0 the model is fixed, so each step's loss can be computed directly."""
+    model = compiled(mlp(data), keras.optimizers.SGD(0.0))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    x, y = data.x_train[:320], data.y_train[:320]
+    expected = [
+        float(loss_fn(y[i : i + 32], model(x[i : i + 32], training=False)))
+        for i in range(0, 320, 32)
+    ]
+    doctor = TrainingDoctor(verbose=0)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, callbacks=[doctor], verbose=0)
+    steps, losses = zip(*doctor.step_losses, strict=True)
+    # The epoch's last batch is left out (it may be smaller: its recovered loss is biased).
+    assert list(steps) == list(range(9))
+    np.testing.assert_allclose(losses, expected[:9], rtol=1e-4)
+    assert doctor.initial_loss == pytest.approx(expected[0], rel=1e-5)
+
+
+def test_synchronous_and_asynchronous_dispatch_agree(data):
+    """TerminateOnNaN turns Keras' async batch-end dispatch off; the doctor works either way."""
+    results = []
+    for extra in ([], [keras.callbacks.TerminateOnNaN()]):
+        model = compiled(mlp(data), keras.optimizers.SGD(1e-4))
+        doctor = TrainingDoctor(verbose=0)
+        fit(model, data, [doctor, *extra], epochs=2, shuffle=False)
+        results.append(doctor)
+    async_doctor, sync_doctor = results
+    assert [s for s, _ in async_doctor.step_losses] == [s for s, _ in sync_doctor.step_losses]
+    np.testing.assert_allclose(
+        [v for _, v in async_doctor.step_losses], [v for _, v in sync_doctor.step_losses], rtol=1e-5
+    )
+    assert [f.symptom for f in async_doctor.findings] == [f.symptom for f in sync_doctor.findings]
+    assert "slow_convergence" in {f.symptom for f in sync_doctor.findings}
+
+
+def test_doctor_json_holds_the_findings(data, tmp_path):
+    model = dead_model(data)
+    path = tmp_path / "doctor.json"
+    doctor = TrainingDoctor(data.x_train[:64], data.y_train[:64], path=path, verbose=0)
+    fit(model, data, [doctor], epochs=2)
+    saved = json.loads(path.read_text())
+    assert [Finding.from_dict(d) for d in saved["findings"]] == doctor.findings
+    assert saved["initial_loss"] == pytest.approx(doctor.initial_loss)
+    assert len(saved["step_losses"]) == len(doctor.step_losses)
+    assert saved["thresholds"]["dead_fraction"] == 0.5
+    assert saved["probes"] == doctor.probes >= 1
+
+
+def test_budget_spaces_the_probes(data):
+    counts = {}
+    for budget in (1e-4, 1.0):
+        model = compiled(mlp(data), keras.optimizers.Adam(1e-3))
+        doctor = TrainingDoctor(data.x_train[:64], data.y_train[:64], budget=budget, verbose=0)
+        fit(model, data, [doctor], epochs=2)
+        counts[budget] = doctor.probes
+    assert counts[1e-4] == 1  # the probe at step 0 only
+    assert counts[1.0] > 5
