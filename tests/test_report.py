@@ -1,0 +1,193 @@
+"""report.html: one self-contained page per run, every section rendered or said to be absent."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+from doctor_zoo import REPO, compiled, digits, mlp
+from omegaconf import OmegaConf
+
+from kerasdiag import diagnose
+from kerasdiag.callbacks import (
+    ActivationHistograms,
+    GradientMonitor,
+    MetricsCSV,
+    TrainingDoctor,
+    UpdateRatioMonitor,
+    monitor_callbacks,
+)
+from kerasdiag.config import load_config
+from kerasdiag.data import load_dataset
+from kerasdiag.io import write_json_atomic, write_text_atomic
+from kerasdiag.pipeline import (
+    build_model,
+    evaluate_test,
+    fit,
+    model_summary_text,
+    run_sanity,
+    training_callbacks,
+)
+from kerasdiag.report import build_report
+
+IMG = re.compile(r'<img alt="([^"]*)" src="([^"]*)"')
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    """A digits run with every file a run can hold: the pipeline's stages plus all monitors
+    and the doctor judging them (the wiring scripts/train.py uses)."""
+    run_dir = tmp_path_factory.mktemp("full")
+    cfg = load_config(
+        [
+            "recipe=digits_softmax",
+            "trainer.epochs=4",
+            "trainer.verbose=0",
+            "monitors.gradients_freq=10",
+            "monitors.activations_freq=10",
+            "monitors.update_ratio_freq=5",
+        ]
+    )
+    data = load_dataset(cfg.data)
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json_atomic(run_dir / "data.json", data.summary())
+    model = build_model(cfg, data)
+    write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
+    run_sanity(cfg, model, data, run_dir)
+    monitors = monitor_callbacks(cfg.monitors, run_dir, data)
+    judged = [
+        m
+        for m in monitors
+        if isinstance(m, (GradientMonitor, ActivationHistograms, UpdateRatioMonitor))
+    ]
+    doctor = TrainingDoctor(monitors=judged, path=run_dir / "doctor.json", verbose=0)
+    fit(cfg, model, data, [*training_callbacks(cfg, run_dir, data), *monitors, doctor])
+    write_json_atomic(run_dir / "test_metrics.json", evaluate_test(cfg, model, data))
+    diagnose(run_dir)
+    build_report(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def bare_run(tmp_path_factory) -> Path:
+    """Only metrics.csv and config.yaml, from a 51-example training that overfits."""
+    run_dir = tmp_path_factory.mktemp("bare")
+    data = digits("data.limit=60")
+    model = compiled(mlp(data, (256,)), keras.optimizers.Adam(3e-3))
+    model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=16,
+        epochs=30,
+        validation_data=(data.x_val, data.y_val),
+        callbacks=[MetricsCSV(run_dir / "metrics.csv")],
+        verbose=0,
+    )
+    write_text_atomic(run_dir / "config.yaml", "recipe: overfit_by_hand\nbayes_error: null\n")
+    return run_dir
+
+
+def sections(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', html, flags=re.S))
+
+
+def test_full_report_is_self_contained(full_run):
+    html = (full_run / "report.html").read_text()
+    assert "<script" not in html and "<link" not in html
+    images = IMG.findall(html)
+    assert len(images) >= 11
+    for alt, src in images:
+        assert src.startswith("data:image/png;base64,"), alt
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n", alt
+    assert not list(full_run.glob(".report.html.*"))  # written atomically
+
+
+def test_full_report_renders_every_section(full_run):
+    html = (full_run / "report.html").read_text()
+    found = sections(html)
+    assert list(found) == [
+        "diagnosis",
+        "bias-variance",
+        "curves",
+        "test",
+        "update-ratios",
+        "gradients",
+        "activations",
+        "histograms",
+        "filters",
+        "sanity",
+        "gradcheck",
+        "data",
+        "model",
+        "config",
+        "files",
+    ]
+    for name, content in found.items():
+        assert "class=absent" not in content, (name, content[:300])
+    alts = {alt for alt, _ in IMG.findall(html)}
+    assert {"loss curve", "accuracy curve", "update ratios", "gradient norms"} <= alts
+    assert {"activations histograms", "gradients histograms", "filters_init.png"} <= alts
+    assert "initial_loss" in found["sanity"] and "overfit" in found["sanity"]
+    assert "hidden1_dense/kernel" in found["gradcheck"]
+    assert "1222 / 216 / 359" in found["data"]
+    assert "recipe: digits_softmax" in found["config"]
+    test_accuracy = json.loads((full_run / "test_metrics.json").read_text())["accuracy"]
+    assert f"{test_accuracy:.4g}" in found["test"]
+
+
+def test_bare_report_says_what_is_missing_and_names_the_overfit(bare_run):
+    path = build_report(bare_run)
+    found = sections(path.read_text())
+    # diagnose() ran because diagnosis.json was missing, and wrote it.
+    assert (bare_run / "diagnosis.json").is_file()
+    assert "overfitting" in found["diagnosis"] and "more data" in found["diagnosis"]
+    assert "high variance" in found["bias-variance"]
+    for name, missing in {
+        "sanity": "no sanity.json",
+        "gradcheck": "no gradcheck.json",
+        "update-ratios": "no update_ratios.csv",
+        "histograms": "no activation or gradient histograms",
+        "filters": "no filter images",
+        "data": "no data.json",
+        "test": "no test_metrics.json",
+    }.items():
+        assert missing in found[name], name
+    assert "could not render" not in path.read_text()
+    assert "unfinished" in path.read_text()
+
+
+def test_script_rebuilds_the_report(bare_run):
+    (bare_run / "report.html").unlink(missing_ok=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "report.py"),
+            str(bare_run),
+            "--bayes-error",
+            "0.3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"report: {bare_run / 'report.html'}"
+    html = (bare_run / "report.html").read_text()
+    assert "30.0%" in sections(html)["bias-variance"]  # the Bayes error given on the command line
+
+
+def test_script_refuses_a_missing_directory(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "report.py"), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: run directory {tmp_path / 'nope'} does not exist"
