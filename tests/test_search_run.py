@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import pytest
 
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
 from kerasdiag.ensemble.selection import best_checkpoints, parse_checkpoint_name, source_checkpoints
+from kerasdiag.io import load_model_safely
 from kerasdiag.search import run_search
 from kerasdiag.search.oracle import validate_search
 
@@ -77,7 +77,7 @@ def test_the_score_in_a_checkpoint_name_is_its_validation_accuracy(search):
     data = load_dataset(cfg.data)
     best = best_checkpoints(source_checkpoints(run_dir), 1)[0]
     score = best.score
-    model = keras.saving.load_model(best.path)
+    model = load_model_safely(best.path)
     accuracy = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["accuracy"]
     assert accuracy == pytest.approx(score, abs=6e-5)
     assert summary["best"]["score"] == pytest.approx(score, abs=6e-5)

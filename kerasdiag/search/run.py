@@ -34,8 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.data import Dataset, load_dataset
 from kerasdiag.errors import ConfigError
-from kerasdiag.io import write_json_atomic, write_text_atomic
-from kerasdiag.pipeline import build_model, evaluate_test, seed_everything
+from kerasdiag.io import load_model_safely, write_json_atomic, write_text_atomic
+from kerasdiag.pipeline import evaluate_test, seed_everything
 from kerasdiag.rundir import claim_run_dir
 from kerasdiag.search.oracle import Param, Stage, build_oracle, narrow_space, validate_search
 from kerasdiag.search.results import (
@@ -177,14 +177,10 @@ def _summarise(
         "checkpoint": best.checkpoint,
     }
     if best.checkpoint:
-        # The best trial's kept weights on the test split: rebuilt from its config, so any
-        # loss or layer the recipe uses loads.
+        # The best trial's kept model on the held-out test split, batched like its trial.
         data = data if data is not None else load_dataset(cfg.data)
-        epochs = stages[best.stage - 1].epochs
-        best_cfg = trial_config(cfg, space, best.values, epochs)
-        model = build_model(best_cfg, data)
-        model.optimizer.build(model.trainable_variables)  # the file holds its state too
-        model.load_weights(run_dir / best.checkpoint)
+        best_cfg = trial_config(cfg, space, best.values, stages[best.stage - 1].epochs)
+        model = load_model_safely(run_dir / best.checkpoint)
         summary["test"] = evaluate_test(best_cfg, model, data)
     return summary
 

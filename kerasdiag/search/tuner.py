@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from kerasdiag.callbacks.checkpoint import BestCheckpoint
 from kerasdiag.data import Dataset
 from kerasdiag.errors import ConfigError
-from kerasdiag.io import write_text_atomic
+from kerasdiag.io import load_model_safely, write_text_atomic
 from kerasdiag.pipeline import build_model, fit, training_callbacks
 from kerasdiag.search.divergence import StopOnDivergence
 from kerasdiag.search.oracle import Param, Stage, objective_direction, set_values
@@ -155,7 +155,7 @@ class TrialTuner(keras_tuner.Tuner):
             raise FileNotFoundError(
                 f"no checkpoint kept for stage {self.stage.number} trial {trial.trial_id}"
             )
-        return keras.saving.load_model(paths[0])
+        return load_model_safely(paths[0])
 
     def _log_event(self, trial: Any, event: str, **fields: Any) -> None:
         """Append one line to ``search/ledger.jsonl``: who ran which trial, when, with what result.
