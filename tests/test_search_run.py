@@ -18,6 +18,7 @@ import pytest
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
 from kerasdiag.ensemble.selection import best_checkpoints, parse_checkpoint_name, source_checkpoints
+from kerasdiag.errors import KerasdiagError
 from kerasdiag.io import load_model_safely
 from kerasdiag.search import run_search
 from kerasdiag.search.oracle import validate_search
@@ -178,3 +179,21 @@ def test_a_killed_search_resumes_where_it_stopped(tmp_path, capsys):
     named = {trial_number(p) for p in (run_dir / "trials").iterdir()}
     scored = {int(r["trial"]) for r in rows if r["score"]}
     assert named == scored and len(list((run_dir / "trials").iterdir())) == len(scored)
+
+
+def test_trials_whose_sampled_config_is_invalid_fail_and_end_the_search_in_one_line(tmp_path):
+    """Every lr below the cosine schedule's floor: keras-tuner gives up after 3 failed trials,
+    and the search says why in one line (exit code 2 from scripts/train.py)."""
+    cfg = load_config([
+        "tuner=random", "tuner.stages=[{trials:5,epochs:2}]", "trainer.verbose=0",
+        "schedule=cosine", "schedule.min_lr=1e-4", "tuner.space.lr.max=1e-4",
+    ])  # fmt: skip
+    with pytest.raises(KerasdiagError) as info:
+        run_search(cfg, tmp_path)
+    message = str(info.value)
+    assert message.startswith("search stage 1 stopped: Number of consecutive failures")
+    assert message.endswith("invalid config: schedule.min_lr=0.0001: must be below optimizer.lr")
+    assert "\n" not in message and info.value.exit_code == 2
+    ends = [e for e in read_ledger(tmp_path) if e["event"] == "end"]
+    assert [e["status"] for e in ends] == ["failed"] * 3
+    assert not (tmp_path / "trials").exists() or not list((tmp_path / "trials").iterdir())

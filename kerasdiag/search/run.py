@@ -33,7 +33,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.data import Dataset, load_dataset
-from kerasdiag.errors import ConfigError
+from kerasdiag.errors import ConfigError, KerasdiagError
 from kerasdiag.io import load_model_safely, write_json_atomic, write_text_atomic
 from kerasdiag.pipeline import evaluate_test, seed_everything
 from kerasdiag.rundir import claim_run_dir
@@ -125,7 +125,10 @@ def _search(
             tuner = TrialTuner(
                 oracle, cfg=cfg, data=data, space=stage_space, stage=stage, run_dir=run_dir
             )
-            tuner.search()
+            try:
+                tuner.search()
+            except RuntimeError as exc:  # keras-tuner's "consecutive failures" stop
+                raise _failed_trials_error(stage, exc) from None
         if role == "worker":
             continue  # only the chief's oracle knows every trial's result
         found = records_from_trials(tuner.oracle.trials.values(), space, stage.number, run_dir)
@@ -143,6 +146,15 @@ def _search(
     write_json_atomic(run_dir / "search_summary.json", summary)
     _print_summary(summary)
     return summary
+
+
+def _failed_trials_error(stage: Stage, exc: RuntimeError) -> KerasdiagError:
+    """keras-tuner gives up after several failed trials in a row: say why, in one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines or "consecutive failures" not in lines[0]:
+        raise exc
+    last = lines[-1].rsplit("Error: ", 1)[-1]  # the failed trial's own message
+    return KerasdiagError(f"search stage {stage.number} stopped: {lines[0]} Last: {last}")
 
 
 def _summarise(
