@@ -127,7 +127,7 @@ def training_callbacks(
     _, callbacks = build_schedule(
         float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
     )
-    callbacks = [NaNStop(), *callbacks]
+    callbacks = [NaNStop(base_lr=float(cfg.optimizer.lr)), *callbacks]
     callbacks.append(MetricsCSV(run_dir / "metrics.csv", resume=bool(cfg.trainer.resume)))
     callbacks.append(
         BestCheckpoint(run_dir / "checkpoints", monitor=cfg.trainer.checkpoint_monitor)

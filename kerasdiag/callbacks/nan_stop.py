@@ -4,7 +4,9 @@ Keras' ``TerminateOnNaN`` either sets ``stop_training`` (the epoch then still en
 runs on the broken weights and every ``on_epoch_end`` sees a half epoch, so checkpoints,
 backups and metrics.csv would record it) or raises a bare RuntimeError. ``NaNStop`` raises
 :class:`NonFiniteLossError` instead, so no callback records the broken epoch, and the error
-carries a record: epoch, batch, global step, loss, learning rate and what to try.
+carries a record: epoch, batch, global step, loss, learning rate and what to try. A
+non-finite ``val_loss`` at an epoch's end stops the run the same way, before that epoch is
+recorded.
 ``scripts/train.py`` turns it into one line, a ``nan.json`` in the run directory and exit
 code 3 (bad input is 2).
 """
@@ -46,24 +48,43 @@ class NaNStop(keras.callbacks.TerminateOnNaN):
         ...     print(exc.record["global_step"], exc.record["advice"])
     """
 
-    def __init__(self):
+    def __init__(self, base_lr: float | None = None):
+        """``base_lr``: the configured learning rate (``optimizer.lr``) the advice refers to;
+        by default the rate in force when the loss broke."""
         super().__init__(raise_error=True)
+        if base_lr is not None and not (math.isfinite(base_lr) and base_lr > 0):
+            raise ValueError(f"`base_lr` must be a finite number > 0. Received: {base_lr!r}")
+        self.base_lr = base_lr
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is None:
-            return
-        loss = float(keras.ops.convert_to_numpy(loss))
-        if math.isfinite(loss) or self.model.stop_training:
-            return
-        raise NonFiniteLossError(self.record(batch, loss))
+        self._check(logs, "loss", batch)
 
-    def record(self, batch: int, loss: float) -> dict[str, Any]:
-        """Where the loss broke (1-based epoch and batch, global step) and what to try."""
+    def on_epoch_end(self, epoch, logs=None):
+        # Weights that overflow on the validation data: the epoch is not a good one either.
+        self._check(logs, "val_loss", None)
+
+    def _check(self, logs: dict | None, key: str, batch: int | None) -> None:
+        value = (logs or {}).get(key)
+        if value is None:
+            return
+        value = float(keras.ops.convert_to_numpy(value))
+        if math.isfinite(value) or self.model.stop_training:
+            return
+        raise NonFiniteLossError(self.record(batch, value, key))
+
+    def record(self, batch: int | None, loss: float, metric: str = "loss") -> dict[str, Any]:
+        """Where the loss broke (1-based epoch and batch, global step) and what to try.
+
+        ``batch`` None means at the end of the epoch (``metric`` ``val_loss``): the record
+        then names the epoch's last batch.
+        """
+        steps = self.params.get("steps")
+        if batch is None:
+            batch = (steps or 1) - 1
         optimizer = self.model.optimizer
         lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         step = int(keras.ops.convert_to_numpy(optimizer.iterations))
@@ -72,21 +93,27 @@ class NaNStop(keras.callbacks.TerminateOnNaN):
             for name in ("clipnorm", "clipvalue", "global_clipnorm")
         )
         return {
-            "symptom": "nan_loss" if math.isnan(loss) else "inf_loss",
+            "symptom": f"{'nan' if math.isnan(loss) else 'inf'}_{metric}",
+            "metric": metric,
             "loss": str(loss),
             "epoch": self._epoch + 1,
             "batch": batch + 1,
-            "steps_per_epoch": self.params.get("steps"),
+            "steps_per_epoch": steps,
             "global_step": step,
             "completed_epochs": self._epoch,
             "learning_rate": lr,
-            "advice": nan_advice(lr, step, clipped),
+            "advice": nan_advice(lr, step, clipped, self.base_lr),
         }
 
 
-def nan_advice(lr: float, step: int, clipped: bool) -> list[str]:
-    """What to try after a NaN/Inf loss, most likely cure first."""
-    advice = [f"lower the learning rate 10x: optimizer.lr={lr / 10:.3g} (it was {lr:.3g})"]
+def nan_advice(lr: float, step: int, clipped: bool, base_lr: float | None = None) -> list[str]:
+    """What to try after a NaN/Inf loss, most likely cure first.
+
+    ``lr`` is the rate in force when the loss broke, ``base_lr`` the configured one.
+    """
+    base = lr if base_lr is None else base_lr
+    now = "" if math.isclose(lr, base, rel_tol=1e-6) else f", {lr:.3g} at that step"
+    advice = [f"lower the learning rate 10x: optimizer.lr={base / 10:.3g} (it was {base:.3g}{now})"]
     if not clipped:
         advice.append("clip gradients: optimizer.global_clipnorm=1.0")
     if step <= 10:
@@ -94,10 +121,8 @@ def nan_advice(lr: float, step: int, clipped: bool) -> list[str]:
             "it broke in the first steps: check the inputs (data.normalize=true, no huge "
             "values) and the loss (loss.from_logits matches the model's last layer)"
         )
-    else:
-        advice.append(
-            "add a warm-up or a decaying schedule (schedule=cosine schedule.warmup_epochs=1)"
-        )
+    elif not now:  # a constant rate: ramping up to it often avoids the blow-up
+        advice.append("warm up to the rate: schedule=cosine schedule.warmup_epochs=1")
     return advice
 
 
@@ -107,7 +132,7 @@ def nan_message(record: dict[str, Any]) -> str:
     if record.get("steps_per_epoch"):
         where += f"/{record['steps_per_epoch']}"
     text = (
-        f"training stopped: loss became {record.get('loss')} at {where} "
+        f"training stopped: {record.get('metric', 'loss')} became {record.get('loss')} at {where} "
         f"(step {record.get('global_step')}, lr {record.get('learning_rate', float('nan')):.3g})"
         f"; try: {'; '.join(record.get('advice', []))}"
     )
