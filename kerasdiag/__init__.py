@@ -24,11 +24,15 @@ _LAZY = {
     "get_strategy": "kerasdiag.distribute",
     "load_config": "kerasdiag.config",
     "load_dataset": "kerasdiag.data",
+    "load_model_safely": "kerasdiag.io",
+    "NaNStop": "kerasdiag.callbacks.nan_stop",
+    "NonFiniteLossError": "kerasdiag.callbacks.nan_stop",
     "overfit_small_subset": "kerasdiag.sanity",
     "run_ensemble": "kerasdiag.ensemble",
     "run_sanity_stages": "kerasdiag.sanity",
     "run_search": "kerasdiag.search",
     "run_training": "kerasdiag.pipeline",
+    "RunBackup": "kerasdiag.callbacks.backup",
     "StopOnDivergence": "kerasdiag.search",
 }
 
