@@ -107,8 +107,10 @@ class TrainerConfig:
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch
     checkpoint_monitor: str = "val_accuracy"  # best checkpoint chosen by this metric
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    resume: bool = True  # continue an interrupted run in the same directory
-    deterministic: bool = False  # seeded, op-deterministic TensorFlow
+    # continue an interrupted run in the same directory from its last completed epoch
+    # (kerasdiag.callbacks.backup.RunBackup); never start over in a directory with results
+    resume: bool = True
+    deterministic: bool = False  # seeded, op-deterministic TensorFlow: identical metrics.csv
     strategy: str = "none"  # none | auto | mirrored | multiworker (kerasdiag.distribute, B4)
     # data.batch_size is the global batch (split over replicas); scale_lr multiplies
     # optimizer.lr by the number of replicas (linear scaling rule, opt-in)
