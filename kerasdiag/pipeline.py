@@ -206,6 +206,16 @@ def run_sanity(cfg: DictConfig, model: keras.Model, data: Dataset, run_dir: Path
     )
 
 
+def prepare_run(cfg: DictConfig, run_dir: Path) -> Dataset:
+    """How every run starts, in its claimed directory: seed, load the data, write
+    ``config.yaml`` (what a resume is compared with) and ``data.json``."""
+    seed_everything(cfg.trainer)
+    data = load_dataset(cfg.data)
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json_atomic(run_dir / "data.json", data.summary())
+    return data
+
+
 def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run one whole training recipe in ``run_dir`` and return its summary.
 
@@ -221,11 +231,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     with claim_run_dir(run_dir, cfg):
         started = time.time()
-        seed_everything(cfg.trainer)
-        data = load_dataset(cfg.data)
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        write_json_atomic(run_dir / "data.json", data.summary())
-
+        data = prepare_run(cfg, run_dir)
         model = build_model(cfg, data)
         write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
         run_sanity(cfg, model, data, run_dir)
