@@ -37,8 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasdiag.callbacks import stats
-from kerasdiag.callbacks.metrics_csv import read_metrics_csv
+from kerasdiag.errors import ConfigError
 from kerasdiag.io import write_json_atomic
 
 # Symptoms the doctor names while training runs, then those judged from the finished curves.
@@ -57,6 +56,9 @@ SYMPTOMS = TRAINING_SYMPTOMS + CURVE_SYMPTOMS
 
 # "error": training is broken and its result is unusable; "warning": it works, but badly.
 ERROR_SYMPTOMS = frozenset({"nan", "exploding_gradients"})
+
+# M3: an update/weight ratio around 1e-3 is healthy (UpdateRatioMonitor's band is 1e-4..1e-2).
+HEALTHY_UPDATE_RATIO = 1e-3
 
 DIAGNOSIS_FILE = "diagnosis.json"
 DOCTOR_FILE = "doctor.json"
@@ -115,9 +117,10 @@ class Thresholds:
       (P2: 15% train error against ~0% human error).
     """
 
-    exploding_norm: float = stats.EXPLODING_NORM
-    gradient_growth: float = stats.GROWTH_FACTOR
-    vanishing_ratio: float = stats.VANISHING_RATIO
+    # GradientMonitor's defaults (kerasdiag.callbacks.stats; this module imports no TensorFlow)
+    exploding_norm: float = 1e3
+    gradient_growth: float = 100.0
+    vanishing_ratio: float = 1e-3
     dead_fraction: float = 0.5
     saturated_fraction: float = 0.5
     oscillation: float = 0.25
@@ -424,8 +427,7 @@ def median_update_ratio(rows: Sequence[Sequence[Any]]) -> float | None:
     """Median update/weight ratio of the kernels in UpdateRatioMonitor rows (step, epoch,
     variable, ratio, ...); None without finite kernel measurements.
 
-    Biases start at zero and say nothing about the learning rate (see
-    :func:`~kerasdiag.callbacks.stats.main_variable_index`), so only kernels count.
+    Biases start at zero and say nothing about the learning rate, so only kernels count.
     """
     ratios = [
         float(r[3]) for r in rows if str(r[2]).endswith("kernel") and _finite(_float_or_none(r[3]))
@@ -491,8 +493,7 @@ def curve_findings(
             )
         )
     elif shape["shape"] == "linear" and (
-        update_ratio is None
-        or update_ratio < math.sqrt(stats.UPDATE_RATIO_LOW * stats.UPDATE_RATIO_HIGH)
+        update_ratio is None or update_ratio < HEALTHY_UPDATE_RATIO
     ):
         findings.append(
             make_finding(
@@ -512,7 +513,10 @@ def curve_findings(
     table = bias_variance(train_acc, val_acc, test_accuracy, bayes_error, th)
     rise = _val_loss_rise(history, th)
     if (table and table["high_variance"]) or rise:
-        evidence = {**(table or {}), **(rise or {})}
+        evidence = dict(rise or {})
+        if table:
+            evidence.update(_pick(table, "train_error", "dev_error", "test_error", "variance"))
+            evidence["variance_threshold"] = th.variance
         parts = []
         if table and table["high_variance"]:
             parts.append(
@@ -537,7 +541,18 @@ def curve_findings(
                 f"training error {table['train_error']:.1%} against a Bayes error of {bayes} "
                 f"(avoidable bias {table['avoidable_bias']:.1%} > {th.bias:.0%}); validation "
                 f"error {table['dev_error']:.1%}",
-                table,
+                {
+                    **_pick(
+                        table,
+                        "train_error",
+                        "dev_error",
+                        "test_error",
+                        "bayes_error",
+                        "bayes_error_assumed",
+                        "avoidable_bias",
+                    ),
+                    "bias_threshold": th.bias,
+                },
                 fix_for("underfitting", lr),
                 **at,
             )
@@ -558,6 +573,45 @@ def _val_loss_rise(history: Mapping[str, Sequence[float]], th: Thresholds) -> di
             "final_val_loss": float(val[-1]),
         }
     return None
+
+
+# --- config ------------------------------------------------------------------------------
+
+
+def validate_doctor_config(monitors_cfg: Any) -> None:
+    """Check the doctor keys of the ``monitors`` config section, before TensorFlow starts.
+
+    ``doctor_stop_on`` must name known symptoms, ``doctor_thresholds`` known
+    :class:`Thresholds` fields with positive numbers, ``doctor_budget`` lie in (0, 1].
+    Raises :class:`~kerasdiag.errors.ConfigError` naming the key.
+    """
+    stop_on = _get_attr(monitors_cfg, "doctor_stop_on")
+    if stop_on is not None:
+        names = [stop_on] if isinstance(stop_on, str) else list(stop_on)
+        unknown = [n for n in names if n not in SYMPTOMS]
+        if unknown:
+            raise ConfigError(
+                "monitors.doctor_stop_on",
+                names,
+                f"unknown symptoms {unknown}; known: {', '.join(SYMPTOMS)}",
+            )
+    thresholds = _get_attr(monitors_cfg, "doctor_thresholds")
+    if thresholds:
+        try:
+            Thresholds.of(dict(thresholds))
+        except ValueError as exc:
+            raise ConfigError("monitors.doctor_thresholds", dict(thresholds), str(exc)) from None
+    budget = _get_attr(monitors_cfg, "doctor_budget")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1
+    ):
+        raise ConfigError("monitors.doctor_budget", budget, "must be a number in (0, 1]")
+
+
+def _get_attr(node: Any, key: str) -> Any:
+    if isinstance(node, Mapping):
+        return node.get(key)
+    return getattr(node, key, None)
 
 
 # --- a run directory --------------------------------------------------------------------------
@@ -672,6 +726,8 @@ class RunFiles:
         path = self.path / "metrics.csv"
         if not path.is_file():
             return {}
+        from kerasdiag.callbacks.metrics_csv import read_metrics_csv  # starts TensorFlow
+
         rows = read_metrics_csv(path)
         columns = sorted({k for row in rows.values() for k in row})
         return {c: [float(rows[e].get(c, math.nan)) for e in sorted(rows)] for c in columns}
@@ -691,6 +747,10 @@ class RunFiles:
             if stage.get("name") == "initial_loss" and _finite(stage.get("value")):
                 return float(stage["value"])
         return None
+
+
+def _pick(mapping: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: mapping[k] for k in keys if k in mapping}
 
 
 def _get(container: Any, *keys: str) -> Any:
@@ -734,6 +794,7 @@ def _plain(value: Any) -> Any:
 
 __all__ = [
     "CURVE_SYMPTOMS",
+    "HEALTHY_UPDATE_RATIO",
     "SYMPTOMS",
     "TRAINING_SYMPTOMS",
     "Finding",
@@ -744,4 +805,5 @@ __all__ = [
     "loss_shape",
     "make_finding",
     "oscillation_index",
+    "validate_doctor_config",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -17,7 +19,9 @@ from kerasdiag.diagnosis import (
     curve_findings,
     loss_shape,
     oscillation_index,
+    validate_doctor_config,
 )
+from kerasdiag.errors import ConfigError
 from kerasdiag.pipeline import run_training
 
 # Per-epoch training losses measured on sklearn digits (first-step loss 3.008, tests/doctor_zoo.py).
@@ -230,3 +234,45 @@ def test_missing_run_dir_is_an_error(tmp_path):
         diagnose(tmp_path / "nope")
     assert diagnose(tmp_path) == []  # nothing to judge in an empty directory
     assert not math.isnan(Thresholds().bias)
+
+
+def test_gradient_thresholds_match_gradient_monitor():
+    from kerasdiag.callbacks import stats
+
+    th = Thresholds()
+    assert (th.exploding_norm, th.gradient_growth, th.vanishing_ratio) == (
+        stats.EXPLODING_NORM,
+        stats.GROWTH_FACTOR,
+        stats.VANISHING_RATIO,
+    )
+
+
+def test_doctor_config_is_checked_before_tensorflow_starts():
+    code = (
+        "import sys\n"
+        "from kerasdiag.config import load_config\n"
+        "from kerasdiag.diagnosis import validate_doctor_config\n"
+        "validate_doctor_config(load_config(['+monitors.doctor_thresholds.bias=0.1']).monitors)\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "try:\n"
+        "    validate_doctor_config(load_config(['monitors.doctor_stop_on=[nna]']).monitors)\n"
+        "except Exception as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("invalid config: monitors.doctor_stop_on=['nna']: unknown")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["+monitors.doctor_thresholds.dead=0.5"], "monitors.doctor_thresholds"),
+        (["+monitors.doctor_thresholds.bias=0"], "monitors.doctor_thresholds"),
+        (["monitors.doctor_budget=0"], "monitors.doctor_budget"),
+    ],
+)
+def test_bad_doctor_config_names_the_key(overrides, key):
+    with pytest.raises(ConfigError) as info:
+        validate_doctor_config(load_config(overrides).monitors)
+    assert info.value.key == key

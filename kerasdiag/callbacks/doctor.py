@@ -220,6 +220,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._own_rows: list[list] = []
         self._snapshot = None
         self._float_weights = [v for v in model.weights if "float" in str(v.dtype)]
+        self._weights_finite = _finite_check(self._float_weights)
         self._good = (0, stats.snapshot(self._float_weights))
         self._last_check_step, self._last_check_cost = self._first_step, 0.0
 
@@ -373,12 +374,13 @@ class TrainingDoctor(keras.callbacks.Callback):
     def _check_weights(self, step: int) -> None:
         """Name ``nan`` if a weight is NaN/Inf before optimizer step ``step``."""
         start = time.perf_counter()
-        finite = _all_finite(self._float_weights)
+        finite = bool(self._weights_finite())
         if not self._last_check_cost:
-            # TensorFlow's first eager call of these ops costs ~100x a warm one: time a warm
-            # call, or that one-off would space all later checks far apart.
+            # The first call traces the function (~100x a warm call): time a warm call, or
+            # that one-off would space all later checks far apart.
+            self.probe_seconds += time.perf_counter() - start
             start = time.perf_counter()
-            finite = _all_finite(self._float_weights)
+            finite = bool(self._weights_finite())
         cost = time.perf_counter() - start
         self.probe_seconds += cost
         self._last_check_step, self._last_check_cost = step, cost
@@ -687,16 +689,21 @@ def _output_layer_names(model: keras.Model) -> set[str]:
     return names
 
 
-def _all_finite(variables: Sequence) -> bool:
-    """Whether every value of ``variables`` is finite: one sum per variable, one sync.
-
-    A NaN or Inf anywhere makes the sum of all values non-finite (float32 sums of real
-    weights are far from overflowing).
-    """
+def _finite_sum(variables: Sequence) -> tf.Tensor:
+    # A NaN or Inf anywhere makes the sum of all values non-finite (float32 sums of real
+    # weights are far from overflowing).
     if not variables:
-        return True
-    total = tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in variables])
-    return bool(tf.math.is_finite(total))
+        return tf.constant(True)
+    return tf.math.is_finite(tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in variables]))
+
+
+def _finite_check(variables: Sequence):
+    """A compiled check that every value of ``variables`` is finite (one call, one sync)."""
+    return tf.function(lambda: _finite_sum(variables), autograph=False)
+
+
+def _all_finite(variables: Sequence) -> bool:
+    return bool(_finite_sum(variables))
 
 
 def _learning_rate(model: keras.Model | None) -> float | None:

@@ -148,6 +148,12 @@ class MonitorsConfig:
     filters: bool = True
     curves: bool = True
     probe_size: int = 64
+    # TrainingDoctor (B1): named symptoms with fixes, judged from the monitors above
+    doctor: bool = True
+    doctor_stop_on: list[str] = field(default_factory=lambda: ["nan"])  # symptoms that end the run
+    doctor_budget: float = 0.01  # share of training time the doctor's own probes may take
+    # overrides of kerasdiag.diagnosis.Thresholds fields: +monitors.doctor_thresholds.bias=0.1
+    doctor_thresholds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

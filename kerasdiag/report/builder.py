@@ -160,7 +160,7 @@ class _Report:
                 "<tr>"
                 f'<td><span class="badge {_esc(f.severity)}">{_esc(f.severity)}</span></td>'
                 f"<td><b>{_esc(f.symptom)}</b><br><small>{_esc(when)}</small></td>"
-                f"<td>{_esc(f.message)}<br>{_evidence(f.evidence)}</td>"
+                f"<td>{_esc(_what(f))}<br>{_evidence(f.evidence)}</td>"
                 f"<td>{_esc(f.fix)}</td>"
                 "</tr>"
             )
@@ -583,6 +583,12 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], raw: int | Non
         for row in rows
     )
     return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
+
+
+def _what(finding: Finding) -> str:
+    """The message without its "<symptom> at step s, epoch e: " prefix (shown beside it)."""
+    head, sep, rest = finding.message.partition(": ")
+    return rest if sep and head.startswith(finding.symptom) else finding.message
 
 
 def _evidence(evidence: Mapping[str, Any]) -> str:
