@@ -19,6 +19,7 @@ _LAZY = {
     "check_layer_gradients": "kerasdiag.gradcheck",
     "check_regularization_raises_loss": "kerasdiag.sanity",
     "build_ensemble": "kerasdiag.ensemble",
+    "build_report": "kerasdiag.report",
     "diagnose": "kerasdiag.diagnosis",
     "expected_initial_loss": "kerasdiag.sanity",
     "get_strategy": "kerasdiag.distribute",
@@ -34,6 +35,7 @@ _LAZY = {
     "run_training": "kerasdiag.pipeline",
     "RunBackup": "kerasdiag.callbacks.backup",
     "StopOnDivergence": "kerasdiag.search",
+    "TrainingDoctor": "kerasdiag.callbacks.doctor",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
