@@ -166,3 +166,22 @@ def test_budget_spaces_the_probes(data):
         counts[budget] = doctor.probes
     assert counts[1e-4] == 1  # the probe at step 0 only
     assert counts[1.0] > 5
+
+
+def test_a_resumed_fit_continues_the_record(data, tmp_path):
+    """An interrupted run resumed in a new process: a new doctor, the same doctor.json."""
+    model = dead_model(data)
+    x, y = data.x_train[:64], data.y_train[:64]
+    path = tmp_path / "doctor.json"
+    first = TrainingDoctor(x, y, path=path, verbose=0)
+    fit(model, data, [first], epochs=2)
+    second = TrainingDoctor(x, y, path=path, verbose=0)
+    fit(model, data, [second], epochs=4, initial_epoch=2)
+    # The initial loss is still the loss before training, not the loss at the restart.
+    assert second.initial_loss == first.initial_loss
+    assert len(second.history["loss"]) == 4
+    assert second.history["loss"][:2] == first.history["loss"]
+    dying = [f for f in second.findings if f.symptom == "dying_relu"]
+    assert len(dying) == 1 and dying[0].step == 0 and dying[0].count >= 2
+    steps = [s for s, _ in second.step_losses]
+    assert steps == sorted(steps) and steps[0] == 0 and len(steps) == len(set(steps))

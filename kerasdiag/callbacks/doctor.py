@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -94,8 +95,10 @@ class TrainingDoctor(keras.callbacks.Callback):
         thresholds: a :class:`~kerasdiag.diagnosis.Thresholds` or a mapping overriding some
             of its fields (each is documented there).
         budget: the share of training time the doctor's own probes may take (0 < budget <= 1).
-        path: ``doctor.json`` to write (findings, the per-step loss, probe costs), updated
-            atomically at each finding and epoch end; None: no file.
+        path: ``doctor.json`` to write (findings, the per-step loss, the epoch logs, probe
+            costs), updated atomically at each finding and epoch end; None: no file. A
+            ``fit`` that resumes an interrupted run (its optimizer past step 0) continues
+            the record found there.
         bayes_error: human/Bayes error for the end-of-training bias/variance judgement.
         restore_on_nan: put the weights of the end of the last finite epoch back after a NaN.
         verbose: print each finding as it appears (1) or stay silent (0).
@@ -223,9 +226,33 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._weights_finite = _finite_check(self._float_weights)
         self._good = (0, stats.snapshot(self._float_weights))
         self._last_check_step, self._last_check_cost = self._first_step, 0.0
+        self._resumed_epoch = None
+        if self._first_step > 0 and self.path is not None and self.path.is_file():
+            self._resume(json.loads(self.path.read_text()))
+
+    def _resume(self, saved: Mapping[str, Any]) -> None:
+        """Continue the record of an interrupted run (``fit`` resumed at a later step).
+
+        Without it the loss at the restart would pass for the initial loss, and the first
+        epochs of the restart for the first epochs of training.
+        """
+        for d in saved.get("findings", []):
+            finding = diagnosis.Finding.from_dict(d)
+            if finding.source == "doctor" and (finding.step or 0) < self._first_step:
+                self.findings.append(finding)
+                self._seen[(finding.symptom, finding.layer)] = finding
+        self.initial_loss = saved.get("initial_loss")
+        self.step_losses = [
+            (int(s), float(v)) for s, v in saved.get("step_losses", []) if s < self._first_step
+        ]
+        self.history = {k: list(v) for k, v in (saved.get("history") or {}).items()}
+        self._resumed_epoch = -1  # trim the history at the first epoch of this fit
 
     def on_epoch_begin(self, epoch, logs=None):
         self._forward("on_epoch_begin", epoch, logs)
+        if self._resumed_epoch == -1:
+            self._resumed_epoch = epoch
+            self.history = {k: v[:epoch] for k, v in self.history.items()}
         self._epoch = epoch
         self._epoch_start_step = int(self.model.optimizer.iterations)
         self._last_record = (0, 0.0)
@@ -265,6 +292,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         else:
             self._good = (epoch + 1, stats.snapshot(self._float_weights))
         self._forward("on_epoch_end", epoch, logs)
+        self._write()
 
     def on_train_end(self, logs=None):
         self._drain()
@@ -655,6 +683,7 @@ class TrainingDoctor(keras.callbacks.Callback):
                     "probes": self.probes,
                     "probe_seconds": self.probe_seconds,
                     "train_seconds": time.perf_counter() - self._started,
+                    "history": self.history,
                     "thresholds": vars(self.thresholds),
                     "stop_on": sorted(self.stop_on),
                 }
