@@ -94,7 +94,7 @@ class CurvePlotter(keras.callbacks.Callback):
         self,
         out_dir: str | os.PathLike,
         freq: int = 1,
-        max_overhead: float = 0.02,
+        max_overhead: float = 0.01,
         step_loss: bool = True,
         dpi: int = 72,
     ):
