@@ -13,22 +13,31 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
+    "ActivationHistograms": "kerasdiag.callbacks.activations",
+    "build_ensemble": "kerasdiag.ensemble",
+    "build_report": "kerasdiag.report",
     "check_gradients": "kerasdiag.gradcheck",
     "check_gradients_fast": "kerasdiag.gradcheck",
     "check_initial_loss": "kerasdiag.sanity",
     "check_layer_gradients": "kerasdiag.gradcheck",
     "check_regularization_raises_loss": "kerasdiag.sanity",
-    "build_ensemble": "kerasdiag.ensemble",
-    "build_report": "kerasdiag.report",
+    "CurvePlotter": "kerasdiag.callbacks.curves",
     "diagnose": "kerasdiag.diagnosis",
+    "evaluate_with_ema": "kerasdiag.callbacks.ema",
     "expected_initial_loss": "kerasdiag.sanity",
+    "FilterImages": "kerasdiag.callbacks.filters",
     "get_strategy": "kerasdiag.distribute",
+    "GradientMonitor": "kerasdiag.callbacks.gradients",
+    "LearningRateMonitor": "kerasdiag.callbacks.learning_rate",
     "load_config": "kerasdiag.config",
     "load_dataset": "kerasdiag.data",
     "load_model_safely": "kerasdiag.io",
+    "monitor_callbacks": "kerasdiag.callbacks.factory",
+    "MonitorWarning": "kerasdiag.callbacks.base",
     "NaNStop": "kerasdiag.callbacks.nan_stop",
     "NonFiniteLossError": "kerasdiag.callbacks.nan_stop",
     "overfit_small_subset": "kerasdiag.sanity",
+    "RestoreRawWeights": "kerasdiag.callbacks.ema",
     "run_ensemble": "kerasdiag.ensemble",
     "run_sanity_stages": "kerasdiag.sanity",
     "run_search": "kerasdiag.search",
@@ -36,6 +45,7 @@ _LAZY = {
     "RunBackup": "kerasdiag.callbacks.backup",
     "StopOnDivergence": "kerasdiag.search",
     "TrainingDoctor": "kerasdiag.callbacks.doctor",
+    "UpdateRatioMonitor": "kerasdiag.callbacks.update_ratio",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
