@@ -27,6 +27,7 @@ def test_update_ratios_match_hand_computation():
     np.testing.assert_allclose(ratios[0], 0.5 / 5.0, rtol=1e-6)
     assert np.isnan(ratios[1])  # a zero bias has no scale to compare with
     assert ratios[2] == 0.0
+    assert stats.update_ratios([], []).shape == (0,)  # a frozen model has nothing to measure
 
 
 def test_snapshot_keeps_the_old_value_after_the_variable_changes():

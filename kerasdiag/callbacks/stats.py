@@ -76,6 +76,8 @@ def update_ratios(before: Sequence, after: Sequence) -> np.ndarray:
 
     A zero-initialised bias has no scale to compare its first update with, hence NaN.
     """
+    if not before:
+        return np.zeros(0)
     diffs = tf.stack(
         [
             tf.norm(tf.cast(a, tf.float32) - tf.cast(b, tf.float32))
@@ -170,6 +172,8 @@ def layer_gradient_norms(model: keras.Model, grads: Sequence) -> dict[str, float
         if grad is not None:
             entry.append(tf.reduce_sum(tf.square(tf.cast(grad, tf.float32))))
     names = list(squares)
+    if not names:
+        return {}
     totals = tf.stack([tf.add_n(s) if s else tf.constant(0.0) for s in squares.values()])
     return dict(zip(names, np.sqrt(totals.numpy().astype(np.float64)).tolist(), strict=True))
 
