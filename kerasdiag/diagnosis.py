@@ -687,7 +687,7 @@ def nan_stop_finding(record: Mapping[str, Any]) -> Finding:
         f"the training loss became {record.get('loss')} in batch {record.get('batch')} "
         f"(training stopped; the last {record.get('completed_epochs')} complete epochs and "
         f"the best checkpoint are kept)",
-        dict(record),
+        {k: v for k, v in record.items() if k not in ("advice", "symptom")},  # advice: the fix
         fix,
         step=record.get("global_step"),
         epoch=record.get("epoch"),

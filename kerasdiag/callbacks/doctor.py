@@ -17,7 +17,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# diagnosis imports this package (for stats): use its names at call time, not import time.
 from kerasdiag import diagnosis
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.activations import ActivationHistograms
@@ -74,8 +73,11 @@ class TrainingDoctor(keras.callbacks.Callback):
     measure at no extra cost; for the kinds not passed it runs its own, on the probe batch
     ``(x, y)``, at step 0 (initialisation faults) and then as often as ``budget`` allows: a
     probe is taken when the training time since the last one is ``1 / budget`` times what
-    that probe cost. A loss that shoots above ``3 x`` the initial loss triggers a probe at
-    once. Without ``x`` the doctor judges the loss, the weights and the update ratios only.
+    that probe cost (so after the first probe its probes take at most half the budget). A
+    loss that shoots above ``3 x`` the initial loss triggers a probe at once. The weights
+    are checked for NaN/Inf with the other half of the budget (every step of a small
+    convnet): ReLU turns NaN inputs into 0, so weights can break while the loss stays
+    finite. Without ``x`` the doctor judges the loss, the weights and the update ratios.
 
     Example:
 
@@ -94,7 +96,8 @@ class TrainingDoctor(keras.callbacks.Callback):
         stop_on: symptoms that end training when found (``model.stop_training``).
         thresholds: a :class:`~kerasdiag.diagnosis.Thresholds` or a mapping overriding some
             of its fields (each is documented there).
-        budget: the share of training time the doctor's own probes may take (0 < budget <= 1).
+        budget: the share of training time the doctor's own probes and weight checks may
+            take after its first probe (0 < budget <= 1).
         path: ``doctor.json`` to write (findings, the per-step loss, the epoch logs, probe
             costs), updated atomically at each finding and epoch end; None: no file. A
             ``fit`` that resumes an interrupted run (its optimizer past step 0) continues
@@ -108,8 +111,11 @@ class TrainingDoctor(keras.callbacks.Callback):
             layer, evidence, fix, severity, message), one per symptom and layer, repeats
             counted in ``count`` / ``last_step``.
         step_losses: (step, loss) of every training step seen.
-        initial_loss: mean loss of the first steps (the scale of the loss thresholds).
-        probe_seconds: time spent in the doctor's own probes.
+        initial_loss: the loss of the first step, before any update (the scale of the loss
+            thresholds).
+        probe_seconds: time spent in the doctor's own probes and weight checks.
+        probes: how many probes the doctor ran itself.
+        history: the epoch logs, {name: [value per epoch]}.
     """
 
     async_safe = True  # on_train_batch_end only appends the logged loss to a list

@@ -273,7 +273,9 @@ class _Report:
     def update_ratios(self) -> str:
         rows = self.run.csv_rows("update_ratios.csv")
         if not rows:
-            return _absent("no update_ratios.csv (monitors.update_ratio=false)")
+            return _absent(
+                "no update_ratios.csv (monitors.update_ratio=false, or no epoch completed)"
+            )
         lines: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         kernels = any(r[2].endswith("kernel") for r in rows)
         for step, _epoch, variable, ratio, *_ in rows:
@@ -294,7 +296,9 @@ class _Report:
     def gradients(self) -> str:
         rows = self.run.csv_rows("gradient_norms.csv")
         if not rows:
-            return _absent("no gradient_norms.csv (monitors.gradients=false)")
+            return _absent(
+                "no gradient_norms.csv (monitors.gradients=false, or no epoch completed)"
+            )
         lines: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         for step, _epoch, name, norm in rows:
             x, y = lines[name]
@@ -311,7 +315,7 @@ class _Report:
     def activations(self) -> str:
         rows = self.run.csv_rows("activations.csv")
         if not rows:
-            return _absent("no activations.csv (monitors.activations=false)")
+            return _absent("no activations.csv (monitors.activations=false, or no epoch completed)")
         fractions: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         spread: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         for step, _epoch, layer, kind, _mean, std, _zero, dead, saturated in rows:
