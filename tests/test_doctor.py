@@ -185,3 +185,25 @@ def test_a_resumed_fit_continues_the_record(data, tmp_path):
     assert len(dying) == 1 and dying[0].step == 0 and dying[0].count >= 2
     steps = [s for s, _ in second.step_losses]
     assert steps == sorted(steps) and steps[0] == 0 and len(steps) == len(set(steps))
+
+
+class Subclassed(keras.Model):
+    """No symbolic inputs: layer outputs cannot be probed, gradients can."""
+
+    def __init__(self):
+        super().__init__()
+        self.flatten = keras.layers.Flatten()
+        self.hidden = keras.layers.Dense(32, activation="relu", bias_initializer="ones")
+        self.logits = keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.logits(self.hidden(self.flatten(x)))
+
+
+def test_subclassed_model_gets_every_judgement_but_activations(data):
+    model = compiled(Subclassed(), keras.optimizers.SGD(3e-5))
+    doctor = TrainingDoctor(data.x_train[:64], data.y_train[:64], verbose=0)
+    with pytest.warns(UserWarning, match="no activation probes"):
+        fit(model, data, [doctor], epochs=2)
+    assert doctor.probes >= 1
+    assert "slow_convergence" in {f.symptom for f in doctor.findings}

@@ -204,7 +204,17 @@ class TrainingDoctor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
-        self._forward("on_train_begin", logs)
+        if self._activations in self._owned:
+            try:
+                self._activations.on_train_begin(logs)
+            except ValueError as exc:
+                # A subclassed model has no per-layer outputs: judge everything else.
+                warnings.warn(f"TrainingDoctor: no activation probes: {exc}", stacklevel=2)
+                self._owned.remove(self._activations)
+                self._activations = None
+        for monitor in self._owned:
+            if monitor is not self._activations:
+                monitor.on_train_begin(logs)
         self.findings, self._seen = [], {}
         self.step_losses, self.initial_loss, self.history = [], None, {}
         self.probe_seconds, self.probes = 0.0, 0
