@@ -15,7 +15,7 @@ from kerasdiag.callbacks import (
     UpdateRatioMonitor,
     stats,
 )
-from kerasdiag.callbacks.base import histogram_buckets
+from kerasdiag.callbacks.base import CsvLog, FileWrites, histogram_buckets
 from kerasdiag.callbacks.curves import step_losses
 from kerasdiag.callbacks.filters import filter_grid, first_layer_filters
 
@@ -183,3 +183,16 @@ def test_gradient_flags():
 def test_invalid_arguments_are_named(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_background_writes_keep_their_order_and_report_failures(tmp_path):
+    log = CsvLog(tmp_path / "rows.csv", ["a"])
+    for i in range(20):
+        log.add([i])
+        log.flush()  # each flush rewrites the whole file; the last one must win
+    log.wait()
+    assert (tmp_path / "rows.csv").read_text().splitlines() == ["a", *map(str, range(20))]
+    writes = FileWrites()
+    writes.submit(open, tmp_path / "missing-dir" / "x.csv", "w")
+    with pytest.raises(FileNotFoundError):
+        writes.wait()

@@ -10,7 +10,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasdiag.callbacks.base import SummaryLog, check_positive_int, optional_path, warn
+from kerasdiag.callbacks.base import (
+    FileWrites,
+    SummaryLog,
+    check_positive_int,
+    optional_path,
+    warn,
+)
 from kerasdiag.io import write_bytes_atomic
 
 # Each filter is drawn at least this many pixels wide (3x3 kernels are scaled up 8x).
@@ -120,6 +126,7 @@ class FilterImages(keras.callbacks.Callback):
         self.image_shape = image_shape
         self._summary = SummaryLog(optional_path(log_dir), "filters")
         self.paths: list = []
+        self._writes = FileWrites()
         self._enabled = True
 
     def on_train_begin(self, logs=None):
@@ -138,6 +145,7 @@ class FilterImages(keras.callbacks.Callback):
             self._draw(f"filters_epoch{epoch:03d}.png", epoch)
 
     def on_train_end(self, logs=None):
+        self._writes.wait()
         self._summary.close()
 
     def _draw(self, filename: str, step: int) -> None:
@@ -145,9 +153,9 @@ class FilterImages(keras.callbacks.Callback):
         grid = filter_grid(filters)
         png = tf.io.encode_png(grid).numpy()
         self._summary.png(f"filters/{name}", png, grid.shape[1], grid.shape[0], step)
-        self._summary.flush()
         if self.out_dir is not None:
-            self.paths.append(write_bytes_atomic(self.out_dir / filename, png))
+            self._writes.submit(write_bytes_atomic, self.out_dir / filename, png)
+            self.paths.append(self.out_dir / filename)
 
 
 def _layers(model: keras.Model) -> Iterator[keras.layers.Layer]:

@@ -76,7 +76,7 @@ class LearningRateMonitor(keras.callbacks.Callback):
             logs.setdefault("learning_rate", rate)
         self._summary.scalars({"learning_rate": rate}, epoch)
         self._csv.flush()
-        self._summary.flush()
 
     def on_train_end(self, logs=None):
+        self._csv.wait()
         self._summary.close()
