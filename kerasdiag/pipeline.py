@@ -23,7 +23,7 @@ from kerasdiag.callbacks.checkpoint import BestCheckpoint
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
-from kerasdiag.errors import ConfigError
+from kerasdiag.errors import ConfigError, KerasdiagError
 from kerasdiag.io import write_json_atomic, write_text_atomic
 from kerasdiag.losses import build_loss
 from kerasdiag.optimizers import build_optimizer, build_schedule
@@ -100,7 +100,10 @@ def model_summary_text(model: keras.Model) -> str:
         rows.append((layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
-        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        "  ".join(
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
@@ -150,12 +153,48 @@ def training_callbacks(
         # Keras' asynchronous batch-callback dispatch, so it does not sync every step.
         tensorboard.async_safe = True
         callbacks.append(tensorboard)
+    callbacks += watch_callbacks(cfg, run_dir, data)
     if cfg.trainer.resume:
         stateful = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)
         track = [cb for cb in callbacks if isinstance(cb, stateful)]
         backup = RunBackup(run_dir / BACKUP_DIR, track=track, delete_on_train_end=not keep_backup)
         callbacks.append(backup)
     return callbacks
+
+
+def watch_callbacks(
+    cfg: DictConfig, run_dir: Path, data: Dataset
+) -> list[keras.callbacks.Callback]:
+    """The monitors ``conf/monitors/`` turns on (M1-M6, P8) and the TrainingDoctor (B1).
+
+    The doctor comes after the monitors and judges what they measure, so nothing is
+    computed twice; its findings go to ``doctor.json``.
+    """
+    from kerasdiag.callbacks import (
+        ActivationHistograms,
+        GradientMonitor,
+        TrainingDoctor,
+        UpdateRatioMonitor,
+        monitor_callbacks,
+    )
+    from kerasdiag.callbacks.factory import probe_batch
+
+    monitors = monitor_callbacks(cfg.monitors, run_dir, data)
+    if not cfg.monitors.doctor:
+        return monitors
+    x, y = probe_batch(data, int(cfg.monitors.probe_size))
+    measured = (GradientMonitor, ActivationHistograms, UpdateRatioMonitor)
+    doctor = TrainingDoctor(
+        x,
+        y,
+        monitors=[m for m in monitors if isinstance(m, measured)],
+        stop_on=list(cfg.monitors.doctor_stop_on),
+        thresholds=dict(cfg.monitors.doctor_thresholds),
+        budget=float(cfg.monitors.doctor_budget),
+        path=run_dir / "doctor.json",
+        bayes_error=cfg.bayes_error,
+    )
+    return [*monitors, doctor]
 
 
 def fit(
@@ -185,10 +224,39 @@ def fit(
     )
 
 
-def evaluate_test(cfg: DictConfig, model: keras.Model, data: Dataset) -> dict[str, float]:
-    """Loss and accuracy on the held-out test split."""
+def evaluate_test(cfg: DictConfig, model: keras.Model, data: Dataset) -> dict[str, Any]:
+    """Loss and accuracy on the held-out test split.
+
+    With ``optimizer.use_ema`` the moving average of the weights is scored too (O4), under
+    ``"ema"``, next to the raw weights' numbers.
+    """
     test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
-    return {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+    scores: dict[str, Any] = {
+        k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()
+    }
+    if cfg.optimizer.use_ema:
+        from kerasdiag.callbacks import evaluate_with_ema
+
+        both = evaluate_with_ema(model, data.x_test, data.y_test, int(cfg.data.batch_size))
+        scores["ema"] = both["ema"]
+    return scores
+
+
+def finish_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Diagnose the run from its files (``diagnosis.json``) and write ``report.html``.
+
+    Called after every training, also one stopped by a NaN or a failed sanity stage: the
+    report is where a person reads what happened.
+    """
+    from kerasdiag.diagnosis import diagnose
+    from kerasdiag.report import build_report
+
+    findings = diagnose(run_dir)
+    if findings:
+        print("diagnosis:")
+        for finding in findings:
+            print(f"  {finding.severity}: {finding}")
+    print(f"report: {build_report(run_dir)}")
 
 
 def run_sanity(cfg: DictConfig, model: keras.Model, data: Dataset, run_dir: Path) -> list:
@@ -219,8 +287,10 @@ def prepare_run(cfg: DictConfig, run_dir: Path) -> Dataset:
 def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run one whole training recipe in ``run_dir`` and return its summary.
 
-    Writes ``config.yaml``, ``data.json``, ``summary.txt``, ``metrics.csv``, ``checkpoints/``,
-    ``tensorboard/`` and ``test_metrics.json`` there.
+    Writes ``config.yaml``, ``data.json``, ``summary.txt``, ``sanity.json``,
+    ``gradcheck.json``, ``metrics.csv``, ``checkpoints/``, ``tensorboard/``, the monitors'
+    CSVs and PNGs, ``doctor.json``, ``test_metrics.json``, ``diagnosis.json`` and
+    ``report.html`` there.
 
     The directory is locked for this process and must be new, or hold an interrupted run of
     the same config: with ``trainer.resume`` (the default) that run continues from its last
@@ -234,16 +304,23 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         data = prepare_run(cfg, run_dir)
         model = build_model(cfg, data)
         write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
-        run_sanity(cfg, model, data, run_dir)
+        try:
+            run_sanity(cfg, model, data, run_dir)
+        except KerasdiagError:  # sanity.fail_fast: the report shows the failed stage
+            finish_run(cfg, run_dir)
+            raise
 
         callbacks = training_callbacks(cfg, run_dir, data, keep_backup=True)
         try:
             fit(cfg, model, data, callbacks)
         except NonFiniteLossError as exc:
-            raise record_nan_stop(run_dir, exc.record, callbacks) from None
+            error = record_nan_stop(run_dir, exc.record, callbacks)
+            finish_run(cfg, run_dir)
+            raise error from None
         test_metrics = evaluate_test(cfg, model, data)
         write_json_atomic(run_dir / "test_metrics.json", test_metrics)
         remove_backup(run_dir / BACKUP_DIR)
+        finish_run(cfg, run_dir)
 
         # From metrics.csv, not fit's history: a resumed run's history lacks earlier epochs.
         rows = next(cb for cb in callbacks if isinstance(cb, MetricsCSV)).rows

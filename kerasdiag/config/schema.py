@@ -138,12 +138,14 @@ class SanityConfig:
 
 @dataclass
 class MonitorsConfig:
+    # Frequencies count optimizer steps; the defaults keep each monitor near 1% of a step
+    # (benchmarks/bench_monitors.py).
     update_ratio: bool = True
     update_ratio_freq: int = 50
     activations: bool = True
-    activations_freq: int = 1
+    activations_freq: int = 200
     gradients: bool = True
-    gradients_freq: int = 1
+    gradients_freq: int = 200
     learning_rate: bool = True
     filters: bool = True
     curves: bool = True
