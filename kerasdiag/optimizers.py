@@ -115,5 +115,13 @@ def lr_at_epoch(
 
 
 def current_lr(optimizer: keras.optimizers.Optimizer) -> float:
-    """The optimizer's learning rate right now (schedules evaluated at its iteration count)."""
+    """The optimizer's learning rate right now (schedules evaluated at its iteration count).
+
+    Through numpy, so it also works on a ``MirroredVariable`` under a tf.distribute strategy.
+    """
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def optimizer_step(optimizer: keras.optimizers.Optimizer) -> int:
+    """The optimizer's iteration count (also for a ``MirroredVariable``)."""
+    return int(keras.ops.convert_to_numpy(optimizer.iterations))

@@ -18,6 +18,7 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
 
 from kerasdiag.io import write_csv_atomic
+from kerasdiag.optimizers import optimizer_step
 
 # Histograms are bucketed in numpy from at most this many values: tf.summary.histogram
 # one-hot encodes every value (N x 30 floats), which costs ~0.3 s on one probe batch of a
@@ -240,7 +241,7 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._epoch_start_step = int(self.model.optimizer.iterations)
+        self._epoch_start_step = optimizer_step(self.model.optimizer)
 
     def on_train_batch_begin(self, batch, logs=None):
         step = self._epoch_start_step + batch

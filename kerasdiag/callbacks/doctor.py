@@ -25,6 +25,7 @@ from kerasdiag.callbacks.curves import step_losses
 from kerasdiag.callbacks.gradients import GradientMonitor
 from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
 from kerasdiag.io import write_json_atomic
+from kerasdiag.optimizers import optimizer_step
 
 # A step loss this many times the initial loss triggers a probe at once (outside the budget):
 # when the loss blows up, the gradient norms are what names the cause.
@@ -221,7 +222,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._pending = []
         self._train_thread = threading.get_ident()
         self._epoch, self._epoch_start_step, self._last_step = 0, 0, 0
-        self._first_step = int(model.optimizer.iterations)
+        self._first_step = optimizer_step(model.optimizer)
         self._judged = {"gradients": 0, "activations": 0, "ratios": 0}
         self._window: deque[float] = deque(maxlen=self.thresholds.oscillation_window + 1)
         self._nan_epoch = None
@@ -270,7 +271,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             self._resumed_epoch = epoch
             self.history = {k: v[:epoch] for k, v in self.history.items()}
         self._epoch = epoch
-        self._epoch_start_step = int(self.model.optimizer.iterations)
+        self._epoch_start_step = optimizer_step(self.model.optimizer)
         self._last_record = (0, 0.0)
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -325,7 +326,7 @@ class TrainingDoctor(keras.callbacks.Callback):
                 bayes_error=self.bayes_error,
                 lr=_learning_rate(self.model),
                 thresholds=self.thresholds,
-                step=int(self.model.optimizer.iterations),
+                step=optimizer_step(self.model.optimizer),
             ):
                 self._add(finding)
         self._forward("on_train_end", logs)

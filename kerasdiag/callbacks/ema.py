@@ -25,6 +25,7 @@ import numpy as np
 
 from kerasdiag.callbacks.base import MonitorWarning
 from kerasdiag.callbacks.stats import snapshot
+from kerasdiag.optimizers import optimizer_step
 
 
 def ema_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:
@@ -143,13 +144,13 @@ class RestoreRawWeights(keras.callbacks.Callback):
         optimizer = self._optimizer()
         if optimizer is not None:
             self._raw = snapshot(self.model.trainable_variables)
-            self._iterations = int(optimizer.iterations)
+            self._iterations = optimizer_step(optimizer)
 
     def on_train_end(self, logs=None):
         optimizer = self._optimizer()
         if optimizer is None or self._raw is None:
             return
-        if int(optimizer.iterations) != self._iterations:
+        if optimizer_step(optimizer) != self._iterations:
             # Some step ran after the last epoch end (another callback trained on): the copy
             # is stale, and the model keeps what fit left in it.
             return

@@ -7,6 +7,7 @@ import os
 import keras
 
 from kerasdiag.callbacks.base import CsvLog, SummaryLog, optional_path
+from kerasdiag.optimizers import current_lr, optimizer_step
 
 
 class LearningRateMonitor(keras.callbacks.Callback):
@@ -65,7 +66,7 @@ class LearningRateMonitor(keras.callbacks.Callback):
         if batch != 0:
             return
         optimizer = self.model.optimizer
-        self._current = [self._epoch, int(optimizer.iterations), float(optimizer.learning_rate)]
+        self._current = [self._epoch, optimizer_step(optimizer), current_lr(optimizer)]
 
     def on_epoch_end(self, epoch, logs=None):
         if self._current is None:
