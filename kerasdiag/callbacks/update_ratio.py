@@ -27,9 +27,9 @@ class UpdateRatioMonitor(StepMonitor):
     ||lr * dW|| / ||W||. Around 1e-3 is healthy; much lower means the learning rate is too
     low, much higher that it is too high. At the end of each epoch the median ratio of each
     layer's largest variable (its kernel; zero-initialised biases say nothing about the
-    learning rate) over that epoch's measurements is compared with ``[low, high]`` and a
-    :class:`~kerasdiag.callbacks.base.MonitorWarning` names the likely cause, once per layer
-    and direction. With ``steps_per_execution=k`` a measurement spans the k steps Keras runs
+    learning rate) over that epoch's measurements after step 0 is compared with
+    ``[low, high]`` and a :class:`~kerasdiag.callbacks.base.MonitorWarning` names the likely
+    cause, once per layer and direction. With ``steps_per_execution=k`` a measurement spans the k steps Keras runs
     between two callback calls.
 
     Example:
@@ -119,8 +119,11 @@ class UpdateRatioMonitor(StepMonitor):
         ratios = stats.update_ratios(before, self._variables)
         for name, layer, ratio in zip(self._names, self._layers, ratios, strict=True):
             self._csv.add([step, epoch, name, float(ratio), layer])
-        for layer, index in self._main.items():
-            self._epoch_ratios[layer].append(float(ratios[index]))
+        # Step 0 is logged but not judged: an adaptive optimizer's first step moves every
+        # weight by ~lr whatever its gradient, so a small-init layer shows a huge ratio once.
+        if step > 0:
+            for layer, index in self._main.items():
+                self._epoch_ratios[layer].append(float(ratios[index]))
         self._summary.scalars(
             {
                 f"update_ratio/{n}": float(r)
