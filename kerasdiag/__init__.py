@@ -6,8 +6,7 @@ fast and a bad config is reported before TensorFlow starts.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kerasdiag._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -48,10 +47,5 @@ _LAZY = {
     "UpdateRatioMonitor": "kerasdiag.callbacks.update_ratio",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kerasdiag' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)
+__all__ += ["__version__"]

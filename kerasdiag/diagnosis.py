@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasdiag.arguments import check_positive_float
 from kerasdiag.errors import ConfigError
 from kerasdiag.io import write_json_atomic
 
@@ -158,21 +159,13 @@ class Thresholds:
         for key, v in value.items():
             if key not in known:
                 raise ValueError(f"unknown threshold {key!r}; known: {', '.join(sorted(known))}")
-            number = _positive_number(key, v)
+            number = check_positive_float(f"thresholds.{key}", v)
             if known[key].type == "int":
                 if number != int(number):
                     raise ValueError(f"threshold {key!r} must be an integer. Received: {v!r}")
                 number = int(number)
             changes[key] = number
         return replace(cls(), **changes)
-
-
-def _positive_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise ValueError(f"threshold {name!r} must be a number > 0. Received: {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"threshold {name!r} must be a finite number > 0. Received: {value!r}")
-    return float(value)
 
 
 @dataclass

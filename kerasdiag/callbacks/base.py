@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
 
+from kerasdiag.arguments import check_positive_int
 from kerasdiag.io import write_csv_atomic
 from kerasdiag.optimizers import optimizer_step
 
@@ -29,22 +30,6 @@ HISTOGRAM_BUCKETS = 30
 
 class MonitorWarning(UserWarning):
     """A monitor saw a number outside its healthy range (the message names the likely cause)."""
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is an int >= 1, else raise ValueError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
-
-
-def check_positive_float(name: str, value: Any) -> float:
-    """Return ``value`` as float if it is a finite number > 0, else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise ValueError(f"`{name}` must be a number > 0. Received: {name}={value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
-    return float(value)
 
 
 def check_probe(name: str, value: Any) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 
 from kerasdiag.io import atomic_path, remove_stale_temporaries
+from kerasdiag.metrics import metric_mode
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -38,7 +39,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.directory = Path(directory)
         self.monitor = monitor
         if mode == "auto":
-            mode = "min" if "loss" in monitor or "error" in monitor else "max"
+            mode = metric_mode(monitor)
         self.mode = mode
         self.every_epoch = bool(every_epoch)
         self.best: float | None = None

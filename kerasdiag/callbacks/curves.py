@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kerasdiag.callbacks.base import check_positive_float, check_positive_int
+from kerasdiag.arguments import check_positive_float, check_positive_int
 from kerasdiag.io import write_bytes_atomic
 
 # Logged values that are not curves to compare between training and validation.

@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasdiag.arguments import check_positive_int
 from kerasdiag.callbacks.base import (
     FileWrites,
     SummaryLog,
-    check_positive_int,
     optional_path,
     warn,
 )

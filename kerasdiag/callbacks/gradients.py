@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
-from kerasdiag.callbacks.base import StepMonitor, check_positive_float, check_probe, warn
+from kerasdiag.callbacks.base import StepMonitor, check_probe, warn
 
 _FIXES = {
     "vanishing": (

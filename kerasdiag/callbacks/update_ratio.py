@@ -7,8 +7,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
-from kerasdiag.callbacks.base import StepMonitor, check_positive_float, warn
+from kerasdiag.callbacks.base import StepMonitor, warn
 
 _CAUSES = {
     "too_high": "the learning rate is probably too high (try it ~10x lower)",

@@ -6,9 +6,7 @@ config-free parts (the Dataset class) does not start TensorFlow.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from kerasdiag._lazy import lazy_exports
 from kerasdiag.data.dataset import Dataset
 
 _LAZY = {
@@ -17,10 +15,5 @@ _LAZY = {
     "make_tf_dataset": "kerasdiag.data.pipeline",
 }
 
-__all__ = ["Dataset", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kerasdiag.data' has no attribute {name!r}")
+__getattr__, _names = lazy_exports(__name__, _LAZY)
+__all__ = ["Dataset", *_names]

@@ -12,8 +12,7 @@ This package imports TensorFlow only when a name that needs it is used, so
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kerasdiag._lazy import lazy_exports
 
 # public name -> module that defines it
 _LAZY = {
@@ -28,10 +27,4 @@ _LAZY = {
     "validate_ensemble_config": "kerasdiag.ensemble.config",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kerasdiag.ensemble' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

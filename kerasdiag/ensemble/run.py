@@ -43,11 +43,11 @@ from kerasdiag.ensemble.model import (
 from kerasdiag.ensemble.selection import (
     CheckpointScore,
     best_checkpoints,
-    metric_mode,
     source_checkpoints,
 )
 from kerasdiag.errors import DataError, KerasdiagError
 from kerasdiag.io import atomic_path, load_model_safely, write_json_atomic, write_text_atomic
+from kerasdiag.metrics import metric_mode
 from kerasdiag.pipeline import (
     build_model,
     evaluate_test,

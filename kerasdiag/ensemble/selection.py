@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kerasdiag.errors import DataError
+from kerasdiag.metrics import metric_mode
 
 # "<label>-<metric><score>.keras": the metric is a name (letters, digits, "_"), the score
 # the decimal number that ends the stem (both writers format it as "{:.4f}"; requiring the
@@ -39,11 +40,6 @@ class CheckpointScore:
     def mode(self) -> str:
         """Whether a lower (min) or higher (max) score is better: losses and errors are min."""
         return metric_mode(self.metric)
-
-
-def metric_mode(metric: str) -> str:
-    """``"min"`` for losses and errors, ``"max"`` for everything else (as BestCheckpoint)."""
-    return "min" if "loss" in metric or "error" in metric else "max"
 
 
 def parse_checkpoint_name(path: str | os.PathLike) -> CheckpointScore | None:

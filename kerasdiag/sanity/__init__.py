@@ -11,8 +11,7 @@ Names load lazily: importing this package does not start TensorFlow.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kerasdiag._lazy import lazy_exports
 
 # public name -> module that defines it
 _LAZY = {
@@ -25,10 +24,4 @@ _LAZY = {
     "SanityCheckFailed": "kerasdiag.sanity.stages",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kerasdiag.sanity' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

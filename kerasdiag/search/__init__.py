@@ -15,8 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kerasdiag._lazy import lazy_exports
 
 _LAZY = {
     "Param": "kerasdiag.search.oracle",
@@ -36,10 +35,4 @@ _LAZY = {
     "run_search": "kerasdiag.search.run",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kerasdiag.search' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

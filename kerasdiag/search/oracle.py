@@ -38,6 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kerasdiag.errors import ConfigError
+from kerasdiag.metrics import metric_mode
 
 TUNERS = ("none", "random", "coarse_to_fine")
 OBJECTIVES = ("val_accuracy", "val_loss")  # scored on the one validation split (H4)
@@ -267,11 +268,6 @@ def narrow_space(
     return [p.narrowed([b[p.name] for b in best if p.name in b], margin) for p in space]
 
 
-def objective_direction(objective: str) -> str:
-    """``min`` for losses and errors, ``max`` otherwise (the rule BestCheckpoint uses)."""
-    return "min" if "loss" in objective or "error" in objective else "max"
-
-
 def build_hyperparameters(space: Sequence[Param]) -> Any:
     """The keras-tuner ``HyperParameters`` of a space (imports keras-tuner, hence TensorFlow)."""
     import keras_tuner
@@ -293,7 +289,7 @@ def build_oracle(space: Sequence[Param], stage: Stage, tuner_cfg: Any) -> Any:
 
     objective = str(tuner_cfg.objective)
     return keras_tuner.oracles.RandomSearchOracle(
-        objective=keras_tuner.Objective(objective, objective_direction(objective)),
+        objective=keras_tuner.Objective(objective, metric_mode(objective)),
         max_trials=stage.trials,
         hyperparameters=build_hyperparameters(space),
         allow_new_entries=False,

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from kerasdiag.io import write_bytes_atomic, write_csv_atomic
-from kerasdiag.search.oracle import Param, objective_direction
+from kerasdiag.metrics import metric_mode
+from kerasdiag.search.oracle import Param
 
 TRIALS_DIR = "trials"
 
@@ -88,7 +89,7 @@ def records_from_trials(
 def best_records(records: Sequence[TrialRecord], objective: str, k: int) -> list[TrialRecord]:
     """The ``k`` best records with a score, best first (by the objective's direction)."""
     scored = [r for r in records if math.isfinite(r.score)]
-    maximize = objective_direction(objective) == "max"
+    maximize = metric_mode(objective) == "max"
     return sorted(scored, key=lambda r: (-r.score if maximize else r.score, r.stage, r.trial))[:k]
 
 

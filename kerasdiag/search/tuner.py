@@ -34,9 +34,10 @@ from kerasdiag.callbacks.checkpoint import BestCheckpoint
 from kerasdiag.data import Dataset
 from kerasdiag.errors import ConfigError
 from kerasdiag.io import load_model_safely, write_text_atomic
+from kerasdiag.metrics import metric_mode
 from kerasdiag.pipeline import build_model, fit, training_callbacks
 from kerasdiag.search.divergence import StopOnDivergence
-from kerasdiag.search.oracle import Param, Stage, objective_direction, set_values
+from kerasdiag.search.oracle import Param, Stage, set_values
 from kerasdiag.search.results import TRIALS_DIR, kept_checkpoints, trial_checkpoint_name
 
 SEARCH_DIR = "search"  # keras-tuner's projects: search/stage1, search/stage2, ...
@@ -119,7 +120,7 @@ class TrialTuner(keras_tuner.Tuner):
 
         best = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         kept = self._keep_checkpoint(trial, best)
-        worst = -math.inf if objective_direction(self.objective_name) == "max" else math.inf
+        worst = -math.inf if metric_mode(self.objective_name) == "max" else math.inf
         score = worst if best.best is None else float(best.best)
         epochs_run = len(history.history.get("loss", []))
         diverged = divergence.diverged_epoch is not None
