@@ -24,7 +24,7 @@ from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.errors import ConfigError, KerasdiagError
-from kerasdiag.io import write_json_atomic, write_text_atomic
+from kerasdiag.io import atomic_path, write_json_atomic, write_text_atomic
 from kerasdiag.losses import build_loss
 from kerasdiag.optimizers import build_optimizer, build_schedule
 from kerasdiag.rundir import BACKUP_DIR, NAN_FILE, claim_run_dir
@@ -242,6 +242,14 @@ def evaluate_test(cfg: DictConfig, model: keras.Model, data: Dataset) -> dict[st
     return scores
 
 
+def save_ema_model(model: keras.Model, path: Path) -> None:
+    """Save the model with the optimizer's moving average of its weights (O4, E4)."""
+    from kerasdiag.callbacks.ema import ema_weights
+
+    with ema_weights(model), atomic_path(path) as tmp:
+        model.save(tmp)
+
+
 def finish_run(cfg: DictConfig, run_dir: Path) -> None:
     """Diagnose the run from its files (``diagnosis.json``) and write ``report.html``.
 
@@ -274,18 +282,31 @@ def run_sanity(cfg: DictConfig, model: keras.Model, data: Dataset, run_dir: Path
     )
 
 
-def prepare_run(cfg: DictConfig, run_dir: Path) -> Dataset:
-    """How every run starts, in its claimed directory: seed, load the data, write
-    ``config.yaml`` (what a resume is compared with) and ``data.json``."""
+def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> Dataset:
+    """How every run starts, in its claimed directory: seed, load the data (unless given),
+    write ``config.yaml`` (what a resume is compared with) and ``data.json``."""
     seed_everything(cfg.trainer)
-    data = load_dataset(cfg.data)
+    if data is None:
+        data = load_dataset(cfg.data)
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_json_atomic(run_dir / "data.json", data.summary())
     return data
 
 
-def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+def run_training(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    *,
+    data: Dataset | None = None,
+    sanity: bool = True,
+    every_epoch: bool = False,
+) -> dict[str, Any]:
     """Run one whole training recipe in ``run_dir`` and return its summary.
+
+    ``data`` reuses splits already loaded (ensemble members share theirs); ``sanity=False``
+    skips the pre-training checks; ``every_epoch`` keeps every epoch's checkpoint besides the
+    best (checkpoint ensembles). With ``optimizer.use_ema`` the moving average of the weights
+    is saved as ``ema.keras`` too.
 
     Writes ``config.yaml``, ``data.json``, ``summary.txt``, ``sanity.json``,
     ``gradcheck.json``, ``metrics.csv``, ``checkpoints/``, ``tensorboard/``, the monitors'
@@ -301,22 +322,28 @@ def run_training(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     with claim_run_dir(run_dir, cfg):
         started = time.time()
-        data = prepare_run(cfg, run_dir)
+        data = prepare_run(cfg, run_dir, data)
         model = build_model(cfg, data)
         write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
         try:
-            run_sanity(cfg, model, data, run_dir)
+            if sanity:
+                run_sanity(cfg, model, data, run_dir)
         except KerasdiagError:  # sanity.fail_fast: the report shows the failed stage
             finish_run(cfg, run_dir)
             raise
 
         callbacks = training_callbacks(cfg, run_dir, data, keep_backup=True)
+        for callback in callbacks:
+            if isinstance(callback, BestCheckpoint):
+                callback.every_epoch = every_epoch
         try:
             fit(cfg, model, data, callbacks)
         except NonFiniteLossError as exc:
             error = record_nan_stop(run_dir, exc.record, callbacks)
             finish_run(cfg, run_dir)
             raise error from None
+        if cfg.optimizer.use_ema:
+            save_ema_model(model, run_dir / "ema.keras")
         test_metrics = evaluate_test(cfg, model, data)
         write_json_atomic(run_dir / "test_metrics.json", test_metrics)
         remove_backup(run_dir / BACKUP_DIR)

@@ -28,11 +28,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from kerasdiag.callbacks.backup import remove_backup
-from kerasdiag.callbacks.checkpoint import BestCheckpoint, find_best_checkpoint
-from kerasdiag.callbacks.ema import ema_weights
-from kerasdiag.callbacks.nan_stop import NonFiniteLossError
-from kerasdiag.data import Dataset, load_dataset
+from kerasdiag.callbacks.checkpoint import find_best_checkpoint
+from kerasdiag.data import Dataset
 from kerasdiag.ensemble.config import validate_ensemble_config
 from kerasdiag.ensemble.model import (
     build_ensemble,
@@ -46,18 +43,10 @@ from kerasdiag.ensemble.selection import (
     source_checkpoints,
 )
 from kerasdiag.errors import DataError, KerasdiagError
-from kerasdiag.io import atomic_path, load_model_safely, write_json_atomic, write_text_atomic
+from kerasdiag.io import atomic_path, load_model_safely, write_json_atomic
 from kerasdiag.metrics import metric_mode
-from kerasdiag.pipeline import (
-    build_model,
-    evaluate_test,
-    fit,
-    record_nan_stop,
-    run_sanity,
-    seed_everything,
-    training_callbacks,
-)
-from kerasdiag.rundir import BACKUP_DIR, FINISHED, NAN_FILE, claim_run_dir, run_dir_status
+from kerasdiag.pipeline import prepare_run, run_training
+from kerasdiag.rundir import FINISHED, NAN_FILE, claim_run_dir, run_dir_status
 
 COMBINATION = (
     "mean of the members' softmax probabilities (multiclass-hinge scores pass through the "
@@ -86,10 +75,7 @@ def run_ensemble(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     with claim_run_dir(run_dir, cfg):
         started = time.time()
-        seed_everything(cfg.trainer)
-        data = load_dataset(cfg.data)
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        write_json_atomic(run_dir / "data.json", data.summary())
+        data = prepare_run(cfg, run_dir)
 
         members = MEMBER_SOURCES[cfg.ensemble.name](cfg, run_dir, data)
         report = assemble(members, data, run_dir, batch_size=int(cfg.data.batch_size))
@@ -121,25 +107,7 @@ def train_member(
             )
         print(f"{member_dir.name}: finished already, reusing it")
         return
-    with claim_run_dir(member_dir, cfg):
-        seed_everything(cfg.trainer)
-        write_text_atomic(member_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        model = build_model(cfg, data)
-        if sanity:
-            run_sanity(cfg, model, data, member_dir)
-        callbacks = training_callbacks(cfg, member_dir, data, keep_backup=True)
-        for callback in callbacks:
-            if isinstance(callback, BestCheckpoint):
-                callback.every_epoch = every_epoch
-        try:
-            fit(cfg, model, data, callbacks)
-        except NonFiniteLossError as exc:
-            raise record_nan_stop(member_dir, exc.record, callbacks) from None
-        if cfg.optimizer.use_ema:
-            with ema_weights(model), atomic_path(member_dir / "ema.keras") as tmp:
-                model.save(tmp)
-        write_json_atomic(member_dir / "test_metrics.json", evaluate_test(cfg, model, data))
-        remove_backup(member_dir / BACKUP_DIR)
+    run_training(cfg, member_dir, data=data, sanity=sanity, every_epoch=every_epoch)
 
 
 def seed_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
