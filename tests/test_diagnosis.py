@@ -115,11 +115,11 @@ def test_thresholds_are_validated_and_overridable():
     assert Thresholds.of(None) == Thresholds()
     with pytest.raises(ValueError, match="unknown threshold 'dead'"):
         Thresholds.of({"dead": 0.5})
-    with pytest.raises(ValueError, match="'bias' must be a finite number > 0"):
+    with pytest.raises(ValueError, match="thresholds.bias. must be a finite number > 0"):
         Thresholds.of({"bias": -1})
     with pytest.raises(ValueError, match="'slow_epochs' must be an integer"):
         Thresholds.of({"slow_epochs": 2.5})
-    with pytest.raises(ValueError, match="'variance' must be a number"):
+    with pytest.raises(ValueError, match="thresholds.variance. must be a number"):
         Thresholds.of({"variance": "high"})
 
 
