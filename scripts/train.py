@@ -1,8 +1,11 @@
 """Train a kerasdiag recipe: ``python scripts/train.py recipe=cifar_softmax optimizer.lr=0.01``.
 
 Thin on purpose: the config is composed and validated (before TensorFlow starts), then
-``kerasdiag.pipeline.run_training`` does the work in Hydra's run directory. Bad input of any
-kind ends with one line on stderr and exit code 2.
+``kerasdiag.pipeline.run`` does the work in Hydra's run directory: one training, a search
+(``tuner=...``) or an ensemble (``ensemble=...``).
+
+Exit codes: 0 done; 2 bad input of any kind (config, data, run directory), with one line on
+stderr; 3 training stopped on a NaN/Inf loss (``nan.json`` in the run directory says where).
 """
 
 from __future__ import annotations
