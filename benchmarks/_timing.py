@@ -1,12 +1,22 @@
-"""Timing helpers the benchmarks share: per-epoch wall time, alternating repetitions."""
+"""What the benchmarks share: the data location, per-epoch timing, alternating repetitions."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
+
+# The CIFAR-10 sample beside the repository (../shared), or where KERASDIAG_CIFAR_SAMPLE says.
+CIFAR_SAMPLE = Path(
+    os.environ.get(
+        "KERASDIAG_CIFAR_SAMPLE",
+        Path(__file__).resolve().parents[2] / "shared/data/cifar10-sample/cifar-10-batches-py",
+    )
+)
 
 
 class EpochTimer(keras.callbacks.Callback):

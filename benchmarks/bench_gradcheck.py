@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _timing import CIFAR_SAMPLE  # noqa: E402
 
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data.cifar import read_batch  # noqa: E402
@@ -35,7 +36,7 @@ from kerasdiag.gradcheck.objective import ModelObjective  # noqa: E402
 from kerasdiag.losses import build_loss  # noqa: E402
 from recipes.models import convnet  # noqa: E402
 
-CIFAR_BATCH = "/work/shared/data/cifar10-sample/cifar-10-batches-py/data_batch_1"
+CIFAR_BATCH = CIFAR_SAMPLE / "data_batch_1"
 # compute_gradient is timed on variables up to this size (biases, first conv kernel)
 JACOBIAN_TIMED_SIZE = 1000
 

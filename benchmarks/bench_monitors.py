@@ -23,11 +23,11 @@ import statistics
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+from _timing import CIFAR_SAMPLE  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from kerasdiag.callbacks import MonitorWarning, monitor_callbacks  # noqa: E402
@@ -35,11 +35,6 @@ from kerasdiag.callbacks.factory import MONITOR_DEFAULTS  # noqa: E402
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
 from kerasdiag.pipeline import build_model, fit  # noqa: E402
-
-CIFAR_SAMPLE = (
-    Path(__file__).resolve().parents[2] / "shared/data/cifar10-sample/cifar-10-batches-py"
-)
-
 
 HOOKS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_epoch_end", "on_train_end")
 

@@ -18,15 +18,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from _timing import EpochTimer, alternate, report  # noqa: E402
+from _timing import CIFAR_SAMPLE, EpochTimer, alternate, report  # noqa: E402
 
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
 from kerasdiag.pipeline import build_model, fit, training_callbacks  # noqa: E402
-
-CIFAR_SAMPLE = (
-    Path(__file__).resolve().parents[2] / "shared/data/cifar10-sample/cifar-10-batches-py"
-)
 
 
 def main() -> None:

@@ -15,7 +15,9 @@ import tensorflow as tf
 
 from kerasdiag.data.cifar import read_batch
 
-CIFAR_BATCH = "/work/shared/data/cifar10-sample/cifar-10-batches-py/data_batch_1"
+from conftest import CIFAR_SAMPLE
+
+CIFAR_BATCH = CIFAR_SAMPLE / "data_batch_1"
 # scaled: x1.1; sign_flip: every other entry negated; transposed: axes swapped;
 # no_bias: bias gradient missing (for the loss: the label term of the gradient missing).
 BUGS = ("scaled", "sign_flip", "transposed", "no_bias")

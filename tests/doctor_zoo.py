@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -26,13 +24,8 @@ from kerasdiag.callbacks.factory import probe_batch
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-CIFAR_SAMPLE = Path(
-    os.environ.get(
-        "KERASDIAG_CIFAR_SAMPLE",
-        REPO.parent / "shared" / "data" / "cifar10-sample" / "cifar-10-batches-py",
-    )
-)
+from conftest import CIFAR_SAMPLE
+
 PROBE_SIZE = 64
 SEED = 0
 
