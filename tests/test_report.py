@@ -11,7 +11,7 @@ from pathlib import Path
 
 import keras
 import pytest
-from doctor_zoo import REPO, compiled, digits, mlp
+from doctor_zoo import compiled, digits, mlp
 from omegaconf import OmegaConf
 
 from kerasdiag import diagnose
@@ -35,6 +35,8 @@ from kerasdiag.pipeline import (
     training_callbacks,
 )
 from kerasdiag.report import build_report
+
+from conftest import REPO
 
 IMG = re.compile(r'<img alt="([^"]*)" src="([^"]*)"')
 
