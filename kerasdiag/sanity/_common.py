@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasdiag.sanity.expected import LossSpec
+from kerasdiag.sanity.expected import LossSpec, describe_loss
 
 
 def training_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, int | None]:
@@ -30,6 +30,17 @@ def subset(
         return x, y
     idx = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
     return x[idx], y[idx]
+
+
+def loss_and_subset(
+    model: keras.Model, data: Any, loss: Any, num_examples: int, seed: int
+) -> tuple[Any, LossSpec, np.ndarray, np.ndarray, int]:
+    """What a check on a few training examples starts from: the loss (the compiled one when
+    ``loss`` is None), its description, ``num_examples`` inputs and labels, the output width."""
+    loss = compiled_loss(model) if loss is None else loss
+    x_all, y_all, _ = training_arrays(data)
+    x, y = subset(x_all, y_all, num_examples, seed)
+    return loss, describe_loss(loss), x, y, output_width(model)
 
 
 def compiled_loss(model: keras.Model) -> Any:

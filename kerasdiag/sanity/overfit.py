@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from kerasdiag.sanity import _common as common
-from kerasdiag.sanity.expected import describe_loss, expected_initial_loss
+from kerasdiag.sanity.expected import expected_initial_loss
 from kerasdiag.sanity.result import StageResult
 
 
@@ -55,11 +55,7 @@ def overfit_small_subset(
         raise ValueError(f"loss_fraction must be in (0, 1), got {loss_fraction!r}")
     start = time.perf_counter()
     with common.preserved_random_state():
-        loss = common.compiled_loss(model) if loss is None else loss
-        spec = describe_loss(loss)
-        x_all, y_all, _ = common.training_arrays(data)
-        x, y = common.subset(x_all, y_all, num_examples, seed)
-        width = common.output_width(model)
+        loss, spec, x, y, width = common.loss_and_subset(model, data, loss, num_examples, seed)
         targets = common.loss_targets(spec, y, width)
         labels = common.class_indices(y)
         target = loss_fraction * expected_initial_loss(spec, common.classes_for(spec, width))

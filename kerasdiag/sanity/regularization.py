@@ -9,7 +9,6 @@ import keras
 import numpy as np
 
 from kerasdiag.sanity import _common as common
-from kerasdiag.sanity.expected import describe_loss
 from kerasdiag.sanity.result import StageResult
 
 
@@ -50,11 +49,8 @@ def check_regularization_raises_loss(
         raise ValueError(f"factor must be greater than 1, got {factor!r}")
     start = time.perf_counter()
     with common.preserved_random_state():
-        loss = common.compiled_loss(model) if loss is None else loss
-        spec = describe_loss(loss)
-        x_all, y_all, _ = common.training_arrays(data)
-        x, y = common.subset(x_all, y_all, max_examples, seed)
-        targets = common.loss_targets(spec, y, common.output_width(model))
+        loss, spec, x, y, width = common.loss_and_subset(model, data, loss, max_examples, seed)
+        targets = common.loss_targets(spec, y, width)
         loss_fn = common.loss_function(loss)
         probe = stronger is not None
         if unregularized is None:
