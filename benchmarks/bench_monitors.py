@@ -1,18 +1,22 @@
 """Cost of the monitors: ``model.fit`` with every monitor at its default frequency vs none.
 
-    python benchmarks/bench_monitors.py [--epochs 10] [--repetitions 3]
+    python benchmarks/bench_monitors.py [--epochs 10] [--repetitions 8] [--control]
 
 Both sides train the cifar_softmax convnet (conv32-pool-conv64-pool-dense128-dense10, Adam
 1e-3, batch 128, built by ``recipes.models.convnet``) on the CIFAR-10 sample through the
 recipe's tf.data pipeline with validation every epoch, for the recipe's 10 epochs. One side
 adds ``monitor_callbacks(MONITOR_DEFAULTS, ...)``: update ratios, activation and gradient
-probes, learning rate, filter images, curve PNGs. The whole ``fit`` is timed, first epoch
-included, so the monitors' one-time costs (TensorBoard writers, first probes) count. The
-order alternates between repetitions. Reported: the median of the per-pair wall-time ratios
-(target <= 1.05) and the ratio of each side's fastest run; the process CPU time (all
-threads, so it counts the curve plotter's and the file writer's threads too); and the wall
-time spent inside the monitors' hooks on the training thread, which other jobs on a shared
-machine disturb far less than the whole fit.
+probes (one shared probe batch), learning rate, filter images, curve PNGs. The whole
+``fit`` is timed, first epoch included, so the monitors' one-time costs (TensorBoard
+writers, the first probes) count. The order rotates between repetitions.
+
+Reported, as monitors / none (target <= 1.05): the median of the per-repetition ratios of
+whole-fit wall time, and of process CPU time (all threads, so the curve plotter's and the
+file writer's threads count); and the wall time inside the monitors' hooks on the training
+thread, which the machine's mood disturbs far less. This VM runs identical epochs in ~1.3 s
+or ~2.4 s at random, so a whole fit moves by +-15% between repetitions: the printed parts
+(set-up, then each epoch with its validation and epoch-end work) show it. ``--control``
+adds a second side without monitors: its ratio to the first is what the noise alone gives.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-from _timing import CIFAR_SAMPLE  # noqa: E402
+from _timing import CIFAR_SAMPLE, ratios, side_by_side  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from kerasdiag.callbacks import MonitorWarning, monitor_callbacks  # noqa: E402
@@ -66,7 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-path", default=str(CIFAR_SAMPLE))
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--repetitions", type=int, default=8)
+    parser.add_argument("--control", action="store_true", help="add a second side with none")
     args = parser.parse_args()
 
     overrides = ["recipe=cifar_softmax", f"data.path={args.data_path}",
@@ -74,51 +79,49 @@ def main() -> None:
     cfg = load_config(overrides)
     data = load_dataset(cfg.data)
     monitors = OmegaConf.create(MONITOR_DEFAULTS)
+    hook_shares: list[float] = []
 
-    hook_shares = []
+    def variant(with_monitors: bool):
+        def run(marks: keras.callbacks.Callback) -> float:
+            model = build_model(cfg, data)
+            clock = HookClock()
+            with tempfile.TemporaryDirectory() as run_dir:
+                callbacks = monitor_callbacks(monitors, run_dir, data) if with_monitors else []
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MonitorWarning)  # lr advice is not timed here
+                    fit(cfg, model, data, [marks, *(clock.wrap(c) for c in callbacks)])
+                wall = time.perf_counter() - start
+            if with_monitors:
+                hook_shares.append(clock.seconds / wall)
+            return clock.seconds
 
-    def timed_fit(with_monitors: bool) -> tuple[float, float]:
-        model = build_model(cfg, data)
-        clock = HookClock()
-        with tempfile.TemporaryDirectory() as run_dir:
-            callbacks = monitor_callbacks(monitors, run_dir, data) if with_monitors else []
-            callbacks = [clock.wrap(c) for c in callbacks]
-            start, cpu = time.perf_counter(), time.process_time()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", MonitorWarning)  # lr advice is not timed here
-                fit(cfg, model, data, callbacks)
-            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        if with_monitors:
-            hook_shares.append(clock.seconds / wall)
-        return wall, cpu
+        return run
+
+    variants = {"none": variant(False), "monitors": variant(True)}
+    if args.control:
+        variants["none (control)"] = variant(False)
 
     steps = -(-len(data.y_train) // int(cfg.data.batch_size))
     print(f"cifar_softmax: {len(data.y_train)} training images, batch {cfg.data.batch_size} "
-          f"({steps} steps/epoch), {args.epochs} epochs, {args.repetitions} repetitions")  # fmt: skip
+          f"({steps} steps/epoch), {args.epochs} epochs, {args.repetitions} repetitions, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
     print("monitor defaults:", ", ".join(f"{k}={v}" for k, v in MONITOR_DEFAULTS.items()))
-    print(f"{'rep':>4}{'wall none':>11}{'monitors':>10}{'ratio':>8}"
-          f"{'cpu none':>11}{'monitors':>10}{'ratio':>8}")  # fmt: skip
-    wall_ratios, cpu_ratios = [], []
-    walls, cpus = {True: [], False: []}, {True: [], False: []}
-    for rep in range(args.repetitions):
-        order = (False, True) if rep % 2 == 0 else (True, False)
-        times = {flag: timed_fit(flag) for flag in order}
-        for flag, (wall, cpu) in times.items():
-            walls[flag].append(wall)
-            cpus[flag].append(cpu)
-        (wall0, cpu0), (wall1, cpu1) = times[False], times[True]
-        wall_ratios.append(wall1 / wall0)
-        cpu_ratios.append(cpu1 / cpu0)
-        print(f"{rep:>4}{wall0:>11.2f}{wall1:>10.2f}{wall_ratios[-1]:>8.3f}"
-              f"{cpu0:>11.2f}{cpu1:>10.2f}{cpu_ratios[-1]:>8.3f}")  # fmt: skip
-    print(f"\nmedian ratio fit(all monitors) / fit(none): wall {statistics.median(wall_ratios):.3f} "
-          f"(target <= 1.05), cpu {statistics.median(cpu_ratios):.3f}")  # fmt: skip
-    # The fastest run of each side is the one least disturbed by other jobs on the machine.
-    print(f"ratio of the fastest runs: wall {min(walls[True]) / min(walls[False]):.3f}, "
-          f"cpu {min(cpus[True]) / min(cpus[False]):.3f}")  # fmt: skip
+    print(f"{'rep':>4}  {'side':<16}{'wall s':>8}{'cpu s':>8}{'hooks s':>9}  epochs s")
+
+    def each(rep, name, t, hook_seconds):
+        parts = " ".join(f"{p:.2f}" for p in t.parts)
+        print(f"{rep:>4}  {name:<16}{t.wall:>8.2f}{t.cpu:>8.2f}{hook_seconds:>9.2f}  {parts}",
+              flush=True)  # fmt: skip
+
+    times = side_by_side(variants, args.repetitions, each)
+    print()
+    for name in list(variants)[1:]:
+        r = ratios(times, "none", name)
+        print(f"{name} / none: median wall {r.wall:.3f} (per repetition {r.spread[0]:.3f} to "
+              f"{r.spread[1]:.3f}), median cpu {r.cpu:.3f}")  # fmt: skip
     print(f"time in the monitors' hooks on the training thread: median "
-          f"{statistics.median(hook_shares):.1%} of the monitored fit "
-          f"(per run: {', '.join(f'{h:.1%}' for h in hook_shares)})")  # fmt: skip
+          f"{statistics.median(hook_shares):.1%} of the monitored fit")  # fmt: skip
 
 
 if __name__ == "__main__":

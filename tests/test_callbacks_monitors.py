@@ -225,6 +225,41 @@ def test_activation_probe_needs_a_model_with_inputs():
         )
 
 
+def test_shared_probe_batch_serves_both_monitors_from_one_pass(digits, monkeypatch):
+    """Activation and gradient monitors on one ProbeBatch, due at the same steps: one probe
+    pass per step (counted at kerasdiag's own entry point), with the same numbers as the
+    monitors computing separately."""
+    from kerasdiag.callbacks import ProbeBatch, stats
+
+    x, y = digits
+    passes = []
+    original = stats.probe_model
+
+    def counted(model, x, y=None, **kwargs):
+        passes.append((y is not None, kwargs.get("extractor") is not None))
+        return original(model, x, y, **kwargs)
+
+    monkeypatch.setattr(stats, "probe_model", counted)
+    probe = ProbeBatch(x[:64], y[:64])
+    shared = [ActivationHistograms(probe, freq=5), GradientMonitor(probe, freq=5)]
+    fit(mlp([32, 32], activation="tanh"), x[:768], y[:768], shared)  # 12 steps: 0, 5, 10
+    assert passes == [(True, True)] * 3
+
+    passes.clear()
+    alone = [ActivationHistograms(x[:64], freq=5), GradientMonitor(x[:64], y[:64], freq=5)]
+    fit(mlp([32, 32], activation="tanh"), x[:768], y[:768], alone)
+    assert sorted(passes) == [(False, True)] * 3 + [(True, False)] * 3
+    for (s1, e1, a), (s2, e2, b) in zip(shared[0].history, alone[0].history, strict=True):
+        assert (s1, e1) == (s2, e2)
+        for layer in a:
+            assert a[layer].mean == pytest.approx(b[layer].mean, rel=1e-5, abs=1e-7)
+            assert a[layer].saturated_fraction == b[layer].saturated_fraction
+    for a, b in zip(shared[1].history, alone[1].history, strict=True):
+        assert a["step"] == b["step"]
+        assert a["global_norm"] == pytest.approx(b["global_norm"], rel=1e-5)
+        assert a["layer_norms"] == pytest.approx(b["layer_norms"], rel=1e-5)
+
+
 # --- learning rate ----------------------------------------------------------------------------
 
 

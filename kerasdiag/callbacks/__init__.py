@@ -18,6 +18,7 @@ from kerasdiag.callbacks.filters import FilterImages
 from kerasdiag.callbacks.gradients import GradientMonitor
 from kerasdiag.callbacks.learning_rate import LearningRateMonitor
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
+from kerasdiag.callbacks.probe import ProbeBatch
 from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "LearningRateMonitor",
     "MetricsCSV",
     "MonitorWarning",
+    "ProbeBatch",
     "RestoreRawWeights",
     "TrainingDoctor",
     "UpdateRatioMonitor",

@@ -6,7 +6,8 @@ import os
 from typing import Any
 
 from kerasdiag.callbacks import stats
-from kerasdiag.callbacks.base import StepMonitor, check_probe
+from kerasdiag.callbacks.base import StepMonitor
+from kerasdiag.callbacks.probe import ACTIVATIONS, ProbeBatch
 
 _COLUMNS = [
     "step",
@@ -46,7 +47,10 @@ class ActivationHistograms(StepMonitor):
     ```
 
     Args:
-        x: the probe inputs (a fixed batch, e.g. 64 training examples).
+        x: the probe inputs (a fixed batch, e.g. 64 training examples), or a
+            :class:`~kerasdiag.callbacks.probe.ProbeBatch` shared with a
+            :class:`~kerasdiag.callbacks.GradientMonitor`, so that probes due at the same
+            step take one pass.
         freq: probe before the optimizer steps 0, freq, 2 * freq, ... (a probe costs about
             one forward pass on the probe batch).
         log_dir: TensorBoard log directory; the run ``<log_dir>/activations`` gets
@@ -60,6 +64,8 @@ class ActivationHistograms(StepMonitor):
         latest: the most recent {layer: ActivationStats}.
     """
 
+    probe_kind = ACTIVATIONS
+
     def __init__(
         self,
         x: Any,
@@ -68,9 +74,13 @@ class ActivationHistograms(StepMonitor):
         csv_path: str | os.PathLike | None = None,
     ):
         super().__init__(freq, log_dir, "activations", csv_path, _COLUMNS)
-        self.x = check_probe("x", x)
+        self.probe = ProbeBatch.of(x)
+        self.probe.attach(self)
         self.history: list[tuple[int, int, dict[str, stats.ActivationStats]]] = []
-        self._extractor = None
+
+    @property
+    def x(self):
+        return self.probe.x
 
     @property
     def latest(self) -> dict[str, stats.ActivationStats]:
@@ -78,11 +88,12 @@ class ActivationHistograms(StepMonitor):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self._extractor = stats.activation_model(self.model)
+        self.probe.invalidate()
+        self.probe.extractor(self.model)  # a model without per-layer outputs fails here
         self._kinds = {layer.name: stats.activation_kind(layer) for layer in self.model.layers}
 
     def on_due_step(self, step):
-        outputs = stats.probe_activations(self.model, self.x, self._extractor)
+        outputs = self.probe.take(self.model, step, activations=True).activations
         layer_stats = {
             name: stats.activation_stats(values, self._kinds[name])
             for name, values in outputs.items()

@@ -20,9 +20,10 @@ import tensorflow as tf
 from kerasdiag import diagnosis
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.activations import ActivationHistograms
-from kerasdiag.callbacks.base import MonitorWarning, check_probe
+from kerasdiag.callbacks.base import FileWrites, MonitorWarning
 from kerasdiag.callbacks.curves import step_losses
 from kerasdiag.callbacks.gradients import GradientMonitor
+from kerasdiag.callbacks.probe import ProbeBatch
 from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
 from kerasdiag.io import write_json_atomic
 from kerasdiag.optimizers import optimizer_step
@@ -158,23 +159,15 @@ class TrainingDoctor(keras.callbacks.Callback):
         given = _by_kind(monitors)
         if y is not None and x is None:
             raise ValueError("`y` was given without `x`: pass the probe inputs too")
-        if x is not None:
-            x = check_probe("x", x)
-        if y is not None:
-            y = check_probe("y", y)
-            if len(y) != len(x):
-                raise ValueError(
-                    f"`x` and `y` must hold the same number of examples. "
-                    f"Received: {len(x)} and {len(y)}"
-                )
+        # One batch for the doctor's own probes: activations and gradients from one pass.
+        self._probe_batch = None if x is None else ProbeBatch(x, y)
         th = self.thresholds
         # The doctor's own monitors: driven by its budget (on_due_step), never by their freq.
         self._owned: list[keras.callbacks.Callback] = []
         self._gradients = given.get(GradientMonitor)
         if self._gradients is None and y is not None:
             self._gradients = GradientMonitor(
-                x,
-                y,
+                self._probe_batch,
                 vanishing_ratio=th.vanishing_ratio,
                 max_norm=th.exploding_norm,
                 growth=th.gradient_growth,
@@ -182,7 +175,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             self._owned.append(self._gradients)
         self._activations = given.get(ActivationHistograms)
         if self._activations is None and x is not None:
-            self._activations = ActivationHistograms(x)
+            self._activations = ActivationHistograms(self._probe_batch)
             self._owned.append(self._activations)
         self._ratio_monitor = given.get(UpdateRatioMonitor)
         self._own_ratios = self._ratio_monitor is None
@@ -193,6 +186,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self.probe_seconds = 0.0
         self.probes = 0
         self.history: dict[str, list[float]] = {}
+        self._writes = FileWrites()
         self._pending: list[tuple[int, int, float]] = []
         self._lock = threading.Lock()
 
@@ -331,6 +325,7 @@ class TrainingDoctor(keras.callbacks.Callback):
                 self._add(finding)
         self._forward("on_train_end", logs)
         self._write()
+        self._writes.wait()  # doctor.json is complete on disk when fit returns
         if self.verbose and not self.findings:
             print("TrainingDoctor: no symptoms found.")
 
@@ -513,6 +508,14 @@ class TrainingDoctor(keras.callbacks.Callback):
         with warnings.catch_warnings():
             # The doctor reports what its own monitors flag, as findings with fixes.
             warnings.simplefilter("ignore", MonitorWarning)
+            if self._owned:
+                # One pass for all the parts the owned monitors read.
+                self._probe_batch.take(
+                    self.model,
+                    step,
+                    activations=self._activations in self._owned,
+                    gradients=self._gradients in self._owned,
+                )
             for monitor in self._owned:
                 monitor.on_due_step(step)
         if self._own_ratios:
@@ -690,7 +693,10 @@ class TrainingDoctor(keras.callbacks.Callback):
         if len(points) > MAX_SAVED_STEPS:
             keep = np.linspace(0, len(points) - 1, MAX_SAVED_STEPS).astype(int)
             points = [points[i] for i in keep]
-        write_json_atomic(
+        # _plain copies every container, so the background write sees this moment's record;
+        # its fsync can wait tens of milliseconds on a busy disk, not on the training thread.
+        self._writes.submit(
+            write_json_atomic,
             self.path,
             diagnosis._plain(
                 {

@@ -15,6 +15,7 @@ from kerasdiag.callbacks.ema import RestoreRawWeights
 from kerasdiag.callbacks.filters import FilterImages
 from kerasdiag.callbacks.gradients import GradientMonitor
 from kerasdiag.callbacks.learning_rate import LearningRateMonitor
+from kerasdiag.callbacks.probe import ProbeBatch
 from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
 from kerasdiag.errors import ConfigError
 
@@ -50,7 +51,8 @@ def monitor_callbacks(
     (``update_ratios.csv``, ``activations.csv``, ``gradient_norms.csv``,
     ``learning_rate.csv``) and PNGs (``loss.png``, ``accuracy.png``, ``filters_*.png``) into
     ``run_dir``. The probe batch is :func:`probe_batch` of ``data`` (a
-    :class:`~kerasdiag.data.Dataset`). :class:`RestoreRawWeights` is always included: with
+    :class:`~kerasdiag.data.Dataset`), one :class:`ProbeBatch` shared by the activation
+    and gradient monitors. :class:`RestoreRawWeights` is always included: with
     ``optimizer.use_ema`` it keeps the raw weights in the model after ``fit``, so that
     :func:`~kerasdiag.callbacks.ema.evaluate_with_ema` can report both; otherwise it does
     nothing. Invalid values raise :class:`~kerasdiag.errors.ConfigError` naming the key.
@@ -73,7 +75,8 @@ def monitor_callbacks(
     probe_size = value("probe_size")
     if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1:
         raise ConfigError("monitors.probe_size", probe_size, "must be an integer >= 1")
-    x_probe, y_probe = probe_batch(data, probe_size)
+    # One batch for both probing monitors: when both are due, one pass serves them.
+    probe = ProbeBatch(*probe_batch(data, probe_size))
 
     callbacks: list[keras.callbacks.Callback] = []
     if value("learning_rate"):
@@ -82,8 +85,8 @@ def monitor_callbacks(
         )
     step_monitors = [  # (switch key, class, probe arguments, CSV file); "<key>_freq" is the freq
         ("update_ratio", UpdateRatioMonitor, (), "update_ratios.csv"),
-        ("activations", ActivationHistograms, (x_probe,), "activations.csv"),
-        ("gradients", GradientMonitor, (x_probe, y_probe), "gradient_norms.csv"),
+        ("activations", ActivationHistograms, (probe,), "activations.csv"),
+        ("gradients", GradientMonitor, (probe,), "gradient_norms.csv"),
     ]
     for key, monitor, probe, filename in step_monitors:
         if value(key):

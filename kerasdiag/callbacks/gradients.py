@@ -7,7 +7,8 @@ from typing import Any
 
 from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
-from kerasdiag.callbacks.base import StepMonitor, check_probe, warn
+from kerasdiag.callbacks.base import StepMonitor, warn
+from kerasdiag.callbacks.probe import GRADIENTS, ProbeBatch
 
 _FIXES = {
     "vanishing": (
@@ -51,8 +52,11 @@ class GradientMonitor(StepMonitor):
     ```
 
     Args:
-        x: probe inputs (a fixed batch, e.g. 64 training examples).
-        y: probe targets, as given to ``fit``.
+        x: probe inputs (a fixed batch, e.g. 64 training examples), or a
+            :class:`~kerasdiag.callbacks.probe.ProbeBatch` holding inputs and targets,
+            shared with an :class:`~kerasdiag.callbacks.ActivationHistograms` so that
+            probes due at the same step take one pass.
+        y: probe targets, as given to ``fit`` (None when ``x`` is a ProbeBatch).
         freq: probe before the optimizer steps 0, freq, 2 * freq, ... (a probe costs about
             one training step on the probe batch).
         log_dir: TensorBoard log directory; the run ``<log_dir>/gradients`` gets scalars
@@ -70,10 +74,12 @@ class GradientMonitor(StepMonitor):
         flags: every flag raised, dicts with step, epoch, flag and message.
     """
 
+    probe_kind = GRADIENTS
+
     def __init__(
         self,
         x: Any,
-        y: Any,
+        y: Any = None,
         freq: int = 200,
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
@@ -82,13 +88,10 @@ class GradientMonitor(StepMonitor):
         growth: float = stats.GROWTH_FACTOR,
     ):
         super().__init__(freq, log_dir, "gradients", csv_path, ["step", "epoch", "name", "norm"])
-        self.x = check_probe("x", x)
-        self.y = check_probe("y", y)
-        if len(self.x) != len(self.y):
-            raise ValueError(
-                f"`x` and `y` must hold the same number of examples. "
-                f"Received: {len(self.x)} and {len(self.y)}"
-            )
+        self.probe = ProbeBatch.of(x, y)
+        if self.probe.y is None:
+            raise ValueError("GradientMonitor needs probe targets: pass `y`")
+        self.probe.attach(self)
         self.vanishing_ratio = check_positive_float("vanishing_ratio", vanishing_ratio)
         self.max_norm = check_positive_float("max_norm", max_norm)
         self.growth = check_positive_float("growth", growth)
@@ -96,9 +99,22 @@ class GradientMonitor(StepMonitor):
         self.flags: list[dict] = []
         self._warned: set[str] = set()
 
+    @property
+    def x(self):
+        return self.probe.x
+
+    @property
+    def y(self):
+        return self.probe.y
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.probe.invalidate()
+
     def on_due_step(self, step):
         model = self.model
-        loss, grads = stats.probe_gradients(model, self.x, self.y)
+        probe = self.probe.take(model, step, gradients=True)
+        loss, grads = probe.loss, probe.grads
         clipped = stats.clip_like_optimizer(model.optimizer, grads)
         norm, norm_clipped = stats.global_norm(grads), stats.global_norm(clipped)
         layer_norms = stats.layer_gradient_norms(model, grads)

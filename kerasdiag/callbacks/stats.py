@@ -75,19 +75,17 @@ def update_ratios(before: Sequence, after: Sequence) -> np.ndarray:
     """||after - before|| / ||before|| per variable; NaN where ``before`` is all zeros.
 
     A zero-initialised bias has no scale to compare its first update with, hence NaN.
+    Computed in numpy: a few small arrays, where eager TensorFlow would spend ~1 ms of
+    dispatch per operation.
     """
-    if not before:
-        return np.zeros(0)
-    diffs = tf.stack(
-        [
-            tf.norm(tf.cast(a, tf.float32) - tf.cast(b, tf.float32))
-            for a, b in zip(after, before, strict=True)
-        ]
-    )
-    norms = tf.stack([tf.norm(tf.cast(b, tf.float32)) for b in before])
-    diffs, norms = diffs.numpy().astype(np.float64), norms.numpy().astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(norms > 0, diffs / np.where(norms > 0, norms, 1.0), np.nan)
+    ratios = np.full(len(before), np.nan)
+    for i, (b, a) in enumerate(zip(before, after, strict=True)):
+        b = np.asarray(keras.ops.convert_to_numpy(b), dtype=np.float32)
+        a = np.asarray(keras.ops.convert_to_numpy(a), dtype=np.float32)
+        norm = float(np.linalg.norm(b))
+        if norm > 0:
+            ratios[i] = float(np.linalg.norm(a - b)) / norm
+    return ratios
 
 
 def update_ratio_verdict(
@@ -115,26 +113,50 @@ def main_variable_index(variables: Sequence) -> int:
 # --- gradients on a probe batch (M4, P8) ------------------------------------------------
 
 
-def probe_gradients(
-    model: keras.Model, x: Any, y: Any, sample_weight: Any = None
-) -> tuple[float, list[tf.Tensor | None]]:
-    """Loss and gradients w.r.t. ``model.trainable_variables`` on a probe batch.
+def probe_model(
+    model: keras.Model,
+    x: Any,
+    y: Any = None,
+    *,
+    extractor: keras.Model | None = None,
+    sample_weight: Any = None,
+) -> tuple[dict[str, np.ndarray] | None, float | None, list[tf.Tensor | None] | None]:
+    """One inference-mode pass of a probe batch: (layer outputs, loss, gradients).
 
-    The forward pass runs in inference mode (dropout off, batch-norm moving statistics), so
-    the result is deterministic and the model's state, including its metric trackers, is
-    left as it was. The loss is the compiled one, regularisation losses included.
+    With ``extractor`` (from :func:`activation_model`) the layer outputs come back as numpy
+    arrays in layer order, else None. With ``y`` the gradient tape is on and the loss (the
+    compiled one, regularisation included) and its gradients with respect to
+    ``model.trainable_variables`` come back, else None twice; both from the same forward
+    pass. Dropout is off and batch norm uses its moving statistics, so the result is
+    deterministic; the model's state, including its metric trackers, is left as it was.
     """
-    metric_values = [tf.identity(v) for v in model.metrics_variables]
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=False)
-        loss = model.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
-        )
-    grads = tape.gradient(loss, model.trainable_variables)
-    # A multi-output model's compiled loss feeds per-output loss trackers: undo that.
-    for variable, value in zip(model.metrics_variables, metric_values, strict=True):
-        variable.assign(value)
-    return float(loss), list(grads)
+    layers = None
+    # One pass serves both when the prediction is the extractor's single model output;
+    # a multi-output model's loss wants its own output structure, so it gets its own pass.
+    shared = extractor is not None and y is not None and len(model.outputs) == 1
+    if extractor is not None and not shared:
+        layers = extractor(_single_input(extractor, x), training=False)[0]
+    loss = grads = None
+    if y is not None:
+        metric_values = [tf.identity(v) for v in model.metrics_variables]
+        with tf.GradientTape() as tape:
+            if shared:
+                layers, (y_pred,) = extractor(_single_input(extractor, x), training=False)
+            else:
+                y_pred = model(x, training=False)
+            loss = model.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+            )
+        grads = list(tape.gradient(loss, model.trainable_variables))
+        loss = float(loss)
+        # A multi-output model's compiled loss feeds per-output loss trackers: undo that.
+        for variable, value in zip(model.metrics_variables, metric_values, strict=True):
+            variable.assign(value)
+    if layers is None:
+        return None, loss, grads
+    # Keras returns dict outputs in key order; report them in layer order.
+    order = [layer.name for layer in monitored_layers(model) if layer.name in layers]
+    return {name: keras.ops.convert_to_numpy(layers[name]) for name in order}, loss, grads
 
 
 def clip_like_optimizer(optimizer: keras.optimizers.Optimizer, grads: Sequence) -> list:
@@ -286,10 +308,11 @@ def monitored_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def activation_model(model: keras.Model) -> keras.Model:
-    """A model from the inputs of ``model`` to the output of each monitored layer.
+    """A model from the inputs of ``model`` to ``[{layer name: output}, predictions]``.
 
-    Needs a model with symbolic inputs (Sequential or functional); build it once, call it
-    per probe.
+    The outputs of the monitored layers, and ``model.outputs`` (a list) so that the same
+    pass gives the loss too. Needs a model with symbolic inputs (Sequential or functional);
+    build it once, call it per probe.
     """
     try:
         inputs = model.inputs
@@ -310,29 +333,7 @@ def activation_model(model: keras.Model) -> keras.Model:
         except (AttributeError, ValueError):
             # A layer called at several places has no single output to probe.
             continue
-    return keras.Model(inputs, outputs, name=f"{model.name}_activations")
-
-
-def probe_activations(
-    model: keras.Model, x: Any, extractor: keras.Model | None = None
-) -> dict[str, np.ndarray]:
-    """Each monitored layer's output on ``x`` (inference mode), as numpy arrays."""
-    extractor = extractor or activation_model(model)
-    outputs = extractor(_single_input(extractor, x), training=False)
-    # Keras returns dict outputs in key order; report them in layer order.
-    order = [layer.name for layer in monitored_layers(model) if layer.name in outputs]
-    return {name: keras.ops.convert_to_numpy(outputs[name]) for name in order}
-
-
-def probe_activation_stats(
-    model: keras.Model, x: Any, extractor: keras.Model | None = None
-) -> dict[str, ActivationStats]:
-    """:func:`activation_stats` of every monitored layer on the probe batch ``x``."""
-    layers = {layer.name: layer for layer in model.layers}
-    return {
-        name: activation_stats(values, activation_kind(layers[name]))
-        for name, values in probe_activations(model, x, extractor).items()
-    }
+    return keras.Model(inputs, [outputs, list(model.outputs)], name=f"{model.name}_activations")
 
 
 def _single_input(model: keras.Model, x: Any) -> Any:

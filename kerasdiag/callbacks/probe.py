@@ -1,0 +1,155 @@
+"""ProbeBatch: the fixed batch the monitors look at a model through, one pass per step for all."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasdiag.callbacks import stats
+from kerasdiag.callbacks.base import check_probe
+
+ACTIVATIONS = "activations"
+GRADIENTS = "gradients"
+
+
+@dataclass
+class ProbeResult:
+    """What one probe saw: per-layer outputs and/or the loss and its gradients.
+
+    ``activations`` maps each monitored layer's name to its output (numpy), in layer order;
+    ``grads`` is aligned with ``model.trainable_variables`` (None where a variable gets no
+    gradient). Parts that were not asked for are None.
+    """
+
+    step: int
+    activations: dict[str, np.ndarray] | None = None
+    loss: float | None = None
+    grads: list[tf.Tensor | None] | None = None
+
+
+class ProbeUser(Protocol):
+    """A monitor sharing a :class:`ProbeBatch`: which part it reads, and whether it is due."""
+
+    probe_kind: str
+    model: keras.Model | None
+
+    def due(self, step: int) -> bool: ...
+
+
+class ProbeBatch:
+    """A fixed probe batch shared by the monitors that look at the model through it.
+
+    A probe runs the batch through the model in inference mode (dropout off, batch norm on
+    its moving statistics), so successive probes differ only by training progress. When
+    :class:`~kerasdiag.callbacks.ActivationHistograms` and
+    :class:`~kerasdiag.callbacks.GradientMonitor` share one ``ProbeBatch`` and are due at
+    the same step, one forward pass with the gradient tape on gives both the layer outputs
+    and the gradients: the pair costs about one training step on the probe batch instead of
+    a forward pass more. The result of the latest step is kept until the next probe.
+
+    Example:
+
+    ```python
+    probe = ProbeBatch(x_train[:64], y_train[:64])
+    callbacks = [ActivationHistograms(probe, freq=200), GradientMonitor(probe, freq=200)]
+    model.fit(x_train, y_train, epochs=5, callbacks=callbacks)
+    ```
+
+    Args:
+        x: probe inputs (a fixed batch with a batch axis, e.g. 64 training examples).
+        y: probe targets, as given to ``fit``; needed for gradients.
+    """
+
+    def __init__(self, x: Any, y: Any = None):
+        self.x = check_probe("x", x)
+        self.y = None if y is None else check_probe("y", y)
+        if self.y is not None and len(self.x) != len(self.y):
+            raise ValueError(
+                f"`x` and `y` must hold the same number of examples. "
+                f"Received: {len(self.x)} and {len(self.y)}"
+            )
+        self._users: weakref.WeakSet = weakref.WeakSet()
+        self._extractors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref, ProbeResult] | None = None
+
+    @classmethod
+    def of(cls, x: Any, y: Any = None) -> ProbeBatch:
+        """``x`` itself when it is a ProbeBatch (``y`` must then be None), else a new one."""
+        if isinstance(x, ProbeBatch):
+            if y is not None:
+                raise ValueError("`y` must be None when `x` is a ProbeBatch (it holds its targets)")
+            return x
+        return cls(x, y)
+
+    def attach(self, user: ProbeUser) -> None:
+        """Register a monitor whose due probes a pass at the same step should also serve."""
+        self._users.add(user)
+
+    def extractor(self, model: keras.Model) -> keras.Model:
+        """The model from ``model``'s inputs to its monitored layers' outputs and prediction.
+
+        Built once per model. Raises ValueError for a model without symbolic inputs (a
+        subclassed model has no per-layer outputs to probe).
+        """
+        if model not in self._extractors:
+            self._extractors[model] = stats.activation_model(model)
+        return self._extractors[model]
+
+    def take(
+        self, model: keras.Model, step: int, *, activations: bool = False, gradients: bool = False
+    ) -> ProbeResult:
+        """The probe of ``model`` before optimizer step ``step``, with the parts asked for.
+
+        A probe already taken at this step is reused; parts it lacks are computed, together
+        with those that other attached monitors due at this step will ask for.
+        """
+        if gradients and self.y is None:
+            raise ValueError("gradients need probe targets: pass `y` to the ProbeBatch")
+        cached = self._cached(model, step)
+        if cached is not None:
+            activations = activations and cached.activations is None
+            gradients = gradients and cached.grads is None
+            if not (activations or gradients):
+                return cached
+        else:
+            cached = ProbeResult(step)
+        asked = activations
+        for user in list(self._users):
+            if getattr(user, "model", None) is model and user.due(step):
+                activations |= user.probe_kind == ACTIVATIONS and cached.activations is None
+                gradients |= (
+                    user.probe_kind == GRADIENTS and cached.grads is None and self.y is not None
+                )
+        extractor = None
+        if activations:
+            try:
+                extractor = self.extractor(model)
+            except ValueError:
+                if asked:
+                    raise
+                activations = False  # a peer's part this model cannot give: not ours to fail
+        outputs, loss, grads = stats.probe_model(
+            model, self.x, self.y if gradients else None, extractor=extractor
+        )
+        if activations:
+            cached.activations = outputs
+        if gradients:
+            cached.loss, cached.grads = loss, grads
+        self._last = (weakref.ref(model), cached)
+        return cached
+
+    def invalidate(self) -> None:
+        """Forget the kept probe (the weights may change without an optimizer step: a new
+        ``fit``, restored weights)."""
+        self._last = None
+
+    def _cached(self, model: keras.Model, step: int) -> ProbeResult | None:
+        if self._last is None:
+            return None
+        ref, result = self._last
+        return result if ref() is model and result.step == step else None
