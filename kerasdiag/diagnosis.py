@@ -442,6 +442,7 @@ def curve_findings(
     lr: float | None = None,
     thresholds: Thresholds | Mapping[str, Any] | None = None,
     step: int | None = None,
+    weights_epoch: int | None = None,
 ) -> list[Finding]:
     """lr_too_high / lr_too_low / overfitting / underfitting from per-epoch curves.
 
@@ -457,6 +458,9 @@ def curve_findings(
         lr: the learning rate, to say which value to try.
         thresholds: overrides of :class:`Thresholds`.
         step: the final optimizer step, recorded in the findings.
+        weights_epoch: the epoch (from 1) whose weights the model kept, e.g. early
+            stopping's best: the bias/variance table is of that epoch (see
+            :func:`accuracies_at`).
     """
     th = Thresholds.of(thresholds)
     findings: list[Finding] = []
@@ -505,14 +509,14 @@ def curve_findings(
             )
         )
 
-    train_acc = _last_finite(history.get("accuracy"))
-    val_acc = _last_finite(history.get("val_accuracy"))
+    train_acc, val_acc, table_epoch = accuracies_at(history, weights_epoch)
     table = bias_variance(train_acc, val_acc, test_accuracy, bayes_error, th)
     rise = _val_loss_rise(history, th)
     if (table and table["high_variance"]) or rise:
         evidence = dict(rise or {})
         if table:
             evidence.update(_pick(table, "train_error", "dev_error", "test_error", "variance"))
+            evidence["epoch"] = table_epoch
             evidence["variance_threshold"] = th.variance
         parts = []
         if table and table["high_variance"]:
@@ -663,6 +667,7 @@ def diagnose(
             initial_loss=initial,
             update_ratio=median_update_ratio(run.csv_rows("update_ratios.csv")),
             test_accuracy=test.get("accuracy"),
+            weights_epoch=test.get("weights_epoch"),
             bayes_error=bayes_error,
             lr=_get(cfg, "optimizer", "lr"),
             thresholds=th,
@@ -769,9 +774,27 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
-def _last_finite(values: Sequence[float] | None) -> float | None:
-    finite = [v for v in values or [] if _finite(v)]
-    return float(finite[-1]) if finite else None
+def accuracies_at(
+    history: Mapping[str, Sequence[float]], weights_epoch: int | None = None
+) -> tuple[float | None, float | None, int | None]:
+    """(training accuracy, validation accuracy, epoch) for the bias/variance table.
+
+    Of the epoch whose weights the model kept (``weights_epoch``, counted from 1 as
+    metrics.csv does: early stopping's best epoch when it restores that), so that the table
+    and the test score describe the same model; without it, or when that epoch lacks either
+    accuracy, of the last epoch that has both. (None, None, None) when none has.
+    """
+    train, val = history.get("accuracy") or [], history.get("val_accuracy") or []
+    numbers = history.get("epoch") or range(1, len(train) + 1)
+    both = [
+        (int(e), float(t), float(v))
+        for e, t, v in zip(numbers, train, val, strict=False)
+        if _finite(t) and _finite(v)
+    ]
+    if not both:
+        return None, None, None
+    epoch, t, v = next((row for row in both if row[0] == weights_epoch), both[-1])
+    return t, v, epoch
 
 
 def _plain(value: Any) -> Any:
@@ -796,6 +819,7 @@ __all__ = [
     "TRAINING_SYMPTOMS",
     "Finding",
     "Thresholds",
+    "accuracies_at",
     "bias_variance",
     "curve_findings",
     "diagnose",

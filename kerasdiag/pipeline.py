@@ -224,6 +224,19 @@ def fit(
     )
 
 
+def kept_epoch(callbacks: list[keras.callbacks.Callback], last_epoch: int) -> int:
+    """The epoch (from 1, as metrics.csv counts) whose weights the model holds after ``fit``:
+    early stopping's best when it restored those, else ``last_epoch``."""
+    for cb in callbacks:
+        if (
+            isinstance(cb, keras.callbacks.EarlyStopping)
+            and cb.restore_best_weights
+            and cb.best_weights is not None
+        ):
+            return int(cb.best_epoch) + 1
+    return last_epoch
+
+
 def evaluate_test(cfg: DictConfig, model: keras.Model, data: Dataset) -> dict[str, Any]:
     """Loss and accuracy on the held-out test split.
 
@@ -344,13 +357,14 @@ def run_training(
             raise error from None
         if cfg.optimizer.use_ema:
             save_ema_model(model, run_dir / "ema.keras")
+        # From metrics.csv, not fit's history: a resumed run's history lacks earlier epochs.
+        rows = next(cb for cb in callbacks if isinstance(cb, MetricsCSV)).rows
         test_metrics = evaluate_test(cfg, model, data)
+        test_metrics["weights_epoch"] = kept_epoch(callbacks, max(rows, default=0))
         write_json_atomic(run_dir / "test_metrics.json", test_metrics)
         remove_backup(run_dir / BACKUP_DIR)
         finish_run(cfg, run_dir)
 
-        # From metrics.csv, not fit's history: a resumed run's history lacks earlier epochs.
-        rows = next(cb for cb in callbacks if isinstance(cb, MetricsCSV)).rows
         summary = {
             "recipe": cfg.recipe,
             "run_dir": str(run_dir),

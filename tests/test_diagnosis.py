@@ -14,7 +14,9 @@ from kerasdiag.callbacks.nan_stop import NonFiniteLossError
 from kerasdiag.config import load_config
 from kerasdiag.diagnosis import (
     Finding,
+    RunFiles,
     Thresholds,
+    accuracies_at,
     bias_variance,
     curve_findings,
     loss_shape,
@@ -130,6 +132,24 @@ def test_stricter_thresholds_change_the_verdict():
     assert finding.symptom == "overfitting"
 
 
+def test_bias_variance_table_is_of_the_epoch_whose_weights_were_kept():
+    history = {
+        "epoch": [1, 2, 3, 4],
+        "loss": [1.0, 0.5, 0.3, 0.2],
+        "accuracy": [0.70, 0.97, 0.995, 0.999],
+        "val_accuracy": [0.68, 0.955, 0.86, math.nan],
+    }
+    # The last epoch lacks a validation score: the last with both is epoch 3.
+    assert accuracies_at(history) == (0.995, 0.86, 3)
+    assert accuracies_at(history, weights_epoch=2) == (0.97, 0.955, 2)
+    assert accuracies_at(history, weights_epoch=4) == (0.995, 0.86, 3)
+    assert accuracies_at({"loss": [1.0]}) == (None, None, None)
+    # Epoch 3 overfits (variance 13.5%); epoch 2, the one kept, does not (1.5%).
+    (finding,) = curve_findings(history, initial_loss=2.3)
+    assert finding.symptom == "overfitting" and finding.evidence["epoch"] == 3
+    assert curve_findings(history, initial_loss=2.3, weights_epoch=2) == []
+
+
 # --- whole run directories from the real pipeline ---------------------------------------------
 
 QUICK = ["sanity=off", "monitors=off", "trainer.tensorboard=false", "trainer.verbose=0"]
@@ -194,6 +214,34 @@ def test_overfitting_run(tmp_path_factory):
     assert finding.evidence["variance"] > 0.1
     assert finding.evidence["train_error"] < 0.02
     assert "augment" in finding.fix and "model.l2" in finding.fix
+
+
+def test_kept_weights_epoch_is_recorded_and_used(tmp_path_factory):
+    """Early stopping restores its best epoch: test_metrics.json names it, and the bias/variance
+    numbers are that epoch's, like the test score."""
+    run_dir = train(
+        tmp_path_factory,
+        "early",
+        "data.limit=60",
+        "model.hidden_units=[256]",
+        "model.l2=0",
+        "optimizer.lr=0.003",
+        "data.batch_size=16",
+        "trainer.epochs=30",
+        "trainer.early_stopping.patience=3",
+    )
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    history = RunFiles(run_dir).history()
+    best = int(history["epoch"][history["val_loss"].index(min(history["val_loss"]))])
+    assert test["weights_epoch"] == best < history["epoch"][-1]
+    train_acc, val_acc, epoch = accuracies_at(history, test["weights_epoch"])
+    assert epoch == best and val_acc == history["val_accuracy"][best - 1]
+    for finding in diagnose(run_dir):
+        if "epoch" in finding.evidence and "dev_error" in finding.evidence:
+            assert finding.evidence["epoch"] == best
+            assert finding.evidence["dev_error"] == pytest.approx(1 - val_acc)
+    report = (run_dir / "report.html").read_text()
+    assert f"Errors of epoch {best}: the weights the model kept" in report
 
 
 def test_nan_stop_record_becomes_a_finding(tmp_path_factory):

@@ -25,6 +25,7 @@ from kerasdiag.diagnosis import (
     NAN_FILE,
     Finding,
     RunFiles,
+    accuracies_at,
     bias_variance,
     diagnose,
 )
@@ -171,9 +172,10 @@ class _Report:
         return f"{note}{table}{overhead}"
 
     def bias_variance(self) -> str:
-        train = _last_finite(self.history.get("accuracy"))
-        dev = _last_finite(self.history.get("val_accuracy"))
-        test = (self.test or {}).get("accuracy")
+        test_metrics = self.test or {}
+        kept = test_metrics.get("weights_epoch")
+        train, dev, epoch = accuracies_at(self.history, kept)
+        test = test_metrics.get("accuracy")
         table = bias_variance(train, dev, test, self.bayes_error, _thresholds_of(self.config))
         if table is None:
             return _absent("no training and validation accuracy in metrics.csv")
@@ -192,9 +194,14 @@ class _Report:
             ("verdict", table["verdict"]),
             ("what to do (P2)", "; ".join(table["fixes"]) or "nothing: both are low"),
         ]
+        which = (
+            "the weights the model kept, whose test score is shown"
+            if epoch == kept
+            else "the last epoch with both accuracies"
+        )
         return (
-            "<p class=note>Errors of the last epoch (training error as measured during that "
-            "epoch).</p>" + _table(("", ""), rows)
+            f"<p class=note>Errors of epoch {epoch}: {which} (training error as measured "
+            f"during that epoch).</p>" + _table(("", ""), rows)
         )
 
     # --- curves -------------------------------------------------------------------------
@@ -612,11 +619,6 @@ def _evidence(evidence: Mapping[str, Any]) -> str:
 
 def _first(mapping: Mapping[str, Any], n: int) -> dict[str, Any]:
     return dict(list(mapping.items())[:n])
-
-
-def _last_finite(values: Sequence[float] | None) -> float | None:
-    finite = [v for v in values or [] if math.isfinite(v)]
-    return finite[-1] if finite else None
 
 
 def _thresholds_of(config: Mapping[str, Any]) -> Any:
