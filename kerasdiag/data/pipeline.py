@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+# tf.data's autotuner is off and the pipeline tuned by hand: on a small machine its model
+# thread stalls the first step of an epoch by up to ~1 s at random (8 epochs of the CIFAR
+# sample: 16.8-18.2 s with it, 13.7-14.8 s without, same steps). One parallel call per core
+# for the augmentation, two batches prefetched.
+PARALLEL_CALLS = os.cpu_count() or 1
+PREFETCH_BATCHES = 2
 
 
 def augment_fn(augment_cfg: Any):
@@ -50,5 +58,7 @@ def make_tf_dataset(
         fn = augment_fn(augment_cfg) if augment_cfg is not None else None
         if fn is not None:
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-            ds = tf.data.Dataset.zip((seeds, ds)).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            ds = tf.data.Dataset.zip((seeds, ds)).map(fn, num_parallel_calls=PARALLEL_CALLS)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(options)
