@@ -12,8 +12,8 @@
    Targets: every fault detected, no false finding.
 2. Overhead: ``model.fit`` of the cifar_softmax convnet on the CIFAR-10 sample (Adam 1e-3,
    batch 128, the recipe's tf.data pipeline, validation every epoch) for ``--epochs``, plain
-   against the same fit with a standalone ``TrainingDoctor`` on a 64-example probe batch at
-   its default budget. The whole fit is timed, first epoch included, so the doctor's
+   against the same fit with a standalone ``TrainingDoctor`` on a probe batch of the runs'
+   default size (32 examples) at its default budget. The whole fit is timed, first epoch included, so the doctor's
    one-time costs (TensorFlow's first eager calls in its first probe) count. The order
    rotates between repetitions; the median of the per-pair ratios is the result (target
    <= 1.02). Process CPU time (all threads) is shown too, and the time the doctor measured
@@ -39,7 +39,7 @@ from _timing import ratios, side_by_side  # noqa: E402
 from doctor_zoo import CIFAR_SAMPLE, FAULTS, HEALTHY, Recipe  # noqa: E402
 
 from kerasdiag.callbacks import TrainingDoctor  # noqa: E402
-from kerasdiag.callbacks.factory import probe_batch  # noqa: E402
+from kerasdiag.callbacks.factory import MONITOR_DEFAULTS, probe_batch  # noqa: E402
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
 from kerasdiag.diagnosis import TRAINING_SYMPTOMS  # noqa: E402
@@ -100,7 +100,7 @@ def overhead(epochs: int, repetitions: int, control: bool) -> float:
          "trainer.verbose=0", "trainer.early_stopping.enabled=false"]
     )  # fmt: skip
     data = load_dataset(cfg.data)
-    x_probe, y_probe = probe_batch(data, 64)
+    x_probe, y_probe = probe_batch(data, MONITOR_DEFAULTS["probe_size"])
 
     def variant(with_doctor: bool):
         def run(marks) -> TrainingDoctor | None:

@@ -189,7 +189,7 @@ def test_factory_builds_the_enabled_monitors_and_they_write_into_the_run(digits,
         "FilterImages", "CurvePlotter", "RestoreRawWeights",
     ]  # fmt: skip
     assert callbacks[1].freq == 5 and callbacks[2].freq == MONITOR_DEFAULTS["activations_freq"]
-    assert callbacks[2].x.shape == (64, 8, 8, 1)
+    assert callbacks[2].x.shape == (MONITOR_DEFAULTS["probe_size"], 8, 8, 1)
     # Thin batch hooks: no monitor stops Keras from running batch-end callbacks on its
     # worker thread (they either keep the default hook or are safe there).
     for callback in callbacks:

@@ -149,7 +149,7 @@ class MonitorsConfig:
     learning_rate: bool = True
     filters: bool = True
     curves: bool = True
-    probe_size: int = 64
+    probe_size: int = 32  # examples in the activation/gradient probe batch
     # TrainingDoctor (B1): named symptoms with fixes, judged from the monitors above
     doctor: bool = True
     doctor_stop_on: list[str] = field(default_factory=lambda: ["nan"])  # symptoms that end the run
