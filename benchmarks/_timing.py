@@ -163,3 +163,13 @@ def ratios(times: dict[str, list[FitTime]], baseline: str, variant: str) -> Rati
         cpu=statistics.median(o.cpu / b.cpu for o, b in pairs),
         spread=(min(walls), max(walls)),
     )
+
+
+def print_ratios(times: dict[str, list[FitTime]], baseline: str) -> dict[str, Ratios]:
+    """Print every other variant's :class:`Ratios` to ``baseline``; return them by name."""
+    result = {}
+    for name in [n for n in times if n != baseline]:
+        r = result[name] = ratios(times, baseline, name)
+        print(f"{name} / {baseline}: median wall {r.wall:.3f} (per repetition "
+              f"{r.spread[0]:.3f} to {r.spread[1]:.3f}), median cpu {r.cpu:.3f}")  # fmt: skip
+    return result

@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import doctor_zoo  # noqa: E402
-from _timing import ratios, side_by_side  # noqa: E402
+from _timing import print_ratios, side_by_side  # noqa: E402
 from doctor_zoo import CIFAR_SAMPLE, FAULTS, HEALTHY, Recipe  # noqa: E402
 
 from kerasdiag.callbacks import TrainingDoctor  # noqa: E402
@@ -127,11 +127,7 @@ def overhead(epochs: int, repetitions: int, control: bool) -> float:
         print(f"{rep:>4}  {name:<16}{t.wall:>8.2f}{t.cpu:>8.2f}{own}", flush=True)
 
     times = side_by_side(variants, repetitions, each)
-    result = ratios(times, "plain", "doctor")
-    for name in list(variants)[1:]:
-        r = ratios(times, "plain", name)
-        print(f"{name} / plain: median wall {r.wall:.3f} (per repetition {r.spread[0]:.3f} to "
-              f"{r.spread[1]:.3f}), median cpu {r.cpu:.3f}")  # fmt: skip
+    result = print_ratios(times, "plain")["doctor"]
     print(f"target <= 1.02; the doctor's own probes and checks: {statistics.median(shares):.1%} "
           f"of its fit (median)")  # fmt: skip
     return result.wall

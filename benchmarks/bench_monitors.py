@@ -31,7 +31,7 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-from _timing import CIFAR_SAMPLE, ratios, side_by_side  # noqa: E402
+from _timing import CIFAR_SAMPLE, print_ratios, side_by_side  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from kerasdiag.callbacks import MonitorWarning, monitor_callbacks  # noqa: E402
@@ -116,10 +116,7 @@ def main() -> None:
 
     times = side_by_side(variants, args.repetitions, each)
     print()
-    for name in list(variants)[1:]:
-        r = ratios(times, "none", name)
-        print(f"{name} / none: median wall {r.wall:.3f} (per repetition {r.spread[0]:.3f} to "
-              f"{r.spread[1]:.3f}), median cpu {r.cpu:.3f}")  # fmt: skip
+    print_ratios(times, "none")
     print(f"time in the monitors' hooks on the training thread: median "
           f"{statistics.median(hook_shares):.1%} of the monitored fit")  # fmt: skip
 

@@ -197,16 +197,22 @@ def test_slow_run_named_from_its_files(slow_run):
     assert [f.symptom for f in diagnose(slow_run, bayes_error=0.8, write=False)] == ["lr_too_low"]
 
 
+# 60 examples, a wide MLP without L2: overfits within 30 epochs.
+OVERFITS = [
+    "data.limit=60",
+    "model.hidden_units=[256]",
+    "model.l2=0",
+    "optimizer.lr=0.003",
+    "data.batch_size=16",
+    "trainer.epochs=30",
+]
+
+
 def test_overfitting_run(tmp_path_factory):
     run_dir = train(
         tmp_path_factory,
         "overfit",
-        "data.limit=60",
-        "model.hidden_units=[256]",
-        "model.l2=0",
-        "optimizer.lr=0.003",
-        "data.batch_size=16",
-        "trainer.epochs=30",
+        *OVERFITS,
         "trainer.early_stopping.enabled=false",
     )
     (finding,) = diagnose(run_dir)
@@ -222,12 +228,7 @@ def test_kept_weights_epoch_is_recorded_and_used(tmp_path_factory):
     run_dir = train(
         tmp_path_factory,
         "early",
-        "data.limit=60",
-        "model.hidden_units=[256]",
-        "model.l2=0",
-        "optimizer.lr=0.003",
-        "data.batch_size=16",
-        "trainer.epochs=30",
+        *OVERFITS,
         "trainer.early_stopping.patience=3",
     )
     test = json.loads((run_dir / "test_metrics.json").read_text())

@@ -30,8 +30,8 @@ class UpdateRatioMonitor(StepMonitor):
     layer's largest variable (its kernel; zero-initialised biases say nothing about the
     learning rate) over that epoch's measurements after step 0 is compared with
     ``[low, high]`` and a :class:`~kerasdiag.callbacks.base.MonitorWarning` names the likely
-    cause, once per layer and direction. With ``steps_per_execution=k`` a measurement spans the k steps Keras runs
-    between two callback calls.
+    cause, once per layer and direction. With ``steps_per_execution=k`` a measurement spans
+    the k steps Keras runs between two callback calls.
 
     Example:
 
