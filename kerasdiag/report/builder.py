@@ -117,7 +117,9 @@ class _Report:
         if epochs:
             facts.append(("epochs", epochs))
         if self.test:
-            facts += [(f"test {k}", _fmt(v)) for k, v in self.test.items()]
+            facts += [(f"test {k}", _fmt(v)) for k, v in self._test_scores().items()]
+            if "weights_epoch" in self.test:
+                facts.append(("weights of epoch", self.test["weights_epoch"]))
         generated = datetime.datetime.now().isoformat(timespec="seconds")
         facts.append(("report built", generated))
         items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in facts)
@@ -260,7 +262,12 @@ class _Report:
             if self.nan:
                 return _absent("no test_metrics.json: training stopped on a NaN/Inf loss")
             return _absent("no test_metrics.json: the run did not reach its test evaluation")
-        return _table(("metric", "value"), [(k, _fmt(v)) for k, v in self.test.items()])
+        rows = [(k, _fmt(v)) for k, v in self._test_scores().items()]
+        return _table(("metric", "value"), rows)
+
+    def _test_scores(self) -> dict[str, Any]:
+        # weights_epoch says which weights were scored; it is not a score.
+        return {k: v for k, v in (self.test or {}).items() if k != "weights_epoch"}
 
     # --- monitors -----------------------------------------------------------------------
 
