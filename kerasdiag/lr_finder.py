@@ -178,6 +178,8 @@ def find_learning_rate(
         else:
             batches = _dataset_batches(dataset)
 
+        opt.build(variables)  # slots made before tracing: the step traces once
+
         @tf.function
         def train_step(xb, yb):
             with tf.GradientTape() as tape:
