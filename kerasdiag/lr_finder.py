@@ -44,6 +44,13 @@ RULE_TEXT = {
 # The loss must fall at least this share of its starting value for the curve to show a
 # usable learning rate at all.
 MIN_DROP = 0.05
+# What to change when the configured rate is far from the suggestion ({lr}: the suggestion).
+LR_TOO_HIGH_FIX = (
+    "lower the learning rate to the suggestion (optimizer.lr={lr}, or optimizer.lr=auto)"
+)
+LR_TOO_LOW_FIX = (
+    "raise the learning rate to the suggestion (optimizer.lr={lr}, or optimizer.lr=auto)"
+)
 # What to change when the loss never falls over the whole range.
 NO_DROP_FIX = (
     "the loss did not fall at any learning rate: check that the model learns at all "
@@ -267,7 +274,8 @@ def resolve_auto_lr(cfg: Any, data: Any, run_dir: str | Path, build_model: Any) 
     """The learning rate ``optimizer.lr=auto`` trains with: the range test's suggestion.
 
     ``build_model(lr)`` returns the run's compiled model built with learning rate ``lr`` (the
-    test sets its own rates; only the optimizer's type and settings matter). The result is
+    test sets its own rates; only the optimizer's type and settings matter), from the same
+    seed as the model that then trains, so the test sees that model's initial weights. The result is
     written to ``lr_finder.json`` in ``run_dir``; a resumed run reads it back, so it trains
     on with the same rate. Raises :class:`~kerasdiag.errors.KerasdiagError` when the curve
     gives no suggestion.
@@ -287,6 +295,24 @@ def resolve_auto_lr(cfg: Any, data: Any, run_dir: str | Path, build_model: Any) 
     return float(result.suggestion)
 
 
+def with_auto_lr(cfg: Any, data: Any, run_dir: str | Path) -> Any:
+    """``cfg`` with ``optimizer.lr=auto`` replaced by the range test's suggestion (a copy;
+    ``cfg`` itself, and so ``config.yaml``, keep ``auto``) and the ``lr_range`` stage on.
+    Other configs are returned as is."""
+    if cfg.optimizer.lr != "auto":
+        return cfg
+    from omegaconf import OmegaConf
+
+    from kerasdiag.pipeline import build_model
+
+    def build(lr: float) -> Any:
+        return build_model(OmegaConf.merge(cfg, {"optimizer": {"lr": lr}}), data)
+
+    lr = resolve_auto_lr(cfg, data, run_dir, build)
+    # The lr_range stage then shows the curve (it reads lr_finder.json, costs nothing).
+    return OmegaConf.merge(cfg, {"optimizer": {"lr": lr}, "sanity": {"lr_range": True}})
+
+
 def run_range_test(cfg: Any, model: Any, data: Any, run_dir: str | Path) -> LRFinderResult:
     """The range test of a run (batch size ``data.batch_size``, settings ``sanity.lr_range_*``);
     writes ``lr_finder.json`` and returns the result."""
@@ -304,6 +330,50 @@ def run_range_test(cfg: Any, model: Any, data: Any, run_dir: str | Path) -> LRFi
     )
     write_json_atomic(Path(run_dir) / LR_FINDER_FILE, result.to_dict())
     return result
+
+
+def lr_range_stage(cfg: Any, model: Any, data: Any, run_dir: str | Path) -> Any:
+    """The ``lr_range`` sanity stage: the range test as a StageResult (the curve in
+    ``lr_finder.json``; one already written by ``optimizer.lr=auto`` is read, not redone).
+
+    It fails when the loss never falls (a model that does not learn at any rate) and when the
+    configured learning rate is more than 10x away from the suggestion, naming the rate to use.
+    """
+    from kerasdiag.sanity.result import StageResult
+
+    path = Path(run_dir) / LR_FINDER_FILE
+    if path.is_file():
+        result = LRFinderResult.from_dict(json.loads(path.read_text()))
+    else:
+        result = run_range_test(cfg, model, data, run_dir)
+    configured = cfg.optimizer.lr
+    configured = None if configured == "auto" else float(configured)
+    details = {
+        "suggestion": result.suggestion,
+        "rule": result.rule,
+        "min_lr": result.min_lr,
+        "steps": len(result.lrs),
+        "stopped": result.stopped,
+        "file": LR_FINDER_FILE,
+    }
+    if result.suggestion is None:
+        return StageResult("lr_range", False, None, configured, result.summary(), 0.0, details)
+    message = result.summary()
+    passed = True
+    if configured is not None:
+        ratio = configured / result.suggestion
+        details["configured_over_suggested"] = ratio
+        if ratio > 10 or ratio < 0.1:
+            passed = False
+            fix = LR_TOO_HIGH_FIX if ratio > 10 else LR_TOO_LOW_FIX
+            message += (
+                f"; the configured optimizer.lr={configured:.3g} is {max(ratio, 1 / ratio):.0f}x "
+                f"{'above' if ratio > 1 else 'below'} it. Fix: "
+                + fix.format(lr=f"{result.suggestion:.3g}")
+            )
+        else:
+            message += f"; the configured optimizer.lr={configured:.3g} is within 10x of it"
+    return StageResult("lr_range", passed, result.suggestion, configured, message, 0.0, details)
 
 
 def _check_arguments(start_lr, end_lr, max_steps, divergence, smoothing, rule, batch_size) -> None:
