@@ -24,9 +24,9 @@ from kerasdiag.io import write_json_atomic
 from kerasdiag.sanity.result import StageResult
 
 STAGES = ("gradcheck", "initial_loss", "regularization", "overfit")
-# Data checks run first, the other checks of the practitioner's recipe after the notes' four
-# (kerasdiag.data.checks, kerasdiag.sanity.baseline / batch_independence, kerasdiag.lr_finder).
-STAGES = ("leakage", "split_shift", *STAGES, "input_baseline", "batch_independence", "lr_range")
+# Beyond the notes' four: the data checks (kerasdiag.data.checks), the practitioner's checks
+# (kerasdiag.sanity.baseline, .batch_independence) and the range test (kerasdiag.lr_finder).
+STAGES = (*STAGES, "leakage", "split_shift", "input_baseline", "batch_independence", "lr_range")
 
 # sanity.* keys and the defaults used when a config lacks them.
 DEFAULTS: dict[str, Any] = {
