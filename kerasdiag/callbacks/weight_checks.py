@@ -38,7 +38,8 @@ INIT_TOO_SMALL = 0.05
 # Activations whose units want He's variance 2/n_in; all others get 1/n_in.
 RELU_LIKE = {"relu", "relu6", "elu", "leaky_relu", "gelu", "silu", "swish", "mish", "selu"}
 # The loss counts as flat when, after FLAT_STEPS steps, the mean of the last FLAT_WINDOW
-# step losses is less than FLAT_DROP of the initial loss below the mean of the first ones.
+# step losses is less than FLAT_DROP of the initial loss (plus the noise) below the mean of
+# the first ones.
 FLAT_STEPS = 100
 FLAT_WINDOW = 20
 FLAT_DROP = 0.01
@@ -159,30 +160,35 @@ def flat_loss_finding(
     """``slow_convergence`` when the loss has not moved over the first ``FLAT_STEPS`` steps.
 
     Judged once, at step ``FLAT_STEPS``: the mean of the last ``FLAT_WINDOW`` losses must be
-    at least ``FLAT_DROP`` of the initial loss below the mean of the first ``FLAT_WINDOW``
-    (a healthy run has fallen far more by then; minibatch noise averages out over 20 steps).
+    below the mean of the first ``FLAT_WINDOW`` by ``FLAT_DROP`` of the initial loss plus
+    twice the standard error of that difference (the minibatch noise); a healthy run has
+    fallen far more by then.
     """
     if initial_loss is None or len(step_losses) < FLAT_STEPS or not initial_loss > 0:
         return None
     losses = [v for _, v in step_losses[:FLAT_STEPS]]
     if not all(math.isfinite(v) for v in losses):
         return None
-    first = float(np.mean(losses[:FLAT_WINDOW]))
-    last = float(np.mean(losses[-FLAT_WINDOW:]))
+    head, tail = np.array(losses[:FLAT_WINDOW]), np.array(losses[-FLAT_WINDOW:])
+    first, last = float(head.mean()), float(tail.mean())
     drop = (first - last) / initial_loss
-    if drop >= FLAT_DROP:
+    # Twice the standard error of the difference of the two means: minibatch noise alone.
+    noise = 2 * math.sqrt((head.var(ddof=1) + tail.var(ddof=1)) / FLAT_WINDOW) / initial_loss
+    if drop >= FLAT_DROP + noise:
         return None
     step = step_losses[FLAT_STEPS - 1][0]
     return diagnosis.make_finding(
         "slow_convergence",
         f"the loss is flat: over the first {FLAT_STEPS} steps its mean went from {first:.4g} "
         f"(first {FLAT_WINDOW} steps) to {last:.4g} (last {FLAT_WINDOW}), "
-        f"{drop:.2%} of the initial loss (expected at least {FLAT_DROP:.0%})",
+        f"{drop:.2%} of the initial loss (expected at least {FLAT_DROP + noise:.1%}: "
+        f"{FLAT_DROP:.0%} plus twice the minibatch noise)",
         {
             "first_mean": first,
             "last_mean": last,
             "drop": drop,
-            "expected_drop": FLAT_DROP,
+            "expected_drop": FLAT_DROP + noise,
+            "noise": noise,
             "steps": FLAT_STEPS,
             "initial_loss": initial_loss,
         },
