@@ -187,7 +187,7 @@ def find_learning_rate(
 
         opt.build(variables)  # slots made before tracing: the step traces once
 
-        @tf.function
+        @tf.function(autograph=False)
         def train_step(xb, yb):
             with tf.GradientTape() as tape:
                 outputs = clone(xb, training=True)

@@ -141,7 +141,7 @@ def _train(copies: dict, optimizers: dict, loss: Any, batches: list) -> None:
     for name, opt in optimizers.items():
         opt.build(variables[name])  # slots made here: the step traces once
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(xb, yb):
         for name, model in copies.items():
             inputs = xb if name == "real" else tf.zeros_like(xb)
