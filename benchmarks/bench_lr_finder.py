@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--optimizers", nargs="+", default=["adam", "sgd_momentum"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--rule", default="minimum", choices=["minimum", "steepest"])
     args = parser.parse_args()
     rows = []
     for recipe in args.recipes:
@@ -73,7 +74,11 @@ def main() -> None:
                 default_lr = float(cfg.optimizer.lr)
                 model = build_model(cfg, data)
                 result = find_learning_rate(
-                    model, data, batch_size=int(cfg.data.batch_size), seed=int(cfg.data.seed)
+                    model,
+                    data,
+                    batch_size=int(cfg.data.batch_size),
+                    seed=int(cfg.data.seed),
+                    rule=args.rule,
                 )
                 print(f"{recipe} {opt} seed {seed}: {result.summary()} in {result.seconds:.1f} s")
                 base = train_at(cfg, data, default_lr)

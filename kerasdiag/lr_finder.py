@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from kerasdiag.check_fixes import LR_TOO_HIGH_FIX, LR_TOO_LOW_FIX, NO_DROP_FIX
+
 LR_FINDER_FILE = "lr_finder.json"
 # The rules a suggestion can come from (``rule=`` of find_learning_rate).
 RULES = ("minimum", "steepest")
@@ -44,19 +46,6 @@ RULE_TEXT = {
 # The loss must fall at least this share of its starting value for the curve to show a
 # usable learning rate at all.
 MIN_DROP = 0.05
-# What to change when the configured rate is far from the suggestion ({lr}: the suggestion).
-LR_TOO_HIGH_FIX = (
-    "lower the learning rate to the suggestion (optimizer.lr={lr}, or optimizer.lr=auto)"
-)
-LR_TOO_LOW_FIX = (
-    "raise the learning rate to the suggestion (optimizer.lr={lr}, or optimizer.lr=auto)"
-)
-# What to change when the loss never falls over the whole range.
-NO_DROP_FIX = (
-    "the loss did not fall at any learning rate: check that the model learns at all "
-    "(sanity.overfit=true), that the labels belong to their inputs, and that the data is "
-    "normalised (data.normalize=true); or widen the range (end_lr) or take more steps"
-)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from kerasdiag import diagnosis
+from kerasdiag.check_fixes import INIT_TOO_LARGE_FIX, INIT_TOO_SMALL_FIX, NO_PROBE_HINT
 
 # A kernel whose std is this many times the expected one is too large (standard
 # initialisers stay within ~1.5x: Glorot on a layer with fan_out < fan_in gives at most
@@ -43,22 +44,6 @@ RELU_LIKE = {"relu", "relu6", "elu", "leaky_relu", "gelu", "silu", "swish", "mis
 FLAT_STEPS = 100
 FLAT_WINDOW = 20
 FLAT_DROP = 0.01
-
-# The fixes (in the doctor's vocabulary; one place, so they can move to a shared table).
-INIT_TOO_LARGE_FIX = (
-    "initialise by activation (P9): He for ReLU-like units (kernel_initializer='he_normal', "
-    "variance 2/n_in), Glorot for tanh/sigmoid ('glorot_uniform'); a hand-set "
-    "RandomNormal(stddev=...) ignores the fan-in (model.kernel_initializer=null picks it)"
-)
-INIT_TOO_SMALL_FIX = (
-    "initialise by activation (P9): He for ReLU-like units (variance 2/n_in), Glorot for "
-    "tanh/sigmoid; a tiny or constant initialisation shrinks the signal layer by layer and "
-    "leaves units identical (model.kernel_initializer=null picks the right one)"
-)
-NO_PROBE_HINT = (
-    "pass a probe batch, TrainingDoctor(x_train[:32], y_train[:32]), or the monitors already "
-    "in your fit (monitors=[GradientMonitor(...), ActivationHistograms(...)])"
-)
 
 
 def expected_std(fan_in: int, activation: str) -> float:

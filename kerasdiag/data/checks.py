@@ -24,18 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from kerasdiag.check_fixes import LEAKAGE_FIX, SHIFT_FIX
 from kerasdiag.sanity.result import StageResult
 
-LEAKAGE_FIX = (
-    "remove the duplicated examples from the validation/test split (or from training), "
-    "de-duplicate the data before splitting it, and split by source (file, person, "
-    "recording) when examples come in near-identical groups"
-)
-SHIFT_FIX = (
-    "draw validation and test from the same distribution: split them from one shuffled pool "
-    "(stratified by class), or, when the test set is what you must do well on, carve the "
-    "validation split out of data like it; check that both get the same preprocessing"
-)
 # Class frequencies: a total variation distance above this, and a chi-square test of
 # homogeneity below SHIFT_P_VALUE, is a visible difference.
 CLASS_TV = 0.05

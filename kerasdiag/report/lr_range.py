@@ -51,6 +51,6 @@ def lr_range_section(curve: dict[str, Any] | None) -> str:
     return (
         f'<p>{text}</p><img alt="learning-rate range test" src="data:image/png;base64,{image}">'
         f"<p class=note>The loss of a copy of the model trained with a learning rate "
-        f"growing every step; rule: {rule}. M1: flat = too low, falling = good, rising = "
+        f"growing every step; rule: {rule}. Flat = too low, falling = good, rising = "
         f"too high.</p>"
     )

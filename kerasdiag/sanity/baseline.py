@@ -15,18 +15,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasdiag.check_fixes import INPUT_UNUSED_FIX
 from kerasdiag.sanity import _common as common
 from kerasdiag.sanity.expected import describe_loss
 from kerasdiag.sanity.result import StageResult
-
-# The fix the stage names, in the doctor's vocabulary (one place, so it can move to a table).
-INPUT_UNUSED_FIX = (
-    "find where the input is lost: a first layer frozen at zero or a layer that discards its "
-    "input (a Lambda returning a constant, a mask or multiply by 0), inputs not wired to the "
-    "output (a functional model built from the wrong tensor), constant inputs (normalisation "
-    "that divides by a huge std, a data pipeline that yields zeros), labels that do not "
-    "belong to their inputs; or a learning rate so low nothing is learned in a few steps"
-)
 
 
 def check_input_dependence(

@@ -16,14 +16,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasdiag.check_fixes import BATCH_MIXING_FIX
 from kerasdiag.sanity.result import StageResult
 
-BATCH_MIXING_FIX = (
-    "a layer combines different examples of the batch: look for a reshape where a transpose "
-    "was meant (e.g. (batch, time, features) -> (time, batch, features)), a transpose or a "
-    "reduction (sum, mean, max, softmax) over axis 0, or a custom layer that normalises over "
-    "the batch in inference mode; keep axis 0 the batch axis in every op"
-)
 # Gradients with respect to other examples above this share of the example's own gradient
 # count as mixing (healthy models give exactly 0).
 LEAK_TOLERANCE = 1e-6
