@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -65,16 +64,15 @@ def test_rows_that_differ_in_one_value_are_not_duplicates():
     assert (h_a[7] == h_b[7]).all() and not (h_a[0] == h_b[0]).all()
 
 
-def test_leakage_check_is_fast_at_cifar10_scale():
+def test_leakage_check_at_cifar10_scale():
+    """60,000 CIFAR-sized rows (its speed, ~1 s, is measured in benchmarks/bench_checks.py)."""
     rng = np.random.default_rng(0)
     x_train = rng.random((50000, 32, 32, 3), dtype=np.float32)
     x_test = rng.random((10000, 32, 32, 3), dtype=np.float32)
     x_test[:5] = x_train[100:105]
-    start = time.perf_counter()
     result = check_leakage(x_train=x_train, x_test=x_test)
-    seconds = time.perf_counter() - start
     assert result.details["train/test"]["count"] == 5
-    assert seconds < 10, f"{seconds:.1f} s for 60,000 CIFAR-sized rows"
+    assert result.details["train/test"]["train_indices"] == [100, 101, 102, 103, 104]
 
 
 def test_shifted_test_set_is_warned_with_numbers(digits):
