@@ -2,11 +2,12 @@
 
     python benchmarks/bench_checks.py [--recipes digits_softmax cifar_softmax] [--repeat 2]
 
-For each recipe (its data, model and batch size): the leakage and split-shift data checks,
-the input-independent baseline, batch independence, and the learning-rate range test, each
-timed as the sanity stage runs it (copies and tracing included), the best of ``--repeat``
-runs (and the leakage check on CIFAR-10-sized splits); then one training epoch of the recipe (the median of epochs 2-3) for scale, and the
-TrainingDoctor's start without probe data (the init-scale judgement of the weights).
+First the leakage check on CIFAR-10-sized splits (50,000 + 10,000 rows). Then, for each
+recipe (its data, model and batch size): the leakage and split-shift data checks, the
+input-independent baseline, batch independence, the learning-rate range test and the
+TrainingDoctor's init-scale judgement without probe data, each timed as a run calls it
+(copies and tracing included), the best of ``--repeat``; and one training epoch of the
+recipe (the median of epochs 2-3) for scale.
 """
 
 from __future__ import annotations
