@@ -79,7 +79,9 @@ class TrainingDoctor(keras.callbacks.Callback):
     loss that shoots above ``3 x`` the initial loss triggers a probe at once. The weights
     are checked for NaN/Inf with the other half of the budget (every step of a small
     convnet): ReLU turns NaN inputs into 0, so weights can break while the loss stays
-    finite. Without ``x`` the doctor judges the loss, the weights and the update ratios.
+    finite. Without ``x`` the doctor judges the loss, the weights and the update ratios: at
+    step 0 it judges the initialisation scale from the kernels alone and says once which
+    symptoms need probe data (:mod:`kerasdiag.callbacks.weight_checks`).
 
     Example:
 
