@@ -65,10 +65,11 @@ def test_rows_that_differ_in_one_value_are_not_duplicates():
 
 
 def test_leakage_check_at_cifar10_scale():
-    """60,000 CIFAR-sized rows (its speed, ~1 s, is measured in benchmarks/bench_checks.py)."""
+    """60,000 CIFAR-sized rows (its speed is measured in benchmarks/bench_checks.py)."""
     rng = np.random.default_rng(0)
-    x_train = rng.random((50000, 32, 32, 3), dtype=np.float32)
-    x_test = rng.random((10000, 32, 32, 3), dtype=np.float32)
+    # Raw CIFAR-10 is uint8 (184 MB for both splits here; float32 would be four times that).
+    x_train = rng.integers(0, 256, size=(50000, 32, 32, 3), dtype=np.uint8)
+    x_test = rng.integers(0, 256, size=(10000, 32, 32, 3), dtype=np.uint8)
     x_test[:5] = x_train[100:105]
     result = check_leakage(x_train=x_train, x_test=x_test)
     assert result.details["train/test"]["count"] == 5
