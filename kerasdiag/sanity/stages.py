@@ -1,5 +1,8 @@
 """The pre-training sanity stages of a run: gradcheck -> initial_loss -> regularization -> overfit.
 
+Then the checks beyond the notes: leakage -> split_shift (the data) -> input_baseline ->
+batch_independence -> lr_range (off by default).
+
 ``scripts/train.py`` calls :func:`run_sanity_stages` between building the model and training
 it. Each stage is switched by ``sanity.<stage>`` in the config; results go to ``sanity.json``
 in the run directory and to a table on the console. With ``sanity.fail_fast=true`` the first
