@@ -25,7 +25,7 @@ def lr_range_plot(curve: dict[str, Any]) -> str:
         ax.axvline(curve["suggestion"], color="tab:green", ls="--", label="suggestion")
     if finite:
         low, start = min(finite), finite[0]
-        ax.set_ylim(low - 0.1 * (start - low + 1e-9), max(start, low) * 1.5 + 1e-9)
+        ax.set_ylim(max(0.0, low - 0.5 * (start - low)), max(start, low) * 1.5 + 1e-9)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
