@@ -244,8 +244,8 @@ def make_finding(
 
 def lr_hint(lr: float | None, factor: float) -> str:
     """``" (optimizer.lr=0.001, it is 0.01)"``: the learning rate to try, or "" if unknown."""
-    if lr is None or not math.isfinite(lr) or lr <= 0:
-        return ""
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        return ""  # unknown, or "auto" in config.yaml (the rate came from a range test)
     return f" (optimizer.lr={lr * factor:.3g}; it is {lr:.3g})"
 
 

@@ -336,6 +336,10 @@ def run_training(
     with claim_run_dir(run_dir, cfg):
         started = time.time()
         data = prepare_run(cfg, run_dir, data)
+        if cfg.optimizer.lr == "auto":  # the learning-rate range test's suggestion (B5)
+            from kerasdiag.lr_finder import with_auto_lr
+
+            cfg = with_auto_lr(cfg, data, run_dir)
         model = build_model(cfg, data)
         write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
         try:

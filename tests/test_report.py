@@ -54,6 +54,7 @@ def full_run(tmp_path_factory) -> Path:
             "monitors.gradients_freq=10",
             "monitors.activations_freq=10",
             "monitors.update_ratio_freq=5",
+            "sanity.lr_range=true",
         ]
     )
     data = load_dataset(cfg.data)
@@ -124,6 +125,7 @@ def test_full_report_renders_every_section(full_run):
         "histograms",
         "filters",
         "sanity",
+        "lr-range",
         "gradcheck",
         "data",
         "model",
@@ -135,6 +137,7 @@ def test_full_report_renders_every_section(full_run):
     alts = {alt for alt, _ in IMG.findall(html)}
     assert {"loss curve", "accuracy curve", "update ratios", "gradient norms"} <= alts
     assert {"activations histograms", "gradients histograms", "filters_init.png"} <= alts
+    assert "learning-rate range test" in alts and "divided by 10" in found["lr-range"]
     assert "initial_loss" in found["sanity"] and "overfit" in found["sanity"]
     assert "hidden1_dense/kernel" in found["gradcheck"]
     assert "1222 / 216 / 359" in found["data"]
@@ -158,6 +161,7 @@ def test_bare_report_says_what_is_missing_and_names_the_overfit(bare_run):
         "filters": "no filter images",
         "data": "no data.json",
         "test": "no test_metrics.json",
+        "lr-range": "no lr_finder.json",
     }.items():
         assert missing in found[name], name
     assert "could not render" not in path.read_text()

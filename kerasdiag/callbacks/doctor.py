@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdiag import diagnosis
-from kerasdiag.callbacks import stats
+from kerasdiag.callbacks import stats, weight_checks
 from kerasdiag.callbacks.activations import ActivationHistograms
 from kerasdiag.callbacks.base import FileWrites, MonitorWarning
 from kerasdiag.callbacks.curves import step_losses
@@ -79,7 +79,9 @@ class TrainingDoctor(keras.callbacks.Callback):
     loss that shoots above ``3 x`` the initial loss triggers a probe at once. The weights
     are checked for NaN/Inf with the other half of the budget (every step of a small
     convnet): ReLU turns NaN inputs into 0, so weights can break while the loss stays
-    finite. Without ``x`` the doctor judges the loss, the weights and the update ratios.
+    finite. Without ``x`` the doctor judges the loss, the weights and the update ratios: at
+    step 0 it judges the initialisation scale from the kernels alone and says once which
+    symptoms need probe data (:mod:`kerasdiag.callbacks.weight_checks`).
 
     Example:
 
@@ -240,6 +242,28 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._resumed_epoch = None
         if self._first_step > 0 and self.path is not None and self.path.is_file():
             self._resume(json.loads(self.path.read_text()))
+        self._judge_without_probes()
+
+    def _judge_without_probes(self) -> None:
+        """What the weights alone show at step 0, where no probe measures it, and the one
+        line saying what cannot be judged without probe data (rules: weight_checks)."""
+        measured = set()
+        if self._gradients is not None:
+            measured |= {"exploding_gradients", "vanishing_gradients"}
+        if self._activations is not None:
+            measured |= {"saturated_activations"}
+        if self._first_step == 0:
+            for finding in weight_checks.init_scale_findings(self.model):
+                if (
+                    finding.symptom not in measured
+                    and (finding.symptom, finding.layer) not in self._seen
+                ):
+                    self._add(finding)
+        self.unjudged_note = weight_checks.unjudged_note(
+            self._activations is not None, self._gradients is not None
+        )
+        if self.unjudged_note and self.verbose:
+            print(self.unjudged_note)
 
     def _resume(self, saved: Mapping[str, Any]) -> None:
         """Continue the record of an interrupted run (``fit`` resumed at a later step).
@@ -367,6 +391,12 @@ class TrainingDoctor(keras.callbacks.Callback):
             return
         if self.initial_loss is None:
             self.initial_loss = loss  # the first step's loss: before any update
+        if self._first_step == 0 and len(self.step_losses) == weight_checks.FLAT_STEPS:
+            flat = weight_checks.flat_loss_finding(
+                self.step_losses, self.initial_loss, _learning_rate(self.model)
+            )
+            if flat is not None and ("slow_convergence", None) not in self._seen:
+                self._add(flat)
         self._window.append(loss)
         scale = self.initial_loss
         if loss > ALARM_FACTOR * scale and step - self._alarm_step >= self._window.maxlen:

@@ -195,7 +195,13 @@ def validate_config(cfg: DictConfig) -> None:
 
     opt = cfg.optimizer
     _one_of(cfg, "optimizer.name", OPTIMIZERS)
-    _positive(cfg, "optimizer.lr")
+    auto_lr = opt.lr == "auto"  # the learning-rate range test picks it (kerasdiag.lr_finder)
+    if auto_lr:
+        _require(cfg.tuner.name == "none", "optimizer.lr", "auto",
+                 "a search samples the learning rate itself: give a number")  # fmt: skip
+    else:
+        _require(_finite(opt.lr), "optimizer.lr", opt.lr, "must be a number > 0 or auto")
+        _positive(cfg, "optimizer.lr")
     _fraction(cfg, "optimizer.momentum", open_low=False)
     for key in ("rho", "beta_1", "beta_2", "ema_momentum"):
         _fraction(cfg, f"optimizer.{key}", open_low=False)
@@ -215,7 +221,7 @@ def validate_config(cfg: DictConfig) -> None:
     _positive(cfg, "schedule.decay_rate", strict=False, optional=True)
     _positive(cfg, "schedule.warmup_epochs", strict=False)
     _positive(cfg, "schedule.min_lr", strict=False)
-    _require(cfg.schedule.min_lr < opt.lr, "schedule.min_lr", cfg.schedule.min_lr,
+    _require(auto_lr or cfg.schedule.min_lr < opt.lr, "schedule.min_lr", cfg.schedule.min_lr,
              "must be below optimizer.lr")  # fmt: skip
     _positive(cfg, "schedule.patience", strict=False)
 
@@ -242,7 +248,8 @@ _COUNTS = (
     "sanity.gradcheck_samples", "sanity.gradcheck_dims_per_variable",
     "sanity.gradcheck_max_params", "sanity.overfit_examples", "sanity.overfit_max_steps",
     "monitors.update_ratio_freq", "monitors.activations_freq", "monitors.gradients_freq",
-    "monitors.probe_size",
+    "monitors.probe_size", "sanity.input_baseline_steps", "sanity.lr_range_steps",
+    "sanity.lr_range_start", "sanity.lr_range_end",
 )  # fmt: skip
 _COUNTS_OR_ZERO = ("sanity.gradcheck_warmup_steps",)
 
@@ -253,6 +260,16 @@ def _validate_counts(cfg: DictConfig) -> None:
             _positive(cfg, key, strict=key not in _COUNTS_OR_ZERO)
     if OmegaConf.select(cfg, "sanity.initial_loss_rtol") is not None:
         _positive(cfg, "sanity.initial_loss_rtol")
+    start, end = (
+        OmegaConf.select(cfg, "sanity.lr_range_start"),
+        OmegaConf.select(cfg, "sanity.lr_range_end"),
+    )
+    if start is not None and end is not None:
+        _require(
+            end > start, "sanity.lr_range_end", end, f"must be above sanity.lr_range_start={start}"
+        )
+    steps = OmegaConf.select(cfg, "sanity.lr_range_steps")
+    _require(steps is None or steps >= 10, "sanity.lr_range_steps", steps, "must be at least 10")
 
 
 def _validate_areas(cfg: DictConfig) -> None:

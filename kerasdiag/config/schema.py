@@ -64,7 +64,7 @@ class LossConfig:
 @dataclass
 class OptimizerConfig:
     name: str = "adam"  # sgd | adagrad | rmsprop | adam | adamw
-    lr: float = 1e-3
+    lr: Any = 1e-3  # a number > 0, or "auto": the learning-rate range test's suggestion
     momentum: float = 0.0  # sgd
     nesterov: bool = False  # sgd
     rho: float = 0.9  # rmsprop decay
@@ -133,6 +133,15 @@ class SanityConfig:
     overfit_examples: int = 20
     overfit_max_steps: int = 300
     overfit_loss_fraction: float = 0.05  # "near 0": below this share of the expected loss
+    leakage: bool = True  # validation/test examples that are copies of training ones
+    split_shift: bool = True  # validation and test drawn from visibly different distributions
+    input_baseline: bool = True  # the model does clearly better with its inputs than zeros
+    input_baseline_steps: int = 60
+    batch_independence: bool = True  # no example's output depends on another's input
+    lr_range: bool = False  # learning-rate range test (optimizer.lr=auto runs it anyway)
+    lr_range_steps: int = 100
+    lr_range_start: float = 1e-7
+    lr_range_end: float = 10.0
     fail_fast: bool = False  # stop the run at the first failed stage
 
 

@@ -81,6 +81,7 @@ class _Report:
             ("histograms", "Histograms", self.histograms),
             ("filters", "First-layer filters", self.filters),
             ("sanity", "Sanity checks", self.sanity),
+            ("lr-range", "Learning-rate range test", self.lr_range),
             ("gradcheck", "Gradient check", self.gradcheck),
             ("data", "Data", self.data_summary),
             ("model", "Model", self.model_summary),
@@ -431,6 +432,11 @@ class _Report:
             for s in stages
         ]
         return _table(("stage", "status", "value", "expected", "seconds", "message"), rows, raw=1)
+
+    def lr_range(self) -> str:
+        from kerasdiag.report.lr_range import lr_range_section
+
+        return lr_range_section(self.run.json("lr_finder.json"))
 
     def gradcheck(self) -> str:
         report = self.run.json("gradcheck.json")

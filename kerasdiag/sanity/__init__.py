@@ -20,6 +20,8 @@ _LAZY = {
     "check_initial_loss": "kerasdiag.sanity.initial_loss",
     "check_regularization_raises_loss": "kerasdiag.sanity.regularization",
     "overfit_small_subset": "kerasdiag.sanity.overfit",
+    "check_input_dependence": "kerasdiag.sanity.baseline",
+    "check_batch_independence": "kerasdiag.sanity.batch_independence",
     "run_sanity_stages": "kerasdiag.sanity.stages",
     "SanityCheckFailed": "kerasdiag.sanity.stages",
 }

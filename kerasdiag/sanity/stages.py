@@ -1,5 +1,8 @@
 """The pre-training sanity stages of a run: gradcheck -> initial_loss -> regularization -> overfit.
 
+Then the checks beyond the notes: leakage -> split_shift (the data) -> input_baseline ->
+batch_independence -> lr_range (off by default).
+
 ``scripts/train.py`` calls :func:`run_sanity_stages` between building the model and training
 it. Each stage is switched by ``sanity.<stage>`` in the config; results go to ``sanity.json``
 in the run directory and to a table on the console. With ``sanity.fail_fast=true`` the first
@@ -24,6 +27,9 @@ from kerasdiag.io import write_json_atomic
 from kerasdiag.sanity.result import StageResult
 
 STAGES = ("gradcheck", "initial_loss", "regularization", "overfit")
+# Beyond the notes' four: the data checks (kerasdiag.data.checks), the practitioner's checks
+# (kerasdiag.sanity.baseline, .batch_independence) and the range test (kerasdiag.lr_finder).
+STAGES = (*STAGES, "leakage", "split_shift", "input_baseline", "batch_independence", "lr_range")
 
 # sanity.* keys and the defaults used when a config lacks them.
 DEFAULTS: dict[str, Any] = {
@@ -37,6 +43,15 @@ DEFAULTS: dict[str, Any] = {
     "overfit_examples": 20,
     "overfit_max_steps": 300,
     "overfit_loss_fraction": 0.05,
+    "leakage": True,
+    "split_shift": True,
+    "input_baseline": True,
+    "input_baseline_steps": 60,
+    "batch_independence": True,
+    "lr_range": False,  # ~100 training steps: 10-25% of a short run, so opt-in
+    "lr_range_steps": 100,
+    "lr_range_start": 1e-7,
+    "lr_range_end": 10.0,
 }
 # L2 strength used to test the wiring when the config asks for no regularization.
 PROBE_L2 = 1e-3
@@ -194,7 +209,44 @@ def _overfit(cfg, settings, model, data, run_dir, build_model) -> StageResult:
     )
 
 
+def _leakage(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.data.checks import check_leakage
+
+    return check_leakage(data)
+
+
+def _split_shift(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.data.checks import check_split_shift
+
+    return check_split_shift(data)
+
+
+def _input_baseline(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.sanity.baseline import check_input_dependence
+
+    return check_input_dependence(
+        model, data, steps=int(settings["input_baseline_steps"]), seed=int(cfg.data.seed)
+    )
+
+
+def _batch_independence(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.sanity.batch_independence import check_batch_independence
+
+    return check_batch_independence(model, data, seed=int(cfg.data.seed))
+
+
+def _lr_range(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.lr_finder import lr_range_stage
+
+    return lr_range_stage(cfg, model, data, run_dir)
+
+
 _RUNNERS = {
+    "leakage": _leakage,
+    "split_shift": _split_shift,
+    "input_baseline": _input_baseline,
+    "batch_independence": _batch_independence,
+    "lr_range": _lr_range,
     "gradcheck": _gradcheck,
     "initial_loss": _initial_loss,
     "regularization": _regularization,

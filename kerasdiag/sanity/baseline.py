@@ -1,0 +1,148 @@
+"""Sanity stage: the model uses its input (an input-independent baseline, B6).
+
+Train the model briefly twice from the same initial weights: once on the real inputs, once
+on inputs set to zero (the training mean, after normalisation). With zeros a model can learn
+only the class priors; with the real inputs it must do clearly better. When it does not, the
+inputs never reach the output in a useful way: a bug, not a tuning problem.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasdiag.check_fixes import INPUT_UNUSED_FIX
+from kerasdiag.sanity import _common as common
+from kerasdiag.sanity.expected import describe_loss
+from kerasdiag.sanity.result import StageResult
+
+
+def check_input_dependence(
+    model: keras.Model,
+    data: Any,
+    *,
+    steps: int = 60,
+    batch_size: int = 32,
+    margin: float = 0.1,
+    loss: Any = None,
+    optimizer: Any = None,
+    seed: int = 0,
+) -> StageResult:
+    """Does the model do clearly better with its inputs than with zeros?
+
+    Two copies of ``model`` train ``steps`` steps on the same batches of training examples
+    (inference mode: dropout and augmentation off), one on the real inputs and one on zeros.
+    The real copy is scored on the validation split (the training examples when there is
+    none), the zero copy on zeros; the check passes when the real loss is at most
+    ``1 - margin`` times the zero-input loss.
+
+    Args:
+        model: a compiled model (its loss and optimizer settings are used); unchanged.
+        data: a kerasdiag ``Dataset`` or an ``(x, y)`` pair.
+        steps, batch_size: the brief training of each copy.
+        margin: how much lower the real-input loss must be (0 < margin < 1).
+        loss, optimizer: override the model's compiled loss / a fresh copy of its optimizer.
+        seed: seeds the batches.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1. Received: {steps!r}, {batch_size!r}")
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be in (0, 1). Received: {margin!r}")
+    start = time.perf_counter()
+    with common.preserved_random_state():
+        loss = common.compiled_loss(model) if loss is None else loss
+        spec = describe_loss(loss)
+        width = common.output_width(model)
+        x, y, _ = common.training_arrays(data)
+        if getattr(data, "x_val", None) is not None and len(data.x_val):
+            x_eval, y_eval = np.asarray(data.x_val), np.asarray(data.y_val)
+        else:
+            x_eval, y_eval = x, y
+        x_eval, y_eval = common.subset(x_eval, y_eval, 512, seed)
+        y_fit = common.loss_targets(spec, y, width)
+        t_eval = common.loss_targets(spec, y_eval, width)
+        rng = np.random.default_rng(seed)
+        batches = [
+            rng.choice(len(x), size=min(batch_size, len(x)), replace=False) for _ in range(steps)
+        ]
+        copies = {"real": common.copy_model(model), "zero": common.copy_model(model)}
+        optimizers = {
+            name: common.fresh_optimizer(model)
+            if optimizer is None
+            else keras.optimizers.get(optimizer).__class__.from_config(
+                keras.optimizers.get(optimizer).get_config()
+            )
+            for name in copies
+        }
+        _train(copies, optimizers, loss, [(x[b], y_fit[b]) for b in batches])
+        scores = {}
+        for name, inputs in (("real", x_eval), ("zero", np.zeros_like(x_eval))):
+            outputs = common.predict(copies[name], inputs)
+            value = float(common.loss_function(loss)(t_eval, outputs))
+            acc = common.accuracy(spec, outputs, common.class_indices(y_eval))
+            scores[name] = (value, acc)
+    (real, real_acc), (zero, zero_acc) = scores["real"], scores["zero"]
+    details = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "evaluated_on": "validation" if x_eval is not x else "training",
+        "real_loss": real,
+        "zero_loss": zero,
+        "real_accuracy": real_acc,
+        "zero_accuracy": zero_acc,
+        "margin": margin,
+    }
+    summary = f"after {steps} steps: loss {real:.4g} with the inputs, {zero:.4g} with zeros"
+    if real_acc is not None and zero_acc is not None:
+        summary += f" (accuracy {real_acc:.1%} vs {zero_acc:.1%})"
+    seconds = time.perf_counter() - start
+    passed = math.isfinite(real) and math.isfinite(zero) and real <= (1 - margin) * zero
+    if passed:
+        return StageResult(
+            "input_baseline",
+            True,
+            real,
+            zero,
+            f"the model uses its input: {summary}",
+            seconds,
+            details,
+        )
+    return StageResult(
+        "input_baseline",
+        False,
+        real,
+        zero,
+        f"the model does not use its input: {summary}, not {margin:.0%} lower. Fix: {INPUT_UNUSED_FIX}",
+        seconds,
+        details,
+    )
+
+
+def _train(copies: dict, optimizers: dict, loss: Any, batches: list) -> None:
+    """Train both copies on the same batches, the ``"zero"`` one on zeros: one traced step."""
+    import tensorflow as tf
+
+    loss_fn = common.loss_function(loss)
+    variables = {name: list(m.trainable_variables) for name, m in copies.items()}
+    if not variables["real"]:
+        return
+    for name, opt in optimizers.items():
+        opt.build(variables[name])  # slots made here: the step traces once
+
+    @tf.function(autograph=False)
+    def step(xb, yb):
+        for name, model in copies.items():
+            inputs = xb if name == "real" else tf.zeros_like(xb)
+            with tf.GradientTape() as tape:
+                value = loss_fn(yb, model(inputs, training=False))
+            grads = tape.gradient(value, variables[name])
+            optimizers[name].apply_gradients(
+                [(g, v) for g, v in zip(grads, variables[name], strict=True) if g is not None]
+            )
+
+    for xb, yb in batches:
+        step(tf.constant(xb), tf.constant(yb))

@@ -1,0 +1,188 @@
+"""The learning-rate range test: find_learning_rate, its rules, and optimizer.lr=auto (B5)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from omegaconf import OmegaConf
+
+from kerasdiag import find_learning_rate
+from kerasdiag.config import load_config
+from kerasdiag.data import load_dataset
+from kerasdiag.lr_finder import LRFinderResult, suggest
+from kerasdiag.pipeline import build_model, fit
+
+from conftest import run_train
+
+
+@pytest.fixture(scope="module")
+def digits_cfg():
+    return load_config(["recipe=digits_softmax", "trainer.verbose=0"])
+
+
+@pytest.fixture(scope="module")
+def digits(digits_cfg):
+    return load_dataset(digits_cfg.data)
+
+
+def test_range_test_leaves_the_model_and_random_state_untouched(digits_cfg, digits):
+    model = build_model(digits_cfg, digits)
+    weights = [w.copy() for w in model.get_weights()]
+    states = (random.getstate(), np.random.get_state()[1].copy())
+    result = find_learning_rate(model, digits, batch_size=64)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+    assert int(model.optimizer.iterations) == 0
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert random.getstate() == states[0]
+    assert np.array_equal(np.random.get_state()[1], states[1])
+    # The curve: exponentially growing rates, the loss at ln 10 first, divergence at the end.
+    lrs = np.array(result.lrs)
+    assert lrs[0] == pytest.approx(1e-7)
+    assert np.allclose(lrs[1:] / lrs[:-1], (10.0 / 1e-7) ** (1 / 99))
+    assert result.losses[0] == pytest.approx(math.log(10), rel=0.1)
+    assert result.stopped == "diverged" and len(lrs) < 100
+    assert result.min_loss < 0.7 * result.smoothed[0]
+    # The rule, recomputed from the curve: the minimum of the smoothed loss over 10.
+    assert result.rule == "minimum"
+    assert result.suggestion == pytest.approx(lrs[int(np.nanargmin(result.smoothed))] / 10)
+    assert 1e-3 <= result.suggestion <= 1e-1  # Adam on normalised digits
+    assert "divided by 10" in result.summary()
+
+
+def test_suggestion_trains_at_least_as_well_as_the_default(digits_cfg, digits):
+    """Digits, same epochs: Adam (1e-3) and SGD with momentum (0.01) at their recipe defaults
+    against the range test's suggestion (benchmarks/bench_lr_finder.py also runs CIFAR)."""
+    for optimizer in ("adam", "sgd_momentum"):
+        cfg = load_config(
+            ["recipe=digits_softmax", f"optimizer={optimizer}", "trainer.epochs=4"]
+            + ["trainer.verbose=0"]
+        )
+        suggestion = find_learning_rate(build_model(cfg, digits), digits, batch_size=64).suggestion
+
+        def val_accuracy(lr, cfg=cfg):
+            run_cfg = OmegaConf.merge(cfg, {"optimizer": {"lr": lr}})
+            return fit(run_cfg, build_model(run_cfg, digits), digits, []).history["val_accuracy"][
+                -1
+            ]
+
+        default, tuned = val_accuracy(float(cfg.optimizer.lr)), val_accuracy(suggestion)
+        assert tuned >= default - 0.01, (optimizer, suggestion, tuned, default)
+
+
+def test_rules_on_a_known_curve():
+    # A loss with its minimum at lr = 1e-2 and its steepest fall at 1e-3.
+    lrs = list(np.logspace(-6, 0, 61))
+    x = np.log10(lrs)
+    smooth = list(2.3 - 2.0 / (1 + np.exp(-3 * (x + 3))) + np.where(x > -2, 4 * (x + 2) ** 2, 0))
+    minimum = suggest(lrs, smooth, smooth, "minimum")
+    assert minimum.min_lr == pytest.approx(1e-2, rel=0.2)
+    assert minimum.suggestion == pytest.approx(minimum.min_lr / 10)
+    assert suggest(lrs, smooth, smooth, "steepest").suggestion == pytest.approx(1e-3, rel=0.3)
+
+
+def test_a_loss_that_never_falls_gives_no_suggestion_and_says_why():
+    lrs = list(np.logspace(-7, 1, 50))
+    flat = [2.3] * 49 + [float("nan")]
+    result = suggest(lrs, flat, flat)
+    assert result.suggestion is None
+    assert "did not fall" in result.reason and "sanity.overfit" in result.reason
+    assert result.summary().startswith("no suggestion")
+
+
+def test_tf_data_dataset_and_json_round_trip(digits_cfg, digits):
+    model = build_model(digits_cfg, digits)
+    ds = tf.data.Dataset.from_tensor_slices((digits.x_train, digits.y_train)).batch(32)
+    result = find_learning_rate(model, dataset=ds, max_steps=40, start_lr=1e-5, end_lr=1.0)
+    assert len(result.lrs) <= 40 and result.settings["batch_size"] is None
+    again = LRFinderResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.suggestion == result.suggestion and again.lrs == result.lrs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"start_lr": 0.0}, "start_lr must be > 0"),
+        ({"end_lr": 1e-8}, "end_lr must be above start_lr"),
+        ({"max_steps": 5}, "max_steps must be an integer >= 10"),
+        ({"rule": "valley"}, "rule must be one of minimum, steepest"),
+        ({"divergence": 1.0}, "divergence must be > 1"),
+    ],
+)
+def test_bad_arguments_are_named(digits_cfg, digits, kwargs, needle):
+    model = build_model(digits_cfg, digits)
+    with pytest.raises(ValueError, match=needle):
+        find_learning_rate(model, digits, **kwargs)
+
+
+def test_data_given_twice_or_not_at_all_is_an_error(digits_cfg, digits):
+    model = build_model(digits_cfg, digits)
+    with pytest.raises(ValueError, match="either as x, y or as dataset="):
+        find_learning_rate(model)
+    with pytest.raises(ValueError, match="y is required"):
+        find_learning_rate(model, digits.x_train)
+
+
+def test_subclassed_model_without_config_is_refused_not_trained():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Net()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model(np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="cannot copy model"):
+        find_learning_rate(model, np.zeros((8, 4), np.float32), np.zeros(8, np.int64))
+
+
+def test_train_with_lr_auto_uses_the_suggestion_and_reports_the_curve(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_train(
+        "optimizer.lr=auto",
+        "trainer.epochs=2",
+        "sanity=off",
+        "monitors=off",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    curve = json.loads((run_dir / "lr_finder.json").read_text())
+    suggestion = curve["suggestion"]
+    assert f"optimizer.lr=auto: suggested learning rate {suggestion:.3g}" in proc.stdout
+    header = (run_dir / "metrics.csv").read_text().splitlines()
+    column = header[0].split(",").index("lr")
+    assert float(header[1].split(",")[column]) == pytest.approx(suggestion, rel=1e-5)
+    sanity = {s["name"]: s for s in json.loads((run_dir / "sanity.json").read_text())}
+    assert sanity["lr_range"]["status"] == "pass"
+    assert sanity["lr_range"]["value"] == pytest.approx(suggestion)
+    report = (run_dir / "report.html").read_text()
+    assert 'id="lr-range"' in report and 'alt="learning-rate range test"' in report
+    assert "lr: auto" in (run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("optimizer.lr=fast", "optimizer.lr"),
+        ("sanity.lr_range_steps=5", "sanity.lr_range_steps"),
+    ],
+)
+def test_bad_lr_settings_exit_2_naming_the_key(tmp_path, override, needle):
+    proc = run_train(override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and needle in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_lr_auto_is_refused_with_a_search():
+    from kerasdiag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="optimizer.lr"):
+        load_config(["optimizer.lr=auto", "tuner=random"])

@@ -1,0 +1,134 @@
+"""The input-independent baseline and batch independence (B6), alone and as sanity stages."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import sanity_helpers as h
+from keras import ops
+
+from kerasdiag.config import load_config
+from kerasdiag.sanity.baseline import check_input_dependence
+from kerasdiag.sanity.batch_independence import check_batch_independence
+from kerasdiag.sanity.stages import run_sanity_stages
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return h.digits()
+
+
+def compiled(model):
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def digits_model(data, *middle, first=None):
+    """Flatten -> [middle layers] -> Dense(32, relu) (or ``first``) -> logits, seeded."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(data.input_shape)
+    x = keras.layers.Flatten()(inputs)
+    for layer in middle:
+        x = layer(x)
+    x = (first or keras.layers.Dense(32, activation="relu", name="hidden"))(x)
+    return compiled(keras.Model(inputs, keras.layers.Dense(data.num_classes, name="logits")(x)))
+
+
+def test_healthy_model_uses_its_input_and_the_model_is_untouched(digits):
+    model = h.compiled(h.mlp(digits), h.logits_ce())
+    before = [w.copy() for w in model.get_weights()]
+    result = check_input_dependence(model, digits)
+    assert result.status == "pass", result.message
+    d = result.details
+    assert d["real_loss"] < 0.9 * d["zero_loss"] and d["evaluated_on"] == "validation"
+    # With zeros only the class priors can be learned: about ln 10 on balanced digits.
+    assert d["zero_loss"] == pytest.approx(np.log(10), rel=0.05)
+    assert d["real_accuracy"] > 0.5 > d["zero_accuracy"]
+    assert h.weights_equal(before, model.get_weights())
+
+
+def test_model_that_ignores_its_input_is_named(digits):
+    frozen = keras.layers.Dense(32, activation="relu", kernel_initializer="zeros", name="frozen")
+    frozen.trainable = False  # the planted bug: a first layer frozen at zero
+    result = check_input_dependence(digits_model(digits, first=frozen), digits)
+    assert result.status == "fail"
+    assert result.message.startswith("the model does not use its input")
+    assert "Fix:" in result.message
+    assert result.details["real_loss"] == pytest.approx(result.details["zero_loss"], rel=0.02)
+
+
+def test_healthy_models_are_batch_independent(digits):
+    # BatchNorm mixes examples only in training mode; a Permute acts within each example.
+    bn = keras.layers.BatchNormalization()
+    permute = keras.layers.Reshape((8, 8))
+    models = [
+        h.compiled(h.mlp(digits), h.logits_ce()),
+        digits_model(digits, bn),
+        digits_model(digits, permute, keras.layers.Permute((2, 1)), keras.layers.Flatten()),
+    ]
+    for model in models:
+        result = check_batch_independence(model, digits)
+        assert result.status == "pass", result.message
+        assert result.value == 0.0 and result.details["own_max"] > 0
+
+
+def test_batch_mixing_reshape_is_named(digits):
+    # The planted bug: transpose-then-reshape where a reshape within each example was meant.
+    mix = keras.layers.Lambda(
+        lambda t: ops.reshape(ops.transpose(t), (-1, 64)), output_shape=(64,), name="mix"
+    )
+    model = digits_model(digits, keras.layers.Dense(64, name="pre"), mix)
+    result = check_batch_independence(model, digits)
+    assert result.status == "fail"
+    assert result.details["layer"] == "mix"
+    assert result.message.startswith("layer 'mix' mixes examples across the batch")
+    assert result.details["other_max"] > 1e-3 * result.details["own_max"]
+
+
+def test_integer_inputs_are_checked_by_perturbation():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 50, size=(64, 6))
+
+    def model_with(pool):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6,), dtype="int32")
+        x = keras.layers.Embedding(50, 8)(inputs)
+        x = pool(x)
+        return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+    good = model_with(keras.layers.GlobalAveragePooling1D())
+    assert check_batch_independence(good, tokens).status == "pass"
+    batch_mean = keras.layers.Lambda(
+        lambda t: ops.mean(t, axis=(0, 1), keepdims=False)[None, :] + 0 * t[:, 0, :],
+        output_shape=(8,),
+    )
+    result = check_batch_independence(model_with(batch_mean), tokens)
+    assert result.status == "fail" and result.details["method"] == "perturbation"
+
+
+def test_stages_run_in_the_pipeline_order_and_write_sanity_json(digits, tmp_path):
+    cfg = load_config(
+        [
+            "sanity.gradcheck=false",
+            "sanity.initial_loss=false",
+            "sanity.regularization=false",
+            "sanity.overfit=false",
+        ]
+    )
+    model = h.compiled(h.mlp(digits), h.logits_ce())
+    results = run_sanity_stages(cfg, model, digits, tmp_path, lambda **o: None)
+    status = {r.name: r.status for r in results}
+    assert status["leakage"] == status["split_shift"] == "pass"
+    assert status["input_baseline"] == status["batch_independence"] == "pass"
+    assert status["lr_range"] == "skip"  # off by default: it costs 10-25% of a short run
+    names = [r["name"] for r in json.loads((tmp_path / "sanity.json").read_text())]
+    assert names[-5:] == [
+        "leakage",
+        "split_shift",
+        "input_baseline",
+        "batch_independence",
+        "lr_range",
+    ]
