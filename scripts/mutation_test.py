@@ -109,8 +109,6 @@ def run_module(name: str, workdir: Path, max_children: int) -> dict:
     env = {
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        # tests that start scripts/train.py must import the mutated package, not the install
-        "PYTHONPATH": str(work / "mutants"),
         "KERASDIAG_CIFAR_SAMPLE": str(cifar_sample()),
     }
     start = time.perf_counter()
