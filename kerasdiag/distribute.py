@@ -56,6 +56,9 @@ def get_strategy(name: str) -> tf.distribute.Strategy:
         if name == "mirrored":
             _STRATEGIES[name] = tf.distribute.MirroredStrategy(devices=replica_devices())
         else:
+            from kerasdiag import multiworker_keras_fix
+
+            multiworker_keras_fix.apply()
             _STRATEGIES[name] = tf.distribute.MultiWorkerMirroredStrategy()
     return _STRATEGIES[name]
 

@@ -32,7 +32,9 @@ def run_train(
     *overrides: str, cwd: Path = REPO, timeout: float = 300
 ) -> subprocess.CompletedProcess:
     """Run ``python scripts/train.py OVERRIDES...`` and return the finished process."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # This checkout's kerasdiag, whatever is installed (a worktree, a mutation-testing copy).
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train.py"), *overrides],
         cwd=cwd,

@@ -88,7 +88,9 @@ def test_without_fail_fast_every_stage_runs(digits, tmp_path):
     build = factory(digits, cfg, loss="sparse_categorical_crossentropy")
     results = run_sanity_stages(cfg, build(), digits, tmp_path, build)
     assert results[1].status == "fail"
-    assert results[2].status == "pass" and results[3].status in {"pass", "fail"}
+    assert results[2].status == "pass"
+    # logits read as probabilities (clipped, renormalised) cannot be driven to a zero loss
+    assert results[3].status == "fail" and "could not memorise" in results[3].message
 
 
 def test_switches_skip_stages(digits, tmp_path):
@@ -123,10 +125,10 @@ def test_gradcheck_stage_is_run_when_present(digits, tmp_path):
     cfg = make_cfg(gradcheck=True, initial_loss=False, regularization=False, overfit=False)
     build = factory(digits, cfg)
     result = run_sanity_stages(cfg, build(), digits, tmp_path, build)[0]
-    if gradcheck_available():
-        assert result.status in {"pass", "fail"} and (tmp_path / "gradcheck.json").is_file()
-    else:
-        assert result.status == "skip" and "not available" in result.message
+    assert gradcheck_available()  # part of the package: the stage must really run
+    assert result.status == "pass", result.message  # a healthy MLP's gradients are right
+    report = json.loads((tmp_path / "gradcheck.json").read_text())
+    assert report["passed"] is True
 
 
 def test_stages_leave_the_training_model_and_random_state_untouched(tmp_path):
