@@ -44,7 +44,11 @@ def readme_run_files() -> list[str]:
 
 
 # Files the README says appear only in some runs, and the run that makes them.
-CONDITIONAL = {"ema.keras": "optimizer.use_ema=true", "nan.json": "a NaN/Inf loss"}
+CONDITIONAL = {
+    "ema.keras": "optimizer.use_ema=true",
+    "nan.json": "a NaN/Inf loss",
+    "lr_finder.json": "optimizer.lr=auto or sanity.lr_range=true",
+}
 
 
 @pytest.fixture(scope="module")
