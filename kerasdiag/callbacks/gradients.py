@@ -9,17 +9,10 @@ from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor, warn
 from kerasdiag.callbacks.probe import GRADIENTS, ProbeBatch
+from kerasdiag.symptoms import fix_for
 
-_FIXES = {
-    "vanishing": (
-        "the early layers barely learn; use ReLU-family activations with He init, "
-        "batch normalization, or residual connections instead of deep sigmoid/tanh stacks"
-    ),
-    "exploding": (
-        "lower the learning rate, clip gradients (optimizer.global_clipnorm), "
-        "or check the weight initialisation"
-    ),
-}
+# The fix texts come from the one table of symptoms (kerasdiag.symptoms).
+_SYMPTOM = {"vanishing": "vanishing_gradients", "exploding": "exploding_gradients"}
 
 
 class GradientMonitor(StepMonitor):
@@ -138,7 +131,7 @@ class GradientMonitor(StepMonitor):
         self._csv.add([step, self._epoch, "global_norm", norm])
         self._csv.add([step, self._epoch, "global_norm_clipped", norm_clipped])
         for flag, reason in flags.items():
-            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {_FIXES[flag]}"
+            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {fix_for(_SYMPTOM[flag])}"
             self.flags.append(
                 {"step": step, "epoch": self._epoch, "flag": flag, "message": message}
             )

@@ -10,12 +10,14 @@ import numpy as np
 from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor, warn
+from kerasdiag.symptoms import fix_for
 
+# The fix texts come from the one table of symptoms (kerasdiag.symptoms).
 _CAUSES = {
-    "too_high": "the learning rate is probably too high (try it ~10x lower)",
+    "too_high": ("the learning rate is probably too high", "lr_too_high"),
     "too_low": (
-        "the learning rate is probably too low (try it ~10x higher), "
-        "unless the layer's gradient vanishes"
+        "the learning rate is probably too low, unless the gradient vanishes",
+        "lr_too_low",
     ),
 }
 
@@ -147,7 +149,7 @@ class UpdateRatioMonitor(StepMonitor):
             side = "below" if verdict == "too_low" else "above"
             message = (
                 f"UpdateRatioMonitor: layer {layer!r} has a median update/weight ratio of "
-                f"{median:.2e} in epoch {epoch}, {side} {bound:.0e}: {_CAUSES[verdict]}"
+                f"{median:.2e} in epoch {epoch}, {side} {bound:.0e}: {_CAUSES[verdict][0]}; {fix_for(_CAUSES[verdict][1])}"
             )
             self.findings.append(
                 {

@@ -228,6 +228,11 @@ def validate_config(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.early_stopping.patience", strict=False)
     for key in ("trainer.checkpoint_monitor", "trainer.early_stopping.monitor", "schedule.monitor"):
         _one_of(cfg, key, METRICS)
+    es = cfg.trainer.early_stopping
+    _require(not es.enabled or es.monitor == cfg.trainer.checkpoint_monitor,
+             "trainer.early_stopping.monitor", es.monitor,
+             f"must equal trainer.checkpoint_monitor ({cfg.trainer.checkpoint_monitor}): one "
+             "metric chooses the best epoch, the checkpoint kept and the model tested")  # fmt: skip
     for key in ("trainer.seed", "data.seed"):
         value = _get(cfg, key)
         _require(0 <= value <= MAX_SEED, key, value, f"must be in [0, {MAX_SEED}]")

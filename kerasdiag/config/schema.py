@@ -95,7 +95,7 @@ class ScheduleConfig:
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = True
-    monitor: str = "val_loss"
+    monitor: str = "${trainer.checkpoint_monitor}"  # one notion of "best" per run
     patience: int = 5
     restore_best_weights: bool = True
 
