@@ -57,9 +57,13 @@ def resolve_builder(path: str):
     """Import the model builder a recipe names (``recipes.models.convnet``)."""
     module_name, _, func_name = path.rpartition(".")
     try:
-        builder = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError):
-        raise ConfigError("model.builder", path, "no such builder function") from None
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # the real cause: a missing package inside the module, ...
+        reason = f"module {module_name!r} cannot be imported: {type(exc).__name__}: {exc}"
+        raise ConfigError("model.builder", path, reason) from None
+    builder = getattr(module, func_name, None)
+    if builder is None:
+        raise ConfigError("model.builder", path, f"module {module_name!r} defines no {func_name!r}")
     if not callable(builder):
         raise ConfigError("model.builder", path, "is not callable")
     return builder
@@ -445,8 +449,9 @@ def record_nan_stop(
     return NonFiniteLossError(record)
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """What ``scripts/train.py`` runs: a search (``tuner``), an ensemble, or one training."""
+def run(cfg: DictConfig, run_dir: str | Path, data: Dataset | None = None) -> dict[str, Any]:
+    """What ``scripts/train.py`` runs: a search (``tuner``), an ensemble, or one training
+    (of ``data`` when it is already loaded)."""
     if cfg.tuner.name != "none":
         from kerasdiag.search import run_search
 
@@ -455,7 +460,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         from kerasdiag.ensemble import run_ensemble
 
         return run_ensemble(cfg, Path(run_dir))
-    return run_training(cfg, run_dir)
+    return run_training(cfg, run_dir, data=data)
 
 
 def _best(values: list[float] | None) -> float | None:
