@@ -470,8 +470,10 @@ def curve_findings(
                 f"{rise['min_val_loss']:.4g} (epoch {rise['min_val_loss_epoch']}) while the "
                 f"training loss kept falling"
             )
+        # The epoch the numbers are of: the kept weights' table, else the last epoch's curve.
+        where = {**at, "epoch": table_epoch} if table and table["high_variance"] else at
         findings.append(
-            make_finding("overfitting", "; ".join(parts), evidence, fix_for("overfitting"), **at)
+            make_finding("overfitting", "; ".join(parts), evidence, fix_for("overfitting"), **where)
         )
     if table and table["high_bias"]:
         bayes = "assumed 0" if table["bayes_error_assumed"] else f"{table['bayes_error']:.1%}"
@@ -494,7 +496,7 @@ def curve_findings(
                     "bias_threshold": th.bias,
                 },
                 fix_for("underfitting", lr),
-                **at,
+                **{**at, "epoch": table_epoch},
             )
         )
     return findings

@@ -189,7 +189,13 @@ def watch_callbacks(
     )
     from kerasdiag.callbacks.factory import probe_batch
 
-    monitors = monitor_callbacks(cfg.monitors, run_dir, data)
+    monitors = monitor_callbacks(
+        cfg.monitors,
+        run_dir,
+        data,
+        steps_per_epoch=steps_per_epoch(cfg, data),
+        epochs=int(cfg.trainer.epochs),
+    )
     if not cfg.monitors.doctor:
         return monitors
     x, y = probe_batch(data, int(cfg.monitors.probe_size))

@@ -102,7 +102,7 @@ class ActivationHistograms(StepMonitor):
         scalars = {}
         for name, s in layer_stats.items():
             self._csv.add(
-                [step, self._epoch, name, s.kind or "", s.mean, s.std, s.zero_fraction]
+                [step, self._epoch + 1, name, s.kind or "", s.mean, s.std, s.zero_fraction]
                 + ["" if v is None else v for v in (s.dead_fraction, s.saturated_fraction)]
             )
             if s.dead_fraction is not None:

@@ -530,7 +530,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._snapshot = None
         ratios = stats.update_ratios(before, self._variables)
         for name, layer, ratio in zip(self._names, self._layers, ratios, strict=True):
-            self._own_rows.append([step, epoch, name, float(ratio), layer])
+            self._own_rows.append([step, epoch + 1, name, float(ratio), layer])
         self.probe_seconds += time.perf_counter() - start
 
     def _ratio_rows(self) -> list[list]:

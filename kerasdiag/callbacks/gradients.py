@@ -127,9 +127,9 @@ class GradientMonitor(StepMonitor):
             }
         )
         for name, value in layer_norms.items():
-            self._csv.add([step, self._epoch, name, value])
-        self._csv.add([step, self._epoch, "global_norm", norm])
-        self._csv.add([step, self._epoch, "global_norm_clipped", norm_clipped])
+            self._csv.add([step, self._epoch + 1, name, value])
+        self._csv.add([step, self._epoch + 1, "global_norm", norm])
+        self._csv.add([step, self._epoch + 1, "global_norm_clipped", norm_clipped])
         for flag, reason in flags.items():
             message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {fix_for(_SYMPTOM[flag])}"
             self.flags.append(
