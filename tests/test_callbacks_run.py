@@ -161,10 +161,10 @@ def test_tensorboard_events_parse_with_the_logged_values(cifar_run):
     assert f"gradient/{kernel}" in grad and "gradient_norm/conv2" in grad
 
     rates = events(logs / "learning_rate")["learning_rate"]
-    assert [e.step for e in rates] == [0, 1]
+    assert [e.step for e in rates] == [1, 2]  # epochs from 1
 
     images = events(logs / "filters")["filters/conv1"]
-    assert [e.step for e in images] == [-1, 0, 1]
+    assert [e.step for e in images] == [0, 1, 2]  # 0: before training
     width, height, png = tf.make_ndarray(images[-1].tensor_proto)
     assert png == (run / "filters_epoch002.png").read_bytes()
     assert tf.io.decode_png(png).shape[:2] == (int(height), int(width))
