@@ -97,6 +97,10 @@ def _listed(values: np.ndarray, most: int = 8) -> str:
     return shown + (f" ... ({len(values)} in all)" if len(values) > most else "")
 
 
+def _labels(values: np.ndarray) -> str:
+    return f"label{'s' if len(values) > 1 else ''} {_listed(values)}"
+
+
 def check_declared_labels(path: Path, y_train: np.ndarray, y_test: np.ndarray, n: int) -> None:
     """Refuse labels outside the ``n`` classes that ``class_names`` declares."""
     y = _integer_labels(y_train, y_test)
@@ -105,8 +109,8 @@ def check_declared_labels(path: Path, y_train: np.ndarray, y_test: np.ndarray, n
     outside = np.unique(y[(y < 0) | (y >= n)])
     if outside.size:
         raise DataError(
-            f"{path}: labels {_listed(outside)} are outside the {n} classes of class_names "
-            f"(labels 0..{n - 1}): fix the labels or list every class in class_names"
+            f"{path}: {_labels(outside)} out of range [0, {n - 1}] of the {n} classes in "
+            "class_names: fix the labels or list every class in class_names"
         )
 
 
@@ -120,7 +124,8 @@ def inferred_class_names(path: Path, y_train: np.ndarray, y_test: np.ndarray) ->
     if y is None:
         return ["0", "1"]
     if y.min() < 0:
-        raise DataError(f"{path}: labels {_listed(np.unique(y[y < 0]))} are negative")
+        negative = np.unique(y[y < 0])
+        raise DataError(f"{path}: {_labels(negative)} out of range: class labels are 0, 1, 2, ...")
     top = int(y.max())
     y_fit = _integer_labels(y_train)
     seen = np.unique(y_fit) if y_fit is not None else np.array([], dtype=np.int64)
