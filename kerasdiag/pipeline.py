@@ -257,7 +257,9 @@ def keep_best_model(
     """
     path = checkpoint.best_path
     if path is None or not path.is_file():
-        path = checkpoint._save(checkpoint.directory / f"final-epoch{last_epoch:03d}.keras")
+        path = checkpoint.directory / f"final-epoch{last_epoch:03d}.keras"
+        with atomic_path(path) as tmp:
+            model.save(tmp)
         epoch, value = last_epoch, None
     else:
         model.load_weights(path)
@@ -369,8 +371,8 @@ def run_training(
 
     Writes ``config.yaml``, ``data.json``, ``summary.txt``, ``sanity.json``,
     ``gradcheck.json``, ``metrics.csv``, ``checkpoints/``, ``tensorboard/``, the monitors'
-    CSVs and PNGs, ``doctor.json``, ``test_metrics.json``, ``diagnosis.json`` and
-    ``report.html`` there.
+    CSVs and PNGs, ``doctor.json``, ``test_metrics.json`` (the scores of the best checkpoint,
+    which it names), ``test_confusion.json``, ``diagnosis.json`` and ``report.html`` there.
 
     The directory is locked for this process and must be new, or hold an interrupted run of
     the same config: with ``trainer.resume`` (the default) that run continues from its last
