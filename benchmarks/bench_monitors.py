@@ -1,6 +1,6 @@
 """Cost of the monitors: ``model.fit`` with every monitor at its default frequency vs none.
 
-The default frequency adapts to the run (``probe_freq``: at least once per epoch and 20
+The default frequency adapts to the run (``probe_freq``: at least twice per epoch and 20
 times per run): 36 steps per epoch for 10 epochs probe every 18 steps, 20 probes per run.
 
     python benchmarks/bench_monitors.py [--epochs 10] [--repetitions 8] [--control]

@@ -210,6 +210,7 @@ def watch_callbacks(
         path=run_dir / "doctor.json",
         bayes_error=cfg.bayes_error,
     )
+    doctor.judge_curves = False  # the diagnosis judges them at the kept epoch (finish_run)
     return [*monitors, doctor]
 
 

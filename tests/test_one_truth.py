@@ -184,8 +184,9 @@ def test_probe_freq_probes_every_epoch_and_20_times(steps, epochs):
     freq = probe_freq(steps, epochs)
     probes = range(0, steps * epochs, freq)
     assert len(probes) >= min(MIN_PROBES_PER_RUN, steps * epochs)
-    assert {p // steps for p in probes} == set(range(epochs))  # every epoch has one
-    assert probe_freq(36, 10) == 18 and probe_freq(39, 20) == 39
+    per_epoch = np.bincount([p // steps for p in probes], minlength=epochs)
+    assert per_epoch.min() >= min(2, steps)  # every epoch has two (one if it is one step)
+    assert probe_freq(36, 10) == 18 and probe_freq(39, 20) == 20
 
 
 def test_probes_and_epochs_in_the_run_files(run):

@@ -123,6 +123,10 @@ class TrainingDoctor(keras.callbacks.Callback):
 
     async_safe = True  # on_train_batch_end only appends the logged loss to a list
 
+    # False in scripts/train.py: the curves are judged once, by the diagnosis, at the epoch
+    # whose weights the run keeps (early stopping's best), not at the last epoch.
+    judge_curves = True
+
     def __init__(
         self,
         x: Any = None,
@@ -312,7 +316,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._judge_monitors()
         if self._nan_epoch is not None:
             self._restore()
-        elif self.history.get("loss"):
+        elif self.history.get("loss") and self.judge_curves:
             rows = self._ratio_rows()
             for finding in diagnosis.curve_findings(
                 self.history,

@@ -36,8 +36,10 @@ MONITOR_DEFAULTS: dict[str, Any] = {
 }
 
 
-# A run's curves need points: at least this many probes per run, and one per epoch.
+# A run's curves need points: at least this many probes per run as planned, and this many
+# per epoch (two, so that a run early stopping cuts short still has ~20).
 MIN_PROBES_PER_RUN = 20
+MIN_PROBES_PER_EPOCH = 2
 # Without the run's length (monitor_callbacks called without it): fixed frequencies.
 FALLBACK_FREQ = {"update_ratio_freq": 50, "activations_freq": 200, "gradients_freq": 200}
 
@@ -45,13 +47,16 @@ FALLBACK_FREQ = {"update_ratio_freq": 50, "activations_freq": 200, "gradients_fr
 def probe_freq(steps_per_epoch: int, epochs: int, min_probes: int = MIN_PROBES_PER_RUN) -> int:
     """Every how many optimizer steps the monitors probe by default.
 
-    The largest frequency that still probes at least once in every epoch (``<=
-    steps_per_epoch``) and at least ``min_probes`` times in the run (probes go before steps
-    0, f, 2f, ... of ``steps_per_epoch * epochs``). A 10-epoch run of 36 steps per epoch
-    probes every 18 steps (20 probes); 20 epochs of 39 steps, every 39 (20 probes).
+    The largest frequency that still probes ``MIN_PROBES_PER_EPOCH`` times in every epoch
+    (at least once) and at least ``min_probes`` times in the run as planned (probes go before
+    steps 0, f, 2f, ... of ``steps_per_epoch * epochs``). A 10-epoch run of 36 steps per
+    epoch probes every 18 steps (20 probes); 20 epochs of 39 steps, every 20 (39 probes, 32
+    when early stopping ends it after 16 epochs). Longer runs cost more probes but the same
+    share of training time: a probe costs about one or two training steps.
     """
-    total = max(1, int(steps_per_epoch)) * max(1, int(epochs))
-    return max(1, min(int(steps_per_epoch), total // int(min_probes)))
+    spe = max(1, int(steps_per_epoch))
+    per_epoch = -(-spe // MIN_PROBES_PER_EPOCH)  # ceil: two probes in an epoch of spe steps
+    return max(1, min(per_epoch, spe * max(1, int(epochs)) // int(min_probes)))
 
 
 def probe_batch(data: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +88,7 @@ def monitor_callbacks(
 
     The ``*_freq`` keys count optimizer steps: the step-based monitors measure before steps
     0, freq, 2 * freq, ... A frequency of None is :func:`probe_freq` of the run when
-    ``steps_per_epoch`` and ``epochs`` are given (at least once per epoch, at least 20
+    ``steps_per_epoch`` and ``epochs`` are given (at least twice per epoch, at least 20
     times per run), else ``FALLBACK_FREQ``.
     """
     run_dir = Path(run_dir)

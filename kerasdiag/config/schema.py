@@ -139,7 +139,7 @@ class SanityConfig:
 @dataclass
 class MonitorsConfig:
     # Frequencies count optimizer steps; None (the default) adapts to the run: at least once
-    # per epoch and 20 times per run (kerasdiag.callbacks.factory.probe_freq).
+    # per epoch (twice) and 20 times per run (kerasdiag.callbacks.factory.probe_freq).
     update_ratio: bool = True
     update_ratio_freq: int | None = None
     activations: bool = True
