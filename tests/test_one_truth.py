@@ -234,7 +234,9 @@ def test_labels_without_training_examples_are_refused(tmp_path):
         load_dataset(cfg.data)
     named = _npz(tmp_path / "named.npz", [0, 1, 5], class_names=np.array(["a", "b", "c"]))
     cfg = load_config(["data=npz", f"data.path={named}"])
-    with pytest.raises(DataError, match=r"label 5 out of range \[0, 2\] of the 3 classes in class_names"):
+    with pytest.raises(
+        DataError, match=r"label 5 out of range \[0, 2\] of the 3 classes in class_names"
+    ):
         load_dataset(cfg.data)
     good = _npz(tmp_path / "good.npz", [0, 1, 2])
     assert load_dataset(load_config(["data=npz", f"data.path={good}"]).data).num_classes == 3
