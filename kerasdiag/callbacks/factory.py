@@ -50,12 +50,13 @@ def probe_freq(steps_per_epoch: int, epochs: int, min_probes: int = MIN_PROBES_P
     The largest frequency that still probes ``MIN_PROBES_PER_EPOCH`` times in every epoch
     (at least once) and at least ``min_probes`` times in the run as planned (probes go before
     steps 0, f, 2f, ... of ``steps_per_epoch * epochs``). A 10-epoch run of 36 steps per
-    epoch probes every 18 steps (20 probes); 20 epochs of 39 steps, every 20 (39 probes, 32
+    epoch probes every 18 steps (20 probes); 20 epochs of 39 steps, every 19 (42 probes, 33
     when early stopping ends it after 16 epochs). Longer runs cost more probes but the same
     share of training time: a probe costs about one or two training steps.
     """
     spe = max(1, int(steps_per_epoch))
-    per_epoch = -(-spe // MIN_PROBES_PER_EPOCH)  # ceil: two probes in an epoch of spe steps
+    # floor: any spe consecutive steps hold two multiples of spe // 2 (one when spe is 1)
+    per_epoch = max(1, spe // MIN_PROBES_PER_EPOCH)
     return max(1, min(per_epoch, spe * max(1, int(epochs)) // int(min_probes)))
 
 
