@@ -18,11 +18,11 @@ from kerasdiag.callbacks.base import (
     warn,
 )
 from kerasdiag.io import write_bytes_atomic
+from kerasdiag.report.filters import FILTERS_FILE  # raw filters, for the report's caption
 
 # Each filter is drawn at least this many pixels wide (3x3 kernels are scaled up 16x), so a
 # grid of 32 small kernels is ~300 px: readable in the report and in TensorBoard.
 _MIN_CELL_PIXELS = 48
-from kerasdiag.report.filters import FILTERS_FILE  # noqa: E402  (raw filters for the caption)
 
 
 def first_layer_filters(
