@@ -65,6 +65,9 @@ class ActivationHistograms(StepMonitor):
     """
 
     probe_kind = ACTIVATIONS
+    # Histograms at every n-th probe only (the first included): they cost as much as the
+    # statistics; scripts/train.py, probing often, sets 2.
+    histogram_every = 1
 
     def __init__(
         self,
@@ -110,4 +113,5 @@ class ActivationHistograms(StepMonitor):
             if s.saturated_fraction is not None:
                 scalars[f"saturated_fraction/{name}"] = s.saturated_fraction
         self._summary.scalars(scalars, step)
-        self._summary.histograms({f"activation/{n}": v for n, v in outputs.items()}, step)
+        if (len(self.history) - 1) % self.histogram_every == 0:
+            self._summary.histograms({f"activation/{n}": v for n, v in outputs.items()}, step)

@@ -40,6 +40,8 @@ MONITOR_DEFAULTS: dict[str, Any] = {
 # per epoch (two, so that a run early stopping cuts short still has ~20).
 MIN_PROBES_PER_RUN = 20
 MIN_PROBES_PER_EPOCH = 2
+# Probing that often, histograms (the costlier half of a probe) at every second probe.
+HISTOGRAM_EVERY = 2
 # Without the run's length (monitor_callbacks called without it): fixed frequencies.
 FALLBACK_FREQ = {"update_ratio_freq": 50, "activations_freq": 200, "gradients_freq": 200}
 
@@ -137,6 +139,10 @@ def monitor_callbacks(
                     csv_path=run_dir / filename,
                 )
             )
+    if steps_per_epoch and epochs:  # probing at least 20 times: half of them draw histograms
+        for callback in callbacks:
+            if isinstance(callback, (ActivationHistograms, GradientMonitor)):
+                callback.histogram_every = HISTOGRAM_EVERY
     if value("filters"):
         callbacks.append(FilterImages(out_dir=run_dir, log_dir=log_dir))
     if value("curves"):

@@ -68,6 +68,9 @@ class GradientMonitor(StepMonitor):
     """
 
     probe_kind = GRADIENTS
+    # Histograms at every n-th probe only (the first included): they cost as much as the
+    # norms; scripts/train.py, probing often, sets 2.
+    histogram_every = 1
 
     def __init__(
         self,
@@ -142,6 +145,7 @@ class GradientMonitor(StepMonitor):
             scalars = {f"gradient_norm/{name}": value for name, value in layer_norms.items()}
             scalars.update(global_norm=norm, global_norm_clipped=norm_clipped)
             self._summary.scalars(scalars, step)
+        if self._summary.enabled and (len(self.history) - 1) % self.histogram_every == 0:
             self._summary.histograms(
                 {
                     f"gradient/{v.path}": g
