@@ -276,7 +276,7 @@ class _Report:
             out += (
                 f"<p class=note>Scores of {_link(self.test['model'])} (epoch "
                 f"{_esc(self.test.get('weights_epoch'))}); load it with "
-                "<code>kerasdiag.io.load_model</code> to reproduce them.</p>"
+                "<code>kerasdiag.io.load_model_safely</code> to reproduce them.</p>"
             )
         return out + self.confusion_section()
 
