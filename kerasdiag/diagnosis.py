@@ -56,9 +56,9 @@ TRAINING_SYMPTOMS = (
     "stagnant_weights",
 )
 CURVE_SYMPTOMS = ("lr_too_high", "lr_too_low", "overfitting", "underfitting")
+SYMPTOMS = TRAINING_SYMPTOMS + CURVE_SYMPTOMS
 # A pre-training check that failed (sanity.json): shown with the run's other findings.
 SANITY_SYMPTOMS = ("failed_sanity_check",)
-SYMPTOMS = TRAINING_SYMPTOMS + CURVE_SYMPTOMS + SANITY_SYMPTOMS
 
 # "error": training is broken and its result is unusable; "warning": it works, but badly.
 ERROR_SYMPTOMS = frozenset({"nan", "exploding_gradients"})
@@ -220,8 +220,9 @@ def make_finding(
     source: str = "doctor",
 ) -> Finding:
     """A Finding with its severity and a one-line message ``"<symptom> at ...: <what>."``."""
-    if symptom not in SYMPTOMS:
-        raise ValueError(f"unknown symptom {symptom!r}; known: {', '.join(SYMPTOMS)}")
+    if symptom not in SYMPTOMS + SANITY_SYMPTOMS:
+        known = ", ".join(SYMPTOMS + SANITY_SYMPTOMS)
+        raise ValueError(f"unknown symptom {symptom!r}; known: {known}")
     where = []
     if step is not None:
         where.append(f"step {step}")
