@@ -1,5 +1,8 @@
 """Cost of the monitors: ``model.fit`` with every monitor at its default frequency vs none.
 
+The default frequency adapts to the run (``probe_freq``: at least twice per epoch and 20
+times per run): 36 steps per epoch for 10 epochs probe every 18 steps, 20 probes per run.
+
     python benchmarks/bench_monitors.py [--epochs 10] [--repetitions 8] [--control]
 
 Both sides train the cifar_softmax convnet (conv32-pool-conv64-pool-dense128-dense10, Adam
@@ -35,7 +38,7 @@ from _timing import CIFAR_SAMPLE, print_ratios, side_by_side  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from kerasdiag.callbacks import MonitorWarning, monitor_callbacks  # noqa: E402
-from kerasdiag.callbacks.factory import MONITOR_DEFAULTS  # noqa: E402
+from kerasdiag.callbacks.factory import MONITOR_DEFAULTS, probe_freq  # noqa: E402
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
 from kerasdiag.pipeline import build_model, fit  # noqa: E402
@@ -86,7 +89,12 @@ def main() -> None:
             model = build_model(cfg, data)
             clock = HookClock()
             with tempfile.TemporaryDirectory() as run_dir:
-                callbacks = monitor_callbacks(monitors, run_dir, data) if with_monitors else []
+                callbacks = (
+                    monitor_callbacks(monitors, run_dir, data, steps_per_epoch=steps,
+                                      epochs=args.epochs)
+                    if with_monitors
+                    else []
+                )  # fmt: skip
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", MonitorWarning)  # lr advice is not timed here
@@ -98,6 +106,7 @@ def main() -> None:
 
         return run
 
+    steps = -(-len(data.y_train) // int(cfg.data.batch_size))
     variants = {"none": variant(False), "monitors": variant(True)}
     if args.control:
         variants["none (control)"] = variant(False)
@@ -106,7 +115,8 @@ def main() -> None:
     print(f"cifar_softmax: {len(data.y_train)} training images, batch {cfg.data.batch_size} "
           f"({steps} steps/epoch), {args.epochs} epochs, {args.repetitions} repetitions, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
-    print("monitor defaults:", ", ".join(f"{k}={v}" for k, v in MONITOR_DEFAULTS.items()))
+    print("monitor defaults:", ", ".join(f"{k}={v}" for k, v in MONITOR_DEFAULTS.items()),
+          f"(None: every {probe_freq(steps, args.epochs)} steps)")  # fmt: skip
     print(f"{'rep':>4}  {'side':<16}{'wall s':>8}{'cpu s':>8}{'hooks s':>9}  epochs s")
 
     def each(rep, name, t, hook_seconds):

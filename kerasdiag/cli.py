@@ -12,10 +12,12 @@ Exit codes of ``scripts/train.py``:
 from __future__ import annotations
 
 import contextlib
+import io
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from kerasdiag.errors import KerasdiagError
 from kerasdiag.rundir import HYDRA_FILES, LOCK_FILE, check_run_dir, is_locked
@@ -67,6 +69,59 @@ def exit_on_user_error(run_dir: str | Path) -> Iterator[None]:
     except KerasdiagError as exc:
         _discard_if_empty(Path(run_dir))
         fail(str(exc), exc.exit_code)
+
+
+def load_inputs(cfg: Any) -> Any:
+    """Load and check the data before TensorFlow starts: bad data ends the run here, with its
+    real cause and no run directory (the builder was checked with the config)."""
+    from kerasdiag.data.loaders import load_dataset
+
+    return load_dataset(cfg.data)
+
+
+class _Tee(io.TextIOBase):
+    """A console stream that also appends everything written to it to a log file."""
+
+    def __init__(self, stream: Any, log: Any):
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def console_log(path: str | Path) -> Iterator[None]:
+    """Copy what the run prints (stdout and stderr) into ``path`` (``train.log``).
+
+    Hydra creates the file for its logging; the run's own output is the console, so the log
+    holds what the person saw. Output of TensorFlow's C++ runtime bypasses Python's streams.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
 
 
 def _discard_if_empty(run_dir: Path) -> None:

@@ -42,6 +42,7 @@ import numpy as np
 from kerasdiag.arguments import check_positive_float
 from kerasdiag.errors import ConfigError
 from kerasdiag.io import write_json_atomic
+from kerasdiag.symptoms import fix_for, lr_hint, reconcile
 
 # Symptoms the doctor names while training runs, then those judged from the finished curves.
 TRAINING_SYMPTOMS = (
@@ -56,6 +57,8 @@ TRAINING_SYMPTOMS = (
 )
 CURVE_SYMPTOMS = ("lr_too_high", "lr_too_low", "overfitting", "underfitting")
 SYMPTOMS = TRAINING_SYMPTOMS + CURVE_SYMPTOMS
+# A pre-training check that failed (sanity.json): shown with the run's other findings.
+SANITY_SYMPTOMS = ("failed_sanity_check",)
 
 # "error": training is broken and its result is unusable; "warning": it works, but badly.
 ERROR_SYMPTOMS = frozenset({"nan", "exploding_gradients"})
@@ -217,8 +220,9 @@ def make_finding(
     source: str = "doctor",
 ) -> Finding:
     """A Finding with its severity and a one-line message ``"<symptom> at ...: <what>."``."""
-    if symptom not in SYMPTOMS:
-        raise ValueError(f"unknown symptom {symptom!r}; known: {', '.join(SYMPTOMS)}")
+    if symptom not in SYMPTOMS + SANITY_SYMPTOMS:
+        known = ", ".join(SYMPTOMS + SANITY_SYMPTOMS)
+        raise ValueError(f"unknown symptom {symptom!r}; known: {known}")
     where = []
     if step is not None:
         where.append(f"step {step}")
@@ -242,71 +246,7 @@ def make_finding(
 # --- fixes --------------------------------------------------------------------------------
 
 
-def lr_hint(lr: float | None, factor: float) -> str:
-    """``" (optimizer.lr=0.001, it is 0.01)"``: the learning rate to try, or "" if unknown."""
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        return ""  # unknown, or "auto" in config.yaml (the rate came from a range test)
-    return f" (optimizer.lr={lr * factor:.3g}; it is {lr:.3g})"
-
-
-FIXES = {
-    "exploding_gradients": (
-        "clip gradients (optimizer.global_clipnorm=1.0), lower the learning rate ~10x{lower}, "
-        "and check the initialisation scale (He for ReLU, Glorot for tanh/sigmoid: P9) and "
-        "the input normalisation (data.normalize=true); batch normalization "
-        "(model.batch_norm=true) also keeps activations in range"
-    ),
-    "vanishing_gradients": (
-        "the early layers barely learn: use ReLU-family activations with He initialisation "
-        "instead of deep sigmoid/tanh stacks, add batch normalization (model.batch_norm=true) "
-        "or residual connections, or use fewer layers"
-    ),
-    "dying_relu": (
-        "dead units never recover: lower the learning rate{lower} (one large step can kill "
-        "them), initialise biases at 0 with He-initialised kernels, normalise the inputs, or "
-        "use LeakyReLU/ELU (model.activation=elu)"
-    ),
-    "saturated_activations": (
-        "saturated units pass almost no gradient: scale the initialisation down (Glorot for "
-        "tanh/sigmoid, variance 1/n_in: P9), normalise the inputs to zero mean and unit "
-        "variance (data.normalize=true, P7), add batch normalization, or use ReLU"
-    ),
-    "oscillating_loss": (
-        "the steps overshoot: lower the learning rate 3-10x{lower}, use momentum or Adam, a "
-        "larger batch (data.batch_size) or a decaying schedule (schedule=step), and clip "
-        "gradients (optimizer.global_clipnorm=1.0)"
-    ),
-    "slow_convergence": (
-        "raise the learning rate 3-10x{higher} until the update/weight ratios are ~1e-3 (M3), "
-        "and check the initialisation and input normalisation"
-    ),
-    "stagnant_weights": (
-        "the layer does not learn: check that it receives a gradient (no stop_gradient, not "
-        "frozen by mistake, no dead units after it) and raise the learning rate{higher}"
-    ),
-    "lr_too_high": (
-        "lower the learning rate 3-10x{lower}, or decay it (schedule=step, schedule=cosine "
-        "or schedule=plateau)"
-    ),
-    "lr_too_low": (
-        "raise the learning rate 3-10x{higher}; the update/weight ratios should be ~1e-3 (M3)"
-    ),
-    "overfitting": (
-        "high variance: get more data or augment it (data.augment.flip=true, "
-        "data.augment.crop=4), regularize more (model.l2, model.dropout=[0.5]), stop early "
-        "(trainer.early_stopping.enabled=true), or use a smaller network"
-    ),
-    "underfitting": (
-        "high bias: use a bigger network (more units or layers: model.hidden_units, "
-        "model.conv_filters), train longer (trainer.epochs), regularize less, or tune the "
-        "optimizer and learning rate"
-    ),
-}
-
-
-def fix_for(symptom: str, lr: float | None = None) -> str:
-    """The fix of ``symptom``, with the learning rate to try filled in when it is known."""
-    return FIXES[symptom].format(lower=lr_hint(lr, 0.1), higher=lr_hint(lr, 10.0))
+# The fix texts live in one table, kerasdiag.symptoms (fix_for, lr_hint re-exported here).
 
 
 # --- the loss curve and the bias/variance table ---------------------------------------------
@@ -400,11 +340,11 @@ def bias_variance(
         (False, True): "high variance",
         (True, True): "high bias and high variance",
     }[(high_bias, high_variance)]
-    fixes = []
+    fixes = []  # the symptoms' fixes, from the one table
     if high_bias:
-        fixes.append("bigger network / train longer")
+        fixes.append(fix_for("underfitting"))
     if high_variance:
-        fixes.append("more data / regularization")
+        fixes.append(fix_for("overfitting"))
     return {
         "train_error": train_error,
         "dev_error": dev_error,
@@ -531,8 +471,10 @@ def curve_findings(
                 f"{rise['min_val_loss']:.4g} (epoch {rise['min_val_loss_epoch']}) while the "
                 f"training loss kept falling"
             )
+        # The epoch the numbers are of: the kept weights' table, else the last epoch's curve.
+        where = {**at, "epoch": table_epoch} if table and table["high_variance"] else at
         findings.append(
-            make_finding("overfitting", "; ".join(parts), evidence, fix_for("overfitting"), **at)
+            make_finding("overfitting", "; ".join(parts), evidence, fix_for("overfitting"), **where)
         )
     if table and table["high_bias"]:
         bayes = "assumed 0" if table["bayes_error_assumed"] else f"{table['bayes_error']:.1%}"
@@ -555,7 +497,7 @@ def curve_findings(
                     "bias_threshold": th.bias,
                 },
                 fix_for("underfitting", lr),
-                **at,
+                **{**at, "epoch": table_epoch},
             )
         )
     return findings
@@ -657,6 +599,7 @@ def diagnose(
     nan_record = run.json(NAN_FILE)
     if nan_record and not any(f.symptom == "nan" for f in findings):
         findings.append(nan_stop_finding(nan_record))
+    findings += sanity_findings(run.json("sanity.json") or [])
 
     history = run.history()
     if history.get("loss"):
@@ -673,9 +616,58 @@ def diagnose(
             thresholds=th,
         )
     findings.sort(key=lambda f: f.severity != "error")
+    reconcile(findings)
     if write:
         write_json_atomic(Path(run_dir) / DIAGNOSIS_FILE, [f.to_dict() for f in findings])
     return findings
+
+
+def sanity_findings(stages: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """One ``failed_sanity_check`` finding per failed stage of ``sanity.json``."""
+    return [
+        make_finding(
+            "failed_sanity_check",
+            f"the {stage.get('name')} check failed before training: {stage.get('message', '')}".rstrip(
+                ": "
+            ),
+            {
+                "stage": stage.get("name"),
+                "value": stage.get("value"),
+                "expected": stage.get("expected"),
+            },
+            fix_for("failed_sanity_check"),
+            source="sanity",
+        )
+        for stage in stages
+        if stage.get("status") == "fail"
+    ]
+
+
+def failed_stages(stages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The names of the failed stages in ``sanity.json``'s list."""
+    return [str(s.get("name")) for s in stages if s.get("status") == "fail"]
+
+
+def confusion_summary(
+    y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]
+) -> dict[str, Any]:
+    """Confusion matrix (rows: true class, columns: predicted) and per-class accuracy.
+
+    Per-class accuracy is the recall of each class (the diagonal over the row's total);
+    None for a class with no example.
+    """
+    n = len(class_names)
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    totals = matrix.sum(axis=1)
+    per_class = [int(matrix[i, i]) / int(totals[i]) if totals[i] else None for i in range(n)]
+    return {
+        "class_names": [str(c) for c in class_names],
+        "matrix": matrix.tolist(),
+        "per_class_accuracy": per_class,
+        "accuracy": float(np.trace(matrix) / max(int(matrix.sum()), 1)),
+    }
 
 
 def nan_stop_finding(record: Mapping[str, Any]) -> Finding:
@@ -821,6 +813,11 @@ __all__ = [
     "Thresholds",
     "accuracies_at",
     "bias_variance",
+    "confusion_summary",
+    "failed_stages",
+    "fix_for",
+    "lr_hint",
+    "sanity_findings",
     "curve_findings",
     "diagnose",
     "loss_shape",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.callbacks.backup import RunBackup, remove_backup
+from kerasdiag.callbacks.base import MonitorWarning
 from kerasdiag.callbacks.checkpoint import BestCheckpoint
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError
@@ -26,8 +28,11 @@ from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.errors import ConfigError, KerasdiagError
 from kerasdiag.io import atomic_path, write_json_atomic, write_text_atomic
 from kerasdiag.losses import build_loss
+from kerasdiag.metrics import metric_mode
 from kerasdiag.optimizers import build_optimizer, build_schedule
 from kerasdiag.rundir import BACKUP_DIR, NAN_FILE, claim_run_dir
+
+CONFUSION_FILE = "test_confusion.json"
 
 
 def seed_everything(trainer_cfg: Any) -> None:
@@ -52,9 +57,13 @@ def resolve_builder(path: str):
     """Import the model builder a recipe names (``recipes.models.convnet``)."""
     module_name, _, func_name = path.rpartition(".")
     try:
-        builder = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError):
-        raise ConfigError("model.builder", path, "no such builder function") from None
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # the real cause: a missing package inside the module, ...
+        reason = f"module {module_name!r} cannot be imported: {type(exc).__name__}: {exc}"
+        raise ConfigError("model.builder", path, reason) from None
+    builder = getattr(module, func_name, None)
+    if builder is None:
+        raise ConfigError("model.builder", path, f"module {module_name!r} defines no {func_name!r}")
     if not callable(builder):
         raise ConfigError("model.builder", path, "is not callable")
     return builder
@@ -140,6 +149,7 @@ def training_callbacks(
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=es.monitor,
+                mode=metric_mode(es.monitor),  # as BestCheckpoint: one notion of "best"
                 patience=int(es.patience),
                 restore_best_weights=bool(es.restore_best_weights),
                 verbose=1,
@@ -179,7 +189,13 @@ def watch_callbacks(
     )
     from kerasdiag.callbacks.factory import probe_batch
 
-    monitors = monitor_callbacks(cfg.monitors, run_dir, data)
+    monitors = monitor_callbacks(
+        cfg.monitors,
+        run_dir,
+        data,
+        steps_per_epoch=steps_per_epoch(cfg, data),
+        epochs=int(cfg.trainer.epochs),
+    )
     if not cfg.monitors.doctor:
         return monitors
     x, y = probe_batch(data, int(cfg.monitors.probe_size))
@@ -194,6 +210,7 @@ def watch_callbacks(
         path=run_dir / "doctor.json",
         bayes_error=cfg.bayes_error,
     )
+    doctor.judge_curves = False  # the diagnosis judges them at the kept epoch (finish_run)
     return [*monitors, doctor]
 
 
@@ -214,45 +231,78 @@ def fit(
         seed=int(cfg.data.seed),
     )
     val_ds = make_tf_dataset(data.x_val, data.y_val, int(cfg.data.batch_size))
-    return model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=int(cfg.trainer.epochs),
-        callbacks=callbacks,
-        verbose=int(cfg.trainer.verbose),
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-    )
+    with warnings.catch_warnings():
+        if cfg.monitors.doctor:  # the doctor judges and advises; the monitors only measure
+            warnings.simplefilter("ignore", MonitorWarning)
+        return model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=int(cfg.trainer.epochs),
+            callbacks=callbacks,
+            verbose=int(cfg.trainer.verbose),
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+        )
 
 
-def kept_epoch(callbacks: list[keras.callbacks.Callback], last_epoch: int) -> int:
-    """The epoch (from 1, as metrics.csv counts) whose weights the model holds after ``fit``:
-    early stopping's best when it restored those, else ``last_epoch``."""
-    for cb in callbacks:
-        if (
-            isinstance(cb, keras.callbacks.EarlyStopping)
-            and cb.restore_best_weights
-            and cb.best_weights is not None
-        ):
-            return int(cb.best_epoch) + 1
-    return last_epoch
+def keep_best_model(
+    model: keras.Model, checkpoint: BestCheckpoint, run_dir: Path, last_epoch: int
+) -> dict[str, Any]:
+    """Put the weights of the run's best checkpoint into ``model``; say which file they are.
+
+    The one notion of "best" in a run is ``trainer.checkpoint_monitor`` (early stopping
+    restores the same epoch), and the model whose test score a run reports is the file on
+    disk. When no epoch ever had a finite score the last weights are saved as
+    ``checkpoints/final-epochNNN.keras`` and reported instead. Returns the fields
+    ``test_metrics.json`` adds to the scores: ``model`` (path relative to the run
+    directory), ``weights_epoch`` (from 1), ``monitor`` and ``monitor_value``.
+    """
+    path = checkpoint.best_path
+    if path is None or not path.is_file():
+        path = checkpoint.directory / f"final-epoch{last_epoch:03d}.keras"
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+        epoch, value = last_epoch, None
+    else:
+        model.load_weights(path)
+        epoch, value = checkpoint.best_epoch, checkpoint.best
+    return {
+        "model": str(path.relative_to(run_dir)),
+        "weights_epoch": epoch,
+        "monitor": checkpoint.monitor,
+        "monitor_value": value,
+    }
 
 
-def evaluate_test(cfg: DictConfig, model: keras.Model, data: Dataset) -> dict[str, Any]:
+def evaluate_test(
+    cfg: DictConfig, model: keras.Model, data: Dataset, *, raw: bool = True, ema: bool | None = None
+) -> dict[str, Any]:
     """Loss and accuracy on the held-out test split.
 
-    With ``optimizer.use_ema`` the moving average of the weights is scored too (O4), under
-    ``"ema"``, next to the raw weights' numbers.
+    With ``optimizer.use_ema`` (or ``ema=True``) the moving average of the weights is scored
+    too (O4), under ``"ema"``, next to the raw weights' numbers (``raw=False``: only it).
     """
-    test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
-    scores: dict[str, Any] = {
-        k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()
-    }
-    if cfg.optimizer.use_ema:
+    scores: dict[str, Any] = {}
+    if raw:
+        test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
+        scores = {
+            k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()
+        }
+    if cfg.optimizer.use_ema if ema is None else ema:
         from kerasdiag.callbacks import evaluate_with_ema
 
         both = evaluate_with_ema(model, data.x_test, data.y_test, int(cfg.data.batch_size))
         scores["ema"] = both["ema"]
     return scores
+
+
+def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, path: Path) -> None:
+    """The kept model's confusion matrix and per-class accuracy on the test split."""
+    from kerasdiag.diagnosis import confusion_summary
+
+    test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
+    predicted = np.argmax(model.predict(test_ds, verbose=0), axis=-1)
+    names = list(data.class_names) or [str(i) for i in range(data.num_classes)]
+    write_json_atomic(path, confusion_summary(data.y_test, predicted, names))
 
 
 def save_ema_model(model: keras.Model, path: Path) -> None:
@@ -273,10 +323,9 @@ def finish_run(cfg: DictConfig, run_dir: Path) -> None:
     from kerasdiag.report import build_report
 
     findings = diagnose(run_dir)
-    if findings:
-        print("diagnosis:")
-        for finding in findings:
-            print(f"  {finding.severity}: {finding}")
+    print("diagnosis:" if findings else "diagnosis: no symptoms found")
+    for finding in findings:
+        print(f"  {finding.severity}: {finding}")
     print(f"report: {build_report(run_dir)}")
 
 
@@ -323,8 +372,8 @@ def run_training(
 
     Writes ``config.yaml``, ``data.json``, ``summary.txt``, ``sanity.json``,
     ``gradcheck.json``, ``metrics.csv``, ``checkpoints/``, ``tensorboard/``, the monitors'
-    CSVs and PNGs, ``doctor.json``, ``test_metrics.json``, ``diagnosis.json`` and
-    ``report.html`` there.
+    CSVs and PNGs, ``doctor.json``, ``test_metrics.json`` (the scores of the best checkpoint,
+    which it names), ``test_confusion.json``, ``diagnosis.json`` and ``report.html`` there.
 
     The directory is locked for this process and must be new, or hold an interrupted run of
     the same config: with ``trainer.resume`` (the default) that run continues from its last
@@ -359,13 +408,20 @@ def run_training(
             error = record_nan_stop(run_dir, exc.record, callbacks)
             finish_run(cfg, run_dir)
             raise error from None
-        if cfg.optimizer.use_ema:
-            save_ema_model(model, run_dir / "ema.keras")
         # From metrics.csv, not fit's history: a resumed run's history lacks earlier epochs.
         rows = next(cb for cb in callbacks if isinstance(cb, MetricsCSV)).rows
-        test_metrics = evaluate_test(cfg, model, data)
-        test_metrics["weights_epoch"] = kept_epoch(callbacks, max(rows, default=0))
+        ema_scores = None
+        if cfg.optimizer.use_ema:  # the average at the end of training, as ema.keras holds
+            save_ema_model(model, run_dir / "ema.keras")
+            ema_scores = evaluate_test(cfg, model, data, raw=False)["ema"]
+        checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
+        kept = keep_best_model(model, checkpoint, run_dir, max(rows, default=0))
+        test_metrics = evaluate_test(cfg, model, data, ema=False)
+        if ema_scores is not None:
+            test_metrics.update(ema=ema_scores, ema_model="ema.keras")
+        test_metrics.update(kept)
         write_json_atomic(run_dir / "test_metrics.json", test_metrics)
+        write_test_confusion(cfg, model, data, run_dir / CONFUSION_FILE)
         remove_backup(run_dir / BACKUP_DIR)
         finish_run(cfg, run_dir)
 
@@ -377,6 +433,7 @@ def run_training(
                 [r["val_accuracy"] for r in rows.values() if "val_accuracy" in r]
             ),
             "test": test_metrics,
+            "sanity_failed": failed_sanity_stages(run_dir),
             "seconds": round(time.time() - started, 1),
         }
         print_final_summary(summary)
@@ -405,8 +462,9 @@ def record_nan_stop(
     return NonFiniteLossError(record)
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """What ``scripts/train.py`` runs: a search (``tuner``), an ensemble, or one training."""
+def run(cfg: DictConfig, run_dir: str | Path, data: Dataset | None = None) -> dict[str, Any]:
+    """What ``scripts/train.py`` runs: a search (``tuner``), an ensemble, or one training
+    (of ``data`` when it is already loaded)."""
     if cfg.tuner.name != "none":
         from kerasdiag.search import run_search
 
@@ -415,20 +473,37 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         from kerasdiag.ensemble import run_ensemble
 
         return run_ensemble(cfg, Path(run_dir))
-    return run_training(cfg, run_dir)
+    return run_training(cfg, run_dir, data=data)
 
 
 def _best(values: list[float] | None) -> float | None:
     return None if not values else float(np.nanmax(values))
 
 
+def failed_sanity_stages(run_dir: Path) -> list[str]:
+    """The sanity stages that failed in this run (``sanity.json``), in order."""
+    import json
+
+    from kerasdiag.diagnosis import failed_stages
+
+    path = Path(run_dir) / "sanity.json"
+    return failed_stages(json.loads(path.read_text())) if path.is_file() else []
+
+
 def print_final_summary(summary: dict[str, Any]) -> None:
+    """The run's last lines: epochs, the kept model and its test score, failed sanity checks."""
     test = summary["test"]
-    best_val = summary["best_val_accuracy"]
+    kept = ""
+    if test.get("weights_epoch") is not None:
+        value = test.get("monitor_value")
+        score = "" if value is None else f" ({test.get('monitor')} {value:.4f})"
+        kept = f" | kept epoch {test['weights_epoch']}{score}"
+    failed = summary.get("sanity_failed") or []
+    warning = f" | FAILED sanity check: {', '.join(failed)}" if failed else ""
+    model = f"\nmodel: {Path(summary['run_dir']) / test['model']}" if test.get("model") else ""
     print(
-        f"\n{summary['recipe']}: {summary['epochs_run']} epochs in {summary['seconds']} s | "
-        f"best val_accuracy {best_val if best_val is None else f'{best_val:.4f}'} | "
-        f"test loss {test.get('loss', float('nan')):.4f}, "
-        f"test accuracy {test.get('accuracy', float('nan')):.4f}\n"
+        f"\n{summary['recipe']}: {summary['epochs_run']} epochs in {summary['seconds']} s"
+        f"{kept} | test loss {test.get('loss', float('nan')):.4f}, "
+        f"test accuracy {test.get('accuracy', float('nan')):.4f}{warning}{model}\n"
         f"run directory: {summary['run_dir']}"
     )

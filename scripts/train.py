@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide CUDA-not-found noise on CPU machines
 
@@ -19,7 +20,7 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from kerasdiag.cli import exit_on_user_error, preflight  # noqa: E402
+from kerasdiag.cli import console_log, exit_on_user_error, load_inputs, preflight  # noqa: E402
 from kerasdiag.config import CONF_DIR, register_schema, validate_config  # noqa: E402
 
 register_schema()
@@ -28,11 +29,12 @@ register_schema()
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
-    with exit_on_user_error(run_dir):
+    with console_log(Path(run_dir) / "train.log"), exit_on_user_error(run_dir):
         validate_config(cfg)
+        data = load_inputs(cfg)  # bad data ends the run here, before TensorFlow starts
         from kerasdiag.pipeline import run  # TensorFlow starts here
 
-        run(cfg, run_dir)
+        run(cfg, run_dir, data=data)
 
 
 if __name__ == "__main__":

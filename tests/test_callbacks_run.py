@@ -25,7 +25,7 @@ from kerasdiag.callbacks import (
     evaluate_with_ema,
     monitor_callbacks,
 )
-from kerasdiag.callbacks.factory import MONITOR_DEFAULTS, probe_batch
+from kerasdiag.callbacks.factory import FALLBACK_FREQ, MONITOR_DEFAULTS, probe_batch
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
 from kerasdiag.errors import ConfigError
@@ -113,21 +113,21 @@ def test_run_files_are_written_and_parse(cifar_run):
     assert all(float(r["norm"]) > 0 for r in norms)
     lr = read_csv(run / "learning_rate.csv")
     assert [(int(r["epoch"]), float(r["learning_rate"])) for r in lr] == [
-        (0, pytest.approx(1e-3)),
         (1, pytest.approx(1e-3)),
+        (2, pytest.approx(1e-3)),
     ]
     for png in (
         "loss.png",
         "accuracy.png",
         "filters_init.png",
-        "filters_epoch000.png",
         "filters_epoch001.png",
+        "filters_epoch002.png",
     ):
         image = tf.io.decode_png((run / png).read_bytes())
         assert image.shape[0] > 20, png
     # The filters changed with training: the last image differs from the first.
     first = tf.io.decode_png((run / "filters_init.png").read_bytes()).numpy()
-    last = tf.io.decode_png((run / "filters_epoch001.png").read_bytes()).numpy()
+    last = tf.io.decode_png((run / "filters_epoch002.png").read_bytes()).numpy()
     assert first.shape == last.shape and not np.array_equal(first, last)
 
 
@@ -161,12 +161,12 @@ def test_tensorboard_events_parse_with_the_logged_values(cifar_run):
     assert f"gradient/{kernel}" in grad and "gradient_norm/conv2" in grad
 
     rates = events(logs / "learning_rate")["learning_rate"]
-    assert [e.step for e in rates] == [0, 1]
+    assert [e.step for e in rates] == [1, 2]  # epochs from 1
 
     images = events(logs / "filters")["filters/conv1"]
-    assert [e.step for e in images] == [-1, 0, 1]
+    assert [e.step for e in images] == [0, 1, 2]  # 0: before training
     width, height, png = tf.make_ndarray(images[-1].tensor_proto)
-    assert png == (run / "filters_epoch001.png").read_bytes()
+    assert png == (run / "filters_epoch002.png").read_bytes()
     assert tf.io.decode_png(png).shape[:2] == (int(height), int(width))
 
 
@@ -188,7 +188,7 @@ def test_factory_builds_the_enabled_monitors_and_they_write_into_the_run(digits,
         "LearningRateMonitor", "UpdateRatioMonitor", "ActivationHistograms",
         "FilterImages", "CurvePlotter", "RestoreRawWeights",
     ]  # fmt: skip
-    assert callbacks[1].freq == 5 and callbacks[2].freq == MONITOR_DEFAULTS["activations_freq"]
+    assert callbacks[1].freq == 5 and callbacks[2].freq == FALLBACK_FREQ["activations_freq"]
     assert callbacks[2].x.shape == (MONITOR_DEFAULTS["probe_size"], 8, 8, 1)
     # Thin batch hooks: no monitor stops Keras from running batch-end callbacks on its
     # worker thread (they either keep the default hook or are safe there).
@@ -204,7 +204,7 @@ def test_factory_builds_the_enabled_monitors_and_they_write_into_the_run(digits,
         )
     written = {p.name for p in tmp_path.iterdir()}
     assert {"update_ratios.csv", "activations.csv", "learning_rate.csv", "loss.png"} <= written
-    assert {"filters_init.png", "filters_epoch000.png", "tensorboard"} <= written
+    assert {"filters_init.png", "filters_epoch001.png", "tensorboard"} <= written
     assert "gradient_norms.csv" not in written
     # The MLP has no convolution: its first Dense layer's weights are drawn as 8x8 images.
     assert callbacks[3].paths

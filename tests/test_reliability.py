@@ -199,7 +199,7 @@ def test_nan_loss_stops_cleanly_keeps_the_good_epochs_and_exits_3(tmp_path):
     proc = run_train(*args)
     assert proc.returncode == 3, proc.stderr[-3000:]
     (line,) = _error_lines(proc)
-    assert "training stopped:" in line and "lower the learning rate 10x: optimizer.lr=0.2" in line
+    assert "training stopped:" in line and "lower the learning rate 10x (optimizer.lr=0.2;" in line
     assert "Traceback" not in proc.stderr
 
     record = json.loads((run_dir / "nan.json").read_text())

@@ -27,12 +27,14 @@ from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
 from kerasdiag.io import write_json_atomic, write_text_atomic
 from kerasdiag.pipeline import (
+    CONFUSION_FILE,
     build_model,
     evaluate_test,
     fit,
     model_summary_text,
     run_sanity,
     training_callbacks,
+    write_test_confusion,
 )
 from kerasdiag.report import build_report
 
@@ -72,6 +74,7 @@ def full_run(tmp_path_factory) -> Path:
     doctor = TrainingDoctor(monitors=judged, path=run_dir / "doctor.json", verbose=0)
     fit(cfg, model, data, [*training_callbacks(cfg, run_dir, data), *monitors, doctor])
     write_json_atomic(run_dir / "test_metrics.json", evaluate_test(cfg, model, data))
+    write_test_confusion(cfg, model, data, run_dir / CONFUSION_FILE)
     diagnose(run_dir)
     build_report(run_dir)
     return run_dir

@@ -65,6 +65,9 @@ class ActivationHistograms(StepMonitor):
     """
 
     probe_kind = ACTIVATIONS
+    # Histograms at every n-th probe only (the first included): they cost as much as the
+    # statistics; scripts/train.py, probing often, sets 2.
+    histogram_every = 1
 
     def __init__(
         self,
@@ -102,7 +105,7 @@ class ActivationHistograms(StepMonitor):
         scalars = {}
         for name, s in layer_stats.items():
             self._csv.add(
-                [step, self._epoch, name, s.kind or "", s.mean, s.std, s.zero_fraction]
+                [step, self._epoch + 1, name, s.kind or "", s.mean, s.std, s.zero_fraction]
                 + ["" if v is None else v for v in (s.dead_fraction, s.saturated_fraction)]
             )
             if s.dead_fraction is not None:
@@ -110,4 +113,5 @@ class ActivationHistograms(StepMonitor):
             if s.saturated_fraction is not None:
                 scalars[f"saturated_fraction/{name}"] = s.saturated_fraction
         self._summary.scalars(scalars, step)
-        self._summary.histograms({f"activation/{n}": v for n, v in outputs.items()}, step)
+        if (len(self.history) - 1) % self.histogram_every == 0:
+            self._summary.histograms({f"activation/{n}": v for n, v in outputs.items()}, step)

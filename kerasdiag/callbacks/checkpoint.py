@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import keras
@@ -44,6 +45,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.every_epoch = bool(every_epoch)
         self.best: float | None = None
         self.best_path: Path | None = None
+        self.best_epoch: int | None = None  # from 1, as in the file name and metrics.csv
 
     def on_train_begin(self, logs=None):
         # A resumed run picks up the best checkpoint it already has, and drops any half-written
@@ -53,6 +55,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         existing = find_best_checkpoint(self.directory, self.monitor, self.mode)
         if existing is not None:
             self.best_path, self.best = existing
+            self.best_epoch = checkpoint_epoch(self.best_path)
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -67,7 +70,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         path = self._save(self.directory / f"best-{stem}.keras")
         if self.best_path is not None and self.best_path != path:
             self.best_path.unlink(missing_ok=True)
-        self.best, self.best_path = value, path
+        self.best, self.best_path, self.best_epoch = value, path, epoch + 1
 
     def _improves(self, value: float) -> bool:
         if self.best is None:
@@ -94,3 +97,9 @@ def find_best_checkpoint(
         return None
     score, path = (min if mode == "min" else max)(found)
     return path, score
+
+
+def checkpoint_epoch(path: str | os.PathLike) -> int | None:
+    """The epoch (from 1) in a checkpoint's name: ``best-epoch007-val_loss0.1234.keras`` -> 7."""
+    match = re.search(r"epoch(\d+)", Path(path).name)
+    return None if match is None else int(match.group(1))

@@ -27,6 +27,7 @@ from kerasdiag.callbacks.probe import ProbeBatch
 from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
 from kerasdiag.io import write_json_atomic
 from kerasdiag.optimizers import optimizer_step
+from kerasdiag.symptoms import reconcile
 
 # A step loss this many times the initial loss triggers a probe at once (outside the budget):
 # when the loss blows up, the gradient norms are what names the cause.
@@ -123,6 +124,10 @@ class TrainingDoctor(keras.callbacks.Callback):
     """
 
     async_safe = True  # on_train_batch_end only appends the logged loss to a list
+
+    # False in scripts/train.py: the curves are judged once, by the diagnosis, at the epoch
+    # whose weights the run keeps (early stopping's best), not at the last epoch.
+    judge_curves = True
 
     def __init__(
         self,
@@ -335,7 +340,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._judge_monitors()
         if self._nan_epoch is not None:
             self._restore()
-        elif self.history.get("loss"):
+        elif self.history.get("loss") and self.judge_curves:
             rows = self._ratio_rows()
             for finding in diagnosis.curve_findings(
                 self.history,
@@ -351,7 +356,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._write()
         self._writes.wait()  # doctor.json is complete on disk when fit returns
         if self.verbose and not self.findings:
-            print("TrainingDoctor: no symptoms found.")
+            print("TrainingDoctor: no symptoms found during training.")
 
     # --- the loss of every step ---------------------------------------------------------
 
@@ -429,17 +434,12 @@ class TrainingDoctor(keras.callbacks.Callback):
         if recent and scale and max(recent) < 2 * scale:
             cause = (
                 f"the loss was stable just before ({', '.join(f'{v:.3g}' for v in recent)}), "
-                "so a bad batch (NaN/Inf in the inputs or labels: np.isfinite(x).all()) or an "
-                "unsafe operation (log(0), sqrt of a negative, a division by zero in a custom "
-                "loss or layer) is more likely than divergence; then "
+                "so a bad batch or an unsafe operation is more likely than divergence; "
             )
         else:
-            cause = "the loss grew before it broke (divergence): "
+            cause = "the loss grew before it broke (divergence); "
         lr = _learning_rate(self.model) if self.model is not None else None
-        return (
-            f"{stop}{kept}; {cause}lower the learning rate 10x"
-            f"{diagnosis.lr_hint(lr, 0.1)} and clip gradients (optimizer.global_clipnorm=1.0)"
-        )
+        return f"{stop}{kept}; {cause}{diagnosis.fix_for('nan', lr)}"
 
     def _check_weights(self, step: int) -> None:
         """Name ``nan`` if a weight is NaN/Inf before optimizer step ``step``."""
@@ -564,7 +564,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._snapshot = None
         ratios = stats.update_ratios(before, self._variables)
         for name, layer, ratio in zip(self._names, self._layers, ratios, strict=True):
-            self._own_rows.append([step, epoch, name, float(ratio), layer])
+            self._own_rows.append([step, epoch + 1, name, float(ratio), layer])
         self.probe_seconds += time.perf_counter() - start
 
     def _ratio_rows(self) -> list[list]:
@@ -706,6 +706,7 @@ class TrainingDoctor(keras.callbacks.Callback):
     def _add(self, finding: diagnosis.Finding) -> None:
         self._seen[(finding.symptom, finding.layer)] = finding
         self.findings.append(finding)
+        reconcile(self.findings)  # never "raise the learning rate" next to "lower it"
         if self.verbose:
             print(f"TrainingDoctor: {finding}")
         if finding.symptom in self.stop_on:

@@ -19,20 +19,47 @@ from kerasdiag.callbacks.probe import ProbeBatch
 from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
 from kerasdiag.errors import ConfigError
 
-# The defaults the monitors use (the cost of each stays within ~1% of a training step;
-# see benchmarks/bench_monitors.py). Keys missing from the config node fall back to these.
+# The defaults the monitors use (see benchmarks/bench_monitors.py for their cost). Keys
+# missing from the config node fall back to these. A frequency of None adapts to the run:
+# see probe_freq.
 MONITOR_DEFAULTS: dict[str, Any] = {
     "update_ratio": True,
-    "update_ratio_freq": 50,  # optimizer steps
+    "update_ratio_freq": None,  # optimizer steps; None: probe_freq of the run
     "activations": True,
-    "activations_freq": 200,  # optimizer steps
+    "activations_freq": None,
     "gradients": True,
-    "gradients_freq": 200,  # optimizer steps
+    "gradients_freq": None,
     "learning_rate": True,
     "filters": True,
     "curves": True,
     "probe_size": 32,  # probe examples: per-unit statistics at half the cost of 64
 }
+
+
+# A run's curves need points: at least this many probes per run as planned, and this many
+# per epoch (two, so that a run early stopping cuts short still has ~20).
+MIN_PROBES_PER_RUN = 20
+MIN_PROBES_PER_EPOCH = 2
+# Probing that often, histograms (the costlier half of a probe) at every second probe.
+HISTOGRAM_EVERY = 2
+# Without the run's length (monitor_callbacks called without it): fixed frequencies.
+FALLBACK_FREQ = {"update_ratio_freq": 50, "activations_freq": 200, "gradients_freq": 200}
+
+
+def probe_freq(steps_per_epoch: int, epochs: int, min_probes: int = MIN_PROBES_PER_RUN) -> int:
+    """Every how many optimizer steps the monitors probe by default.
+
+    The largest frequency that still probes ``MIN_PROBES_PER_EPOCH`` times in every epoch
+    (at least once) and at least ``min_probes`` times in the run as planned (probes go before
+    steps 0, f, 2f, ... of ``steps_per_epoch * epochs``). A 10-epoch run of 36 steps per
+    epoch probes every 18 steps (20 probes); 20 epochs of 39 steps, every 19 (42 probes, 33
+    when early stopping ends it after 16 epochs). Longer runs cost more probes but the same
+    share of training time: a probe costs about one or two training steps.
+    """
+    spe = max(1, int(steps_per_epoch))
+    # floor: any spe consecutive steps hold two multiples of spe // 2 (one when spe is 1)
+    per_epoch = max(1, spe // MIN_PROBES_PER_EPOCH)
+    return max(1, min(per_epoch, spe * max(1, int(epochs)) // int(min_probes)))
 
 
 def probe_batch(data: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +70,12 @@ def probe_batch(data: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def monitor_callbacks(
-    monitors_cfg: Any, run_dir: str | os.PathLike, data: Any
+    monitors_cfg: Any,
+    run_dir: str | os.PathLike,
+    data: Any,
+    *,
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
 ) -> list[keras.callbacks.Callback]:
     """Build every monitor ``monitors_cfg`` enables, writing into ``run_dir``.
 
@@ -58,13 +90,20 @@ def monitor_callbacks(
     nothing. Invalid values raise :class:`~kerasdiag.errors.ConfigError` naming the key.
 
     The ``*_freq`` keys count optimizer steps: the step-based monitors measure before steps
-    0, freq, 2 * freq, ...
+    0, freq, 2 * freq, ... A frequency of None is :func:`probe_freq` of the run when
+    ``steps_per_epoch`` and ``epochs`` are given (at least twice per epoch, at least 20
+    times per run), else ``FALLBACK_FREQ``.
     """
     run_dir = Path(run_dir)
     log_dir = run_dir / "tensorboard"
 
     def value(key: str) -> Any:
-        return getattr(monitors_cfg, key, MONITOR_DEFAULTS[key])
+        found = getattr(monitors_cfg, key, MONITOR_DEFAULTS[key])
+        if found is None and key.endswith("_freq"):
+            if steps_per_epoch and epochs:
+                return probe_freq(steps_per_epoch, epochs)
+            return FALLBACK_FREQ[key]
+        return found
 
     def build(key: str, factory, *args, **kwargs):
         try:
@@ -100,6 +139,10 @@ def monitor_callbacks(
                     csv_path=run_dir / filename,
                 )
             )
+    if steps_per_epoch and epochs:  # probing at least 20 times: half of them draw histograms
+        for callback in callbacks:
+            if isinstance(callback, (ActivationHistograms, GradientMonitor)):
+                callback.histogram_every = HISTOGRAM_EVERY
     if value("filters"):
         callbacks.append(FilterImages(out_dir=run_dir, log_dir=log_dir))
     if value("curves"):

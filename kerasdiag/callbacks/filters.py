@@ -18,9 +18,11 @@ from kerasdiag.callbacks.base import (
     warn,
 )
 from kerasdiag.io import write_bytes_atomic
+from kerasdiag.report.filters import FILTERS_FILE  # raw filters, for the report's caption
 
-# Each filter is drawn at least this many pixels wide (3x3 kernels are scaled up 8x).
-_MIN_CELL_PIXELS = 24
+# Each filter is drawn at least this many pixels wide (3x3 kernels are scaled up 16x), so a
+# grid of 32 small kernels is ~300 px: readable in the report and in TensorBoard.
+_MIN_CELL_PIXELS = 48
 
 
 def first_layer_filters(
@@ -51,7 +53,7 @@ def filter_grid(filters: np.ndarray, scale: int | None = None, pad: int = 1) -> 
     """Filters (n, h, w, c) as one uint8 image: a near-square grid, each filter min-max scaled.
 
     Three channels are drawn as RGB, one as grey, any other number as the grey mean over
-    channels. ``scale`` enlarges each filter (nearest neighbour; default: to at least 24
+    channels. ``scale`` enlarges each filter (nearest neighbour; default: to at least 48
     pixels); ``pad`` black pixels separate the cells.
     """
     filters = np.asarray(filters, dtype=np.float64)
@@ -89,15 +91,16 @@ class FilterImages(keras.callbacks.Callback):
 
     ```python
     model.fit(x, y, epochs=5, callbacks=[FilterImages(out_dir="run", log_dir="logs")])
-    # run/filters_init.png, run/filters_epoch000.png, ... and TensorBoard images
+    # run/filters_init.png, run/filters_epoch001.png, ... and TensorBoard images
     ```
 
     Args:
         out_dir: directory for ``filters_init.png`` (before training) and
-            ``filters_epoch<NNN>.png`` (after epoch NNN, counted from 0 as Keras does).
+            ``filters_epoch<NNN>.png`` (after epoch NNN, counted from 1 as Keras' console and
+            metrics.csv count).
             None: no files.
         log_dir: TensorBoard log directory; the run ``<log_dir>/filters`` gets the image
-            ``filters/<layer>`` with the epoch as step (-1 before training). None: none.
+            ``filters/<layer>`` with the epoch as step (0 before training). None: none.
         freq: draw after every ``freq``-th epoch (the last epoch is always drawn).
         image_shape: shape to draw a first Dense layer's inputs as (e.g. (8, 8, 1)).
 
@@ -128,6 +131,7 @@ class FilterImages(keras.callbacks.Callback):
         self.paths: list = []
         self._writes = FileWrites()
         self._enabled = True
+        self._init: np.ndarray | None = None
 
     def on_train_begin(self, logs=None):
         self._enabled = first_layer_filters(self.model, self.image_shape) is not None
@@ -137,12 +141,13 @@ class FilterImages(keras.callbacks.Callback):
                 f"Dense layer whose inputs form an image; no filter images are drawn"
             )
             return
-        self._draw("filters_init.png", -1)
+        self._init = first_layer_filters(self.model, self.image_shape)[1]
+        self._draw("filters_init.png", 0)
 
     def on_epoch_end(self, epoch, logs=None):
         last = self.params and epoch + 1 == self.params.get("epochs")
         if self._enabled and ((epoch + 1) % self.freq == 0 or last):
-            self._draw(f"filters_epoch{epoch:03d}.png", epoch)
+            self._draw(f"filters_epoch{epoch + 1:03d}.png", epoch + 1)  # from 1, as Keras
 
     def on_train_end(self, logs=None):
         self._writes.wait()
@@ -153,9 +158,20 @@ class FilterImages(keras.callbacks.Callback):
         grid = filter_grid(filters)
         png = tf.io.encode_png(grid).numpy()
         self._summary.png(f"filters/{name}", png, grid.shape[1], grid.shape[0], step)
+        if self.out_dir is not None and step > 0 and self._init is not None:
+            raw = {"layer": np.array(name), "init": self._init, "last": filters, "epoch": step}
+            self._writes.submit(_write_npz, self.out_dir / FILTERS_FILE, raw)
         if self.out_dir is not None:
             self._writes.submit(write_bytes_atomic, self.out_dir / filename, png)
             self.paths.append(self.out_dir / filename)
+
+
+def _write_npz(path: os.PathLike, arrays: dict) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _layers(model: keras.Model) -> Iterator[keras.layers.Layer]:

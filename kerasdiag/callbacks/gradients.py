@@ -9,17 +9,10 @@ from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor, warn
 from kerasdiag.callbacks.probe import GRADIENTS, ProbeBatch
+from kerasdiag.symptoms import fix_for
 
-_FIXES = {
-    "vanishing": (
-        "the early layers barely learn; use ReLU-family activations with He init, "
-        "batch normalization, or residual connections instead of deep sigmoid/tanh stacks"
-    ),
-    "exploding": (
-        "lower the learning rate, clip gradients (optimizer.global_clipnorm), "
-        "or check the weight initialisation"
-    ),
-}
+# The fix texts come from the one table of symptoms (kerasdiag.symptoms).
+_SYMPTOM = {"vanishing": "vanishing_gradients", "exploding": "exploding_gradients"}
 
 
 class GradientMonitor(StepMonitor):
@@ -75,6 +68,9 @@ class GradientMonitor(StepMonitor):
     """
 
     probe_kind = GRADIENTS
+    # Histograms at every n-th probe only (the first included): they cost as much as the
+    # norms; scripts/train.py, probing often, sets 2.
+    histogram_every = 1
 
     def __init__(
         self,
@@ -134,11 +130,11 @@ class GradientMonitor(StepMonitor):
             }
         )
         for name, value in layer_norms.items():
-            self._csv.add([step, self._epoch, name, value])
-        self._csv.add([step, self._epoch, "global_norm", norm])
-        self._csv.add([step, self._epoch, "global_norm_clipped", norm_clipped])
+            self._csv.add([step, self._epoch + 1, name, value])
+        self._csv.add([step, self._epoch + 1, "global_norm", norm])
+        self._csv.add([step, self._epoch + 1, "global_norm_clipped", norm_clipped])
         for flag, reason in flags.items():
-            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {_FIXES[flag]}"
+            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {fix_for(_SYMPTOM[flag])}"
             self.flags.append(
                 {"step": step, "epoch": self._epoch, "flag": flag, "message": message}
             )
@@ -149,6 +145,7 @@ class GradientMonitor(StepMonitor):
             scalars = {f"gradient_norm/{name}": value for name, value in layer_norms.items()}
             scalars.update(global_norm=norm, global_norm_clipped=norm_clipped)
             self._summary.scalars(scalars, step)
+        if self._summary.enabled and (len(self.history) - 1) % self.histogram_every == 0:
             self._summary.histograms(
                 {
                     f"gradient/{v.path}": g

@@ -66,7 +66,8 @@ class LearningRateMonitor(keras.callbacks.Callback):
         if batch != 0:
             return
         optimizer = self.model.optimizer
-        self._current = [self._epoch, optimizer_step(optimizer), current_lr(optimizer)]
+        # Epochs count from 1, as Keras' console and metrics.csv do.
+        self._current = [self._epoch + 1, optimizer_step(optimizer), current_lr(optimizer)]
 
     def on_epoch_end(self, epoch, logs=None):
         if self._current is None:
@@ -75,7 +76,7 @@ class LearningRateMonitor(keras.callbacks.Callback):
         rate = self._current[2]
         if logs is not None:
             logs.setdefault("learning_rate", rate)
-        self._summary.scalars({"learning_rate": rate}, epoch)
+        self._summary.scalars({"learning_rate": rate}, epoch + 1)
         self._csv.flush()
 
     def on_train_end(self, logs=None):

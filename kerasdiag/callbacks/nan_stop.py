@@ -19,6 +19,7 @@ from typing import Any
 import keras
 
 from kerasdiag.errors import KerasdiagError
+from kerasdiag.symptoms import fix_for
 
 NAN_EXIT_CODE = 3
 
@@ -113,9 +114,10 @@ def nan_advice(lr: float, step: int, clipped: bool, base_lr: float | None = None
     """
     base = lr if base_lr is None else base_lr
     now = "" if math.isclose(lr, base, rel_tol=1e-6) else f", {lr:.3g} at that step"
-    advice = [f"lower the learning rate 10x: optimizer.lr={base / 10:.3g} (it was {base:.3g}{now})"]
-    if not clipped:
-        advice.append("clip gradients: optimizer.global_clipnorm=1.0")
+    # The fix text comes from the one table of symptoms; the notes below are this stop's.
+    advice = [fix_for("nan", base) + (f" (the rate was {lr:.3g} at that step)" if now else "")]
+    if clipped:
+        advice.append("gradients are already clipped: lower the learning rate first")
     if step <= 10:
         advice.append(
             "it broke in the first steps: check the inputs (data.normalize=true, no huge "

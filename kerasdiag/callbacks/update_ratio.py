@@ -10,12 +10,14 @@ import numpy as np
 from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor, warn
+from kerasdiag.symptoms import fix_for
 
+# The fix texts come from the one table of symptoms (kerasdiag.symptoms).
 _CAUSES = {
-    "too_high": "the learning rate is probably too high (try it ~10x lower)",
+    "too_high": ("the learning rate is probably too high", "lr_too_high"),
     "too_low": (
-        "the learning rate is probably too low (try it ~10x higher), "
-        "unless the layer's gradient vanishes"
+        "the learning rate is probably too low, unless the gradient vanishes",
+        "lr_too_low",
     ),
 }
 
@@ -119,7 +121,7 @@ class UpdateRatioMonitor(StepMonitor):
         self._pending = None
         ratios = stats.update_ratios(before, self._variables)
         for name, layer, ratio in zip(self._names, self._layers, ratios, strict=True):
-            self._csv.add([step, epoch, name, float(ratio), layer])
+            self._csv.add([step, epoch + 1, name, float(ratio), layer])  # epochs from 1
         # Step 0 is logged but not judged: an adaptive optimizer's first step moves every
         # weight by ~lr whatever its gradient, so a small-init layer shows a huge ratio once.
         if step > 0:
@@ -147,12 +149,12 @@ class UpdateRatioMonitor(StepMonitor):
             side = "below" if verdict == "too_low" else "above"
             message = (
                 f"UpdateRatioMonitor: layer {layer!r} has a median update/weight ratio of "
-                f"{median:.2e} in epoch {epoch}, {side} {bound:.0e}: {_CAUSES[verdict]}"
+                f"{median:.2e} in epoch {epoch + 1}, {side} {bound:.0e}: {_CAUSES[verdict][0]}; {fix_for(_CAUSES[verdict][1])}"
             )
             self.findings.append(
                 {
                     "layer": layer,
-                    "epoch": epoch,
+                    "epoch": epoch + 1,
                     "median": median,
                     "verdict": verdict,
                     "message": message,

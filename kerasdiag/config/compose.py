@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib.util
 import math
 import os
 import re
@@ -176,6 +178,7 @@ def validate_config(cfg: DictConfig) -> None:
     # The builder is imported and called: never a function of the standard library.
     _require(cfg.model.builder.split(".")[0] not in sys.stdlib_module_names, "model.builder",
              cfg.model.builder, "must name a model builder, not a standard-library function")  # fmt: skip
+    check_builder(cfg.model.builder)
     _one_of(cfg, "model.activation", ACTIVATIONS)
     for key in ("hidden_units", "conv_filters", "dense_units"):
         values = list(cfg.model[key])
@@ -234,6 +237,11 @@ def validate_config(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.early_stopping.patience", strict=False)
     for key in ("trainer.checkpoint_monitor", "trainer.early_stopping.monitor", "schedule.monitor"):
         _one_of(cfg, key, METRICS)
+    es = cfg.trainer.early_stopping
+    _require(not es.enabled or es.monitor == cfg.trainer.checkpoint_monitor,
+             "trainer.early_stopping.monitor", es.monitor,
+             f"must equal trainer.checkpoint_monitor ({cfg.trainer.checkpoint_monitor}): one "
+             "metric chooses the best epoch, the checkpoint kept and the model tested")  # fmt: skip
     for key in ("trainer.seed", "data.seed"):
         value = _get(cfg, key)
         _require(0 <= value <= MAX_SEED, key, value, f"must be in [0, {MAX_SEED}]")
@@ -241,6 +249,65 @@ def validate_config(cfg: DictConfig) -> None:
         _fraction(cfg, "bayes_error", open_low=False)
     _validate_counts(cfg)
     _validate_areas(cfg)
+
+
+def check_builder(path: str) -> None:
+    """The module ``model.builder`` names exists, its imports are installed and it defines
+    the function: found without importing it (its ``import keras`` would start TensorFlow).
+
+    What this cannot see (an import inside a function, a failing submodule) is reported with
+    its real exception when the pipeline imports the builder.
+    """
+    module_name, _, func_name = path.rpartition(".")
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:  # a parent package fails to import
+        raise ConfigError("model.builder", path, _import_failure(module_name, exc)) from None
+    if spec is None:
+        raise ConfigError("model.builder", path, f"no module named {module_name!r}")
+    if not spec.origin or not spec.origin.endswith(".py") or not Path(spec.origin).is_file():
+        return  # compiled or namespace modules: the import itself will tell
+    missing, defined = _module_imports_and_names(spec.origin)
+    for name in missing:
+        exc = ModuleNotFoundError(f"No module named {name!r}")
+        raise ConfigError("model.builder", path, _import_failure(module_name, exc))
+    if defined is not None and func_name not in defined:
+        raise ConfigError("model.builder", path, f"module {module_name!r} defines no {func_name!r}")
+
+
+def _import_failure(module_name: str, exc: BaseException) -> str:
+    return f"module {module_name!r} cannot be imported: {type(exc).__name__}: {exc}"
+
+
+@functools.cache
+def _module_imports_and_names(filename: str) -> tuple[list[str], set[str] | None]:
+    """(top-level absolute imports that are not installed, names the module defines)."""
+    try:
+        tree = ast.parse(Path(filename).read_text(encoding="utf-8"), filename)
+    except (OSError, SyntaxError, ValueError):
+        return [], None  # the import reports it
+    missing, names, star = [], set(), False
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            roots = [a.name.split(".")[0] for a in node.names]
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            roots = [node.module.split(".")[0]] if node.module and node.level == 0 else []
+            names.update(a.asname or a.name for a in node.names)
+            star = star or any(a.name == "*" for a in node.names)
+        else:
+            roots = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+            elif not isinstance(node, ast.Expr):  # if/try blocks may define names
+                star = True
+        for root in roots:
+            if root != "__future__" and importlib.util.find_spec(root) is None:
+                missing.append(root)
+    return missing, None if star else names
 
 
 # Counts of the sanity and monitors sections that must be >= 1 (and those that may be 0).

@@ -95,7 +95,7 @@ class ScheduleConfig:
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = True
-    monitor: str = "val_loss"
+    monitor: str = "${trainer.checkpoint_monitor}"  # one notion of "best" per run
     patience: int = 5
     restore_best_weights: bool = True
 
@@ -147,14 +147,14 @@ class SanityConfig:
 
 @dataclass
 class MonitorsConfig:
-    # Frequencies count optimizer steps; the defaults keep each monitor near 1% of a step
-    # (benchmarks/bench_monitors.py).
+    # Frequencies count optimizer steps; None (the default) adapts to the run: at least once
+    # per epoch (twice) and 20 times per run (kerasdiag.callbacks.factory.probe_freq).
     update_ratio: bool = True
-    update_ratio_freq: int = 50
+    update_ratio_freq: int | None = None
     activations: bool = True
-    activations_freq: int = 200
+    activations_freq: int | None = None
     gradients: bool = True
-    gradients_freq: int = 200
+    gradients_freq: int | None = None
     learning_rate: bool = True
     filters: bool = True
     curves: bool = True

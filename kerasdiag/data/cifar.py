@@ -102,21 +102,55 @@ def load_cifar10_folder(folder: str | os.PathLike) -> tuple[np.ndarray, ...]:
     return x_train, y_train, x_test, y_test
 
 
+# Where Keras keeps CIFAR-10 once downloaded, under $KERAS_HOME or ~/.keras (Keras falls back
+# to /tmp/.keras where that is read-only): keras.datasets.cifar10 (Keras 3), this module's
+# download, and Keras 2's layout.
+KERAS_CACHE_DIRS = (
+    "datasets/cifar-10-batches-py-target/cifar-10-batches-py",
+    "datasets/cifar-10-batches-py/cifar-10-batches-py",
+    "datasets/cifar-10-batches-py",
+)
+LOCAL_COPY_EXAMPLE = "../shared/data/cifar10-sample/cifar-10-batches-py"
+
+
+def keras_cache_roots() -> list[Path]:
+    roots = [Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()]
+    return [*roots, Path("/tmp/.keras")]
+
+
+def cached_cifar10() -> Path | None:
+    """The CIFAR-10 folder in Keras' cache, or None: found without starting TensorFlow."""
+    for root in keras_cache_roots():
+        for sub in KERAS_CACHE_DIRS:
+            folder = root / sub
+            if all((folder / f).is_file() for f in [*TRAIN_FILES, TEST_FILE]):
+                return folder
+    return None
+
+
 def download_cifar10() -> Path:
-    """Fetch the official archive with Keras' downloader (cached in ~/.keras/datasets)."""
+    """CIFAR-10 from Keras' cache, else fetched with Keras' downloader into that cache.
+
+    Offline and not cached, the one-line error says how to point ``data.path`` at a local
+    copy of the ``cifar-10-batches-py`` folder.
+    """
+    cached = cached_cifar10()
+    if cached is not None:
+        return cached
     import keras  # heavy import, only when downloading
 
     try:
         path = keras.utils.get_file(
-            fname="cifar-10-batches-py",
+            fname="cifar-10-batches-py-target",  # keras.datasets.cifar10's own cache folder
             origin=CIFAR10_URL,
             extract=True,
             file_hash=CIFAR10_SHA256,
         )
     except Exception as exc:
         raise DataError(
-            f"could not download CIFAR-10 ({type(exc).__name__}); offline? "
-            "set data.path to a local cifar-10-batches-py folder"
+            f"CIFAR-10 is not in Keras' cache ({keras_cache_roots()[0] / 'datasets'}) and "
+            f"could not be downloaded ({type(exc).__name__}; offline?): point data.path at a "
+            f"local cifar-10-batches-py folder, e.g. data.path={LOCAL_COPY_EXAMPLE}"
         ) from None
     path = Path(path)
     # Keras versions differ in whether the returned path is the archive's folder or its parent.

@@ -81,11 +81,63 @@ def _load_npz(data_cfg: Any) -> RawData:
         if class_names.ndim != 1 or class_names.size == 0:
             raise DataError(f"{path}: class_names must be a 1-D array of names")
         names = [str(n) for n in class_names]
+        check_declared_labels(path, y_train, y_test, len(names))
     else:
-        y_all = np.concatenate([y_train.ravel(), y_test.ravel()])
-        top = int(y_all.max()) if y_all.size and y_all.dtype.kind in "iu" else 0
-        names = [str(i) for i in range(max(top, 0) + 1)]
+        names = inferred_class_names(path, y_train, y_test)
     return arrays["x_train"], y_train, arrays["x_test"], y_test, names
+
+
+def _integer_labels(*labels: np.ndarray) -> np.ndarray | None:
+    y = np.concatenate([np.ravel(a) for a in labels])
+    return y if y.size and y.dtype.kind in "iu" else None  # others: check_arrays says why
+
+
+def _listed(values: np.ndarray, most: int = 8) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:most])
+    return shown + (f" ... ({len(values)} in all)" if len(values) > most else "")
+
+
+def _labels(values: np.ndarray) -> str:
+    return f"label{'s' if len(values) > 1 else ''} {_listed(values)}"
+
+
+def check_declared_labels(path: Path, y_train: np.ndarray, y_test: np.ndarray, n: int) -> None:
+    """Refuse labels outside the ``n`` classes that ``class_names`` declares."""
+    y = _integer_labels(y_train, y_test)
+    if y is None:
+        return
+    outside = np.unique(y[(y < 0) | (y >= n)])
+    if outside.size:
+        raise DataError(
+            f"{path}: {_labels(outside)} out of range [0, {n - 1}] of the {n} classes in "
+            "class_names: fix the labels or list every class in class_names"
+        )
+
+
+def inferred_class_names(path: Path, y_train: np.ndarray, y_test: np.ndarray) -> list[str]:
+    """Classes 0..max(label) of an .npz without ``class_names``, each with a training example.
+
+    A class with no training example would be a softmax output the model never learns
+    (one stray label 99 among 0..9 makes 90 of them): refused, naming the labels.
+    """
+    y = _integer_labels(y_train, y_test)
+    if y is None:
+        return ["0", "1"]
+    if y.min() < 0:
+        negative = np.unique(y[y < 0])
+        raise DataError(f"{path}: {_labels(negative)} out of range: class labels are 0, 1, 2, ...")
+    top = int(y.max())
+    y_fit = _integer_labels(y_train)
+    seen = np.unique(y_fit) if y_fit is not None else np.array([], dtype=np.int64)
+    missing = np.setdiff1d(np.arange(top + 1), seen)
+    if missing.size:
+        present = np.unique(y)
+        raise DataError(
+            f"{path}: labels run 0..{top} but classes {_listed(missing)} have no training "
+            f"example (labels present: {_listed(present)}): relabel to 0..K-1, or declare "
+            f"the classes with a class_names array in the .npz"
+        )
+    return [str(i) for i in range(top + 1)]
 
 
 def _check_expanded_size(path: Path, memory: int | None = None) -> None:

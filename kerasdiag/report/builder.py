@@ -12,6 +12,7 @@ import datetime
 import html
 import math
 import os
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,11 +29,16 @@ from kerasdiag.diagnosis import (
     accuracies_at,
     bias_variance,
     diagnose,
+    failed_stages,
 )
 from kerasdiag.io import write_text_atomic
 from kerasdiag.report import plots
+from kerasdiag.report.filters import FILTERS_FILE, filter_summary, filters_caption
 
 REPORT_FILE = "report.html"
+CONFUSION_FILE = "test_confusion.json"  # written by kerasdiag.pipeline
+# Test-metrics fields that describe the scored model rather than score it.
+_MODEL_FIELDS = ("model", "weights_epoch", "monitor", "monitor_value", "ema_model")
 TENSORBOARD_DIR = "tensorboard"
 # Layers / variables drawn at most in one per-layer plot or histogram grid.
 MAX_LINES = 12
@@ -66,6 +72,8 @@ class _Report:
         self.doctor = run.json(DOCTOR_FILE)
         self.test = run.json("test_metrics.json")
         self.nan = run.json(NAN_FILE)
+        self.stages = run.json("sanity.json") or []
+        self.confusion = run.json(CONFUSION_FILE)
 
     # --- page ---------------------------------------------------------------------------
 
@@ -107,24 +115,27 @@ class _Report:
 
     def header(self) -> str:
         recipe = self.config.get("recipe") or "?"
-        if self.nan:
-            status = '<span class="badge error">stopped: NaN/Inf loss</span>'
-        elif self.test is not None:
-            status = '<span class="badge ok">finished</span>'
-        else:
-            status = '<span class="badge warning">unfinished (no test_metrics.json)</span>'
-        facts = [("recipe", recipe), ("run directory", str(self.run.path.resolve()))]
+        status = _badge_html(*run_status(self.test, self.nan, failed_stages(self.stages)))
+        facts = [("recipe", _esc(recipe)), ("run directory", _esc(self.run.path.resolve()))]
         epochs = len(self.history.get("loss", []))
         if epochs:
-            facts.append(("epochs", epochs))
+            facts.append(("epochs", _esc(epochs)))
         if self.test:
-            facts += [(f"test {k}", _fmt(v)) for k, v in self._test_scores().items()]
-            if "weights_epoch" in self.test:
-                facts.append(("weights of epoch", self.test["weights_epoch"]))
+            facts += [(f"test {_esc(k)}", _esc(_fmt(v))) for k, v in self._test_scores().items()]
+            if self.test.get("weights_epoch") is not None:
+                facts.append(("kept epoch", _esc(self._kept_text())))
+            if self.test.get("model"):
+                facts.append(("kept model", _link(self.test["model"])))
         generated = datetime.datetime.now().isoformat(timespec="seconds")
         facts.append(("report built", generated))
-        items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in facts)
+        items = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
         return f"<p>{status}</p><dl class=facts>{items}</dl>"
+
+    def _kept_text(self) -> str:
+        test = self.test or {}
+        value = test.get("monitor_value")
+        best = f" (best {test.get('monitor')}: {_fmt(value)})" if value is not None else ""
+        return f"{test.get('weights_epoch')}{best}"
 
     # --- diagnosis ------------------------------------------------------------------------
 
@@ -195,7 +206,7 @@ class _Report:
             ("avoidable bias (train - Bayes)", _pct(table["avoidable_bias"])),
             ("variance (dev - train)", _pct(table["variance"])),
             ("verdict", table["verdict"]),
-            ("what to do (P2)", "; ".join(table["fixes"]) or "nothing: both are low"),
+            ("what to do", "; ".join(table["fixes"]) or "nothing: both are low"),
         ]
         which = (
             "the weights the model kept, whose test score is shown"
@@ -210,32 +221,29 @@ class _Report:
     # --- curves -------------------------------------------------------------------------
 
     def curves(self) -> str:
-        out = []
-        drawn = {name: self.run.path / f"{name}.png" for name in ("loss", "accuracy")}
-        if all(p.is_file() for p in drawn.values()):
-            out += [
-                _img(plots.bytes_base64(p.read_bytes()), f"{n} curve") for n, p in drawn.items()
-            ]
-        elif self.history.get("loss"):
-            epochs = self.history["epoch"]
-            steps = self.step_losses()
-            for name in ("loss", "accuracy"):
-                series = {
-                    label: self.history[key]
-                    for key, label in ((name, "train"), (f"val_{name}", "validation"))
-                    if key in self.history
-                }
-                if series:
-                    out.append(
-                        _img(
-                            plots.curves(
-                                epochs, series, name, name, steps if name == "loss" else None
-                            ),
-                            f"{name} curve",
-                        )
-                    )
-        else:
+        if not self.history.get("loss"):
             return _absent("no metrics.csv: training did not complete an epoch")
+        out = []
+        epochs = self.history["epoch"]
+        steps = self.step_losses()
+        kept = (self.test or {}).get("weights_epoch")
+        for name in ("loss", "accuracy"):
+            series = {
+                label: self.history[key]
+                for key, label in ((name, "train"), (f"val_{name}", "validation"))
+                if key in self.history
+            }
+            if series:
+                figure = plots.curves(
+                    epochs, series, name, name, steps if name == "loss" else None, mark=kept
+                )
+                out.append(_img(figure, f"{name} curve"))
+        if kept is not None:
+            out.append(
+                f"<p class=note>The dashed line marks epoch {_esc(kept)}, whose weights the run "
+                f"kept (best {_esc((self.test or {}).get('monitor'))}) and scored on the test "
+                "split.</p>"
+            )
         lr = self.history.get("lr")
         if lr and len(set(lr)) > 1:
             out.append(
@@ -264,11 +272,36 @@ class _Report:
                 return _absent("no test_metrics.json: training stopped on a NaN/Inf loss")
             return _absent("no test_metrics.json: the run did not reach its test evaluation")
         rows = [(k, _fmt(v)) for k, v in self._test_scores().items()]
-        return _table(("metric", "value"), rows)
+        out = _table(("metric", "value"), rows)
+        if self.test.get("model"):
+            out += (
+                f"<p class=note>Scores of {_link(self.test['model'])} (epoch "
+                f"{_esc(self.test.get('weights_epoch'))}); load it with "
+                "<code>kerasdiag.io.load_model_safely</code> to reproduce them.</p>"
+            )
+        return out + self.confusion_section()
+
+    def confusion_section(self) -> str:
+        c = self.confusion
+        if not c or not c.get("matrix"):
+            return _absent("no test_confusion.json: no confusion matrix for this run")
+        names = c.get("class_names") or [str(i) for i in range(len(c["matrix"]))]
+        counts = [sum(row) for row in c["matrix"]]
+        per_class = c.get("per_class_accuracy") or []
+        rows = [
+            (name, n, "—" if acc is None else f"{acc:.1%}")
+            for name, n, acc in zip(names, counts, per_class, strict=False)
+        ]
+        return (
+            "<h3>Confusion matrix and per-class accuracy (test split)</h3><div class=row>"
+            + _img(plots.confusion(c["matrix"], names), "confusion matrix")
+            + _table(("class", "test examples", "accuracy"), rows)
+            + "</div>"
+        )
 
     def _test_scores(self) -> dict[str, Any]:
-        # weights_epoch says which weights were scored; it is not a score.
-        return {k: v for k, v in (self.test or {}).items() if k != "weights_epoch"}
+        # The fields that say which model was scored are not scores.
+        return {k: v for k, v in (self.test or {}).items() if k not in _MODEL_FIELDS}
 
     # --- monitors -----------------------------------------------------------------------
 
@@ -301,7 +334,7 @@ class _Report:
             y.append(_float(ratio))
         figure = plots.per_layer(
             _first(lines, MAX_LINES),
-            "||W_after - W_before|| / ||W_before|| per optimizer step (M3: ~1e-3 is healthy)",
+            "||W_after - W_before|| / ||W_before|| per optimizer step (~1e-3 is healthy)",
             "update ratio",
             band=plots.update_ratio_band(),
         )
@@ -321,7 +354,7 @@ class _Report:
             y.append(_float(norm))
         figure = plots.per_layer(
             _first(lines, MAX_LINES + 2),
-            "gradient norm per layer on the probe batch (P8)",
+            "gradient norm per layer on the probe batch",
             "gradient norm",
             dashed=("global_norm", "global_norm_clipped"),
         )
@@ -349,7 +382,7 @@ class _Report:
                 _img(
                     plots.per_layer(
                         _first(fractions, MAX_LINES),
-                        "dead ReLU units / saturated tanh-sigmoid outputs on the probe batch (M4)",
+                        "dead ReLU units / saturated tanh-sigmoid outputs on the probe batch",
                         "fraction",
                         log=False,
                         ylim=(0.0, 1.0),
@@ -396,25 +429,31 @@ class _Report:
     def filters(self) -> str:
         first = self.run.path / "filters_init.png"
         epochs = sorted(self.run.path.glob("filters_epoch*.png"))
-        shown = [(p, "before training") for p in [first] if p.is_file()]
+        shown = [(p, "at initialisation") for p in [first] if p.is_file()]
         if epochs:
-            shown.append((epochs[-1], f"after epoch {int(epochs[-1].stem[-3:]) + 1}"))
+            shown.append((epochs[-1], f"after epoch {int(epochs[-1].stem[-3:])}"))
         if not shown:
             return _absent(
                 "no filter images (monitors.filters=false, or no Conv2D/Dense input layer)"
             )
         cells = "".join(
-            f"<figure>{_img(plots.bytes_base64(p.read_bytes()), p.name)}"
+            f"<figure>{_img(plots.bytes_base64(p.read_bytes()), p.name, css='filters')}"
             f"<figcaption>{_esc(caption)}</figcaption></figure>"
             for p, caption in shown
         )
-        return (
-            f"<div class=row>{cells}</div><p class=note>M5: smooth, diverse filters are healthy; "
-            "noisy ones mean an unconverged network, a bad learning rate or too little "
-            "regularization.</p>"
-        )
+        return f"<div class=row>{cells}</div><p>{_esc(self.filters_caption())}</p>"
 
-    # --- before training ----------------------------------------------------------------
+    def filters_caption(self) -> str:
+        """What the filter grids show, from the raw filters (``filters.npz``)."""
+        path = self.run.path / FILTERS_FILE
+        if not path.is_file():
+            return "Each cell is one first-layer filter, scaled to its own range."
+        with np.load(path) as raw:
+            summary = filter_summary(raw["init"], raw["last"])
+            layer, shape = str(raw["layer"]), raw["last"].shape
+        return filters_caption(layer, shape, summary)
+
+        # --- before training ----------------------------------------------------------------
 
     def sanity(self) -> str:
         stages = self.run.json("sanity.json")
@@ -508,8 +547,7 @@ class _Report:
         for p in sorted(self.run.path.iterdir()):
             if p.name.startswith("."):
                 continue
-            size = _size(p)
-            items.append((p.name + ("/" if p.is_dir() else ""), size))
+            items.append((_link(p.name + ("/" if p.is_dir() else "")), _esc(_size(p))))
         extra = ""
         if self.nan:
             extra = "<h3>NaN stop record (nan.json)</h3>" + _table(
@@ -519,7 +557,10 @@ class _Report:
                     for k, v in self.nan.items()
                 ],
             )
-        return _table(("file", "size"), items) + extra
+        return (
+            "<p class=note>Links are relative: they work while report.html sits in its run "
+            "directory.</p>" + _table(("file", "size"), items, raw=(0, 1)) + extra
+        )
 
 
 # --- TensorBoard histograms -----------------------------------------------------------------
@@ -587,21 +628,49 @@ def _badge(status: Any) -> str:
     return f'<span class="badge {css}">{_esc(status)}</span>'
 
 
+def _link(relative: str) -> str:
+    """A link to a file of the run, relative to report.html (which sits in the run directory)."""
+    href = "/".join(urllib.parse.quote(part) for part in str(relative).split("/"))
+    return f'<a href="{_esc(href)}">{_esc(relative)}</a>'
+
+
+def run_status(
+    test: Mapping[str, Any] | None, nan: Mapping[str, Any] | None, failed: Sequence[str]
+) -> tuple[str, str]:
+    """(css class, text) of the report's badge: how the run ended, failed sanity checks too."""
+    checks = f"sanity check failed: {', '.join(failed)}" if failed else ""
+    if nan:
+        return "error", "stopped: NaN/Inf loss" + (f"; {checks}" if checks else "")
+    if test is not None:
+        return ("warning", f"finished; {checks}") if checks else ("ok", "finished")
+    if checks:
+        return "error", f"stopped before training: {checks}"
+    return "warning", "unfinished (no test_metrics.json)"
+
+
+def _badge_html(css: str, text: str) -> str:
+    return f'<span class="badge {css}">{_esc(text)}</span>'
+
+
 def _absent(text: str) -> str:
     return f"<p class=absent>{_esc(text)}.</p>"
 
 
-def _img(b64: str, alt: str) -> str:
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{b64}">'
+def _img(b64: str, alt: str, css: str | None = None) -> str:
+    klass = f" class={css}" if css else ""
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{b64}"{klass}>'
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], raw: int | None = None) -> str:
-    """An HTML table; cells are escaped except column ``raw`` (already HTML)."""
+def _table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], raw: int | Sequence[int] | None = None
+) -> str:
+    """An HTML table; cells are escaped except the column(s) ``raw`` (already HTML)."""
+    raw = () if raw is None else ((raw,) if isinstance(raw, int) else tuple(raw))
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers) if any(headers) else ""
     body = "".join(
         "<tr>"
         + "".join(
-            f"<td>{cell if i == raw else _esc(_fmt(cell))}</td>" for i, cell in enumerate(row)
+            f"<td>{cell if i in raw else _esc(_fmt(cell))}</td>" for i, cell in enumerate(row)
         )
         + "</tr>"
         for row in rows
@@ -673,6 +742,7 @@ ul.evidence { margin: 4px 0 0; padding-left: 18px; font-size: 12px; color: #333;
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; margin: 6px 0; }
 dl.facts dt { color: #666; } dl.facts dd { margin: 0; }
 img { max-width: 100%; margin: 4px 8px 4px 0; vertical-align: top; }
+img.filters { width: 340px; image-rendering: pixelated; border: 1px solid #ccc; }
 .row { display: flex; flex-wrap: wrap; gap: 16px; }
 figure { margin: 0; } figcaption { font-size: 12px; color: #555; }
 pre { background: #f6f6f8; padding: 8px; overflow-x: auto; font-size: 12px; }

@@ -51,9 +51,13 @@ def curves(
     ylabel: str,
     steps: tuple[Sequence[float], Sequence[float]] | None = None,
     log: bool = False,
+    mark: int | None = None,
 ) -> str:
-    """Lines against epochs (M6); ``steps`` adds a light per-step curve (x in epochs)."""
+    """Lines against epochs (from 1); ``steps`` adds a light per-step curve (x in epochs);
+    ``mark`` draws a vertical line at the epoch whose weights the run kept."""
     fig, (ax,) = new_figure()
+    if mark is not None:
+        ax.axvline(mark, color="tab:green", ls="--", lw=1.2, label=f"kept: epoch {mark}")
     if steps is not None and len(steps[0]):
         ax.plot(steps[0], steps[1], color="tab:blue", alpha=0.3, lw=0.8, label="train (per step)")
     colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"])
@@ -120,6 +124,31 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", labelsize=7)
+    return png_base64(fig)
+
+
+def confusion(matrix: Sequence[Sequence[int]], names: Sequence[str]) -> str:
+    """A confusion matrix (rows: true class, columns: predicted), each cell's count written."""
+    m = np.asarray(matrix, dtype=np.float64)
+    n = len(names)
+    side = min(7.5, 2.2 + 0.42 * n)
+    fig, (ax,) = new_figure(height=side, width=side + 0.8)
+    fig.subplots_adjust(left=0.22, bottom=0.2, right=0.98, top=0.92)
+    rows = m.sum(axis=1, keepdims=True)
+    share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if m[i, j]:
+                    color = "white" if share[i, j] > 0.6 else "black"
+                    ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
+                            color=color)  # fmt: skip
+    ax.set_xticks(range(n), [str(s) for s in names], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), [str(s) for s in names], fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("test split: counts, shaded by the share of each true class")
     return png_base64(fig)
 
 

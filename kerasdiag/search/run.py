@@ -204,6 +204,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"({summary['completed']} completed, {summary['diverged']} diverged, "
         f"{summary['failed']} failed) in {summary['seconds']} s"
     )
+    if summary["diverged"]:  # the fix text of the one table of symptoms
+        from kerasdiag.symptoms import fix_for
+
+        head += f"\ndiverged trials: {fix_for('diverged')}"
     if best is None:
         print(f"{head}\nno trial produced a score\nrun directory: {summary['run_dir']}")
         return

@@ -1,0 +1,206 @@
+"""The one table of symptoms: each named problem's title, its fix, and which way it moves the lr.
+
+Every place that advises a person reads its text from here: the TrainingDoctor during
+training, :func:`kerasdiag.diagnose` afterwards, the NaN stop's console line, the standalone
+warnings of the gradient and update-ratio monitors (used alone in a user's ``fit``), the
+sanity stages' findings and the search's diverged trials. A fix is therefore written once,
+and two places can never give different advice for the same symptom.
+
+``lr`` says which way a fix moves the learning rate (-1 lower, +1 higher, 0 neither):
+:func:`reconcile` uses it so that one run never advises opposite fixes. When a run shows
+symptoms of a learning rate that is too high (instability) and of one that is too low, the
+instability is fixed first, so "raise the learning rate" is withheld until it is gone.
+
+This module imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Symptom:
+    """One named problem: a short title for people, its fix, its learning-rate direction.
+
+    ``fix`` may contain ``{lower}`` / ``{higher}``: :func:`fix_for` fills in the learning
+    rate to try (``" (optimizer.lr=0.0001; it is 0.001)"``) when the current one is known.
+    """
+
+    name: str
+    title: str
+    fix: str
+    lr: int = 0
+
+
+_SYMPTOMS = (
+    Symptom(
+        "nan",
+        "NaN/Inf loss or weights",
+        "lower the learning rate 10x{lower} and clip gradients (optimizer.global_clipnorm=1.0); "
+        "if the loss was stable just before, look for NaN/Inf in the inputs or labels "
+        "(np.isfinite(x).all()) or an unsafe operation (log(0), sqrt of a negative, a "
+        "division by zero) in a custom loss or layer",
+        lr=-1,
+    ),
+    Symptom(
+        "exploding_gradients",
+        "exploding gradients",
+        "clip gradients (optimizer.global_clipnorm=1.0), lower the learning rate ~10x{lower}, "
+        "and check the initialisation scale (He for ReLU, Glorot for tanh/sigmoid) and "
+        "the input normalisation (data.normalize=true); batch normalization "
+        "(model.batch_norm=true) also keeps activations in range",
+        lr=-1,
+    ),
+    Symptom(
+        "vanishing_gradients",
+        "vanishing gradients",
+        "the early layers barely learn: use ReLU-family activations with He initialisation "
+        "instead of deep sigmoid/tanh stacks, add batch normalization (model.batch_norm=true) "
+        "or residual connections, or use fewer layers",
+    ),
+    Symptom(
+        "dying_relu",
+        "dying ReLU units",
+        "dead units never recover: lower the learning rate{lower} (one large step can kill "
+        "them), initialise biases at 0 with He-initialised kernels, normalise the inputs, or "
+        "use LeakyReLU/ELU (model.activation=elu)",
+        lr=-1,
+    ),
+    Symptom(
+        "saturated_activations",
+        "saturated tanh/sigmoid units",
+        "saturated units pass almost no gradient: scale the initialisation down (Glorot for "
+        "tanh/sigmoid, variance 1/n_in), normalise the inputs to zero mean and unit "
+        "variance (data.normalize=true), add batch normalization, or use ReLU",
+    ),
+    Symptom(
+        "oscillating_loss",
+        "oscillating loss",
+        "the steps overshoot: lower the learning rate 3-10x{lower}, use momentum or Adam, a "
+        "larger batch (data.batch_size) or a decaying schedule (schedule=step), and clip "
+        "gradients (optimizer.global_clipnorm=1.0)",
+        lr=-1,
+    ),
+    Symptom(
+        "slow_convergence",
+        "slow convergence",
+        "raise the learning rate 3-10x{higher} until the update/weight ratios are ~1e-3, "
+        "and check the initialisation and input normalisation",
+        lr=+1,
+    ),
+    Symptom(
+        "stagnant_weights",
+        "stagnant weights",
+        "the layer does not learn: check that it receives a gradient (no stop_gradient, not "
+        "frozen by mistake, no dead units after it) and raise the learning rate{higher}",
+        lr=+1,
+    ),
+    Symptom(
+        "lr_too_high",
+        "learning rate too high",
+        "lower the learning rate 3-10x{lower}, or decay it (schedule=step, schedule=cosine "
+        "or schedule=plateau)",
+        lr=-1,
+    ),
+    Symptom(
+        "lr_too_low",
+        "learning rate too low",
+        "raise the learning rate 3-10x{higher}; the update/weight ratios should be ~1e-3",
+        lr=+1,
+    ),
+    Symptom(
+        "overfitting",
+        "overfitting (high variance)",
+        "high variance: get more data or augment it (data.augment.flip=true, "
+        "data.augment.crop=4), regularize more (model.l2, model.dropout=[0.5]), stop early "
+        "(trainer.early_stopping.enabled=true), or use a smaller network",
+    ),
+    Symptom(
+        "underfitting",
+        "underfitting (high bias)",
+        "high bias: use a bigger network (more units or layers: model.hidden_units, "
+        "model.conv_filters), train longer (trainer.epochs), regularize less, or tune the "
+        "optimizer and learning rate",
+    ),
+    Symptom(
+        "failed_sanity_check",
+        "a sanity check failed before training",
+        "read the stage's message (report, sanity.json): a failed gradient check means a wrong "
+        "gradient in a custom layer or loss; a wrong initial loss, a mismatch of the last "
+        "layer and the loss (loss.from_logits) or a bad initialisation scale; a model that "
+        "cannot memorise a tiny subset, a bug or a learning rate far off; set "
+        "sanity.fail_fast=true to stop before training when one fails",
+    ),
+    Symptom(
+        "diverged",
+        "diverged training",
+        "the loss blew up: lower the learning rate{lower} (narrow the searched range of "
+        "optimizer.lr) and clip gradients (optimizer.global_clipnorm=1.0)",
+        lr=-1,
+    ),
+)
+
+SYMPTOMS: dict[str, Symptom] = {s.name: s for s in _SYMPTOMS}
+
+
+def lr_hint(lr: float | None, factor: float) -> str:
+    """``" (optimizer.lr=0.001; it is 0.01)"``: the learning rate to try, or "" if unknown."""
+    if lr is None or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        return ""
+    return f" (optimizer.lr={lr * factor:.3g}; it is {lr:.3g})"
+
+
+def fix_for(symptom: str, lr: float | None = None) -> str:
+    """The fix of ``symptom``, with the learning rate to try filled in when it is known."""
+    return SYMPTOMS[symptom].fix.format(lower=lr_hint(lr, 0.1), higher=lr_hint(lr, 10.0))
+
+
+def title_of(symptom: str) -> str:
+    """The symptom's title for people (its name when it is not in the table)."""
+    entry = SYMPTOMS.get(symptom)
+    return symptom.replace("_", " ") if entry is None else entry.title
+
+
+def lr_direction(symptom: str) -> int:
+    entry = SYMPTOMS.get(symptom)
+    return 0 if entry is None else entry.lr
+
+
+def withheld_fix(lowering: Iterable[str]) -> str:
+    """The fix shown instead of "raise the learning rate" while ``lowering`` symptoms stand."""
+    names = ", ".join(sorted({title_of(s) for s in lowering}))
+    return (
+        f"first fix {names} (a learning rate too high for stable steps); "
+        "raising the learning rate is not advised while it stands"
+    )
+
+
+def reconcile(findings: list[Any]) -> list[Any]:
+    """``findings`` (objects with ``symptom`` and ``fix``) with no opposite learning-rate advice.
+
+    When some finding asks for a lower learning rate, those asking for a higher one keep
+    their evidence but their fix becomes :func:`withheld_fix`: an unstable run is made stable
+    first, and only then judged for speed. Returns the same list, changed in place.
+    """
+    lowering = [f.symptom for f in findings if lr_direction(f.symptom) < 0]
+    if lowering:
+        for finding in findings:
+            if lr_direction(finding.symptom) > 0:
+                finding.fix = withheld_fix(lowering)
+    return findings
+
+
+__all__ = [
+    "SYMPTOMS",
+    "Symptom",
+    "fix_for",
+    "lr_direction",
+    "lr_hint",
+    "reconcile",
+    "title_of",
+    "withheld_fix",
+]
