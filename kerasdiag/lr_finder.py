@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasdiag.check_fixes import LR_TOO_HIGH_FIX, LR_TOO_LOW_FIX, NO_DROP_FIX
+from kerasdiag.symptoms import LR_TOO_HIGH_FIX, LR_TOO_LOW_FIX, NO_DROP_FIX
 
 LR_FINDER_FILE = "lr_finder.json"
 # The rules a suggestion can come from (``rule=`` of find_learning_rate).

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from kerasdiag import diagnosis
-from kerasdiag.check_fixes import INIT_TOO_LARGE_FIX, INIT_TOO_SMALL_FIX, NO_PROBE_HINT
+from kerasdiag.symptoms import INIT_TOO_LARGE_FIX, INIT_TOO_SMALL_FIX, NO_PROBE_HINT
 
 # A kernel whose std is this many times the expected one is too large (standard
 # initialisers stay within ~1.5x: Glorot on a layer with fan_out < fan_in gives at most

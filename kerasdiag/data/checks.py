@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from kerasdiag.check_fixes import LEAKAGE_FIX, SHIFT_FIX
 from kerasdiag.sanity.result import StageResult
+from kerasdiag.symptoms import LEAKAGE_FIX, SHIFT_FIX
 
 # Class frequencies: a total variation distance above this, and a chi-square test of
 # homogeneity below SHIFT_P_VALUE, is a visible difference.

@@ -15,10 +15,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasdiag.check_fixes import INPUT_UNUSED_FIX
 from kerasdiag.sanity import _common as common
 from kerasdiag.sanity.expected import describe_loss
 from kerasdiag.sanity.result import StageResult
+from kerasdiag.symptoms import INPUT_UNUSED_FIX
 
 
 def check_input_dependence(

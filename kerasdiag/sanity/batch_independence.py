@@ -16,8 +16,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasdiag.check_fixes import BATCH_MIXING_FIX
 from kerasdiag.sanity.result import StageResult
+from kerasdiag.symptoms import BATCH_MIXING_FIX
 
 # Gradients with respect to other examples above this share of the example's own gradient
 # count as mixing (healthy models give exactly 0).
