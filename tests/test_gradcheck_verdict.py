@@ -105,3 +105,39 @@ def test_settle_picks_the_deciding_attempt():
     assert settle(["suspicious", "fail"], [True, False], [1e-3, 0.5]) == ("fail", 1)
     # only when every attempt crossed a kink is the entry a kink, reported from the first
     assert settle(["fail", "fail", "fail"], [True, True, True], [0.5, 0.4, 0.3]) == ("kink", 0)
+
+
+# --- found by mutation testing: behaviours no test pinned before --------------------------
+
+
+def test_relative_error_of_integer_or_float32_inputs_is_computed_in_float64():
+    # integers: an in-place float division into an integer buffer would fail or truncate
+    np.testing.assert_array_equal(relative_error([1, 2, 0], [2, 2, 0]), [0.5, 0.0, 0.0])
+    # float32 inputs one float32 ulp apart: their float64 difference, not a rounded one
+    a, n = np.float32(1.0), np.nextafter(np.float32(1.0), np.float32(2.0))
+    assert relative_error(a, n) == pytest.approx(float(n - a) / float(n), rel=1e-12)
+    assert relative_error(a, n).dtype == np.float64
+
+
+def test_flags_given_as_integers_act_as_booleans():
+    # 0/1 lists must mark entries, never index them
+    assert verdicts([0.5, 0.5, 0.5], kink=[1, 0, 0]) == ["kink", "fail", "fail"]
+    assert verdicts([0.5, 0.5], rounding=[0, 1]) == ["fail", "ok"]
+
+
+def test_a_kink_never_overrides_the_ok_band_of_an_objective_with_kinks():
+    assert verdicts([5e-5, 5e-3], kink=[True, True], has_kinks=True) == ["ok", "kink"]
+
+
+def test_an_ok_attempt_that_crossed_a_kink_still_settles_the_entry():
+    assert settle(["fail", "ok"], [False, True], [0.5, 1e-9]) == ("ok", 1)
+
+
+def test_tolerance_note_at_exactly_four_layers_and_its_bands_in_full():
+    assert "depth 4 <= 4 weighted layers" in tolerance_note(4)
+    assert "depth 5 / 4" in tolerance_note(5)
+    bands = "> 1e-2 wrong, 1e-4..1e-2 suspicious, < 1e-4 only where the objective has kinks"
+    assert tolerance_note(2).endswith("bands: " + bands)
+    assert tolerance_note(9).endswith(
+        "rounding error accumulates with every weighted layer; bands: " + bands
+    )
