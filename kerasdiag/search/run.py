@@ -45,7 +45,9 @@ from kerasdiag.search.results import (
     records_from_trials,
     write_search_csv,
 )
+from kerasdiag.search.distributed import serve
 from kerasdiag.search.tuner import TrialTuner, trial_config
+from kerasdiag.search.worker import WorkerPool, config_file, supervise
 
 ENV_IP, ENV_PORT, ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
 
@@ -106,8 +108,33 @@ def _search(
 ) -> dict[str, Any]:
     objective = str(cfg.tuner.objective)
     run_dir.mkdir(parents=True, exist_ok=True)
+    per_process = int(cfg.tuner.trials_per_process)  # 0: trials train in this process
+    if role == "worker" and per_process:
+        # A supervisor: its worker processes train; it needs no TensorFlow of its own.
+        with config_file(cfg) as cfg_path:
+            for stage in stages:
+                with stage_port(stage):
+                    supervise(cfg_path, run_dir, stage.number, per_process)
+        print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
+        return {"role": role, "run_dir": str(run_dir)}
+    with config_file(cfg) as cfg_path:
+        return _stages(cfg, run_dir, role, space, stages, started, cfg_path if per_process else None)
+
+
+def _stages(
+    cfg: DictConfig,
+    run_dir: Path,
+    role: str,
+    space: list[Param],
+    stages: list[Stage],
+    started: float,
+    cfg_path: Path | None,
+) -> dict[str, Any]:
+    objective = str(cfg.tuner.objective)
     seed_everything(cfg.trainer)
-    data = None if role == "chief" else load_dataset(cfg.data)  # the chief trains nothing
+    # The chief trains nothing; with worker processes, neither does a local search.
+    in_process = role == "worker" or (role == "local" and cfg_path is None)
+    data = load_dataset(cfg.data) if in_process else None
     if role != "worker":
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -126,7 +153,10 @@ def _search(
                 oracle, cfg=cfg, data=data, space=stage_space, stage=stage, run_dir=run_dir
             )
             try:
-                tuner.search()
+                if role == "local" and cfg_path is not None:
+                    _serve_locally(tuner, cfg, cfg_path, run_dir, stage)
+                else:
+                    tuner.search()
             except RuntimeError as exc:  # keras-tuner's "consecutive failures" stop
                 raise _failed_trials_error(stage, exc) from None
         if role == "worker":
@@ -146,6 +176,21 @@ def _search(
     write_json_atomic(run_dir / "search_summary.json", summary)
     _print_summary(summary)
     return summary
+
+
+def _serve_locally(
+    tuner: TrialTuner, cfg: DictConfig, cfg_path: Path, run_dir: Path, stage: Stage
+) -> None:
+    """A local search: this process holds the oracle on 127.0.0.1, worker processes train."""
+    tuner.save()
+    if tuner.oracle.over():
+        return
+    pool = WorkerPool(tuner.oracle, cfg_path, run_dir, stage.number, int(cfg.tuner.workers),
+                      int(cfg.tuner.trials_per_process))  # fmt: skip
+    try:
+        serve(tuner.oracle, "127.0.0.1:0", done=pool.done, tick=pool.tick)
+    finally:
+        pool.close()
 
 
 def _failed_trials_error(stage: Stage, exc: RuntimeError) -> KerasdiagError:
