@@ -159,7 +159,7 @@ def test_workers_of_a_dead_chief_say_so_and_exit_and_a_restarted_chief_finishes(
 
 @pytest.mark.slow
 def test_a_chief_restarted_under_a_running_worker_trains_nothing_twice(search_factory):
-    search = search_factory(3, 4, "tuner.chief_timeout=60", "tuner.lease_seconds=20")
+    search = search_factory(3, 8, "tuner.chief_timeout=90", "tuner.lease_seconds=30")
     search.start("chief")
     search.start("tuner0")
     trial = search.wait_for_start("tuner0")

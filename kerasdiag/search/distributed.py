@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -137,8 +138,8 @@ class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
         """``end_trial`` for the lease holder only: a late result of a lost lease is dropped."""
         if not self.heartbeat(tuner_id, trial.trial_id):
             print(
-                f"search: result of trial {trial.trial_id} from {tuner_id} ignored: its lease "
-                "had expired and the trial went to another worker",
+                f"search: result of trial {trial.trial_id} from {tuner_id} ignored: the trial "
+                "is no longer this worker's (its lease expired; recorded once, elsewhere)",
                 flush=True,
             )
             return False
@@ -232,6 +233,11 @@ class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
                 self.trials[trial_id].status = RUNNING
                 self.ongoing_trials[tuner_id] = self.trials[trial_id]
                 self.last_seen[tuner_id] = now
+                # keras-tuner saves its state before its display notes a trial's start.
+                display = self._display
+                display.trial_start.setdefault(trial_id, datetime.now())
+                display.trial_number.setdefault(trial_id, len(self.trials))
+                display.search_start = display.search_start or datetime.now()
         self._reloaded_ongoing = {}
 
     def save(self) -> None:
@@ -363,6 +369,14 @@ class LeasedOracleClient(oracle_client.OracleClient):
     def __init__(self, oracle: Any, *, chief_timeout: float, poll: float = 0.5):
         super().__init__(oracle)
         self.address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+        # gRPC's reconnect backoff grows to 2 minutes: a chief restarted within chief_timeout
+        # would be found too late. Retry the connection every second at most.
+        channel = grpc.insecure_channel(self.address, options=[
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ])  # fmt: skip
+        self.stub = protos.get_service_grpc().OracleStub(channel)
         self.chief_timeout = float(chief_timeout)
         self.poll = float(poll)
         self.metadata = ((METADATA_KEY, self.tuner_id),)
