@@ -368,7 +368,9 @@ class LeasedOracleClient(oracle_client.OracleClient):
 
     def __init__(self, oracle: Any, *, chief_timeout: float, poll: float = 0.5):
         super().__init__(oracle)
-        self.address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+        self.address = (
+            f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+        )
         # gRPC's reconnect backoff grows to 2 minutes: a chief restarted within chief_timeout
         # would be found too late. Retry the connection every second at most.
         channel = grpc.insecure_channel(self.address, options=[

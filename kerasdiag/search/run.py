@@ -37,6 +37,7 @@ from kerasdiag.errors import ConfigError, KerasdiagError
 from kerasdiag.io import load_model_safely, write_json_atomic, write_text_atomic
 from kerasdiag.pipeline import evaluate_test, seed_everything
 from kerasdiag.rundir import claim_run_dir
+from kerasdiag.search.distributed import serve
 from kerasdiag.search.oracle import Param, Stage, build_oracle, narrow_space, validate_search
 from kerasdiag.search.results import (
     TrialRecord,
@@ -45,7 +46,6 @@ from kerasdiag.search.results import (
     records_from_trials,
     write_search_csv,
 )
-from kerasdiag.search.distributed import serve
 from kerasdiag.search.tuner import TrialTuner, trial_config
 from kerasdiag.search.worker import WorkerPool, config_file, supervise
 
@@ -106,7 +106,6 @@ def _search(
     stages: list[Stage],
     started: float,
 ) -> dict[str, Any]:
-    objective = str(cfg.tuner.objective)
     run_dir.mkdir(parents=True, exist_ok=True)
     per_process = int(cfg.tuner.trials_per_process)  # 0: trials train in this process
     if role == "worker" and per_process:
@@ -118,7 +117,9 @@ def _search(
         print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
         return {"role": role, "run_dir": str(run_dir)}
     with config_file(cfg) as cfg_path:
-        return _stages(cfg, run_dir, role, space, stages, started, cfg_path if per_process else None)
+        return _stages(
+            cfg, run_dir, role, space, stages, started, cfg_path if per_process else None
+        )
 
 
 def _stages(
