@@ -173,7 +173,7 @@ def test_a_killed_search_resumes_where_it_stopped(tmp_path, capsys):
     assert [(e["event"], e["trial"]) for e in after] == [
         ("start", 1), ("end", 1), ("start", 2), ("end", 2),
     ]  # fmt: skip
-    assert {e["pid"] for e in after} == {os.getpid()}
+    assert os.getpid() not in {e["pid"] for e in after}  # trained in worker processes
     rows = read_csv(run_dir / "search.csv")
     assert [r["trial"] for r in rows] == ["0", "1", "2"] and summary["trials"] == 3
     named = {trial_number(p) for p in (run_dir / "trials").iterdir()}

@@ -93,6 +93,9 @@ class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
         self.last_seen: dict[str, float] = {}  # tuner id -> monotonic time of its last call
         self.stopped_tuners: set[str] = set()  # told STOPPED: the search is over for them
         self.lost: dict[str, int] = {}  # trial id -> workers lost while running it
+        # keras-tuner's "too many consecutive failures" stop, raised while ending a trial in a
+        # gRPC thread: kept here, every worker is told to stop, and serve() raises it.
+        self.fatal: RuntimeError | None = None
         self._reloaded_ongoing: dict[str, str] = {}
 
     # -- keras-tuner's entry points, with leases ---------------------------------------------
@@ -101,6 +104,9 @@ class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
     def create_trial(self, tuner_id: str) -> Any:
         now = time.monotonic()
         self.last_seen[tuner_id] = now
+        if self.fatal is not None:
+            self.stopped_tuners.add(tuner_id)
+            return trial_module.Trial(self.get_space(), status=STOPPED)
         self.expire_leases(now)
         if (
             tuner_id not in self.ongoing_trials
@@ -143,7 +149,10 @@ class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
                 flush=True,
             )
             return False
-        self.end_trial(trial)
+        try:
+            self.end_trial(trial)
+        except RuntimeError as exc:  # consecutive failures: the search cannot go on
+            self.fatal = exc
         return True
 
     @synchronized
@@ -189,6 +198,8 @@ class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
     @synchronized
     def exhausted(self) -> bool:
         """No trial left to start (every trial created, or the space gave no new values)."""
+        if self.fatal is not None:
+            return True
         if self._retry_queue:
             return False
         return bool(self.stopped_tuners) or bool(
@@ -350,6 +361,8 @@ def serve(
             time.sleep(poll)
     finally:
         server.stop(grace=1).wait()
+    if oracle.fatal is not None:
+        raise oracle.fatal
 
 
 # -- the workers -----------------------------------------------------------------------------

@@ -184,6 +184,9 @@ def _serve_locally(
 ) -> None:
     """A local search: this process holds the oracle on 127.0.0.1, worker processes train."""
     tuner.save()
+    # Trials left running by an earlier, killed search: their worker processes died with it.
+    for tuner_id in list(tuner.oracle.ongoing_trials):
+        tuner.oracle.release(tuner_id, "its process ended with the search that started it")
     if tuner.oracle.over():
         return
     pool = WorkerPool(tuner.oracle, cfg_path, run_dir, stage.number, int(cfg.tuner.workers),
