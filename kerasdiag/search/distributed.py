@@ -153,6 +153,8 @@ class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
             self.end_trial(trial)
         except RuntimeError as exc:  # consecutive failures: the search cannot go on
             self.fatal = exc
+            # keras-tuner raises before it lets go of the trial: let go of it here.
+            self.ongoing_trials.pop(tuner_id, None)
         return True
 
     @synchronized

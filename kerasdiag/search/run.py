@@ -46,7 +46,7 @@ from kerasdiag.search.results import (
     records_from_trials,
     write_search_csv,
 )
-from kerasdiag.search.tuner import TrialTuner, trial_config
+from kerasdiag.search.tuner import TrialTuner, read_ledger, trial_config
 from kerasdiag.search.worker import WorkerPool, config_file, supervise
 
 ENV_IP, ENV_PORT, ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
@@ -159,7 +159,7 @@ def _stages(
                 else:
                     tuner.search()
             except RuntimeError as exc:  # keras-tuner's "consecutive failures" stop
-                raise _failed_trials_error(stage, exc) from None
+                raise _failed_trials_error(stage, exc, run_dir) from None
         if role == "worker":
             continue  # only the chief's oracle knows every trial's result
         found = records_from_trials(tuner.oracle.trials.values(), space, stage.number, run_dir)
@@ -197,12 +197,17 @@ def _serve_locally(
         pool.close()
 
 
-def _failed_trials_error(stage: Stage, exc: RuntimeError) -> KerasdiagError:
-    """keras-tuner gives up after several failed trials in a row: say why, in one line."""
+def _failed_trials_error(stage: Stage, exc: RuntimeError, run_dir: Path) -> KerasdiagError:
+    """keras-tuner gives up after several failed trials in a row: say why, in one line.
+
+    The last failed trial's own message comes from the ledger (keras-tuner's message does not
+    travel from a worker process to the chief).
+    """
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if not lines or "consecutive failures" not in lines[0]:
         raise exc
-    last = lines[-1].rsplit("Error: ", 1)[-1]  # the failed trial's own message
+    failed = [e for e in read_ledger(run_dir) if e.get("status") == "failed" and e.get("message")]
+    last = failed[-1]["message"] if failed else lines[-1].rsplit("Error: ", 1)[-1]
     return KerasdiagError(f"search stage {stage.number} stopped: {lines[0]} Last: {last}")
 
 

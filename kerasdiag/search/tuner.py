@@ -55,21 +55,27 @@ LEDGER = "ledger.jsonl"  # one line per trial start and end, from every process
 RECYCLED = "recycled"  # search() ran its share of trials; the search itself goes on
 
 
-def finished_in_ledger(run_dir: str | os.PathLike, stage: int) -> dict[int, dict]:
-    """Trial number -> the ``end`` event of each trial of ``stage`` whose last ledger event is one.
-
-    Lines a killed writer left incomplete are skipped.
-    """
+def read_ledger(run_dir: str | os.PathLike) -> list[dict]:
+    """The events of ``search/ledger.jsonl``; lines a killed writer left incomplete are skipped."""
     path = Path(run_dir) / SEARCH_DIR / LEDGER
-    last: dict[int, dict] = {}
+    events = []
     if path.is_file():
         for line in path.read_text(errors="replace").splitlines():
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(event, dict) and event.get("stage") == stage and "trial" in event:
-                last[int(event["trial"])] = event
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def finished_in_ledger(run_dir: str | os.PathLike, stage: int) -> dict[int, dict]:
+    """Trial number -> the ``end`` event of each trial of ``stage`` whose last ledger event is one."""
+    last: dict[int, dict] = {}
+    for event in read_ledger(run_dir):
+        if event.get("stage") == stage and "trial" in event:
+            last[int(event["trial"])] = event
     return {n: e for n, e in last.items() if e.get("event") == "end"}
 
 
