@@ -7,9 +7,10 @@ Runs ``scripts/train.py tuner=random`` on digits (1 epoch per trial) once per va
 every model, keras-tuner #395/#873), N > 0 in worker processes that each end after N trials.
 While the search runs, the script reads the search's ledger (one line per trial end) and each
 process's VmRSS from /proc: the search process and every worker process below it. It prints,
-after 5 trials and after the last one, the search process's RSS and the largest worker's, and
-each side's peak over the whole search. Target: flat (the last figures within a few MB of the
-ones after 5 trials, for every process).
+after 5 trials and after the last one, the search process's RSS and the largest worker's,
+each side's peak over the whole search, and the peak of the first and of the last worker
+process. Target: flat (the search process's RSS and each worker's peak the same after 55 trials
+as after 5).
 """
 
 from __future__ import annotations
@@ -64,9 +65,13 @@ def measure(trials: int, per_process: int, folder: Path) -> dict[str, float]:
     with open(folder / f"per_process{per_process}.log", "w") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     out: dict[str, float] = {"peak_search": 0.0, "peak_worker": 0.0}
+    peaks: dict[int, float] = {}  # worker pid -> its peak RSS, in start order
     while proc.poll() is None:
         search = rss_mb(proc.pid)
-        worker = max((rss_mb(c) for c in children(proc.pid)), default=0.0)
+        sizes = {c: rss_mb(c) for c in children(proc.pid)}
+        for pid, size in sizes.items():
+            peaks[pid] = max(peaks.get(pid, 0.0), size)
+        worker = max(sizes.values(), default=0.0)
         out["peak_search"] = max(out["peak_search"], search)
         out["peak_worker"] = max(out["peak_worker"], worker)
         done = ended_trials(run_dir)
@@ -75,6 +80,10 @@ def measure(trials: int, per_process: int, folder: Path) -> dict[str, float]:
                 out[f"search_at_{mark}"], out[f"worker_at_{mark}"] = search, worker
         time.sleep(0.1)
     out["seconds"] = time.time() - started
+    if peaks:
+        ordered = list(peaks.values())
+        out["workers"] = len(ordered)
+        out["first_worker_peak"], out["last_worker_peak"] = ordered[0], ordered[-1]
     if proc.returncode != 0:
         raise SystemExit(f"search failed (exit {proc.returncode}); see {log.name}")
     out["trials"] = ended_trials(run_dir)
@@ -98,6 +107,11 @@ def main() -> None:
             f"| {r['peak_search']:6.0f} / {r['peak_worker']:4.0f} | {r['seconds']:.0f}",
             flush=True,
         )
+        if "workers" in r:
+            print(
+                f"{'':>18}   {r['workers']:.0f} worker processes: peak RSS of the first "
+                f"{r['first_worker_peak']:.0f} MB, of the last {r['last_worker_peak']:.0f} MB"
+            )
         print(json.dumps({"trials_per_process": per_process, **r}), flush=True)
 
 

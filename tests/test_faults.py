@@ -222,3 +222,17 @@ def test_two_processes_started_on_one_new_directory_one_runs_one_is_refused(tmp_
     refused = next(err for code, err in results if code == 2)
     assert "in use by another kerasdiag process" in refused or "already holds" in refused
     assert (run_dir / "test_metrics.json").is_file() and (run_dir / "metrics.csv").is_file()
+
+
+def test_file_errors_read_as_one_line_naming_the_path_and_the_cause(tmp_path):
+    with pytest.raises(IsADirectoryError) as info:
+        open(tmp_path)  # a directory where a file is expected: a real EISDIR
+    line = cli.os_error_line(info.value)
+    assert line == (f"cannot write or read {tmp_path}: Is a directory; a directory stands where "
+                    "a file is expected: move it away")  # fmt: skip
+    # h5py reports its errno in the text only
+    h5 = OSError("Unable to synchronously create file (file write failed: errno = 28, "
+                 "error message = 'No space left on device', name = '/r/backup/w.weights.h5')")  # fmt: skip
+    assert cli.os_error_line(h5).startswith(
+        "cannot write or read /r/backup/w.weights.h5: No space left on device; the disk is full"
+    )
