@@ -32,6 +32,7 @@ class DataConfig:
     imbalance: float | None = None  # rarest class kept at this fraction of the most frequent
     normalize: bool = True  # zero mean / unit variance from training statistics (P7)
     batch_size: int = 64
+    # make_tf_dataset(training=True) only: runs train on a full seeded permutation per epoch
     shuffle_buffer: int = 10000
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
