@@ -17,7 +17,10 @@ hands out trials; workers (``tuner0``, ``tuner1``, ...) train them::
     KERASTUNER_TUNER_ID=tuner1 python scripts/train.py tuner=random hydra.run.dir=runs/s1
 
 Stage k listens on ``KERASTUNER_ORACLE_PORT + k - 1``: a worker that finished stage k waits
-for the chief's stage k+1 instead of asking the old stage for more trials.
+for the chief's stage k+1 instead of asking the old stage for more trials. Dead workers, a
+dead chief and a restarted one are handled by :mod:`kerasdiag.search.distributed` (leases,
+heartbeats, deadlines); trials train in worker processes of ``tuner.trials_per_process``
+trials each (:mod:`kerasdiag.search.worker`), locally too, so memory stays flat.
 """
 
 from __future__ import annotations
