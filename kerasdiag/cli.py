@@ -90,7 +90,9 @@ def _claim_creation(run_dir: Path | None) -> None:
                 _made_run_dir = False
             probe = run_dir
         if not os.access(probe, os.W_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(probe))
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+            code = errno.EROFS if read_only else errno.EACCES
+            raise OSError(code, os.strerror(code), str(probe))
     except OSError as exc:
         fail(os_error_line(exc), IO_EXIT_CODE)
 

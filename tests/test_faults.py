@@ -156,11 +156,13 @@ def test_a_full_disk_is_one_line_exit_4_and_no_half_written_file(tmp_path):
 
 def test_a_read_only_run_directory_is_one_line_exit_4(tmp_path):
     with tiny_tmpfs(tmp_path / "ro", "1m") as mount:
+        (mount / "old").mkdir()  # an existing directory, and a new one, on a read-only disk
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-        proc = run_train(*FAST, f"hydra.run.dir={mount / 'run'}")
-        assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-        [line] = _errors(proc)
-        assert "Read-only file system" in line and str(mount / "run") in line
+        for run_dir in (mount / "new", mount / "old"):
+            proc = run_train(*FAST, f"hydra.run.dir={run_dir}")
+            assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+            [line] = _errors(proc)
+            assert "Read-only file system" in line and str(run_dir) in line
 
 
 # -- claiming a run directory ------------------------------------------------------------------
