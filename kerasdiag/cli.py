@@ -6,13 +6,20 @@ Exit codes of ``scripts/train.py``:
 - 2: bad input (config value, data file, run directory already used), one ``error:`` line;
 - 3: training stopped because the loss became NaN/Inf (one ``error:`` line saying where and
   what to try; ``nan.json``, metrics.csv and the best checkpoint so far stay in the run dir);
+- 4: the machine refused a file operation (disk full, read-only file system, no permission,
+  a path that is not a file): one ``error:`` line naming the path and the cause; files are
+  written atomically, so none is left half-written and the same command resumes the run;
+- 5: a distributed search worker lost its chief (one ``error:`` line);
 - anything else: a bug in kerasdiag or a crash of TensorFlow (a traceback).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,6 +28,12 @@ from typing import Any
 
 from kerasdiag.errors import KerasdiagError
 from kerasdiag.rundir import HYDRA_FILES, LOCK_FILE, check_run_dir, is_locked
+
+IO_EXIT_CODE = 4
+# Whether this process created its run directory itself (None: Hydra's default directory,
+# made for this process alone). Only a directory it made may be removed when the run is
+# refused: another process may be starting in one it found.
+_made_run_dir: bool | None = None
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -49,8 +62,72 @@ def preflight(argv: Sequence[str]) -> None:
             check_run_dir(run_dir, cfg)
     except KerasdiagError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(os_error_line(exc), IO_EXIT_CODE)
     except Exception as exc:  # Hydra's and OmegaConf's composition errors
         fail(config_error_line(exc))
+    _claim_creation(run_dir)
+
+
+def _claim_creation(run_dir: Path | None) -> None:
+    """Create the run directory now, atomically, and remember whether this process did.
+
+    ``os.mkdir`` succeeds for exactly one of several processes started on one directory: only
+    that one may later remove it. Hydra's own run directories (microseconds in the name) are
+    made by Hydra for this process alone. A directory that cannot be made (read-only file
+    system, no permission) is one ``error:`` line here, before Hydra's logging trips on it.
+    """
+    global _made_run_dir
+    target = run_dir if run_dir is not None else Path("outputs")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if run_dir is None:
+            target.mkdir(exist_ok=True)
+            probe = target
+        else:
+            try:
+                run_dir.mkdir()
+                _made_run_dir = True
+            except FileExistsError:
+                _made_run_dir = False
+            probe = run_dir
+        if not os.access(probe, os.W_OK):
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+            code = errno.EROFS if read_only else errno.EACCES
+            raise OSError(code, os.strerror(code), str(probe))
+    except OSError as exc:
+        fail(os_error_line(exc), IO_EXIT_CODE)
+
+
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space (or point hydra.run.dir at another disk) and "
+    "run the same command again; the run resumes from its last complete epoch",
+    errno.EDQUOT: "the disk quota is used up: free space and run the same command again",
+    errno.EROFS: "the file system is read-only: choose a writable hydra.run.dir",
+    errno.EACCES: "no permission: choose a directory you can write (hydra.run.dir=...) or fix "
+    "the file's permissions",
+    errno.EISDIR: "a directory stands where a file is expected: move it away",
+    errno.ENOTDIR: "a file stands where a directory is expected: move it away",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a failed file operation: the path, the cause, what to do."""
+    code = exc.errno
+    if code is None:  # h5py and others put the errno in the text only
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    cause = exc.strerror or (os.strerror(code) if code else " ".join(str(exc).split())[:200])
+    path = exc.filename or _path_in(str(exc)) or "a run file"
+    advice = _ADVICE.get(code, "check the disk and the path, then run the same command again")
+    if code == errno.EPERM:
+        advice = _ADVICE[errno.EACCES]
+    return f"cannot write or read {path}: {cause}; {advice}"
+
+
+def _path_in(text: str) -> str | None:
+    found = re.search(r"name = '([^']+)'", text)  # h5py: "Unable to create file (name = '...')"
+    return found.group(1) if found else None
 
 
 def explicit_run_dir(argv: Sequence[str]) -> Path | None:
@@ -69,6 +146,8 @@ def exit_on_user_error(run_dir: str | Path) -> Iterator[None]:
     except KerasdiagError as exc:
         _discard_if_empty(Path(run_dir))
         fail(str(exc), exc.exit_code)
+    except OSError as exc:  # disk full, read-only, no permission: the run stays resumable
+        fail(os_error_line(exc), IO_EXIT_CODE)
 
 
 def load_inputs(cfg: Any) -> Any:
@@ -125,5 +204,18 @@ def console_log(path: str | Path) -> Iterator[None]:
 
 
 def _discard_if_empty(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but Hydra's files, if this process made it.
+
+    A directory it found may be another process's that is still starting (its lock not yet
+    taken): that one is never removed. Neither is one whose lock another process holds.
+    """
+    mine = _made_run_dir if _made_run_dir is not None else _hydra_default(run_dir)
+    if not mine or is_locked(run_dir):
+        return
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_FILES | {LOCK_FILE}:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _hydra_default(run_dir: Path) -> bool:
+    # Hydra's default run directories end in a timestamp with microseconds: made for this run.
+    return bool(re.search(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}-\d{6}$", run_dir.name))

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,8 +42,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, staged: bool | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    ``staged`` (the default for ``.keras`` and ``.h5`` files) yields a path in memory-backed
+    scratch space instead and copies the result over: h5py crashes the process when the disk
+    fills up under it, a copy fails with an ordinary ``OSError`` naming ``path``.
 
     For writers that want a file name rather than bytes. The temporary name keeps the final
     name's suffixes (``.keras``, ``.weights.h5``, ``.png``), which some writers check.
@@ -52,20 +58,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         ...     model.save(tmp)
     """
     path = Path(path)
+    if staged is None:
+        staged = path.suffix in (".keras", ".h5")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-",
                                 suffix=f"-{path.name}")  # fmt: skip
     os.close(fd)
     tmp = Path(name)
+    scratch = _scratch_file(path.name) if staged else None
     try:
-        yield tmp
+        yield scratch or tmp
+        if scratch is not None:
+            shutil.copyfile(scratch, tmp)  # a full disk fails here, as a plain OSError
         _fsync(tmp)  # the data is on disk before the new name points at it
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        ours = (None, str(tmp), str(scratch))  # name the file being written, not a temporary
+        if exc.errno is None or exc.filename not in ours:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if scratch is not None:
+            scratch.unlink(missing_ok=True)
     _fsync(path.parent)
+
+
+# Model and weights files are written by h5py, which crashes the process (SIGSEGV) when the
+# disk fills up under it. They are written to memory-backed scratch first and copied over.
+SCRATCH_DIR = Path("/dev/shm")
+
+
+def _scratch_file(name: str) -> Path | None:
+    if not (SCRATCH_DIR.is_dir() and os.access(SCRATCH_DIR, os.W_OK)):
+        return None
+    fd, scratch = tempfile.mkstemp(dir=SCRATCH_DIR, prefix=f"kerasdiag-{os.getpid()}-",
+                                   suffix=f"-{name}")  # fmt: skip
+    os.close(fd)
+    return Path(scratch)
 
 
 def _fsync(path: Path) -> None:
@@ -76,6 +110,15 @@ def _fsync(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, in hex (how backups prove they are what was written)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

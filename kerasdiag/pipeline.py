@@ -23,8 +23,9 @@ from kerasdiag.callbacks.backup import RunBackup, remove_backup
 from kerasdiag.callbacks.base import MonitorWarning
 from kerasdiag.callbacks.checkpoint import BestCheckpoint
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
-from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError
+from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError, first_non_finite
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
+from kerasdiag.data.pipeline import make_epoch_dataset
 from kerasdiag.errors import ConfigError, KerasdiagError
 from kerasdiag.io import atomic_path, write_json_atomic, write_text_atomic
 from kerasdiag.losses import build_loss
@@ -220,14 +221,20 @@ def fit(
     data: Dataset,
     callbacks: list[keras.callbacks.Callback],
 ) -> keras.callbacks.History:
-    """``model.fit`` on the tf.data pipelines of the training and validation splits."""
-    train_ds = make_tf_dataset(
+    """``model.fit`` on the tf.data pipelines of the training and validation splits.
+
+    The training order of each epoch is a function of ``data.seed`` and the epoch; a resumed
+    fit starts the stream at the backup's epoch, so it trains on what the uninterrupted run
+    would have.
+    """
+    start = next((cb.resume_epoch() for cb in callbacks if isinstance(cb, RunBackup)), 0)
+    train_ds = make_epoch_dataset(
         data.x_train,
         data.y_train,
         int(cfg.data.batch_size),
-        training=True,
+        epochs=int(cfg.trainer.epochs),
+        first_epoch=start,
         augment_cfg=cfg.data.augment,
-        shuffle_buffer=int(cfg.data.shuffle_buffer),
         seed=int(cfg.data.seed),
     )
     val_ds = make_tf_dataset(data.x_val, data.y_val, int(cfg.data.batch_size))
@@ -236,6 +243,7 @@ def fit(
             warnings.simplefilter("ignore", MonitorWarning)
         return model.fit(
             train_ds,
+            steps_per_epoch=steps_per_epoch(cfg, data),  # one iterator across the epochs
             validation_data=val_ds,
             epochs=int(cfg.trainer.epochs),
             callbacks=callbacks,
@@ -417,6 +425,12 @@ def run_training(
         checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
         kept = keep_best_model(model, checkpoint, run_dir, max(rows, default=0))
         test_metrics = evaluate_test(cfg, model, data, ema=False)
+        broken = first_non_finite(rows, test_metrics)  # a NaN that NaNStop did not raise on
+        if broken is not None:
+            nan_stop = next(cb for cb in callbacks if isinstance(cb, NaNStop))
+            error = record_nan_stop(run_dir, nan_stop.record_after_fit(*broken), callbacks)
+            finish_run(cfg, run_dir)
+            raise error from None
         if ema_scores is not None:
             test_metrics.update(ema=ema_scores, ema_model="ema.keras")
         test_metrics.update(kept)

@@ -43,6 +43,12 @@ RESUME_FREE_KEYS = (
     "trainer.tensorboard",
     "sanity",
     "monitors",
+    # how a search's trials are spread over processes, not what they train
+    "tuner.lease_seconds",
+    "tuner.heartbeat_seconds",
+    "tuner.chief_timeout",
+    "tuner.trials_per_process",
+    "tuner.workers",
 )
 
 NEW, UNFINISHED, FINISHED = "new", "unfinished", "finished"

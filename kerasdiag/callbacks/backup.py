@@ -11,11 +11,15 @@ directory that must survive ``kill -9``:
   replaces ``state.json`` (atomically) to point at it, then deletes the previous one;
 - the state of other callbacks travels with it (``track=[...]``): EarlyStopping's wait, best
   and best weights, ReduceLROnPlateau's wait, cooldown and best;
-- a fit that already ended (all epochs, or stopped early) is not trained again.
+- a fit that already ended (all epochs, or stopped early) is not trained again;
+- verified: the SHA-256 of every file is written into ``state.json`` with it and checked
+  before a resume, so a file changed since (weights overwritten inside a valid HDF5 file, a
+  truncated ``.npz``) is refused in one line instead of resuming a different run.
 
 The optimizer's variables are part of the weights file, so moments, the iteration count (hence
 the position of a per-step learning-rate schedule) and a plateau-reduced learning rate all
-resume where they were.
+resume where they were; the layers' random streams (Keras' SeedGenerator states, which
+``save_weights`` leaves out: dropout masks) travel in ``state.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,7 @@ import keras
 import numpy as np
 
 from kerasdiag.errors import KerasdiagError
-from kerasdiag.io import atomic_path, remove_stale_temporaries, write_json_atomic
+from kerasdiag.io import atomic_path, remove_stale_temporaries, sha256_file, write_json_atomic
 
 STATE_FILE = "state.json"
 # Counters and best values of keras' EarlyStopping and ReduceLROnPlateau (and any callback
@@ -77,12 +82,18 @@ class RunBackup(keras.callbacks.Callback):
 
     # -- restore ------------------------------------------------------------------------------
 
+    def resume_epoch(self) -> int:
+        """Epochs the backup holds (0 without one): where the training data stream starts."""
+        state = read_backup_state(self.backup_dir, strict=False)
+        return 0 if state is None else int(state["epoch"])
+
     def on_train_begin(self, logs=None):
         self.restored_epoch = None
         self._pending_states = self._final_weights = None
         state = read_backup_state(self.backup_dir)
         if state is None:
             return
+        verify_backup(self.backup_dir, state)
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)  # its variables are in the file
@@ -91,9 +102,11 @@ class RunBackup(keras.callbacks.Callback):
             model.load_weights(weights)
         except Exception as exc:
             raise KerasdiagError(
-                f"cannot resume from backup {weights}: {type(exc).__name__}: {exc}; "
-                f"delete {self.backup_dir} to start this run over"
+                f"cannot resume from backup {weights}: {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]}; delete {self.backup_dir} to start this "
+                "run over"
             ) from None
+        _set_rng_states(model, state.get("rng"))
         states = state.get("callbacks", [])
         epochs = int(self.params.get("epochs", 0) or 0)
         finished = (
@@ -138,22 +151,27 @@ class RunBackup(keras.callbacks.Callback):
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         stem = f"epoch{epoch + 1:04d}"
         weights = self.backup_dir / f"{stem}.weights.h5"
+        checksums = {}
         with atomic_path(weights) as tmp:
             self.model.save_weights(tmp)
+            checksums[weights.name] = sha256_file(tmp)
         states = []
         for i, cb in enumerate(self.track):
             saved: dict[str, Any] = {"class": type(cb).__name__, "attrs": _attrs(cb)}
             best = getattr(cb, "best_weights", None)
             if best is not None:
                 path = self.backup_dir / f"{stem}-callback{i}-best_weights.npz"
-                with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                    np.savez(f, *[np.asarray(w) for w in best])
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, *[np.asarray(w) for w in best])
+                    checksums[path.name] = sha256_file(tmp)
                 saved["best_weights"] = path.name
             states.append(saved)
         write_json_atomic(
             self.backup_dir / STATE_FILE,
-            {"epoch": epoch + 1, "weights": weights.name, "callbacks": states, "finished": False},
-        )
+            {"epoch": epoch + 1, "weights": weights.name, "callbacks": states,
+             "rng": _rng_states(self.model), "checksums": checksums, "finished": False},
+        )  # fmt: skip
         self._remove_unreferenced(keep={weights.name, *(s.get("best_weights") for s in states)})
 
     def on_train_end(self, logs=None):
@@ -198,9 +216,51 @@ def read_backup_state(backup_dir: str | os.PathLike, strict: bool = True) -> dic
     return state
 
 
+def verify_backup(backup_dir: str | os.PathLike, state: dict) -> None:
+    """Check every file ``state`` names against the SHA-256 written with it.
+
+    A file changed after it was written (weights overwritten inside a still-valid HDF5 file,
+    a truncated ``.npz``) would resume a different run silently, or end in a traceback: it is a
+    one-line KerasdiagError naming the file and what to do. Backups written before checksums
+    existed are taken as they are.
+    """
+    backup_dir = Path(backup_dir)
+    for name, expected in (state.get("checksums") or {}).items():
+        path = backup_dir / str(name)
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            actual = f"unreadable ({exc.strerror or type(exc).__name__})"
+        if actual != expected:
+            what = actual if actual.startswith("unreadable") else "its checksum does not match"
+            raise KerasdiagError(
+                f"backup file {path} is corrupt ({what}: it changed after it was written); "
+                f"resuming from it would not continue this run. Delete {backup_dir} to train "
+                "this run from the start, or start a new run in a new directory"
+            )
+
+
 def remove_backup(backup_dir: str | os.PathLike) -> None:
     """Delete a backup folder (when its run has completed)."""
     shutil.rmtree(backup_dir, ignore_errors=True)
+
+
+def _rng_variables(model: keras.Model) -> list[Any]:
+    # Dropout's (and other layers') random streams: Keras' SeedGenerator states, which
+    # save_weights leaves out. Without them a resumed run drops different units.
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _rng_states(model: keras.Model) -> list[list[int]]:
+    return [np.asarray(v.numpy()).tolist() for v in _rng_variables(model)]
+
+
+def _set_rng_states(model: keras.Model, states: list | None) -> None:
+    variables = _rng_variables(model)
+    if states is None or len(states) != len(variables):
+        return  # a backup from before RNG states were kept, or another model: leave them
+    for variable, value in zip(variables, states, strict=True):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def _attrs(cb: keras.callbacks.Callback) -> dict[str, Any]:
@@ -215,5 +275,11 @@ def _attrs(cb: keras.callbacks.Callback) -> dict[str, Any]:
 
 
 def _load_arrays(path: Path) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise KerasdiagError(
+            f"backup file {path} is corrupt ({type(exc).__name__}: {exc}); delete "
+            f"{path.parent} to train this run from the start"
+        ) from None

@@ -14,6 +14,7 @@ code 3 (bad input is 2).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -77,6 +78,11 @@ class NaNStop(keras.callbacks.TerminateOnNaN):
             return
         raise NonFiniteLossError(self.record(batch, value, key))
 
+    def record_after_fit(self, epoch: int, metric: str, value: float) -> dict[str, Any]:
+        """The record of a non-finite ``metric`` found after ``fit`` in ``epoch`` (from 1)."""
+        self._epoch = max(0, epoch - 1)
+        return self.record(None, value, metric)
+
     def record(self, batch: int | None, loss: float, metric: str = "loss") -> dict[str, Any]:
         """Where the loss broke (1-based epoch and batch, global step) and what to try.
 
@@ -105,6 +111,28 @@ class NaNStop(keras.callbacks.TerminateOnNaN):
             "learning_rate": lr,
             "advice": nan_advice(lr, step, clipped, self.base_lr),
         }
+
+
+def first_non_finite(
+    rows: Mapping[int, Mapping[str, Any]], test: Mapping[str, Any] | None = None
+) -> tuple[int, str, float] | None:
+    """The first (epoch, metric, value) of a finished fit whose loss is NaN/Inf, or None.
+
+    ``rows`` are metrics.csv's rows (epoch from 1), ``test`` the test scores. The last guard
+    behind :class:`NaNStop`: a callback that stopped training first (the TrainingDoctor on NaN
+    weights) leaves a NaN epoch that NaNStop never raised on; a run that ends so is a NaN stop
+    all the same (exit code 3), never a finished run.
+    """
+    last = max(rows, default=0)
+    for epoch in sorted(rows):
+        for metric in ("loss", "val_loss"):
+            value = rows[epoch].get(metric)
+            if value is not None and not math.isfinite(float(value)):
+                return epoch, metric, float(value)
+    value = (test or {}).get("loss")
+    if value is not None and not math.isfinite(float(value)):
+        return last, "test_loss", float(value)
+    return None
 
 
 def nan_advice(lr: float, step: int, clipped: bool, base_lr: float | None = None) -> list[str]:

@@ -107,6 +107,9 @@ def _find_culprit(text: str, overrides: Sequence[str]) -> str | None:
     return None
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+
+
 def _require(ok: bool, key: str, value: Any, requirement: str) -> None:
     if not ok:
         raise ConfigError(key, value, requirement)
@@ -205,6 +208,9 @@ def validate_config(cfg: DictConfig) -> None:
     else:
         _require(_finite(opt.lr), "optimizer.lr", opt.lr, "must be a number > 0 or auto")
         _positive(cfg, "optimizer.lr")
+        # Keras keeps the rate as float32: a larger value becomes inf and the first step NaN.
+        _require(float(opt.lr) <= FLOAT32_MAX, "optimizer.lr", opt.lr,
+                 f"must be finite in float32 (at most {FLOAT32_MAX:.4g})")  # fmt: skip
     _fraction(cfg, "optimizer.momentum", open_low=False)
     for key in ("rho", "beta_1", "beta_2", "ema_momentum"):
         _fraction(cfg, f"optimizer.{key}", open_low=False)

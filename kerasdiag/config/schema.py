@@ -32,6 +32,7 @@ class DataConfig:
     imbalance: float | None = None  # rarest class kept at this fraction of the most frequent
     normalize: bool = True  # zero mean / unit variance from training statistics (P7)
     batch_size: int = 64
+    # make_tf_dataset(training=True) only: runs train on a full seeded permutation per epoch
     shuffle_buffer: int = 10000
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -187,6 +188,16 @@ class TunerConfig:
     margin: float = 0.1  # next range = kept values +- this fraction of the previous range
     diverge_factor: float = 4.0  # stop a trial whose loss exceeds this times its first loss
     seed: int = 0  # stage k samples with oracle seed ``seed + k``
+    # Fault tolerance of the chief/worker processes (kerasdiag.search.distributed): a worker
+    # silent for lease_seconds loses its trial to another; it sends a heartbeat every
+    # heartbeat_seconds; a worker that cannot reach its chief for chief_timeout s exits (code 5).
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 5.0
+    chief_timeout: float = 120.0
+    # Trials run in fresh worker processes, each ending after this many trials (memory stays
+    # flat however long the search); 0: every trial in the search's own process.
+    trials_per_process: int = 5
+    workers: int = 1  # local search: worker processes training trials side by side
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""tf.data input pipelines: shuffle, augment (training only), batch, prefetch (P5)."""
+"""tf.data input pipelines: shuffle, augment (training only), batch, prefetch (P5).
+
+Training data order is a function of the seed and the epoch only (:func:`make_epoch_dataset`):
+a run resumed after epoch k sees epoch k+1 exactly as the uninterrupted run would have.
+"""
 
 from __future__ import annotations
 
@@ -62,3 +66,52 @@ def make_tf_dataset(
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(options)
+
+
+def epoch_order(n: int, seed: int, epoch: Any) -> tf.Tensor:
+    """The permutation of ``range(n)`` that epoch ``epoch`` trains in: a function of
+    ``(seed, epoch)`` alone (a stateless shuffle), never of how many epochs this process ran."""
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
+
+
+def make_epoch_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    epochs: int,
+    first_epoch: int = 0,
+    augment_cfg: Any = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """The training batches of epochs ``first_epoch .. epochs-1`` as one stream.
+
+    Each epoch is a full permutation (:func:`epoch_order`), cut into batches of its own (the
+    last one may be smaller); augmentation draws from stateless seeds ``(seed, epoch * n +
+    position)``. Resuming at epoch k therefore replays exactly what an uninterrupted run
+    would have seen. Give ``model.fit`` ``steps_per_epoch = ceil(n / batch_size)`` so that it
+    keeps one iterator across epochs.
+    """
+    n = len(x)
+    x_all, y_all = tf.constant(x), tf.constant(y)
+    fn = augment_fn(augment_cfg) if augment_cfg is not None else None
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.data.Dataset.from_tensor_slices(epoch_order(n, seed, epoch))
+        if fn is None:
+            return order.batch(batch_size).map(
+                lambda idx: (tf.gather(x_all, idx), tf.gather(y_all, idx))
+            )
+
+        def example(position: tf.Tensor, index: tf.Tensor):
+            key = tf.stack([tf.cast(seed, tf.int64), epoch * n + position])
+            return fn(key, (tf.gather(x_all, index), tf.gather(y_all, index)))
+
+        return order.enumerate().map(example, num_parallel_calls=PARALLEL_CALLS).batch(batch_size)
+
+    first = min(int(first_epoch), max(0, int(epochs) - 1))  # a finished fit reads nothing
+    ds = tf.data.Dataset.range(first, max(int(epochs), first + 1)).flat_map(one_epoch)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(PREFETCH_BATCHES).with_options(options)

@@ -3,7 +3,9 @@ on one validation split (H4), checkpoints named by score, distributed chief/work
 
 keras-tuner's split: :mod:`~kerasdiag.search.oracle` says what to try (the space from YAML,
 range narrowing between stages), :mod:`~kerasdiag.search.tuner` how a trial runs,
-:mod:`~kerasdiag.search.results` what a search writes, :mod:`~kerasdiag.search.run` the stages.
+:mod:`~kerasdiag.search.results` what a search writes, :mod:`~kerasdiag.search.run` the stages,
+:mod:`~kerasdiag.search.distributed` leases, heartbeats and deadlines on keras-tuner's chief and
+workers, :mod:`~kerasdiag.search.worker` the worker processes trials train in.
 Names load lazily: validating a space does not start TensorFlow.
 
 Example:

@@ -127,6 +127,19 @@ def validate_search(cfg: DictConfig) -> tuple[list[Param], list[Stage]]:
            "must be > 0 (each stage's ranges keep some room around the best trials)")  # fmt: skip
     _check(math.isfinite(tuner.diverge_factor) and tuner.diverge_factor > 1,
            "tuner.diverge_factor", tuner.diverge_factor, "must be > 1")  # fmt: skip
+    _check(math.isfinite(tuner.heartbeat_seconds) and tuner.heartbeat_seconds > 0,
+           "tuner.heartbeat_seconds", tuner.heartbeat_seconds, "must be > 0")  # fmt: skip
+    _check(math.isfinite(tuner.lease_seconds) and tuner.lease_seconds >= 2 * tuner.heartbeat_seconds,
+           "tuner.lease_seconds", tuner.lease_seconds,
+           "must be finite and at least 2 x tuner.heartbeat_seconds (a lease outlives a missed "
+           "heartbeat)")  # fmt: skip
+    _check(math.isfinite(tuner.chief_timeout) and tuner.chief_timeout > 0,
+           "tuner.chief_timeout", tuner.chief_timeout, "must be > 0")  # fmt: skip
+    _check(tuner.trials_per_process >= 0, "tuner.trials_per_process", tuner.trials_per_process,
+           "must be >= 0 (0: every trial in this process)")  # fmt: skip
+    _check(tuner.workers >= 1, "tuner.workers", tuner.workers, "must be >= 1")
+    _check(tuner.workers == 1 or tuner.trials_per_process > 0, "tuner.workers", tuner.workers,
+           "several local workers need worker processes (tuner.trials_per_process > 0)")  # fmt: skip
     return parse_space(cfg), parse_stages(tuner)
 
 
@@ -284,11 +297,15 @@ def build_hyperparameters(space: Sequence[Param]) -> Any:
 
 
 def build_oracle(space: Sequence[Param], stage: Stage, tuner_cfg: Any) -> Any:
-    """keras-tuner's random-search oracle (H1) for one stage: its ranges, trials and seed."""
+    """keras-tuner's random-search oracle (H1) for one stage: its ranges, trials and seed,
+    with leases on running trials (:class:`~kerasdiag.search.distributed.LeasedRandomSearchOracle`)."""
     import keras_tuner
 
+    from kerasdiag.search.distributed import LeasedRandomSearchOracle
+
     objective = str(tuner_cfg.objective)
-    return keras_tuner.oracles.RandomSearchOracle(
+    return LeasedRandomSearchOracle(
+        lease_seconds=float(tuner_cfg.lease_seconds),
         objective=keras_tuner.Objective(objective, metric_mode(objective)),
         max_trials=stage.trials,
         hyperparameters=build_hyperparameters(space),

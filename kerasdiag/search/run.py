@@ -17,7 +17,10 @@ hands out trials; workers (``tuner0``, ``tuner1``, ...) train them::
     KERASTUNER_TUNER_ID=tuner1 python scripts/train.py tuner=random hydra.run.dir=runs/s1
 
 Stage k listens on ``KERASTUNER_ORACLE_PORT + k - 1``: a worker that finished stage k waits
-for the chief's stage k+1 instead of asking the old stage for more trials.
+for the chief's stage k+1 instead of asking the old stage for more trials. Dead workers, a
+dead chief and a restarted one are handled by :mod:`kerasdiag.search.distributed` (leases,
+heartbeats, deadlines); trials train in worker processes of ``tuner.trials_per_process``
+trials each (:mod:`kerasdiag.search.worker`), locally too, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from kerasdiag.errors import ConfigError, KerasdiagError
 from kerasdiag.io import load_model_safely, write_json_atomic, write_text_atomic
 from kerasdiag.pipeline import evaluate_test, seed_everything
 from kerasdiag.rundir import claim_run_dir
+from kerasdiag.search.distributed import serve
 from kerasdiag.search.oracle import Param, Stage, build_oracle, narrow_space, validate_search
 from kerasdiag.search.results import (
     TrialRecord,
@@ -45,7 +49,8 @@ from kerasdiag.search.results import (
     records_from_trials,
     write_search_csv,
 )
-from kerasdiag.search.tuner import TrialTuner, trial_config
+from kerasdiag.search.tuner import TrialTuner, read_ledger, trial_config
+from kerasdiag.search.worker import WorkerPool, config_file, supervise
 
 ENV_IP, ENV_PORT, ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
 
@@ -104,10 +109,36 @@ def _search(
     stages: list[Stage],
     started: float,
 ) -> dict[str, Any]:
-    objective = str(cfg.tuner.objective)
     run_dir.mkdir(parents=True, exist_ok=True)
+    per_process = int(cfg.tuner.trials_per_process)  # 0: trials train in this process
+    if role == "worker" and per_process:
+        # A supervisor: its worker processes train; it needs no TensorFlow of its own.
+        with config_file(cfg) as cfg_path:
+            for stage in stages:
+                with stage_port(stage):
+                    supervise(cfg_path, run_dir, stage.number, per_process)
+        print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
+        return {"role": role, "run_dir": str(run_dir)}
+    with config_file(cfg) as cfg_path:
+        return _stages(
+            cfg, run_dir, role, space, stages, started, cfg_path if per_process else None
+        )
+
+
+def _stages(
+    cfg: DictConfig,
+    run_dir: Path,
+    role: str,
+    space: list[Param],
+    stages: list[Stage],
+    started: float,
+    cfg_path: Path | None,
+) -> dict[str, Any]:
+    objective = str(cfg.tuner.objective)
     seed_everything(cfg.trainer)
-    data = None if role == "chief" else load_dataset(cfg.data)  # the chief trains nothing
+    # The chief trains nothing; with worker processes, neither does a local search.
+    in_process = role == "worker" or (role == "local" and cfg_path is None)
+    data = load_dataset(cfg.data) if in_process else None
     if role != "worker":
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -126,9 +157,12 @@ def _search(
                 oracle, cfg=cfg, data=data, space=stage_space, stage=stage, run_dir=run_dir
             )
             try:
-                tuner.search()
+                if role == "local" and cfg_path is not None:
+                    _serve_locally(tuner, cfg, cfg_path, run_dir, stage)
+                else:
+                    tuner.search()
             except RuntimeError as exc:  # keras-tuner's "consecutive failures" stop
-                raise _failed_trials_error(stage, exc) from None
+                raise _failed_trials_error(stage, exc, run_dir) from None
         if role == "worker":
             continue  # only the chief's oracle knows every trial's result
         found = records_from_trials(tuner.oracle.trials.values(), space, stage.number, run_dir)
@@ -148,12 +182,35 @@ def _search(
     return summary
 
 
-def _failed_trials_error(stage: Stage, exc: RuntimeError) -> KerasdiagError:
-    """keras-tuner gives up after several failed trials in a row: say why, in one line."""
+def _serve_locally(
+    tuner: TrialTuner, cfg: DictConfig, cfg_path: Path, run_dir: Path, stage: Stage
+) -> None:
+    """A local search: this process holds the oracle on 127.0.0.1, worker processes train."""
+    tuner.save()
+    # Trials left running by an earlier, killed search: their worker processes died with it.
+    for tuner_id in list(tuner.oracle.ongoing_trials):
+        tuner.oracle.release(tuner_id, "its process ended with the search that started it")
+    if tuner.oracle.over():
+        return
+    pool = WorkerPool(tuner.oracle, cfg_path, run_dir, stage.number, int(cfg.tuner.workers),
+                      int(cfg.tuner.trials_per_process))  # fmt: skip
+    try:
+        serve(tuner.oracle, "127.0.0.1:0", done=pool.done, tick=pool.tick)
+    finally:
+        pool.close()
+
+
+def _failed_trials_error(stage: Stage, exc: RuntimeError, run_dir: Path) -> KerasdiagError:
+    """keras-tuner gives up after several failed trials in a row: say why, in one line.
+
+    The last failed trial's own message comes from the ledger (keras-tuner's message does not
+    travel from a worker process to the chief).
+    """
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if not lines or "consecutive failures" not in lines[0]:
         raise exc
-    last = lines[-1].rsplit("Error: ", 1)[-1]  # the failed trial's own message
+    failed = [e for e in read_ledger(run_dir) if e.get("status") == "failed" and e.get("message")]
+    last = failed[-1]["message"] if failed else lines[-1].rsplit("Error: ", 1)[-1]
     return KerasdiagError(f"search stage {stage.number} stopped: {lines[0]} Last: {last}")
 
 

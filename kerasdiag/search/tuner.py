@@ -28,6 +28,8 @@ from typing import Any
 
 import keras
 import keras_tuner
+from keras_tuner.src.distribute import oracle_client
+from keras_tuner.src.distribute import utils as dist_utils
 from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.callbacks.checkpoint import BestCheckpoint
@@ -36,12 +38,45 @@ from kerasdiag.errors import ConfigError
 from kerasdiag.io import load_model_safely, write_text_atomic
 from kerasdiag.metrics import metric_mode
 from kerasdiag.pipeline import build_model, fit, training_callbacks
+from kerasdiag.search.distributed import (
+    IDLE,
+    STOPPED,
+    Heartbeat,
+    LeasedOracleClient,
+    record_from_ledger,
+    serve,
+)
 from kerasdiag.search.divergence import StopOnDivergence
 from kerasdiag.search.oracle import Param, Stage, set_values
 from kerasdiag.search.results import TRIALS_DIR, kept_checkpoints, trial_checkpoint_name
 
 SEARCH_DIR = "search"  # keras-tuner's projects: search/stage1, search/stage2, ...
 LEDGER = "ledger.jsonl"  # one line per trial start and end, from every process
+RECYCLED = "recycled"  # search() ran its share of trials; the search itself goes on
+
+
+def read_ledger(run_dir: str | os.PathLike) -> list[dict]:
+    """The events of ``search/ledger.jsonl``; lines a killed writer left incomplete are skipped."""
+    path = Path(run_dir) / SEARCH_DIR / LEDGER
+    events = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def finished_in_ledger(run_dir: str | os.PathLike, stage: int) -> dict[int, dict]:
+    """Trial number -> the ``end`` event of each trial of ``stage`` whose last ledger event is one."""
+    last: dict[int, dict] = {}
+    for event in read_ledger(run_dir):
+        if event.get("stage") == stage and "trial" in event:
+            last[int(event["trial"])] = event
+    return {n: e for n, e in last.items() if e.get("event") == "end"}
 
 
 def trial_config(
@@ -98,8 +133,63 @@ class TrialTuner(keras_tuner.Tuner):
             overwrite=False,
             **kwargs,
         )
+        tuner_cfg = cfg.tuner
+        self.heartbeat_seconds = float(tuner_cfg.heartbeat_seconds)
+        if isinstance(self.oracle, oracle_client.OracleClient):
+            # A worker: keras-tuner's client, with deadlines and this worker's id on each call.
+            self.oracle = LeasedOracleClient(
+                self.oracle._oracle,
+                chief_timeout=float(tuner_cfg.chief_timeout),
+                poll=min(1.0, self.heartbeat_seconds),
+            )
+        else:
+            # The oracle's holder (chief or local): results the ledger has and the oracle lacks
+            # (their worker could not report them) are recorded now, not trained again.
+            record_from_ledger(self.oracle, finished_in_ledger(self.run_dir, stage.number))
+
+    def search(self, *args: Any, max_trials: int | None = None, **kwargs: Any) -> str:
+        """Run trials until the oracle says stop (``"stopped"``) or ``max_trials`` ran here
+        (``"recycled"``: the process ends and a fresh one goes on). The chief serves instead.
+
+        keras-tuner's own loop, with two changes: a bounded number of trials per process, and
+        the chief's server from :func:`kerasdiag.search.distributed.serve`.
+        """
+        if dist_utils.is_chief_oracle():
+            self.save()
+            ip, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
+            print(f"search chief: serving trials on {ip}:{port}", flush=True)
+            serve(self.oracle, f"{ip}:{port}")
+            return STOPPED
+        self.on_search_begin()
+        ran = 0
+        while max_trials is None or ran < max_trials:
+            self.pre_create_trial()
+            trial = self.oracle.create_trial(self.tuner_id)
+            if trial.status == STOPPED:
+                break
+            if trial.status == IDLE:
+                continue  # a running trial may still come back to be retried
+            self.on_trial_begin(trial)
+            self._try_run_and_update_trial(trial, *args, **kwargs)
+            self.on_trial_end(trial)
+            ran += 1
+        else:
+            return RECYCLED
+        self.on_search_end()
+        return STOPPED
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+        heartbeat = None
+        if isinstance(self.oracle, LeasedOracleClient):
+            heartbeat = Heartbeat(self.oracle, trial.trial_id, self.heartbeat_seconds)
+            heartbeat.start()
+        try:
+            return self._run_trial(trial, heartbeat)
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+
+    def _run_trial(self, trial: Any, heartbeat: Heartbeat | None) -> dict[str, float]:
         values = {p.name: p.decode(trial.hyperparameters.get(p.name)) for p in self.space}
         self._log_event(trial, "start", values=values)
         try:
@@ -116,7 +206,14 @@ class TrialTuner(keras_tuner.Tuner):
         divergence = StopOnDivergence(float(self.cfg.tuner.diverge_factor))
         # First, so that the diverged epoch's NaN metrics reach the checkpoint callback.
         callbacks = [divergence, *training_callbacks(cfg, trial_dir, self.data)]
+        if heartbeat is not None:
+            callbacks.insert(0, heartbeat)
         history = fit(cfg, model, self.data, callbacks)
+        if heartbeat is not None and heartbeat.lost:
+            # Its lease expired (this worker was too slow to answer) and another worker has the
+            # trial: drop this result, the chief would ignore it anyway.
+            self._log_event(trial, "abandoned", message="lease lost to another worker")
+            raise keras_tuner.errors.FailedTrialError("lease lost to another worker")
 
         best = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         kept = self._keep_checkpoint(trial, best)

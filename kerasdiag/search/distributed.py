@@ -1,0 +1,507 @@
+"""Distributed search that survives dead workers and a dead chief: leases, heartbeats, deadlines.
+
+keras-tuner's chief/worker mode has three gaps (keras-tuner #344, #915, #990): a trial whose
+worker dies stays RUNNING in the oracle forever, so the chief never ends; a worker whose chief
+is gone waits on a gRPC call with no useful deadline; and a restarted chief puts every trial that
+was running back in its retry queue, so a worker still training one of them trains it twice.
+This module keeps keras-tuner's engine (its oracle's trial states, ``ongoing_trials``, retry
+queue, its gRPC service and messages) and adds what it lacks where keras-tuner keeps the state:
+
+- :class:`LeasedRandomSearchOracle`, keras-tuner's ``RandomSearchOracle`` with a **lease** per
+  worker. Every call of a worker renews it; a worker silent for ``lease_seconds`` loses its
+  trial, which goes back to keras-tuner's retry queue and to the next worker that asks. The
+  lease is an oracle concept (who holds which trial, since when), which is why it lives in the
+  oracle: the gRPC servicer only tells it who is calling. Results from a worker that lost its
+  lease are ignored, so a trial is recorded once. While a trial is leased out, a worker with
+  nothing to do is told to wait (keras-tuner's ``IDLE``), not to stop, so the trial has somewhere
+  to go if its worker dies. A reloaded oracle keeps its running trials leased (for one lease)
+  instead of re-queueing them at once.
+- :class:`LeasedServicer`, keras-tuner's ``OracleServicer`` reading the caller's tuner id from
+  the gRPC metadata, with ``UpdateTrial`` without metrics as the heartbeat.
+- :func:`serve`, the chief's loop: expires leases and ends once every trial is recorded and
+  every worker heard "stopped" (keras-tuner's own loop waits on ongoing trials forever).
+- :class:`LeasedOracleClient`, keras-tuner's ``OracleClient`` with a deadline on every call: a
+  worker that cannot reach its chief for ``chief_timeout`` seconds raises :class:`ChiefLostError`
+  (one line, exit code 5). :class:`Heartbeat` renews the lease while a trial trains and ends the
+  process the same way when the chief is gone mid-trial.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from datetime import datetime
+from typing import Any
+
+import grpc
+import keras
+import keras_tuner
+from keras_tuner.src import protos
+from keras_tuner.src.distribute import oracle_chief, oracle_client
+from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.src.engine.oracle import synchronized
+
+from kerasdiag.errors import KerasdiagError
+from kerasdiag.io import write_text_atomic
+
+METADATA_KEY = "kerasdiag-tuner-id"  # gRPC metadata naming the calling worker
+CHIEF_LOST_EXIT_CODE = 5
+RUNNING, IDLE, STOPPED = (
+    trial_module.TrialStatus.RUNNING,
+    trial_module.TrialStatus.IDLE,
+    trial_module.TrialStatus.STOPPED,
+)
+COMPLETED, FAILED = trial_module.TrialStatus.COMPLETED, trial_module.TrialStatus.FAILED
+
+
+class ChiefLostError(KerasdiagError, keras_tuner.errors.FatalError):
+    """A worker could not reach its chief within ``chief_timeout`` seconds (exit code 5)."""
+
+    exit_code = CHIEF_LOST_EXIT_CODE
+
+
+def chief_lost_message(address: str, seconds: float, what: str) -> str:
+    return (
+        f"lost the search chief at {address}: no answer for {seconds:g} s ({what}); this "
+        "worker stops. Its trial goes to another worker; start the chief again (same command, "
+        "same run directory) and then this worker"
+    )
+
+
+# -- the oracle ------------------------------------------------------------------------------
+
+
+class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
+    """keras-tuner's random search with a lease on every running trial (see the module doc).
+
+    Args:
+        lease_seconds: how long a worker may stay silent (no heartbeat, no call) before its
+            trial goes to another worker.
+        max_lost: a trial whose worker was lost this many times is recorded as failed (a trial
+            that kills every process that runs it must not loop forever).
+        **kwargs: ``RandomSearchOracle``'s arguments.
+    """
+
+    def __init__(self, *args: Any, lease_seconds: float = 60.0, max_lost: int = 3, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lease_seconds = float(lease_seconds)
+        self.max_lost = int(max_lost)
+        self.last_seen: dict[str, float] = {}  # tuner id -> monotonic time of its last call
+        self.stopped_tuners: set[str] = set()  # told STOPPED: the search is over for them
+        self.lost: dict[str, int] = {}  # trial id -> workers lost while running it
+        # keras-tuner's "too many consecutive failures" stop, raised while ending a trial in a
+        # gRPC thread: kept here, every worker is told to stop, and serve() raises it.
+        self.fatal: RuntimeError | None = None
+        self._reloaded_ongoing: dict[str, str] = {}
+
+    # -- keras-tuner's entry points, with leases ---------------------------------------------
+
+    @synchronized
+    def create_trial(self, tuner_id: str) -> Any:
+        now = time.monotonic()
+        self.last_seen[tuner_id] = now
+        if self.fatal is not None:
+            self.stopped_tuners.add(tuner_id)
+            return trial_module.Trial(self.get_space(), status=STOPPED)
+        self.expire_leases(now)
+        if (
+            tuner_id not in self.ongoing_trials
+            and not self._retry_queue
+            and self.max_trials
+            and len(self.trials) >= self.max_trials
+            and self.ongoing_trials
+        ):
+            # Nothing new to hand out, but a leased trial may come back: wait, don't stop.
+            return trial_module.Trial(self.get_space(), status=IDLE)
+        trial = super().create_trial(tuner_id)
+        if trial.status == STOPPED:
+            self.stopped_tuners.add(tuner_id)
+        return trial
+
+    @synchronized
+    def heartbeat(self, tuner_id: str | None, trial_id: str) -> bool:
+        """Renew ``tuner_id``'s lease; True while it still holds ``trial_id``."""
+        if tuner_id is None:  # a client without our metadata: keras-tuner's own behaviour
+            return True
+        self.last_seen[tuner_id] = time.monotonic()
+        held = self.ongoing_trials.get(tuner_id)
+        return held is not None and held.trial_id == trial_id
+
+    @synchronized
+    def report(self, tuner_id: str | None, trial_id: str, metrics: dict, step: int) -> bool:
+        """``update_trial`` for the lease holder only; False (nothing recorded) for others."""
+        if not self.heartbeat(tuner_id, trial_id):
+            return False
+        self.update_trial(trial_id, metrics, step=step)
+        return True
+
+    @synchronized
+    def finish(self, tuner_id: str | None, trial: Any) -> bool:
+        """``end_trial`` for the lease holder only: a late result of a lost lease is dropped."""
+        if not self.heartbeat(tuner_id, trial.trial_id):
+            print(
+                f"search: result of trial {trial.trial_id} from {tuner_id} ignored: the trial "
+                "is no longer this worker's (its lease expired; recorded once, elsewhere)",
+                flush=True,
+            )
+            return False
+        try:
+            self.end_trial(trial)
+        except RuntimeError as exc:  # consecutive failures: the search cannot go on
+            self.fatal = exc
+            # keras-tuner raises before it lets go of the trial: let go of it here.
+            self.ongoing_trials.pop(tuner_id, None)
+        return True
+
+    @synchronized
+    def release(self, tuner_id: str, reason: str) -> None:
+        """Take ``tuner_id``'s trial back now (its process is known to be dead)."""
+        trial = self.ongoing_trials.pop(tuner_id, None)
+        if trial is not None:
+            self._requeue(trial, tuner_id, reason)
+
+    @synchronized
+    def expire_leases(self, now: float | None = None) -> list[str]:
+        """Re-queue the trials of workers silent for more than ``lease_seconds``; their ids."""
+        now = time.monotonic() if now is None else now
+        expired = []
+        for tuner_id, trial in list(self.ongoing_trials.items()):
+            seen = self.last_seen.setdefault(tuner_id, now)
+            if now - seen > self.lease_seconds:
+                del self.ongoing_trials[tuner_id]
+                self._requeue(trial, tuner_id, f"no word for {self.lease_seconds:g} s")
+                expired.append(trial.trial_id)
+        return expired
+
+    def _requeue(self, trial: Any, tuner_id: str, reason: str) -> None:
+        trial_id = trial.trial_id
+        self.lost[trial_id] = self.lost.get(trial_id, 0) + 1
+        if self.lost[trial_id] >= self.max_lost:
+            trial.status = FAILED
+            trial.message = f"lost {self.lost[trial_id]} workers while running it"
+            self.end_order.append(trial_id)
+            print(f"search: trial {trial_id} failed: {trial.message}", flush=True)
+        else:
+            self._retry_queue.append(trial_id)
+            print(
+                f"search: trial {trial_id} lost its worker {tuner_id} ({reason}); it goes to "
+                "the next free worker",
+                flush=True,
+            )
+        self._save_trial(trial)
+        self.save()
+
+    # -- the state of the search -------------------------------------------------------------
+
+    @synchronized
+    def exhausted(self) -> bool:
+        """No trial left to start (every trial created, or the space gave no new values)."""
+        if self.fatal is not None:
+            return True
+        if self._retry_queue:
+            return False
+        return bool(self.stopped_tuners) or bool(
+            self.max_trials and len(self.trials) >= self.max_trials
+        )
+
+    @synchronized
+    def over(self) -> bool:
+        """Every trial is recorded: nothing left to start and nothing running."""
+        return self.exhausted() and not self.ongoing_trials
+
+    @synchronized
+    def done_serving(self, now: float | None = None) -> bool:
+        """Over, and every worker heard from lately has been told to stop."""
+        now = time.monotonic() if now is None else now
+        if not self.over():
+            return False
+        return all(
+            tuner_id in self.stopped_tuners or now - seen > self.lease_seconds
+            for tuner_id, seen in self.last_seen.items()
+        )
+
+    # -- persistence: keep running trials leased across a chief restart ----------------------
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "lost": dict(self.lost)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.lost = dict(state.get("lost", {}))
+        self._reloaded_ongoing = dict(state.get("ongoing_trials", {}))
+
+    def reload(self) -> None:
+        # keras-tuner re-queues every running trial at once, so a worker still training one
+        # (the chief was restarted under it) and the next worker to ask would both train it.
+        # Keep them leased to their workers instead: one lease to check in, as after a start.
+        super().reload()
+        now = time.monotonic()
+        for tuner_id, trial_id in self._reloaded_ongoing.items():
+            if trial_id in self._retry_queue and trial_id in self.trials:
+                self._retry_queue.remove(trial_id)
+                self.trials[trial_id].status = RUNNING
+                self.ongoing_trials[tuner_id] = self.trials[trial_id]
+                self.last_seen[tuner_id] = now
+                # keras-tuner saves its state before its display notes a trial's start.
+                display = self._display
+                display.trial_start.setdefault(trial_id, datetime.now())
+                display.trial_number.setdefault(trial_id, len(self.trials))
+                display.search_start = display.search_start or datetime.now()
+        self._reloaded_ongoing = {}
+
+    def save(self) -> None:
+        # Atomically: a chief killed while saving must leave a state it can resume from.
+        import json
+
+        write_text_atomic(self._get_oracle_fname(), json.dumps(self.get_state()))
+
+
+def record_from_ledger(oracle: LeasedRandomSearchOracle, finished: dict[int, dict]) -> list[str]:
+    """Record running trials that the ledger says finished (their worker could not report it).
+
+    ``finished`` maps trial number -> the ledger's ``end`` event. A worker writes that event before
+    it reports to the chief; if the chief was down then, the result is only in the ledger, and
+    taking it from there is what keeps a restarted chief from training the trial again.
+    """
+    objective = oracle.objective.name
+    worst = float("-inf") if oracle.objective.direction == "max" else float("inf")
+    recorded = []
+    for tuner_id, trial in list(oracle.ongoing_trials.items()):
+        event = finished.get(int(trial.trial_id))
+        if event is None:
+            continue
+        score = event.get("score")
+        metrics = {
+            objective: worst if score is None else float(score),
+            "epochs_run": float(event.get("epochs") or 0),
+            "diverged": float(event.get("status") == "diverged"),
+        }
+        if event.get("status") == "failed":
+            trial.status, trial.message = FAILED, str(event.get("message", ""))
+        else:
+            oracle.update_trial(trial.trial_id, metrics, step=0)
+            trial.status = COMPLETED
+        oracle.end_trial(trial)
+        oracle.ongoing_trials.pop(tuner_id, None)
+        recorded.append(trial.trial_id)
+        print(
+            f"search: trial {trial.trial_id} had finished on {event.get('tuner')} before the chief "
+            "heard of it; recorded from search/ledger.jsonl, not trained again",
+            flush=True,
+        )
+    return recorded
+
+
+# -- the chief -------------------------------------------------------------------------------
+
+
+def _caller(context: Any) -> str | None:
+    return dict(context.invocation_metadata() or ()).get(METADATA_KEY)
+
+
+class LeasedServicer(oracle_chief.OracleServicer):
+    """keras-tuner's servicer, telling the oracle who calls (gRPC metadata ``kerasdiag-tuner-id``).
+
+    ``UpdateTrial`` without metrics is the heartbeat; its reply's trial status is ``STOPPED``
+    when the caller no longer holds the trial (keras-tuner's way to stop a trial early).
+    """
+
+    def UpdateTrial(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's names
+        tuner_id = _caller(context)
+        metrics = dict(request.metrics)
+        if metrics:
+            held = self.oracle.report(tuner_id, request.trial_id, metrics, int(request.step))
+        else:
+            held = self.oracle.heartbeat(tuner_id, request.trial_id)
+        trial = trial_module.Trial.from_proto(self.oracle.get_trial(request.trial_id).to_proto())
+        if not held:
+            trial.status = STOPPED
+        return protos.get_service().UpdateTrialResponse(trial=trial.to_proto())
+
+    def EndTrial(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.oracle.finish(_caller(context), trial_module.Trial.from_proto(request.trial))
+        return protos.get_service().EndTrialResponse()
+
+
+def start_server(oracle: LeasedRandomSearchOracle, address: str) -> tuple[Any, int]:
+    """Serve ``oracle`` on ``address`` (``ip:port``, port 0: any free one); (server, port)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    protos.get_service_grpc().add_OracleServicer_to_server(LeasedServicer(oracle), server)
+    port = server.add_insecure_port(address)
+    if not port:
+        raise KerasdiagError(
+            f"search chief cannot listen on {address} (port in use, or not this machine's "
+            "address); set KERASTUNER_ORACLE_PORT to a free port"
+        )
+    server.start()
+    return server, port
+
+
+def serve(
+    oracle: LeasedRandomSearchOracle,
+    address: str,
+    *,
+    done: Callable[[], bool] | None = None,
+    tick: Callable[[int], None] | None = None,
+    poll: float = 0.2,
+) -> None:
+    """The chief: serve until ``done()`` (default: :meth:`~LeasedRandomSearchOracle.done_serving`),
+    expiring leases every ``poll`` seconds. ``tick(port)`` runs each round (local workers)."""
+    server, port = start_server(oracle, address)
+    done = done or oracle.done_serving
+    try:
+        while True:
+            oracle.expire_leases()
+            if tick is not None:
+                tick(port)
+            if done():
+                break
+            time.sleep(poll)
+    finally:
+        server.stop(grace=1).wait()
+    if oracle.fatal is not None:
+        raise oracle.fatal
+
+
+# -- the workers -----------------------------------------------------------------------------
+
+_RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class LeasedOracleClient(oracle_client.OracleClient):
+    """keras-tuner's ``OracleClient`` with deadlines, the caller's id, and waits when idle.
+
+    Each call waits at most ``chief_timeout`` seconds in all for the chief (retrying while it
+    is unreachable: a chief that restarts in time is picked up again), then raises
+    :class:`ChiefLostError`. ``IDLE`` answers (a leased trial may still come back) are
+    followed by a ``poll``-second pause before the tuner asks again.
+    """
+
+    def __init__(self, oracle: Any, *, chief_timeout: float, poll: float = 0.5):
+        super().__init__(oracle)
+        self.address = (
+            f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+        )
+        # gRPC's reconnect backoff grows to 2 minutes: a chief restarted within chief_timeout
+        # would be found too late. Retry the connection every second at most.
+        channel = grpc.insecure_channel(self.address, options=[
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ])  # fmt: skip
+        self.stub = protos.get_service_grpc().OracleStub(channel)
+        self.chief_timeout = float(chief_timeout)
+        self.poll = float(poll)
+        self.metadata = ((METADATA_KEY, self.tuner_id),)
+
+    def call(self, name: str, request: Any, timeout: float | None = None) -> Any:
+        """One RPC, retried while the chief is unreachable, for ``timeout`` s at most in all."""
+        budget = self.chief_timeout if timeout is None else timeout
+        start = time.monotonic()
+        while True:
+            left = budget - (time.monotonic() - start)
+            try:
+                return getattr(self.stub, name)(
+                    request,
+                    wait_for_ready=True,
+                    timeout=max(0.1, min(left, 10.0)),
+                    metadata=self.metadata,
+                )
+            except grpc.RpcError as exc:
+                if exc.code() not in _RETRY:
+                    detail = " ".join(str(exc.details()).split())[-300:]
+                    raise KerasdiagError(f"search chief at {self.address}: {detail}") from None
+                if time.monotonic() - start >= budget:
+                    raise ChiefLostError(
+                        chief_lost_message(self.address, budget, f"{name} call")
+                    ) from None
+
+    def get_space(self) -> Any:
+        response = self.call("GetSpace", protos.get_service().GetSpaceRequest())
+        return keras_tuner.HyperParameters.from_proto(response.hyperparameters)
+
+    def update_space(self, hyperparameters: Any) -> None:
+        request = protos.get_service().UpdateSpaceRequest(
+            hyperparameters=hyperparameters.to_proto()
+        )
+        self.call("UpdateSpace", request)
+
+    def create_trial(self, tuner_id: str) -> Any:
+        request = protos.get_service().CreateTrialRequest(tuner_id=tuner_id)
+        trial = trial_module.Trial.from_proto(self.call("CreateTrial", request).trial)
+        if trial.status == IDLE:
+            time.sleep(self.poll)
+        return trial
+
+    def update_trial(self, trial_id: str, metrics: dict, step: int = 0) -> Any:
+        request = protos.get_service().UpdateTrialRequest(
+            trial_id=trial_id, metrics=metrics, step=step
+        )
+        return trial_module.Trial.from_proto(self.call("UpdateTrial", request).trial)
+
+    def end_trial(self, trial: Any) -> None:
+        self.call("EndTrial", protos.get_service().EndTrialRequest(trial=trial.to_proto()))
+
+    def get_trial(self, trial_id: str) -> Any:
+        request = protos.get_service().GetTrialRequest(trial_id=trial_id)
+        return trial_module.Trial.from_proto(self.call("GetTrial", request).trial)
+
+    def get_best_trials(self, num_trials: int = 1) -> list:
+        request = protos.get_service().GetBestTrialsRequest(num_trials=num_trials)
+        response = self.call("GetBestTrials", request)
+        return [trial_module.Trial.from_proto(t) for t in response.trials]
+
+
+class Heartbeat(keras.callbacks.Callback):
+    """Renew this worker's lease every ``every`` seconds while a trial trains.
+
+    A background thread sends the heartbeat (an epoch can be longer than a lease). When the
+    chief says the trial is no longer this worker's (its lease expired and the trial went
+    elsewhere), training stops at the next batch and ``lost`` is True. When the chief cannot be
+    reached for ``chief_timeout`` seconds, the process prints one ``error:`` line and exits with
+    code 5 at once: a worker never trains on for a chief that is gone.
+    """
+
+    def __init__(self, client: LeasedOracleClient, trial_id: str, every: float):
+        super().__init__()
+        self.client = client
+        self.trial_id = trial_id
+        self.every = float(every)
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kerasdiag-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)  # a call in flight ends on its own
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self.lost:
+            self.model.stop_training = True
+
+    def _run(self) -> None:
+        request = protos.get_service().UpdateTrialRequest(trial_id=self.trial_id)
+        while not self._stop.wait(self.every):
+            try:
+                reply = self.client.call("UpdateTrial", request)
+            except ChiefLostError as exc:
+                if self._stop.is_set():
+                    return
+                if not os.environ.get("KERASDIAG_SEARCH_WORKER"):  # else its supervisor says it
+                    print(f"error: {exc}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(CHIEF_LOST_EXIT_CODE)
+            except KerasdiagError:
+                continue  # the chief answered with an error: it is alive; try again later
+            if trial_module.Trial.from_proto(reply.trial).status == STOPPED:
+                self.lost = True
+                return

@@ -1,0 +1,226 @@
+"""Trials in fresh processes: a search's memory stays flat however many trials it runs.
+
+A TensorFlow process that trains one model after another grows by a few MB per model even
+after ``keras.backend.clear_session()`` (keras-tuner #395, #873): graphs, traced functions and
+allocator caches that are never given back. A search therefore trains its trials in worker
+processes, each ending after ``tuner.trials_per_process`` trials; a new one takes its place.
+They are ordinary keras-tuner workers of :mod:`kerasdiag.search.distributed` (leases, heartbeats,
+deadlines), talking to the search's chief on 127.0.0.1:
+
+- a local search serves its oracle on a free port of 127.0.0.1 and keeps ``tuner.workers``
+  worker processes running (:class:`WorkerPool` in the chief's loop);
+- a distributed worker (``KERASTUNER_TUNER_ID=tuner0``) is a supervisor: it runs the same worker
+  processes one after another against the remote chief (:func:`supervise`).
+
+A worker process dies with its parent (Linux ``PR_SET_PDEATHSIG``), so killing a search or a
+worker never leaves a trial training on its own.
+
+    python -m kerasdiag.search.worker CONFIG.yaml RUN_DIR STAGE MAX_TRIALS
+
+Exit codes: 0 the stage has no trial left, 10 ran MAX_TRIALS (start another), 5 lost the chief,
+2 bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RECYCLE_EXIT_CODE = 10
+CHIEF_LOST_EXIT_CODE = 5  # as kerasdiag.search.distributed (no TensorFlow imported here)
+ENV_SUPERVISED = "KERASDIAG_SEARCH_WORKER"
+MAX_CRASHES = 3  # worker processes in a row that die without a word: the search stops
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds kerasdiag/ and recipes/
+
+
+@contextlib.contextmanager
+def config_file(cfg: DictConfig) -> Iterator[Path]:
+    """The resolved config in a private temporary file, for worker processes to read."""
+    folder = tempfile.mkdtemp(prefix="kerasdiag-search-")
+    path = Path(folder) / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` ends (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it ended before the line above
+        os._exit(1)
+
+
+def spawn(
+    cfg_path: Path, run_dir: Path, stage: int, max_trials: int, env: dict[str, str]
+) -> subprocess.Popen:
+    """Start one worker process (``python -m kerasdiag.search.worker ...``)."""
+    env = {**os.environ, **env}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    for var in ("no_proxy", "NO_PROXY"):  # gRPC honours proxy variables: never for the chief
+        env[var] = ",".join(p for p in (env.get(var, ""), "127.0.0.1,localhost") if p)
+    command = [sys.executable, "-m", "kerasdiag.search.worker", str(cfg_path), str(run_dir),
+               str(stage), str(max_trials)]  # fmt: skip
+    env[ENV_SUPERVISED] = str(os.getpid())
+    return subprocess.Popen(command, env=env)
+
+
+class WorkerPool:
+    """``count`` local worker processes for one stage, restarted until its oracle is over.
+
+    Called by the chief's loop (:func:`~kerasdiag.search.distributed.serve`) with the port it
+    listens on. A process that ends after its share of trials is replaced; one that dies gives
+    its trial back at once (no need to wait for the lease) and is replaced too.
+    """
+
+    def __init__(self, oracle: Any, cfg_path: Path, run_dir: Path, stage: int, count: int,
+                 max_trials: int):  # fmt: skip
+        self.oracle = oracle
+        self.cfg_path, self.run_dir, self.stage = cfg_path, run_dir, stage
+        self.max_trials = max_trials
+        self.procs: list[tuple[str, subprocess.Popen] | None] = [None] * count
+        self.started = 0
+        self.crashes = 0
+
+    def tick(self, port: int) -> None:
+        from kerasdiag.errors import KerasdiagError
+
+        for slot, entry in enumerate(self.procs):
+            if entry is not None:
+                tuner_id, proc = entry
+                code = proc.poll()
+                if code is None:
+                    continue
+                self.procs[slot] = None
+                if code == RECYCLE_EXIT_CODE or code == 0:
+                    self.crashes = 0
+                else:
+                    self.oracle.release(tuner_id, f"its process ended with exit code {code}")
+                    self.crashes += 1
+                    if code == 2 or self.crashes >= MAX_CRASHES:
+                        raise KerasdiagError(
+                            f"search stopped: worker processes end with exit code {code} "
+                            f"({self.crashes} in a row); their output above says why"
+                        )
+            if not self.oracle.exhausted():
+                tuner_id = f"proc{self.started}"
+                self.started += 1
+                env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
+                       "KERASTUNER_TUNER_ID": tuner_id}  # fmt: skip
+                self.procs[slot] = (tuner_id, spawn(self.cfg_path, self.run_dir, self.stage,
+                                                    self.max_trials, env))  # fmt: skip
+
+    def idle(self) -> bool:
+        """No worker process alive."""
+        return all(entry is None or entry[1].poll() is not None for entry in self.procs)
+
+    def done(self) -> bool:
+        return self.oracle.over() and self.idle()
+
+    def close(self) -> None:
+        for entry in self.procs:
+            if entry is not None and entry[1].poll() is None:
+                entry[1].kill()
+                entry[1].wait()
+
+
+def supervise(cfg_path: Path, run_dir: Path, stage: int, max_trials: int) -> None:
+    """A distributed worker: worker processes one after another until the stage is over.
+
+    Raises ChiefLostError when one lost the chief, KerasdiagError when they keep dying.
+    """
+    from kerasdiag.errors import KerasdiagError
+    from kerasdiag.search.distributed import ChiefLostError, chief_lost_message
+
+    base = os.environ["KERASTUNER_TUNER_ID"]
+    crashes = 0
+    for n in range(1_000_000):
+        proc = spawn(cfg_path, run_dir, stage, max_trials, {"KERASTUNER_TUNER_ID": f"{base}.{n}"})
+        try:
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if code == 0:
+            return
+        if code == RECYCLE_EXIT_CODE:
+            crashes = 0
+            continue
+        if code == CHIEF_LOST_EXIT_CODE:
+            address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+            timeout = float(OmegaConf.load(cfg_path).tuner.chief_timeout)
+            raise ChiefLostError(chief_lost_message(address, timeout, "worker process"))
+        crashes += 1
+        if code == 2 or crashes >= MAX_CRASHES:
+            raise KerasdiagError(
+                f"search worker stopped: its trial processes end with exit code {code} "
+                f"({crashes} in a row); their output above says why"
+            )
+        time.sleep(1.0)
+
+
+def load_worker_config(path: str | os.PathLike) -> DictConfig:
+    """The config a worker process trains with: the file, typed by the schema, validated."""
+    from kerasdiag.config import validate_config
+    from kerasdiag.config.compose import _schema
+
+    cfg = OmegaConf.merge(_schema(), OmegaConf.load(path))
+    OmegaConf.set_readonly(cfg, False)
+    validate_config(cfg)
+    return cfg
+
+
+def main(argv: list[str]) -> int:
+    """Run one worker process; returns its exit code (see the module docstring)."""
+    if os.environ.get(ENV_SUPERVISED, "").isdigit():
+        die_with_parent(int(os.environ[ENV_SUPERVISED]))
+    cfg_path, run_dir, stage_number, max_trials = argv[0], Path(argv[1]), int(argv[2]), int(argv[3])
+    from kerasdiag.data import load_dataset
+    from kerasdiag.errors import KerasdiagError
+    from kerasdiag.pipeline import seed_everything
+    from kerasdiag.search.distributed import ChiefLostError
+    from kerasdiag.search.oracle import build_oracle, validate_search
+    from kerasdiag.search.tuner import RECYCLED, TrialTuner
+
+    try:
+        cfg = load_worker_config(cfg_path)
+        space, stages = validate_search(cfg)
+        stage = stages[stage_number - 1]
+        seed_everything(cfg.trainer)
+        data = load_dataset(cfg.data)
+        tuner = TrialTuner(build_oracle(space, stage, cfg.tuner), cfg=cfg, data=data,
+                           space=space, stage=stage, run_dir=run_dir)  # fmt: skip
+        outcome = tuner.search(max_trials=max_trials or None)
+    except ChiefLostError as exc:
+        if not os.environ.get(ENV_SUPERVISED):
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return CHIEF_LOST_EXIT_CODE
+    except KerasdiagError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    return RECYCLE_EXIT_CODE if outcome == RECYCLED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,240 @@
+"""Faults on disk and in the numbers: a corrupt backup, a disk that fills up, a read-only run
+directory, an lr that overflows float32, a NaN no callback raised on, and two processes racing
+for one run directory. Each ends in one ``error:`` line with its documented exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerasdiag import cli
+from kerasdiag.errors import KerasdiagError
+from kerasdiag.io import TMP_PREFIX
+from kerasdiag.rundir import LOCK_FILE
+
+from conftest import run_train
+
+FAST = ["sanity=off", "monitors=off", "trainer.tensorboard=false", "trainer.verbose=0"]
+
+
+def _errors(proc) -> list[str]:
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+
+
+# -- non-finite learning rates and losses ------------------------------------------------------
+
+
+def test_an_lr_that_overflows_float32_is_refused_before_training(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_train("optimizer.lr=1e308", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert _errors(proc) == [
+        "error: invalid config: optimizer.lr=1e+308: must be finite in float32 (at most 3.403e+38)"
+    ]
+    assert not run_dir.exists()
+
+
+def test_a_nan_the_doctor_stopped_on_first_still_ends_as_a_nan_stop(tmp_path):
+    # lr 3e38 is finite in float32; the first step makes the weights Inf/NaN while the loss of
+    # that batch is finite, so the TrainingDoctor stops training before NaNStop sees a NaN loss.
+    run_dir = tmp_path / "run"
+    proc = run_train("sanity=off", "trainer.epochs=2", "trainer.tensorboard=false",
+                     "optimizer.lr=3e38", f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert len(_errors(proc)) == 1 and "became nan" in _errors(proc)[0]
+    record = json.loads((run_dir / "nan.json").read_text())
+    assert record["loss"] == "nan" and record["advice"]
+    assert not (run_dir / "test_metrics.json").exists()  # never counted as a finished run
+
+
+# -- the resume backup -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_xy():
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x[:400] / 16.0).astype("float32"), y[:400].astype("int64")
+
+
+def _backed_up_fit(backup: Path, digits_xy, epochs: int):
+    import keras
+
+    from kerasdiag.callbacks.backup import RunBackup
+
+    x, y = digits_xy
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(10)])  # fmt: skip
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    es = keras.callbacks.EarlyStopping(patience=50, restore_best_weights=True)
+    backup_cb = RunBackup(backup, track=[es], delete_on_train_end=False)
+    model.fit(x, y, validation_split=0.25, epochs=epochs, verbose=0, callbacks=[es, backup_cb])
+
+
+def test_weights_overwritten_inside_a_valid_hdf5_backup_are_refused(tmp_path, digits_xy):
+    import h5py
+
+    backup = tmp_path / "backup"
+    _backed_up_fit(backup, digits_xy, 2)
+    state = json.loads((backup / "state.json").read_text())
+    weights = backup / state["weights"]
+    with h5py.File(weights, "r+") as f:  # still a perfectly valid HDF5 file afterwards
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        kernel = next(n for n in names if n.endswith("vars/0") and "dense" in n)
+        f[kernel][...] = np.full(f[kernel].shape, 1e4, dtype=f[kernel].dtype)
+    with pytest.raises(KerasdiagError) as info:
+        _backed_up_fit(backup, digits_xy, 4)
+    message = str(info.value)
+    assert "\n" not in message and f"backup file {weights} is corrupt" in message
+    assert f"Delete {backup}" in message
+
+
+def test_a_truncated_early_stopping_npz_is_refused_in_one_line(tmp_path, digits_xy):
+    backup = tmp_path / "backup"
+    _backed_up_fit(backup, digits_xy, 2)
+    npz = next(backup.glob("*best_weights.npz"))
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    with pytest.raises(KerasdiagError, match=f"backup file {npz} is corrupt"):
+        _backed_up_fit(backup, digits_xy, 4)
+
+
+def test_an_intact_backup_resumes(tmp_path, digits_xy):
+    backup = tmp_path / "backup"
+    _backed_up_fit(backup, digits_xy, 2)
+    state = json.loads((backup / "state.json").read_text())
+    assert len(state["checksums"]) == 2 and all(len(v) == 64 for v in state["checksums"].values())
+    # As if killed after epoch 2 of 3 (the fit above ended, which marks the backup finished).
+    (backup / "state.json").write_text(json.dumps({**state, "finished": False}))
+    _backed_up_fit(backup, digits_xy, 3)
+    assert json.loads((backup / "state.json").read_text())["epoch"] == 3
+
+
+# -- disk full, read-only ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(where: Path, size: str) -> Path:
+    """A real tmpfs of ``size``, mounted at ``where`` (root with CAP_SYS_ADMIN only)."""
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_is_one_line_exit_4_and_no_half_written_file(tmp_path):
+    from kerasdiag.io import load_model_safely
+
+    with tiny_tmpfs(tmp_path / "disk", "300k") as disk:
+        run_dir = disk / "run"
+        proc = run_train(*FAST, "trainer.epochs=40", "trainer.early_stopping.enabled=false",
+                         "model.hidden_units=[256]", f"hydra.run.dir={run_dir}")  # fmt: skip
+        assert proc.returncode == 4, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        [line] = _errors(proc)
+        assert "No space left on device" in line and str(run_dir) in line
+        assert not [p for p in run_dir.rglob("*") if p.name.startswith(TMP_PREFIX)]
+        for path in run_dir.rglob("*.keras"):
+            load_model_safely(path)  # every file there is whole
+        for path in run_dir.rglob("*.json"):
+            json.loads(path.read_text())
+
+
+def test_a_read_only_run_directory_is_one_line_exit_4(tmp_path):
+    with tiny_tmpfs(tmp_path / "ro", "1m") as mount:
+        (mount / "old").mkdir()  # an existing directory, and a new one, on a read-only disk
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        for run_dir in (mount / "new", mount / "old"):
+            proc = run_train(*FAST, f"hydra.run.dir={run_dir}")
+            assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+            [line] = _errors(proc)
+            assert "Read-only file system" in line and str(run_dir) in line
+
+
+# -- claiming a run directory ------------------------------------------------------------------
+
+
+def _hold_lock(run_dir: Path) -> subprocess.Popen:
+    """Another process holding the run directory's lock (as a winner that is loading data)."""
+    code = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir / LOCK_FILE)],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@pytest.mark.parametrize("made_here", [False, True])
+def test_a_refused_process_never_removes_a_directory_another_one_uses(tmp_path, monkeypatch,
+                                                                      made_here):  # fmt: skip
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("winner: true\n")
+    holder = _hold_lock(run_dir)
+    try:
+        # Refused after its preflight passed (the winner took the lock in between): whether it
+        # found the directory or made it, the directory is the winner's now.
+        monkeypatch.setattr(cli, "_made_run_dir", made_here)
+        with pytest.raises(SystemExit) as exit_info:
+            with cli.exit_on_user_error(run_dir):
+                raise KerasdiagError(f"run directory {run_dir} is in use by another process")
+        assert exit_info.value.code == 2
+        assert (run_dir / ".hydra" / "config.yaml").read_text() == "winner: true\n"
+        assert (run_dir / LOCK_FILE).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_refused_process_removes_only_an_empty_directory_it_made(tmp_path, monkeypatch):
+    found, made = tmp_path / "found", tmp_path / "made"
+    for run_dir, mine in ((found, False), (made, True)):
+        (run_dir / ".hydra").mkdir(parents=True)
+        monkeypatch.setattr(cli, "_made_run_dir", mine)
+        with pytest.raises(SystemExit):
+            with cli.exit_on_user_error(run_dir):
+                raise KerasdiagError("bad input")
+    assert found.is_dir() and not made.exists()
+
+
+def test_two_processes_started_on_one_new_directory_one_runs_one_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, str(Path(cli.__file__).parents[1] / "scripts" / "train.py"),
+               *FAST, "trainer.epochs=2", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # fmt: skip
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "in use by another kerasdiag process" in refused or "already holds" in refused
+    assert (run_dir / "test_metrics.json").is_file() and (run_dir / "metrics.csv").is_file()
+
+
+def test_file_errors_read_as_one_line_naming_the_path_and_the_cause(tmp_path):
+    with pytest.raises(IsADirectoryError) as info:
+        open(tmp_path)  # a directory where a file is expected: a real EISDIR
+    line = cli.os_error_line(info.value)
+    assert line == (f"cannot write or read {tmp_path}: Is a directory; a directory stands where "
+                    "a file is expected: move it away")  # fmt: skip
+    # h5py reports its errno in the text only
+    h5 = OSError("Unable to synchronously create file (file write failed: errno = 28, "
+                 "error message = 'No space left on device', name = '/r/backup/w.weights.h5')")  # fmt: skip
+    assert cli.os_error_line(h5).startswith(
+        "cannot write or read /r/backup/w.weights.h5: No space left on device; the disk is full"
+    )
