@@ -381,12 +381,22 @@ HEALTHY: list[Entry] = [
         layer="conv",
     ),
     Entry("mixed_float16", mixed_float16, layer="conv"),
-    Entry("tf_data_sample_weights", small_cnn, fit={"sample_weight": True, "tf_data": True},
-          layer="conv"),  # fmt: skip
+    Entry(
+        "tf_data_sample_weights",
+        small_cnn,
+        fit={"sample_weight": True, "tf_data": True},
+        layer="conv",
+    ),  # fmt: skip
 ]
 FAULTY: list[Entry] = [
-    Entry("bn_resnet_grad_bug", lambda: resnet(scale=1.1), fault="grad_bug", layer="custom_conv",
-          batch_size=64, epochs=1),  # fmt: skip
+    Entry(
+        "bn_resnet_grad_bug",
+        lambda: resnet(scale=1.1),
+        fault="grad_bug",
+        layer="custom_conv",
+        batch_size=64,
+        epochs=1,
+    ),  # fmt: skip
     Entry("lr_far_too_high", lr_high, fault="lr_high"),
     Entry("vanishing_sigmoid", sigmoid_stack, fault="vanishing", epochs=2),
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from model_zoo import Entry, sample_weights
 
 from kerasdiag.callbacks import (
     ActivationHistograms,
@@ -30,8 +31,6 @@ from kerasdiag.sanity import (
     check_regularization_raises_loss,
     overfit_small_subset,
 )
-
-from model_zoo import Entry, sample_weights
 
 PIECES = (
     "check_gradients",
@@ -143,7 +142,10 @@ def monitors(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str
     found = [str(w.message) for w in caught if issubclass(w.category, MonitorWarning)]
     if found:
         return "caught", line + " | ".join(m[:160] for m in found[:3])
-    return "pass", line + f"{len(grads.history)} gradient probes, {len(ratios.history)} ratios, quiet"
+    return (
+        "pass",
+        line + f"{len(grads.history)} gradient probes, {len(ratios.history)} ratios, quiet",
+    )
 
 
 def doctor(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:

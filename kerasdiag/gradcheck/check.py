@@ -31,11 +31,11 @@ import numpy as np
 
 from kerasdiag.gradcheck.finite_diff import RETRY_STEPS, final, run_attempts
 from kerasdiag.gradcheck.kinks import crossed
-from kerasdiag.gradcheck.objective import PARTS, ModelObjective, uses_batch_statistics
+from kerasdiag.gradcheck.objective import PARTS, ModelObjective
 from kerasdiag.gradcheck.report import ElementCheck, GradcheckReport, summarize
 from kerasdiag.gradcheck.sampling import stratified_sample, unravel
 from kerasdiag.gradcheck.verdict import TINY, smooth_tolerance, tolerance_note
-from kerasdiag.sanity.outputs import count
+from kerasdiag.sanity.outputs import count, uses_batch_statistics
 
 # More than this share of entries crossing kinks means too many data points or a large h.
 _KINK_SHARE = 0.25

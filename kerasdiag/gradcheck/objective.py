@@ -37,7 +37,14 @@ from kerasdiag.gradcheck.clone import FLOAT64, clone_float64, float64_loss
 from kerasdiag.gradcheck.kinks import KinkRecorder
 from kerasdiag.gradcheck.perturb import batched
 from kerasdiag.gradcheck.warmup import warm_up
-from kerasdiag.sanity.outputs import as_arrays, as_list, loss_terms, output_names, take
+from kerasdiag.sanity.outputs import (
+    as_arrays,
+    as_list,
+    loss_terms,
+    output_names,
+    take,
+    uses_batch_statistics,
+)
 
 PARTS = ("data", "regularization")
 
@@ -89,13 +96,6 @@ def resolve_loss(model: keras.Model, loss: Any) -> Any:
 def _float64_mean(loss: Any) -> Any:
     loss = float64_loss(loss)
     return loss if isinstance(loss, keras.losses.Loss) else _mean_loss(loss)
-
-
-def uses_batch_statistics(model: keras.Model) -> bool:
-    """Whether ``model`` has BatchNormalization, which trains on batch statistics: its
-    gradients are those of the training-mode forward, not of the inference-mode one."""
-    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else []
-    return any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
 
 
 class ModelObjective:
@@ -188,8 +188,14 @@ class ModelObjective:
         return (
             data,
             reg,
-            [tf.convert_to_tensor(g) for g in tape.gradient(data, self.values, unconnected_gradients=zero)],
-            [tf.convert_to_tensor(g) for g in tape.gradient(reg, self.values, unconnected_gradients=zero)],
+            [
+                tf.convert_to_tensor(g)
+                for g in tape.gradient(data, self.values, unconnected_gradients=zero)
+            ],
+            [
+                tf.convert_to_tensor(g)
+                for g in tape.gradient(reg, self.values, unconnected_gradients=zero)
+            ],
         )
 
     def gradients(self) -> dict[str, Any]:

@@ -255,4 +255,3 @@ def _entry_line(e: ElementCheck) -> str:
         for a in e.attempts
     )
     return f"{e.part} {e.variable}{list(e.index)} {e.verdict}: analytic {e.analytic:.6e}; {tries}"
-

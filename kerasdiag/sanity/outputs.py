@@ -100,6 +100,13 @@ def loss_terms(model: keras.Model, loss: Any = None) -> list[tuple[str, Any, flo
     return [(n, fn, _weight(weights, names, n)) for n, fn in zip(picked, losses, strict=True)]
 
 
+def uses_batch_statistics(model: keras.Model) -> bool:
+    """Whether ``model`` has BatchNormalization, which trains on batch statistics: checks
+    of how it trains run it in training mode, as ``fit`` does."""
+    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else []
+    return any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
+
+
 def _weight(weights: Any, names: list[str], name: str) -> float:
     if weights is None:
         return 1.0
