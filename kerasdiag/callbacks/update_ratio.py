@@ -26,7 +26,11 @@ class UpdateRatioMonitor(StepMonitor):
     Every ``freq`` optimizer steps the monitor keeps the values of all trainable variables
     before the step and compares them with the values after it: for plain SGD this is
     ||lr * dW|| / ||W||. Around 1e-3 is healthy; much lower means the learning rate is too
-    low, much higher that it is too high. At the end of each epoch the median ratio of each
+    low, much higher that it is too high. An adaptive optimizer (Adam, RMSprop, ...) moves
+    every weight by about lr per step, so its ratio is about lr / rms(W) and the upper end
+    of its band is 0.3 (see :func:`~kerasdiag.callbacks.stats.update_ratio_band`); an
+    Embedding table's ratio is over the rows the step updated (a batch looks up a few rows
+    of the vocabulary). At the end of each epoch the median ratio of each
     layer's largest variable (its kernel; zero-initialised biases say nothing about the
     learning rate) over that epoch's measurements after step 0 is compared with
     ``[low, high]`` and a :class:`~kerasdiag.callbacks.base.MonitorWarning` names the likely
@@ -49,7 +53,8 @@ class UpdateRatioMonitor(StepMonitor):
         csv_path: CSV file with columns step, epoch, variable, ratio, layer, rewritten at
             each epoch end. None: no file.
         low: lower end of the healthy band (default 1e-4).
-        high: upper end of the healthy band (default 1e-2).
+        high: upper end of the healthy band (default: 1e-2 for SGD-style optimizers, 0.3
+            for adaptive ones).
 
     Attributes:
         history: all measurements, rows (step, epoch, variable, ratio, layer).
@@ -63,15 +68,16 @@ class UpdateRatioMonitor(StepMonitor):
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
         low: float = stats.UPDATE_RATIO_LOW,
-        high: float = stats.UPDATE_RATIO_HIGH,
+        high: float | None = None,
     ):
         super().__init__(
             freq, log_dir, "update_ratio", csv_path, ["step", "epoch", "variable", "ratio", "layer"]
         )
         self.low = check_positive_float("low", low)
-        self.high = check_positive_float("high", high)
-        if self.low >= self.high:
+        self._high = None if high is None else check_positive_float("high", high)
+        if self._high is not None and self.low >= self._high:
             raise ValueError(f"`low` must be below `high`. Received: low={low}, high={high}")
+        self.high = stats.UPDATE_RATIO_HIGH if high is None else self._high
         self.findings: list[dict] = []
         self._pending = None
         self._epoch_ratios: dict[str, list[float]] = defaultdict(list)
@@ -83,6 +89,7 @@ class UpdateRatioMonitor(StepMonitor):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
+        self.low, self.high = stats.update_ratio_band(self.model.optimizer, self.low, self._high)
         self._variables = list(self.model.trainable_variables)
         self._names = [v.path for v in self._variables]
         self._layers = stats.variable_layers(self.model)
