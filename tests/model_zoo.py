@@ -178,14 +178,15 @@ def text_cnn() -> tuple[keras.Model, Any, Any]:
     model = keras.Sequential(
         [
             keras.Input((64,), dtype="int32"),
-            keras.layers.Embedding(17, 16, name="embedding"),
-            keras.layers.Conv1D(32, 5, activation="relu", name="conv", kernel_regularizer=L2),
-            keras.layers.GlobalMaxPooling1D(),
+            keras.layers.Embedding(17, 8, name="embedding"),
+            keras.layers.Conv1D(16, 3, activation="relu", name="conv", kernel_regularizer=L2),
+            keras.layers.MaxPooling1D(2),
+            keras.layers.Flatten(),
             keras.layers.Dense(10, name="logits"),
         ],
         name="text_cnn",
     )
-    return _compile(model), tokens, y
+    return _compile(model, lr=3e-3), tokens, y
 
 
 def _rows() -> tuple[np.ndarray, np.ndarray]:
