@@ -115,6 +115,8 @@ def test_zero_gradients_are_unverified_not_ok():
 def test_update_ratio_band_follows_the_optimizer():
     assert stats.update_ratio_band(keras.optimizers.SGD(0.1)) == (1e-4, 1e-2)
     assert stats.update_ratio_band(keras.optimizers.Adam())[1] == stats.ADAPTIVE_UPDATE_RATIO_HIGH
+    sparse = stats.update_ratio_band(keras.optimizers.Adam(), sparse=True)
+    assert sparse[1] == stats.ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH
     assert stats.update_ratio_band(keras.optimizers.Adam(), high=0.05) == (1e-4, 0.05)
 
 

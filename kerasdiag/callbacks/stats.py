@@ -17,11 +17,14 @@ import tensorflow as tf
 # Healthy band of the update/weight ratio ||W_after - W_before|| / ||W_before|| (M3: ~1e-3).
 UPDATE_RATIO_LOW = 1e-4
 UPDATE_RATIO_HIGH = 1e-2
-# An adaptive optimizer (Adam, RMSprop, ...) moves every weight by about lr per step whatever
-# its gradient, so its ratio is about lr / rms(W): Adam at lr=1e-3 on an embedding initialised
-# uniform(-0.05, 0.05) (rms 0.03) gives ~3e-2 and trains well. Its upper end: a step that
-# moves the weights by more than this share of their size.
-ADAPTIVE_UPDATE_RATIO_HIGH = 0.3
+# An adaptive optimizer (Adam, RMSprop, ...) moves every weight by up to about lr per step
+# whatever its gradient, so its ratio is up to lr / rms(W). For a Glorot-initialised kernel
+# (rms ~0.1) Adam gives ~5e-3 at lr=1e-3, ~3e-2 at 1e-2, ~7e-2 at 0.1 and ~0.1 at 1.0 (an
+# MLP on digits, median after step 0): the upper end for kernels is 5e-2. An Embedding table
+# starts much smaller (uniform(-0.05, 0.05), rms 0.03), so Adam at lr=1e-3 already moves its
+# looked-up rows by ~3e-2..1e-1 of their size and trains well: its upper end is 0.3.
+ADAPTIVE_UPDATE_RATIO_HIGH = 5e-2
+ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH = 0.3
 ADAPTIVE_OPTIMIZERS = (
     "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Adafactor", "Lion",
     "Ftrl", "Lamb", "Muon",
@@ -110,17 +113,20 @@ def update_ratios(before: Sequence, after: Sequence) -> np.ndarray:
 
 
 def update_ratio_band(
-    optimizer: Any, low: float | None = None, high: float | None = None
+    optimizer: Any, low: float | None = None, high: float | None = None, sparse: bool = False
 ) -> tuple[float, float]:
     """The healthy ``(low, high)`` of the update ratio under ``optimizer``.
 
     Plain SGD (with or without momentum) steps by lr x gradient: ~1e-3 is healthy, the band
     is [1e-4, 1e-2]. An adaptive optimizer steps by about lr per weight, so its upper end is
-    ``ADAPTIVE_UPDATE_RATIO_HIGH``. ``low`` / ``high`` given explicitly win.
+    ``ADAPTIVE_UPDATE_RATIO_HIGH``, and for an Embedding table (``sparse``)
+    ``ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH``. ``low`` / ``high`` given explicitly win.
     """
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     adaptive = any(type(inner).__name__ == name for name in ADAPTIVE_OPTIMIZERS)
-    default_high = ADAPTIVE_UPDATE_RATIO_HIGH if adaptive else UPDATE_RATIO_HIGH
+    default_high = UPDATE_RATIO_HIGH
+    if adaptive:
+        default_high = ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH if sparse else ADAPTIVE_UPDATE_RATIO_HIGH
     return (
         UPDATE_RATIO_LOW if low is None else low,
         default_high if high is None else high,

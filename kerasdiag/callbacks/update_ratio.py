@@ -27,10 +27,10 @@ class UpdateRatioMonitor(StepMonitor):
     before the step and compares them with the values after it: for plain SGD this is
     ||lr * dW|| / ||W||. Around 1e-3 is healthy; much lower means the learning rate is too
     low, much higher that it is too high. An adaptive optimizer (Adam, RMSprop, ...) moves
-    every weight by about lr per step, so its ratio is about lr / rms(W) and the upper end
-    of its band is 0.3 (see :func:`~kerasdiag.callbacks.stats.update_ratio_band`); an
-    Embedding table's ratio is over the rows the step updated (a batch looks up a few rows
-    of the vocabulary). At the end of each epoch the median ratio of each
+    every weight by up to about lr per step, so its ratio is up to lr / rms(W) and the upper
+    end of its band is 5e-2, 0.3 for an Embedding table, which starts small (see
+    :func:`~kerasdiag.callbacks.stats.update_ratio_band`); an Embedding table's ratio is
+    over the rows the step updated (a batch looks up a few rows of the vocabulary). At the end of each epoch the median ratio of each
     layer's largest variable (its kernel; zero-initialised biases say nothing about the
     learning rate) over that epoch's measurements after step 0 is compared with
     ``[low, high]`` and a :class:`~kerasdiag.callbacks.base.MonitorWarning` names the likely
@@ -53,8 +53,8 @@ class UpdateRatioMonitor(StepMonitor):
         csv_path: CSV file with columns step, epoch, variable, ratio, layer, rewritten at
             each epoch end. None: no file.
         low: lower end of the healthy band (default 1e-4).
-        high: upper end of the healthy band (default: 1e-2 for SGD-style optimizers, 0.3
-            for adaptive ones).
+        high: upper end of the healthy band (default: 1e-2 for SGD-style optimizers, 5e-2
+            for adaptive ones, 0.3 for an Embedding table under an adaptive optimizer).
 
     Attributes:
         history: all measurements, rows (step, epoch, variable, ratio, layer).
@@ -89,7 +89,6 @@ class UpdateRatioMonitor(StepMonitor):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self.low, self.high = stats.update_ratio_band(self.model.optimizer, self.low, self._high)
         self._variables = list(self.model.trainable_variables)
         self._names = [v.path for v in self._variables]
         self._layers = stats.variable_layers(self.model)
@@ -98,6 +97,13 @@ class UpdateRatioMonitor(StepMonitor):
         position = {id(v): i for i, v in enumerate(self._variables)}
         self._main = {
             layer: position[id(vs[stats.main_variable_index(vs)])] for layer, vs in groups.items()
+        }
+        optimizer = self.model.optimizer
+        self._bands = {
+            layer: stats.update_ratio_band(
+                optimizer, self.low, self._high, sparse=stats.is_sparse_table(self._variables[i])
+            )
+            for layer, i in self._main.items()
         }
         self._pending = None
 
@@ -147,10 +153,11 @@ class UpdateRatioMonitor(StepMonitor):
             if not finite:
                 continue
             median = float(np.median(finite))
-            verdict = stats.update_ratio_verdict(median, self.low, self.high)
+            low, high = self._bands[layer]
+            verdict = stats.update_ratio_verdict(median, low, high)
             if verdict is None:
                 continue
-            bound = self.low if verdict == "too_low" else self.high
+            bound = low if verdict == "too_low" else high
             side = "below" if verdict == "too_low" else "above"
             message = (
                 f"UpdateRatioMonitor: layer {layer!r} has a median update/weight ratio of "
