@@ -141,3 +141,10 @@ def test_doctor_scores_the_training_split_in_inference_mode_for_batchnorm_models
     assert diagnosis.accuracies_at(history) == (0.62, 0.6, 1)
     findings = diagnosis.curve_findings(history, initial_loss=2.3, bayes_error=0.35)
     assert "overfitting" not in {f.symptom for f in findings}
+
+
+def test_custom_train_step_is_said_in_one_line():
+    model, x, y = ZOO["custom_train_step"].build()
+    report = check_gradients(model, x, y, dims_per_variable=2)
+    assert report.passed
+    assert "note: CustomStepModel overrides train_step" in str(report)

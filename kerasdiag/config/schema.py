@@ -132,7 +132,7 @@ class SanityConfig:
     overfit: bool = True
     overfit_examples: int = 20
     overfit_max_steps: int = 300
-    overfit_loss_fraction: float = 0.05  # "near 0": below this share of the expected loss
+    overfit_loss_fraction: float = 0.05  # "near 0": below this share of the starting loss
     fail_fast: bool = False  # stop the run at the first failed stage
 
 

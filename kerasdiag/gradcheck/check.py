@@ -31,7 +31,7 @@ import numpy as np
 
 from kerasdiag.gradcheck.finite_diff import RETRY_STEPS, final, run_attempts
 from kerasdiag.gradcheck.kinks import crossed
-from kerasdiag.gradcheck.objective import PARTS, ModelObjective
+from kerasdiag.gradcheck.objective import PARTS, ModelObjective, custom_train_step_note
 from kerasdiag.gradcheck.report import ElementCheck, GradcheckReport, summarize
 from kerasdiag.gradcheck.sampling import stratified_sample, unravel
 from kerasdiag.gradcheck.verdict import TINY, smooth_tolerance, tolerance_note
@@ -176,6 +176,8 @@ def check_gradients(
         },  # fmt: skip
     )
     report.notes = _notes(report, objective)
+    if custom_train_step_note(model):
+        report.notes.insert(0, custom_train_step_note(model))
     report.warnings = _warnings(report)
     report.seconds = time.perf_counter() - start
     return report

@@ -38,7 +38,7 @@ import tensorflow as tf
 from kerasdiag.gradcheck.check import validate_settings, variable_names
 from kerasdiag.gradcheck.finite_diff import RETRY_STEPS, Attempt, final, run_attempts
 from kerasdiag.gradcheck.kinks import crossed
-from kerasdiag.gradcheck.objective import ModelObjective
+from kerasdiag.gradcheck.objective import ModelObjective, custom_train_step_note
 from kerasdiag.gradcheck.report import (
     EXCUSED,
     FAILING,
@@ -246,7 +246,7 @@ def check_gradients_fast(
         h=h,
         loss=grads["loss"]["data"] + grads["loss"]["regularization"],
         kink_types=objective.kink_types,
-        notes=[tolerance_note(objective.depth)],
+        notes=[n for n in (custom_train_step_note(model), tolerance_note(objective.depth)) if n],
         settings={"training": objective.training, "warmup_steps": 0},
     )
     if report.status != "passed":

@@ -98,6 +98,17 @@ def _float64_mean(loss: Any) -> Any:
     return loss if isinstance(loss, keras.losses.Loss) else _mean_loss(loss)
 
 
+def custom_train_step_note(model: keras.Model) -> str | None:
+    """The one line a check prints for a model whose ``train_step`` is its own: what ``fit``
+    minimises there is not what the check differentiates (the compiled loss)."""
+    if type(model).train_step is keras.Model.train_step:
+        return None
+    return (
+        f"{type(model).__name__} overrides train_step: the check differentiates the compiled "
+        "loss through the model's layers, not what train_step computes"
+    )
+
+
 class ModelObjective:
     """Data loss and regularization of a float64 model copy on fixed examples."""
 
