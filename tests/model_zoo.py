@@ -230,7 +230,9 @@ def transformer() -> tuple[keras.Model, Any, Any]:
     ff = keras.layers.Dense(16, name="ff2")(ff)
     h = keras.layers.LayerNormalization(name="ln2")(h + ff)
     h = keras.layers.Flatten()(h)  # keeps the row order (attention alone is order-blind)
-    outputs = keras.layers.Dense(10, name="logits")(h)
+    # 128 unit-variance LayerNorm features: a small output init keeps the initial loss at ln 10
+    small = keras.initializers.VarianceScaling(0.1)
+    outputs = keras.layers.Dense(10, name="logits", kernel_initializer=small)(h)
     return _compile(keras.Model(inputs, outputs, name="transformer"), lr=3e-3), x_data, y
 
 
@@ -356,7 +358,7 @@ def sigmoid_stack() -> tuple[keras.Model, Any, Any]:
     keras.utils.set_random_seed(SEED)
     x, _, y = digits()
     layers = [keras.Input((8, 8, 1)), keras.layers.Flatten()]
-    layers += [keras.layers.Dense(32, activation="sigmoid") for _ in range(10)]
+    layers += [keras.layers.Dense(32, activation="sigmoid", name=f"sigmoid{i}") for i in range(10)]
     model = keras.Sequential([*layers, keras.layers.Dense(10)], name="sigmoid_stack")
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=logits_ce(), metrics=["accuracy"])
     return model, x, y
@@ -405,7 +407,7 @@ FAULTY: list[Entry] = [
         epochs=1,
         doctor=SHORT,
     ),
-    Entry("lr_far_too_high", lr_high, fault="lr_high", epochs=3),
-    Entry("vanishing_sigmoid", sigmoid_stack, fault="vanishing", epochs=3),
+    Entry("lr_far_too_high", lr_high, fault="lr_high", epochs=3, layer="conv"),
+    Entry("vanishing_sigmoid", sigmoid_stack, fault="vanishing", epochs=3, layer="sigmoid0"),
 ]
 ZOO = {e.name: e for e in HEALTHY + FAULTY}

@@ -77,7 +77,10 @@ def _report_verdict(report: Any, named: Any) -> tuple[str, str]:
 
 def layer_check(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
     if entry.layer is None:
-        return "n/a", "no layer named: pass a layer and an input to check_layer_gradients"
+        return "n/a", (
+            "a subclassed model has no symbolic layer inputs to feed one layer from: call "
+            "check_layer_gradients(layer, inputs) with inputs of your choice"
+        )
     layer = model.get_layer(entry.layer)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.input
     feed = keras.Model(inputs, layer.input)
