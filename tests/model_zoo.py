@@ -136,6 +136,19 @@ def mobilenet() -> tuple[keras.Model, Any, Any]:
     return _compile(model), x, y
 
 
+def mobilenet_grad_bug() -> tuple[keras.Model, Any, Any]:
+    """MobileNetV2 (alpha=0.35, 32x32) behind a first 3x3 conv whose gradient is 1.1x."""
+    keras.utils.set_random_seed(SEED)
+    inputs = keras.Input((32, 32, 3))
+    x = ScaledGradConv2D(3, scale=1.1, name="custom_conv")(inputs)
+    body = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
+    )
+    model = keras.Model(inputs, body(x), name="mobilenet_grad_bug")
+    x_data, y = cifar()
+    return _compile(model), x_data, y
+
+
 def _res_block(x, filters: int, stride: int = 1):
     shortcut = x
     y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
@@ -401,6 +414,15 @@ FAULTY: list[Entry] = [
     Entry(
         "bn_resnet_grad_bug",
         lambda: resnet(scale=1.1),
+        fault="grad_bug",
+        layer="custom_conv",
+        batch_size=64,
+        epochs=1,
+        doctor=SHORT,
+    ),
+    Entry(
+        "mobilenet_v2_grad_bug",
+        mobilenet_grad_bug,
         fault="grad_bug",
         layer="custom_conv",
         batch_size=64,
