@@ -766,6 +766,9 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+TRAIN_INFERENCE_ACCURACY = "train_accuracy_inference"
+
+
 def accuracies_at(
     history: Mapping[str, Sequence[float]], weights_epoch: int | None = None
 ) -> tuple[float | None, float | None, int | None]:
@@ -776,7 +779,10 @@ def accuracies_at(
     and the test score describe the same model; without it, or when that epoch lacks either
     accuracy, of the last epoch that has both. (None, None, None) when none has.
     """
-    train, val = history.get("accuracy") or [], history.get("val_accuracy") or []
+    # The training split scored in inference mode, as validation is, when it was measured
+    # (TrainingDoctor): fit's own training accuracy is a training-mode running mean.
+    train = history.get(TRAIN_INFERENCE_ACCURACY) or history.get("accuracy") or []
+    val = history.get("val_accuracy") or []
     numbers = history.get("epoch") or range(1, len(train) + 1)
     both = [
         (int(e), float(t), float(v))

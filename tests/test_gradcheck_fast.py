@@ -50,3 +50,42 @@ def test_random_directions_are_unit_length_with_equal_shares():
         shares = [np.sum(b[k] ** 2) for b in blocks]
         np.testing.assert_allclose(shares, 1 / 3)
         assert sum(shares) == pytest.approx(1.0)
+
+
+def _unit_on_its_kink(model, layer_index: int) -> None:
+    # Hidden unit 0 gets zero weights and bias: its ReLU input is exactly 0 for every example,
+    # so every direction that moves its weights crosses the kink at any step size.
+    hidden = model.layers[layer_index]
+    kernel, bias = hidden.kernel.numpy(), hidden.bias.numpy()
+    kernel[:, 0], bias[0] = 0.0, 0.0
+    hidden.kernel.assign(kernel)
+    hidden.bias.assign(bias)
+
+
+def test_directions_that_all_cross_a_kink_are_inconclusive_and_fall_back_per_variable():
+    import keras
+
+    x, y = cifar()
+    model = relu_convnet(keras.layers.Flatten(), keras.layers.Dense(8, activation="relu"))
+    _unit_on_its_kink(model, 3)
+    report = kerasdiag.check_gradients_fast(model, x, y)
+    # every whole direction crossed the kink: never a silent PASSED on those ...
+    assert all(r.verdict == "kink" for r in report.rows), str(report)
+    # ... the per-variable pieces decide: only the kinked layer's pieces are excused
+    assert report.fallback and report.passed, str(report)
+    excused = {r.variable for r in report.variable_rows if r.verdict == "kink"}
+    assert excused <= {model.layers[3].kernel.path, model.layers[3].bias.path}
+    assert "per-variable pieces" in str(report).splitlines()[0]
+
+
+def test_fallback_still_catches_a_planted_bug_behind_a_kink():
+    import keras
+
+    x, y = cifar()
+    model = relu_convnet(
+        PlantedConv2D(4, bug="scaled"), keras.layers.Flatten(), keras.layers.Dense(8, "relu")
+    )
+    _unit_on_its_kink(model, 4)
+    report = kerasdiag.check_gradients_fast(model, x, y)
+    assert report.status == "failed", str(report)
+    assert any("planted_conv2d" in s and "kernel" in s for s in report.suspects), report.suspects

@@ -23,10 +23,11 @@ from kerasdiag.callbacks.activations import ActivationHistograms
 from kerasdiag.callbacks.base import FileWrites, MonitorWarning
 from kerasdiag.callbacks.curves import step_losses
 from kerasdiag.callbacks.gradients import GradientMonitor
-from kerasdiag.callbacks.probe import ProbeBatch
+from kerasdiag.callbacks.probe import ProbeBatch, inference_accuracy
 from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
 from kerasdiag.io import write_json_atomic
 from kerasdiag.optimizers import optimizer_step
+from kerasdiag.sanity.outputs import uses_batch_statistics as stats_uses_batch_statistics
 from kerasdiag.symptoms import reconcile
 
 # A step loss this many times the initial loss triggers a probe at once (outside the budget):
@@ -110,6 +111,12 @@ class TrainingDoctor(keras.callbacks.Callback):
         bayes_error: human/Bayes error for the end-of-training bias/variance judgement.
         restore_on_nan: put the weights of the end of the last finite epoch back after a NaN.
         verbose: print each finding as it appears (1) or stay silent (0).
+        train_sample: ``(x, y)`` training examples scored in inference mode at each epoch
+            end (``train_accuracy_inference`` in ``history``), which the overfitting
+            judgement compares with the validation accuracy: the accuracy ``fit`` reports
+            is a training-mode running mean, and while BatchNorm's moving statistics lag it
+            sits far above what the same weights score in inference mode. Without it, a
+            model with BatchNorm is scored on the probe batch.
 
     Attributes:
         findings: :class:`~kerasdiag.diagnosis.Finding` records (symptom, step, epoch,
@@ -142,6 +149,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         bayes_error: float | None = None,
         restore_on_nan: bool = True,
         verbose: int = 1,
+        train_sample: tuple[Any, Any] | None = None,
     ):
         super().__init__()
         self.thresholds = diagnosis.Thresholds.of(thresholds)
@@ -162,6 +170,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self.path = None if path is None else Path(path)
         self.restore_on_nan = bool(restore_on_nan)
         self.verbose = int(verbose)
+        self._train_sample = None if train_sample is None else ProbeBatch(*train_sample)
 
         given = _by_kind(monitors)
         if y is not None and x is None:
@@ -325,6 +334,10 @@ class TrainingDoctor(keras.callbacks.Callback):
         for key, value in logs.items():
             if isinstance(value, (int, float, np.number)):
                 self.history.setdefault(key, []).append(float(value))
+        if "accuracy" in logs:
+            accuracy = self._inference_accuracy()
+            if accuracy is not None:
+                self.history.setdefault(diagnosis.TRAIN_INFERENCE_ACCURACY, []).append(accuracy)
         self._judge_slow(epoch, logs.get("loss"))
         self._check_weights(self._last_step + 1)
         if self._nan_epoch is not None:
@@ -512,6 +525,20 @@ class TrainingDoctor(keras.callbacks.Callback):
                 fix,
                 step=self._last_step,
             )
+
+    def _inference_accuracy(self) -> float | None:
+        """Accuracy of the training sample (or, for a BatchNorm model, the probe batch)
+        scored in inference mode, as validation is; None when there is nothing to score."""
+        sample = self._train_sample
+        if sample is None and stats_uses_batch_statistics(self.model):
+            sample = self._probe_batch
+        if sample is None or sample.y is None:
+            return None
+        start = time.perf_counter()
+        try:
+            return inference_accuracy(self.model, sample.x, sample.y)
+        finally:
+            self.probe_seconds += time.perf_counter() - start
 
     # --- probes: the doctor's own monitors and the ones it was given --------------------------
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import check_probe
+from kerasdiag.sanity import outputs
 
 ACTIVATIONS = "activations"
 GRADIENTS = "gradients"
@@ -44,8 +45,10 @@ class ProbeUser(Protocol):
 class ProbeBatch:
     """A fixed probe batch shared by the monitors that look at the model through it.
 
-    A probe runs the batch through the model in inference mode (dropout off, batch norm on
-    its moving statistics), so successive probes differ only by training progress. When
+    A probe runs the batch through the model in training mode, as ``fit`` does (batch norm
+    on the probe batch's statistics), then puts the model's state back (moving statistics,
+    dropout seeds, metric trackers), so successive probes differ only by training progress
+    and every probe draws the same dropout masks. When
     :class:`~kerasdiag.callbacks.ActivationHistograms` and
     :class:`~kerasdiag.callbacks.GradientMonitor` share one ``ProbeBatch`` and are due at
     the same step, one forward pass with the gradient tape on gives both the layer outputs
@@ -61,17 +64,19 @@ class ProbeBatch:
     ```
 
     Args:
-        x: probe inputs (a fixed batch with a batch axis, e.g. 64 training examples).
-        y: probe targets, as given to ``fit``; needed for gradients.
+        x: probe inputs (a fixed batch with a batch axis, e.g. 64 training examples); a
+            list or dict of arrays for a model with several inputs.
+        y: probe targets, as given to ``fit`` (a list or dict for several outputs); needed
+            for gradients.
     """
 
     def __init__(self, x: Any, y: Any = None):
-        self.x = check_probe("x", x)
-        self.y = None if y is None else check_probe("y", y)
-        if self.y is not None and len(self.x) != len(self.y):
+        self.x = _probe_data("x", x)
+        self.y = None if y is None else _probe_data("y", y)
+        if self.y is not None and outputs.count(self.x) != outputs.count(self.y):
             raise ValueError(
                 f"`x` and `y` must hold the same number of examples. "
-                f"Received: {len(self.x)} and {len(self.y)}"
+                f"Received: {outputs.count(self.x)} and {outputs.count(self.y)}"
             )
         self._users: weakref.WeakSet = weakref.WeakSet()
         self._extractors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -148,8 +153,39 @@ class ProbeBatch:
         ``fit``, restored weights)."""
         self._last = None
 
+    def __len__(self) -> int:
+        return outputs.count(self.x)
+
     def _cached(self, model: keras.Model, step: int) -> ProbeResult | None:
         if self._last is None:
             return None
         ref, result = self._last
         return result if ref() is model and result.step == step else None
+
+
+def _probe_data(name: str, value: Any) -> Any:
+    """A probe array, or a list/dict of them (one per input or output), each checked."""
+    if not outputs.is_structure(value):
+        return check_probe(name, value)
+    checked = keras.tree.map_structure(lambda a: check_probe(name, a), value)
+    sizes = {len(a) for a in keras.tree.flatten(checked)}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"`{name}`: every array must hold the same number of examples. Received {sorted(sizes)}"
+        )
+    return checked
+
+
+def inference_accuracy(model: keras.Model, x: Any, y: Any, batch_size: int = 256) -> float | None:
+    """Share of ``(x, y)`` a single-output classifier gets right in inference mode (as
+    validation is scored); None for several outputs or a loss without classes."""
+    from kerasdiag.sanity import _common
+
+    if outputs.is_structure(y) or len(outputs.output_names(model)) != 1:
+        return None
+    try:
+        spec = _common.describe_loss(model.loss)
+    except ValueError:
+        return None
+    predicted = _common.predict_outputs(model, x, batch_size)[0]
+    return _common.accuracy(spec, predicted, _common.class_indices(np.asarray(y)))

@@ -17,6 +17,18 @@ import tensorflow as tf
 # Healthy band of the update/weight ratio ||W_after - W_before|| / ||W_before|| (M3: ~1e-3).
 UPDATE_RATIO_LOW = 1e-4
 UPDATE_RATIO_HIGH = 1e-2
+# An adaptive optimizer (Adam, RMSprop, ...) moves every weight by up to about lr per step
+# whatever its gradient, so its ratio is up to lr / rms(W). For a Glorot-initialised kernel
+# (rms ~0.1) Adam gives ~5e-3 at lr=1e-3, ~3e-2 at 1e-2, ~7e-2 at 0.1 and ~0.1 at 1.0 (an
+# MLP on digits, median after step 0): the upper end for kernels is 5e-2. An Embedding table
+# starts much smaller (uniform(-0.05, 0.05), rms 0.03), so Adam at lr=1e-3 already moves its
+# looked-up rows by ~3e-2..1e-1 of their size and trains well: its upper end is 0.3.
+ADAPTIVE_UPDATE_RATIO_HIGH = 5e-2
+ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH = 0.3
+ADAPTIVE_OPTIMIZERS = (
+    "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Adafactor", "Lion",
+    "Ftrl", "Lamb", "Muon",
+)  # fmt: skip
 # tanh units count as saturated at |a| > 0.99, sigmoid units outside [0.01, 0.99] (M4).
 TANH_SATURATION = 0.99
 SIGMOID_SATURATION = (0.01, 0.99)
@@ -71,21 +83,54 @@ def snapshot(variables: Sequence) -> list[tf.Tensor]:
     return [tf.convert_to_tensor(v) for v in variables]
 
 
+def is_sparse_table(variable: Any) -> bool:
+    """Whether ``variable`` is an Embedding table, whose steps update only the looked-up rows."""
+    return str(getattr(variable, "path", "")).endswith("embeddings") and len(variable.shape) == 2
+
+
 def update_ratios(before: Sequence, after: Sequence) -> np.ndarray:
     """||after - before|| / ||before|| per variable; NaN where ``before`` is all zeros.
 
-    A zero-initialised bias has no scale to compare its first update with, hence NaN.
-    Computed in numpy: a few small arrays, where eager TensorFlow would spend ~1 ms of
-    dispatch per operation.
+    A zero-initialised bias has no scale to compare its first update with, hence NaN. For
+    an Embedding table (``is_sparse_table``) both norms are over the rows the step changed:
+    a batch looks up a few rows of a large vocabulary, and the whole table's norm would make
+    a healthy step look stagnant. Computed in numpy: a few small arrays, where eager
+    TensorFlow would spend ~1 ms of dispatch per operation.
     """
     ratios = np.full(len(before), np.nan)
     for i, (b, a) in enumerate(zip(before, after, strict=True)):
+        sparse = is_sparse_table(a)
         b = np.asarray(keras.ops.convert_to_numpy(b), dtype=np.float32)
         a = np.asarray(keras.ops.convert_to_numpy(a), dtype=np.float32)
+        if sparse:
+            changed = np.any(a != b, axis=1)
+            if changed.any():
+                a, b = a[changed], b[changed]
         norm = float(np.linalg.norm(b))
         if norm > 0:
             ratios[i] = float(np.linalg.norm(a - b)) / norm
     return ratios
+
+
+def update_ratio_band(
+    optimizer: Any, low: float | None = None, high: float | None = None, sparse: bool = False
+) -> tuple[float, float]:
+    """The healthy ``(low, high)`` of the update ratio under ``optimizer``.
+
+    Plain SGD (with or without momentum) steps by lr x gradient: ~1e-3 is healthy, the band
+    is [1e-4, 1e-2]. An adaptive optimizer steps by about lr per weight, so its upper end is
+    ``ADAPTIVE_UPDATE_RATIO_HIGH``, and for an Embedding table (``sparse``)
+    ``ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH``. ``low`` / ``high`` given explicitly win.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    adaptive = any(type(inner).__name__ == name for name in ADAPTIVE_OPTIMIZERS)
+    default_high = UPDATE_RATIO_HIGH
+    if adaptive:
+        default_high = ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH if sparse else ADAPTIVE_UPDATE_RATIO_HIGH
+    return (
+        UPDATE_RATIO_LOW if low is None else low,
+        default_high if high is None else high,
+    )
 
 
 def update_ratio_verdict(
@@ -121,37 +166,57 @@ def probe_model(
     extractor: keras.Model | None = None,
     sample_weight: Any = None,
 ) -> tuple[dict[str, np.ndarray] | None, float | None, list[tf.Tensor | None] | None]:
-    """One inference-mode pass of a probe batch: (layer outputs, loss, gradients).
+    """One training-mode pass of a probe batch: (layer outputs, loss, gradients).
 
     With ``extractor`` (from :func:`activation_model`) the layer outputs come back as numpy
     arrays in layer order, else None. With ``y`` the gradient tape is on and the loss (the
     compiled one, regularisation included) and its gradients with respect to
     ``model.trainable_variables`` come back, else None twice; both from the same forward
-    pass. Dropout is off and batch norm uses its moving statistics, so the result is
-    deterministic; the model's state, including its metric trackers, is left as it was.
+    pass. The pass runs in training mode, as ``fit`` does: batch normalization normalises
+    with the probe batch's statistics (in inference mode, a freshly initialised BN network
+    has near-zero gradients in its first layers, a false "vanishing" alarm). The model's
+    state is then put back: BN's moving statistics, the seed state of dropout (so every
+    probe draws the same masks and successive probes differ only by training progress),
+    and the metric trackers. Embedding gradients (IndexedSlices) come back dense.
     """
     layers = None
     # One pass serves both when the prediction is the extractor's single model output;
     # a multi-output model's loss wants its own output structure, so it gets its own pass.
-    shared = extractor is not None and y is not None and len(model.outputs) == 1
-    if extractor is not None and not shared:
-        layers = extractor(_single_input(extractor, x), training=False)[0]
-    loss = grads = None
-    if y is not None:
-        metric_values = [tf.identity(v) for v in model.metrics_variables]
-        with tf.GradientTape() as tape:
-            if shared:
-                layers, (y_pred,) = extractor(_single_input(extractor, x), training=False)
-            else:
-                y_pred = model(x, training=False)
-            loss = model.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
-            )
-        grads = list(tape.gradient(loss, model.trainable_variables))
-        loss = float(loss)
-        # A multi-output model's compiled loss feeds per-output loss trackers: undo that.
-        for variable, value in zip(model.metrics_variables, metric_values, strict=True):
+    shared = extractor is not None and y is not None and len(model.outputs or [0]) == 1
+    state = list(model.non_trainable_variables)
+    if extractor is not None:
+        known = {id(v) for v in state}
+        state += [v for v in extractor.non_trainable_variables if id(v) not in known]
+    # Host copies (not tensors aliasing the variables' buffers): fit's step updates the
+    # moving statistics in place.
+    saved = [np.array(keras.ops.convert_to_numpy(v)) for v in state]
+    metric_variables = [(v, tf.identity(v)) for v in model.metrics_variables]
+    try:
+        if extractor is not None and not shared:
+            layers = extractor(_single_input(extractor, x), training=True)[0]
+        loss = grads = None
+        if y is not None:
+            with tf.GradientTape() as tape:
+                if shared:
+                    layers, (y_pred,) = extractor(_single_input(extractor, x), training=True)
+                else:
+                    y_pred = model(x, training=True)
+                loss = model.compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
+            grads = [
+                None if g is None else tf.convert_to_tensor(g)
+                for g in tape.gradient(loss, model.trainable_variables)
+            ]
+            loss = float(loss)
+    finally:
+        for variable, value in zip(state, saved, strict=True):
             variable.assign(value)
+        # A multi-output model's compiled loss feeds per-output loss trackers (created on
+        # first use): put back what they held, zero what is new.
+        held = {id(v): value for v, value in metric_variables}
+        for variable in model.metrics_variables:
+            variable.assign(held.get(id(variable), tf.zeros_like(variable)))
     if layers is None:
         return None, loss, grads
     # Keras returns dict outputs in key order; report them in layer order.
@@ -315,8 +380,8 @@ def activation_model(model: keras.Model) -> keras.Model:
     build it once, call it per probe.
     """
     try:
-        inputs = model.inputs
-    except (AttributeError, ValueError) as exc:
+        inputs = model.inputs if len(model.inputs) == 1 else model.input
+    except (AttributeError, ValueError, TypeError) as exc:
         raise ValueError(
             f"activation statistics need a Sequential or functional model with defined "
             f"inputs; {model.name!r} has none ({exc})"
@@ -339,4 +404,6 @@ def activation_model(model: keras.Model) -> keras.Model:
 def _single_input(model: keras.Model, x: Any) -> Any:
     # A one-input functional model warns when called with a bare array instead of the
     # list structure it was built with.
-    return [x] if len(model.inputs) == 1 and not isinstance(x, (list, tuple, dict)) else x
+    if isinstance(x, list):
+        return x
+    return [x] if len(model.inputs) == 1 and not isinstance(x, (tuple, dict)) else x

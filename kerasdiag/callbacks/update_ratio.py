@@ -28,7 +28,11 @@ class UpdateRatioMonitor(StepMonitor):
     Every ``freq`` optimizer steps the monitor keeps the values of all trainable variables
     before the step and compares them with the values after it: for plain SGD this is
     ||lr * dW|| / ||W||. Around 1e-3 is healthy; much lower means the learning rate is too
-    low, much higher that it is too high. At the end of each epoch the median ratio of each
+    low, much higher that it is too high. An adaptive optimizer (Adam, RMSprop, ...) moves
+    every weight by up to about lr per step, so its ratio is up to lr / rms(W) and the upper
+    end of its band is 5e-2, 0.3 for an Embedding table, which starts small (see
+    :func:`~kerasdiag.callbacks.stats.update_ratio_band`); an Embedding table's ratio is
+    over the rows the step updated (a batch looks up a few rows of the vocabulary). At the end of each epoch the median ratio of each
     layer's largest variable (its kernel; zero-initialised biases say nothing about the
     learning rate) over that epoch's measurements after step 0 is compared with
     ``[low, high]`` and a :class:`~kerasdiag.callbacks.base.MonitorWarning` names the likely
@@ -51,7 +55,8 @@ class UpdateRatioMonitor(StepMonitor):
         csv_path: CSV file with columns step, epoch, variable, ratio, layer, rewritten at
             each epoch end. None: no file.
         low: lower end of the healthy band (default 1e-4).
-        high: upper end of the healthy band (default 1e-2).
+        high: upper end of the healthy band (default: 1e-2 for SGD-style optimizers, 5e-2
+            for adaptive ones, 0.3 for an Embedding table under an adaptive optimizer).
 
     Attributes:
         history: all measurements, rows (step, epoch, variable, ratio, layer).
@@ -65,15 +70,16 @@ class UpdateRatioMonitor(StepMonitor):
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
         low: float = stats.UPDATE_RATIO_LOW,
-        high: float = stats.UPDATE_RATIO_HIGH,
+        high: float | None = None,
     ):
         super().__init__(
             freq, log_dir, "update_ratio", csv_path, ["step", "epoch", "variable", "ratio", "layer"]
         )
         self.low = check_positive_float("low", low)
-        self.high = check_positive_float("high", high)
-        if self.low >= self.high:
+        self._high = None if high is None else check_positive_float("high", high)
+        if self._high is not None and self.low >= self._high:
             raise ValueError(f"`low` must be below `high`. Received: low={low}, high={high}")
+        self.high = stats.UPDATE_RATIO_HIGH if high is None else self._high
         self.findings: list[dict] = []
         self._pending = None
         self._epoch_ratios: dict[str, list[float]] = defaultdict(list)
@@ -93,6 +99,13 @@ class UpdateRatioMonitor(StepMonitor):
         position = {id(v): i for i, v in enumerate(self._variables)}
         self._main = {
             layer: position[id(vs[stats.main_variable_index(vs)])] for layer, vs in groups.items()
+        }
+        optimizer = self.model.optimizer
+        self._bands = {
+            layer: stats.update_ratio_band(
+                optimizer, self.low, self._high, sparse=stats.is_sparse_table(self._variables[i])
+            )
+            for layer, i in self._main.items()
         }
         self._pending = None
 
@@ -142,10 +155,11 @@ class UpdateRatioMonitor(StepMonitor):
             if not finite:
                 continue
             median = float(np.median(finite))
-            verdict = stats.update_ratio_verdict(median, self.low, self.high)
+            low, high = self._bands[layer]
+            verdict = stats.update_ratio_verdict(median, low, high)
             if verdict is None:
                 continue
-            bound = self.low if verdict == "too_low" else self.high
+            bound = low if verdict == "too_low" else high
             side = "below" if verdict == "too_low" else "above"
             message = (
                 f"UpdateRatioMonitor: layer {layer!r} has a median update/weight ratio of "

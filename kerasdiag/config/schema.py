@@ -133,7 +133,7 @@ class SanityConfig:
     overfit: bool = True
     overfit_examples: int = 20
     overfit_max_steps: int = 300
-    overfit_loss_fraction: float = 0.05  # "near 0": below this share of the expected loss
+    overfit_loss_fraction: float = 0.05  # "near 0": below this share of the starting loss
     leakage: bool = True  # validation/test examples that are copies of training ones
     split_shift: bool = True  # validation and test drawn from visibly different distributions
     input_baseline: bool = True  # the model does clearly better with its inputs than zeros

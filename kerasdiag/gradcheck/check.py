@@ -31,10 +31,11 @@ import numpy as np
 
 from kerasdiag.gradcheck.finite_diff import RETRY_STEPS, final, run_attempts
 from kerasdiag.gradcheck.kinks import crossed
-from kerasdiag.gradcheck.objective import PARTS, ModelObjective
+from kerasdiag.gradcheck.objective import PARTS, ModelObjective, custom_train_step_note
 from kerasdiag.gradcheck.report import ElementCheck, GradcheckReport, summarize
 from kerasdiag.gradcheck.sampling import stratified_sample, unravel
 from kerasdiag.gradcheck.verdict import TINY, smooth_tolerance, tolerance_note
+from kerasdiag.sanity.outputs import count, uses_batch_statistics
 
 # More than this share of entries crossing kinks means too many data points or a large h.
 _KINK_SHARE = 0.25
@@ -75,7 +76,7 @@ def check_gradients(
     h: float = 1e-5,
     seed: int = 0,
     warmup_steps: int = 0,
-    training: bool = False,
+    training: bool | None = None,
     variables: Sequence[str] | None = None,
     loss_scale: float = 1.0,
 ) -> GradcheckReport:
@@ -91,7 +92,9 @@ def check_gradients(
         seed: seeds the entry sampling and the copy's dropout seeds.
         warmup_steps: training steps of the copy before the check.
         training: ``False`` checks inference mode (dropout off); ``True`` the training-mode
-            forward with every random layer's seed frozen.
+            forward with every random layer's seed frozen; ``None`` (default) the mode
+            ``fit`` trains in where it matters: training mode (batch statistics) for a model
+            with BatchNormalization, inference mode otherwise.
         variables: check only these variable paths (as ``check_gradients_fast`` suggests).
         loss_scale: multiply the objective, when gradients are too small to compare.
     """
@@ -160,19 +163,21 @@ def check_gradients(
         depth=objective.depth,
         h=h,
         retry_steps=RETRY_STEPS,
-        samples=int(len(objective.y)),
+        samples=count(objective.y),
         loss=grads["loss"],
         kink_types=objective.kink_types,
         settings={
             "dims_per_variable": dims_per_variable,
             "seed": seed,
             "warmup_steps": warmup_steps,
-            "training": training,
+            "training": objective.training,
             "loss_scale": loss_scale,
             "variables": list(variables) if variables is not None else None,
         },  # fmt: skip
     )
     report.notes = _notes(report, objective)
+    if custom_train_step_note(model):
+        report.notes.insert(0, custom_train_step_note(model))
     report.warnings = _warnings(report)
     report.seconds = time.perf_counter() - start
     return report
@@ -203,6 +208,11 @@ def _notes(report: GradcheckReport, objective: ModelObjective) -> list[str]:
         notes.append(
             f"objective has kinks ({', '.join(report.kink_types)}): entries whose x-h and x+h "
             "straddle one are labelled 'kink'"
+        )
+    if objective.training and uses_batch_statistics(objective.model):
+        notes.append(
+            "BatchNormalization in training mode (batch statistics of the checked examples), "
+            "as fit trains it; its moving statistics are not updated"
         )
     random_layers = any("seed_generator" in v.path for v in objective.model.non_trainable_variables)
     if random_layers:

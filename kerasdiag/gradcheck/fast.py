@@ -8,6 +8,12 @@ variable (a bias) weighs as much as a big kernel. When a direction fails, the sa
 direction is split per variable (two passes each) and the report names the variables whose
 piece disagrees: pass them to ``check_gradients(..., variables=...)``.
 
+In a ReLU/BatchNorm network at initialisation some units sit exactly on a kink (a
+zero-initialised ``beta`` over a channel the batch statistics flatten), so every direction
+over all parameters crosses one at every step size. Such a result is inconclusive, never a
+pass: the check then falls back to the per-variable pieces of one direction, each of which
+moves only one variable, and decides on those (``fallback``).
+
 Example:
     >>> import keras, numpy as np
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
@@ -32,9 +38,16 @@ import tensorflow as tf
 from kerasdiag.gradcheck.check import validate_settings, variable_names
 from kerasdiag.gradcheck.finite_diff import RETRY_STEPS, Attempt, final, run_attempts
 from kerasdiag.gradcheck.kinks import crossed
-from kerasdiag.gradcheck.objective import ModelObjective
-from kerasdiag.gradcheck.report import PASSING, VerdictRows, format_table
+from kerasdiag.gradcheck.objective import ModelObjective, custom_train_step_note
+from kerasdiag.gradcheck.report import (
+    EXCUSED,
+    FAILING,
+    VerdictRows,
+    format_table,
+    unverified_advice,
+)
 from kerasdiag.gradcheck.verdict import VERDICTS, smooth_tolerance, tolerance_note
+from kerasdiag.sanity.outputs import uses_batch_statistics
 
 TOTAL = "all variables"
 
@@ -67,19 +80,37 @@ class FastReport(VerdictRows):
     kink_types: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # True when the whole directions were inconclusive and the per-variable pieces decided.
+    fallback: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def max_relative_error(self) -> float:
-        return max((r.relative_error for r in self.rows if r.verdict != "kink"), default=0.0)
+        rows = self.variable_rows if self.fallback else self.rows
+        return max((r.relative_error for r in rows if r.verdict not in EXCUSED), default=0.0)
 
     @property
     def suspects(self) -> list[str]:
         """Variables whose piece of a failing direction disagrees: sample these."""
-        return [r.variable for r in self.variable_rows if r.verdict not in PASSING]
+        return [r.variable for r in self.variable_rows if r.verdict in FAILING]
+
+    @property
+    def failing(self) -> list:
+        return [r for r in self.rows + self.variable_rows if r.verdict in FAILING]
+
+    def excused(self) -> tuple[int, int]:
+        rows = self.variable_rows if self.fallback else self.rows
+        return sum(r.verdict in EXCUSED for r in rows), len(rows)
+
+    @property
+    def unverified(self) -> list:
+        return [r for r in self.variable_rows if r.verdict in ("zero", "unverified")]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
+            "status": self.status,
+            "fallback": self.fallback,
             "max_relative_error": self.max_relative_error,
             "suspects": self.suspects,
             "tolerance": self.tolerance,
@@ -94,15 +125,25 @@ class FastReport(VerdictRows):
         }
 
     def __str__(self) -> str:
-        status = "PASSED" if self.passed else "FAILED"
+        status = self.status.upper()
         headers = ("direction", "variable", "analytic", "numeric", "rel err", "verdict")
+        excused, total = self.excused()
+        what = (
+            f"over {total - excused} of {total} per-variable pieces (every whole direction "
+            "crossed a kink)"
+            if self.fallback
+            else f"over {total - excused} of {len(self.rows)} random directions"
+        )
         lines = [
             f"Fast gradient check {status}: max relative error {self.max_relative_error:.1e} "
-            f"over {len(self.rows)} random directions (h={self.h:g}, {self.seconds:.1f} s)",
+            f"{what} (h={self.h:g}, {self.seconds:.1f} s)",
             format_table(headers, [_cells(r) for r in self.rows + self.variable_rows]),
         ]
         lines += [f"  note: {n}" for n in self.notes]
-        if not self.passed:
+        if self.status == "inconclusive":
+            lines += [f"  {line}" for line in unverified_advice(self, self.settings)]
+            lines.append("  or run check_gradients, which samples entries one at a time")
+        if self.status == "failed":
             if self.suspects and len(self.suspects) == len(self.variable_rows) > 1:
                 lines.append(
                     "  every variable disagrees: the error enters above all weights "
@@ -120,7 +161,8 @@ class FastReport(VerdictRows):
 
 def _cells(r: DirectionCheck) -> tuple:
     shown = next((a for a in r.attempts if a.relative_error == r.relative_error), r.attempts[0])
-    return (r.direction, r.variable, r.analytic, shown.numeric, r.relative_error, r.verdict)
+    error = float("nan") if r.verdict == "zero" else r.relative_error
+    return (r.direction, r.variable, r.analytic, shown.numeric, error, r.verdict)
 
 
 def random_directions(shapes: list[tuple[int, ...]], count: int, seed: int) -> list[np.ndarray]:
@@ -150,7 +192,7 @@ def check_gradients_fast(
     h: float = 1e-5,
     seed: int = 0,
     samples: int = 2,
-    training: bool = False,
+    training: bool | None = None,
     loss_scale: float = 1.0,
 ) -> FastReport:
     """Compare directional derivatives of ``model``'s objective along random directions.
@@ -204,15 +246,21 @@ def check_gradients_fast(
         h=h,
         loss=grads["loss"]["data"] + grads["loss"]["regularization"],
         kink_types=objective.kink_types,
-        notes=[tolerance_note(objective.depth)],
+        notes=[n for n in (custom_train_step_note(model), tolerance_note(objective.depth)) if n],
+        settings={"training": objective.training, "warmup_steps": 0},
     )
-    if not report.passed:
-        # Split the worst direction into its per-variable pieces.
-        worst = max(rows, key=lambda r: (VERDICTS.index(r.verdict), r.relative_error)).direction
-        var_runs = run(np.full(n_vars, worst), np.eye(n_vars), pieces[worst])
-        report.variable_rows = [
-            _row(worst, names[v], pieces[worst][v], var_runs[v]) for v in range(n_vars)
-        ]
+    if report.status != "passed":
+        # Split the worst direction (the least excused one when none failed) per variable.
+        if report.status == "failed":
+            worst = max(rows, key=lambda r: (VERDICTS.index(r.verdict), r.relative_error))
+        else:
+            worst = min(rows, key=lambda r: sum(a.kink for a in r.attempts))
+            report.fallback = True
+        k = worst.direction
+        var_runs = run(np.full(n_vars, k), np.eye(n_vars), pieces[k])
+        report.variable_rows = [_row(k, names[v], pieces[k][v], var_runs[v]) for v in range(n_vars)]
+    if objective.training and uses_batch_statistics(objective.model):
+        report.notes.append("BatchNormalization in training mode (batch statistics), as fit trains")
     report.seconds = time.perf_counter() - start
     return report
 

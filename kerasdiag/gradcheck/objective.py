@@ -37,6 +37,14 @@ from kerasdiag.gradcheck.clone import FLOAT64, clone_float64, float64_loss
 from kerasdiag.gradcheck.kinks import KinkRecorder
 from kerasdiag.gradcheck.perturb import batched
 from kerasdiag.gradcheck.warmup import warm_up
+from kerasdiag.sanity.outputs import (
+    as_arrays,
+    as_list,
+    loss_terms,
+    output_names,
+    take,
+    uses_batch_statistics,
+)
 
 PARTS = ("data", "regularization")
 
@@ -66,15 +74,39 @@ def training_kwargs(layer: keras.layers.Layer, training: bool) -> dict[str, bool
 
 
 def resolve_loss(model: keras.Model, loss: Any) -> Any:
-    """The float64 loss callable ``(y_true, y_pred) -> scalar``; ``None`` = the compiled loss."""
-    if loss is None:
-        loss = getattr(model, "loss", None)
-        if loss is None:
-            raise ValueError("loss: the model is not compiled with a loss; pass loss=...")
-    if isinstance(loss, (list, tuple, dict)):
-        raise ValueError("loss: gradient checks take a single-output model with one loss")
+    """The float64 loss callable ``(y_true, y_pred) -> scalar``; ``None`` = the compiled loss.
+
+    A model with several outputs gets the weighted sum of its per-output losses, with the
+    compiled ``loss_weights``: the objective ``fit`` minimises.
+    """
+    terms = loss_terms(model, loss)
+    if len(terms) == 1 and len(output_names(model)) == 1:
+        return _float64_mean(terms[0][1])
+    names = output_names(model)
+    fns = [(names.index(n), _float64_mean(fn), w) for n, fn, w in terms]
+
+    def weighted_loss(y_true: Any, y_pred: Any) -> tf.Tensor:
+        ys, outs = as_list(y_true, names), as_list(y_pred, names)
+        total = [w * fn(ys[i], outs[i]) for i, fn, w in fns]
+        return tf.add_n(total)
+
+    return weighted_loss
+
+
+def _float64_mean(loss: Any) -> Any:
     loss = float64_loss(loss)
     return loss if isinstance(loss, keras.losses.Loss) else _mean_loss(loss)
+
+
+def custom_train_step_note(model: keras.Model) -> str | None:
+    """The one line a check prints for a model whose ``train_step`` is its own: what ``fit``
+    minimises there is not what the check differentiates (the compiled loss)."""
+    if type(model).train_step is keras.Model.train_step:
+        return None
+    return (
+        f"{type(model).__name__} overrides train_step: the check differentiates the compiled "
+        "loss through the model's layers, not what train_step computes"
+    )
 
 
 class ModelObjective:
@@ -112,7 +144,7 @@ class ModelObjective:
         loss: Any = None,
         *,
         samples: int | None = None,
-        training: bool = False,
+        training: bool | None = False,
         loss_scale: float = 1.0,
         warmup_steps: int = 0,
         seed: int = 0,
@@ -121,17 +153,20 @@ class ModelObjective:
 
         The check uses the first ``samples`` examples of ``x``; a warm-up trains the copy on
         all of ``x`` (G8). Python's and NumPy's global random state are restored, so running
-        a check does not change what a later training run draws.
+        a check does not change what a later training run draws. ``training=None`` checks
+        the mode ``fit`` trains in where it matters: training mode (batch statistics) for a
+        model with BatchNormalization, inference mode otherwise.
         """
-        if len(getattr(model, "outputs", None) or [None]) != 1:
-            raise ValueError("model: gradient checks take a single-output model")
+        if training is None:
+            training = uses_batch_statistics(model)
         loss_fn = resolve_loss(model, loss)
-        first = keras.tree.map_structure(lambda a: np.asarray(a)[:samples], x)
+        x, y = as_arrays(x), as_arrays(y)
+        first = take(x, slice(None, samples))
         with _seeded(seed):
             clone = clone_float64(model, build_input=_float64_inputs(first))
             if warmup_steps:
                 warm_up(model, clone, loss_fn, _float64_inputs(x), _float64_inputs(y), warmup_steps)
-        y_first = np.asarray(y)[:samples]
+        y_first = take(y, slice(None, samples))
         return cls(clone, loss_fn, first, y_first, training=training, loss_scale=loss_scale)
 
     def forward(
@@ -160,11 +195,18 @@ class ModelObjective:
             tape.watch(self.values)
             data, reg, _ = self.forward(self.values, fingerprint=False)
         zero = tf.UnconnectedGradients.ZERO
+        # An Embedding's gradient is IndexedSlices (rows of the looked-up ids): densify it.
         return (
             data,
             reg,
-            tape.gradient(data, self.values, unconnected_gradients=zero),
-            tape.gradient(reg, self.values, unconnected_gradients=zero),
+            [
+                tf.convert_to_tensor(g)
+                for g in tape.gradient(data, self.values, unconnected_gradients=zero)
+            ],
+            [
+                tf.convert_to_tensor(g)
+                for g in tape.gradient(reg, self.values, unconnected_gradients=zero)
+            ],
         )
 
     def gradients(self) -> dict[str, Any]:

@@ -1,10 +1,13 @@
 """What a sampled gradient check found: one row per variable and part, every entry's raw values.
 
-``GradcheckReport.passed`` is True when no entry is ``suspicious`` or ``fail`` (``kink``
-entries are excused: every step size crossed a non-differentiable point). The maximum
-relative error leaves kink entries out, since their error measures the kink, not the
-gradient. ``str(report)`` is the table a person reads; ``to_dict()`` is what
-``gradcheck.json`` holds.
+A report's ``status`` is ``failed`` when some entry is ``suspicious`` or ``fail``;
+``inconclusive`` when nothing failed but more than half of what was compared was excused
+(``kink``: every step size crossed a non-differentiable point; ``zero``: analytic and
+numeric values both below the rounding floor, so nothing was compared); else ``passed``, and
+``passed`` is True only then. A variable whose every entry is ``zero`` is ``unverified``, not
+``ok``. The maximum relative error leaves kink and zero entries out, since their error
+measures the kink or rounding, not the gradient. ``str(report)`` is the table a person
+reads; ``to_dict()`` is what ``gradcheck.json`` holds.
 
 Example:
     >>> row = VariableRow("data", "dense/bias", (3,), 3, 2e-10, "ok", kinks=0, retried=0)
@@ -23,6 +26,10 @@ from kerasdiag.gradcheck.finite_diff import Attempt
 from kerasdiag.gradcheck.verdict import worst
 
 PASSING = ("ok", "kink")
+FAILING = ("suspicious", "fail")
+EXCUSED = ("kink", "zero", "unverified")
+# More than this share excused (kinks, zero within rounding) makes a check inconclusive.
+INCONCLUSIVE_SHARE = 0.5
 # Entries listed under the table when a check does not pass.
 _SHOWN_ENTRIES = 8
 
@@ -39,24 +46,41 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.1e}"
+        return "-" if value != value else f"{value:.1e}"
     return str(value)
 
 
 class VerdictRows:
-    """``passed`` and ``failing`` of a report whose ``rows`` each carry a verdict."""
+    """``status``, ``passed`` and ``failing`` of a report whose ``rows`` carry a verdict."""
 
     rows: list
 
+    def excused(self) -> tuple[int, int]:
+        """(compared items excused as kink or zero, items compared)."""
+        return sum(r.verdict in EXCUSED for r in self.rows), len(self.rows)
+
+    @property
+    def status(self) -> str:
+        """``failed``, ``inconclusive`` (mostly excused, or nothing compared) or ``passed``."""
+        if self.failing:
+            return "failed"
+        excused, total = self.excused()
+        return "inconclusive" if excused > INCONCLUSIVE_SHARE * total else "passed"
+
     @property
     def passed(self) -> bool:
-        """True when no row is ``suspicious`` or ``fail`` (``kink`` rows are excused)."""
-        return all(r.verdict in PASSING for r in self.rows)
+        """True when nothing failed and most of what was compared was verified."""
+        return self.status == "passed"
 
     @property
     def failing(self) -> list:
         """Rows whose verdict is ``suspicious`` or ``fail``."""
-        return [r for r in self.rows if r.verdict not in PASSING]
+        return [r for r in self.rows if r.verdict in FAILING]
+
+    @property
+    def unverified(self) -> list:
+        """Rows whose every compared value was rounding noise (``unverified``)."""
+        return [r for r in self.rows if r.verdict == "unverified"]
 
 
 @dataclass
@@ -98,14 +122,14 @@ class VariableRow:
 
 def summarize(part: str, name: str, shape: tuple[int, ...], elements: list[ElementCheck]):
     """The row of one variable from its entries' final verdicts."""
-    smooth = [e.relative_error for e in elements if e.verdict != "kink"]
-    errors = smooth or [e.relative_error for e in elements]
+    smooth = [e.relative_error for e in elements if e.verdict not in ("kink", "zero")]
+    errors = smooth or [e.relative_error for e in elements if e.verdict == "kink"]
     return VariableRow(
         part=part,
         name=name,
         shape=shape,
         dims=len(elements),
-        max_relative_error=max(errors, default=0.0),
+        max_relative_error=max(errors, default=float("nan")),
         verdict=worst(e.verdict for e in elements),
         kinks=sum(e.verdict == "kink" for e in elements),
         retried=sum(len(e.attempts) > 1 for e in elements),
@@ -132,12 +156,20 @@ class GradcheckReport(VerdictRows):
 
     @property
     def max_relative_error(self) -> float:
-        """The largest relative error of any entry that did not cross a kink."""
-        return max((e.relative_error for e in self.elements if e.verdict != "kink"), default=0.0)
+        """The largest relative error of any entry that was compared (no kink, not zero)."""
+        return max(
+            (e.relative_error for e in self.elements if e.verdict not in ("kink", "zero")),
+            default=0.0,
+        )
+
+    def excused(self) -> tuple[int, int]:
+        """(entries excused as kink or zero, entries compared)."""
+        return sum(e.verdict in EXCUSED for e in self.elements), len(self.elements)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
+            "status": self.status,
             "max_relative_error": self.max_relative_error,
             "tolerance": self.tolerance,
             "depth": self.depth,
@@ -166,15 +198,17 @@ class GradcheckReport(VerdictRows):
         )
 
     def __str__(self) -> str:
-        status = "PASSED" if self.passed else "FAILED"
+        excused, total = self.excused()
         lines = [
-            f"Gradient check {status}: max relative error {self.max_relative_error:.1e} "
+            f"Gradient check {self.status.upper()}: max relative error "
+            f"{self.max_relative_error:.1e} over {total - excused} of {total} entries compared "
             f"(float64 copy, {self.samples} example(s), h={self.h:g}, {self.seconds:.1f} s)",
             self.table(),
         ]
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  {line}" for line in unverified_advice(self, self.settings)]
         shown = sorted(
-            (e for e in self.elements if e.verdict not in PASSING),
+            (e for e in self.elements if e.verdict in FAILING),
             key=lambda e: -e.relative_error,
         )[:_SHOWN_ENTRIES]
         if shown:
@@ -182,6 +216,27 @@ class GradcheckReport(VerdictRows):
             lines += [f"    {_entry_line(e)}" for e in shown]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def unverified_advice(report: Any, settings: dict[str, Any]) -> list[str]:
+    """What an ``unverified`` or ``inconclusive`` result means and what to run instead."""
+    lines = []
+    names = [getattr(r, "name", getattr(r, "variable", "")) for r in report.unverified]
+    if names:
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        lines.append(
+            f"unverified ({len(names)}): {shown}: their gradients are zero within rounding "
+            "here, so they were not checked"
+        )
+    if names or report.status == "inconclusive":
+        advice = []
+        if not settings.get("training"):
+            advice.append("training=True (BatchNorm at init gives near-zero gradients)")
+        if not settings.get("warmup_steps"):
+            advice.append("warmup_steps=20")
+        advice.append("check_layer_gradients on the layer alone")
+        lines.append("to verify them, check again with " + ", or ".join(advice))
+    return lines
 
 
 def verdict_cell(row: Any) -> str:

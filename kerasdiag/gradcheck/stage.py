@@ -82,15 +82,23 @@ def gradcheck_stage(
     path = write_json_atomic(Path(run_dir) / REPORT_FILE, report.to_dict())
     print(report)
     failing = [f"{r.part}:{r.name} ({r.verdict})" for r in report.failing]
-    message = (
-        f"{len(report.rows)} variable checks passed, max relative error "
-        f"{report.max_relative_error:.1e}"
-        if report.passed
-        else f"gradient check failed for {', '.join(failing)}"
-    )
+    excused, total = report.excused()
+    if report.status == "inconclusive":
+        # Not a pass (nothing was verified), not a gradient bug either: say so, go on.
+        message = (
+            f"inconclusive: {excused} of {total} entries crossed kinks at every step or were "
+            "zero within rounding; see the report for what to run instead"
+        )
+    elif report.passed:
+        message = (
+            f"{len(report.rows)} variable checks passed ({len(report.unverified)} unverified), "
+            f"max relative error {report.max_relative_error:.1e}"
+        )
+    else:
+        message = f"gradient check failed for {', '.join(failing)}"
     return StageResult(
         NAME,
-        report.passed,
+        None if report.status == "inconclusive" else report.passed,
         value=report.max_relative_error,
         expected=report.tolerance,
         message=message,

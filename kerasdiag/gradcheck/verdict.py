@@ -39,8 +39,10 @@ TINY = 1e-10
 ROUNDING_SAFETY = 64.0
 EPS64 = float(np.finfo(np.float64).eps)
 
-# Verdicts, best first: the worst one decides a variable's row.
-VERDICTS = ("ok", "kink", "suspicious", "fail")
+# Verdicts, best first: the worst one decides a variable's row. ``zero``: an entry whose
+# analytic and numeric values are both below the rounding floor (nothing to compare);
+# ``unverified``: a variable (or direction) whose every entry is ``zero``.
+VERDICTS = ("ok", "zero", "kink", "unverified", "suspicious", "fail")
 
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> np.ndarray:
@@ -85,11 +87,14 @@ def classify(
     kink: np.ndarray,
     has_kinks: bool,
     within_rounding: np.ndarray,
+    zero: np.ndarray | None = None,
 ) -> np.ndarray:
     """The verdict of each comparison.
 
     ``kink`` marks comparisons whose ``x - h`` and ``x + h`` fell on different sides of a
-    non-differentiable point; ``within_rounding`` those whose difference is rounding noise.
+    non-differentiable point; ``within_rounding`` those whose difference is rounding noise;
+    ``zero`` those whose analytic and numeric values are both rounding noise: they verify
+    nothing (``zero``, not ``ok``).
     """
     rel = np.asarray(rel, dtype=np.float64)
     out = np.full(rel.shape, "fail", dtype=object)
@@ -98,12 +103,19 @@ def classify(
         out[rel < SUSPICIOUS] = "ok"
     out[np.asarray(kink, bool) & (out != "ok")] = "kink"
     out[(rel <= tolerance) | np.asarray(within_rounding, bool)] = "ok"
+    if zero is not None:
+        out[np.asarray(zero, bool)] = "zero"
     return out
 
 
 def worst(verdicts: Iterable[str]) -> str:
-    """The worst verdict of several (``ok`` for none)."""
-    return max(verdicts, key=VERDICTS.index, default="ok")
+    """The worst verdict of several (``ok`` for none); ``zero`` entries decide nothing, and
+    when every entry is ``zero`` the result is ``unverified``."""
+    verdicts = list(verdicts)
+    decided = [v for v in verdicts if v != "zero"]
+    if verdicts and not decided:
+        return "unverified"
+    return max(decided, key=VERDICTS.index, default="ok")
 
 
 def settle(verdicts: list[str], kinks: list[bool], errors: list[float]) -> tuple[str, int]:
@@ -111,13 +123,15 @@ def settle(verdicts: list[str], kinks: list[bool], errors: list[float]) -> tuple
 
     One ``ok`` attempt settles it (the other step sizes were too large or too small). Else a
     kink excuses the entry only if every attempt crossed one: an attempt that crossed none
-    measured the true derivative, so its own verdict stands.
+    measured the true derivative, so its own verdict stands. A ``zero`` attempt (both
+    values rounding noise) decides only when no attempt measured anything.
     """
     for i, v in enumerate(verdicts):
         if v == "ok":
             return "ok", i
-    clean = [i for i, k in enumerate(kinks) if not k]
+    clean = [i for i, k in enumerate(kinks) if not k or verdicts[i] == "zero"]
     if not clean:
         return "kink", 0
-    best = min(clean, key=lambda i: (VERDICTS.index(verdicts[i]), errors[i]))
+    measured = [i for i in clean if verdicts[i] != "zero"]
+    best = min(measured or clean, key=lambda i: (VERDICTS.index(verdicts[i]), errors[i]))
     return verdicts[best], best

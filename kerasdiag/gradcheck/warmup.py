@@ -44,7 +44,7 @@ def warm_up(
     """Train ``clone`` for ``steps`` steps on ``(x, y)``; returns the loss of every step."""
     optimizer = optimizer_like(model)
     optimizer.build(clone.trainable_variables)
-    n = len(np.asarray(y))
+    n = len(keras.tree.flatten(y)[0])
 
     @tf.function
     def step(xb: Any, yb: Any) -> tf.Tensor:
@@ -62,5 +62,6 @@ def warm_up(
     for i in range(steps):
         idx = tf.constant((np.arange(size) + i * size) % n)
         batch_x = keras.tree.map_structure(lambda a, idx=idx: tf.gather(a, idx), x)
-        losses.append(float(step(batch_x, tf.gather(y, idx))))
+        batch_y = keras.tree.map_structure(lambda a, idx=idx: tf.gather(a, idx), y)
+        losses.append(float(step(batch_x, batch_y)))
     return losses

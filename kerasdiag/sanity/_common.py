@@ -5,31 +5,89 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
+from kerasdiag.sanity import outputs as io
 from kerasdiag.sanity.expected import LossSpec, describe_loss
 
 
-def training_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """``(x, y, num_classes)`` from a kerasdiag Dataset or an ``(x, y)`` pair."""
+def training_arrays(data: Any) -> tuple[Any, Any, int | None]:
+    """``(x, y, num_classes)`` from a kerasdiag Dataset or an ``(x, y)`` pair.
+
+    ``x`` and ``y`` may be lists or dicts of arrays (several inputs or outputs).
+    """
     if hasattr(data, "x_train"):
         return np.asarray(data.x_train), np.asarray(data.y_train), int(data.num_classes)
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return np.asarray(data[0]), np.asarray(data[1]), None
+        x, y = io.as_arrays(data[0]), io.as_arrays(data[1])
+        if io.count(x) != io.count(y):
+            raise ValueError(f"data: x has {io.count(x)} examples but y has {io.count(y)}")
+        return x, y, None
     raise ValueError(f"data must be a kerasdiag Dataset or an (x, y) pair, got {type(data)}")
 
 
-def subset(
-    x: np.ndarray, y: np.ndarray, n: int | None, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def subset(x: Any, y: Any, n: int | None, seed: int = 0) -> tuple[Any, Any]:
     """``n`` examples drawn without replacement by a private generator (global RNG untouched)."""
-    if n is None or n >= len(x):
+    total = io.count(x)
+    if n is None or n >= total:
         return x, y
-    idx = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
-    return x[idx], y[idx]
+    idx = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    return io.take(x, idx), io.take(y, idx)
+
+
+@dataclass
+class Head:
+    """One output with a loss: its name, position, loss, weight and what the loss is."""
+
+    name: str
+    index: int
+    loss: Any
+    weight: float
+    spec: LossSpec
+
+
+def heads(model: keras.Model, loss: Any = None) -> list[Head]:
+    """The outputs that carry a loss (the compiled ones and ``loss_weights`` by default)."""
+    names = io.output_names(model)
+    return [
+        Head(name, names.index(name), fn, weight, describe_loss(fn))
+        for name, fn, weight in io.loss_terms(model, loss)
+    ]
+
+
+def predict_outputs(model: keras.Model, x: Any, batch_size: int = 256) -> list[np.ndarray]:
+    """Every output of ``model`` on ``x`` in inference mode, in output order."""
+    names = io.output_names(model)
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    for i in range(0, io.count(x), batch_size):
+        out = model(io.take(x, slice(i, i + batch_size)), training=False)
+        for k, o in enumerate(io.as_list(out, names)):
+            parts[k].append(keras.ops.convert_to_numpy(o))
+    return [np.concatenate(p) for p in parts]
+
+
+def head_targets(hs: list[Head], y: Any, widths: list[int], names: list[str]) -> list[Any]:
+    """Each head's labels in the form its loss takes."""
+    ys = io.as_list(y, names)
+    return [loss_targets(h.spec, np.asarray(ys[h.index]), widths[h.index]) for h in hs]
+
+
+def weighted_loss(hs: list[Head], names: list[str]) -> Callable[[list[Any], Any], Any]:
+    """``(targets per head, model output) -> sum of weight * loss``, as ``fit`` minimises."""
+    fns = [(h.index, loss_function(h.loss), h.weight) for h in hs]
+
+    def total(targets: list[Any], out: Any) -> Any:
+        outs = io.as_list(out, names) if not isinstance(out, list) else out
+        value = 0.0
+        for t, (i, fn, w) in zip(targets, fns, strict=True):
+            value = value + w * fn(t, outs[i])
+        return value
+
+    return total
 
 
 def loss_and_subset(
@@ -40,7 +98,7 @@ def loss_and_subset(
     loss = compiled_loss(model) if loss is None else loss
     x_all, y_all, _ = training_arrays(data)
     x, y = subset(x_all, y_all, num_examples, seed)
-    return loss, describe_loss(loss), x, y, output_width(model)
+    return loss, describe_loss(loss), x, y, output_width(model, x)
 
 
 def compiled_loss(model: keras.Model) -> Any:
@@ -75,19 +133,18 @@ def loss_targets(spec: LossSpec, y: np.ndarray, num_outputs: int) -> np.ndarray:
     return y.reshape(-1, 1).astype(np.float32)
 
 
-def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Outputs in inference mode (dropout, noise and augmentation off), batch by batch."""
-    return np.concatenate(
-        [
-            keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
-            for i in range(0, len(x), batch_size)
-        ]
-    )
+def predict(model: keras.Model, x: Any, batch_size: int = 256) -> np.ndarray:
+    """The (first) output in inference mode (dropout, noise and augmentation off)."""
+    return predict_outputs(model, x, batch_size)[0]
 
 
-def output_width(model: keras.Model) -> int:
-    shape = model.outputs[0].shape if getattr(model, "outputs", None) else model.output_shape
-    return int(shape[-1])
+def output_width(model: keras.Model, x: Any = None) -> int:
+    """The width of the (first) output; a subclassed model is run on one example of ``x``."""
+    if getattr(model, "outputs", None):
+        return int(model.outputs[0].shape[-1])
+    if x is None:
+        raise ValueError(f"cannot tell the output width of {model.name!r} without an example")
+    return int(predict_outputs(model, io.take(x, slice(0, 1)))[0].shape[-1])
 
 
 def class_indices(y: np.ndarray) -> np.ndarray:

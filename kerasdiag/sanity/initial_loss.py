@@ -9,7 +9,8 @@ import keras
 import numpy as np
 
 from kerasdiag.sanity import _common as common
-from kerasdiag.sanity.expected import LossSpec, describe_loss, expected_initial_loss_with_reason
+from kerasdiag.sanity import outputs as outputs_io
+from kerasdiag.sanity.expected import LossSpec, expected_initial_loss_with_reason
 from kerasdiag.sanity.result import StageResult
 
 _CATEGORICAL = {"crossentropy", "focal"}
@@ -53,23 +54,62 @@ def check_initial_loss(
     if not rtol > 0:
         raise ValueError(f"rtol must be positive, got {rtol!r}")
     start = time.perf_counter()
-    loss = common.compiled_loss(model) if loss is None else loss
-    spec = describe_loss(loss)
+    hs = common.heads(model, loss)
     x_all, y_all, num_classes = common.training_arrays(data)
     x, y = common.subset(x_all, y_all, max_examples, seed)
-    outputs = common.predict(model, x)
-    width = outputs.shape[-1]
+    names = outputs_io.output_names(model)
+    predictions = common.predict_outputs(model, x)
+    verdicts = []
+    for h in hs:
+        y_head = np.asarray(outputs_io.as_list(y, names)[h.index])
+        y_head_all = np.asarray(outputs_io.as_list(y_all, names)[h.index])
+        verdicts.append(
+            _judge(h.spec, h.loss, predictions[h.index], y_head, y_head_all, num_classes, rtol,
+                   class_priors)
+        )  # fmt: skip
+    details = {"examples": outputs_io.count(x), "loss": ", ".join(h.spec.name for h in hs)}
+    seconds = time.perf_counter() - start
+    if len(hs) == 1:
+        passed, value, expected, message, extra = verdicts[0]
+        details.update(extra)
+        return StageResult("initial_loss", passed, value, expected, message, seconds, details)
+    # Several outputs: each is judged on its own; the totals carry the loss weights.
+    passed = all(v[0] for v in verdicts)
+    values, expectations = [v[1] for v in verdicts], [v[2] for v in verdicts]
+    value = expected = None
+    if all(v is not None for v in values + expectations):
+        value = sum(h.weight * v for h, v in zip(hs, values, strict=True))
+        expected = sum(h.weight * e for h, e in zip(hs, expectations, strict=True))
+    details["outputs"] = {h.name: v[4] | {"value": v[1], "expected": v[2]}
+                          for h, v in zip(hs, verdicts, strict=True)}  # fmt: skip
+    shown = [v for v in verdicts if not v[0]] or verdicts
+    message = "; ".join(
+        f"output {h.name!r} (weight {h.weight:g}): {v[3]}"
+        for h, v in zip(hs, verdicts, strict=True)
+        if v in shown
+    )
+    return StageResult("initial_loss", passed, value, expected, message, seconds, details)
 
+
+def _judge(
+    spec: LossSpec,
+    loss: Any,
+    outputs: np.ndarray,
+    y: np.ndarray,
+    y_all: np.ndarray,
+    num_classes: int | None,
+    rtol: float,
+    class_priors: Any,
+) -> tuple[bool, float | None, float | None, str, dict[str, Any]]:
+    """(passed, value, expected, message, details) of one output and its loss."""
+    width = outputs.shape[-1]
     details = {
-        "examples": len(x),
-        "loss": spec.name,
         "outputs_mean": float(np.mean(outputs)),
         "outputs_std": float(np.std(outputs)),
     }
 
     def result(passed: bool, value: float | None, expected: float | None, message: str):
-        seconds = time.perf_counter() - start
-        return StageResult("initial_loss", passed, value, expected, message, seconds, details)
+        return passed, value, expected, message, details
 
     if width > 1 and num_classes is not None and width != num_classes:
         return result(

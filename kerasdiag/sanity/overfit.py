@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from kerasdiag.sanity import _common as common
-from kerasdiag.sanity.expected import expected_initial_loss
+from kerasdiag.sanity import outputs
 from kerasdiag.sanity.result import StageResult
 
 
@@ -27,18 +27,20 @@ def overfit_small_subset(
 ) -> StageResult:
     """Train a copy of ``model`` on ``num_examples`` training examples until it memorises them.
 
-    Success means training accuracy 100% and a loss at most ``loss_fraction`` times the
-    expected initial loss (0.115 for 10-class cross-entropy), reached within
-    ``max_steps`` full-batch steps; the result reports the steps it took. A model that cannot
-    do this has a bug worth fixing before any real training: frozen layers, a learning rate
-    far too low, a loss that cannot reach 0 (softmax applied twice), labels that do not belong
-    to their inputs, or too little capacity.
+    Memorised means training accuracy 100% (every classification output) and a loss at most
+    ``loss_fraction`` times the loss the copy started from, reached within ``max_steps``
+    full-batch steps (e.g. 2.30 -> below 0.115 for 10-class cross-entropy); the result
+    reports the steps it took. A model that cannot do this has a bug worth fixing before
+    any real training: frozen layers, a learning rate far too low, a loss that cannot reach
+    0 (softmax applied twice), labels that do not belong to their inputs, or too little
+    capacity.
 
-    The copy trains on the data loss alone (regularization off) in inference mode, so dropout,
-    noise and augmentation layers are off; batch normalisation then uses its initial moving
-    statistics and acts as a learnable affine map. The optimizer is a fresh one configured
-    like the model's (or ``optimizer``). ``model``, its optimizer and the global random state
-    are left as they were.
+    The copy trains on the data loss alone (regularization off; several outputs: their
+    losses weighted by ``loss_weights``), in the mode ``fit`` trains in where it matters:
+    a model with BatchNormalization trains in training mode (batch statistics; dropout is
+    then on too), any other in inference mode (dropout, noise and augmentation off). The
+    optimizer is a fresh one configured like the model's (or ``optimizer``). ``model``, its
+    optimizer and the global random state are left as they were.
 
     Example:
 
@@ -55,19 +57,26 @@ def overfit_small_subset(
         raise ValueError(f"loss_fraction must be in (0, 1), got {loss_fraction!r}")
     start = time.perf_counter()
     with common.preserved_random_state():
-        loss, spec, x, y, width = common.loss_and_subset(model, data, loss, num_examples, seed)
-        targets = common.loss_targets(spec, y, width)
-        labels = common.class_indices(y)
-        target = loss_fraction * expected_initial_loss(spec, common.classes_for(spec, width))
+        hs = common.heads(model, loss)
+        x_all, y_all, _ = common.training_arrays(data)
+        x, y = common.subset(x_all, y_all, num_examples, seed)
+        names = outputs.output_names(model)
+        widths = [o.shape[-1] for o in common.predict_outputs(model, outputs.take(x, slice(0, 1)))]
+        targets = common.head_targets(hs, y, widths, names)
+        ys = outputs.as_list(y, names)
+        labels = [common.class_indices(np.asarray(ys[h.index])) for h in hs]
         clone = common.copy_model(model)
         trainable = list(clone.trainable_variables)
-        details: dict[str, Any] = {"examples": len(x), "max_steps": max_steps}
+        training = outputs.uses_batch_statistics(model)
+        details: dict[str, Any] = {
+            "examples": outputs.count(x), "max_steps": max_steps, "training_mode": training,
+        }  # fmt: skip
         if not trainable:
             return StageResult(
                 "overfit",
                 False,
                 None,
-                target,
+                None,
                 "the model has no trainable weights (every layer is frozen): training cannot "
                 "change it. Set layer.trainable = True for the layers that should learn.",
                 time.perf_counter() - start,
@@ -75,11 +84,21 @@ def overfit_small_subset(
             )
         if optimizer is None:
             optimizer = common.fresh_optimizer(model)
-        history = _fit(clone, keras.optimizers.get(optimizer), loss, x, targets, max_steps)
-        steps = diverged = first_loss = None
-        for step, (value, outputs) in enumerate(history):
-            acc = common.accuracy(spec, outputs, labels)
-            first_loss = value if first_loss is None else first_loss
+        loss_fn = common.weighted_loss(hs, names)
+        history = _fit(
+            clone, keras.optimizers.get(optimizer), loss_fn, x, targets, max_steps, training
+        )
+        steps = diverged = first_loss = target = acc = None
+        for step, (value, outs) in enumerate(history):
+            accs = [
+                common.accuracy(h.spec, outs[h.index], lab)
+                for h, lab in zip(hs, labels, strict=True)
+            ]
+            known = [a for a in accs if a is not None]
+            acc = min(known) if known else None
+            if first_loss is None:
+                first_loss = value
+                target = loss_fraction * value if math.isfinite(value) else None
             if not math.isfinite(value):
                 diverged = step
                 break
@@ -87,9 +106,12 @@ def overfit_small_subset(
                 steps = step
                 break
         details.update(steps=steps, initial_loss=first_loss, accuracy=acc, target=target)
+        value = float(value)
+        n = outputs.count(x)
 
     seconds = time.perf_counter() - start
-    summary = f"loss {first_loss:.4g} -> {value:.4g} (target <= {target:.3g})"
+    summary = f"loss {first_loss:.4g} -> {value:.4g} (target <= {target or 0:.3g}, "
+    summary += f"{loss_fraction:.0%} of the start)"
     if acc is not None:
         summary += f", training accuracy {acc:.0%}"
     if steps is not None:
@@ -98,7 +120,7 @@ def overfit_small_subset(
             True,
             value,
             target,
-            f"memorised {len(x)} examples in {steps} steps: {summary}",
+            f"memorised {n} examples in {steps} steps: {summary}",
             seconds,
             details,
         )
@@ -108,7 +130,7 @@ def overfit_small_subset(
             False,
             value,
             target,
-            f"the loss became {value} after {diverged} steps on {len(x)} examples: training "
+            f"the loss became {value} after {diverged} steps on {n} examples: training "
             "diverges, usually a learning rate far too high.",
             seconds,
             details,
@@ -118,7 +140,7 @@ def overfit_small_subset(
         False,
         value,
         target,
-        f"could not memorise {len(x)} examples in {max_steps} steps: {summary}. A model must "
+        f"could not memorise {n} examples in {max_steps} steps: {summary}. A model must "
         "fit a handful of examples before the full set is worth training. Usual causes: "
         "frozen layers, a learning rate far too low, a loss that cannot reach 0 (e.g. softmax "
         "applied twice), labels that do not belong to their inputs, or too little capacity.",
@@ -127,32 +149,44 @@ def overfit_small_subset(
     )
 
 
-def _fit(model: keras.Model, optimizer: Any, loss: Any, x: np.ndarray, y: np.ndarray, steps: int):
-    """Yield ``(loss, outputs)`` before each of ``steps`` full-batch updates, then once after."""
+def _fit(
+    model: keras.Model,
+    optimizer: Any,
+    loss_fn: Any,
+    x: Any,
+    y: list[Any],
+    steps: int,
+    training: bool,
+):
+    """Yield ``(loss, outputs per output)`` before each of ``steps`` full-batch updates, then
+    once after (in the mode the updates run in)."""
     import tensorflow as tf
 
-    loss_fn = common.loss_function(loss)
+    names = outputs.output_names(model)
     variables = list(model.trainable_variables)
-    x_t, y_t = tf.constant(x), tf.constant(y)
+    x_t = keras.tree.map_structure(tf.constant, x)
+    y_t = [tf.constant(t) for t in y]
+
+    def evaluate():
+        out = outputs.as_list(model(x_t, training=training), names)
+        return loss_fn(y_t, out), out
 
     @tf.function
     def forward():
-        outputs = model(x_t, training=False)
-        return loss_fn(y_t, outputs), outputs
+        return evaluate()
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            outputs = model(x_t, training=False)
-            value = loss_fn(y_t, outputs)
+            value, out = evaluate()
         grads = tape.gradient(value, variables)
         optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
         )
-        return value, outputs
+        return value, out
 
     for _ in range(steps):
-        value, outputs = step()
-        yield float(value), outputs.numpy()
-    value, outputs = forward()
-    yield float(value), outputs.numpy()
+        value, out = step()
+        yield float(value), [o.numpy() for o in out]
+    value, out = forward()
+    yield float(value), [o.numpy() for o in out]

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from kerasdiag.sanity import _common as common
+from kerasdiag.sanity import outputs
 from kerasdiag.sanity.result import StageResult
 
 
@@ -49,21 +50,26 @@ def check_regularization_raises_loss(
         raise ValueError(f"factor must be greater than 1, got {factor!r}")
     start = time.perf_counter()
     with common.preserved_random_state():
-        loss, spec, x, y, width = common.loss_and_subset(model, data, loss, max_examples, seed)
-        targets = common.loss_targets(spec, y, width)
-        loss_fn = common.loss_function(loss)
+        hs = common.heads(model, loss)
+        x_all, y_all, _ = common.training_arrays(data)
+        x, y = common.subset(x_all, y_all, max_examples, seed)
+        names = outputs.output_names(model)
+        widths = [o.shape[-1] for o in common.predict_outputs(model, outputs.take(x, slice(0, 1)))]
+        targets = common.head_targets(hs, y, widths, names)
+        loss_fn = common.weighted_loss(hs, names)
         probe = stronger is not None
         if unregularized is None:
-            unregularized = common.copy_model(model, _regularizer_scaler(0.0))
+            unregularized = _scaled_copy(model, 0.0)
         else:
             _share_weights(model, unregularized)
         if stronger is None:
-            stronger = common.copy_model(model, _regularizer_scaler(factor))
+            stronger = _scaled_copy(model, factor)
         else:
             _share_weights(model, stronger)
 
         def total(m: keras.Model) -> tuple[float, float]:
-            data_loss = float(keras.ops.convert_to_numpy(loss_fn(targets, m(x, training=False))))
+            out = m(x, training=False)
+            data_loss = float(keras.ops.convert_to_numpy(loss_fn(targets, out)))
             penalty = sum(float(keras.ops.convert_to_numpy(t)) for t in m.losses)
             return data_loss + penalty, penalty
 
@@ -79,7 +85,7 @@ def check_regularization_raises_loss(
         "penalty_configured": configured_penalty,
         "penalty_stronger": strong_penalty,
         "factor": factor,
-        "examples": len(x),
+        "examples": outputs.count(x),
     }
     seconds = time.perf_counter() - start
     summary = f"{none:.5g} (none), {configured:.5g} (configured), {strong:.5g} (stronger)"
@@ -143,21 +149,20 @@ class _Scaled(keras.regularizers.Regularizer):
         return {"inner": keras.regularizers.serialize(self.inner), "scale": self.scale}
 
 
-def _regularizer_scaler(scale: float):
-    """A ``clone_function`` that copies a layer with each of its regularizers times ``scale``."""
+def _scaled_copy(model: keras.Model, scale: float) -> keras.Model:
+    """A copy of ``model`` (any kind: Sequential, functional, subclassed) with every weight
+    and activity regularizer times ``scale`` (0: none).
 
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-        config = layer.get_config()
-        regularizers = {
-            key: value
-            for key, value in vars(layer).items()
-            if key.endswith("regularizer") and isinstance(value, keras.regularizers.Regularizer)
-        }
-        for key in regularizers:
-            config.pop(key.lstrip("_"), None)
-        new = type(layer).from_config(config)
-        for key, reg in regularizers.items():
-            setattr(new, key, _Scaled(reg, scale) if scale else None)
-        return new
-
-    return clone
+    Keras keeps a weight's regularizer on the variable (``variable.regularizer``) and the
+    activity regularizer on the layer, so both are replaced after copying.
+    """
+    copy = common.copy_model(model)
+    for variable in copy.weights:
+        reg = getattr(variable, "regularizer", None)
+        if reg is not None:
+            variable.regularizer = _Scaled(reg, scale) if scale else None
+    for layer in copy._flatten_layers():
+        reg = getattr(layer, "activity_regularizer", None)
+        if reg is not None:
+            layer.activity_regularizer = _Scaled(reg, scale) if scale else None
+    return copy

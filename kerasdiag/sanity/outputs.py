@@ -1,0 +1,117 @@
+"""Models with several inputs and outputs: their losses, weights and data, output by output.
+
+``compile(loss=[...] | {...}, loss_weights=[...] | {...})`` gives each output its own loss;
+the checks evaluate the same weighted sum Keras trains on. Data for such models are lists or
+dicts of arrays (``x = {"left": a, "right": b}``), sliced together.
+
+Example:
+    >>> import keras
+    >>> a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    >>> h = keras.layers.Concatenate()([a, b])
+    >>> model = keras.Model([a, b], [keras.layers.Dense(2, name="p")(h),
+    ...                              keras.layers.Dense(1, name="q")(h)])
+    >>> model.compile(loss=["mse", "mse"], loss_weights=[1.0, 0.5])
+    >>> [(name, weight) for name, _, weight in loss_terms(model)]
+    [('p', 1.0), ('q', 0.5)]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+
+def output_names(model: keras.Model) -> list[str]:
+    """The names of ``model``'s outputs (one name, the model's, for a single output)."""
+    names = list(getattr(model, "output_names", None) or [])
+    return names or [model.name]
+
+
+def is_structure(data: Any) -> bool:
+    """True for a list/tuple/dict of arrays (several inputs or outputs), not one array."""
+    if isinstance(data, dict):
+        return True
+    if isinstance(data, (list, tuple)) and data:
+        return all(hasattr(a, "shape") and np.ndim(a) >= 1 for a in data)
+    return False
+
+
+def as_arrays(data: Any) -> Any:
+    """``data`` with every leaf as a NumPy array (one array stays one array)."""
+    if is_structure(data):
+        return keras.tree.map_structure(np.asarray, data)
+    return np.asarray(data)
+
+
+def count(data: Any) -> int:
+    """The number of examples in ``data`` (the batch axis of its first array)."""
+    return len(keras.tree.flatten(data)[0]) if is_structure(data) else len(data)
+
+
+def take(data: Any, index: Any) -> Any:
+    """``data[index]`` for an array or every array of a list/dict."""
+    if is_structure(data):
+        return keras.tree.map_structure(lambda a: np.asarray(a)[index], data)
+    return np.asarray(data)[index]
+
+
+def as_list(data: Any, names: list[str]) -> list[Any]:
+    """The per-output values of ``data`` (a dict by output name, a list, or one value)."""
+    if isinstance(data, dict):
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"y: no targets for outputs {missing} (keys: {sorted(data)})")
+        return [data[n] for n in names]
+    if isinstance(data, (list, tuple)) and len(names) > 1:
+        if len(data) != len(names):
+            raise ValueError(f"y: {len(data)} targets for {len(names)} outputs {names}")
+        return list(data)
+    return [data]
+
+
+def loss_terms(model: keras.Model, loss: Any = None) -> list[tuple[str, Any, float]]:
+    """``(output name, loss, weight)`` per output that has a loss.
+
+    ``loss=None`` takes the compiled loss and ``loss_weights``; a loss given here weighs 1
+    per output. One loss for a multi-output model applies to every output, as in Keras.
+    """
+    weights: Any = None
+    if loss is None:
+        loss = getattr(model, "loss", None)
+        if loss is None:
+            raise ValueError("loss: the model is not compiled with a loss; pass loss=...")
+        weights = getattr(getattr(model, "_compile_loss", None), "_user_loss_weights", None)
+    names = output_names(model)
+    if isinstance(loss, dict):
+        unknown = sorted(set(loss) - set(names))
+        if unknown:
+            raise ValueError(f"loss: no outputs named {unknown}; the outputs are {names}")
+        picked = [n for n in names if loss.get(n) is not None]
+        losses = [loss[n] for n in picked]
+    elif isinstance(loss, (list, tuple)):
+        if len(loss) != len(names):
+            raise ValueError(f"loss: {len(loss)} losses for {len(names)} outputs {names}")
+        picked = [n for n, fn in zip(names, loss, strict=True) if fn is not None]
+        losses = [fn for fn in loss if fn is not None]
+    else:
+        picked, losses = names, [loss] * len(names)
+    return [(n, fn, _weight(weights, names, n)) for n, fn in zip(picked, losses, strict=True)]
+
+
+def uses_batch_statistics(model: keras.Model) -> bool:
+    """Whether ``model`` has BatchNormalization, which trains on batch statistics: checks
+    of how it trains run it in training mode, as ``fit`` does."""
+    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else []
+    return any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
+
+
+def _weight(weights: Any, names: list[str], name: str) -> float:
+    if weights is None:
+        return 1.0
+    if isinstance(weights, dict):
+        return float(weights.get(name, 1.0))
+    if isinstance(weights, (list, tuple)):
+        return float(weights[names.index(name)])
+    return float(weights)

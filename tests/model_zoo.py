@@ -1,0 +1,435 @@
+"""The model zoo: tiny versions of the models people train, on real data, healthy or faulty.
+
+Every entry builds a compiled model and its data: sklearn's 8x8 digits (as images, as rows of
+a sequence, as a token sequence of pixel intensities for the Embedding models) or the real
+CIFAR-10 sample. Architectures: keras.applications' MobileNetV2 (weights=None, alpha=0.35,
+32x32), a keras.io-style BatchNorm ResNet, an Embedding text CNN, a Bidirectional LSTM, a GRU,
+a Transformer block, a two-input two-output functional model with dict and list I/O and
+``loss_weights``, a subclassed model and one with a custom ``train_step``; variants train with
+``jit_compile`` + ``steps_per_execution``, mixed float16, and ``tf.data`` with sample weights.
+
+Faults: ``grad_bug`` (a custom layer whose gradient is scaled by 1.1, early in a ReLU/BN
+network), ``lr_high`` (learning rate far too high), ``vanishing`` (a deep sigmoid stack).
+Shared by ``tests/test_model_zoo.py`` and ``benchmarks/bench_zoo.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasdiag.data.cifar import read_batch
+
+from conftest import CIFAR_SAMPLE
+
+SEED = 0
+# A light L2 penalty on some layers, so the regularization check has something to check.
+L2 = keras.regularizers.L2(1e-4)
+LOGITS_CE = "logits_ce"
+
+
+def logits_ce() -> keras.losses.Loss:
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@functools.lru_cache(maxsize=1)
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(standardised 8x8 images (N, 8, 8, 1), raw 0..16 intensities as int tokens (N, 64),
+    labels)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data - d.data.mean(0)) / (d.data.std(0) + 1e-8)
+    return (
+        x.reshape(-1, 8, 8, 1).astype("float32"),
+        d.data.astype("int32"),
+        d.target.astype("int64"),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def cifar(n: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` real CIFAR-10 sample images (32x32x3, standardised) and labels."""
+    images, labels = read_batch(CIFAR_SAMPLE / "data_batch_1")
+    x = images[:n].astype("float32") / 255.0
+    return ((x - x.mean()) / x.std()).astype("float32"), np.asarray(labels[:n], "int64")
+
+
+class ScaledGradConv2D(keras.layers.Layer):
+    """A 3x3 'same' convolution whose hand-written gradient is ``scale`` times the true one
+    (kernel, bias and input): ``scale=1.0`` is a healthy custom layer, 1.1 a planted bug."""
+
+    def __init__(self, filters: int, scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.scale = filters, scale
+
+    def build(self, input_shape):
+        shape = (3, 3, input_shape[-1], self.filters)
+        self.kernel = self.add_weight(shape=shape, initializer="he_normal", name="kernel")
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+
+    def call(self, x):
+        scale = self.scale
+
+        @tf.custom_gradient
+        def conv(x, kernel, bias):
+            y = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
+
+            def grad(dy):
+                with tf.GradientTape() as tape:
+                    tape.watch([x, kernel, bias])
+                    out = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
+                dx, dk, db = tape.gradient(out, [x, kernel, bias], output_gradients=dy)
+                s = tf.cast(scale, dy.dtype)
+                return dx * s, dk * s, db * s
+
+            return y, grad
+
+        k = tf.cast(tf.convert_to_tensor(self.kernel), x.dtype)
+        b = tf.cast(tf.convert_to_tensor(self.bias), x.dtype)
+        return conv(x, k, b)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "scale": self.scale}
+
+
+@dataclass
+class Entry:
+    """One zoo model: ``build()`` gives (compiled model, x, y); ``fault`` is None if healthy."""
+
+    name: str
+    build: Callable[[], tuple[keras.Model, Any, Any]]
+    fault: str | None = None
+    # what a fit of this entry passes on (sample_weight, tf.data, ...)
+    fit: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 32
+    # TrainingDoctor thresholds: a one-epoch CIFAR run is honestly underfit, so its
+    # bias/variance judgement is switched off (said in the table's line).
+    doctor: dict[str, Any] = field(default_factory=dict)
+    # a layer of the model for check_layer_gradients (its name)
+    layer: str | None = None
+
+
+def _compile(model: keras.Model, loss: Any = None, lr: float = 1e-3, **kwargs) -> keras.Model:
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=loss if loss is not None else logits_ce(),
+        metrics=kwargs.pop("metrics", ["accuracy"]),
+        **kwargs,
+    )
+    return model
+
+
+def mobilenet() -> tuple[keras.Model, Any, Any]:
+    keras.utils.set_random_seed(SEED)
+    model = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
+    )
+    x, y = cifar()
+    return _compile(model), x, y
+
+
+def mobilenet_grad_bug() -> tuple[keras.Model, Any, Any]:
+    """MobileNetV2 (alpha=0.35, 32x32) behind a first 3x3 conv whose gradient is 1.1x."""
+    keras.utils.set_random_seed(SEED)
+    inputs = keras.Input((32, 32, 3))
+    x = ScaledGradConv2D(3, scale=1.1, name="custom_conv")(inputs)
+    body = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
+    )
+    model = keras.Model(inputs, body(x), name="mobilenet_grad_bug")
+    x_data, y = cifar()
+    return _compile(model), x_data, y
+
+
+def _res_block(x, filters: int, stride: int = 1):
+    shortcut = x
+    y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.Activation("relu")(y)
+    y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = keras.layers.BatchNormalization()(y)
+    if stride != 1 or shortcut.shape[-1] != filters:
+        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
+        shortcut = keras.layers.BatchNormalization()(shortcut)
+    return keras.layers.Activation("relu")(keras.layers.Add()([y, shortcut]))
+
+
+def resnet(scale: float | None = None, lr: float = 1e-3) -> tuple[keras.Model, Any, Any]:
+    """A keras.io-style ResNet (conv-BN-ReLU stem, two residual stages, max-pool) on CIFAR.
+
+    ``scale`` puts a ``ScaledGradConv2D`` right after the stem (1.1: the planted bug).
+    """
+    keras.utils.set_random_seed(SEED)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    if scale is not None:
+        x = ScaledGradConv2D(8, scale=scale, name="custom_conv")(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Activation("relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = _res_block(x, 8)
+    x = _res_block(x, 16, stride=2)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10, name="logits")(x)
+    x_data, y_data = cifar()
+    return _compile(keras.Model(inputs, outputs, name="resnet"), lr=lr), x_data, y_data
+
+
+def text_cnn() -> tuple[keras.Model, Any, Any]:
+    keras.utils.set_random_seed(SEED)
+    _, tokens, y = digits()
+    model = keras.Sequential(
+        [
+            keras.Input((64,), dtype="int32"),
+            keras.layers.Embedding(17, 8, name="embedding"),
+            keras.layers.Conv1D(16, 3, activation="relu", name="conv", kernel_regularizer=L2),
+            keras.layers.MaxPooling1D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, name="logits"),
+        ],
+        name="text_cnn",
+    )
+    return _compile(model, lr=3e-3), tokens, y
+
+
+def _rows() -> tuple[np.ndarray, np.ndarray]:
+    images, _, y = digits()
+    return images.reshape(-1, 8, 8), y
+
+
+def bilstm() -> tuple[keras.Model, Any, Any]:
+    keras.utils.set_random_seed(SEED)
+    x, y = _rows()
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8)),
+            keras.layers.Bidirectional(keras.layers.LSTM(12), name="bilstm"),
+            keras.layers.Dense(10, name="logits"),
+        ],
+        name="bilstm",
+    )
+    return _compile(model, lr=3e-3), x, y
+
+
+def gru() -> tuple[keras.Model, Any, Any]:
+    keras.utils.set_random_seed(SEED)
+    x, y = _rows()
+    model = keras.Sequential(
+        [keras.Input((8, 8)), keras.layers.GRU(16, name="gru"), keras.layers.Dense(10)],
+        name="gru",
+    )
+    return _compile(model, lr=3e-3), x, y
+
+
+def transformer() -> tuple[keras.Model, Any, Any]:
+    """One Transformer encoder block (attention, LayerNorm, feed-forward) over the 8 rows."""
+    keras.utils.set_random_seed(SEED)
+    x_data, y = _rows()
+    inputs = keras.Input((8, 8))
+    h = keras.layers.Dense(16, name="embed")(inputs)
+    att = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, name="attention")(h, h)
+    h = keras.layers.LayerNormalization(name="ln1")(h + att)
+    ff = keras.layers.Dense(32, activation="relu", name="ff1", kernel_regularizer=L2)(h)
+    ff = keras.layers.Dense(16, name="ff2")(ff)
+    h = keras.layers.LayerNormalization(name="ln2")(h + ff)
+    h = keras.layers.Flatten()(h)  # keeps the row order (attention alone is order-blind)
+    # 128 unit-variance LayerNorm features: a small output init keeps the initial loss at ln 10
+    small = keras.initializers.VarianceScaling(0.1)
+    outputs = keras.layers.Dense(10, name="logits", kernel_initializer=small)(h)
+    return _compile(keras.Model(inputs, outputs, name="transformer"), lr=3e-3), x_data, y
+
+
+def two_io(style: str = "list") -> tuple[keras.Model, Any, Any]:
+    """Two inputs (left and right half of a digit), two outputs (the class and "digit >= 5"),
+    two losses with ``loss_weights``; ``style`` "list" or "dict" for inputs, outputs, losses."""
+    keras.utils.set_random_seed(SEED)
+    images, _, y = digits()
+    left, right = images[:, :, :4, 0].reshape(-1, 32), images[:, :, 4:, 0].reshape(-1, 32)
+    big = (y >= 5).astype("float32").reshape(-1, 1)
+    a, b = keras.Input((32,), name="left"), keras.Input((32,), name="right")
+    h = keras.layers.Concatenate()(
+        [keras.layers.Dense(16, activation="relu")(a), keras.layers.Dense(16, activation="relu")(b)]
+    )
+    h = keras.layers.Dense(32, activation="relu", name="shared", kernel_regularizer=L2)(h)
+    digit = keras.layers.Dense(10, name="digit")(h)
+    high = keras.layers.Dense(1, activation="sigmoid", name="high")(h)
+    if style == "dict":
+        model = keras.Model({"left": a, "right": b}, {"digit": digit, "high": high}, name="two_io")
+        x = {"left": left, "right": right}
+        yy = {"digit": y, "high": big}
+        loss = {"digit": logits_ce(), "high": keras.losses.BinaryCrossentropy()}
+        weights = {"digit": 1.0, "high": 0.5}
+        metrics = {"digit": ["accuracy"], "high": ["accuracy"]}
+    else:
+        model = keras.Model([a, b], [digit, high], name="two_io")
+        x, yy = [left, right], [y, big]
+        loss = [logits_ce(), keras.losses.BinaryCrossentropy()]
+        weights = [1.0, 0.5]
+        metrics = [["accuracy"], ["accuracy"]]
+    return _compile(model, loss=loss, loss_weights=weights, metrics=metrics), x, yy
+
+
+class SubclassedMLP(keras.Model):
+    """A subclassed two-layer MLP (no symbolic inputs, no per-layer outputs)."""
+
+    def __init__(self, hidden: int = 32, classes: int = 10, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.classes = hidden, classes
+        self.flatten = keras.layers.Flatten()
+        self.dense1 = keras.layers.Dense(hidden, activation="relu", kernel_regularizer=L2)
+        self.dense2 = keras.layers.Dense(classes)
+
+    def call(self, x, training=False):
+        return self.dense2(self.dense1(self.flatten(x)))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "classes": self.classes}
+
+
+def subclassed() -> tuple[keras.Model, Any, Any]:
+    keras.utils.set_random_seed(SEED)
+    x, _, y = digits()
+    model = SubclassedMLP(name="subclassed")
+    model(x[:1])
+    return _compile(model), x, y
+
+
+class CustomStepModel(keras.Model):
+    """A functional MLP whose ``train_step`` is written by hand (as keras.io shows)."""
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss)
+            else:
+                metric.update_state(y, y_pred)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def custom_step() -> tuple[keras.Model, Any, Any]:
+    keras.utils.set_random_seed(SEED)
+    x, _, y = digits()
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Flatten()(inputs)
+    h = keras.layers.Dense(32, activation="relu", name="hidden")(h)
+    outputs = keras.layers.Dense(10, name="logits")(h)
+    return _compile(CustomStepModel(inputs, outputs, name="custom_step")), x, y
+
+
+def small_cnn(**compile_kwargs: Any) -> tuple[keras.Model, Any, Any]:
+    """conv-BN-ReLU-pool-dense on the digits images (for the jit / mixed precision / tf.data
+    variants)."""
+    keras.utils.set_random_seed(SEED)
+    x, _, y = digits()
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Activation("relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, name="logits", dtype="float32"),
+        ],
+        name="small_cnn",
+    )
+    return _compile(model, **compile_kwargs), x, y
+
+
+def mixed_float16() -> tuple[keras.Model, Any, Any]:
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        return small_cnn()
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def sample_weights(y: np.ndarray) -> np.ndarray:
+    """Odd digits count twice: a real weighting, not a no-op."""
+    return np.where(np.asarray(y) % 2 == 1, 2.0, 1.0).astype("float32")
+
+
+def sigmoid_stack() -> tuple[keras.Model, Any, Any]:
+    """The vanishing-gradient fault: ten sigmoid layers, default init, plain SGD."""
+    keras.utils.set_random_seed(SEED)
+    x, _, y = digits()
+    layers = [keras.Input((8, 8, 1)), keras.layers.Flatten()]
+    layers += [keras.layers.Dense(32, activation="sigmoid", name=f"sigmoid{i}") for i in range(10)]
+    model = keras.Sequential([*layers, keras.layers.Dense(10)], name="sigmoid_stack")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=logits_ce(), metrics=["accuracy"])
+    return model, x, y
+
+
+def lr_high() -> tuple[keras.Model, Any, Any]:
+    """The learning-rate fault: the small CNN with SGD at lr=5 (about 500x too high)."""
+    keras.utils.set_random_seed(SEED)
+    model, x, y = small_cnn()
+    model.compile(optimizer=keras.optimizers.SGD(5.0), loss=logits_ce(), metrics=["accuracy"])
+    return model, x, y
+
+
+SHORT = {"bias": 1.0, "variance": 1.0}
+HEALTHY: list[Entry] = [
+    Entry("mobilenet_v2", mobilenet, layer="Conv1", batch_size=64, epochs=1, doctor=SHORT),
+    Entry("bn_resnet", resnet, layer="stem", batch_size=64, epochs=1, doctor=SHORT),
+    Entry("text_cnn", text_cnn, layer="conv"),
+    Entry("bilstm", bilstm, layer="bilstm"),
+    Entry("gru", gru, layer="gru"),
+    Entry("transformer", transformer, layer="ff1"),
+    Entry("two_io_list", lambda: two_io("list"), layer="shared"),
+    Entry("two_io_dict", lambda: two_io("dict"), layer="shared"),
+    Entry("subclassed", subclassed),
+    Entry("custom_train_step", custom_step, layer="hidden"),
+    Entry(
+        "jit_steps_per_execution",
+        lambda: small_cnn(jit_compile=True, steps_per_execution=4),
+        layer="conv",
+    ),
+    Entry("mixed_float16", mixed_float16, layer="conv"),
+    Entry(
+        "tf_data_sample_weights",
+        small_cnn,
+        fit={"sample_weight": True, "tf_data": True},
+        layer="conv",
+    ),  # fmt: skip
+]
+FAULTY: list[Entry] = [
+    Entry(
+        "bn_resnet_grad_bug",
+        lambda: resnet(scale=1.1),
+        fault="grad_bug",
+        layer="custom_conv",
+        batch_size=64,
+        epochs=1,
+        doctor=SHORT,
+    ),
+    Entry(
+        "mobilenet_v2_grad_bug",
+        mobilenet_grad_bug,
+        fault="grad_bug",
+        layer="custom_conv",
+        batch_size=64,
+        epochs=1,
+        doctor=SHORT,
+    ),
+    Entry("lr_far_too_high", lr_high, fault="lr_high", epochs=3, layer="conv"),
+    Entry("vanishing_sigmoid", sigmoid_stack, fault="vanishing", epochs=3, layer="sigmoid0"),
+]
+ZOO = {e.name: e for e in HEALTHY + FAULTY}

@@ -1,0 +1,196 @@
+"""Run every public piece of kerasdiag on a zoo entry: one verdict and one line per piece.
+
+A verdict is ``pass`` (no finding), ``caught`` (a finding or a failed check, named in the
+line), or ``n/a`` (the piece says, in one line, why it cannot apply). Shared by
+``tests/test_model_zoo.py`` and ``benchmarks/bench_zoo.py``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from model_zoo import Entry, sample_weights
+
+from kerasdiag.callbacks import (
+    ActivationHistograms,
+    GradientMonitor,
+    ProbeBatch,
+    TrainingDoctor,
+    UpdateRatioMonitor,
+)
+from kerasdiag.callbacks.base import MonitorWarning
+from kerasdiag.gradcheck import check_gradients, check_gradients_fast, check_layer_gradients
+from kerasdiag.sanity import (
+    check_initial_loss,
+    check_regularization_raises_loss,
+    overfit_small_subset,
+)
+
+PIECES = (
+    "check_gradients",
+    "check_gradients_fast",
+    "check_layer_gradients",
+    "initial_loss",
+    "regularization",
+    "overfit",
+    "monitors",
+    "doctor",
+)
+# How many examples the gradient checks take, and the probe batch of the monitors.
+GRAD_SAMPLES = 4
+PROBE = 32
+
+
+def take(data: Any, idx: Any) -> Any:
+    """``data`` (an array or a list/dict of arrays) at ``idx``."""
+    return keras.tree.map_structure(lambda a: np.asarray(a)[idx], data)
+
+
+def size(data: Any) -> int:
+    return len(keras.tree.flatten(data)[0])
+
+
+def gradcheck(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
+    report = check_gradients(model, x, y, samples=GRAD_SAMPLES, dims_per_variable=3)
+    return _report_verdict(report, report.failing and sorted({r.name for r in report.failing}))
+
+
+def fast(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
+    report = check_gradients_fast(model, x, y, samples=GRAD_SAMPLES)
+    return _report_verdict(report, report.suspects)
+
+
+def _report_verdict(report: Any, named: Any) -> tuple[str, str]:
+    first = str(report).splitlines()[0]
+    if report.status == "passed":
+        return "pass", first
+    if report.status == "failed":
+        return "caught", f"{first}; suspects {list(named or [])[:3]}"
+    return "inconclusive", first
+
+
+def layer_check(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
+    if entry.layer is None:
+        return "n/a", (
+            "a subclassed model has no symbolic layer inputs to feed one layer from: call "
+            "check_layer_gradients(layer, inputs) with inputs of your choice"
+        )
+    layer = model.get_layer(entry.layer)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.input
+    feed = keras.Model(inputs, layer.input)
+    inputs = keras.ops.convert_to_numpy(feed(take(x, slice(0, 1)), training=False))
+    # A full Jacobian costs two passes per input entry: a 4x4 crop of an image, the first
+    # four steps of a sequence.
+    if inputs.ndim == 4:
+        inputs = inputs[:, :4, :4, :]
+    elif inputs.ndim == 3:
+        inputs = inputs[:, :4, :]
+    report = check_layer_gradients(layer, inputs)
+    return _report_verdict(report, [r.name for r in report.failing])
+
+
+def initial_loss(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
+    r = check_initial_loss(model, (x, y), max_examples=128)
+    return _stage(r)
+
+
+def regularization(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
+    r = check_regularization_raises_loss(model, (x, y), max_examples=64)
+    return _stage(r)
+
+
+def overfit(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
+    r = overfit_small_subset(model, (x, y), num_examples=20)
+    return _stage(r)
+
+
+def _stage(r: Any) -> tuple[str, str]:
+    if r.passed is None:
+        return "n/a", r.message
+    return ("pass" if r.passed else "caught"), r.message
+
+
+def _fit(entry: Entry, model: keras.Model, x: Any, y: Any, callbacks: list) -> None:
+    n = size(x)
+    idx = np.random.default_rng(0).permutation(n)
+    # Whole batches only: oneDNN (TF 2.21, CPU) crashes the BN ResNet's step on a short
+    # last batch.
+    cut = int(n * 0.8) // entry.batch_size * entry.batch_size
+    train, val = idx[:cut], idx[cut:]
+    kwargs: dict[str, Any] = {"epochs": entry.epochs, "verbose": 0, "callbacks": callbacks}
+    xt, yt = take(x, train), take(y, train)
+    if entry.fit.get("tf_data"):
+        parts = (xt, yt, sample_weights(yt)) if entry.fit.get("sample_weight") else (xt, yt)
+        ds = tf.data.Dataset.from_tensor_slices(parts).batch(entry.batch_size)
+        model.fit(ds, validation_data=(take(x, val), take(y, val)), **kwargs)
+    else:
+        model.fit(
+            xt, yt, batch_size=entry.batch_size,
+            validation_data=(take(x, val), take(y, val)), **kwargs,
+        )  # fmt: skip
+
+
+def train(entry: Entry, model: keras.Model, x: Any, y: Any) -> dict[str, tuple[str, str]]:
+    """One ``fit`` with the three monitors sharing a probe batch and a TrainingDoctor that
+    reads them: the verdicts of ``monitors`` and ``doctor``."""
+    probe = ProbeBatch(take(x, slice(0, PROBE)), take(y, slice(0, PROBE)))
+    grads, ratios = GradientMonitor(probe, freq=10), UpdateRatioMonitor(freq=5)
+    callbacks: list = [grads, ratios]
+    line = ""
+    try:
+        probe.extractor(model)
+        callbacks.append(ActivationHistograms(probe, freq=10))
+    except ValueError as exc:
+        line = f"activations n/a: {str(exc)[:70]}...; "
+    doc = TrainingDoctor(probe.x, probe.y, verbose=0, thresholds=entry.doctor, monitors=callbacks)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MonitorWarning)
+        _fit(entry, model, x, y, [*callbacks, doc])
+    found = [str(w.message) for w in caught if issubclass(w.category, MonitorWarning)]
+    if found:
+        monitor = ("caught", line + " | ".join(m[:150] for m in found[:3]))
+    else:
+        monitor = ("pass", line + f"{len(grads.history)} gradient probes, quiet")
+    if doc.findings:
+        doctor = ("caught", "; ".join(f"{f.symptom}: {f.evidence}"[:150] for f in doc.findings[:3]))
+    else:
+        short = " (one-epoch run: bias/variance not judged)" if entry.doctor else ""
+        doctor = ("pass", f"no symptoms{short}")
+    return {"monitors": monitor, "doctor": doctor}
+
+
+RUNNERS: dict[str, Callable[..., tuple[str, str]]] = {
+    "check_gradients": gradcheck,
+    "check_gradients_fast": fast,
+    "check_layer_gradients": layer_check,
+    "initial_loss": initial_loss,
+    "regularization": regularization,
+    "overfit": overfit,
+}
+TRAINED = ("monitors", "doctor")
+_trained: dict[str, tuple[dict[str, tuple[str, str]], float]] = {}
+
+
+def run(entry: Entry, piece: str) -> tuple[str, str, float]:
+    """(verdict, one line, seconds) of ``piece`` on a freshly built ``entry``.
+
+    ``monitors`` and ``doctor`` come from one training run, kept for the other piece.
+    """
+    if piece in TRAINED and entry.name in _trained:
+        verdicts, seconds = _trained.pop(entry.name)
+        return (*verdicts[piece], seconds)
+    model, x, y = entry.build()
+    start = time.perf_counter()
+    if piece in TRAINED:
+        verdicts = train(entry, model, x, y)
+        seconds = time.perf_counter() - start
+        _trained[entry.name] = (verdicts, seconds)
+        return (*verdicts[piece], seconds)
+    verdict, line = RUNNERS[piece](entry, model, x, y)
+    return verdict, line, time.perf_counter() - start
