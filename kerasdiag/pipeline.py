@@ -173,6 +173,10 @@ def training_callbacks(
     return callbacks
 
 
+# Training examples the doctor scores in inference mode at each epoch end.
+TRAIN_SAMPLE = 1000
+
+
 def watch_callbacks(
     cfg: DictConfig, run_dir: Path, data: Dataset
 ) -> list[keras.callbacks.Callback]:
@@ -210,6 +214,9 @@ def watch_callbacks(
         budget=float(cfg.monitors.doctor_budget),
         path=run_dir / "doctor.json",
         bayes_error=cfg.bayes_error,
+        # overfitting is judged on the training split scored as the test split is (inference
+        # mode), not on fit's running training-mode mean
+        train_sample=(data.x_train[:TRAIN_SAMPLE], data.y_train[:TRAIN_SAMPLE]),
     )
     doctor.judge_curves = False  # the diagnosis judges them at the kept epoch (finish_run)
     return [*monitors, doctor]

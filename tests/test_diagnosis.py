@@ -243,7 +243,7 @@ def test_kept_weights_epoch_is_recorded_and_used(tmp_path_factory):
     assert test["weights_epoch"] == best < history["epoch"][-1]
     train_acc, val_acc, epoch = accuracies_at(history, test["weights_epoch"])
     assert epoch == best and val_acc == history["val_accuracy"][best - 1]
-    judged = [f for f in diagnose(run_dir) if "dev_error" in f.evidence]
+    judged = [f for f in diagnose(run_dir) if {"epoch", "dev_error"} <= set(f.evidence)]
     assert judged, "an overfitting run is judged on its train/dev errors"
     for finding in judged:
         assert finding.evidence["epoch"] == best
