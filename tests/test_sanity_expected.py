@@ -129,3 +129,60 @@ def test_package_import_does_not_start_tensorflow():
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- how a loss is recognised (found by mutation testing) ----------------------------------
+
+
+def test_a_loss_function_is_known_by_its_name():
+    from kerasdiag.sanity.expected import describe_loss
+
+    spec = describe_loss(keras.losses.mean_squared_error)
+    assert (spec.kind, spec.name, spec.sparse, spec.from_logits) == (
+        "mse", "mean_squared_error", False, None
+    )  # fmt: skip
+    spec = describe_loss(keras.losses.sparse_categorical_crossentropy)
+    assert (spec.kind, spec.sparse, spec.from_logits) == ("crossentropy", True, False)
+
+
+def test_a_loss_object_brings_its_configuration():
+    from kerasdiag.sanity.expected import describe_loss
+
+    spec = describe_loss(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert (spec.kind, spec.name, spec.from_logits) == (
+        "crossentropy", "SparseCategoricalCrossentropy", True
+    )  # fmt: skip
+    spec = describe_loss(keras.losses.CategoricalFocalCrossentropy(gamma=3.0, alpha=0.5))
+    assert (spec.kind, spec.gamma, spec.alpha, spec.from_logits) == ("focal", 3.0, 0.5, False)
+    spec = describe_loss(MulticlassHinge(margin=2.5))
+    assert (spec.kind, spec.margin, spec.from_logits) == ("multiclass_hinge", 2.5, None)
+
+
+def test_a_user_loss_class_is_known_by_its_name_when_its_class_is_not():
+    from kerasdiag.sanity.expected import describe_loss
+
+    class MyLoss(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+    spec = describe_loss(MyLoss(name="mean_squared_error"))
+    assert (spec.kind, spec.name) == ("mse", "MyLoss")
+    with pytest.raises(ValueError, match="no expected initial value is known for 'MyLoss'"):
+        describe_loss(MyLoss(name="my_loss"))
+
+
+def test_per_class_alpha_of_the_wrong_length_names_both_counts():
+    class Focal(keras.losses.Loss):  # a user's focal loss: alpha per class, gamma 0
+        def __init__(self, alpha):
+            super().__init__(name="focal")
+            self.gamma, self.alpha, self.from_logits = 0.0, alpha, True
+
+        def call(self, y_true, y_pred):
+            return keras.ops.zeros_like(y_pred[:, 0])
+
+    with pytest.raises(ValueError, match="alpha has 3 class weights but there are 10 classes"):
+        expected_initial_loss(Focal([0.2, 0.3, 0.5]), C, class_priors=PRIORS)
+    # integer weights are weights, averaged under the priors: sum_k alpha_k p_k ln C
+    expected = float(np.dot(np.arange(1, C + 1), PRIORS)) * math.log(C)
+    got = expected_initial_loss(Focal(list(range(1, C + 1))), C, class_priors=PRIORS)
+    assert got == pytest.approx(expected, rel=1e-12)
