@@ -115,7 +115,7 @@ def test_filter_grid_layout_and_scaling():
     np.testing.assert_array_equal(grid[1, 4], [128, 128, 128])
     assert grid[0].max() == 0  # padding row
     gray = filter_grid(np.random.default_rng(0).normal(size=(4, 3, 3, 16)))
-    assert gray.shape[-1] == 1 and gray.shape[0] == 2 * 24 + 3  # 3x3 scaled to 24 pixels
+    assert gray.shape[-1] == 1 and gray.shape[0] == 2 * 48 + 3  # 3x3 scaled to 48 pixels
 
 
 def test_first_layer_filters_reads_conv_kernels_and_dense_images():
