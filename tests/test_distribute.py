@@ -122,7 +122,7 @@ def test_global_batch_is_split_and_gradients_averaged(two_replicas):
 
 def test_pipeline_trains_on_two_replicas(two_replicas):
     out, run_dir = two_replicas
-    assert out["pipeline_test_accuracy"] > 0.5  # chance is 0.1
+    assert out["pipeline_test_accuracy"] > 0.8  # measured 0.872 (chance is 0.1)
     assert (run_dir / "metrics.csv").is_file()
     assert list((run_dir / "checkpoints").glob("best-*.keras"))
 

@@ -148,7 +148,7 @@ def test_checkpoint_ensemble_from_the_command_line(tmp_path):
     assert [m["name"] for m in report["members"]] == [
         f"seed0/{p.name.split('-')[0]}" for p in by_score[:3]
     ]
-    assert report["ensemble"]["test_accuracy"] > 0.5  # chance is 0.1
+    assert report["ensemble"]["test_accuracy"] > 0.78  # measured 0.838 (chance is 0.1)
     keras.models.load_model(run_dir / "ensemble.keras", safe_mode=True)
 
 
@@ -193,7 +193,7 @@ def test_ema_member_holds_the_moving_average_of_the_training_weights(tmp_path):
     for got, want, last in zip(saved, average, recorder.steps[-1], strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
         assert np.max(np.abs(got - last)) > 1e-3  # the average, not the last raw weights
-    assert min(m["test_accuracy"] for m in report["members"]) > 0.3  # chance is 0.1
+    assert min(m["test_accuracy"] for m in report["members"]) > 0.62  # measured 0.674
 
 
 # --- the best k models of a search (E2) ------------------------------------------------------

@@ -74,7 +74,7 @@ def test_sigkill_mid_run_then_resume_has_every_epoch_once(tmp_path):
     # The step schedule continues where it was: the optimizer's iteration count came back.
     for epoch, row in rows.items():
         assert math.isclose(row["lr"], lr * 0.5 ** ((epoch - 1) // 2), rel_tol=1e-6), epoch
-    assert rows[epochs]["accuracy"] > 0.9  # and the weights too: digits learnt
+    assert rows[epochs]["accuracy"] > 0.97  # and the weights too: digits learnt (0.998)
     assert (run_dir / "test_metrics.json").is_file()
     assert not (run_dir / "backup").exists() and not _leftovers(run_dir)
     assert len(list((run_dir / "checkpoints").glob("best-*.keras"))) == 1
@@ -211,7 +211,7 @@ def test_nan_loss_stops_cleanly_keeps_the_good_epochs_and_exits_3(tmp_path):
     assert record["global_step"] == done * steps + record["batch"]
     assert f"step {record['global_step']}" in line and f"epoch {record['epoch']}" in line
     assert record["symptom"].split("_", 1)[0] in ("nan", "inf") and record["advice"]
-    assert rows[1]["val_accuracy"] > 0.3  # the kept epochs trained for real
+    assert rows[1]["val_accuracy"] > 0.6  # the kept epochs trained for real (0.676)
 
     best = load_model_safely(record["checkpoint"])  # the last good model survives
     assert all(np.isfinite(w).all() for w in best.get_weights())

@@ -263,7 +263,7 @@ def test_healthy_training_is_not_stopped(digits, tmp_path):
                                 callbacks=[stop], verbose=0)  # fmt: skip
     assert stop.diverged_epoch is None and len(history.history["loss"]) == 3
     assert history.history["loss"][-1] < history.history["loss"][0]
-    assert history.history["val_accuracy"][-1] > 0.6  # learning (chance is 0.1)
+    assert history.history["val_accuracy"][-1] > 0.72  # learning: 0.775 (chance is 0.1)
 
 
 @pytest.mark.parametrize("factor", [1.0, 0.5, math.inf, "4"])

@@ -42,7 +42,7 @@ def test_default_run_writes_every_run_file(tmp_path):
     (best,) = (run_dir / "checkpoints").glob("best-epoch*-val_accuracy*.keras")
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     test = json.loads((run_dir / "test_metrics.json").read_text())
-    assert test["accuracy"] > 0.8  # 3 epochs of an MLP on real digits
+    assert test["accuracy"] > 0.86  # 3 epochs of an MLP on real digits: 0.900
     assert "hidden1_dense" in (run_dir / "summary.txt").read_text()
     assert "test accuracy" in proc.stdout
 
