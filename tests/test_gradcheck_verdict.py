@@ -141,3 +141,31 @@ def test_tolerance_note_at_exactly_four_layers_and_its_bands_in_full():
     assert tolerance_note(9).endswith(
         "rounding error accumulates with every weighted layer; bands: " + bands
     )
+
+
+def test_entries_that_are_both_rounding_noise_are_zero_not_ok():
+    got = classify(
+        np.array([0.9, 1e-9, 0.9]),
+        tolerance=1e-7,
+        kink=np.zeros(3, bool),
+        has_kinks=False,
+        within_rounding=np.array([True, True, False]),
+        zero=np.array([1, 0, 0]),  # 0/1 flags act as booleans here too
+    ).tolist()
+    assert got == ["zero", "ok", "fail"]
+
+
+def test_zero_entries_decide_nothing_and_all_zero_is_unverified():
+    assert worst(["zero", "zero"]) == "unverified"
+    assert worst(["zero", "ok"]) == "ok"
+    assert worst(["zero", "kink"]) == "kink"
+    assert worst(["fail", "zero"]) == "fail"
+
+
+def test_a_zero_attempt_decides_only_when_no_attempt_measured_anything():
+    # a measured attempt wins over a zero one, even when the zero one is "better"
+    assert settle(["zero", "suspicious"], [False, False], [0.0, 1e-3]) == ("suspicious", 1)
+    assert settle(["zero", "fail"], [True, False], [0.0, 0.5]) == ("fail", 1)
+    # a zero attempt is not a kink: with nothing else measured, the entry is zero
+    assert settle(["zero", "zero"], [True, True], [0.0, 0.0]) == ("zero", 0)
+    assert settle(["zero", "fail"], [True, True], [0.0, 0.5]) == ("zero", 0)
