@@ -76,6 +76,28 @@ def head_targets(hs: list[Head], y: Any, widths: list[int], names: list[str]) ->
     return [loss_targets(h.spec, np.asarray(ys[h.index]), widths[h.index]) for h in hs]
 
 
+@dataclass
+class Subset:
+    """A few training examples and what a check on them needs: the loss-carrying heads,
+    the output names, and each head's labels in the form its loss takes."""
+
+    heads: list[Head]
+    names: list[str]
+    x: Any
+    y: Any
+    targets: list[Any]
+
+
+def loss_subset(model: keras.Model, data: Any, loss: Any, n: int | None, seed: int) -> Subset:
+    """``n`` training examples (seeded) prepared for a check of ``model`` with ``loss``."""
+    hs = heads(model, loss)
+    x_all, y_all, _ = training_arrays(data)
+    x, y = subset(x_all, y_all, n, seed)
+    names = io.output_names(model)
+    widths = [o.shape[-1] for o in predict_outputs(model, io.take(x, slice(0, 1)))]
+    return Subset(hs, names, x, y, head_targets(hs, y, widths, names))
+
+
 def weighted_loss(hs: list[Head], names: list[str]) -> Callable[[list[Any], Any], Any]:
     """``(targets per head, model output) -> sum of weight * loss``, as ``fit`` minimises."""
     fns = [(h.index, loss_function(h.loss), h.weight) for h in hs]

@@ -57,12 +57,8 @@ def overfit_small_subset(
         raise ValueError(f"loss_fraction must be in (0, 1), got {loss_fraction!r}")
     start = time.perf_counter()
     with common.preserved_random_state():
-        hs = common.heads(model, loss)
-        x_all, y_all, _ = common.training_arrays(data)
-        x, y = common.subset(x_all, y_all, num_examples, seed)
-        names = outputs.output_names(model)
-        widths = [o.shape[-1] for o in common.predict_outputs(model, outputs.take(x, slice(0, 1)))]
-        targets = common.head_targets(hs, y, widths, names)
+        sub = common.loss_subset(model, data, loss, num_examples, seed)
+        hs, names, x, y, targets = sub.heads, sub.names, sub.x, sub.y, sub.targets
         ys = outputs.as_list(y, names)
         labels = [common.class_indices(np.asarray(ys[h.index])) for h in hs]
         clone = common.copy_model(model)

@@ -50,12 +50,8 @@ def check_regularization_raises_loss(
         raise ValueError(f"factor must be greater than 1, got {factor!r}")
     start = time.perf_counter()
     with common.preserved_random_state():
-        hs = common.heads(model, loss)
-        x_all, y_all, _ = common.training_arrays(data)
-        x, y = common.subset(x_all, y_all, max_examples, seed)
-        names = outputs.output_names(model)
-        widths = [o.shape[-1] for o in common.predict_outputs(model, outputs.take(x, slice(0, 1)))]
-        targets = common.head_targets(hs, y, widths, names)
+        sub = common.loss_subset(model, data, loss, max_examples, seed)
+        hs, names, x, targets = sub.heads, sub.names, sub.x, sub.targets
         loss_fn = common.weighted_loss(hs, names)
         probe = stronger is not None
         if unregularized is None:
