@@ -74,27 +74,24 @@ def check_batch_independence(
         numbers = f"output of example {index} changed by {change:.3g} when the others changed"
     layer = _first_mixing_layer(model, batch, index, rng) if mixed and floating else None
     details["layer"] = layer
-    seconds = time.perf_counter() - start
-    if not mixed:
-        return StageResult(
-            "batch_independence",
-            True,
-            details.get("other_max", details.get("output_change")),
-            0.0,
-            f"in inference mode example {index} depends on no other example of a batch of "
-            f"{examples} ({numbers})",
-            seconds,
-            details,
+    if mixed:
+        where = f"layer {layer!r} mixes" if layer else "the model mixes"
+        message = (
+            f"{where} examples across the batch: in inference mode example {index}'s output "
+            f"depends on the other examples ({numbers}). Fix: {BATCH_MIXING_FIX}"
         )
-    where = f"layer {layer!r} mixes" if layer else "the model mixes"
+    else:
+        message = (
+            f"in inference mode example {index} depends on no other example of a batch of "
+            f"{examples} ({numbers})"
+        )
     return StageResult(
         "batch_independence",
-        False,
+        not mixed,
         details.get("other_max", details.get("output_change")),
         0.0,
-        f"{where} examples across the batch: in inference mode example {index}'s output "
-        f"depends on the other examples ({numbers}). Fix: {BATCH_MIXING_FIX}",
-        seconds,
+        message,
+        time.perf_counter() - start,
         details,
     )
 
