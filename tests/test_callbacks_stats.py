@@ -196,3 +196,74 @@ def test_background_writes_keep_their_order_and_report_failures(tmp_path):
     writes.submit(open, tmp_path / "missing-dir" / "x.csv", "w")
     with pytest.raises(FileNotFoundError):
         writes.wait()
+
+
+def _dropout_bn_net(run_eagerly: bool) -> keras.Model:
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy", run_eagerly=run_eagerly)
+    return model
+
+
+def test_compiled_probe_matches_the_eager_pass_and_puts_the_state_back():
+    """The probe pass runs as a tf.function unless the model asks to run eagerly: both give
+    the same loss, gradients and layer outputs (same dropout masks), and leave the moving
+    statistics and dropout seeds as they found them, so probing twice gives the same."""
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    y = np.arange(16) % 3
+    results = {}
+    for eager in (False, True):
+        model = _dropout_bn_net(eager)
+        extractor = stats.activation_model(model)
+        before = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_variables]
+        first = stats.probe_model(model, x, y, extractor=extractor)
+        second = stats.probe_model(model, x, y, extractor=extractor)
+        after = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_variables]
+        for b, a in zip(before, after, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert first[1] == pytest.approx(second[1], rel=1e-6)
+        (probe_pass,) = stats._PROBE_PASSES[model].values()
+        assert hasattr(probe_pass, "get_concrete_function") is not eager
+        results[eager] = first
+    (layers_c, loss_c, grads_c), (layers_e, loss_e, grads_e) = results[False], results[True]
+    assert loss_c == pytest.approx(loss_e, rel=1e-5)
+    for gc, ge in zip(grads_c, grads_e, strict=True):
+        np.testing.assert_allclose(np.asarray(gc), np.asarray(ge), rtol=1e-4, atol=1e-6)
+    assert len(layers_c) == len(layers_e) == 3  # layer names differ: two models were built
+    for out_c, out_e in zip(layers_c.values(), layers_e.values(), strict=True):
+        np.testing.assert_allclose(out_c, out_e, rtol=1e-5, atol=1e-6)
+
+
+class _HostSideLayer(keras.layers.Layer):
+    """A layer that reads a tensor's value on the host: it cannot be traced."""
+
+    def call(self, inputs):
+        scale = float(keras.ops.convert_to_numpy(keras.ops.max(keras.ops.abs(inputs)))) + 1.0
+        return inputs / scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def test_a_model_that_cannot_be_traced_is_probed_eagerly():
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((5,))
+    outputs = keras.layers.Dense(2, activation="softmax")(_HostSideLayer()(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(1).normal(size=(8, 5)).astype("float32")
+    y = np.arange(8) % 2
+    _, loss, grads = stats.probe_model(model, x, y)
+    (probe_pass,) = stats._PROBE_PASSES[model].values()
+    assert not hasattr(probe_pass, "get_concrete_function")  # tracing failed: eager from now on
+    expected = float(model.compute_loss(x=x, y=y, y_pred=model(x, training=True)))
+    assert loss == pytest.approx(expected, rel=1e-6)
+    assert all(g is not None for g in grads)

@@ -6,6 +6,7 @@ numbers, so the monitors log them and a diagnosis can judge them with the same t
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -179,7 +180,6 @@ def probe_model(
     probe draws the same masks and successive probes differ only by training progress),
     and the metric trackers. Embedding gradients (IndexedSlices) come back dense.
     """
-    layers = None
     # One pass serves both when the prediction is the extractor's single model output;
     # a multi-output model's loss wants its own output structure, so it gets its own pass.
     shared = extractor is not None and y is not None and len(model.outputs or [0]) == 1
@@ -192,9 +192,48 @@ def probe_model(
     saved = [np.array(keras.ops.convert_to_numpy(v)) for v in state]
     metric_variables = [(v, tf.identity(v)) for v in model.metrics_variables]
     try:
+        layers, loss, grads = _probe_pass(model, extractor, shared)(x, y, sample_weight)
+    finally:
+        for variable, value in zip(state, saved, strict=True):
+            variable.assign(value)
+        # A multi-output model's compiled loss feeds per-output loss trackers (created on
+        # first use): put back what they held, zero what is new.
+        held = {id(v): value for v, value in metric_variables}
+        for variable in model.metrics_variables:
+            variable.assign(held.get(id(variable), tf.zeros_like(variable)))
+    if loss is not None:
+        loss = float(loss)
+    if layers is None:
+        return None, loss, grads
+    # Keras returns dict outputs in key order; report them in layer order.
+    order = [layer.name for layer in monitored_layers(model) if layer.name in layers]
+    return {name: keras.ops.convert_to_numpy(layers[name]) for name in order}, loss, grads
+
+
+# The compiled probe passes of each model, by (extractor, shared pass), dropped with the model.
+_PROBE_PASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _probe_pass(model: keras.Model, extractor: keras.Model | None, shared: bool) -> Any:
+    """The forward (and, with targets, backward) pass of :func:`probe_model`, compiled.
+
+    Run eagerly, a probe costs several training steps (Python dispatch of every op of the
+    forward and backward pass); as a ``tf.function`` it costs about one, which is what keeps
+    ~20 probes a run inside the monitors' overhead budget. A model that asks to run eagerly
+    (``run_eagerly=True``), or whose pass cannot be traced, gets the eager pass. The pass
+    holds the model weakly: a cached pass never keeps a model alive.
+    """
+    passes = _PROBE_PASSES.setdefault(model, {})
+    key = (extractor, shared)
+    if key in passes:
+        return passes[key]
+    model_ref = weakref.ref(model)
+
+    def eager(x: Any, y: Any, sample_weight: Any) -> tuple:
+        model = model_ref()
+        layers = loss = grads = None
         if extractor is not None and not shared:
             layers = extractor(_single_input(extractor, x), training=True)[0]
-        loss = grads = None
         if y is not None:
             with tf.GradientTape() as tape:
                 if shared:
@@ -208,20 +247,30 @@ def probe_model(
                 None if g is None else tf.convert_to_tensor(g)
                 for g in tape.gradient(loss, model.trainable_variables)
             ]
-            loss = float(loss)
-    finally:
-        for variable, value in zip(state, saved, strict=True):
-            variable.assign(value)
-        # A multi-output model's compiled loss feeds per-output loss trackers (created on
-        # first use): put back what they held, zero what is new.
-        held = {id(v): value for v, value in metric_variables}
-        for variable in model.metrics_variables:
-            variable.assign(held.get(id(variable), tf.zeros_like(variable)))
-    if layers is None:
-        return None, loss, grads
-    # Keras returns dict outputs in key order; report them in layer order.
-    order = [layer.name for layer in monitored_layers(model) if layer.name in layers]
-    return {name: keras.ops.convert_to_numpy(layers[name]) for name in order}, loss, grads
+        return layers, loss, grads
+
+    if getattr(model, "run_eagerly", False):
+        passes[key] = eager
+        return eager
+    compiled = tf.function(eager, reduce_retracing=True)
+
+    def first_call(x: Any, y: Any, sample_weight: Any) -> tuple:
+        # Tracing is where an untraceable model shows itself: remember the eager pass then.
+        try:
+            result = compiled(x, y, sample_weight)
+            passes[key] = compiled
+        except (
+            TypeError,
+            ValueError,
+            NotImplementedError,
+            tf.errors.OperatorNotAllowedInGraphError,
+        ):
+            passes[key] = eager
+            result = eager(x, y, sample_weight)
+        return result
+
+    passes[key] = first_call
+    return first_call
 
 
 def clip_like_optimizer(optimizer: keras.optimizers.Optimizer, grads: Sequence) -> list:
