@@ -49,14 +49,14 @@ MODULE_TESTS: dict[str, tuple[str, list[str]]] = {
     "expected": ("kerasdiag/sanity/expected.py", ["test_sanity_expected.py", "test_breaks.py"]),
     "cifar": (
         "kerasdiag/data/cifar.py",
-        ["test_breaks.py", "test_security.py", "test_data.py"],
+        ["test_cifar_format.py", "test_security.py"],
     ),
     "diagnosis": ("kerasdiag/diagnosis.py", ["test_diagnosis.py"]),
     "doctor": (
         "kerasdiag/callbacks/doctor.py",
         ["test_doctor.py", "test_doctor_zoo.py", "test_breaks.py"],
     ),
-    "rundir": ("kerasdiag/rundir.py", ["test_reliability.py"]),
+    "rundir": ("kerasdiag/rundir.py", ["test_rundir.py"]),
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code) folded into three outcomes
