@@ -68,3 +68,17 @@ def test_stage_skips_an_uncompiled_model_with_the_reason(data, tmp_path):
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
     result = gradcheck_stage(sanity(), model, data, tmp_path)
     assert result.status == "skip" and "not compiled" in result.message
+
+
+def test_a_relu_model_passes_against_the_bound_it_was_held_to(data, tmp_path):
+    """The number next to PASS is compared with the bound the entries passed under: the
+    kinked-objective band for a ReLU network, not the smooth tolerance."""
+    model = sequential(
+        [keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
+    )
+    result = gradcheck_stage(sanity(), model, data, tmp_path)
+    assert result.status == "pass"
+    assert result.expected == 1e-4
+    assert "objective with kinks: relu" in result.message.lower()
+    assert "errors below 1e-04 pass" in result.message
+    assert result.value <= result.expected

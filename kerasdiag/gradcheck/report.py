@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kerasdiag.gradcheck.finite_diff import Attempt
-from kerasdiag.gradcheck.verdict import worst
+from kerasdiag.gradcheck.verdict import SUSPICIOUS, worst
 
 PASSING = ("ok", "kink")
 FAILING = ("suspicious", "fail")
@@ -161,6 +161,16 @@ class GradcheckReport(VerdictRows):
             (e.relative_error for e in self.elements if e.verdict not in ("kink", "zero")),
             default=0.0,
         )
+
+    @property
+    def bound(self) -> float:
+        """The largest relative error a compared entry could pass with: the smooth
+        tolerance, or the kinked-objective band (``< 1e-4``) when the objective has kinks.
+
+        Entries whose difference is float64 rounding noise pass above it; the stage says so
+        rather than show a passing number above its bound unexplained.
+        """
+        return max(self.tolerance, SUSPICIOUS) if self.kink_types else self.tolerance
 
     def excused(self) -> tuple[int, int]:
         """(entries excused as kink or zero, entries compared)."""
