@@ -1,15 +1,67 @@
-"""Structured configs: the schema every composed config is validated against.
+"""Structured configs: the schema every composed config is validated against, and its rules.
 
 Hydra merges the YAML files of ``conf/`` into these dataclasses, so an unknown key or a value
-of the wrong type is rejected while the config is composed, before TensorFlow starts. Value
-ranges (lr > 0, 0 < val_fraction < 1, ...) are checked by :func:`kerasdiag.config.validate_config`.
-Each section mirrors one group of ``conf/`` and one area of the package.
+of the wrong type is rejected while the config is composed, before TensorFlow starts. What
+types cannot say (lr > 0, 0 < val_fraction < 1, a known optimizer name, ...) is checked by one
+validator beside each dataclass (``check_data`` after ``DataConfig``, ...), all of them run by
+:func:`kerasdiag.config.validate_config`. The names each group accepts are registered here once
+(``LOSSES``, ``OPTIMIZERS``, ...); the modules that build them look them up here. Datasets are
+the keys of :data:`kerasdiag.data.loaders.LOADERS` (a module without TensorFlow).
+Each section mirrors one group of ``conf/`` and one area of the package; a YAML file of
+``conf/`` sets only what differs from these defaults.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from kerasdiag.config.checks import (
+    FLOAT32_MAX,
+    MAX_SEED,
+    check_builder,
+    finite,
+    fraction,
+    one_of,
+    positive,
+    require,
+)
+from kerasdiag.errors import ConfigError
+
+# -- the names each group accepts (one registry each) -------------------------------------------
+
+LOSSES = ("softmax", "multiclass_hinge", "focal")  # kerasdiag.losses.build_loss
+OPTIMIZERS = {  # name -> class of keras.optimizers (kerasdiag.optimizers.build_optimizer)
+    "sgd": "SGD",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSprop",
+    "adam": "Adam",
+    "adamw": "AdamW",
+}
+# kerasdiag.optimizers.build_schedule
+SCHEDULES = ("constant", "step", "exponential", "inverse_time", "plateau", "cosine")
+STRATEGIES = ("none", "auto", "mirrored", "multiworker")  # kerasdiag.distribute
+RELU_LIKE = frozenset({"relu", "elu", "selu", "gelu", "leaky_relu", "relu6", "silu", "swish"})
+ACTIVATIONS = RELU_LIKE | {"tanh", "sigmoid", "linear"}  # kerasdiag.modeling
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # what build_model compiles
+# kerasdiag.search.oracle.build_oracle: keras-tuner's oracles, "none" = no search
+TUNERS = ("none", "random", "coarse_to_fine", "hyperband", "bayesian")
+ENSEMBLES = ("none", "seeds", "topk", "checkpoints", "ema")  # kerasdiag.ensemble.run
+
+# The validators, in the order validate_config runs them: each takes the whole config (a few
+# rules relate two sections) and raises a one-line ConfigError naming the key.
+VALIDATORS: list[Callable[[Any], None]] = []
+
+
+def validator(func: Callable[[Any], None]) -> Callable[[Any], None]:
+    VALIDATORS.append(func)
+    return func
+
+
+_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
 
 @dataclass
@@ -23,7 +75,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | cifar10 | npz
+    name: str = "digits"  # a key of kerasdiag.data.loaders.LOADERS
     # cifar10: folder in the official python format (None = Keras' downloader);
     # npz: a file with x_train, y_train, x_test, y_test (class_names optional)
     path: str | None = None
@@ -36,6 +88,30 @@ class DataConfig:
     shuffle_buffer: int = 10000
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@validator
+def check_data(cfg: Any) -> None:
+    from kerasdiag.data.loaders import LOADERS  # the dataset registry (no TensorFlow)
+
+    one_of(cfg, "data.name", LOADERS)
+    fraction(cfg, "data.val_fraction")
+    positive(cfg, "data.limit", optional=True)
+    if cfg.data.imbalance is not None:
+        fraction(cfg, "data.imbalance", open_high=False)
+    positive(cfg, "data.batch_size")
+    positive(cfg, "data.shuffle_buffer")
+    positive(cfg, "data.augment.crop", strict=False)
+    positive(cfg, "data.augment.noise", strict=False)
+    if cfg.data.path is not None:
+        path = Path(str(cfg.data.path)).expanduser()
+        kind = "file" if cfg.data.name == "npz" else "directory"
+        exists = path.is_file() if kind == "file" else path.is_dir()
+        require(exists, "data.path", cfg.data.path, f"no such {kind}")
+    elif cfg.data.name == "npz":
+        require(False, "data.path", None, "data.name=npz needs the path of an .npz file")
+    seed = cfg.data.seed
+    require(0 <= seed <= MAX_SEED, "data.seed", seed, f"must be in [0, {MAX_SEED}]")
 
 
 @dataclass
@@ -53,18 +129,44 @@ class ModelConfig:
     l1: float = 0.0  # kernel L1 strength (biases excluded), P3
 
 
+@validator
+def check_model(cfg: Any) -> None:
+    require(bool(_DOTTED.match(cfg.model.builder)), "model.builder", cfg.model.builder,
+            "must be a dotted path such as recipes.models.convnet")  # fmt: skip
+    check_builder(cfg.model.builder)
+    one_of(cfg, "model.activation", ACTIVATIONS)
+    for key in ("hidden_units", "conv_filters", "dense_units"):
+        values = list(cfg.model[key])
+        require(all(0 < v <= 2**31 - 1 for v in values), f"model.{key}", values,
+                "every entry must be > 0")  # fmt: skip
+    positive(cfg, "model.kernel_size")
+    rates = list(cfg.model.dropout)
+    require(all(0 <= r < 1 for r in rates), "model.dropout", rates, "rates must be in [0, 1)")
+    positive(cfg, "model.l2", strict=False)
+    positive(cfg, "model.l1", strict=False)
+
+
 @dataclass
 class LossConfig:
-    name: str = "softmax"  # softmax | multiclass_hinge | focal
+    name: str = "softmax"  # one of LOSSES
     from_logits: bool = True
     margin: float = 1.0  # multiclass_hinge (Weston-Watkins)
     gamma: float = 2.0  # focal
     alpha: float | None = None  # focal: overall weight
 
 
+@validator
+def check_loss(cfg: Any) -> None:
+    one_of(cfg, "loss.name", LOSSES)
+    positive(cfg, "loss.margin")
+    positive(cfg, "loss.gamma", strict=False)
+    if cfg.loss.alpha is not None:
+        fraction(cfg, "loss.alpha", open_high=False)
+
+
 @dataclass
 class OptimizerConfig:
-    name: str = "adam"  # sgd | adagrad | rmsprop | adam | adamw
+    name: str = "adam"  # one of OPTIMIZERS
     lr: Any = 1e-3  # a number > 0, or "auto": the learning-rate range test's suggestion
     momentum: float = 0.0  # sgd
     nesterov: bool = False  # sgd
@@ -81,9 +183,36 @@ class OptimizerConfig:
     ema_momentum: float = 0.99
 
 
+@validator
+def check_optimizer(cfg: Any) -> None:
+    opt = cfg.optimizer
+    one_of(cfg, "optimizer.name", OPTIMIZERS)
+    if opt.lr == "auto":  # the learning-rate range test picks it (kerasdiag.lr_finder)
+        require(cfg.tuner.name == "none", "optimizer.lr", "auto",
+                "a search samples the learning rate itself: give a number")  # fmt: skip
+    else:
+        require(finite(opt.lr), "optimizer.lr", opt.lr, "must be a number > 0 or auto")
+        positive(cfg, "optimizer.lr")
+        # Keras keeps the rate as float32: a larger value becomes inf and the first step NaN.
+        require(float(opt.lr) <= FLOAT32_MAX, "optimizer.lr", opt.lr,
+                f"must be finite in float32 (at most {FLOAT32_MAX:.4g})")  # fmt: skip
+    fraction(cfg, "optimizer.momentum", open_low=False)
+    for key in ("rho", "beta_1", "beta_2", "ema_momentum"):
+        fraction(cfg, f"optimizer.{key}", open_low=False)
+    positive(cfg, "optimizer.epsilon")
+    positive(cfg, "optimizer.initial_accumulator_value", strict=False)
+    positive(cfg, "optimizer.weight_decay", strict=False, optional=True)
+    for key in ("clipnorm", "clipvalue", "global_clipnorm"):
+        positive(cfg, f"optimizer.{key}", optional=True)
+    require(opt.clipnorm is None or opt.global_clipnorm is None, "optimizer.global_clipnorm",
+            opt.global_clipnorm, "clip by clipnorm or by global_clipnorm, not both")  # fmt: skip
+    require(not opt.nesterov or opt.momentum > 0, "optimizer.nesterov", opt.nesterov,
+            "Nesterov momentum needs optimizer.momentum > 0")  # fmt: skip
+
+
 @dataclass
 class ScheduleConfig:
-    name: str = "constant"  # constant | step | exponential | inverse_time | plateau | cosine
+    name: str = "constant"  # one of SCHEDULES
     drop_every: int = 5  # step: epochs between drops
     factor: float = 0.5  # step and plateau: multiply the lr by this
     decay_rate: float | None = None  # exponential: a0*exp(-k*epoch); inverse_time: a0/(1+k*epoch)
@@ -91,6 +220,21 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cosine floor, plateau floor
     patience: int = 2  # plateau
     monitor: str = "val_loss"  # plateau
+
+
+@validator
+def check_schedule(cfg: Any) -> None:
+    one_of(cfg, "schedule.name", SCHEDULES)
+    positive(cfg, "schedule.drop_every")
+    fraction(cfg, "schedule.factor")
+    positive(cfg, "schedule.decay_rate", strict=False, optional=True)
+    positive(cfg, "schedule.warmup_epochs", strict=False)
+    positive(cfg, "schedule.min_lr", strict=False)
+    lr = cfg.optimizer.lr
+    require(lr == "auto" or cfg.schedule.min_lr < lr, "schedule.min_lr", cfg.schedule.min_lr,
+            "must be below optimizer.lr")  # fmt: skip
+    positive(cfg, "schedule.patience", strict=False)
+    one_of(cfg, "schedule.monitor", METRICS)
 
 
 @dataclass
@@ -112,11 +256,31 @@ class TrainerConfig:
     # (kerasdiag.callbacks.backup.RunBackup); never start over in a directory with results
     resume: bool = True
     deterministic: bool = False  # seeded, op-deterministic TensorFlow: identical metrics.csv
-    strategy: str = "none"  # none | auto | mirrored | multiworker (kerasdiag.distribute, B4)
+    strategy: str = "none"  # one of STRATEGIES (kerasdiag.distribute, B4)
     # data.batch_size is the global batch (split over replicas); scale_lr multiplies
     # optimizer.lr by the number of replicas (linear scaling rule, opt-in)
     scale_lr: bool = False
     tensorboard: bool = True
+
+
+@validator
+def check_trainer(cfg: Any) -> None:
+    positive(cfg, "trainer.epochs")
+    require(cfg.schedule.warmup_epochs < cfg.trainer.epochs, "schedule.warmup_epochs",
+            cfg.schedule.warmup_epochs, "must be fewer than trainer.epochs")  # fmt: skip
+    one_of(cfg, "trainer.strategy", STRATEGIES)
+    require(cfg.trainer.verbose in (0, 1, 2), "trainer.verbose", cfg.trainer.verbose,
+            "must be 0, 1 or 2")  # fmt: skip
+    positive(cfg, "trainer.early_stopping.patience", strict=False)
+    for key in ("trainer.checkpoint_monitor", "trainer.early_stopping.monitor"):
+        one_of(cfg, key, METRICS)
+    es = cfg.trainer.early_stopping
+    require(not es.enabled or es.monitor == cfg.trainer.checkpoint_monitor,
+            "trainer.early_stopping.monitor", es.monitor,
+            f"must equal trainer.checkpoint_monitor ({cfg.trainer.checkpoint_monitor}): one "
+            "metric chooses the best epoch, the checkpoint kept and the model tested")  # fmt: skip
+    seed = cfg.trainer.seed
+    require(0 <= seed <= MAX_SEED, "trainer.seed", seed, f"must be in [0, {MAX_SEED}]")
 
 
 @dataclass
@@ -146,6 +310,19 @@ class SanityConfig:
     fail_fast: bool = False  # stop the run at the first failed stage
 
 
+@validator
+def check_sanity(cfg: Any) -> None:
+    for key in ("gradcheck_samples", "gradcheck_dims_per_variable", "gradcheck_max_params",
+                "overfit_examples", "overfit_max_steps", "input_baseline_steps",
+                "lr_range_steps", "lr_range_start", "lr_range_end", "initial_loss_rtol"):  # fmt: skip
+        positive(cfg, f"sanity.{key}")
+    positive(cfg, "sanity.gradcheck_warmup_steps", strict=False)
+    start, end = cfg.sanity.lr_range_start, cfg.sanity.lr_range_end
+    require(end > start, "sanity.lr_range_end", end, f"must be above sanity.lr_range_start={start}")
+    steps = cfg.sanity.lr_range_steps
+    require(steps >= 10, "sanity.lr_range_steps", steps, "must be at least 10")
+
+
 @dataclass
 class MonitorsConfig:
     # Frequencies count optimizer steps; None (the default) adapts to the run: at least once
@@ -168,6 +345,47 @@ class MonitorsConfig:
     doctor_thresholds: dict[str, float] = field(default_factory=dict)
 
 
+@validator
+def check_monitors(cfg: Any) -> None:
+    for key in ("update_ratio_freq", "activations_freq", "gradients_freq"):
+        positive(cfg, f"monitors.{key}", optional=True)
+    positive(cfg, "monitors.probe_size")
+    validate_doctor_config(cfg.monitors)
+
+
+def validate_doctor_config(monitors_cfg: Any) -> None:
+    """Check the doctor keys of the ``monitors`` section (part of :func:`validate_config`).
+
+    ``doctor_stop_on`` must name symptoms the doctor knows, ``doctor_thresholds`` fields of
+    :class:`kerasdiag.diagnosis.Thresholds` with positive numbers, ``doctor_budget`` lie in
+    (0, 1]. Raises :class:`~kerasdiag.errors.ConfigError` naming the key.
+
+    Example:
+        >>> validate_doctor_config({"doctor_budget": 5})
+        Traceback (most recent call last):
+        ...
+        kerasdiag.errors.ConfigError: invalid config: monitors.doctor_budget=5: must be a number in (0, 1]
+    """
+    from kerasdiag.diagnosis import SYMPTOMS, Thresholds  # no TensorFlow there
+
+    def value(key: str) -> Any:
+        return monitors_cfg.get(key) if hasattr(monitors_cfg, "get") else None
+
+    stop_on = value("doctor_stop_on")
+    names = [stop_on] if isinstance(stop_on, str) else list(stop_on or [])
+    unknown = [n for n in names if n not in SYMPTOMS]
+    require(not unknown, "monitors.doctor_stop_on", names,
+            f"unknown symptoms {unknown}; known: {', '.join(SYMPTOMS)}")  # fmt: skip
+    for name, number in dict(value("doctor_thresholds") or {}).items():
+        try:
+            Thresholds.of({name: number})
+        except ValueError as exc:
+            raise ConfigError(f"monitors.doctor_thresholds.{name}", number, str(exc)) from None
+    budget = value("doctor_budget")
+    require(budget is None or (finite(budget) and 0 < budget <= 1), "monitors.doctor_budget",
+            budget, "must be a number in (0, 1]")  # fmt: skip
+
+
 @dataclass
 class SearchStageConfig:
     """One stage of a (coarse-to-fine) search: how many trials, each trained how long (H3)."""
@@ -178,7 +396,7 @@ class SearchStageConfig:
 
 @dataclass
 class TunerConfig:
-    name: str = "none"  # none | random | coarse_to_fine
+    name: str = "none"  # one of TUNERS: none | random | coarse_to_fine | hyperband | bayesian
     objective: str = "val_accuracy"  # val_accuracy | val_loss, on the one validation split (H4)
     # name -> {key, type: float|int|choice, min, max, sampling: linear|log, values}; checked by
     # kerasdiag.search.oracle.parse_space (untyped here so entries can be added with +tuner.space.x=)
@@ -198,17 +416,85 @@ class TunerConfig:
     # flat however long the search); 0: every trial in the search's own process.
     trials_per_process: int = 5
     workers: int = 1  # local search: worker processes training trials side by side
+    # hyperband: keep 1/factor of each bracket's trials for the next round (epochs x factor);
+    # its largest budget is tuner.stages.0.epochs, its brackets run hyperband_iterations times
+    factor: int = 3
+    hyperband_iterations: int = 1
+
+
+@validator
+def check_tuner(cfg: Any) -> None:
+    """The search's own settings; the space and stages are parsed by
+    :func:`kerasdiag.search.oracle.validate_search`, next to the oracles that sample them."""
+    tuner = cfg.tuner
+    one_of(cfg, "tuner.name", TUNERS)
+    if tuner.name == "none":
+        return
+    one_of(cfg, "tuner.objective", ("val_accuracy", "val_loss"))  # the one validation split
+    require(tuner.keep >= 1, "tuner.keep", tuner.keep, "must be >= 1")
+    require(finite(tuner.margin) and tuner.margin > 0, "tuner.margin", tuner.margin,
+            "must be > 0 (each stage's ranges keep some room around the best trials)")  # fmt: skip
+    require(finite(tuner.diverge_factor) and tuner.diverge_factor > 1,
+            "tuner.diverge_factor", tuner.diverge_factor, "must be > 1")  # fmt: skip
+    positive(cfg, "tuner.heartbeat_seconds")
+    require(finite(tuner.lease_seconds) and tuner.lease_seconds >= 2 * tuner.heartbeat_seconds,
+            "tuner.lease_seconds", tuner.lease_seconds,
+            "must be finite and at least 2 x tuner.heartbeat_seconds (a lease outlives a missed "
+            "heartbeat)")  # fmt: skip
+    positive(cfg, "tuner.chief_timeout")
+    require(tuner.trials_per_process >= 0, "tuner.trials_per_process", tuner.trials_per_process,
+            "must be >= 0 (0: every trial in this process)")  # fmt: skip
+    require(tuner.workers >= 1, "tuner.workers", tuner.workers, "must be >= 1")
+    require(tuner.workers == 1 or tuner.trials_per_process > 0, "tuner.workers", tuner.workers,
+            "several local workers need worker processes (tuner.trials_per_process > 0)")  # fmt: skip
+    require(tuner.factor >= 2, "tuner.factor", tuner.factor, "must be >= 2")
+    from kerasdiag.search.oracle import validate_search  # no TensorFlow there
+
+    validate_search(cfg)
 
 
 @dataclass
 class EnsembleConfig:
     """Ensembles (E1-E5), run by :func:`kerasdiag.ensemble.run_ensemble`."""
 
-    name: str = "none"  # none | seeds | topk | checkpoints | ema
+    name: str = "none"  # one of ENSEMBLES
     # seeds: trainings with seeds trainer.seed, +1, ...; topk: best k search checkpoints;
     # checkpoints: best k epochs of one run; ema: trainings that each add their EMA model
     members: int = 3
     source: str | None = None  # topk: search run directory (its trials/) or folder of .keras
+
+
+@validator
+def validate_ensemble_config(cfg: Any) -> None:
+    """The ensemble section (E1-E5).
+
+    Example:
+        >>> from kerasdiag.config import load_config
+        >>> validate_ensemble_config(load_config(["ensemble=seeds", "ensemble.members=1"], validate=False))
+        Traceback (most recent call last):
+        ...
+        kerasdiag.errors.ConfigError: invalid config: ensemble.members=1: seeds needs at least 2 members
+    """
+    ens = cfg.ensemble
+    one_of(cfg, "ensemble.name", ENSEMBLES)
+    if ens.name == "none":
+        return
+    require(cfg.tuner.name == "none", "ensemble.name", ens.name,
+            "cannot run with a search (tuner); run the search first, then "
+            "ensemble=topk ensemble.source=<the search's run directory>")  # fmt: skip
+    # The EMA ensemble gets two members (best checkpoint + moving average) per training.
+    least = 1 if ens.name == "ema" else 2
+    require(ens.members >= least, "ensemble.members", ens.members,
+            f"{ens.name} needs at least {least} members")  # fmt: skip
+    if ens.name == "checkpoints":
+        require(ens.members <= cfg.trainer.epochs, "ensemble.members", ens.members,
+                f"exceeds trainer.epochs={cfg.trainer.epochs}: one checkpoint per epoch")  # fmt: skip
+    if ens.name == "topk":
+        source = ens.source
+        require(source is not None and bool(str(source).strip()), "ensemble.source", source,
+                "topk needs the search's run directory")  # fmt: skip
+        require(Path(str(source)).expanduser().is_dir(), "ensemble.source", source,
+                "no such directory")  # fmt: skip
 
 
 @dataclass
@@ -225,3 +511,9 @@ class Config:
     tuner: TunerConfig = field(default_factory=TunerConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     bayes_error: float | None = None  # optional human/Bayes error for the bias/variance table
+
+
+@validator
+def check_bayes_error(cfg: Any) -> None:
+    if cfg.bayes_error is not None:
+        fraction(cfg, "bayes_error", open_low=False)

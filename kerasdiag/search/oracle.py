@@ -40,8 +40,6 @@ from omegaconf.errors import OmegaConfBaseException
 from kerasdiag.errors import ConfigError
 from kerasdiag.metrics import metric_mode
 
-TUNERS = ("none", "random", "coarse_to_fine")
-OBJECTIVES = ("val_accuracy", "val_loss")  # scored on the one validation split (H4)
 TYPES = ("float", "int", "choice")
 SAMPLINGS = ("linear", "log")
 ENTRY_FIELDS = ("key", "type", "min", "max", "sampling", "values")
@@ -117,30 +115,12 @@ class Stage:
 
 
 def validate_search(cfg: DictConfig) -> tuple[list[Param], list[Stage]]:
-    """Check ``cfg.tuner`` and return its space and stages; ConfigError names the bad key."""
-    tuner = cfg.tuner
-    _check(tuner.name in TUNERS, "tuner.name", tuner.name, f"must be one of {', '.join(TUNERS)}")
-    _check(tuner.objective in OBJECTIVES, "tuner.objective", tuner.objective,
-           f"must be one of {', '.join(OBJECTIVES)} (trials are compared on the validation split)")  # fmt: skip
-    _check(tuner.keep >= 1, "tuner.keep", tuner.keep, "must be >= 1")
-    _check(math.isfinite(tuner.margin) and tuner.margin > 0, "tuner.margin", tuner.margin,
-           "must be > 0 (each stage's ranges keep some room around the best trials)")  # fmt: skip
-    _check(math.isfinite(tuner.diverge_factor) and tuner.diverge_factor > 1,
-           "tuner.diverge_factor", tuner.diverge_factor, "must be > 1")  # fmt: skip
-    _check(math.isfinite(tuner.heartbeat_seconds) and tuner.heartbeat_seconds > 0,
-           "tuner.heartbeat_seconds", tuner.heartbeat_seconds, "must be > 0")  # fmt: skip
-    _check(math.isfinite(tuner.lease_seconds) and tuner.lease_seconds >= 2 * tuner.heartbeat_seconds,
-           "tuner.lease_seconds", tuner.lease_seconds,
-           "must be finite and at least 2 x tuner.heartbeat_seconds (a lease outlives a missed "
-           "heartbeat)")  # fmt: skip
-    _check(math.isfinite(tuner.chief_timeout) and tuner.chief_timeout > 0,
-           "tuner.chief_timeout", tuner.chief_timeout, "must be > 0")  # fmt: skip
-    _check(tuner.trials_per_process >= 0, "tuner.trials_per_process", tuner.trials_per_process,
-           "must be >= 0 (0: every trial in this process)")  # fmt: skip
-    _check(tuner.workers >= 1, "tuner.workers", tuner.workers, "must be >= 1")
-    _check(tuner.workers == 1 or tuner.trials_per_process > 0, "tuner.workers", tuner.workers,
-           "several local workers need worker processes (tuner.trials_per_process > 0)")  # fmt: skip
-    return parse_space(cfg), parse_stages(tuner)
+    """The space and stages of ``cfg.tuner``; ConfigError names the bad key.
+
+    The search's scalar settings (objective, keep, leases, ...) are checked beside their
+    dataclass, :func:`kerasdiag.config.schema.check_tuner`, which calls this.
+    """
+    return parse_space(cfg), parse_stages(cfg.tuner)
 
 
 def parse_stages(tuner_cfg: Any) -> list[Stage]:

@@ -182,11 +182,9 @@ def supervise(cfg_path: Path, run_dir: Path, stage: int, max_trials: int) -> Non
 
 def load_worker_config(path: str | os.PathLike) -> DictConfig:
     """The config a worker process trains with: the file, typed by the schema, validated."""
-    from kerasdiag.config import validate_config
-    from kerasdiag.config.compose import _schema
+    from kerasdiag.config import typed, validate_config
 
-    cfg = OmegaConf.merge(_schema(), OmegaConf.load(path))
-    OmegaConf.set_readonly(cfg, False)
+    cfg = typed(OmegaConf.load(path))
     validate_config(cfg)
     return cfg
 
