@@ -276,24 +276,52 @@ def build_hyperparameters(space: Sequence[Param]) -> Any:
     return hp
 
 
-def build_oracle(space: Sequence[Param], stage: Stage, tuner_cfg: Any) -> Any:
-    """keras-tuner's random-search oracle (H1) for one stage: its ranges, trials and seed,
-    with leases on running trials (:class:`~kerasdiag.search.distributed.LeasedRandomSearchOracle`)."""
+def build_oracle(space: Sequence[Param], stages: Sequence[Stage], tuner_cfg: Any) -> Any:
+    """The keras-tuner oracle ``tuner.name`` names, over ``space``, with leases on running
+    trials (:class:`~kerasdiag.search.distributed.LeaseMixin`); imports keras-tuner.
+
+    - ``random`` and ``coarse_to_fine``: :class:`~kerasdiag.search.coarse_to_fine.CoarseToFineOracle`
+      (random search in ``stages``; one stage for ``random``);
+    - ``hyperband``: keras-tuner's ``HyperbandOracle``, ``max_epochs`` = the first stage's epochs;
+    - ``bayesian``: keras-tuner's ``BayesianOptimizationOracle``, the first stage's trials.
+    """
     import keras_tuner
 
-    from kerasdiag.search.distributed import LeasedRandomSearchOracle
+    from kerasdiag.search import distributed
+    from kerasdiag.search.coarse_to_fine import CoarseToFineOracle
 
     objective = str(tuner_cfg.objective)
-    return LeasedRandomSearchOracle(
-        lease_seconds=float(tuner_cfg.lease_seconds),
-        objective=keras_tuner.Objective(objective, metric_mode(objective)),
-        max_trials=stage.trials,
-        hyperparameters=build_hyperparameters(space),
-        allow_new_entries=False,
-        tune_new_entries=False,
-        # keras-tuner replaces seed 0 by a random one: stage k uses seed + k, never 0.
-        seed=int(tuner_cfg.seed) + stage.number,
-    )
+    common = {
+        "objective": keras_tuner.Objective(objective, metric_mode(objective)),
+        "lease_seconds": float(tuner_cfg.lease_seconds),
+        # keras-tuner replaces seed 0 by a random one: never 0.
+        "seed": int(tuner_cfg.seed) + 1,
+    }
+    name = str(tuner_cfg.name)
+    if name in ("random", "coarse_to_fine"):
+        return CoarseToFineOracle(space, stages, keep=int(tuner_cfg.keep),
+                                  margin=float(tuner_cfg.margin), **common)  # fmt: skip
+    fixed = {
+        "hyperparameters": build_hyperparameters(space),
+        "allow_new_entries": False,
+        "tune_new_entries": False,
+    }
+    if name == "hyperband":
+        return distributed.LeasedHyperbandOracle(
+            max_epochs=stages[0].epochs, factor=int(tuner_cfg.factor),
+            hyperband_iterations=int(tuner_cfg.hyperband_iterations), **fixed, **common,
+        )  # fmt: skip
+    if name == "bayesian":
+        return distributed.LeasedBayesianOracle(max_trials=stages[0].trials, **fixed, **common)
+    raise ConfigError("tuner.name", name, "names no search oracle")
+
+
+def trial_budget(values: Mapping[str, Any], stages: Sequence[Stage]) -> tuple[int, int]:
+    """(stage number, epochs) of a trial from its keras-tuner values: the coarse-to-fine
+    oracle's ``tuner/stage`` and ``tuner/epochs``, Hyperband's round and ``tuner/epochs``,
+    else the first stage."""
+    stage = values.get("tuner/stage", values.get("tuner/round", 0) + 1)
+    return int(stage), int(values.get("tuner/epochs", stages[0].epochs))
 
 
 def _check(ok: bool, key: str, value: Any, requirement: str) -> None:
