@@ -51,9 +51,13 @@ def positive(cfg: Any, key: str, *, strict: bool = True, optional: bool = False)
         require(value <= MAX_INT, key, value, f"must be at most {MAX_INT}")
 
 
-def fraction(cfg: Any, key: str, *, open_low: bool = True, open_high: bool = True) -> None:
-    """``key`` lies in (0, 1), [0, 1), (0, 1] or [0, 1]."""
+def fraction(
+    cfg: Any, key: str, *, open_low: bool = True, open_high: bool = True, optional: bool = False
+) -> None:
+    """``key`` lies in (0, 1), [0, 1), (0, 1] or [0, 1]; None passes if ``optional``."""
     value = get(cfg, key)
+    if optional and value is None:
+        return
     require(finite(value), key, value, "must be a finite number")
     low_ok = value > 0 if open_low else value >= 0
     high_ok = value < 1 if open_high else value <= 1

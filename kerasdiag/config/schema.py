@@ -97,8 +97,7 @@ def check_data(cfg: Any) -> None:
     one_of(cfg, "data.name", LOADERS)
     fraction(cfg, "data.val_fraction")
     positive(cfg, "data.limit", optional=True)
-    if cfg.data.imbalance is not None:
-        fraction(cfg, "data.imbalance", open_high=False)
+    fraction(cfg, "data.imbalance", open_high=False, optional=True)
     positive(cfg, "data.batch_size")
     positive(cfg, "data.shuffle_buffer")
     positive(cfg, "data.augment.crop", strict=False)
@@ -160,8 +159,7 @@ def check_loss(cfg: Any) -> None:
     one_of(cfg, "loss.name", LOSSES)
     positive(cfg, "loss.margin")
     positive(cfg, "loss.gamma", strict=False)
-    if cfg.loss.alpha is not None:
-        fraction(cfg, "loss.alpha", open_high=False)
+    fraction(cfg, "loss.alpha", open_high=False, optional=True)
 
 
 @dataclass
@@ -430,7 +428,8 @@ def check_tuner(cfg: Any) -> None:
     one_of(cfg, "tuner.name", TUNERS)
     if tuner.name == "none":
         return
-    one_of(cfg, "tuner.objective", ("val_accuracy", "val_loss"))  # the one validation split
+    require(tuner.objective in ("val_accuracy", "val_loss"), "tuner.objective", tuner.objective,
+            "must be val_accuracy or val_loss (trials are compared on the validation split)")  # fmt: skip
     require(tuner.keep >= 1, "tuner.keep", tuner.keep, "must be >= 1")
     require(finite(tuner.margin) and tuner.margin > 0, "tuner.margin", tuner.margin,
             "must be > 0 (each stage's ranges keep some room around the best trials)")  # fmt: skip
@@ -515,5 +514,4 @@ class Config:
 
 @validator
 def check_bayes_error(cfg: Any) -> None:
-    if cfg.bayes_error is not None:
-        fraction(cfg, "bayes_error", open_low=False)
+    fraction(cfg, "bayes_error", open_low=False, optional=True)

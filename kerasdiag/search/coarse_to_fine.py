@@ -110,7 +110,9 @@ class CoarseToFineOracle(LeaseMixin, keras_tuner.oracles.RandomSearchOracle):
         return space
 
     def _trials_of(self, number: int) -> list[Any]:
-        return [t for t in self.trials.values() if t.hyperparameters.values.get(STAGE_KEY) == number]
+        return [
+            t for t in self.trials.values() if t.hyperparameters.values.get(STAGE_KEY) == number
+        ]
 
     def _announce(self, stage: Stage) -> None:
         ranges = "; ".join(p.describe() for p in self.stage_space(self.stage))

@@ -36,7 +36,9 @@ def _hparam(param: Param) -> Any:
     return hp.HParam(param.name, domain, description=param.key)
 
 
-def write_hparams_config(run_dir: str | os.PathLike, space: Sequence[Param], objective: str) -> None:
+def write_hparams_config(
+    run_dir: str | os.PathLike, space: Sequence[Param], objective: str
+) -> None:
     """The dashboard's config: the hyperparameters, their domains and the metrics compared."""
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
