@@ -403,7 +403,7 @@ class TunerConfig:
     keep: int = 3  # best trials of a stage whose values set the next stage's ranges
     margin: float = 0.1  # next range = kept values +- this fraction of the previous range
     diverge_factor: float = 4.0  # stop a trial whose loss exceeds this times its first loss
-    seed: int = 0  # stage k samples with oracle seed ``seed + k``
+    seed: int = 0  # the oracle samples with seed ``seed + 1`` (keras-tuner draws its own for 0)
     # Fault tolerance of the chief/worker processes (kerasdiag.search.distributed): a worker
     # silent for lease_seconds loses its trial to another; it sends a heartbeat every
     # heartbeat_seconds; a worker that cannot reach its chief for chief_timeout s exits (code 5).

@@ -1,9 +1,10 @@
 """What to try: the search space declared in YAML, its checks, and coarse-to-fine narrowing.
 
 keras-tuner's split: this module decides *what* to try (the space under ``tuner.space``, the
-stages under ``tuner.stages``, each stage's narrowed ranges, the keras-tuner oracle that samples
-them); :mod:`kerasdiag.search.tuner` decides *how* one trial runs. No TensorFlow at import time,
-so a bad space is reported before TensorFlow starts.
+stages under ``tuner.stages``, how a range narrows, the keras-tuner oracle of ``tuner.name``;
+the staged oracle itself is :mod:`kerasdiag.search.coarse_to_fine`);
+:mod:`kerasdiag.search.tuner` decides *how* one trial runs. No TensorFlow at import time, so a
+bad space is reported before TensorFlow starts.
 
 A space entry names the config key it sets, its type and its range::
 
