@@ -10,6 +10,7 @@ import functools
 import importlib.util
 import math
 import sys
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,30 @@ def fraction(
     high_ok = value < 1 if open_high else value <= 1
     interval = f"{'(' if open_low else '['}0, 1{')' if open_high else ']'}"
     require(low_ok and high_ok, key, value, f"must be in {interval}")
+
+
+def ranged(default: Any, rule: str) -> Any:
+    """A dataclass field with its range: ``">0"``, ``">=0"`` or an interval of [0, 1] such as
+    ``"(0,1)"`` or ``"[0,1)"``. :func:`check_range` enforces it; None (where the type allows
+    it) always passes.
+
+    Example:
+        >>> from dataclasses import dataclass, fields
+        >>> @dataclass
+        ... class Section:
+        ...     rate: float = ranged(0.1, "(0,1)")
+        >>> fields(Section)[0].metadata["range"]
+        '(0,1)'
+    """
+    return field(default=default, metadata={"range": rule})
+
+
+def check_range(cfg: Any, key: str, rule: str) -> None:
+    """Raise ConfigError unless ``key`` satisfies ``rule`` (see :func:`ranged`)."""
+    if rule in (">0", ">=0"):
+        positive(cfg, key, strict=rule == ">0", optional=True)
+    else:
+        fraction(cfg, key, open_low=rule[0] == "(", open_high=rule[-1] == ")", optional=True)
 
 
 def one_of(cfg: Any, key: str, allowed: Any) -> None:

@@ -2,9 +2,10 @@
 
 Hydra merges the YAML files of ``conf/`` into these dataclasses, so an unknown key or a value
 of the wrong type is rejected while the config is composed, before TensorFlow starts. What
-types cannot say (lr > 0, 0 < val_fraction < 1, a known optimizer name, ...) is checked by one
-validator beside each dataclass (``check_data`` after ``DataConfig``, ...), all of them run by
-:func:`kerasdiag.config.validate_config`. The names each group accepts are registered here once
+types cannot say is declared on the field when it is a range (``val_fraction: float =
+ranged(0.1, "(0,1)")``), and checked by one validator beside each dataclass otherwise (a known
+optimizer name, rules between keys: ``check_data`` after ``DataConfig``, ...); all of them run
+in :func:`kerasdiag.config.validate_config`. The names each group accepts are registered here once
 (``LOSSES``, ``OPTIMIZERS``, ...); the modules that build them look them up here. Datasets are
 the keys of :data:`kerasdiag.data.loaders.LOADERS` (a module without TensorFlow).
 Each section mirrors one group of ``conf/`` and one area of the package; a YAML file of
@@ -13,9 +14,10 @@ Each section mirrors one group of ``conf/`` and one area of the package; a YAML 
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,11 @@ from kerasdiag.config.checks import (
     FLOAT32_MAX,
     MAX_SEED,
     check_builder,
+    check_range,
     finite,
-    fraction,
     one_of,
     positive,
+    ranged,
     require,
 )
 from kerasdiag.errors import ConfigError
@@ -69,8 +72,9 @@ class AugmentConfig:
     """Random augmentation of training batches only (P5)."""
 
     flip: bool = False  # random horizontal flip
-    crop: int = 0  # pad by this many pixels, then randomly crop back (0 = off)
-    noise: float = 0.0  # std of additive Gaussian noise on normalised inputs (0 = off)
+    crop: int = ranged(0, ">=0")  # pad by this many pixels, then randomly crop back (0 = off)
+    # std of additive Gaussian noise on normalised inputs (0 = off)
+    noise: float = ranged(0.0, ">=0")
 
 
 @dataclass
@@ -79,13 +83,15 @@ class DataConfig:
     # cifar10: folder in the official python format (None = Keras' downloader);
     # npz: a file with x_train, y_train, x_test, y_test (class_names optional)
     path: str | None = None
-    val_fraction: float = 0.1  # stratified, seeded validation split carved from training data
-    limit: int | None = None  # keep at most this many training examples (stratified)
-    imbalance: float | None = None  # rarest class kept at this fraction of the most frequent
+    # stratified, seeded validation split carved from training data
+    val_fraction: float = ranged(0.1, "(0,1)")
+    limit: int | None = ranged(None, ">0")  # keep at most this many training examples (stratified)
+    # rarest class kept at this fraction of the most frequent
+    imbalance: float | None = ranged(None, "(0,1]")
     normalize: bool = True  # zero mean / unit variance from training statistics (P7)
-    batch_size: int = 64
+    batch_size: int = ranged(64, ">0")
     # make_tf_dataset(training=True) only: runs train on a full seeded permutation per epoch
-    shuffle_buffer: int = 10000
+    shuffle_buffer: int = ranged(10000, ">0")
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -95,13 +101,6 @@ def check_data(cfg: Any) -> None:
     from kerasdiag.data.loaders import LOADERS  # the dataset registry (no TensorFlow)
 
     one_of(cfg, "data.name", LOADERS)
-    fraction(cfg, "data.val_fraction")
-    positive(cfg, "data.limit", optional=True)
-    fraction(cfg, "data.imbalance", open_high=False, optional=True)
-    positive(cfg, "data.batch_size")
-    positive(cfg, "data.shuffle_buffer")
-    positive(cfg, "data.augment.crop", strict=False)
-    positive(cfg, "data.augment.noise", strict=False)
     if cfg.data.path is not None:
         path = Path(str(cfg.data.path)).expanduser()
         kind = "file" if cfg.data.name == "npz" else "directory"
@@ -119,13 +118,13 @@ class ModelConfig:
     hidden_units: list[int] = field(default_factory=lambda: [64])  # mlp layers
     conv_filters: list[int] = field(default_factory=lambda: [32, 64])  # convnet blocks
     dense_units: list[int] = field(default_factory=lambda: [128])  # convnet head
-    kernel_size: int = 3
+    kernel_size: int = ranged(3, ">0")
     activation: str = "relu"
     kernel_initializer: str | None = None  # None: He for ReLU-like, Glorot for tanh/sigmoid (P9)
     dropout: list[float] = field(default_factory=list)  # rate per block; one value = every block
     batch_norm: bool = False  # R6
-    l2: float = 0.0  # kernel L2 strength (biases excluded), P3
-    l1: float = 0.0  # kernel L1 strength (biases excluded), P3
+    l2: float = ranged(0.0, ">=0")  # kernel L2 strength (biases excluded), P3
+    l1: float = ranged(0.0, ">=0")  # kernel L1 strength (biases excluded), P3
 
 
 @validator
@@ -138,47 +137,41 @@ def check_model(cfg: Any) -> None:
         values = list(cfg.model[key])
         require(all(0 < v <= 2**31 - 1 for v in values), f"model.{key}", values,
                 "every entry must be > 0")  # fmt: skip
-    positive(cfg, "model.kernel_size")
     rates = list(cfg.model.dropout)
     require(all(0 <= r < 1 for r in rates), "model.dropout", rates, "rates must be in [0, 1)")
-    positive(cfg, "model.l2", strict=False)
-    positive(cfg, "model.l1", strict=False)
 
 
 @dataclass
 class LossConfig:
     name: str = "softmax"  # one of LOSSES
     from_logits: bool = True
-    margin: float = 1.0  # multiclass_hinge (Weston-Watkins)
-    gamma: float = 2.0  # focal
-    alpha: float | None = None  # focal: overall weight
+    margin: float = ranged(1.0, ">0")  # multiclass_hinge (Weston-Watkins)
+    gamma: float = ranged(2.0, ">=0")  # focal
+    alpha: float | None = ranged(None, "(0,1]")  # focal: overall weight
 
 
 @validator
 def check_loss(cfg: Any) -> None:
     one_of(cfg, "loss.name", LOSSES)
-    positive(cfg, "loss.margin")
-    positive(cfg, "loss.gamma", strict=False)
-    fraction(cfg, "loss.alpha", open_high=False, optional=True)
 
 
 @dataclass
 class OptimizerConfig:
     name: str = "adam"  # one of OPTIMIZERS
     lr: Any = 1e-3  # a number > 0, or "auto": the learning-rate range test's suggestion
-    momentum: float = 0.0  # sgd
+    momentum: float = ranged(0.0, "[0,1)")  # sgd
     nesterov: bool = False  # sgd
-    rho: float = 0.9  # rmsprop decay
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-    weight_decay: float | None = None  # decoupled (adamw) or optimizer-level decay
-    initial_accumulator_value: float = 0.1  # adagrad
-    clipnorm: float | None = None  # per-variable norm clipping (O3)
-    clipvalue: float | None = None  # element-wise clipping (O3)
-    global_clipnorm: float | None = None  # global-norm clipping (O3)
+    rho: float = ranged(0.9, "[0,1)")  # rmsprop decay
+    beta_1: float = ranged(0.9, "[0,1)")
+    beta_2: float = ranged(0.999, "[0,1)")
+    epsilon: float = ranged(1e-7, ">0")
+    weight_decay: float | None = ranged(None, ">=0")  # decoupled (adamw) or optimizer-level decay
+    initial_accumulator_value: float = ranged(0.1, ">=0")  # adagrad
+    clipnorm: float | None = ranged(None, ">0")  # per-variable norm clipping (O3)
+    clipvalue: float | None = ranged(None, ">0")  # element-wise clipping (O3)
+    global_clipnorm: float | None = ranged(None, ">0")  # global-norm clipping (O3)
     use_ema: bool = False  # keep a moving average of the weights (O4)
-    ema_momentum: float = 0.99
+    ema_momentum: float = ranged(0.99, "[0,1)")
 
 
 @validator
@@ -194,14 +187,6 @@ def check_optimizer(cfg: Any) -> None:
         # Keras keeps the rate as float32: a larger value becomes inf and the first step NaN.
         require(float(opt.lr) <= FLOAT32_MAX, "optimizer.lr", opt.lr,
                 f"must be finite in float32 (at most {FLOAT32_MAX:.4g})")  # fmt: skip
-    fraction(cfg, "optimizer.momentum", open_low=False)
-    for key in ("rho", "beta_1", "beta_2", "ema_momentum"):
-        fraction(cfg, f"optimizer.{key}", open_low=False)
-    positive(cfg, "optimizer.epsilon")
-    positive(cfg, "optimizer.initial_accumulator_value", strict=False)
-    positive(cfg, "optimizer.weight_decay", strict=False, optional=True)
-    for key in ("clipnorm", "clipvalue", "global_clipnorm"):
-        positive(cfg, f"optimizer.{key}", optional=True)
     require(opt.clipnorm is None or opt.global_clipnorm is None, "optimizer.global_clipnorm",
             opt.global_clipnorm, "clip by clipnorm or by global_clipnorm, not both")  # fmt: skip
     require(not opt.nesterov or opt.momentum > 0, "optimizer.nesterov", opt.nesterov,
@@ -211,27 +196,22 @@ def check_optimizer(cfg: Any) -> None:
 @dataclass
 class ScheduleConfig:
     name: str = "constant"  # one of SCHEDULES
-    drop_every: int = 5  # step: epochs between drops
-    factor: float = 0.5  # step and plateau: multiply the lr by this
-    decay_rate: float | None = None  # exponential: a0*exp(-k*epoch); inverse_time: a0/(1+k*epoch)
-    warmup_epochs: int = 0  # cosine: linear warm-up from 0 to lr
-    min_lr: float = 0.0  # cosine floor, plateau floor
-    patience: int = 2  # plateau
+    drop_every: int = ranged(5, ">0")  # step: epochs between drops
+    factor: float = ranged(0.5, "(0,1)")  # step and plateau: multiply the lr by this
+    # exponential: a0*exp(-k*epoch); inverse_time: a0/(1+k*epoch)
+    decay_rate: float | None = ranged(None, ">=0")
+    warmup_epochs: int = ranged(0, ">=0")  # cosine: linear warm-up from 0 to lr
+    min_lr: float = ranged(0.0, ">=0")  # cosine floor, plateau floor
+    patience: int = ranged(2, ">=0")  # plateau
     monitor: str = "val_loss"  # plateau
 
 
 @validator
 def check_schedule(cfg: Any) -> None:
     one_of(cfg, "schedule.name", SCHEDULES)
-    positive(cfg, "schedule.drop_every")
-    fraction(cfg, "schedule.factor")
-    positive(cfg, "schedule.decay_rate", strict=False, optional=True)
-    positive(cfg, "schedule.warmup_epochs", strict=False)
-    positive(cfg, "schedule.min_lr", strict=False)
     lr = cfg.optimizer.lr
     require(lr == "auto" or cfg.schedule.min_lr < lr, "schedule.min_lr", cfg.schedule.min_lr,
             "must be below optimizer.lr")  # fmt: skip
-    positive(cfg, "schedule.patience", strict=False)
     one_of(cfg, "schedule.monitor", METRICS)
 
 
@@ -239,13 +219,13 @@ def check_schedule(cfg: Any) -> None:
 class EarlyStoppingConfig:
     enabled: bool = True
     monitor: str = "${trainer.checkpoint_monitor}"  # one notion of "best" per run
-    patience: int = 5
+    patience: int = ranged(5, ">=0")
     restore_best_weights: bool = True
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
+    epochs: int = ranged(10, ">0")
     seed: int = 0
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch
     checkpoint_monitor: str = "val_accuracy"  # best checkpoint chosen by this metric
@@ -263,13 +243,11 @@ class TrainerConfig:
 
 @validator
 def check_trainer(cfg: Any) -> None:
-    positive(cfg, "trainer.epochs")
     require(cfg.schedule.warmup_epochs < cfg.trainer.epochs, "schedule.warmup_epochs",
             cfg.schedule.warmup_epochs, "must be fewer than trainer.epochs")  # fmt: skip
     one_of(cfg, "trainer.strategy", STRATEGIES)
     require(cfg.trainer.verbose in (0, 1, 2), "trainer.verbose", cfg.trainer.verbose,
             "must be 0, 1 or 2")  # fmt: skip
-    positive(cfg, "trainer.early_stopping.patience", strict=False)
     for key in ("trainer.checkpoint_monitor", "trainer.early_stopping.monitor"):
         one_of(cfg, key, METRICS)
     es = cfg.trainer.early_stopping
@@ -284,37 +262,32 @@ def check_trainer(cfg: Any) -> None:
 @dataclass
 class SanityConfig:
     gradcheck: bool = True
-    gradcheck_samples: int = 2
-    gradcheck_dims_per_variable: int = 8
-    gradcheck_max_params: int = 2_000_000
-    gradcheck_warmup_steps: int = 0
+    gradcheck_samples: int = ranged(2, ">0")
+    gradcheck_dims_per_variable: int = ranged(8, ">0")
+    gradcheck_max_params: int = ranged(2_000_000, ">0")
+    gradcheck_warmup_steps: int = ranged(0, ">=0")
     initial_loss: bool = True
-    initial_loss_rtol: float = 0.1
+    initial_loss_rtol: float = ranged(0.1, ">0")
     regularization: bool = True
     regularization_factor: float = 10.0  # the "larger" strength is this times the configured
     overfit: bool = True
-    overfit_examples: int = 20
-    overfit_max_steps: int = 300
+    overfit_examples: int = ranged(20, ">0")
+    overfit_max_steps: int = ranged(300, ">0")
     overfit_loss_fraction: float = 0.05  # "near 0": below this share of the starting loss
     leakage: bool = True  # validation/test examples that are copies of training ones
     split_shift: bool = True  # validation and test drawn from visibly different distributions
     input_baseline: bool = True  # the model does clearly better with its inputs than zeros
-    input_baseline_steps: int = 60
+    input_baseline_steps: int = ranged(60, ">0")
     batch_independence: bool = True  # no example's output depends on another's input
     lr_range: bool = False  # learning-rate range test (optimizer.lr=auto runs it anyway)
-    lr_range_steps: int = 100
-    lr_range_start: float = 1e-7
-    lr_range_end: float = 10.0
+    lr_range_steps: int = ranged(100, ">0")
+    lr_range_start: float = ranged(1e-7, ">0")
+    lr_range_end: float = ranged(10.0, ">0")
     fail_fast: bool = False  # stop the run at the first failed stage
 
 
 @validator
 def check_sanity(cfg: Any) -> None:
-    for key in ("gradcheck_samples", "gradcheck_dims_per_variable", "gradcheck_max_params",
-                "overfit_examples", "overfit_max_steps", "input_baseline_steps",
-                "lr_range_steps", "lr_range_start", "lr_range_end", "initial_loss_rtol"):  # fmt: skip
-        positive(cfg, f"sanity.{key}")
-    positive(cfg, "sanity.gradcheck_warmup_steps", strict=False)
     start, end = cfg.sanity.lr_range_start, cfg.sanity.lr_range_end
     require(end > start, "sanity.lr_range_end", end, f"must be above sanity.lr_range_start={start}")
     steps = cfg.sanity.lr_range_steps
@@ -326,15 +299,15 @@ class MonitorsConfig:
     # Frequencies count optimizer steps; None (the default) adapts to the run: at least once
     # per epoch (twice) and 20 times per run (kerasdiag.callbacks.factory.probe_freq).
     update_ratio: bool = True
-    update_ratio_freq: int | None = None
+    update_ratio_freq: int | None = ranged(None, ">0")
     activations: bool = True
-    activations_freq: int | None = None
+    activations_freq: int | None = ranged(None, ">0")
     gradients: bool = True
-    gradients_freq: int | None = None
+    gradients_freq: int | None = ranged(None, ">0")
     learning_rate: bool = True
     filters: bool = True
     curves: bool = True
-    probe_size: int = 32  # examples in the activation/gradient probe batch
+    probe_size: int = ranged(32, ">0")  # examples in the activation/gradient probe batch
     # TrainingDoctor (B1): named symptoms with fixes, judged from the monitors above
     doctor: bool = True
     doctor_stop_on: list[str] = field(default_factory=lambda: ["nan"])  # symptoms that end the run
@@ -345,9 +318,6 @@ class MonitorsConfig:
 
 @validator
 def check_monitors(cfg: Any) -> None:
-    for key in ("update_ratio_freq", "activations_freq", "gradients_freq"):
-        positive(cfg, f"monitors.{key}", optional=True)
-    positive(cfg, "monitors.probe_size")
     validate_doctor_config(cfg.monitors)
 
 
@@ -408,8 +378,8 @@ class TunerConfig:
     # silent for lease_seconds loses its trial to another; it sends a heartbeat every
     # heartbeat_seconds; a worker that cannot reach its chief for chief_timeout s exits (code 5).
     lease_seconds: float = 60.0
-    heartbeat_seconds: float = 5.0
-    chief_timeout: float = 120.0
+    heartbeat_seconds: float = ranged(5.0, ">0")
+    chief_timeout: float = ranged(120.0, ">0")
     # Trials run in fresh worker processes, each ending after this many trials (memory stays
     # flat however long the search); 0: every trial in the search's own process.
     trials_per_process: int = 5
@@ -435,12 +405,10 @@ def check_tuner(cfg: Any) -> None:
             "must be > 0 (each stage's ranges keep some room around the best trials)")  # fmt: skip
     require(finite(tuner.diverge_factor) and tuner.diverge_factor > 1,
             "tuner.diverge_factor", tuner.diverge_factor, "must be > 1")  # fmt: skip
-    positive(cfg, "tuner.heartbeat_seconds")
     require(finite(tuner.lease_seconds) and tuner.lease_seconds >= 2 * tuner.heartbeat_seconds,
             "tuner.lease_seconds", tuner.lease_seconds,
             "must be finite and at least 2 x tuner.heartbeat_seconds (a lease outlives a missed "
             "heartbeat)")  # fmt: skip
-    positive(cfg, "tuner.chief_timeout")
     require(tuner.trials_per_process >= 0, "tuner.trials_per_process", tuner.trials_per_process,
             "must be >= 0 (0: every trial in this process)")  # fmt: skip
     require(tuner.workers >= 1, "tuner.workers", tuner.workers, "must be >= 1")
@@ -509,9 +477,28 @@ class Config:
     monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
     tuner: TunerConfig = field(default_factory=TunerConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
-    bayes_error: float | None = None  # optional human/Bayes error for the bias/variance table
+    # optional human/Bayes error for the bias/variance table
+    bayes_error: float | None = ranged(None, "[0,1]")
 
 
-@validator
-def check_bayes_error(cfg: Any) -> None:
-    fraction(cfg, "bayes_error", open_low=False, optional=True)
+def _ranged_keys(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, range) of every field declared with :func:`ranged`, sections included."""
+    for f in fields(cls):
+        if is_dataclass(f.default_factory):
+            yield from _ranged_keys(f.default_factory, f"{prefix}{f.name}.")
+        elif "range" in f.metadata:
+            yield f"{prefix}{f.name}", f.metadata["range"]
+
+
+@functools.cache
+def ranged_keys() -> tuple[tuple[str, str], ...]:
+    return tuple(_ranged_keys())
+
+
+def check_ranges(cfg: Any) -> None:
+    """The range of every field declared with :func:`ranged` (first: the validators rely on it)."""
+    for key, rule in ranged_keys():
+        check_range(cfg, key, rule)
+
+
+VALIDATORS.insert(0, check_ranges)
