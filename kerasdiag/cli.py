@@ -16,15 +16,19 @@ Exit codes of ``scripts/train.py``:
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import io
 import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kerasdiag.errors import KerasdiagError
 from kerasdiag.rundir import HYDRA_FILES, LOCK_FILE, check_run_dir, is_locked
@@ -34,6 +38,7 @@ IO_EXIT_CODE = 4
 # made for this process alone). Only a directory it made may be removed when the run is
 # refused: another process may be starting in one it found.
 _made_run_dir: bool | None = None
+_task_started = False
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -42,34 +47,71 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
-def preflight(argv: Sequence[str]) -> None:
-    """Compose and validate the config the command line asks for, before Hydra makes a run dir.
+class Preflight(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``conf/config.yaml``): check the config Hydra
+    composed, and the run directory, before Hydra makes that directory and writes its files.
 
-    Catches unknown recipes, groups and keys, wrong types and bad values with one clear line.
-    Multirun sweeps (``-m``) are composed by Hydra per job and checked inside each job.
+    ``on_run_start`` runs once per single run, after composition and before ``run_job``; a
+    multirun's jobs are checked by the task function instead (each has its own directory).
+    Refusals are one ``error:`` line and exit code 2 (4 for a directory that cannot be made).
     """
-    if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
-        return  # flags (--help, --cfg, -m, ...) are Hydra's
-    from kerasdiag.config import config_error_line, load_config
 
-    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from kerasdiag.config import validate_config
+
+        cfg = job_config(config)
+        run_dir = Path(str(config.hydra.run.dir))
+        # Hydra's default name is timestamped (``${now:...}``): a folder new to this process.
+        explicit = "${" not in str(OmegaConf.to_container(config.hydra.run)["dir"])
+        try:
+            validate_config(cfg)
+            if explicit:  # before Hydra rewrites its .hydra/ files there
+                if is_locked(run_dir):
+                    fail(f"run directory {run_dir} is in use by another kerasdiag process")
+                check_run_dir(run_dir, cfg)
+        except KerasdiagError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(os_error_line(exc), IO_EXIT_CODE)
+        _claim_creation(run_dir, explicit)
+
+
+def job_config(config: DictConfig) -> DictConfig:
+    """The composed config without Hydra's own ``hydra`` section (what the task function gets)."""
+    cfg = copy.deepcopy(config)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def run_app(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` app; a config Hydra cannot compose is one ``error:`` line, exit 2.
+
+    ``HYDRA_FULL_ERROR=1`` makes Hydra raise its exception instead of printing it, so the line
+    is made from the exception's fields (:func:`kerasdiag.config.composition_error`). Errors
+    raised once the task function started are the task's own and travel on unchanged.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from kerasdiag.config import composition_error
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        cfg = load_config(overrides)
-        run_dir = explicit_run_dir(argv)
-        if run_dir is not None:  # before Hydra rewrites its .hydra/ files there
-            if is_locked(run_dir):
-                fail(f"run directory {run_dir} is in use by another kerasdiag process")
-            check_run_dir(run_dir, cfg)
-    except KerasdiagError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(os_error_line(exc), IO_EXIT_CODE)
-    except Exception as exc:  # Hydra's and OmegaConf's composition errors
-        fail(config_error_line(exc))
-    _claim_creation(run_dir)
+        main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if _task_started:
+            raise
+        fail(str(composition_error(exc)))
 
 
-def _claim_creation(run_dir: Path | None) -> None:
+def task_started() -> None:
+    """Mark that Hydra called the task function (its errors are no composition errors)."""
+    global _task_started
+    _task_started = True
+
+
+def _claim_creation(run_dir: Path, explicit: bool) -> None:
     """Create the run directory now, atomically, and remember whether this process did.
 
     ``os.mkdir`` succeeds for exactly one of several processes started on one directory: only
@@ -78,13 +120,10 @@ def _claim_creation(run_dir: Path | None) -> None:
     system, no permission) is one ``error:`` line here, before Hydra's logging trips on it.
     """
     global _made_run_dir
-    target = run_dir if run_dir is not None else Path("outputs")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if run_dir is None:
-            target.mkdir(exist_ok=True)
-            probe = target
-        else:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        probe = run_dir.parent
+        if explicit:
             try:
                 run_dir.mkdir()
                 _made_run_dir = True
@@ -128,14 +167,6 @@ def os_error_line(exc: OSError) -> str:
 def _path_in(text: str) -> str | None:
     found = re.search(r"name = '([^']+)'", text)  # h5py: "Unable to create file (name = '...')"
     return found.group(1) if found else None
-
-
-def explicit_run_dir(argv: Sequence[str]) -> Path | None:
-    """The ``hydra.run.dir=...`` the command line sets (None if unset or interpolated)."""
-    values = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
-    if not values or "${" in values[-1]:
-        return None  # Hydra's default has microseconds in its name: always a new folder
-    return Path(values[-1].strip("'\""))
 
 
 @contextlib.contextmanager

@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 
 from kerasdiag.arguments import check_positive_float
-from kerasdiag.errors import ConfigError
 from kerasdiag.io import write_json_atomic
 from kerasdiag.symptoms import fix_for, lr_hint, reconcile
 
@@ -518,45 +517,6 @@ def _val_loss_rise(history: Mapping[str, Sequence[float]], th: Thresholds) -> di
     return None
 
 
-# --- config ------------------------------------------------------------------------------
-
-
-def validate_doctor_config(monitors_cfg: Any) -> None:
-    """Check the doctor keys of the ``monitors`` config section, before TensorFlow starts.
-
-    ``doctor_stop_on`` must name known symptoms, ``doctor_thresholds`` known
-    :class:`Thresholds` fields with positive numbers, ``doctor_budget`` lie in (0, 1].
-    Raises :class:`~kerasdiag.errors.ConfigError` naming the key.
-    """
-    stop_on = _get_attr(monitors_cfg, "doctor_stop_on")
-    if stop_on is not None:
-        names = [stop_on] if isinstance(stop_on, str) else list(stop_on)
-        unknown = [n for n in names if n not in SYMPTOMS]
-        if unknown:
-            raise ConfigError(
-                "monitors.doctor_stop_on",
-                names,
-                f"unknown symptoms {unknown}; known: {', '.join(SYMPTOMS)}",
-            )
-    thresholds = _get_attr(monitors_cfg, "doctor_thresholds")
-    if thresholds:
-        try:
-            Thresholds.of(dict(thresholds))
-        except ValueError as exc:
-            raise ConfigError("monitors.doctor_thresholds", dict(thresholds), str(exc)) from None
-    budget = _get_attr(monitors_cfg, "doctor_budget")
-    if budget is not None and (
-        isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1
-    ):
-        raise ConfigError("monitors.doctor_budget", budget, "must be a number in (0, 1]")
-
-
-def _get_attr(node: Any, key: str) -> Any:
-    if isinstance(node, Mapping):
-        return node.get(key)
-    return getattr(node, key, None)
-
-
 # --- a run directory --------------------------------------------------------------------------
 
 
@@ -829,5 +789,4 @@ __all__ = [
     "loss_shape",
     "make_finding",
     "oscillation_index",
-    "validate_doctor_config",
 ]

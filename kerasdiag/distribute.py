@@ -32,7 +32,7 @@ import os
 
 import tensorflow as tf
 
-from kerasdiag.config.compose import STRATEGIES
+from kerasdiag.config.schema import STRATEGIES
 from kerasdiag.errors import ConfigError
 
 # One instance per kind and process: collective ops are configured once, and every model of

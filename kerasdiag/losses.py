@@ -112,4 +112,6 @@ def build_loss(loss_cfg: Any) -> keras.losses.Loss:
             alpha=loss_cfg.alpha,
             from_logits=bool(loss_cfg.from_logits),
         )
-    raise ConfigError("loss.name", loss_cfg.name, "must be softmax, multiclass_hinge or focal")
+    from kerasdiag.config.schema import LOSSES
+
+    raise ConfigError("loss.name", loss_cfg.name, f"must be one of {', '.join(LOSSES)}")

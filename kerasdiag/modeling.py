@@ -8,8 +8,7 @@ import keras
 
 # ReLU-like units halve the variance they pass on, so they need He init (variance 2/n_in);
 # symmetric saturating units want Glorot/Xavier (variance ~1/n_in).
-RELU_LIKE = {"relu", "elu", "selu", "gelu", "leaky_relu", "relu6", "silu", "swish"}
-ACTIVATIONS = RELU_LIKE | {"tanh", "sigmoid", "linear"}
+from kerasdiag.config.schema import ACTIVATIONS, RELU_LIKE  # noqa: F401 - the one registry
 
 
 def initializer_for(activation: str, override: str | None = None) -> str:

@@ -11,15 +11,8 @@ from typing import Any
 
 import keras
 
+from kerasdiag.config.schema import OPTIMIZERS
 from kerasdiag.errors import ConfigError
-
-OPTIMIZERS = {
-    "sgd": keras.optimizers.SGD,
-    "adagrad": keras.optimizers.Adagrad,
-    "rmsprop": keras.optimizers.RMSprop,
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-}
 
 
 def build_schedule(
@@ -100,7 +93,7 @@ def build_optimizer(
         "adam": {"beta_1": opt_cfg.beta_1, "beta_2": opt_cfg.beta_2, "epsilon": opt_cfg.epsilon},
         "adamw": {"beta_1": opt_cfg.beta_1, "beta_2": opt_cfg.beta_2, "epsilon": opt_cfg.epsilon},
     }[opt_cfg.name]
-    return OPTIMIZERS[opt_cfg.name](**common, **specific)
+    return getattr(keras.optimizers, OPTIMIZERS[opt_cfg.name])(**common, **specific)
 
 
 def lr_at_epoch(

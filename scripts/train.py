@@ -1,6 +1,7 @@
 """Train a kerasdiag recipe: ``python scripts/train.py recipe=cifar_softmax optimizer.lr=0.01``.
 
-Thin on purpose: the config is composed and validated (before TensorFlow starts), then
+Thin on purpose: Hydra composes the config once; :class:`kerasdiag.cli.Preflight` (a Hydra
+callback) validates it and the run directory before TensorFlow starts, then
 ``kerasdiag.pipeline.run`` does the work in Hydra's run directory: one training, a search
 (``tuner=...``) or an ensemble (``ensemble=...``).
 
@@ -11,16 +12,16 @@ stderr; 3 training stopped on a NaN/Inf loss (``nan.json`` in the run directory 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide CUDA-not-found noise on CPU machines
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from kerasdiag.cli import console_log, exit_on_user_error, load_inputs, preflight  # noqa: E402
+from kerasdiag.cli import console_log, exit_on_user_error, load_inputs, run_app, task_started  # noqa: E402
 from kerasdiag.config import CONF_DIR, register_schema, validate_config  # noqa: E402
 
 register_schema()
@@ -28,9 +29,12 @@ register_schema()
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_dir = HydraConfig.get().runtime.output_dir
+    task_started()
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
     with console_log(Path(run_dir) / "train.log"), exit_on_user_error(run_dir):
-        validate_config(cfg)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # a single run was checked by the Preflight callback
+            validate_config(cfg)
         data = load_inputs(cfg)  # bad data ends the run here, before TensorFlow starts
         from kerasdiag.pipeline import run  # TensorFlow starts here
 
@@ -38,5 +42,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    preflight(sys.argv[1:])
-    main()
+    run_app(main)

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+
 import pytest
+from omegaconf import OmegaConf
 
 from kerasdiag.config import CONF_DIR, load_config
+from kerasdiag.config.schema import (
+    EnsembleConfig,
+    LossConfig,
+    MonitorsConfig,
+    OptimizerConfig,
+    SanityConfig,
+    ScheduleConfig,
+    TunerConfig,
+)
 from kerasdiag.errors import ConfigError
+
+from conftest import REPO
 
 GROUPS = ["data", "model", "loss", "optimizer", "schedule", "trainer", "sanity", "monitors",
           "tuner", "ensemble", "recipe"]  # fmt: skip
@@ -109,3 +126,100 @@ def test_unknown_choices_typos_and_wrong_types_fail_in_composition(overrides, ne
 def test_clipping_choices_conflict_is_reported():
     with pytest.raises(ConfigError, match="global_clipnorm"):
         load_config(["optimizer.clipnorm=1.0", "optimizer.global_clipnorm=1.0"])
+
+
+# -- every group validated before TensorFlow starts, the doctor's keys included ----------------
+
+# Run scripts/train.py with TensorFlow made unimportable: a check that ran after TensorFlow
+# started would fail with an ImportError traceback instead of the one line asserted here.
+_NO_TF_TRAIN = (
+    "import runpy, sys\n"
+    "sys.modules['tensorflow'] = None\n"
+    "sys.argv = ['train.py', *sys.argv[1:]]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "reason"),
+    [
+        ("monitors.doctor_stop_on=[nna]", "monitors.doctor_stop_on", "unknown symptoms ['nna']"),
+        ("monitors.doctor_budget=5", "monitors.doctor_budget", "must be a number in (0, 1]"),
+        ("+monitors.doctor_thresholds.foo=1", "monitors.doctor_thresholds.foo",
+         "unknown threshold 'foo'"),
+        ("+monitors.doctor_thresholds.slow_drop=0.0", "monitors.doctor_thresholds.slow_drop",
+         "must be a finite number > 0"),
+    ],
+)  # fmt: skip
+def test_bad_doctor_settings_are_refused_before_tensorflow_starts(tmp_path, override, key, reason):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_TF_TRAIN, override, f"hydra.run.dir={run_dir}"],
+        cwd=REPO / "scripts", env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: invalid config: {key}="), lines
+    assert reason in lines[0]
+    assert not run_dir.exists()
+    with pytest.raises(ConfigError) as err:  # the same rule in load_config
+        load_config([override])
+    assert err.value.key == key
+
+
+def test_load_config_validates_without_tensorflow():
+    code = (
+        "import sys\n"
+        "from kerasdiag.config import load_config\n"
+        "from kerasdiag.errors import ConfigError\n"
+        "load_config(['tuner=coarse_to_fine', 'monitors.doctor_budget=0.5'])\n"
+        "load_config(['ensemble=seeds'])\n"
+        "try:\n"
+        "    load_config(['monitors.doctor_budget=5'])\n"
+        "except ConfigError as exc:\n"
+        "    print(exc.key)\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)  # fmt: skip
+    assert done.stdout.split() == ["monitors.doctor_budget", "False"], done.stderr[-2000:]
+
+
+def test_composition_errors_are_made_from_the_exceptions_fields():
+    with pytest.raises(ConfigError) as err:
+        load_config(["optimizer=foo"])
+    assert (err.value.key, err.value.value) == ("optimizer", "foo")
+    assert "adam" in err.value.requirement  # the options Hydra offers
+    with pytest.raises(ConfigError) as err:
+        load_config(["trainer.epochs=1.5"])
+    assert (err.value.key, err.value.value) == ("trainer.epochs", 1.5)
+
+
+# -- no YAML repeats a default of its dataclass ------------------------------------------------
+
+# conf/data, conf/model and conf/trainer are checked by the same rule once their owners move
+# their defaults (trainer/default.yaml repeats TrainerConfig today).
+DEDUPED_GROUPS = {
+    "optimizer": OptimizerConfig, "schedule": ScheduleConfig, "loss": LossConfig,
+    "monitors": MonitorsConfig, "sanity": SanityConfig, "tuner": TunerConfig,
+    "ensemble": EnsembleConfig,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("group", sorted(DEDUPED_GROUPS))
+def test_no_yaml_repeats_a_dataclass_default(group):
+    defaults = asdict(DEDUPED_GROUPS[group]())
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        values = OmegaConf.to_container(OmegaConf.load(path)) or {}
+        values.pop("defaults", None)
+        repeated = {k: v for k, v in values.items() if k in defaults and defaults[k] == v}
+        # "name" says which option this is even when it is the default's name
+        repeated.pop("name", None)
+        assert not repeated, f"{path.name} repeats defaults of {group}: {repeated}"
+
+
+def test_aliases_compose_like_their_originals():
+    for alias, original in (("sgd_nesterov", "nesterov"), ("sgd_momentum", "momentum")):
+        assert load_config([f"optimizer={alias}"]) == load_config([f"optimizer={original}"])

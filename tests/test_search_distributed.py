@@ -27,12 +27,19 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
+@pytest.mark.parametrize(
+    ("tuner", "stages"),
+    [
+        ("random", f"[{{trials:{TRIALS},epochs:1}}]"),
+        # two stages on the one port: workers wait (IDLE) at the boundary, then get stage 2
+        ("coarse_to_fine", f"[{{trials:{TRIALS - 2},epochs:1}},{{trials:2,epochs:1}}]"),
+    ],
+)
+def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path, tuner, stages):
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, str(REPO / "scripts" / "train.py"), "tuner=random",
-        f"tuner.stages=[{{trials:{TRIALS},epochs:1}}]", "trainer.verbose=0",
-        f"hydra.run.dir={run_dir}",
+        sys.executable, str(REPO / "scripts" / "train.py"), f"tuner={tuner}",
+        f"tuner.stages={stages}", "trainer.verbose=0", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     base_env = {
         **os.environ,
@@ -78,6 +85,12 @@ def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
     assert sorted(int(r["trial"]) for r in rows) == list(range(TRIALS))
     assert all(r["status"] in ("completed", "diverged") for r in rows)
     kept = [parse_checkpoint_name(p).label for p in (run_dir / "trials").iterdir()]
-    assert sorted(kept) == [f"stage1-trial{int(r['trial']):03d}" for r in rows if r["score"]]
+    assert sorted(kept) == [
+        f"stage{r['stage']}-trial{int(r['trial']):03d}" for r in rows if r["score"]
+    ]
+    if tuner == "coarse_to_fine":
+        assert [r["stage"] for r in sorted(rows, key=lambda r: int(r["trial"]))] == [
+            "1"] * (TRIALS - 2) + ["2", "2"]  # fmt: skip
+        assert "search stage 2/2" in output["chief"]
     assert "no trials left" in output["tuner0"] and "no trials left" in output["tuner1"]
     assert "best val_accuracy" in output["chief"]

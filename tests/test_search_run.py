@@ -59,8 +59,9 @@ def test_search_writes_one_row_and_one_named_checkpoint_per_trial(search):
     rows = read_csv(run_dir / "search.csv")
     assert list(rows[0]) == ["stage", "trial", "lr", "l2", "batch_size", "dropout", "score",
                              "status", "epochs", "checkpoint"]  # fmt: skip
+    # one project: trial numbers run on across stages
     assert [(r["stage"], r["trial"]) for r in rows] == [
-        ("1", "0"), ("1", "1"), ("1", "2"), ("1", "3"), ("2", "0"), ("2", "1"),
+        ("1", "0"), ("1", "1"), ("1", "2"), ("1", "3"), ("2", "4"), ("2", "5"),
     ]  # fmt: skip
     for row in rows:
         assert row["epochs"] == ("1" if row["stage"] == "1" else "2") or row["status"] == "diverged"
@@ -109,15 +110,20 @@ def test_second_stage_samples_inside_ranges_narrowed_around_the_best(search):
 
 
 def test_each_trial_trained_its_stage_config(search):
+    """One keras-tuner project for both stages; each trial's values carry its stage and epochs."""
     _, run_dir, _ = search
-    for stage, epochs in ((1, 1), (2, 2)):
-        trial_dirs = sorted((run_dir / "search" / f"stage{stage}").glob("trial_*"))
-        assert len(trial_dirs) == (4 if stage == 1 else 2)
-        for trial_dir in trial_dirs:
-            text = (trial_dir / "config.yaml").read_text()
-            assert f"  epochs: {epochs}\n" in text and "  overfit: false\n" in text
-            rows = read_csv(trial_dir / "metrics.csv")
-            assert 1 <= len(rows) <= epochs
+    assert sorted(p.name for p in (run_dir / "search").iterdir() if p.is_dir()) == [
+        f"trial_{n}" for n in range(6)
+    ]
+    assert json.loads((run_dir / "search" / "oracle.json").read_text())["stage"] == 1
+    for trial_dir in sorted((run_dir / "search").glob("trial_*")):
+        values = json.loads((trial_dir / "trial.json").read_text())["hyperparameters"]["values"]
+        stage, epochs = values["tuner/stage"], values["tuner/epochs"]
+        assert (stage, epochs) == ((1, 1) if int(trial_dir.name[6:]) < 4 else (2, 2))
+        text = (trial_dir / "config.yaml").read_text()
+        assert f"  epochs: {epochs}\n" in text and "  overfit: false\n" in text
+        rows = read_csv(trial_dir / "metrics.csv")
+        assert 1 <= len(rows) <= epochs
     assert (run_dir / "search.png").stat().st_size > 10_000
     ledger = read_ledger(run_dir)
     assert sum(e["event"] == "start" for e in ledger) == 6
@@ -200,3 +206,73 @@ def test_trials_whose_sampled_config_is_invalid_fail_and_end_the_search_in_one_l
     ends = [e for e in read_ledger(tmp_path) if e["event"] == "end"]
     assert [e["status"] for e in ends] == ["failed"] * 3
     assert not (tmp_path / "trials").exists() or not list((tmp_path / "trials").iterdir())
+
+
+def _hparams_of(event_dir: Path) -> tuple[dict, dict]:
+    """(hyperparameter values, scalar values) a trial's TensorBoard run holds, read back with
+    TensorBoard's own event reader and HParams plugin protos."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.util import tensor_util
+
+    acc = EventAccumulator(str(event_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    values = {
+        k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+        for k, v in info.hparams.items()
+    }
+    scalars = {tag: float(tensor_util.make_ndarray(acc.Tensors(tag)[0].tensor_proto))
+               for tag in acc.Tags()["tensors"] if not tag.startswith("_hparams_")}  # fmt: skip
+    return values, scalars
+
+
+def test_trials_are_on_tensorboards_hparams_dashboard(search):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, _ = search
+    root = run_dir / "tensorboard" / "search"
+    config = EventAccumulator(str(root))
+    config.Reload()
+    assert "_hparams_/experiment" in config.PluginTagToContent("hparams")
+    rows = {r["trial"]: r for r in read_csv(run_dir / "search.csv")}
+    assert sorted(p.name for p in root.glob("trial_*")) == [f"trial_{n}" for n in range(6)]
+    for trial, row in rows.items():
+        values, scalars = _hparams_of(root / f"trial_{trial}")
+        assert math.isclose(values["lr"], float(row["lr"]), rel_tol=1e-5)
+        assert values["batch_size"] == row["batch_size"] and values["dropout"] == row["dropout"]
+        if row["score"]:
+            assert math.isclose(scalars["val_accuracy"], float(row["score"]), rel_tol=1e-5)
+        assert scalars["epochs_run"] == float(row["epochs"])
+
+
+@pytest.mark.parametrize(
+    ("tuner", "extra", "trials"),
+    [
+        # max_epochs 3, factor 3: a bracket of 3 one-epoch trials whose best trains 3 epochs,
+        # and one of 2 three-epoch trials (keras-tuner's own bracket arithmetic)
+        ("hyperband", ["tuner.stages=[{trials:1,epochs:3}]"], 6),
+        ("bayesian", ["tuner.stages=[{trials:4,epochs:1}]"], 4),
+    ],
+)
+def test_keras_tuners_own_oracles_search_the_same_space(tmp_path, tuner, extra, trials):
+    cfg = load_config([f"tuner={tuner}", *extra, "trainer.verbose=0", IN_PROCESS])
+    summary = run_search(cfg, tmp_path)
+    rows = read_csv(tmp_path / "search.csv")
+    assert len(rows) == summary["trials"] == trials
+    space, _ = validate_search(cfg)
+    assert list(rows[0])[2:6] == [p.name for p in space]
+    assert summary["completed"] + summary["diverged"] == trials and summary["best"] is not None
+    oracle = json.loads((tmp_path / "search" / "oracle.json").read_text())
+    if tuner == "hyperband":
+        epochs = sorted(json.loads((d / "trial.json").read_text())["hyperparameters"]["values"]
+                        ["tuner/epochs"] for d in (tmp_path / "search").glob("trial_*"))  # fmt: skip
+        assert epochs == [1, 1, 1, 3, 3, 3] and oracle["max_epochs"] == 3
+        assert {r["stage"] for r in rows} == {"1", "2"}  # Hyperband's rounds
+    else:
+        assert all(r["epochs"] == "1" for r in rows if r["status"] == "completed")
+    for row in rows:
+        lr = float(row["lr"])
+        assert 1e-6 <= lr <= 10.0 and row["batch_size"] in {"16", "32", "64", "128"}
+    assert summary["test"]["accuracy"] > 0.1

@@ -16,12 +16,14 @@ from sklearn.datasets import load_digits
 
 from kerasdiag.callbacks.checkpoint import BestCheckpoint
 from kerasdiag.config import load_config
+from kerasdiag.config.schema import check_tuner
 from kerasdiag.ensemble.selection import (
     best_checkpoints,
     parse_checkpoint_name,
     source_checkpoints,
 )
 from kerasdiag.errors import ConfigError
+from kerasdiag.search.distributed import IDLE, RUNNING
 from kerasdiag.search.divergence import StopOnDivergence
 from kerasdiag.search.oracle import (
     Param,
@@ -91,7 +93,7 @@ def test_bad_space_is_one_config_error_naming_the_key(random_cfg, path, value, k
     cfg = copy.deepcopy(random_cfg)
     OmegaConf.update(cfg, path, value, merge=False, force_add=True)
     with pytest.raises(ConfigError) as info:
-        validate_search(cfg)
+        check_tuner(cfg)  # the tuner section's validator, which parses the space too
     message = str(info.value)
     assert info.value.key == key and words in message
     assert "\n" not in message and message.startswith(f"invalid config: {key}=")
@@ -118,16 +120,45 @@ def test_log_sampling_spreads_trials_evenly_over_decades(c2f):
     assert {batch.random_sample(s) for s in range(50)} == {"16", "32", "64", "128"}
 
 
-def test_oracle_samples_the_stage_ranges_with_a_seed_per_stage(c2f):
-    space, stages = validate_search(c2f)
-    narrowed = narrow_space(space, [{"lr": 1e-3, "l2": 1e-4, "batch_size": 32, "dropout": []}])
-    first = build_oracle(space, stages[0], c2f.tuner)
-    second = build_oracle(narrowed, stages[1], c2f.tuner)
-    assert (first.max_trials, second.max_trials) == (16, 8)
-    assert first.seed != second.seed and min(first.seed, second.seed) > 0
-    lr = second.get_space().get_config()["space"][0]["config"]
-    assert lr["sampling"] == "log" and 1e-4 < lr["min_value"] < 1e-3 < lr["max_value"] < 1e-2
-    assert second.objective.name == "val_accuracy" and second.objective.direction == "max"
+def _finish(oracle, tuner_id, trial, score):
+    assert oracle.report(tuner_id, trial.trial_id, {"val_accuracy": score}, 0)
+    trial.status = "COMPLETED"
+    assert oracle.finish(tuner_id, trial)
+
+
+def test_coarse_to_fine_is_one_oracle_that_waits_at_a_stage_boundary_then_narrows(tmp_path):
+    """Stage 1's trials, IDLE while its last trial runs, then stage 2 in ranges narrowed around
+    the best of stage 1 with stage 2's epochs; a reloaded oracle goes on in stage 2."""
+    cfg = load_config(["tuner=coarse_to_fine", "tuner.stages=[{trials:3,epochs:1},{trials:2,epochs:4}]",
+                       "tuner.keep=1"])  # fmt: skip
+    space, stages = validate_search(cfg)
+    oracle = build_oracle(space, stages, cfg.tuner)
+    oracle._set_project_dir(str(tmp_path), "search")
+    assert oracle.max_trials == 5 and oracle.seed > 0
+    assert oracle.objective.name == "val_accuracy" and oracle.objective.direction == "max"
+    first = [oracle.create_trial(f"w{i}") for i in range(3)]
+    assert [t.hyperparameters.values["tuner/stage"] for t in first] == [1, 1, 1]
+    assert [t.hyperparameters.values["tuner/epochs"] for t in first] == [1, 1, 1]
+    for trial, score in zip(first[:2], (0.9, 0.2), strict=True):
+        _finish(oracle, f"w{first.index(trial)}", trial, score)
+    assert oracle.create_trial("w0").status == IDLE  # w2's trial may still beat the others
+    _finish(oracle, "w2", first[2], 0.5)
+    best_lr = first[0].hyperparameters.values["lr"]
+    second = oracle.create_trial("w0")
+    assert second.status == RUNNING and second.hyperparameters.values["tuner/stage"] == 2
+    assert second.hyperparameters.values["tuner/epochs"] == 4
+    lr = next(h for h in oracle.get_space().space if h.name == "lr")
+    assert lr.min_value <= best_lr <= lr.max_value
+    assert math.log10(lr.max_value / lr.min_value) < 7 * 0.21  # +- 10% of 7 decades
+    assert lr.min_value <= second.hyperparameters.values["lr"] <= lr.max_value
+    assert second.hyperparameters.values["dropout"] == first[0].hyperparameters.values["dropout"]
+
+    again = build_oracle(space, stages, cfg.tuner)  # a restarted search: keras-tuner's reload
+    again._set_project_dir(str(tmp_path), "search")
+    again.reload()
+    assert again.stage == 1 and len(again.trials) == 4
+    relr = next(h for h in again.get_space().space if h.name == "lr")
+    assert (relr.min_value, relr.max_value) == (lr.min_value, lr.max_value)
 
 
 def test_narrowing_log_range_in_decades():

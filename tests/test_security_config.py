@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kerasdiag.config import CONF_DIR, load_config
-from kerasdiag.config.compose import ACTIVATIONS, MAX_INT, MAX_SEED
+from kerasdiag.config.checks import MAX_INT, MAX_SEED
+from kerasdiag.config.schema import ACTIVATIONS
 from kerasdiag.errors import ConfigError
 
 SETTINGS = settings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +18,14 @@ from kerasdiag.callbacks.gradients import GradientMonitor
 from kerasdiag.callbacks.learning_rate import LearningRateMonitor
 from kerasdiag.callbacks.probe import ProbeBatch
 from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
+from kerasdiag.config.schema import MonitorsConfig
 from kerasdiag.errors import ConfigError
 
 # The defaults the monitors use (see benchmarks/bench_monitors.py for their cost). Keys
 # missing from the config node fall back to these. A frequency of None adapts to the run:
 # see probe_freq.
-MONITOR_DEFAULTS: dict[str, Any] = {
-    "update_ratio": True,
-    "update_ratio_freq": None,  # optimizer steps; None: probe_freq of the run
-    "activations": True,
-    "activations_freq": None,
-    "gradients": True,
-    "gradients_freq": None,
-    "learning_rate": True,
-    "filters": True,
-    "curves": True,
-    "probe_size": 32,  # probe examples: per-unit statistics at half the cost of 64
+MONITOR_DEFAULTS: dict[str, Any] = {  # the schema's defaults, the doctor's keys aside
+    k: v for k, v in asdict(MonitorsConfig()).items() if not k.startswith("doctor")
 }
 
 

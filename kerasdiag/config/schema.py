@@ -1,15 +1,70 @@
-"""Structured configs: the schema every composed config is validated against.
+"""Structured configs: the schema every composed config is validated against, and its rules.
 
 Hydra merges the YAML files of ``conf/`` into these dataclasses, so an unknown key or a value
-of the wrong type is rejected while the config is composed, before TensorFlow starts. Value
-ranges (lr > 0, 0 < val_fraction < 1, ...) are checked by :func:`kerasdiag.config.validate_config`.
-Each section mirrors one group of ``conf/`` and one area of the package.
+of the wrong type is rejected while the config is composed, before TensorFlow starts. What
+types cannot say is declared on the field when it is a range (``val_fraction: float =
+ranged(0.1, "(0,1)")``), and checked by one validator beside each dataclass otherwise (a known
+optimizer name, rules between keys: ``check_data`` after ``DataConfig``, ...); all of them run
+in :func:`kerasdiag.config.validate_config`. The names each group accepts are registered here once
+(``LOSSES``, ``OPTIMIZERS``, ...); the modules that build them look them up here. Datasets are
+the keys of :data:`kerasdiag.data.loaders.LOADERS` (a module without TensorFlow).
+Each section mirrors one group of ``conf/`` and one area of the package; a YAML file of
+``conf/`` sets only what differs from these defaults.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
+
+from kerasdiag.config.checks import (
+    FLOAT32_MAX,
+    MAX_SEED,
+    check_builder,
+    check_range,
+    finite,
+    one_of,
+    positive,
+    ranged,
+    require,
+)
+from kerasdiag.errors import ConfigError
+
+# -- the names each group accepts (one registry each) -------------------------------------------
+
+LOSSES = ("softmax", "multiclass_hinge", "focal")  # kerasdiag.losses.build_loss
+OPTIMIZERS = {  # name -> class of keras.optimizers (kerasdiag.optimizers.build_optimizer)
+    "sgd": "SGD",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSprop",
+    "adam": "Adam",
+    "adamw": "AdamW",
+}
+# kerasdiag.optimizers.build_schedule
+SCHEDULES = ("constant", "step", "exponential", "inverse_time", "plateau", "cosine")
+STRATEGIES = ("none", "auto", "mirrored", "multiworker")  # kerasdiag.distribute
+RELU_LIKE = frozenset({"relu", "elu", "selu", "gelu", "leaky_relu", "relu6", "silu", "swish"})
+ACTIVATIONS = RELU_LIKE | {"tanh", "sigmoid", "linear"}  # kerasdiag.modeling
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # what build_model compiles
+# kerasdiag.search.oracle.build_oracle: keras-tuner's oracles, "none" = no search
+TUNERS = ("none", "random", "coarse_to_fine", "hyperband", "bayesian")
+ENSEMBLES = ("none", "seeds", "topk", "checkpoints", "ema")  # kerasdiag.ensemble.run
+
+# The validators, in the order validate_config runs them: each takes the whole config (a few
+# rules relate two sections) and raises a one-line ConfigError naming the key.
+VALIDATORS: list[Callable[[Any], None]] = []
+
+
+def validator(func: Callable[[Any], None]) -> Callable[[Any], None]:
+    VALIDATORS.append(func)
+    return func
+
+
+_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
 
 @dataclass
@@ -17,25 +72,44 @@ class AugmentConfig:
     """Random augmentation of training batches only (P5)."""
 
     flip: bool = False  # random horizontal flip
-    crop: int = 0  # pad by this many pixels, then randomly crop back (0 = off)
-    noise: float = 0.0  # std of additive Gaussian noise on normalised inputs (0 = off)
+    crop: int = ranged(0, ">=0")  # pad by this many pixels, then randomly crop back (0 = off)
+    # std of additive Gaussian noise on normalised inputs (0 = off)
+    noise: float = ranged(0.0, ">=0")
 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | cifar10 | npz
+    name: str = "digits"  # a key of kerasdiag.data.loaders.LOADERS
     # cifar10: folder in the official python format (None = Keras' downloader);
     # npz: a file with x_train, y_train, x_test, y_test (class_names optional)
     path: str | None = None
-    val_fraction: float = 0.1  # stratified, seeded validation split carved from training data
-    limit: int | None = None  # keep at most this many training examples (stratified)
-    imbalance: float | None = None  # rarest class kept at this fraction of the most frequent
+    # stratified, seeded validation split carved from training data
+    val_fraction: float = ranged(0.1, "(0,1)")
+    limit: int | None = ranged(None, ">0")  # keep at most this many training examples (stratified)
+    # rarest class kept at this fraction of the most frequent
+    imbalance: float | None = ranged(None, "(0,1]")
     normalize: bool = True  # zero mean / unit variance from training statistics (P7)
-    batch_size: int = 64
+    batch_size: int = ranged(64, ">0")
     # make_tf_dataset(training=True) only: runs train on a full seeded permutation per epoch
-    shuffle_buffer: int = 10000
+    shuffle_buffer: int = ranged(10000, ">0")
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@validator
+def check_data(cfg: Any) -> None:
+    from kerasdiag.data.loaders import LOADERS  # the dataset registry (no TensorFlow)
+
+    one_of(cfg, "data.name", LOADERS)
+    if cfg.data.path is not None:
+        path = Path(str(cfg.data.path)).expanduser()
+        kind = "file" if cfg.data.name == "npz" else "directory"
+        exists = path.is_file() if kind == "file" else path.is_dir()
+        require(exists, "data.path", cfg.data.path, f"no such {kind}")
+    elif cfg.data.name == "npz":
+        require(False, "data.path", None, "data.name=npz needs the path of an .npz file")
+    seed = cfg.data.seed
+    require(0 <= seed <= MAX_SEED, "data.seed", seed, f"must be in [0, {MAX_SEED}]")
 
 
 @dataclass
@@ -44,66 +118,114 @@ class ModelConfig:
     hidden_units: list[int] = field(default_factory=lambda: [64])  # mlp layers
     conv_filters: list[int] = field(default_factory=lambda: [32, 64])  # convnet blocks
     dense_units: list[int] = field(default_factory=lambda: [128])  # convnet head
-    kernel_size: int = 3
+    kernel_size: int = ranged(3, ">0")
     activation: str = "relu"
     kernel_initializer: str | None = None  # None: He for ReLU-like, Glorot for tanh/sigmoid (P9)
     dropout: list[float] = field(default_factory=list)  # rate per block; one value = every block
     batch_norm: bool = False  # R6
-    l2: float = 0.0  # kernel L2 strength (biases excluded), P3
-    l1: float = 0.0  # kernel L1 strength (biases excluded), P3
+    l2: float = ranged(0.0, ">=0")  # kernel L2 strength (biases excluded), P3
+    l1: float = ranged(0.0, ">=0")  # kernel L1 strength (biases excluded), P3
+
+
+@validator
+def check_model(cfg: Any) -> None:
+    require(bool(_DOTTED.match(cfg.model.builder)), "model.builder", cfg.model.builder,
+            "must be a dotted path such as recipes.models.convnet")  # fmt: skip
+    check_builder(cfg.model.builder)
+    one_of(cfg, "model.activation", ACTIVATIONS)
+    for key in ("hidden_units", "conv_filters", "dense_units"):
+        values = list(cfg.model[key])
+        require(all(0 < v <= 2**31 - 1 for v in values), f"model.{key}", values,
+                "every entry must be > 0")  # fmt: skip
+    rates = list(cfg.model.dropout)
+    require(all(0 <= r < 1 for r in rates), "model.dropout", rates, "rates must be in [0, 1)")
 
 
 @dataclass
 class LossConfig:
-    name: str = "softmax"  # softmax | multiclass_hinge | focal
+    name: str = "softmax"  # one of LOSSES
     from_logits: bool = True
-    margin: float = 1.0  # multiclass_hinge (Weston-Watkins)
-    gamma: float = 2.0  # focal
-    alpha: float | None = None  # focal: overall weight
+    margin: float = ranged(1.0, ">0")  # multiclass_hinge (Weston-Watkins)
+    gamma: float = ranged(2.0, ">=0")  # focal
+    alpha: float | None = ranged(None, "(0,1]")  # focal: overall weight
+
+
+@validator
+def check_loss(cfg: Any) -> None:
+    one_of(cfg, "loss.name", LOSSES)
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adam"  # sgd | adagrad | rmsprop | adam | adamw
+    name: str = "adam"  # one of OPTIMIZERS
     lr: Any = 1e-3  # a number > 0, or "auto": the learning-rate range test's suggestion
-    momentum: float = 0.0  # sgd
+    momentum: float = ranged(0.0, "[0,1)")  # sgd
     nesterov: bool = False  # sgd
-    rho: float = 0.9  # rmsprop decay
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-    weight_decay: float | None = None  # decoupled (adamw) or optimizer-level decay
-    initial_accumulator_value: float = 0.1  # adagrad
-    clipnorm: float | None = None  # per-variable norm clipping (O3)
-    clipvalue: float | None = None  # element-wise clipping (O3)
-    global_clipnorm: float | None = None  # global-norm clipping (O3)
+    rho: float = ranged(0.9, "[0,1)")  # rmsprop decay
+    beta_1: float = ranged(0.9, "[0,1)")
+    beta_2: float = ranged(0.999, "[0,1)")
+    epsilon: float = ranged(1e-7, ">0")
+    weight_decay: float | None = ranged(None, ">=0")  # decoupled (adamw) or optimizer-level decay
+    initial_accumulator_value: float = ranged(0.1, ">=0")  # adagrad
+    clipnorm: float | None = ranged(None, ">0")  # per-variable norm clipping (O3)
+    clipvalue: float | None = ranged(None, ">0")  # element-wise clipping (O3)
+    global_clipnorm: float | None = ranged(None, ">0")  # global-norm clipping (O3)
     use_ema: bool = False  # keep a moving average of the weights (O4)
-    ema_momentum: float = 0.99
+    ema_momentum: float = ranged(0.99, "[0,1)")
+
+
+@validator
+def check_optimizer(cfg: Any) -> None:
+    opt = cfg.optimizer
+    one_of(cfg, "optimizer.name", OPTIMIZERS)
+    if opt.lr == "auto":  # the learning-rate range test picks it (kerasdiag.lr_finder)
+        require(cfg.tuner.name == "none", "optimizer.lr", "auto",
+                "a search samples the learning rate itself: give a number")  # fmt: skip
+    else:
+        require(finite(opt.lr), "optimizer.lr", opt.lr, "must be a number > 0 or auto")
+        positive(cfg, "optimizer.lr")
+        # Keras keeps the rate as float32: a larger value becomes inf and the first step NaN.
+        require(float(opt.lr) <= FLOAT32_MAX, "optimizer.lr", opt.lr,
+                f"must be finite in float32 (at most {FLOAT32_MAX:.4g})")  # fmt: skip
+    require(opt.clipnorm is None or opt.global_clipnorm is None, "optimizer.global_clipnorm",
+            opt.global_clipnorm, "clip by clipnorm or by global_clipnorm, not both")  # fmt: skip
+    require(not opt.nesterov or opt.momentum > 0, "optimizer.nesterov", opt.nesterov,
+            "Nesterov momentum needs optimizer.momentum > 0")  # fmt: skip
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = "constant"  # constant | step | exponential | inverse_time | plateau | cosine
-    drop_every: int = 5  # step: epochs between drops
-    factor: float = 0.5  # step and plateau: multiply the lr by this
-    decay_rate: float | None = None  # exponential: a0*exp(-k*epoch); inverse_time: a0/(1+k*epoch)
-    warmup_epochs: int = 0  # cosine: linear warm-up from 0 to lr
-    min_lr: float = 0.0  # cosine floor, plateau floor
-    patience: int = 2  # plateau
+    name: str = "constant"  # one of SCHEDULES
+    drop_every: int = ranged(5, ">0")  # step: epochs between drops
+    factor: float = ranged(0.5, "(0,1)")  # step and plateau: multiply the lr by this
+    # exponential: a0*exp(-k*epoch); inverse_time: a0/(1+k*epoch)
+    decay_rate: float | None = ranged(None, ">=0")
+    warmup_epochs: int = ranged(0, ">=0")  # cosine: linear warm-up from 0 to lr
+    min_lr: float = ranged(0.0, ">=0")  # cosine floor, plateau floor
+    patience: int = ranged(2, ">=0")  # plateau
     monitor: str = "val_loss"  # plateau
+
+
+@validator
+def check_schedule(cfg: Any) -> None:
+    one_of(cfg, "schedule.name", SCHEDULES)
+    lr = cfg.optimizer.lr
+    require(lr == "auto" or cfg.schedule.min_lr < lr, "schedule.min_lr", cfg.schedule.min_lr,
+            "must be below optimizer.lr")  # fmt: skip
+    one_of(cfg, "schedule.monitor", METRICS)
 
 
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = True
     monitor: str = "${trainer.checkpoint_monitor}"  # one notion of "best" per run
-    patience: int = 5
+    patience: int = ranged(5, ">=0")
     restore_best_weights: bool = True
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
+    epochs: int = ranged(10, ">0")
     seed: int = 0
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch
     checkpoint_monitor: str = "val_accuracy"  # best checkpoint chosen by this metric
@@ -112,38 +234,64 @@ class TrainerConfig:
     # (kerasdiag.callbacks.backup.RunBackup); never start over in a directory with results
     resume: bool = True
     deterministic: bool = False  # seeded, op-deterministic TensorFlow: identical metrics.csv
-    strategy: str = "none"  # none | auto | mirrored | multiworker (kerasdiag.distribute, B4)
+    strategy: str = "none"  # one of STRATEGIES (kerasdiag.distribute, B4)
     # data.batch_size is the global batch (split over replicas); scale_lr multiplies
     # optimizer.lr by the number of replicas (linear scaling rule, opt-in)
     scale_lr: bool = False
     tensorboard: bool = True
 
 
+@validator
+def check_trainer(cfg: Any) -> None:
+    require(cfg.schedule.warmup_epochs < cfg.trainer.epochs, "schedule.warmup_epochs",
+            cfg.schedule.warmup_epochs, "must be fewer than trainer.epochs")  # fmt: skip
+    one_of(cfg, "trainer.strategy", STRATEGIES)
+    require(cfg.trainer.verbose in (0, 1, 2), "trainer.verbose", cfg.trainer.verbose,
+            "must be 0, 1 or 2")  # fmt: skip
+    for key in ("trainer.checkpoint_monitor", "trainer.early_stopping.monitor"):
+        one_of(cfg, key, METRICS)
+    es = cfg.trainer.early_stopping
+    require(not es.enabled or es.monitor == cfg.trainer.checkpoint_monitor,
+            "trainer.early_stopping.monitor", es.monitor,
+            f"must equal trainer.checkpoint_monitor ({cfg.trainer.checkpoint_monitor}): one "
+            "metric chooses the best epoch, the checkpoint kept and the model tested")  # fmt: skip
+    seed = cfg.trainer.seed
+    require(0 <= seed <= MAX_SEED, "trainer.seed", seed, f"must be in [0, {MAX_SEED}]")
+
+
 @dataclass
 class SanityConfig:
     gradcheck: bool = True
-    gradcheck_samples: int = 2
-    gradcheck_dims_per_variable: int = 8
-    gradcheck_max_params: int = 2_000_000
-    gradcheck_warmup_steps: int = 0
+    gradcheck_samples: int = ranged(2, ">0")
+    gradcheck_dims_per_variable: int = ranged(8, ">0")
+    gradcheck_max_params: int = ranged(2_000_000, ">0")
+    gradcheck_warmup_steps: int = ranged(0, ">=0")
     initial_loss: bool = True
-    initial_loss_rtol: float = 0.1
+    initial_loss_rtol: float = ranged(0.1, ">0")
     regularization: bool = True
     regularization_factor: float = 10.0  # the "larger" strength is this times the configured
     overfit: bool = True
-    overfit_examples: int = 20
-    overfit_max_steps: int = 300
+    overfit_examples: int = ranged(20, ">0")
+    overfit_max_steps: int = ranged(300, ">0")
     overfit_loss_fraction: float = 0.05  # "near 0": below this share of the starting loss
     leakage: bool = True  # validation/test examples that are copies of training ones
     split_shift: bool = True  # validation and test drawn from visibly different distributions
     input_baseline: bool = True  # the model does clearly better with its inputs than zeros
-    input_baseline_steps: int = 60
+    input_baseline_steps: int = ranged(60, ">0")
     batch_independence: bool = True  # no example's output depends on another's input
     lr_range: bool = False  # learning-rate range test (optimizer.lr=auto runs it anyway)
-    lr_range_steps: int = 100
-    lr_range_start: float = 1e-7
-    lr_range_end: float = 10.0
+    lr_range_steps: int = ranged(100, ">0")
+    lr_range_start: float = ranged(1e-7, ">0")
+    lr_range_end: float = ranged(10.0, ">0")
     fail_fast: bool = False  # stop the run at the first failed stage
+
+
+@validator
+def check_sanity(cfg: Any) -> None:
+    start, end = cfg.sanity.lr_range_start, cfg.sanity.lr_range_end
+    require(end > start, "sanity.lr_range_end", end, f"must be above sanity.lr_range_start={start}")
+    steps = cfg.sanity.lr_range_steps
+    require(steps >= 10, "sanity.lr_range_steps", steps, "must be at least 10")
 
 
 @dataclass
@@ -151,21 +299,59 @@ class MonitorsConfig:
     # Frequencies count optimizer steps; None (the default) adapts to the run: at least once
     # per epoch (twice) and 20 times per run (kerasdiag.callbacks.factory.probe_freq).
     update_ratio: bool = True
-    update_ratio_freq: int | None = None
+    update_ratio_freq: int | None = ranged(None, ">0")
     activations: bool = True
-    activations_freq: int | None = None
+    activations_freq: int | None = ranged(None, ">0")
     gradients: bool = True
-    gradients_freq: int | None = None
+    gradients_freq: int | None = ranged(None, ">0")
     learning_rate: bool = True
     filters: bool = True
     curves: bool = True
-    probe_size: int = 32  # examples in the activation/gradient probe batch
+    probe_size: int = ranged(32, ">0")  # examples in the activation/gradient probe batch
     # TrainingDoctor (B1): named symptoms with fixes, judged from the monitors above
     doctor: bool = True
     doctor_stop_on: list[str] = field(default_factory=lambda: ["nan"])  # symptoms that end the run
     doctor_budget: float = 0.01  # share of training time the doctor's own probes may take
     # overrides of kerasdiag.diagnosis.Thresholds fields: +monitors.doctor_thresholds.bias=0.1
     doctor_thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@validator
+def check_monitors(cfg: Any) -> None:
+    validate_doctor_config(cfg.monitors)
+
+
+def validate_doctor_config(monitors_cfg: Any) -> None:
+    """Check the doctor keys of the ``monitors`` section (part of :func:`validate_config`).
+
+    ``doctor_stop_on`` must name symptoms the doctor knows, ``doctor_thresholds`` fields of
+    :class:`kerasdiag.diagnosis.Thresholds` with positive numbers, ``doctor_budget`` lie in
+    (0, 1]. Raises :class:`~kerasdiag.errors.ConfigError` naming the key.
+
+    Example:
+        >>> validate_doctor_config({"doctor_budget": 5})
+        Traceback (most recent call last):
+        ...
+        kerasdiag.errors.ConfigError: invalid config: monitors.doctor_budget=5: must be a number in (0, 1]
+    """
+    from kerasdiag.diagnosis import SYMPTOMS, Thresholds  # no TensorFlow there
+
+    def value(key: str) -> Any:
+        return monitors_cfg.get(key) if hasattr(monitors_cfg, "get") else None
+
+    stop_on = value("doctor_stop_on")
+    names = [stop_on] if isinstance(stop_on, str) else list(stop_on or [])
+    unknown = [n for n in names if n not in SYMPTOMS]
+    require(not unknown, "monitors.doctor_stop_on", names,
+            f"unknown symptoms {unknown}; known: {', '.join(SYMPTOMS)}")  # fmt: skip
+    for name, number in dict(value("doctor_thresholds") or {}).items():
+        try:
+            Thresholds.of({name: number})
+        except ValueError as exc:
+            raise ConfigError(f"monitors.doctor_thresholds.{name}", number, str(exc)) from None
+    budget = value("doctor_budget")
+    require(budget is None or (finite(budget) and 0 < budget <= 1), "monitors.doctor_budget",
+            budget, "must be a number in (0, 1]")  # fmt: skip
 
 
 @dataclass
@@ -178,7 +364,7 @@ class SearchStageConfig:
 
 @dataclass
 class TunerConfig:
-    name: str = "none"  # none | random | coarse_to_fine
+    name: str = "none"  # one of TUNERS: none | random | coarse_to_fine | hyperband | bayesian
     objective: str = "val_accuracy"  # val_accuracy | val_loss, on the one validation split (H4)
     # name -> {key, type: float|int|choice, min, max, sampling: linear|log, values}; checked by
     # kerasdiag.search.oracle.parse_space (untyped here so entries can be added with +tuner.space.x=)
@@ -187,28 +373,95 @@ class TunerConfig:
     keep: int = 3  # best trials of a stage whose values set the next stage's ranges
     margin: float = 0.1  # next range = kept values +- this fraction of the previous range
     diverge_factor: float = 4.0  # stop a trial whose loss exceeds this times its first loss
-    seed: int = 0  # stage k samples with oracle seed ``seed + k``
+    seed: int = 0  # the oracle samples with seed ``seed + 1`` (keras-tuner draws its own for 0)
     # Fault tolerance of the chief/worker processes (kerasdiag.search.distributed): a worker
     # silent for lease_seconds loses its trial to another; it sends a heartbeat every
     # heartbeat_seconds; a worker that cannot reach its chief for chief_timeout s exits (code 5).
     lease_seconds: float = 60.0
-    heartbeat_seconds: float = 5.0
-    chief_timeout: float = 120.0
+    heartbeat_seconds: float = ranged(5.0, ">0")
+    chief_timeout: float = ranged(120.0, ">0")
     # Trials run in fresh worker processes, each ending after this many trials (memory stays
     # flat however long the search); 0: every trial in the search's own process.
     trials_per_process: int = 5
     workers: int = 1  # local search: worker processes training trials side by side
+    # hyperband: keep 1/factor of each bracket's trials for the next round (epochs x factor);
+    # its largest budget is tuner.stages.0.epochs, its brackets run hyperband_iterations times
+    factor: int = 3
+    hyperband_iterations: int = 1
+
+
+@validator
+def check_tuner(cfg: Any) -> None:
+    """The search's own settings; the space and stages are parsed by
+    :func:`kerasdiag.search.oracle.validate_search`, next to the oracles that sample them."""
+    tuner = cfg.tuner
+    one_of(cfg, "tuner.name", TUNERS)
+    if tuner.name == "none":
+        return
+    require(tuner.objective in ("val_accuracy", "val_loss"), "tuner.objective", tuner.objective,
+            "must be val_accuracy or val_loss (trials are compared on the validation split)")  # fmt: skip
+    require(tuner.keep >= 1, "tuner.keep", tuner.keep, "must be >= 1")
+    require(finite(tuner.margin) and tuner.margin > 0, "tuner.margin", tuner.margin,
+            "must be > 0 (each stage's ranges keep some room around the best trials)")  # fmt: skip
+    require(finite(tuner.diverge_factor) and tuner.diverge_factor > 1,
+            "tuner.diverge_factor", tuner.diverge_factor, "must be > 1")  # fmt: skip
+    require(finite(tuner.lease_seconds) and tuner.lease_seconds >= 2 * tuner.heartbeat_seconds,
+            "tuner.lease_seconds", tuner.lease_seconds,
+            "must be finite and at least 2 x tuner.heartbeat_seconds (a lease outlives a missed "
+            "heartbeat)")  # fmt: skip
+    require(tuner.trials_per_process >= 0, "tuner.trials_per_process", tuner.trials_per_process,
+            "must be >= 0 (0: every trial in this process)")  # fmt: skip
+    require(tuner.workers >= 1, "tuner.workers", tuner.workers, "must be >= 1")
+    require(tuner.workers == 1 or tuner.trials_per_process > 0, "tuner.workers", tuner.workers,
+            "several local workers need worker processes (tuner.trials_per_process > 0)")  # fmt: skip
+    require(tuner.factor >= 2, "tuner.factor", tuner.factor, "must be >= 2")
+    from kerasdiag.search.oracle import validate_search  # no TensorFlow there
+
+    validate_search(cfg)
 
 
 @dataclass
 class EnsembleConfig:
     """Ensembles (E1-E5), run by :func:`kerasdiag.ensemble.run_ensemble`."""
 
-    name: str = "none"  # none | seeds | topk | checkpoints | ema
+    name: str = "none"  # one of ENSEMBLES
     # seeds: trainings with seeds trainer.seed, +1, ...; topk: best k search checkpoints;
     # checkpoints: best k epochs of one run; ema: trainings that each add their EMA model
     members: int = 3
     source: str | None = None  # topk: search run directory (its trials/) or folder of .keras
+
+
+@validator
+def validate_ensemble_config(cfg: Any) -> None:
+    """The ensemble section (E1-E5).
+
+    Example:
+        >>> from kerasdiag.config import load_config
+        >>> validate_ensemble_config(load_config(["ensemble=seeds", "ensemble.members=1"], validate=False))
+        Traceback (most recent call last):
+        ...
+        kerasdiag.errors.ConfigError: invalid config: ensemble.members=1: seeds needs at least 2 members
+    """
+    ens = cfg.ensemble
+    one_of(cfg, "ensemble.name", ENSEMBLES)
+    if ens.name == "none":
+        return
+    require(cfg.tuner.name == "none", "ensemble.name", ens.name,
+            "cannot run with a search (tuner); run the search first, then "
+            "ensemble=topk ensemble.source=<the search's run directory>")  # fmt: skip
+    # The EMA ensemble gets two members (best checkpoint + moving average) per training.
+    least = 1 if ens.name == "ema" else 2
+    require(ens.members >= least, "ensemble.members", ens.members,
+            f"{ens.name} needs at least {least} members")  # fmt: skip
+    if ens.name == "checkpoints":
+        require(ens.members <= cfg.trainer.epochs, "ensemble.members", ens.members,
+                f"exceeds trainer.epochs={cfg.trainer.epochs}: one checkpoint per epoch")  # fmt: skip
+    if ens.name == "topk":
+        source = ens.source
+        require(source is not None and bool(str(source).strip()), "ensemble.source", source,
+                "topk needs the search's run directory")  # fmt: skip
+        require(Path(str(source)).expanduser().is_dir(), "ensemble.source", source,
+                "no such directory")  # fmt: skip
 
 
 @dataclass
@@ -224,4 +477,28 @@ class Config:
     monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
     tuner: TunerConfig = field(default_factory=TunerConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
-    bayes_error: float | None = None  # optional human/Bayes error for the bias/variance table
+    # optional human/Bayes error for the bias/variance table
+    bayes_error: float | None = ranged(None, "[0,1]")
+
+
+def _ranged_keys(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, range) of every field declared with :func:`ranged`, sections included."""
+    for f in fields(cls):
+        if is_dataclass(f.default_factory):
+            yield from _ranged_keys(f.default_factory, f"{prefix}{f.name}.")
+        elif "range" in f.metadata:
+            yield f"{prefix}{f.name}", f.metadata["range"]
+
+
+@functools.cache
+def ranged_keys() -> tuple[tuple[str, str], ...]:
+    return tuple(_ranged_keys())
+
+
+def check_ranges(cfg: Any) -> None:
+    """The range of every field declared with :func:`ranged` (first: the validators rely on it)."""
+    for key, rule in ranged_keys():
+        check_range(cfg, key, rule)
+
+
+VALIDATORS.insert(0, check_ranges)

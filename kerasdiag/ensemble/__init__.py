@@ -24,7 +24,7 @@ _LAZY = {
     "predict_probabilities": "kerasdiag.ensemble.model",
     "run_ensemble": "kerasdiag.ensemble.run",
     "train_member": "kerasdiag.ensemble.run",
-    "validate_ensemble_config": "kerasdiag.ensemble.config",
+    "validate_ensemble_config": "kerasdiag.config.schema",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _LAZY)

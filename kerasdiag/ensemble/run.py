@@ -29,8 +29,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.callbacks.checkpoint import find_best_checkpoint
+from kerasdiag.config.schema import validate_ensemble_config
 from kerasdiag.data import Dataset
-from kerasdiag.ensemble.config import validate_ensemble_config
 from kerasdiag.ensemble.model import (
     build_ensemble,
     load_member,

@@ -2,8 +2,10 @@
 on one validation split (H4), checkpoints named by score, distributed chief/workers (H5, B4).
 
 keras-tuner's split: :mod:`~kerasdiag.search.oracle` says what to try (the space from YAML,
-range narrowing between stages), :mod:`~kerasdiag.search.tuner` how a trial runs,
-:mod:`~kerasdiag.search.results` what a search writes, :mod:`~kerasdiag.search.run` the stages,
+the oracle of ``tuner.name``; :mod:`~kerasdiag.search.coarse_to_fine` the staged oracle that
+narrows its ranges), :mod:`~kerasdiag.search.tuner` how a trial runs,
+:mod:`~kerasdiag.search.results` what a search writes (:mod:`~kerasdiag.search.hparams` for
+TensorBoard's HParams dashboard), :mod:`~kerasdiag.search.run` the search,
 :mod:`~kerasdiag.search.distributed` leases, heartbeats and deadlines on keras-tuner's chief and
 workers, :mod:`~kerasdiag.search.worker` the worker processes trials train in.
 Names load lazily: validating a space does not start TensorFlow.
@@ -20,6 +22,8 @@ from __future__ import annotations
 from kerasdiag._lazy import lazy_exports
 
 _LAZY = {
+    "CoarseToFineOracle": "kerasdiag.search.coarse_to_fine",
+    "log_trial": "kerasdiag.search.hparams",
     "Param": "kerasdiag.search.oracle",
     "Stage": "kerasdiag.search.oracle",
     "build_oracle": "kerasdiag.search.oracle",

@@ -7,8 +7,8 @@ was running back in its retry queue, so a worker still training one of them trai
 This module keeps keras-tuner's engine (its oracle's trial states, ``ongoing_trials``, retry
 queue, its gRPC service and messages) and adds what it lacks where keras-tuner keeps the state:
 
-- :class:`LeasedRandomSearchOracle`, keras-tuner's ``RandomSearchOracle`` with a **lease** per
-  worker. Every call of a worker renews it; a worker silent for ``lease_seconds`` loses its
+- :class:`LeaseMixin`, for keras-tuner's oracles (random search, Hyperband, Bayesian
+  optimisation, kerasdiag's coarse to fine), a **lease** per worker. Every call of a worker renews it; a worker silent for ``lease_seconds`` loses its
   trial, which goes back to keras-tuner's retry queue and to the next worker that asks. The
   lease is an oracle concept (who holds which trial, since when), which is why it lives in the
   oracle: the gRPC servicer only tells it who is calling. Results from a worker that lost its
@@ -75,15 +75,18 @@ def chief_lost_message(address: str, seconds: float, what: str) -> str:
 # -- the oracle ------------------------------------------------------------------------------
 
 
-class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
-    """keras-tuner's random search with a lease on every running trial (see the module doc).
+class LeaseMixin:
+    """A lease on every running trial, for any keras-tuner ``Oracle`` (see the module doc).
+
+    Mixed in before the oracle class: ``class LeasedHyperbandOracle(LeaseMixin,
+    keras_tuner.oracles.HyperbandOracle)``.
 
     Args:
         lease_seconds: how long a worker may stay silent (no heartbeat, no call) before its
             trial goes to another worker.
         max_lost: a trial whose worker was lost this many times is recorded as failed (a trial
             that kills every process that runs it must not loop forever).
-        **kwargs: ``RandomSearchOracle``'s arguments.
+        **kwargs: the oracle's own arguments.
     """
 
     def __init__(self, *args: Any, lease_seconds: float = 60.0, max_lost: int = 3, **kwargs: Any):
@@ -260,7 +263,19 @@ class LeasedRandomSearchOracle(keras_tuner.oracles.RandomSearchOracle):
         write_text_atomic(self._get_oracle_fname(), json.dumps(self.get_state()))
 
 
-def record_from_ledger(oracle: LeasedRandomSearchOracle, finished: dict[int, dict]) -> list[str]:
+class LeasedRandomSearchOracle(LeaseMixin, keras_tuner.oracles.RandomSearchOracle):
+    """keras-tuner's random search with a lease on every running trial."""
+
+
+class LeasedHyperbandOracle(LeaseMixin, keras_tuner.oracles.HyperbandOracle):
+    """keras-tuner's Hyperband with a lease on every running trial."""
+
+
+class LeasedBayesianOracle(LeaseMixin, keras_tuner.oracles.BayesianOptimizationOracle):
+    """keras-tuner's Bayesian optimisation (Gaussian process) with a lease on every trial."""
+
+
+def record_from_ledger(oracle: LeaseMixin, finished: dict[int, dict]) -> list[str]:
     """Record running trials that the ledger says finished (their worker could not report it).
 
     ``finished`` maps trial number -> the ledger's ``end`` event. A worker writes that event before
@@ -327,7 +342,7 @@ class LeasedServicer(oracle_chief.OracleServicer):
         return protos.get_service().EndTrialResponse()
 
 
-def start_server(oracle: LeasedRandomSearchOracle, address: str) -> tuple[Any, int]:
+def start_server(oracle: LeaseMixin, address: str) -> tuple[Any, int]:
     """Serve ``oracle`` on ``address`` (``ip:port``, port 0: any free one); (server, port)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     protos.get_service_grpc().add_OracleServicer_to_server(LeasedServicer(oracle), server)
@@ -342,14 +357,14 @@ def start_server(oracle: LeasedRandomSearchOracle, address: str) -> tuple[Any, i
 
 
 def serve(
-    oracle: LeasedRandomSearchOracle,
+    oracle: LeaseMixin,
     address: str,
     *,
     done: Callable[[], bool] | None = None,
     tick: Callable[[int], None] | None = None,
     poll: float = 0.2,
 ) -> None:
-    """The chief: serve until ``done()`` (default: :meth:`~LeasedRandomSearchOracle.done_serving`),
+    """The chief: serve until ``done()`` (default: :meth:`~LeaseMixin.done_serving`),
     expiring leases every ``poll`` seconds. ``tick(port)`` runs each round (local workers)."""
     server, port = start_server(oracle, address)
     done = done or oracle.done_serving

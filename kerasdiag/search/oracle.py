@@ -1,9 +1,10 @@
 """What to try: the search space declared in YAML, its checks, and coarse-to-fine narrowing.
 
 keras-tuner's split: this module decides *what* to try (the space under ``tuner.space``, the
-stages under ``tuner.stages``, each stage's narrowed ranges, the keras-tuner oracle that samples
-them); :mod:`kerasdiag.search.tuner` decides *how* one trial runs. No TensorFlow at import time,
-so a bad space is reported before TensorFlow starts.
+stages under ``tuner.stages``, how a range narrows, the keras-tuner oracle of ``tuner.name``;
+the staged oracle itself is :mod:`kerasdiag.search.coarse_to_fine`);
+:mod:`kerasdiag.search.tuner` decides *how* one trial runs. No TensorFlow at import time, so a
+bad space is reported before TensorFlow starts.
 
 A space entry names the config key it sets, its type and its range::
 
@@ -40,8 +41,6 @@ from omegaconf.errors import OmegaConfBaseException
 from kerasdiag.errors import ConfigError
 from kerasdiag.metrics import metric_mode
 
-TUNERS = ("none", "random", "coarse_to_fine")
-OBJECTIVES = ("val_accuracy", "val_loss")  # scored on the one validation split (H4)
 TYPES = ("float", "int", "choice")
 SAMPLINGS = ("linear", "log")
 ENTRY_FIELDS = ("key", "type", "min", "max", "sampling", "values")
@@ -117,30 +116,12 @@ class Stage:
 
 
 def validate_search(cfg: DictConfig) -> tuple[list[Param], list[Stage]]:
-    """Check ``cfg.tuner`` and return its space and stages; ConfigError names the bad key."""
-    tuner = cfg.tuner
-    _check(tuner.name in TUNERS, "tuner.name", tuner.name, f"must be one of {', '.join(TUNERS)}")
-    _check(tuner.objective in OBJECTIVES, "tuner.objective", tuner.objective,
-           f"must be one of {', '.join(OBJECTIVES)} (trials are compared on the validation split)")  # fmt: skip
-    _check(tuner.keep >= 1, "tuner.keep", tuner.keep, "must be >= 1")
-    _check(math.isfinite(tuner.margin) and tuner.margin > 0, "tuner.margin", tuner.margin,
-           "must be > 0 (each stage's ranges keep some room around the best trials)")  # fmt: skip
-    _check(math.isfinite(tuner.diverge_factor) and tuner.diverge_factor > 1,
-           "tuner.diverge_factor", tuner.diverge_factor, "must be > 1")  # fmt: skip
-    _check(math.isfinite(tuner.heartbeat_seconds) and tuner.heartbeat_seconds > 0,
-           "tuner.heartbeat_seconds", tuner.heartbeat_seconds, "must be > 0")  # fmt: skip
-    _check(math.isfinite(tuner.lease_seconds) and tuner.lease_seconds >= 2 * tuner.heartbeat_seconds,
-           "tuner.lease_seconds", tuner.lease_seconds,
-           "must be finite and at least 2 x tuner.heartbeat_seconds (a lease outlives a missed "
-           "heartbeat)")  # fmt: skip
-    _check(math.isfinite(tuner.chief_timeout) and tuner.chief_timeout > 0,
-           "tuner.chief_timeout", tuner.chief_timeout, "must be > 0")  # fmt: skip
-    _check(tuner.trials_per_process >= 0, "tuner.trials_per_process", tuner.trials_per_process,
-           "must be >= 0 (0: every trial in this process)")  # fmt: skip
-    _check(tuner.workers >= 1, "tuner.workers", tuner.workers, "must be >= 1")
-    _check(tuner.workers == 1 or tuner.trials_per_process > 0, "tuner.workers", tuner.workers,
-           "several local workers need worker processes (tuner.trials_per_process > 0)")  # fmt: skip
-    return parse_space(cfg), parse_stages(tuner)
+    """The space and stages of ``cfg.tuner``; ConfigError names the bad key.
+
+    The search's scalar settings (objective, keep, leases, ...) are checked beside their
+    dataclass, :func:`kerasdiag.config.schema.check_tuner`, which calls this.
+    """
+    return parse_space(cfg), parse_stages(cfg.tuner)
 
 
 def parse_stages(tuner_cfg: Any) -> list[Stage]:
@@ -296,24 +277,52 @@ def build_hyperparameters(space: Sequence[Param]) -> Any:
     return hp
 
 
-def build_oracle(space: Sequence[Param], stage: Stage, tuner_cfg: Any) -> Any:
-    """keras-tuner's random-search oracle (H1) for one stage: its ranges, trials and seed,
-    with leases on running trials (:class:`~kerasdiag.search.distributed.LeasedRandomSearchOracle`)."""
+def build_oracle(space: Sequence[Param], stages: Sequence[Stage], tuner_cfg: Any) -> Any:
+    """The keras-tuner oracle ``tuner.name`` names, over ``space``, with leases on running
+    trials (:class:`~kerasdiag.search.distributed.LeaseMixin`); imports keras-tuner.
+
+    - ``random`` and ``coarse_to_fine``: :class:`~kerasdiag.search.coarse_to_fine.CoarseToFineOracle`
+      (random search in ``stages``; one stage for ``random``);
+    - ``hyperband``: keras-tuner's ``HyperbandOracle``, ``max_epochs`` = the first stage's epochs;
+    - ``bayesian``: keras-tuner's ``BayesianOptimizationOracle``, the first stage's trials.
+    """
     import keras_tuner
 
-    from kerasdiag.search.distributed import LeasedRandomSearchOracle
+    from kerasdiag.search import distributed
+    from kerasdiag.search.coarse_to_fine import CoarseToFineOracle
 
     objective = str(tuner_cfg.objective)
-    return LeasedRandomSearchOracle(
-        lease_seconds=float(tuner_cfg.lease_seconds),
-        objective=keras_tuner.Objective(objective, metric_mode(objective)),
-        max_trials=stage.trials,
-        hyperparameters=build_hyperparameters(space),
-        allow_new_entries=False,
-        tune_new_entries=False,
-        # keras-tuner replaces seed 0 by a random one: stage k uses seed + k, never 0.
-        seed=int(tuner_cfg.seed) + stage.number,
-    )
+    common = {
+        "objective": keras_tuner.Objective(objective, metric_mode(objective)),
+        "lease_seconds": float(tuner_cfg.lease_seconds),
+        # keras-tuner replaces seed 0 by a random one: never 0.
+        "seed": int(tuner_cfg.seed) + 1,
+    }
+    name = str(tuner_cfg.name)
+    if name in ("random", "coarse_to_fine"):
+        return CoarseToFineOracle(space, stages, keep=int(tuner_cfg.keep),
+                                  margin=float(tuner_cfg.margin), **common)  # fmt: skip
+    fixed = {
+        "hyperparameters": build_hyperparameters(space),
+        "allow_new_entries": False,
+        "tune_new_entries": False,
+    }
+    if name == "hyperband":
+        return distributed.LeasedHyperbandOracle(
+            max_epochs=stages[0].epochs, factor=int(tuner_cfg.factor),
+            hyperband_iterations=int(tuner_cfg.hyperband_iterations), **fixed, **common,
+        )  # fmt: skip
+    if name == "bayesian":
+        return distributed.LeasedBayesianOracle(max_trials=stages[0].trials, **fixed, **common)
+    raise ConfigError("tuner.name", name, "names no search oracle")
+
+
+def trial_budget(values: Mapping[str, Any], stages: Sequence[Stage]) -> tuple[int, int]:
+    """(stage number, epochs) of a trial from its keras-tuner values: the coarse-to-fine
+    oracle's ``tuner/stage`` and ``tuner/epochs``, Hyperband's round and ``tuner/epochs``,
+    else the first stage."""
+    stage = values.get("tuner/stage", values.get("tuner/round", 0) + 1)
+    return int(stage), int(values.get("tuner/epochs", stages[0].epochs))
 
 
 def _check(ok: bool, key: str, value: Any, requirement: str) -> None:

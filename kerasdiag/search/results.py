@@ -22,7 +22,7 @@ from typing import Any
 
 from kerasdiag.io import write_bytes_atomic, write_csv_atomic
 from kerasdiag.metrics import metric_mode
-from kerasdiag.search.oracle import Param
+from kerasdiag.search.oracle import Param, Stage, trial_budget
 
 TRIALS_DIR = "trials"
 
@@ -38,6 +38,7 @@ class TrialRecord:
     status: str  # completed | diverged | failed
     epochs: int = 0
     checkpoint: str = ""  # path relative to the run directory, "" when none was kept
+    budget: int = 0  # epochs the trial was given (its stage's, or Hyperband's round's)
 
 
 def trial_prefix(stage: int, trial_id: str | int) -> str:
@@ -56,9 +57,10 @@ def kept_checkpoints(run_dir: str | os.PathLike, stage: int, trial_id: str | int
 
 
 def records_from_trials(
-    trials: Any, space: Sequence[Param], stage: int, run_dir: str | os.PathLike
+    trials: Any, space: Sequence[Param], stages: Sequence[Stage], run_dir: str | os.PathLike
 ) -> list[TrialRecord]:
-    """One :class:`TrialRecord` per keras-tuner ``Trial`` of a stage's oracle (``oracle.trials``)."""
+    """One :class:`TrialRecord` per keras-tuner ``Trial`` of the oracle (``oracle.trials``);
+    its stage and epochs from its values (:func:`~kerasdiag.search.oracle.trial_budget`)."""
     records = []
     for trial in trials:
         metrics = trial.metrics
@@ -68,8 +70,9 @@ def records_from_trials(
         else:
             status = "failed" if trial.status in ("FAILED", "INVALID") else trial.status.lower()
         score = trial.score if trial.score is not None else math.nan
-        kept = kept_checkpoints(run_dir, stage, trial.trial_id)
         values = trial.hyperparameters.values
+        stage, budget = trial_budget(values, stages)
+        kept = kept_checkpoints(run_dir, stage, trial.trial_id)
         records.append(
             TrialRecord(
                 stage=stage,
@@ -81,6 +84,7 @@ def records_from_trials(
                 if metrics.exists("epochs_run")
                 else 0,
                 checkpoint=str(kept[0].relative_to(run_dir)) if kept else "",
+                budget=budget,
             )
         )
     return records

@@ -1,11 +1,14 @@
-"""``run_search``: what ``scripts/train.py ... tuner=random|coarse_to_fine`` runs (H1-H5, B4).
+"""``run_search``: what ``scripts/train.py ... tuner=random|coarse_to_fine|hyperband|bayesian``
+runs (H1-H5, B4).
 
-Stage by stage: a keras-tuner random-search oracle over the stage's ranges, a
-:class:`~kerasdiag.search.tuner.TrialTuner` running its trials on the one validation split,
-then ``search.csv`` and ``search.png`` rewritten and the ranges narrowed around the best trials
-for the next stage. A second run in the same directory (``hydra.run.dir=SAME``) resumes: the
-finished trials are reloaded from keras-tuner's projects under ``search/``, an interrupted trial
-is run again, and the search goes on from there.
+One keras-tuner oracle (:func:`~kerasdiag.search.oracle.build_oracle`; coarse to fine is
+:class:`~kerasdiag.search.coarse_to_fine.CoarseToFineOracle`, which narrows its ranges between
+stages itself), one :class:`~kerasdiag.search.tuner.TrialTuner` running its trials on the one
+validation split, in one keras-tuner project (``search/``); then ``search.csv``, ``search.png``
+and the HParams dashboard's runs (``tensorboard/search/``). A second run in the same directory
+(``hydra.run.dir=SAME``) resumes by keras-tuner's own reload: the finished trials and the
+oracle's state come back from ``search/``, an interrupted trial is run again, and the search
+goes on from there.
 
 Distributed (B4): the same command on several processes or machines sharing the run directory,
 with keras-tuner's variables set. The chief (``KERASTUNER_TUNER_ID=chief``) holds the oracle and
@@ -16,9 +19,9 @@ hands out trials; workers (``tuner0``, ``tuner1``, ...) train them::
     KERASTUNER_TUNER_ID=tuner0 python scripts/train.py tuner=random hydra.run.dir=runs/s1 &
     KERASTUNER_TUNER_ID=tuner1 python scripts/train.py tuner=random hydra.run.dir=runs/s1
 
-Stage k listens on ``KERASTUNER_ORACLE_PORT + k - 1``: a worker that finished stage k waits
-for the chief's stage k+1 instead of asking the old stage for more trials. Dead workers, a
-dead chief and a restarted one are handled by :mod:`kerasdiag.search.distributed` (leases,
+The chief listens on ``KERASTUNER_ORACLE_PORT`` for the whole search; at a stage boundary
+its oracle tells workers to wait (``IDLE``) until the stage's last trials are in. Dead
+workers, a dead chief and a restarted one are handled by :mod:`kerasdiag.search.distributed` (leases,
 heartbeats, deadlines); trials train in worker processes of ``tuner.trials_per_process``
 trials each (:mod:`kerasdiag.search.worker`), locally too, so memory stays flat.
 """
@@ -29,7 +32,6 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,8 @@ from kerasdiag.io import load_model_safely, write_json_atomic, write_text_atomic
 from kerasdiag.pipeline import evaluate_test, seed_everything
 from kerasdiag.rundir import claim_run_dir
 from kerasdiag.search.distributed import serve
-from kerasdiag.search.oracle import Param, Stage, build_oracle, narrow_space, validate_search
+from kerasdiag.search.hparams import write_hparams_config
+from kerasdiag.search.oracle import Param, Stage, build_oracle, validate_search
 from kerasdiag.search.results import (
     TrialRecord,
     best_records,
@@ -66,20 +69,6 @@ def distributed_role() -> str:
     if not (port.isdigit() and 0 < int(port) < 65536):
         raise ConfigError(ENV_PORT, port, "must be a TCP port number")
     return "chief" if "chief" in os.environ[ENV_ID] else "worker"
-
-
-@contextlib.contextmanager
-def stage_port(stage: Stage) -> Iterator[None]:
-    """Distributed: stage k's oracle listens on ``KERASTUNER_ORACLE_PORT + k - 1``."""
-    base = os.environ.get(ENV_PORT)
-    if base is None or stage.number == 1:
-        yield
-        return
-    os.environ[ENV_PORT] = str(int(base) + stage.number - 1)
-    try:
-        yield
-    finally:
-        os.environ[ENV_PORT] = base
 
 
 def run_search(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -111,21 +100,16 @@ def _search(
 ) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     per_process = int(cfg.tuner.trials_per_process)  # 0: trials train in this process
-    if role == "worker" and per_process:
-        # A supervisor: its worker processes train; it needs no TensorFlow of its own.
-        with config_file(cfg) as cfg_path:
-            for stage in stages:
-                with stage_port(stage):
-                    supervise(cfg_path, run_dir, stage.number, per_process)
-        print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
-        return {"role": role, "run_dir": str(run_dir)}
     with config_file(cfg) as cfg_path:
-        return _stages(
-            cfg, run_dir, role, space, stages, started, cfg_path if per_process else None
-        )
+        if role == "worker" and per_process:
+            # A supervisor: its worker processes train; it needs no TensorFlow of its own.
+            supervise(cfg_path, run_dir, per_process)
+            print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
+            return {"role": role, "run_dir": str(run_dir)}
+        return _run(cfg, run_dir, role, space, stages, started, cfg_path if per_process else None)
 
 
-def _stages(
+def _run(
     cfg: DictConfig,
     run_dir: Path,
     role: str,
@@ -141,50 +125,31 @@ def _stages(
     data = load_dataset(cfg.data) if in_process else None
     if role != "worker":
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_hparams_config(run_dir, space, objective)
 
-    records: list[TrialRecord] = []
-    stage_space = space
-    for stage in stages:
-        if role != "worker":
-            print(
-                f"\nsearch stage {stage.number}/{len(stages)}: {stage.trials} trials x "
-                f"{stage.epochs} epoch(s); " + "; ".join(p.describe() for p in stage_space),
-                flush=True,
-            )
-        with stage_port(stage):
-            oracle = build_oracle(stage_space, stage, cfg.tuner)
-            tuner = TrialTuner(
-                oracle, cfg=cfg, data=data, space=stage_space, stage=stage, run_dir=run_dir
-            )
-            try:
-                if role == "local" and cfg_path is not None:
-                    _serve_locally(tuner, cfg, cfg_path, run_dir, stage)
-                else:
-                    tuner.search()
-            except RuntimeError as exc:  # keras-tuner's "consecutive failures" stop
-                raise _failed_trials_error(stage, exc, run_dir) from None
-        if role == "worker":
-            continue  # only the chief's oracle knows every trial's result
-        found = records_from_trials(tuner.oracle.trials.values(), space, stage.number, run_dir)
-        records += found
-        write_search_csv(run_dir / "search.csv", records, space)
-        plot_search(run_dir / "search.png", records, space, objective)
-        kept = best_records(found, objective, int(cfg.tuner.keep))
-        stage_space = narrow_space(stage_space, [r.values for r in kept], float(cfg.tuner.margin))
-
+    tuner = TrialTuner(build_oracle(space, stages, cfg.tuner), cfg=cfg, data=data, space=space,
+                       stages=stages, run_dir=run_dir)  # fmt: skip
+    try:
+        if role == "local" and cfg_path is not None:
+            _serve_locally(tuner, cfg, cfg_path, run_dir)
+        else:
+            tuner.search()
+    except RuntimeError as exc:  # keras-tuner's "consecutive failures" stop
+        raise _failed_trials_error(tuner.oracle, exc, run_dir) from None
     if role == "worker":
         print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
         return {"role": role, "run_dir": str(run_dir)}
-    summary = _summarise(cfg, run_dir, records, space, stages, data)
+    records = records_from_trials(tuner.oracle.trials.values(), space, stages, run_dir)
+    write_search_csv(run_dir / "search.csv", records, space)
+    plot_search(run_dir / "search.png", records, space, objective)
+    summary = _summarise(cfg, run_dir, records, space, data)
     summary["seconds"] = round(time.time() - started, 1)
     write_json_atomic(run_dir / "search_summary.json", summary)
     _print_summary(summary)
     return summary
 
 
-def _serve_locally(
-    tuner: TrialTuner, cfg: DictConfig, cfg_path: Path, run_dir: Path, stage: Stage
-) -> None:
+def _serve_locally(tuner: TrialTuner, cfg: DictConfig, cfg_path: Path, run_dir: Path) -> None:
     """A local search: this process holds the oracle on 127.0.0.1, worker processes train."""
     tuner.save()
     # Trials left running by an earlier, killed search: their worker processes died with it.
@@ -192,7 +157,7 @@ def _serve_locally(
         tuner.oracle.release(tuner_id, "its process ended with the search that started it")
     if tuner.oracle.over():
         return
-    pool = WorkerPool(tuner.oracle, cfg_path, run_dir, stage.number, int(cfg.tuner.workers),
+    pool = WorkerPool(tuner.oracle, cfg_path, run_dir, int(cfg.tuner.workers),
                       int(cfg.tuner.trials_per_process))  # fmt: skip
     try:
         serve(tuner.oracle, "127.0.0.1:0", done=pool.done, tick=pool.tick)
@@ -200,7 +165,7 @@ def _serve_locally(
         pool.close()
 
 
-def _failed_trials_error(stage: Stage, exc: RuntimeError, run_dir: Path) -> KerasdiagError:
+def _failed_trials_error(oracle: Any, exc: RuntimeError, run_dir: Path) -> KerasdiagError:
     """keras-tuner gives up after several failed trials in a row: say why, in one line.
 
     The last failed trial's own message comes from the ledger (keras-tuner's message does not
@@ -211,7 +176,8 @@ def _failed_trials_error(stage: Stage, exc: RuntimeError, run_dir: Path) -> Kera
         raise exc
     failed = [e for e in read_ledger(run_dir) if e.get("status") == "failed" and e.get("message")]
     last = failed[-1]["message"] if failed else lines[-1].rsplit("Error: ", 1)[-1]
-    return KerasdiagError(f"search stage {stage.number} stopped: {lines[0]} Last: {last}")
+    stage = getattr(oracle, "stage_number", 1)
+    return KerasdiagError(f"search stage {stage} stopped: {lines[0]} Last: {last}")
 
 
 def _summarise(
@@ -219,7 +185,6 @@ def _summarise(
     run_dir: Path,
     records: list[TrialRecord],
     space: list[Param],
-    stages: list[Stage],
     data: Dataset | None,
 ) -> dict[str, Any]:
     objective = str(cfg.tuner.objective)
@@ -248,7 +213,7 @@ def _summarise(
     if best.checkpoint:
         # The best trial's kept model on the held-out test split, batched like its trial.
         data = data if data is not None else load_dataset(cfg.data)
-        best_cfg = trial_config(cfg, space, best.values, stages[best.stage - 1].epochs)
+        best_cfg = trial_config(cfg, space, best.values, best.budget)
         model = load_model_safely(run_dir / best.checkpoint)
         summary["test"] = evaluate_test(best_cfg, model, data)
     return summary

@@ -4,14 +4,15 @@ keras-tuner's split: the oracle (:mod:`kerasdiag.search.oracle`) says which valu
 this tuner turns them into a config (:func:`trial_config`) and trains it with the pipeline's
 own ``build_model``, ``training_callbacks`` and ``fit``, for the stage's number of epochs,
 stopped early when the loss diverges (:class:`StopOnDivergence`). The trial's best epoch is
-kept as ``run_dir/trials/stage{S}-trial{NNN}-{objective}{score:.4f}.keras``.
+kept as ``run_dir/trials/stage{S}-trial{NNN}-{objective}{score:.4f}.keras``, and the trial's
+values and score are logged for TensorBoard's HParams dashboard (:mod:`kerasdiag.search.hparams`).
 
 Works the same in a distributed search: on a worker, keras-tuner turns the oracle into a
 client of the chief's, and this tuner only runs the trials the chief hands out (H5, B4).
 
 Example:
-    >>> tuner = TrialTuner(build_oracle(space, stage, cfg.tuner), cfg=cfg, data=data,
-    ...                    space=space, stage=stage, run_dir="outputs/run")  # doctest: +SKIP
+    >>> tuner = TrialTuner(build_oracle(space, stages, cfg.tuner), cfg=cfg, data=data,
+    ...                    space=space, stages=stages, run_dir="outputs/run")  # doctest: +SKIP
     >>> tuner.search()  # doctest: +SKIP
 """
 
@@ -47,10 +48,11 @@ from kerasdiag.search.distributed import (
     serve,
 )
 from kerasdiag.search.divergence import StopOnDivergence
-from kerasdiag.search.oracle import Param, Stage, set_values
+from kerasdiag.search.hparams import log_trial
+from kerasdiag.search.oracle import Param, Stage, set_values, trial_budget
 from kerasdiag.search.results import TRIALS_DIR, kept_checkpoints, trial_checkpoint_name
 
-SEARCH_DIR = "search"  # keras-tuner's projects: search/stage1, search/stage2, ...
+SEARCH_DIR = "search"  # keras-tuner's one project: oracle.json, trial_*/, and the ledger
 LEDGER = "ledger.jsonl"  # one line per trial start and end, from every process
 RECYCLED = "recycled"  # search() ran its share of trials; the search itself goes on
 
@@ -70,11 +72,11 @@ def read_ledger(run_dir: str | os.PathLike) -> list[dict]:
     return events
 
 
-def finished_in_ledger(run_dir: str | os.PathLike, stage: int) -> dict[int, dict]:
-    """Trial number -> the ``end`` event of each trial of ``stage`` whose last ledger event is one."""
+def finished_in_ledger(run_dir: str | os.PathLike) -> dict[int, dict]:
+    """Trial number -> the ``end`` event of each trial whose last ledger event is one."""
     last: dict[int, dict] = {}
     for event in read_ledger(run_dir):
-        if event.get("stage") == stage and "trial" in event:
+        if "trial" in event:
             last[int(event["trial"])] = event
     return {n: e for n, e in last.items() if e.get("event") == "end"}
 
@@ -103,10 +105,12 @@ def trial_config(
 
 
 class TrialTuner(keras_tuner.Tuner):
-    """Runs the trials of one search stage in ``run_dir`` (keras-tuner project ``search/stageS``).
+    """Runs the trials of a search in ``run_dir`` (keras-tuner's project ``search/``).
 
-    ``space`` decodes the sampled values (choices travel as JSON text); ``overwrite=False``
-    makes a second run in the same directory resume the stage where it stopped.
+    ``space`` decodes the sampled values (choices travel as JSON text); each trial trains the
+    epochs its values carry (``tuner/epochs``, see :func:`~kerasdiag.search.oracle.trial_budget`).
+    ``overwrite=False`` makes a second run in the same directory resume where it stopped
+    (keras-tuner reloads the oracle's state and trials).
     """
 
     def __init__(
@@ -116,20 +120,20 @@ class TrialTuner(keras_tuner.Tuner):
         cfg: DictConfig,
         data: Dataset | None,
         space: Sequence[Param],
-        stage: Stage,
+        stages: Sequence[Stage],
         run_dir: str | os.PathLike,
         **kwargs: Any,
     ):
         self.cfg = cfg
         self.data = data
         self.space = list(space)
-        self.stage = stage
+        self.stages = list(stages)
         self.run_dir = Path(run_dir)
         self.objective_name = str(cfg.tuner.objective)
         super().__init__(
             oracle=oracle,
-            directory=str(self.run_dir / SEARCH_DIR),
-            project_name=f"stage{stage.number}",
+            directory=str(self.run_dir),
+            project_name=SEARCH_DIR,
             overwrite=False,
             **kwargs,
         )
@@ -145,7 +149,7 @@ class TrialTuner(keras_tuner.Tuner):
         else:
             # The oracle's holder (chief or local): results the ledger has and the oracle lacks
             # (their worker could not report them) are recorded now, not trained again.
-            record_from_ledger(self.oracle, finished_in_ledger(self.run_dir, stage.number))
+            record_from_ledger(self.oracle, finished_in_ledger(self.run_dir))
 
     def search(self, *args: Any, max_trials: int | None = None, **kwargs: Any) -> str:
         """Run trials until the oracle says stop (``"stopped"``) or ``max_trials`` ran here
@@ -191,9 +195,10 @@ class TrialTuner(keras_tuner.Tuner):
 
     def _run_trial(self, trial: Any, heartbeat: Heartbeat | None) -> dict[str, float]:
         values = {p.name: p.decode(trial.hyperparameters.get(p.name)) for p in self.space}
-        self._log_event(trial, "start", values=values)
+        _, epochs = trial_budget(trial.hyperparameters.values, self.stages)
+        self._log_event(trial, "start", values=values, budget=epochs)
         try:
-            cfg = trial_config(self.cfg, self.space, values, self.stage.epochs)
+            cfg = trial_config(self.cfg, self.space, values, epochs)
         except ConfigError as exc:
             self._log_event(trial, "end", status="failed", message=str(exc))
             raise keras_tuner.errors.FailedTrialError(str(exc)) from None
@@ -226,6 +231,8 @@ class TrialTuner(keras_tuner.Tuner):
             score=score if math.isfinite(score) else None,
             epochs=epochs_run, checkpoint=kept, message=divergence.reason,
         )  # fmt: skip
+        log_trial(self.run_dir, trial.trial_id, self.space, values, self.objective_name, score,
+                  {"epochs_run": epochs_run, "diverged": int(diverged)})  # fmt: skip
         return {
             self.objective_name: score,
             "epochs_run": float(epochs_run),
@@ -236,24 +243,26 @@ class TrialTuner(keras_tuner.Tuner):
         """Move the trial's best checkpoint to trials/ under its stable name ("" if none)."""
         trials_dir = self.run_dir / TRIALS_DIR
         trials_dir.mkdir(parents=True, exist_ok=True)
-        for old in kept_checkpoints(self.run_dir, self.stage.number, trial.trial_id):
+        stage = self._stage_of(trial)
+        for old in kept_checkpoints(self.run_dir, stage, trial.trial_id):
             old.unlink()  # from an earlier try of this trial (interrupted before it was recorded)
         if best.best_path is None or best.best is None:
             return ""
         path = trials_dir / trial_checkpoint_name(
-            self.stage.number, trial.trial_id, self.objective_name, best.best
+            stage, trial.trial_id, self.objective_name, best.best
         )
         os.replace(best.best_path, path)
         return str(path.relative_to(self.run_dir))
 
     def load_model(self, trial: Any) -> keras.Model:
         """The kept checkpoint of ``trial`` (what ``get_best_models`` returns)."""
-        paths = kept_checkpoints(self.run_dir, self.stage.number, trial.trial_id)
+        paths = kept_checkpoints(self.run_dir, self._stage_of(trial), trial.trial_id)
         if not paths:
-            raise FileNotFoundError(
-                f"no checkpoint kept for stage {self.stage.number} trial {trial.trial_id}"
-            )
+            raise FileNotFoundError(f"no checkpoint kept for trial {trial.trial_id}")
         return load_model_safely(paths[0])
+
+    def _stage_of(self, trial: Any) -> int:
+        return trial_budget(trial.hyperparameters.values, self.stages)[0]
 
     def _log_event(self, trial: Any, event: str, **fields: Any) -> None:
         """Append one line to ``search/ledger.jsonl``: who ran which trial, when, with what result.
@@ -264,7 +273,7 @@ class TrialTuner(keras_tuner.Tuner):
         """
         record = {
             "event": event,
-            "stage": self.stage.number,
+            "stage": self._stage_of(trial),
             "trial": int(trial.trial_id),
             "tuner": self.tuner_id,
             "pid": os.getpid(),

@@ -15,9 +15,9 @@ deadlines), talking to the search's chief on 127.0.0.1:
 A worker process dies with its parent (Linux ``PR_SET_PDEATHSIG``), so killing a search or a
 worker never leaves a trial training on its own.
 
-    python -m kerasdiag.search.worker CONFIG.yaml RUN_DIR STAGE MAX_TRIALS
+    python -m kerasdiag.search.worker CONFIG.yaml RUN_DIR MAX_TRIALS
 
-Exit codes: 0 the stage has no trial left, 10 ran MAX_TRIALS (start another), 5 lost the chief,
+Exit codes: 0 the search has no trial left, 10 ran MAX_TRIALS (start another), 5 lost the chief,
 2 bad input.
 """
 
@@ -68,9 +68,7 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def spawn(
-    cfg_path: Path, run_dir: Path, stage: int, max_trials: int, env: dict[str, str]
-) -> subprocess.Popen:
+def spawn(cfg_path: Path, run_dir: Path, max_trials: int, env: dict[str, str]) -> subprocess.Popen:
     """Start one worker process (``python -m kerasdiag.search.worker ...``)."""
     env = {**os.environ, **env}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -80,23 +78,22 @@ def spawn(
     for var in ("no_proxy", "NO_PROXY"):  # gRPC honours proxy variables: never for the chief
         env[var] = ",".join(p for p in (env.get(var, ""), "127.0.0.1,localhost") if p)
     command = [sys.executable, "-m", "kerasdiag.search.worker", str(cfg_path), str(run_dir),
-               str(stage), str(max_trials)]  # fmt: skip
+               str(max_trials)]  # fmt: skip
     env[ENV_SUPERVISED] = str(os.getpid())
     return subprocess.Popen(command, env=env)
 
 
 class WorkerPool:
-    """``count`` local worker processes for one stage, restarted until its oracle is over.
+    """``count`` local worker processes, restarted until the search's oracle is over.
 
     Called by the chief's loop (:func:`~kerasdiag.search.distributed.serve`) with the port it
     listens on. A process that ends after its share of trials is replaced; one that dies gives
     its trial back at once (no need to wait for the lease) and is replaced too.
     """
 
-    def __init__(self, oracle: Any, cfg_path: Path, run_dir: Path, stage: int, count: int,
-                 max_trials: int):  # fmt: skip
+    def __init__(self, oracle: Any, cfg_path: Path, run_dir: Path, count: int, max_trials: int):
         self.oracle = oracle
-        self.cfg_path, self.run_dir, self.stage = cfg_path, run_dir, stage
+        self.cfg_path, self.run_dir = cfg_path, run_dir
         self.max_trials = max_trials
         self.procs: list[tuple[str, subprocess.Popen] | None] = [None] * count
         self.started = 0
@@ -127,8 +124,8 @@ class WorkerPool:
                 self.started += 1
                 env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
                        "KERASTUNER_TUNER_ID": tuner_id}  # fmt: skip
-                self.procs[slot] = (tuner_id, spawn(self.cfg_path, self.run_dir, self.stage,
-                                                    self.max_trials, env))  # fmt: skip
+                self.procs[slot] = (tuner_id, spawn(self.cfg_path, self.run_dir, self.max_trials,
+                                                    env))  # fmt: skip
 
     def idle(self) -> bool:
         """No worker process alive."""
@@ -144,8 +141,8 @@ class WorkerPool:
                 entry[1].wait()
 
 
-def supervise(cfg_path: Path, run_dir: Path, stage: int, max_trials: int) -> None:
-    """A distributed worker: worker processes one after another until the stage is over.
+def supervise(cfg_path: Path, run_dir: Path, max_trials: int) -> None:
+    """A distributed worker: worker processes one after another until the search is over.
 
     Raises ChiefLostError when one lost the chief, KerasdiagError when they keep dying.
     """
@@ -155,7 +152,7 @@ def supervise(cfg_path: Path, run_dir: Path, stage: int, max_trials: int) -> Non
     base = os.environ["KERASTUNER_TUNER_ID"]
     crashes = 0
     for n in range(1_000_000):
-        proc = spawn(cfg_path, run_dir, stage, max_trials, {"KERASTUNER_TUNER_ID": f"{base}.{n}"})
+        proc = spawn(cfg_path, run_dir, max_trials, {"KERASTUNER_TUNER_ID": f"{base}.{n}"})
         try:
             code = proc.wait()
         finally:
@@ -182,11 +179,9 @@ def supervise(cfg_path: Path, run_dir: Path, stage: int, max_trials: int) -> Non
 
 def load_worker_config(path: str | os.PathLike) -> DictConfig:
     """The config a worker process trains with: the file, typed by the schema, validated."""
-    from kerasdiag.config import validate_config
-    from kerasdiag.config.compose import _schema
+    from kerasdiag.config import typed, validate_config
 
-    cfg = OmegaConf.merge(_schema(), OmegaConf.load(path))
-    OmegaConf.set_readonly(cfg, False)
+    cfg = typed(OmegaConf.load(path))
     validate_config(cfg)
     return cfg
 
@@ -195,7 +190,7 @@ def main(argv: list[str]) -> int:
     """Run one worker process; returns its exit code (see the module docstring)."""
     if os.environ.get(ENV_SUPERVISED, "").isdigit():
         die_with_parent(int(os.environ[ENV_SUPERVISED]))
-    cfg_path, run_dir, stage_number, max_trials = argv[0], Path(argv[1]), int(argv[2]), int(argv[3])
+    cfg_path, run_dir, max_trials = argv[0], Path(argv[1]), int(argv[2])
     from kerasdiag.data import load_dataset
     from kerasdiag.errors import KerasdiagError
     from kerasdiag.pipeline import seed_everything
@@ -206,11 +201,10 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_worker_config(cfg_path)
         space, stages = validate_search(cfg)
-        stage = stages[stage_number - 1]
         seed_everything(cfg.trainer)
         data = load_dataset(cfg.data)
-        tuner = TrialTuner(build_oracle(space, stage, cfg.tuner), cfg=cfg, data=data,
-                           space=space, stage=stage, run_dir=run_dir)  # fmt: skip
+        tuner = TrialTuner(build_oracle(space, stages, cfg.tuner), cfg=cfg, data=data,
+                           space=space, stages=stages, run_dir=run_dir)  # fmt: skip
         outcome = tuner.search(max_trials=max_trials or None)
     except ChiefLostError as exc:
         if not os.environ.get(ENV_SUPERVISED):
