@@ -137,6 +137,7 @@ def test_entries_crossing_a_kink_at_every_step_get_the_kink_steps():
     assert final(first)[0] == "ok"
     second = runs["data"][1]
     assert [a.kink for a in second] == [True] * 5
+    assert [a.verdict for a in second] == ["kink"] * 5  # each attempt labelled, not "fail"
     assert final(second)[0] == "kink"
 
 
@@ -207,3 +208,17 @@ def test_several_parts_settle_together():
     assert runs["regularization"][1][-1].verdict == "fail"
     assert runs["data"][1][-1].verdict == "ok"
     assert runs["data"][1][0].to_dict()["h"] == 1e-5
+
+
+def test_the_rounding_floor_is_exact_at_shallow_depth():
+    # f = 100 + x, h = 1e-5: the floor is 64 eps 100 / 2h = 7.1e-8 absolute. An analytic
+    # error of 1.5 floors is outside it at the smooth tolerance (depth factor 1, not more),
+    # and an exactly-zero function is within rounding (a zero difference is no error).
+    floor = 64 * np.finfo(np.float64).eps * 100.0 / 2e-5
+    offset = smooth([0.0], lambda x: 100.0 + x)
+    attempt = run_attempts(offset, {"data": np.array([1.0 + 1.5 * floor])}, h=1e-5,
+                           retry_steps=(), tolerance=1e-7, has_kinks=False)["data"][0][0]  # fmt: skip
+    assert attempt.within_rounding is False
+    flat = run_attempts(smooth([0.0], lambda x: 0.0 * x), {"data": np.array([0.0])}, h=1e-5,
+                        retry_steps=(), tolerance=1e-7, has_kinks=False)["data"][0][0]  # fmt: skip
+    assert flat.within_rounding is True and flat.verdict == "zero"
