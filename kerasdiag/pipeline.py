@@ -19,9 +19,9 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from kerasdiag.callbacks.backup import RunBackup, remove_backup
+from kerasdiag.callbacks.run_backup import RunBackup, remove_backup
 from kerasdiag.callbacks.base import MonitorWarning
-from kerasdiag.callbacks.checkpoint import BestCheckpoint
+from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError, first_non_finite
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
@@ -322,7 +322,7 @@ def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, pat
 
 def save_ema_model(model: keras.Model, path: Path) -> None:
     """Save the model with the optimizer's moving average of its weights (O4, E4)."""
-    from kerasdiag.callbacks.ema import ema_weights
+    from kerasdiag.callbacks.restore_raw_weights import ema_weights
 
     with ema_weights(model), atomic_path(path) as tmp:
         model.save(tmp)

@@ -53,7 +53,7 @@ MODULE_TESTS: dict[str, tuple[str, list[str]]] = {
     ),
     "diagnosis": ("kerasdiag/diagnosis.py", ["test_diagnosis.py"]),
     "doctor": (
-        "kerasdiag/callbacks/doctor.py",
+        "kerasdiag/callbacks/training_doctor.py",
         ["test_doctor.py", "test_doctor_zoo.py", "test_breaks.py"],
     ),
     "rundir": ("kerasdiag/rundir.py", ["test_reliability.py"]),

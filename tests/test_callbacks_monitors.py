@@ -19,7 +19,7 @@ from kerasdiag.callbacks import (
     MonitorWarning,
     UpdateRatioMonitor,
 )
-from kerasdiag.callbacks.curves import step_losses
+from kerasdiag.callbacks.curve_plotter import step_losses
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
 

@@ -16,8 +16,8 @@ from kerasdiag.callbacks import (
     stats,
 )
 from kerasdiag.callbacks.base import CsvLog, FileWrites, histogram_buckets
-from kerasdiag.callbacks.curves import step_losses
-from kerasdiag.callbacks.filters import filter_grid, first_layer_filters
+from kerasdiag.callbacks.curve_plotter import step_losses
+from kerasdiag.callbacks.filter_images import filter_grid, first_layer_filters
 
 
 def test_update_ratios_match_hand_computation():

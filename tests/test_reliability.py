@@ -117,7 +117,7 @@ def _state(cb) -> dict:
 def test_run_backup_restores_weights_optimizer_and_early_stopping(tmp_path, digits_xy):
     import keras
 
-    from kerasdiag.callbacks.backup import RunBackup
+    from kerasdiag.callbacks.run_backup import RunBackup
 
     x, y = digits_xy
     backup = tmp_path / "backup"
@@ -165,7 +165,7 @@ def test_run_backup_restores_weights_optimizer_and_early_stopping(tmp_path, digi
 def test_a_finished_fit_is_not_trained_again(tmp_path, digits_xy):
     import keras
 
-    from kerasdiag.callbacks.backup import RunBackup
+    from kerasdiag.callbacks.run_backup import RunBackup
 
     x, y = digits_xy
     fit = {"x": x, "y": y, "validation_split": 0.25, "epochs": 4, "verbose": 0}

@@ -9,14 +9,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasdiag.callbacks.activations import ActivationHistograms
-from kerasdiag.callbacks.curves import CurvePlotter
-from kerasdiag.callbacks.ema import RestoreRawWeights
-from kerasdiag.callbacks.filters import FilterImages
-from kerasdiag.callbacks.gradients import GradientMonitor
-from kerasdiag.callbacks.learning_rate import LearningRateMonitor
-from kerasdiag.callbacks.probe import ProbeBatch
-from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
+from kerasdiag.callbacks.activation_histograms import ActivationHistograms
+from kerasdiag.callbacks.curve_plotter import CurvePlotter
+from kerasdiag.callbacks.restore_raw_weights import RestoreRawWeights
+from kerasdiag.callbacks.filter_images import FilterImages
+from kerasdiag.callbacks.gradient_monitor import GradientMonitor
+from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
+from kerasdiag.callbacks.probe_batch import ProbeBatch
+from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
 from kerasdiag.errors import ConfigError
 
 # The defaults the monitors use (see benchmarks/bench_monitors.py for their cost). Keys
@@ -86,7 +86,7 @@ def monitor_callbacks(
     :class:`~kerasdiag.data.Dataset`), one :class:`ProbeBatch` shared by the activation
     and gradient monitors. :class:`RestoreRawWeights` is always included: with
     ``optimizer.use_ema`` it keeps the raw weights in the model after ``fit``, so that
-    :func:`~kerasdiag.callbacks.ema.evaluate_with_ema` can report both; otherwise it does
+    :func:`~kerasdiag.callbacks.restore_raw_weights.evaluate_with_ema` can report both; otherwise it does
     nothing. Invalid values raise :class:`~kerasdiag.errors.ConfigError` naming the key.
 
     The ``*_freq`` keys count optimizer steps: the step-based monitors measure before steps

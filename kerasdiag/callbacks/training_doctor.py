@@ -19,12 +19,12 @@ import tensorflow as tf
 
 from kerasdiag import diagnosis
 from kerasdiag.callbacks import stats, weight_checks
-from kerasdiag.callbacks.activations import ActivationHistograms
+from kerasdiag.callbacks.activation_histograms import ActivationHistograms
 from kerasdiag.callbacks.base import FileWrites, MonitorWarning
-from kerasdiag.callbacks.curves import step_losses
-from kerasdiag.callbacks.gradients import GradientMonitor
-from kerasdiag.callbacks.probe import ProbeBatch, inference_accuracy
-from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
+from kerasdiag.callbacks.curve_plotter import step_losses
+from kerasdiag.callbacks.gradient_monitor import GradientMonitor
+from kerasdiag.callbacks.probe_batch import ProbeBatch, inference_accuracy
+from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
 from kerasdiag.io import write_json_atomic
 from kerasdiag.optimizers import optimizer_step
 from kerasdiag.sanity.outputs import uses_batch_statistics as stats_uses_batch_statistics

@@ -7,7 +7,7 @@ from typing import Any
 
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor
-from kerasdiag.callbacks.probe import ACTIVATIONS, ProbeBatch
+from kerasdiag.callbacks.probe_batch import ACTIVATIONS, ProbeBatch
 
 _COLUMNS = [
     "step",
@@ -48,7 +48,7 @@ class ActivationHistograms(StepMonitor):
 
     Args:
         x: the probe inputs (a fixed batch, e.g. 64 training examples), or a
-            :class:`~kerasdiag.callbacks.probe.ProbeBatch` shared with a
+            :class:`~kerasdiag.callbacks.probe_batch.ProbeBatch` shared with a
             :class:`~kerasdiag.callbacks.GradientMonitor`, so that probes due at the same
             step take one pass.
         freq: probe before the optimizer steps 0, freq, 2 * freq, ... (a probe costs about

@@ -8,7 +8,7 @@ from typing import Any
 from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor, warn
-from kerasdiag.callbacks.probe import GRADIENTS, ProbeBatch
+from kerasdiag.callbacks.probe_batch import GRADIENTS, ProbeBatch
 from kerasdiag.symptoms import fix_for
 
 # The fix texts come from the one table of symptoms (kerasdiag.symptoms).
@@ -46,7 +46,7 @@ class GradientMonitor(StepMonitor):
 
     Args:
         x: probe inputs (a fixed batch, e.g. 64 training examples), or a
-            :class:`~kerasdiag.callbacks.probe.ProbeBatch` holding inputs and targets,
+            :class:`~kerasdiag.callbacks.probe_batch.ProbeBatch` holding inputs and targets,
             shared with an :class:`~kerasdiag.callbacks.ActivationHistograms` so that
             probes due at the same step take one pass.
         y: probe targets, as given to ``fit`` (None when ``x`` is a ProbeBatch).
