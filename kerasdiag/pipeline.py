@@ -19,11 +19,11 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from kerasdiag.callbacks.run_backup import RunBackup, remove_backup
 from kerasdiag.callbacks.base import MonitorWarning
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError, first_non_finite
+from kerasdiag.callbacks.run_backup import RunBackup, remove_backup
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.data.pipeline import make_epoch_dataset
 from kerasdiag.errors import ConfigError, KerasdiagError

@@ -11,14 +11,18 @@ from kerasdiag.callbacks.activation_histograms import ActivationHistograms
 from kerasdiag.callbacks.base import MonitorWarning
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.callbacks.curve_plotter import CurvePlotter
-from kerasdiag.callbacks.training_doctor import TrainingDoctor
-from kerasdiag.callbacks.restore_raw_weights import RestoreRawWeights, ema_weights, evaluate_with_ema
 from kerasdiag.callbacks.factory import monitor_callbacks
 from kerasdiag.callbacks.filter_images import FilterImages
 from kerasdiag.callbacks.gradient_monitor import GradientMonitor
 from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.probe_batch import ProbeBatch
+from kerasdiag.callbacks.restore_raw_weights import (
+    RestoreRawWeights,
+    ema_weights,
+    evaluate_with_ema,
+)
+from kerasdiag.callbacks.training_doctor import TrainingDoctor
 from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
 
 __all__ = [

@@ -11,11 +11,11 @@ import numpy as np
 
 from kerasdiag.callbacks.activation_histograms import ActivationHistograms
 from kerasdiag.callbacks.curve_plotter import CurvePlotter
-from kerasdiag.callbacks.restore_raw_weights import RestoreRawWeights
 from kerasdiag.callbacks.filter_images import FilterImages
 from kerasdiag.callbacks.gradient_monitor import GradientMonitor
 from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
 from kerasdiag.callbacks.probe_batch import ProbeBatch
+from kerasdiag.callbacks.restore_raw_weights import RestoreRawWeights
 from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
 from kerasdiag.errors import ConfigError
 
