@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
+from kerasdiag import text
 from kerasdiag.callbacks.base import MonitorWarning
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
@@ -108,14 +109,7 @@ def model_summary_text(model: keras.Model) -> str:
         shape = getattr(layer, "output", None)
         shape = "?" if shape is None else str(tuple(shape.shape))
         rows.append((layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i < 3 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
+    lines = text.format_table(rows, right={3}).split("\n")
     lines.insert(1, "-" * len(lines[0]))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     lines += [

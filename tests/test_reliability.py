@@ -16,11 +16,16 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from kerasdiag.callbacks.metrics_csv import read_metrics_csv
 from kerasdiag.config import load_config
 from kerasdiag.errors import KerasdiagError
 from kerasdiag.io import TMP_PREFIX, atomic_path, remove_stale_temporaries, write_json_atomic
-from kerasdiag.rundir import LOCK_FILE, check_run_dir, claim_run_dir, run_dir_status
+from kerasdiag.rundir import (
+    LOCK_FILE,
+    check_run_dir,
+    claim_run_dir,
+    read_metrics_csv,
+    run_dir_status,
+)
 
 from conftest import REPO, run_train
 

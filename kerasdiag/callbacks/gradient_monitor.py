@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from kerasdiag import doctor_rules
 from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor, warn
 from kerasdiag.callbacks.probe_batch import GRADIENTS, ProbeBatch
-from kerasdiag.symptoms import fix_for
-
-# The fix texts come from the one table of symptoms (kerasdiag.symptoms).
-_SYMPTOM = {"vanishing": "vanishing_gradients", "exploding": "exploding_gradients"}
+from kerasdiag.symptoms import GRADIENT_FLAG_SYMPTOMS, fix_for
 
 
 class GradientMonitor(StepMonitor):
@@ -79,9 +77,9 @@ class GradientMonitor(StepMonitor):
         freq: int = 200,
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
-        vanishing_ratio: float = stats.VANISHING_RATIO,
-        max_norm: float = stats.EXPLODING_NORM,
-        growth: float = stats.GROWTH_FACTOR,
+        vanishing_ratio: float = doctor_rules.VANISHING_RATIO,
+        max_norm: float = doctor_rules.EXPLODING_NORM,
+        growth: float = doctor_rules.GROWTH_FACTOR,
     ):
         super().__init__(freq, log_dir, "gradients", csv_path, ["step", "epoch", "name", "norm"])
         self.probe = ProbeBatch.of(x, y)
@@ -115,7 +113,7 @@ class GradientMonitor(StepMonitor):
         norm, norm_clipped = stats.global_norm(grads), stats.global_norm(clipped)
         layer_norms = stats.layer_gradient_norms(model, grads)
         earlier = [h["global_norm"] for h in self.history]
-        flags = stats.gradient_flags(
+        flags = doctor_rules.gradient_flags(
             norm, layer_norms, earlier, self.vanishing_ratio, self.max_norm, self.growth
         )
         self.history.append(
@@ -134,7 +132,7 @@ class GradientMonitor(StepMonitor):
         self._csv.add([step, self._epoch + 1, "global_norm", norm])
         self._csv.add([step, self._epoch + 1, "global_norm_clipped", norm_clipped])
         for flag, reason in flags.items():
-            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {fix_for(_SYMPTOM[flag])}"
+            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {fix_for(GRADIENT_FLAG_SYMPTOMS[flag])}"
             self.flags.append(
                 {"step": step, "epoch": self._epoch, "flag": flag, "message": message}
             )

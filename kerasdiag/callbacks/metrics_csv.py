@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import keras
 
 from kerasdiag.io import write_csv_atomic
+from kerasdiag.rundir import read_metrics_csv
 
 LEADING_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
 
@@ -57,18 +57,6 @@ class MetricsCSV(keras.callbacks.Callback):
         header = LEADING_COLUMNS + extra
         body = [[_fmt(self.rows[e].get(k)) for k in header] for e in sorted(self.rows)]
         write_csv_atomic(self.path, header, body)
-
-
-def read_metrics_csv(path: str | os.PathLike) -> dict[int, dict[str, Any]]:
-    """Rows of a metrics.csv keyed by epoch, numbers as floats (empty cells dropped)."""
-    rows: dict[int, dict[str, Any]] = {}
-    with open(path, newline="") as f:
-        for rec in csv.DictReader(f):
-            row = {k: float(v) for k, v in rec.items() if v not in ("", None)}
-            epoch = int(row["epoch"])
-            row["epoch"] = epoch
-            rows[epoch] = row
-    return rows
 
 
 def _scalar(value: Any) -> float:

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasdiag import diagnosis
+from kerasdiag import doctor_rules as rules
 from kerasdiag.callbacks import stats, weight_checks
 from kerasdiag.callbacks.activation_histograms import ActivationHistograms
 from kerasdiag.callbacks.base import FileWrites, MonitorWarning
@@ -25,10 +25,10 @@ from kerasdiag.callbacks.curve_plotter import step_losses
 from kerasdiag.callbacks.gradient_monitor import GradientMonitor
 from kerasdiag.callbacks.probe_batch import ProbeBatch, inference_accuracy
 from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
-from kerasdiag.io import write_json_atomic
+from kerasdiag.io import json_safe, write_json_atomic
 from kerasdiag.optimizers import optimizer_step
 from kerasdiag.sanity.outputs import uses_batch_statistics as stats_uses_batch_statistics
-from kerasdiag.symptoms import reconcile
+from kerasdiag.symptoms import JUDGED_SYMPTOMS, Finding, reconcile
 
 # A step loss this many times the initial loss triggers a probe at once (outside the budget):
 # when the loss blows up, the gradient norms are what names the cause.
@@ -100,7 +100,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         monitors: GradientMonitor / ActivationHistograms / UpdateRatioMonitor instances that
             run in the same ``fit``; the doctor reads their measurements instead of probing.
         stop_on: symptoms that end training when found (``model.stop_training``).
-        thresholds: a :class:`~kerasdiag.diagnosis.Thresholds` or a mapping overriding some
+        thresholds: a :class:`~kerasdiag.rules.Thresholds` or a mapping overriding some
             of its fields (each is documented there).
         budget: the share of training time the doctor's own probes and weight checks may
             take after its first probe (0 < budget <= 1).
@@ -119,7 +119,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             model with BatchNorm is scored on the probe batch.
 
     Attributes:
-        findings: :class:`~kerasdiag.diagnosis.Finding` records (symptom, step, epoch,
+        findings: :class:`~kerasdiag.Finding` records (symptom, step, epoch,
             layer, evidence, fix, severity, message), one per symptom and layer, repeats
             counted in ``count`` / ``last_step``.
         step_losses: (step, loss) of every training step seen.
@@ -143,7 +143,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         *,
         monitors: Iterable[keras.callbacks.Callback] = (),
         stop_on: Iterable[str] = ("nan",),
-        thresholds: diagnosis.Thresholds | Mapping[str, Any] | None = None,
+        thresholds: rules.Thresholds | Mapping[str, Any] | None = None,
         budget: float = 0.01,
         path: str | os.PathLike | None = None,
         bayes_error: float | None = None,
@@ -152,14 +152,14 @@ class TrainingDoctor(keras.callbacks.Callback):
         train_sample: tuple[Any, Any] | None = None,
     ):
         super().__init__()
-        self.thresholds = diagnosis.Thresholds.of(thresholds)
+        self.thresholds = rules.Thresholds.of(thresholds)
         if isinstance(stop_on, str):
             stop_on = [stop_on]
         self.stop_on = frozenset(stop_on)
-        unknown = sorted(self.stop_on - set(diagnosis.SYMPTOMS))
+        unknown = sorted(self.stop_on - set(JUDGED_SYMPTOMS))
         if unknown:
             raise ValueError(
-                f"`stop_on` names unknown symptoms {unknown}; known: {', '.join(diagnosis.SYMPTOMS)}"
+                f"`stop_on` names unknown symptoms {unknown}; known: {', '.join(JUDGED_SYMPTOMS)}"
             )
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
             raise ValueError(f"`budget` must be a number in (0, 1]. Received: budget={budget!r}")
@@ -196,7 +196,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._ratio_monitor = given.get(UpdateRatioMonitor)
         self._own_ratios = self._ratio_monitor is None
 
-        self.findings: list[diagnosis.Finding] = []
+        self.findings: list[Finding] = []
         self.step_losses: list[tuple[int, float]] = []
         self.initial_loss: float | None = None
         self.probe_seconds = 0.0
@@ -286,7 +286,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         epochs of the restart for the first epochs of training.
         """
         for d in saved.get("findings", []):
-            finding = diagnosis.Finding.from_dict(d)
+            finding = Finding.from_dict(d)
             if finding.source == "doctor" and (finding.step or 0) < self._first_step:
                 self.findings.append(finding)
                 self._seen[(finding.symptom, finding.layer)] = finding
@@ -337,7 +337,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         if "accuracy" in logs:
             accuracy = self._inference_accuracy()
             if accuracy is not None:
-                self.history.setdefault(diagnosis.TRAIN_INFERENCE_ACCURACY, []).append(accuracy)
+                self.history.setdefault(rules.TRAIN_INFERENCE_ACCURACY, []).append(accuracy)
         self._judge_slow(epoch, logs.get("loss"))
         self._check_weights(self._last_step + 1)
         if self._nan_epoch is not None:
@@ -355,10 +355,10 @@ class TrainingDoctor(keras.callbacks.Callback):
             self._restore()
         elif self.history.get("loss") and self.judge_curves:
             rows = self._ratio_rows()
-            for finding in diagnosis.curve_findings(
+            for finding in rules.curve_findings(
                 self.history,
                 initial_loss=self.initial_loss,
-                update_ratio=diagnosis.median_update_ratio(rows),
+                update_ratio=rules.median_update_ratio(rows),
                 bayes_error=self.bayes_error,
                 lr=_learning_rate(self.model),
                 thresholds=self.thresholds,
@@ -395,24 +395,17 @@ class TrainingDoctor(keras.callbacks.Callback):
     def _on_step_loss(self, step: int, loss: float) -> None:
         self._last_step = step
         self.step_losses.append((step, loss))
-        if not math.isfinite(loss):
+        lr = self._lr
+        if rules.broken_loss(loss) is not None:
             if self._nan_epoch is None:
                 self._nan_epoch = self._epoch
             recent = [v for _, v in self.step_losses[-6:-1]]
-            self._record(
-                "nan",
-                f"the training loss became {loss}",
-                {"loss": loss, "previous_losses": recent, "lr": _learning_rate(self.model)},
-                self._nan_fix(recent),
-                step=step,
-            )
+            self._record(rules.nan_loss_finding(loss, recent, **self._nan_context(step, lr)))
             return
         if self.initial_loss is None:
             self.initial_loss = loss  # the first step's loss: before any update
         if self._first_step == 0 and len(self.step_losses) == weight_checks.FLAT_STEPS:
-            flat = weight_checks.flat_loss_finding(
-                self.step_losses, self.initial_loss, _learning_rate(self.model)
-            )
+            flat = weight_checks.flat_loss_finding(self.step_losses, self.initial_loss, lr())
             if flat is not None and ("slow_convergence", None) not in self._seen:
                 self._add(flat)
         self._window.append(loss)
@@ -420,39 +413,26 @@ class TrainingDoctor(keras.callbacks.Callback):
         if loss > ALARM_FACTOR * scale and step - self._alarm_step >= self._window.maxlen:
             self._alarm_step, self._alarm = step, True
         if len(self._window) == self._window.maxlen:
-            index = diagnosis.oscillation_index(self._window, scale)
-            if index > self.thresholds.oscillation:
-                self._record(
-                    "oscillating_loss",
-                    f"over the last {len(self._window) - 1} steps the loss jumped by a median "
-                    f"{index:.0%} of the initial loss {scale:.4g} per step",
-                    {
-                        "oscillation_index": index,
-                        "threshold": self.thresholds.oscillation,
-                        "initial_loss": scale,
-                        "recent_losses": list(self._window),
-                    },
-                    diagnosis.fix_for("oscillating_loss", _learning_rate(self.model)),
-                    step=step,
-                )
-
-    def _nan_fix(self, recent: Sequence[float] = ()) -> str:
-        kept = (
-            "the weights of the end of the last finite epoch are put back"
-            if (self.restore_on_nan)
-            else "the last good checkpoint holds the last finite weights"
-        )
-        stop = "training stops and " if "nan" in self.stop_on else ""
-        scale = self.initial_loss
-        if recent and scale and max(recent) < 2 * scale:
-            cause = (
-                f"the loss was stable just before ({', '.join(f'{v:.3g}' for v in recent)}), "
-                "so a bad batch or an unsafe operation is more likely than divergence; "
+            finding = rules.oscillation_finding(
+                self._window, scale, self.thresholds, lr, step, self._epoch + 1
             )
-        else:
-            cause = "the loss grew before it broke (divergence); "
-        lr = _learning_rate(self.model) if self.model is not None else None
-        return f"{stop}{kept}; {cause}{diagnosis.fix_for('nan', lr)}"
+            if finding is not None:
+                self._record(finding)
+
+    def _lr(self) -> float | None:
+        """The learning rate now (a method: the rules read it only when they make a finding)."""
+        return _learning_rate(self.model)
+
+    def _nan_context(self, step: int, lr: float | None) -> dict[str, Any]:
+        """What the nan rules need besides the numbers: the run's scale and its settings."""
+        return {
+            "initial_loss": self.initial_loss,
+            "lr": lr,
+            "step": step,
+            "epoch": self._epoch + 1,
+            "stopping": "nan" in self.stop_on,
+            "restoring": self.restore_on_nan,
+        }
 
     def _check_weights(self, step: int) -> None:
         """Name ``nan`` if a weight is NaN/Inf before optimizer step ``step``."""
@@ -473,18 +453,9 @@ class TrainingDoctor(keras.callbacks.Callback):
             self._nan_epoch = self._epoch
         broken = [v.path for v in self._float_weights if not _all_finite([v])]
         recent = [v for _, v in self.step_losses[-5:]]
-        loss_note = (
-            " while the loss is still finite (ReLU turns NaN inputs into 0)"
-            if recent and math.isfinite(recent[-1])
-            else ""
-        )
+        lr = self._lr
         self._record(
-            "nan",
-            f"the weights {', '.join(broken[:4])}{' ...' if len(broken) > 4 else ''} hold "
-            f"NaN/Inf values{loss_note}",
-            {"non_finite_weights": broken, "previous_losses": recent},
-            self._nan_fix(recent),
-            step=max(step - 1, 0),
+            rules.nan_weights_finding(broken, recent, **self._nan_context(max(step - 1, 0), lr))
         )
 
     def _restore(self) -> None:
@@ -499,32 +470,18 @@ class TrainingDoctor(keras.callbacks.Callback):
                 finding.evidence["restored_weights_of_epoch"] = epoch
 
     def _judge_slow(self, epoch: int, loss: float | None) -> None:
-        th, scale = self.thresholds, self.initial_loss
-        if epoch + 1 < th.slow_epochs or scale is None or loss is None or not math.isfinite(loss):
-            return
-        if loss > (1 - th.slow_drop) * scale:
-            causes = [f.symptom for f in self.findings if f.symptom != "slow_convergence"]
-            fix = diagnosis.fix_for("slow_convergence", _learning_rate(self.model))
-            if causes:
-                fix = f"first fix {', '.join(sorted(set(causes)))} (found above); then {fix}"
-            self._record(
-                "slow_convergence",
-                f"after {epoch + 1} epochs the loss is {loss:.4g}, "
-                + (
-                    f"only {1 - loss / scale:.1%} below"
-                    if loss < scale
-                    else f"{loss / scale - 1:.0%} above"
-                )
-                + f" the initial {scale:.4g} (expected at least {th.slow_drop:.0%} below)",
-                {
-                    "epoch_loss": loss,
-                    "initial_loss": scale,
-                    "drop": 1 - loss / scale,
-                    "expected_drop": th.slow_drop,
-                },
-                fix,
-                step=self._last_step,
-            )
+        causes = [f.symptom for f in self.findings if f.symptom != "slow_convergence"]
+        finding = rules.slow_finding(
+            epoch,
+            loss,
+            self.initial_loss,
+            self.thresholds,
+            self._lr,
+            causes,
+            step=self._last_step,
+        )
+        if finding is not None:
+            self._record(finding)
 
     def _inference_accuracy(self) -> float | None:
         """Accuracy of the training sample (or, for a BatchNorm model, the probe batch)
@@ -598,95 +555,25 @@ class TrainingDoctor(keras.callbacks.Callback):
         return self._own_rows if self._own_ratios else self._ratio_monitor.history
 
     def _judge_monitors(self) -> None:
-        th = self.thresholds
+        lr = self._lr
         if self._activations is not None:
             history = self._activations.history
             for step, epoch, layer_stats in history[self._judged["activations"] :]:
-                for layer, s in layer_stats.items():
-                    if layer in self._outputs:
-                        continue
-                    if s.dead_fraction is not None and s.dead_fraction > th.dead_fraction:
-                        self._record(
-                            "dying_relu",
-                            f"{s.dead_fraction:.0%} of the units of layer {layer!r} output 0 "
-                            f"for every probe example",
-                            {"dead_fraction": s.dead_fraction, "threshold": th.dead_fraction},
-                            diagnosis.fix_for("dying_relu", _learning_rate(self.model)),
-                            step=step,
-                            epoch=epoch + 1,
-                            layer=layer,
-                        )
-                    if (
-                        s.saturated_fraction is not None
-                        and s.saturated_fraction > th.saturated_fraction
-                    ):
-                        self._record(
-                            "saturated_activations",
-                            f"{s.saturated_fraction:.0%} of the {s.kind} outputs of layer "
-                            f"{layer!r} are saturated",
-                            {
-                                "saturated_fraction": s.saturated_fraction,
-                                "threshold": th.saturated_fraction,
-                                "mean": s.mean,
-                                "std": s.std,
-                            },
-                            diagnosis.fix_for("saturated_activations"),
-                            step=step,
-                            epoch=epoch + 1,
-                            layer=layer,
-                        )
+                for finding in rules.activation_findings(
+                    layer_stats, self.thresholds, lr, step=step, epoch=epoch + 1, skip=self._outputs
+                ):
+                    self._record(finding)
             self._judged["activations"] = len(history)
         if self._gradients is not None:
             history = self._gradients.history
             for i in range(self._judged["gradients"], len(history)):
-                self._judge_gradients(history[i], [h["global_norm"] for h in history[:i]])
+                dying = [f.layer for f in self.findings if f.symptom == "dying_relu"]
+                earlier = [h["global_norm"] for h in history[:i]]
+                for finding in rules.gradient_findings(
+                    history[i], earlier, self.thresholds, lr, dying
+                ):
+                    self._record(finding)
             self._judged["gradients"] = len(history)
-
-    def _judge_gradients(self, entry: dict, earlier: list[float]) -> None:
-        th = self.thresholds
-        step, epoch = entry["step"], entry["epoch"] + 1
-        if not math.isfinite(entry["loss"]):
-            return  # broken weights: the nan finding names it
-        flags = stats.gradient_flags(
-            entry["global_norm"],
-            entry["layer_norms"],
-            earlier,
-            th.vanishing_ratio,
-            th.exploding_norm,
-            th.gradient_growth,
-        )
-        norms = entry["layer_norms"]
-        if "exploding" in flags:
-            self._record(
-                "exploding_gradients",
-                flags["exploding"],
-                {
-                    "global_norm": entry["global_norm"],
-                    "threshold": th.exploding_norm,
-                    "probe_loss": entry["loss"],
-                    "layer_norms": norms,
-                },
-                diagnosis.fix_for("exploding_gradients", _learning_rate(self.model)),
-                step=step,
-                epoch=epoch,
-            )
-        if "vanishing" in flags:
-            dead = [f.layer for f in self.findings if f.symptom == "dying_relu"]
-            fix = diagnosis.fix_for("vanishing_gradients")
-            if dead:
-                fix = f"the dead ReLU units of {', '.join(dead)} pass no gradient: fix dying_relu first; {fix}"
-            self._record(
-                "vanishing_gradients",
-                flags["vanishing"],
-                {
-                    "first_last_ratio": stats.vanishing_ratio(norms),
-                    "threshold": th.vanishing_ratio,
-                    "layer_norms": norms,
-                },
-                fix,
-                step=step,
-                epoch=epoch,
-            )
 
     def _judge_stagnant(self, epoch: int) -> None:
         rows = self._ratio_rows()
@@ -696,41 +583,27 @@ class TrainingDoctor(keras.callbacks.Callback):
         for _step, _epoch, name, ratio, *_ in rows[start:]:
             if name in self._main and math.isfinite(float(ratio)):
                 per_layer.setdefault(self._main[name], []).append(float(ratio))
-        for layer, ratios in per_layer.items():
-            median = float(np.median(ratios))
-            if median < self.thresholds.stagnant_ratio:
-                self._record(
-                    "stagnant_weights",
-                    f"the kernel of layer {layer!r} changes by a median {median:.1e} of its "
-                    f"norm per step (below {self.thresholds.stagnant_ratio:.0e})",
-                    {
-                        "median_update_ratio": median,
-                        "measurements": len(ratios),
-                        "threshold": self.thresholds.stagnant_ratio,
-                    },
-                    diagnosis.fix_for("stagnant_weights", _learning_rate(self.model)),
-                    step=self._last_step,
-                    epoch=epoch + 1,
-                    layer=layer,
-                )
+        for finding in rules.stagnant_findings(
+            per_layer,
+            self.thresholds,
+            self._lr,
+            step=self._last_step,
+            epoch=epoch + 1,
+        ):
+            self._record(finding)
 
     # --- findings ----------------------------------------------------------------------
 
-    def _record(self, symptom, what, evidence, fix, *, step, epoch=None, layer=None) -> None:
-        epoch = self._epoch + 1 if epoch is None else epoch
-        key = (symptom, layer)
-        if key in self._seen:
-            finding = self._seen[key]
-            finding.count += 1
-            finding.last_step = step
+    def _record(self, finding: Finding) -> None:
+        """Add ``finding``, or count it as a repeat of the same symptom in the same layer."""
+        seen = self._seen.get((finding.symptom, finding.layer))
+        if seen is not None:
+            seen.count += 1
+            seen.last_step = finding.step
             return
-        self._add(
-            diagnosis.make_finding(
-                symptom, what, evidence, fix, step=step, epoch=epoch, layer=layer
-            )
-        )
+        self._add(finding)
 
-    def _add(self, finding: diagnosis.Finding) -> None:
+    def _add(self, finding: Finding) -> None:
         self._seen[(finding.symptom, finding.layer)] = finding
         self.findings.append(finding)
         reconcile(self.findings)  # never "raise the learning rate" next to "lower it"
@@ -751,12 +624,12 @@ class TrainingDoctor(keras.callbacks.Callback):
         if len(points) > MAX_SAVED_STEPS:
             keep = np.linspace(0, len(points) - 1, MAX_SAVED_STEPS).astype(int)
             points = [points[i] for i in keep]
-        # _plain copies every container, so the background write sees this moment's record;
+        # json_safe copies every container, so the background write sees this moment's record;
         # its fsync can wait tens of milliseconds on a busy disk, not on the training thread.
         self._writes.submit(
             write_json_atomic,
             self.path,
-            diagnosis._plain(
+            json_safe(
                 {
                     "findings": [f.to_dict() for f in self.findings],
                     "initial_loss": self.initial_loss,
