@@ -11,6 +11,7 @@ import importlib
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +121,29 @@ def model_summary_text(model: keras.Model) -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_callbacks(
-    cfg: DictConfig, run_dir: Path, data: Dataset, *, keep_backup: bool = False
-) -> list[keras.callbacks.Callback]:
+@dataclass
+class RunCallbacks:
+    """The callbacks of one training run, by role, and all of them in ``fit``'s order.
+
+    What the pipeline reads after ``fit`` (the metrics.csv rows, the best checkpoint, the NaN
+    stop's record, TensorBoard's files to close) is a field here, configured when it is built.
+    """
+
+    nan_stop: NaNStop
+    metrics: MetricsCSV
+    checkpoint: BestCheckpoint
+    tensorboard: keras.callbacks.TensorBoard | None
+    all: list[keras.callbacks.Callback]
+
+
+def run_callbacks(
+    cfg: DictConfig,
+    run_dir: Path,
+    data: Dataset,
+    *,
+    keep_backup: bool = False,
+    every_epoch: bool = False,
+) -> RunCallbacks:
     """The callbacks every run gets: schedule, metrics.csv, best checkpoint, TensorBoard, ...
 
     ``NaNStop`` comes first: a NaN/Inf batch leaves ``fit`` before any callback records the
@@ -130,18 +151,21 @@ def training_callbacks(
     its metrics.csv row and checkpoint are written, with EarlyStopping's and the plateau
     schedule's progress; ``keep_backup`` keeps it after ``fit`` (the caller removes it when
     its run is complete, so a process killed after ``fit`` does not train again).
+    ``every_epoch`` keeps every epoch's checkpoint besides the best.
     """
-    _, callbacks = build_schedule(
+    _, schedule = build_schedule(
         float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
     )
-    callbacks = [NaNStop(base_lr=float(cfg.optimizer.lr)), *callbacks]
-    callbacks.append(MetricsCSV(run_dir / "metrics.csv", resume=bool(cfg.trainer.resume)))
-    callbacks.append(
-        BestCheckpoint(run_dir / "checkpoints", monitor=cfg.trainer.checkpoint_monitor)
+    nan_stop = NaNStop(base_lr=float(cfg.optimizer.lr))
+    metrics = MetricsCSV(run_dir / "metrics.csv", resume=bool(cfg.trainer.resume))
+    checkpoint = BestCheckpoint(
+        run_dir / "checkpoints", monitor=cfg.trainer.checkpoint_monitor, every_epoch=every_epoch
     )
+    # The callbacks whose progress a resumed run needs back (ReduceLROnPlateau, EarlyStopping).
+    stateful: list[keras.callbacks.Callback] = list(schedule)
     es = cfg.trainer.early_stopping
     if es.enabled:
-        callbacks.append(
+        stateful.append(
             keras.callbacks.EarlyStopping(
                 monitor=es.monitor,
                 mode=metric_mode(es.monitor),  # as BestCheckpoint: one notion of "best"
@@ -150,6 +174,7 @@ def training_callbacks(
                 verbose=1,
             )
         )
+    tensorboard = None
     if cfg.trainer.tensorboard:
         tensorboard = keras.callbacks.TensorBoard(
             log_dir=str(run_dir / "tensorboard"), write_graph=False
@@ -157,14 +182,23 @@ def training_callbacks(
         # Writing per epoch with no profiling, its batch hooks only count batches: safe for
         # Keras' asynchronous batch-callback dispatch, so it does not sync every step.
         tensorboard.async_safe = True
-        callbacks.append(tensorboard)
+    early_stopping = stateful[len(schedule) :]
+    callbacks = [nan_stop, *schedule, metrics, checkpoint, *early_stopping]
+    callbacks += [tensorboard] if tensorboard is not None else []
     callbacks += watch_callbacks(cfg, run_dir, data)
     if cfg.trainer.resume:
-        stateful = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)
-        track = [cb for cb in callbacks if isinstance(cb, stateful)]
-        backup = RunBackup(run_dir / BACKUP_DIR, track=track, delete_on_train_end=not keep_backup)
+        backup = RunBackup(
+            run_dir / BACKUP_DIR, track=stateful, delete_on_train_end=not keep_backup
+        )
         callbacks.append(backup)
-    return callbacks
+    return RunCallbacks(nan_stop, metrics, checkpoint, tensorboard, callbacks)
+
+
+def training_callbacks(
+    cfg: DictConfig, run_dir: Path, data: Dataset, *, keep_backup: bool = False
+) -> list[keras.callbacks.Callback]:
+    """:func:`run_callbacks`' list, for a caller that only passes them to ``fit``."""
+    return run_callbacks(cfg, run_dir, data, keep_backup=keep_backup).all
 
 
 # Training examples the doctor scores in inference mode at each epoch end.
@@ -407,29 +441,25 @@ def run_training(
             finish_run(cfg, run_dir)
             raise
 
-        callbacks = training_callbacks(cfg, run_dir, data, keep_backup=True)
-        for callback in callbacks:
-            if isinstance(callback, BestCheckpoint):
-                callback.every_epoch = every_epoch
+        callbacks = run_callbacks(cfg, run_dir, data, keep_backup=True, every_epoch=every_epoch)
         try:
-            fit(cfg, model, data, callbacks)
+            fit(cfg, model, data, callbacks.all)
         except NonFiniteLossError as exc:
             error = record_nan_stop(run_dir, exc.record, callbacks)
             finish_run(cfg, run_dir)
             raise error from None
         # From metrics.csv, not fit's history: a resumed run's history lacks earlier epochs.
-        rows = next(cb for cb in callbacks if isinstance(cb, MetricsCSV)).rows
+        rows = callbacks.metrics.rows
         ema_scores = None
         if cfg.optimizer.use_ema:  # the average at the end of training, as ema.keras holds
             save_ema_model(model, run_dir / "ema.keras")
             ema_scores = evaluate_test(cfg, model, data, raw=False)["ema"]
-        checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
-        kept = keep_best_model(model, checkpoint, run_dir, max(rows, default=0))
+        kept = keep_best_model(model, callbacks.checkpoint, run_dir, max(rows, default=0))
         test_metrics = evaluate_test(cfg, model, data, ema=False)
         broken = first_non_finite(rows, test_metrics)  # a NaN that NaNStop did not raise on
         if broken is not None:
-            nan_stop = next(cb for cb in callbacks if isinstance(cb, NaNStop))
-            error = record_nan_stop(run_dir, nan_stop.record_after_fit(*broken), callbacks)
+            record = callbacks.nan_stop.record_after_fit(*broken)
+            error = record_nan_stop(run_dir, record, callbacks)
             finish_run(cfg, run_dir)
             raise error from None
         if ema_scores is not None:
@@ -456,17 +486,16 @@ def run_training(
 
 
 def record_nan_stop(
-    run_dir: Path, record: dict[str, Any], callbacks: list[keras.callbacks.Callback]
+    run_dir: Path, record: dict[str, Any], callbacks: RunCallbacks
 ) -> NonFiniteLossError:
     """After a NaN/Inf stop: write ``nan.json``, flush TensorBoard, return the error to raise.
 
     The run is over (its directory counts as finished), so its backup is removed; metrics.csv
     keeps the completed epochs and ``checkpoints/`` the best model before the failure.
     """
-    for cb in callbacks:
-        if isinstance(cb, keras.callbacks.TensorBoard):
-            cb.on_train_end()  # fit left without calling it: close the event files
-    best = next((cb.best_path for cb in callbacks if isinstance(cb, BestCheckpoint)), None)
+    if callbacks.tensorboard is not None:
+        callbacks.tensorboard.on_train_end()  # fit left without calling it: close the files
+    best = callbacks.checkpoint.best_path
     record = {
         **record,
         "checkpoint": None if best is None else str(best),
