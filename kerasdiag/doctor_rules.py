@@ -260,54 +260,41 @@ def oscillation_finding(
     )
 
 
-def nan_loss_finding(
-    loss: float,
+def nan_finding(
     recent: Sequence[float],
     initial_loss: float | None,
     lr: LearningRate,
     *,
     step: int,
     epoch: int | None = None,
+    loss: float | None = None,
+    broken: Sequence[str] = (),
     stopping: bool = True,
     restoring: bool = True,
 ) -> Finding:
-    """``nan``: the training loss became ``loss`` (NaN/Inf) after the ``recent`` losses."""
-    return make_finding(
-        "nan",
-        f"the training loss became {loss}",
-        {"loss": loss, "previous_losses": list(recent), "lr": _read(lr)},
-        nan_fix(_read(lr), recent, stable_before(recent, initial_loss), stopping, restoring),
-        step=step,
-        epoch=epoch,
-    )
+    """``nan``: the training ``loss`` became NaN/Inf, or the weights ``broken`` hold NaN/Inf
+    values (the loss may still be finite), after the ``recent`` losses.
 
-
-def nan_weights_finding(
-    broken: Sequence[str],
-    recent: Sequence[float],
-    initial_loss: float | None,
-    lr: LearningRate,
-    *,
-    step: int,
-    epoch: int | None = None,
-    stopping: bool = True,
-    restoring: bool = True,
-) -> Finding:
-    """``nan``: the weights ``broken`` hold NaN/Inf values (the loss may still be finite)."""
-    loss_note = (
-        " while the loss is still finite (ReLU turns NaN inputs into 0)"
-        if recent and math.isfinite(recent[-1])
-        else ""
-    )
-    return make_finding(
-        "nan",
-        f"the weights {', '.join(broken[:4])}{' ...' if len(broken) > 4 else ''} hold "
-        f"NaN/Inf values{loss_note}",
-        {"non_finite_weights": list(broken), "previous_losses": list(recent)},
-        nan_fix(_read(lr), recent, stable_before(recent, initial_loss), stopping, restoring),
-        step=step,
-        epoch=epoch,
-    )
+    ``stopping``: training stops on it; ``restoring``: the last finite epoch's weights are
+    put back (both only change the fix's words).
+    """
+    if broken:
+        loss_note = (
+            " while the loss is still finite (ReLU turns NaN inputs into 0)"
+            if recent and math.isfinite(recent[-1])
+            else ""
+        )
+        what = (
+            f"the weights {', '.join(broken[:4])}{' ...' if len(broken) > 4 else ''} hold "
+            f"NaN/Inf values{loss_note}"
+        )
+        evidence = {"non_finite_weights": list(broken), "previous_losses": list(recent)}
+    else:
+        what = f"the training loss became {loss}"
+        evidence = {"loss": loss, "previous_losses": list(recent), "lr": _read(lr)}
+    stable = stable_before(recent, initial_loss)
+    fix = nan_fix(_read(lr), recent, stable, stopping, restoring)
+    return make_finding("nan", what, evidence, fix, step=step, epoch=epoch)
 
 
 def stable_before(recent: Sequence[float], initial_loss: float | None) -> bool:

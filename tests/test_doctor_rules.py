@@ -64,14 +64,14 @@ def test_stable_before_boundary():
 
 
 def test_nan_loss_finding_says_what_happens_and_the_likely_cause():
-    stable = rules.nan_loss_finding(math.nan, [2.3, 2.2], 2.3, LR, step=7, epoch=1)
+    stable = rules.nan_finding([2.3, 2.2], 2.3, LR, step=7, epoch=1, loss=math.nan)
     assert (stable.symptom, stable.severity, stable.step, stable.epoch) == ("nan", "error", 7, 1)
     assert stable.evidence == {"loss": math.nan, "previous_losses": [2.3, 2.2], "lr": LR}
     assert stable.fix.startswith("training stops and the weights of the end of the last finite")
     assert "stable just before (2.3, 2.2)" in stable.fix
     assert stable.fix.endswith(fix_for("nan", LR))
-    grew = rules.nan_loss_finding(
-        math.inf, [2.3, 9.0], 2.3, lambda: LR, step=7, stopping=False, restoring=False
+    grew = rules.nan_finding(
+        [2.3, 9.0], 2.3, lambda: LR, step=7, loss=math.inf, stopping=False, restoring=False
     )
     assert grew.fix.startswith("the last good checkpoint holds the last finite weights; ")
     assert "grew before it broke (divergence)" in grew.fix
@@ -81,11 +81,11 @@ def test_nan_loss_finding_says_what_happens_and_the_likely_cause():
 
 def test_nan_weights_finding_lists_the_broken_weights():
     names = [f"dense_{i}/kernel" for i in range(6)]
-    finding = rules.nan_weights_finding(names, [2.0, 2.1], 2.3, LR, step=3, epoch=2)
+    finding = rules.nan_finding([2.0, 2.1], 2.3, LR, step=3, epoch=2, broken=names)
     assert "dense_0/kernel, dense_1/kernel, dense_2/kernel, dense_3/kernel ..." in finding.message
     assert "while the loss is still finite" in finding.message
     assert finding.evidence["non_finite_weights"] == names
-    few = rules.nan_weights_finding(names[:1], [math.nan], 2.3, LR, step=3)
+    few = rules.nan_finding([math.nan], 2.3, LR, step=3, broken=names[:1])
     assert "..." not in few.message and "still finite" not in few.message
 
 

@@ -27,7 +27,7 @@ class ActivationHistograms(StepMonitor):
 
     Every ``freq`` optimizer steps the probe batch ``x`` runs through the model in inference
     mode and, for each layer with weights or an activation function, the monitor records a
-    histogram of its output and :class:`~kerasdiag.callbacks.stats.ActivationStats`: mean,
+    histogram of its output and :class:`~kerasdiag.doctor_rules.ActivationStats`: mean,
     std, the share of exact zeros, and
 
     - for ReLU layers, the **dead fraction**: units (features, or channels of a conv layer)

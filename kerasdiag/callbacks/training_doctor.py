@@ -101,7 +101,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         monitors: GradientMonitor / ActivationHistograms / UpdateRatioMonitor instances that
             run in the same ``fit``; the doctor reads their measurements instead of probing.
         stop_on: symptoms that end training when found (``model.stop_training``).
-        thresholds: a :class:`~kerasdiag.rules.Thresholds` or a mapping overriding some
+        thresholds: a :class:`~kerasdiag.doctor_rules.Thresholds` or a mapping overriding some
             of its fields (each is documented there).
         budget: the share of training time the doctor's own probes and weight checks may
             take after its first probe (0 < budget <= 1).
@@ -120,7 +120,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             model with BatchNorm is scored on the probe batch.
 
     Attributes:
-        findings: :class:`~kerasdiag.Finding` records (symptom, step, epoch,
+        findings: :class:`~kerasdiag.symptoms.Finding` records (symptom, step, epoch,
             layer, evidence, fix, severity, message), one per symptom and layer, repeats
             counted in ``count`` / ``last_step``.
         step_losses: (step, loss) of every training step seen.
@@ -378,7 +378,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             if self._fit.nan_epoch is None:
                 self._fit.nan_epoch = self._fit.epoch
             recent = [v for _, v in self.step_losses[-6:-1]]
-            self._record(rules.nan_loss_finding(loss, recent, **self._nan_context(step, lr)))
+            self._record(rules.nan_finding(recent, loss=loss, **self._nan_context(step, lr)))
             return
         if self.initial_loss is None:
             self.initial_loss = loss  # the first step's loss: before any update
@@ -433,7 +433,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         recent = [v for _, v in self.step_losses[-5:]]
         lr = self._lr
         self._record(
-            rules.nan_weights_finding(broken, recent, **self._nan_context(max(step - 1, 0), lr))
+            rules.nan_finding(recent, broken=broken, **self._nan_context(max(step - 1, 0), lr))
         )
 
     def _restore(self) -> None:
