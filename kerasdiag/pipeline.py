@@ -213,13 +213,7 @@ def watch_callbacks(
     The doctor comes after the monitors and judges what they measure, so nothing is
     computed twice; its findings go to ``doctor.json``.
     """
-    from kerasdiag.callbacks import (
-        ActivationHistograms,
-        GradientMonitor,
-        TrainingDoctor,
-        UpdateRatioMonitor,
-        monitor_callbacks,
-    )
+    from kerasdiag.callbacks import TrainingDoctor, monitor_callbacks
     from kerasdiag.callbacks.factory import probe_batch
 
     monitors = monitor_callbacks(
@@ -230,13 +224,12 @@ def watch_callbacks(
         epochs=int(cfg.trainer.epochs),
     )
     if not cfg.monitors.doctor:
-        return monitors
+        return monitors.all
     x, y = probe_batch(data, int(cfg.monitors.probe_size))
-    measured = (GradientMonitor, ActivationHistograms, UpdateRatioMonitor)
     doctor = TrainingDoctor(
         x,
         y,
-        monitors=[m for m in monitors if isinstance(m, measured)],
+        monitors=monitors.measured,
         stop_on=list(cfg.monitors.doctor_stop_on),
         thresholds=dict(cfg.monitors.doctor_thresholds),
         budget=float(cfg.monitors.doctor_budget),
@@ -247,7 +240,7 @@ def watch_callbacks(
         train_sample=(data.x_train[:TRAIN_SAMPLE], data.y_train[:TRAIN_SAMPLE]),
     )
     doctor.judge_curves = False  # the diagnosis judges them at the kept epoch (finish_run)
-    return [*monitors, doctor]
+    return [*monitors.all, doctor]
 
 
 def fit(

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from kerasdiag import doctor_rules
-from kerasdiag.arguments import check_positive_float
+from kerasdiag.arguments import check_positive_float, check_positive_int
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor, warn
 from kerasdiag.callbacks.probe_batch import GRADIENTS, ProbeBatch
@@ -58,6 +58,7 @@ class GradientMonitor(StepMonitor):
         vanishing_ratio: first/last layer norm ratio below which gradients vanish.
         max_norm: global norm above which gradients explode.
         growth: growth over the median of earlier probes that counts as exploding.
+        histogram_every: write the histograms at every n-th probe only (the first included).
 
     Attributes:
         history: one dict per probe: step, epoch, loss, global_norm, global_norm_clipped,
@@ -66,9 +67,6 @@ class GradientMonitor(StepMonitor):
     """
 
     probe_kind = GRADIENTS
-    # Histograms at every n-th probe only (the first included): they cost as much as the
-    # norms; scripts/train.py, probing often, sets 2.
-    histogram_every = 1
 
     def __init__(
         self,
@@ -80,6 +78,7 @@ class GradientMonitor(StepMonitor):
         vanishing_ratio: float = doctor_rules.VANISHING_RATIO,
         max_norm: float = doctor_rules.EXPLODING_NORM,
         growth: float = doctor_rules.GROWTH_FACTOR,
+        histogram_every: int = 1,
     ):
         super().__init__(freq, log_dir, "gradients", csv_path, ["step", "epoch", "name", "norm"])
         self.probe = ProbeBatch.of(x, y)
@@ -89,6 +88,9 @@ class GradientMonitor(StepMonitor):
         self.vanishing_ratio = check_positive_float("vanishing_ratio", vanishing_ratio)
         self.max_norm = check_positive_float("max_norm", max_norm)
         self.growth = check_positive_float("growth", growth)
+        # Histograms at every n-th probe only (the first included): they cost as much as
+        # the norms; scripts/train.py, probing often, draws them at every second.
+        self.histogram_every = check_positive_int("histogram_every", histogram_every)
         self.history: list[dict] = []
         self.flags: list[dict] = []
         self._warned: set[str] = set()
