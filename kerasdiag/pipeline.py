@@ -23,9 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from kerasdiag import text
 from kerasdiag.callbacks.base import MonitorWarning
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
+from kerasdiag.callbacks.factory import Monitors, monitor_callbacks, probe_batch
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError, first_non_finite
 from kerasdiag.callbacks.run_backup import RunBackup, remove_backup
+from kerasdiag.callbacks.training_doctor import TrainingDoctor
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.data.pipeline import make_epoch_dataset
 from kerasdiag.errors import ConfigError, KerasdiagError
@@ -157,7 +159,13 @@ def run_callbacks(
         float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
     )
     nan_stop = NaNStop(base_lr=float(cfg.optimizer.lr))
-    metrics = MetricsCSV(run_dir / "metrics.csv", resume=bool(cfg.trainer.resume))
+    monitors, doctor = watch_callbacks(cfg, run_dir, data)
+    # metrics.csv's lr column is the learning-rate monitor's record, when the run has one
+    metrics = MetricsCSV(
+        run_dir / "metrics.csv",
+        resume=bool(cfg.trainer.resume),
+        learning_rate=monitors.learning_rate,
+    )
     checkpoint = BestCheckpoint(
         run_dir / "checkpoints", monitor=cfg.trainer.checkpoint_monitor, every_epoch=every_epoch
     )
@@ -185,7 +193,7 @@ def run_callbacks(
     early_stopping = stateful[len(schedule) :]
     callbacks = [nan_stop, *schedule, metrics, checkpoint, *early_stopping]
     callbacks += [tensorboard] if tensorboard is not None else []
-    callbacks += watch_callbacks(cfg, run_dir, data)
+    callbacks += [*monitors.all, *([doctor] if doctor is not None else [])]
     if cfg.trainer.resume:
         backup = RunBackup(
             run_dir / BACKUP_DIR, track=stateful, delete_on_train_end=not keep_backup
@@ -207,15 +215,13 @@ TRAIN_SAMPLE = 1000
 
 def watch_callbacks(
     cfg: DictConfig, run_dir: Path, data: Dataset
-) -> list[keras.callbacks.Callback]:
+) -> tuple[Monitors, TrainingDoctor | None]:
     """The monitors ``conf/monitors/`` turns on (M1-M6, P8) and the TrainingDoctor (B1).
 
     The doctor comes after the monitors and judges what they measure, so nothing is
-    computed twice; its findings go to ``doctor.json``.
+    computed twice; its findings go to ``doctor.json``. Returns the monitors and the
+    doctor (None when ``monitors.doctor`` is off).
     """
-    from kerasdiag.callbacks import TrainingDoctor, monitor_callbacks
-    from kerasdiag.callbacks.factory import probe_batch
-
     monitors = monitor_callbacks(
         cfg.monitors,
         run_dir,
@@ -224,7 +230,7 @@ def watch_callbacks(
         epochs=int(cfg.trainer.epochs),
     )
     if not cfg.monitors.doctor:
-        return monitors.all
+        return monitors, None
     x, y = probe_batch(data, int(cfg.monitors.probe_size))
     doctor = TrainingDoctor(
         x,
@@ -240,7 +246,7 @@ def watch_callbacks(
         train_sample=(data.x_train[:TRAIN_SAMPLE], data.y_train[:TRAIN_SAMPLE]),
     )
     doctor.judge_curves = False  # the diagnosis judges them at the kept epoch (finish_run)
-    return [*monitors.all, doctor]
+    return monitors, doctor
 
 
 def fit(
