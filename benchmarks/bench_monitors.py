@@ -91,7 +91,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as run_dir:
                 callbacks = (
                     monitor_callbacks(monitors, run_dir, data, steps_per_epoch=steps,
-                                      epochs=args.epochs)
+                                      epochs=args.epochs).all
                     if with_monitors
                     else []
                 )  # fmt: skip

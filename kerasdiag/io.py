@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -147,6 +148,28 @@ def write_csv_atomic(
     writer.writerow(header)
     writer.writerows(rows)
     return write_text_atomic(path, buf.getvalue())
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with plain containers and scalars only, NaN/Inf as readable strings.
+
+    JSON has no NaN or Inf: they become ``"nan"``, ``"inf"``, ``"-inf"``; numpy scalars
+    become Python numbers, mapping keys strings. The one sanitizer of the JSON records a
+    run writes (findings, doctor.json, sanity.json); it copies every container.
+
+    Example:
+        >>> json_safe({"loss": float("nan"), 1: [2.5]})
+        {'loss': 'nan', '1': [2.5]}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # a numpy scalar
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _json_default(obj: Any) -> Any:

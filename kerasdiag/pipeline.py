@@ -11,6 +11,7 @@ import importlib
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,14 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from kerasdiag.callbacks.backup import RunBackup, remove_backup
+from kerasdiag import text
 from kerasdiag.callbacks.base import MonitorWarning
-from kerasdiag.callbacks.checkpoint import BestCheckpoint
+from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
+from kerasdiag.callbacks.factory import Monitors, monitor_callbacks, probe_batch
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError, first_non_finite
+from kerasdiag.callbacks.run_backup import RunBackup, remove_backup
+from kerasdiag.callbacks.training_doctor import TrainingDoctor
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.data.pipeline import make_epoch_dataset
 from kerasdiag.errors import ConfigError, KerasdiagError
@@ -108,14 +112,7 @@ def model_summary_text(model: keras.Model) -> str:
         shape = getattr(layer, "output", None)
         shape = "?" if shape is None else str(tuple(shape.shape))
         rows.append((layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i < 3 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
+    lines = text.format_table(rows, right={3}).split("\n")
     lines.insert(1, "-" * len(lines[0]))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     lines += [
@@ -126,9 +123,29 @@ def model_summary_text(model: keras.Model) -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_callbacks(
-    cfg: DictConfig, run_dir: Path, data: Dataset, *, keep_backup: bool = False
-) -> list[keras.callbacks.Callback]:
+@dataclass
+class RunCallbacks:
+    """The callbacks of one training run, by role, and all of them in ``fit``'s order.
+
+    What the pipeline reads after ``fit`` (the metrics.csv rows, the best checkpoint, the NaN
+    stop's record, TensorBoard's files to close) is a field here, configured when it is built.
+    """
+
+    nan_stop: NaNStop
+    metrics: MetricsCSV
+    checkpoint: BestCheckpoint
+    tensorboard: keras.callbacks.TensorBoard | None
+    all: list[keras.callbacks.Callback]
+
+
+def run_callbacks(
+    cfg: DictConfig,
+    run_dir: Path,
+    data: Dataset,
+    *,
+    keep_backup: bool = False,
+    every_epoch: bool = False,
+) -> RunCallbacks:
     """The callbacks every run gets: schedule, metrics.csv, best checkpoint, TensorBoard, ...
 
     ``NaNStop`` comes first: a NaN/Inf batch leaves ``fit`` before any callback records the
@@ -136,18 +153,27 @@ def training_callbacks(
     its metrics.csv row and checkpoint are written, with EarlyStopping's and the plateau
     schedule's progress; ``keep_backup`` keeps it after ``fit`` (the caller removes it when
     its run is complete, so a process killed after ``fit`` does not train again).
+    ``every_epoch`` keeps every epoch's checkpoint besides the best.
     """
-    _, callbacks = build_schedule(
+    _, schedule = build_schedule(
         float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
     )
-    callbacks = [NaNStop(base_lr=float(cfg.optimizer.lr)), *callbacks]
-    callbacks.append(MetricsCSV(run_dir / "metrics.csv", resume=bool(cfg.trainer.resume)))
-    callbacks.append(
-        BestCheckpoint(run_dir / "checkpoints", monitor=cfg.trainer.checkpoint_monitor)
+    nan_stop = NaNStop(base_lr=float(cfg.optimizer.lr))
+    monitors, doctor = watch_callbacks(cfg, run_dir, data)
+    # metrics.csv's lr column is the learning-rate monitor's record, when the run has one
+    metrics = MetricsCSV(
+        run_dir / "metrics.csv",
+        resume=bool(cfg.trainer.resume),
+        learning_rate=monitors.learning_rate,
     )
+    checkpoint = BestCheckpoint(
+        run_dir / "checkpoints", monitor=cfg.trainer.checkpoint_monitor, every_epoch=every_epoch
+    )
+    # The callbacks whose progress a resumed run needs back (ReduceLROnPlateau, EarlyStopping).
+    stateful: list[keras.callbacks.Callback] = list(schedule)
     es = cfg.trainer.early_stopping
     if es.enabled:
-        callbacks.append(
+        stateful.append(
             keras.callbacks.EarlyStopping(
                 monitor=es.monitor,
                 mode=metric_mode(es.monitor),  # as BestCheckpoint: one notion of "best"
@@ -156,6 +182,7 @@ def training_callbacks(
                 verbose=1,
             )
         )
+    tensorboard = None
     if cfg.trainer.tensorboard:
         tensorboard = keras.callbacks.TensorBoard(
             log_dir=str(run_dir / "tensorboard"), write_graph=False
@@ -163,14 +190,23 @@ def training_callbacks(
         # Writing per epoch with no profiling, its batch hooks only count batches: safe for
         # Keras' asynchronous batch-callback dispatch, so it does not sync every step.
         tensorboard.async_safe = True
-        callbacks.append(tensorboard)
-    callbacks += watch_callbacks(cfg, run_dir, data)
+    early_stopping = stateful[len(schedule) :]
+    callbacks = [nan_stop, *schedule, metrics, checkpoint, *early_stopping]
+    callbacks += [tensorboard] if tensorboard is not None else []
+    callbacks += [*monitors.all, *([doctor] if doctor is not None else [])]
     if cfg.trainer.resume:
-        stateful = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)
-        track = [cb for cb in callbacks if isinstance(cb, stateful)]
-        backup = RunBackup(run_dir / BACKUP_DIR, track=track, delete_on_train_end=not keep_backup)
+        backup = RunBackup(
+            run_dir / BACKUP_DIR, track=stateful, delete_on_train_end=not keep_backup
+        )
         callbacks.append(backup)
-    return callbacks
+    return RunCallbacks(nan_stop, metrics, checkpoint, tensorboard, callbacks)
+
+
+def training_callbacks(
+    cfg: DictConfig, run_dir: Path, data: Dataset, *, keep_backup: bool = False
+) -> list[keras.callbacks.Callback]:
+    """:func:`run_callbacks`' list, for a caller that only passes them to ``fit``."""
+    return run_callbacks(cfg, run_dir, data, keep_backup=keep_backup).all
 
 
 # Training examples the doctor scores in inference mode at each epoch end.
@@ -179,21 +215,13 @@ TRAIN_SAMPLE = 1000
 
 def watch_callbacks(
     cfg: DictConfig, run_dir: Path, data: Dataset
-) -> list[keras.callbacks.Callback]:
+) -> tuple[Monitors, TrainingDoctor | None]:
     """The monitors ``conf/monitors/`` turns on (M1-M6, P8) and the TrainingDoctor (B1).
 
     The doctor comes after the monitors and judges what they measure, so nothing is
-    computed twice; its findings go to ``doctor.json``.
+    computed twice; its findings go to ``doctor.json``. Returns the monitors and the
+    doctor (None when ``monitors.doctor`` is off).
     """
-    from kerasdiag.callbacks import (
-        ActivationHistograms,
-        GradientMonitor,
-        TrainingDoctor,
-        UpdateRatioMonitor,
-        monitor_callbacks,
-    )
-    from kerasdiag.callbacks.factory import probe_batch
-
     monitors = monitor_callbacks(
         cfg.monitors,
         run_dir,
@@ -202,13 +230,12 @@ def watch_callbacks(
         epochs=int(cfg.trainer.epochs),
     )
     if not cfg.monitors.doctor:
-        return monitors
+        return monitors, None
     x, y = probe_batch(data, int(cfg.monitors.probe_size))
-    measured = (GradientMonitor, ActivationHistograms, UpdateRatioMonitor)
     doctor = TrainingDoctor(
         x,
         y,
-        monitors=[m for m in monitors if isinstance(m, measured)],
+        monitors=monitors.measured,
         stop_on=list(cfg.monitors.doctor_stop_on),
         thresholds=dict(cfg.monitors.doctor_thresholds),
         budget=float(cfg.monitors.doctor_budget),
@@ -219,7 +246,7 @@ def watch_callbacks(
         train_sample=(data.x_train[:TRAIN_SAMPLE], data.y_train[:TRAIN_SAMPLE]),
     )
     doctor.judge_curves = False  # the diagnosis judges them at the kept epoch (finish_run)
-    return [*monitors, doctor]
+    return monitors, doctor
 
 
 def fit(
@@ -322,7 +349,7 @@ def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, pat
 
 def save_ema_model(model: keras.Model, path: Path) -> None:
     """Save the model with the optimizer's moving average of its weights (O4, E4)."""
-    from kerasdiag.callbacks.ema import ema_weights
+    from kerasdiag.callbacks.restore_raw_weights import ema_weights
 
     with ema_weights(model), atomic_path(path) as tmp:
         model.save(tmp)
@@ -413,29 +440,25 @@ def run_training(
             finish_run(cfg, run_dir)
             raise
 
-        callbacks = training_callbacks(cfg, run_dir, data, keep_backup=True)
-        for callback in callbacks:
-            if isinstance(callback, BestCheckpoint):
-                callback.every_epoch = every_epoch
+        callbacks = run_callbacks(cfg, run_dir, data, keep_backup=True, every_epoch=every_epoch)
         try:
-            fit(cfg, model, data, callbacks)
+            fit(cfg, model, data, callbacks.all)
         except NonFiniteLossError as exc:
             error = record_nan_stop(run_dir, exc.record, callbacks)
             finish_run(cfg, run_dir)
             raise error from None
         # From metrics.csv, not fit's history: a resumed run's history lacks earlier epochs.
-        rows = next(cb for cb in callbacks if isinstance(cb, MetricsCSV)).rows
+        rows = callbacks.metrics.rows
         ema_scores = None
         if cfg.optimizer.use_ema:  # the average at the end of training, as ema.keras holds
             save_ema_model(model, run_dir / "ema.keras")
             ema_scores = evaluate_test(cfg, model, data, raw=False)["ema"]
-        checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
-        kept = keep_best_model(model, checkpoint, run_dir, max(rows, default=0))
+        kept = keep_best_model(model, callbacks.checkpoint, run_dir, max(rows, default=0))
         test_metrics = evaluate_test(cfg, model, data, ema=False)
         broken = first_non_finite(rows, test_metrics)  # a NaN that NaNStop did not raise on
         if broken is not None:
-            nan_stop = next(cb for cb in callbacks if isinstance(cb, NaNStop))
-            error = record_nan_stop(run_dir, nan_stop.record_after_fit(*broken), callbacks)
+            record = callbacks.nan_stop.record_after_fit(*broken)
+            error = record_nan_stop(run_dir, record, callbacks)
             finish_run(cfg, run_dir)
             raise error from None
         if ema_scores is not None:
@@ -462,17 +485,16 @@ def run_training(
 
 
 def record_nan_stop(
-    run_dir: Path, record: dict[str, Any], callbacks: list[keras.callbacks.Callback]
+    run_dir: Path, record: dict[str, Any], callbacks: RunCallbacks
 ) -> NonFiniteLossError:
     """After a NaN/Inf stop: write ``nan.json``, flush TensorBoard, return the error to raise.
 
     The run is over (its directory counts as finished), so its backup is removed; metrics.csv
     keeps the completed epochs and ``checkpoints/`` the best model before the failure.
     """
-    for cb in callbacks:
-        if isinstance(cb, keras.callbacks.TensorBoard):
-            cb.on_train_end()  # fit left without calling it: close the event files
-    best = next((cb.best_path for cb in callbacks if isinstance(cb, BestCheckpoint)), None)
+    if callbacks.tensorboard is not None:
+        callbacks.tensorboard.on_train_end()  # fit left without calling it: close the files
+    best = callbacks.checkpoint.best_path
     record = {
         **record,
         "checkpoint": None if best is None else str(best),

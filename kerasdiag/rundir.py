@@ -13,6 +13,9 @@ No TensorFlow here: ``scripts/train.py`` checks the directory before Hydra write
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +160,76 @@ def is_locked(run_dir: str | os.PathLike) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
+
+
+# --- reading a run's files --------------------------------------------------------------------
+
+
+def read_metrics_csv(path: str | os.PathLike) -> dict[int, dict[str, Any]]:
+    """Rows of a metrics.csv keyed by epoch, numbers as floats (empty cells dropped)."""
+    rows: dict[int, dict[str, Any]] = {}
+    with open(path, newline="") as f:
+        for rec in csv.DictReader(f):
+            row = {k: float(v) for k, v in rec.items() if v not in ("", None)}
+            epoch = int(row["epoch"])
+            row["epoch"] = epoch
+            rows[epoch] = row
+    return rows
+
+
+class RunFiles:
+    """Read-only access to the files of a run directory; a missing file reads as empty.
+
+    Example:
+        >>> RunFiles("outputs/run").history()["loss"]  # doctest: +SKIP
+        [2.1, 1.4, 0.9]
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"run directory {self.path} does not exist")
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def json(self, name: str) -> Any:
+        path = self.path / name
+        if not path.is_file():
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def config(self) -> Any:
+        path = self.path / CONFIG_FILE
+        if not path.is_file():
+            return None
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+    def history(self) -> dict[str, list[float]]:
+        """metrics.csv as {column: [value per epoch]} (NaN where a cell is empty)."""
+        path = self.path / "metrics.csv"
+        if not path.is_file():
+            return {}
+        rows = read_metrics_csv(path)
+        columns = sorted({k for row in rows.values() for k in row})
+        return {c: [float(rows[e].get(c, math.nan)) for e in sorted(rows)] for c in columns}
+
+    def csv_rows(self, name: str) -> list[list[str]]:
+        """A CSV file's data rows (header dropped) as lists of strings."""
+        path = self.path / name
+        if not path.is_file():
+            return []
+        with open(path, newline="") as f:
+            return list(csv.reader(f))[1:]
+
+    def sanity_initial_loss(self) -> float | None:
+        for stage in self.json("sanity.json") or []:
+            value = stage.get("value")
+            if stage.get("name") == "initial_loss" and _finite(value):
+                return float(value)
+        return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -17,9 +17,11 @@ This module imports no TensorFlow.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from kerasdiag.io import json_safe
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,109 @@ _SYMPTOMS = (
 
 SYMPTOMS: dict[str, Symptom] = {s.name: s for s in _SYMPTOMS}
 
+# Symptoms the doctor names while training runs, then those judged from the finished curves.
+TRAINING_SYMPTOMS = (
+    "nan",
+    "exploding_gradients",
+    "vanishing_gradients",
+    "dying_relu",
+    "saturated_activations",
+    "oscillating_loss",
+    "slow_convergence",
+    "stagnant_weights",
+)
+CURVE_SYMPTOMS = ("lr_too_high", "lr_too_low", "overfitting", "underfitting")
+# What the doctor and diagnose() name (and what ``stop_on`` may list).
+JUDGED_SYMPTOMS = TRAINING_SYMPTOMS + CURVE_SYMPTOMS
+# A pre-training check that failed (sanity.json): shown with the run's other findings.
+SANITY_SYMPTOMS = ("failed_sanity_check",)
+# "error": training is broken and its result is unusable; "warning": it works, but badly.
+ERROR_SYMPTOMS = frozenset({"nan", "exploding_gradients"})
+# GradientMonitor's flags, as symptoms.
+GRADIENT_FLAG_SYMPTOMS = {"vanishing": "vanishing_gradients", "exploding": "exploding_gradients"}
+# UpdateRatioMonitor's verdicts: the likely cause, and the symptom whose fix applies.
+UPDATE_RATIO_CAUSES = {
+    "too_high": ("the learning rate is probably too high", "lr_too_high"),
+    "too_low": (
+        "the learning rate is probably too low, unless the gradient vanishes",
+        "lr_too_low",
+    ),
+}
+
+
+@dataclass
+class Finding:
+    """One named symptom: where it was seen, the numbers that show it, and what to change.
+
+    ``step`` is the optimizer step (0 = before the first update) and ``epoch`` the 1-based
+    epoch it was seen in (as in metrics.csv); both are None for whole-run judgements that
+    have no single moment. ``count`` and ``last_step`` record repeats of the same symptom in
+    the same layer. ``source`` is ``"doctor"`` (seen during training), ``"curves"`` (judged
+    from the finished curves) or ``"nan_stop"`` (from nan.json).
+
+    Example:
+        >>> make_finding("dying_relu", "90% dead", {}, fix_for("dying_relu"), step=3).severity
+        'warning'
+    """
+
+    symptom: str
+    severity: str
+    evidence: dict[str, Any]
+    fix: str
+    step: int | None = None
+    epoch: int | None = None
+    layer: str | None = None
+    message: str = ""
+    source: str = "doctor"
+    count: int = 1
+    last_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Finding:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def __str__(self) -> str:
+        return f"{self.message} Fix: {self.fix}"
+
+
+def make_finding(
+    symptom: str,
+    what: str,
+    evidence: dict[str, Any],
+    fix: str,
+    *,
+    step: int | None = None,
+    epoch: int | None = None,
+    layer: str | None = None,
+    source: str = "doctor",
+) -> Finding:
+    """A Finding with its severity and a one-line message ``"<symptom> at ...: <what>."``."""
+    if symptom not in JUDGED_SYMPTOMS + SANITY_SYMPTOMS:
+        known = ", ".join(JUDGED_SYMPTOMS + SANITY_SYMPTOMS)
+        raise ValueError(f"unknown symptom {symptom!r}; known: {known}")
+    where = []
+    if step is not None:
+        where.append(f"step {step}")
+    if epoch is not None:
+        where.append(f"epoch {epoch}")
+    at = f" at {', '.join(where)}" if where else ""
+    return Finding(
+        symptom=symptom,
+        severity="error" if symptom in ERROR_SYMPTOMS else "warning",
+        evidence=evidence,
+        fix=fix,
+        step=step,
+        epoch=epoch,
+        layer=layer,
+        message=f"{symptom}{at}: {what}.",
+        source=source,
+        last_step=step,
+    )
+
 
 def lr_hint(lr: float | None, factor: float) -> str:
     """``" (optimizer.lr=0.001; it is 0.01)"``: the learning rate to try, or "" if unknown."""
@@ -192,6 +297,68 @@ def reconcile(findings: list[Any]) -> list[Any]:
             if lr_direction(finding.symptom) > 0:
                 finding.fix = withheld_fix(lowering)
     return findings
+
+
+def after_causes_fix(causes: Iterable[str], fix: str) -> str:
+    """``fix`` of a slow run, after the ``causes`` (symptoms found before) that come first."""
+    return f"first fix {', '.join(sorted(set(causes)))} (found above); then {fix}"
+
+
+def vanishing_after_dying_fix(dying_layers: Sequence[str], fix: str) -> str:
+    """The vanishing-gradient ``fix`` when dead ReLU units (in ``dying_layers``) explain it."""
+    return (
+        f"the dead ReLU units of {', '.join(dying_layers)} pass no gradient: "
+        f"fix dying_relu first; {fix}"
+    )
+
+
+def nan_fix(
+    lr: float | None,
+    recent: Sequence[float],
+    stable: bool,
+    stopping: bool = True,
+    restoring: bool = True,
+) -> str:
+    """The doctor's fix of a NaN: what happens to the run, the likely cause, the nan fix.
+
+    ``stable``: the ``recent`` losses before it were stable (a bad batch or an unsafe
+    operation is likelier than divergence); ``stopping``: training stops on it;
+    ``restoring``: the last finite epoch's weights are put back.
+    """
+    kept = (
+        "the weights of the end of the last finite epoch are put back"
+        if restoring
+        else "the last good checkpoint holds the last finite weights"
+    )
+    stop = "training stops and " if stopping else ""
+    if stable:
+        cause = (
+            f"the loss was stable just before ({', '.join(f'{v:.3g}' for v in recent)}), "
+            "so a bad batch or an unsafe operation is more likely than divergence; "
+        )
+    else:
+        cause = "the loss grew before it broke (divergence); "
+    return f"{stop}{kept}; {cause}{fix_for('nan', lr)}"
+
+
+def nan_advice(lr: float, step: int, clipped: bool, base_lr: float | None = None) -> list[str]:
+    """What the NaN stop advises after a NaN/Inf loss, most likely cure first.
+
+    ``lr`` is the rate in force when the loss broke, ``base_lr`` the configured one.
+    """
+    base = lr if base_lr is None else base_lr
+    now = not math.isclose(lr, base, rel_tol=1e-6)
+    advice = [fix_for("nan", base) + (f" (the rate was {lr:.3g} at that step)" if now else "")]
+    if clipped:
+        advice.append("gradients are already clipped: lower the learning rate first")
+    if step <= 10:
+        advice.append(
+            "it broke in the first steps: check the inputs (data.normalize=true, no huge "
+            "values) and the loss (loss.from_logits matches the model's last layer)"
+        )
+    elif not now:  # a constant rate: ramping up to it often avoids the blow-up
+        advice.append("warm up to the rate: schedule=cosine schedule.warmup_epochs=1")
+    return advice
 
 
 # --- fixes of the checks before and around training ------------------------------------------
@@ -263,6 +430,19 @@ NO_PROBE_HINT = (
 )
 
 __all__ = [
+    "CURVE_SYMPTOMS",
+    "ERROR_SYMPTOMS",
+    "GRADIENT_FLAG_SYMPTOMS",
+    "JUDGED_SYMPTOMS",
+    "SANITY_SYMPTOMS",
+    "TRAINING_SYMPTOMS",
+    "UPDATE_RATIO_CAUSES",
+    "Finding",
+    "after_causes_fix",
+    "make_finding",
+    "nan_advice",
+    "nan_fix",
+    "vanishing_after_dying_fix",
     "LEAKAGE_FIX",
     "SHIFT_FIX",
     "INPUT_UNUSED_FIX",

@@ -46,8 +46,10 @@ MODULE_TESTS: dict[str, tuple[str, list[str]]] = {
         ["test_cifar_format.py", "test_security.py"],
     ),
     "diagnosis": ("kerasdiag/diagnosis.py", ["test_diagnosis.py"]),
+    # the doctor's rules: pure functions, their tests run in seconds without TensorFlow
+    "doctor_rules": ("kerasdiag/doctor_rules.py", ["test_doctor_rules.py"]),
     "doctor": (
-        "kerasdiag/callbacks/doctor.py",
+        "kerasdiag/callbacks/training_doctor.py",
         ["test_doctor.py", "test_doctor_zoo.py", "test_breaks.py"],
     ),
     "rundir": ("kerasdiag/rundir.py", ["test_rundir.py"]),

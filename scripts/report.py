@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.bayes_error is not None and not 0 <= args.bayes_error < 1:
         fail(f"--bayes-error must be in [0, 1), got {args.bayes_error}")
 
-    from kerasdiag.diagnosis import diagnose  # TensorFlow starts here
+    from kerasdiag.diagnosis import diagnose  # no TensorFlow: a report rebuilds in seconds
     from kerasdiag.report import build_report
 
     if args.rediagnose or args.bayes_error is not None:

@@ -16,10 +16,11 @@ from kerasdiag.callbacks import (
     CurvePlotter,
     GradientMonitor,
     LearningRateMonitor,
+    MetricsCSV,
     MonitorWarning,
     UpdateRatioMonitor,
 )
-from kerasdiag.callbacks.curves import step_losses
+from kerasdiag.callbacks.curve_plotter import step_losses
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
 
@@ -283,6 +284,23 @@ def test_learning_rate_monitor_sees_scheduler_callbacks_in_any_order(digits):
     model = mlp([16], optimizer=keras.optimizers.SGD(0.5))
     fit(model, x[:128], y[:128], [monitor, scheduler], epochs=3)  # monitor first
     np.testing.assert_allclose([r[2] for r in monitor.history], [0.1, 0.05, 0.1 / 3], rtol=1e-6)
+
+
+def test_metrics_csv_lr_is_the_learning_rate_monitors_record(digits, tmp_path):
+    x, y = digits
+    monitor = LearningRateMonitor()
+    shared = MetricsCSV(tmp_path / "shared.csv", learning_rate=monitor)
+    alone = MetricsCSV(tmp_path / "alone.csv")  # drives a reader of its own, writing no file
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch: 0.1 / (1 + epoch))
+    model = mlp([16], optimizer=keras.optimizers.SGD(0.5))
+    # metrics.csv before the scheduler: read at epoch begin, its lr would lag one epoch
+    fit(model, x[:128], y[:128], [shared, alone, monitor, scheduler], epochs=3)
+    expected = [0.1, 0.05, 0.1 / 3]
+    np.testing.assert_allclose([r[2] for r in monitor.history], expected, rtol=1e-6)
+    for metrics in (shared, alone):
+        np.testing.assert_allclose([metrics.rows[e]["lr"] for e in (1, 2, 3)], expected, rtol=1e-6)
+    assert shared.learning_rate is monitor and alone.learning_rate is not monitor
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.csv", "shared.csv"]
 
 
 # --- curves (M1, M2, M6) ----------------------------------------------------------------------

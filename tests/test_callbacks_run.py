@@ -182,14 +182,21 @@ def test_factory_builds_the_enabled_monitors_and_they_write_into_the_run(digits,
     from kerasdiag.pipeline import build_model
 
     cfg = OmegaConf.create({**MONITOR_DEFAULTS, "gradients": False, "update_ratio_freq": 5})
-    callbacks = monitor_callbacks(cfg, tmp_path, digits)
+    monitors = monitor_callbacks(cfg, tmp_path, digits)
+    callbacks = monitors.all
     names = [type(c).__name__ for c in callbacks]
     assert names == [
         "LearningRateMonitor", "UpdateRatioMonitor", "ActivationHistograms",
         "FilterImages", "CurvePlotter", "RestoreRawWeights",
     ]  # fmt: skip
-    assert callbacks[1].freq == 5 and callbacks[2].freq == FALLBACK_FREQ["activations_freq"]
-    assert callbacks[2].x.shape == (MONITOR_DEFAULTS["probe_size"], 8, 8, 1)
+    assert monitors.gradients is None
+    assert monitors.measured == [monitors.update_ratio, monitors.activations]
+    assert monitors.update_ratio.freq == 5
+    assert monitors.activations.freq == FALLBACK_FREQ["activations_freq"]
+    assert monitors.activations.histogram_every == 1  # without the run's length
+    assert monitors.activations.x.shape == (MONITOR_DEFAULTS["probe_size"], 8, 8, 1)
+    planned = monitor_callbacks(cfg, tmp_path, digits, steps_per_epoch=10, epochs=3)
+    assert planned.activations.histogram_every == 2 and planned.activations.freq == 1
     # Thin batch hooks: no monitor stops Keras from running batch-end callbacks on its
     # worker thread (they either keep the default hook or are safe there).
     for callback in callbacks:
@@ -217,7 +224,7 @@ def test_factory_reports_bad_values_with_their_key(digits, tmp_path):
         monitor_callbacks(OmegaConf.create({"probe_size": -3}), tmp_path, digits)
     off = {k: False for k, v in MONITOR_DEFAULTS.items() if isinstance(v, bool)}
     only = monitor_callbacks(OmegaConf.create(off), tmp_path, digits)
-    assert [type(c).__name__ for c in only] == ["RestoreRawWeights"]
+    assert [type(c).__name__ for c in only.all] == ["RestoreRawWeights"]
 
 
 def test_probe_batch_is_fixed_and_spread_over_the_training_set(digits):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerasdiag import doctor_rules
 from kerasdiag.callbacks import (
     ActivationHistograms,
     CurvePlotter,
@@ -16,8 +17,8 @@ from kerasdiag.callbacks import (
     stats,
 )
 from kerasdiag.callbacks.base import CsvLog, FileWrites, histogram_buckets
-from kerasdiag.callbacks.curves import step_losses
-from kerasdiag.callbacks.filters import filter_grid, first_layer_filters
+from kerasdiag.callbacks.curve_plotter import step_losses
+from kerasdiag.callbacks.filter_images import filter_grid, first_layer_filters
 
 
 def test_update_ratios_match_hand_computation():
@@ -48,7 +49,7 @@ def test_snapshot_keeps_the_old_value_after_the_variable_changes():
     ],
 )
 def test_update_ratio_verdict_bands(ratio, verdict):
-    assert stats.update_ratio_verdict(ratio) == verdict
+    assert doctor_rules.update_ratio_verdict(ratio) == verdict
 
 
 def test_activation_stats_on_known_values():
@@ -152,11 +153,11 @@ def test_clip_like_optimizer_matches_the_optimizers_own_step():
 
 def test_gradient_flags():
     healthy = {"a": 1.0, "b": 2.0}
-    assert stats.gradient_flags(3.0, healthy, [2.0, 3.0, 2.5]) == {}
-    assert "vanishing" in stats.gradient_flags(1.0, {"a": 1e-6, "b": 1.0})
-    assert "exploding" in stats.gradient_flags(5e3, healthy)
-    assert "exploding" in stats.gradient_flags(float("nan"), healthy)
-    grown = stats.gradient_flags(500.0, healthy, [1.0, 2.0, 1.5])
+    assert doctor_rules.gradient_flags(3.0, healthy, [2.0, 3.0, 2.5]) == {}
+    assert "vanishing" in doctor_rules.gradient_flags(1.0, {"a": 1e-6, "b": 1.0})
+    assert "exploding" in doctor_rules.gradient_flags(5e3, healthy)
+    assert "exploding" in doctor_rules.gradient_flags(float("nan"), healthy)
+    grown = doctor_rules.gradient_flags(500.0, healthy, [1.0, 2.0, 1.5])
     assert "grew" in grown["exploding"]
 
 

@@ -298,13 +298,16 @@ def test_missing_run_dir_is_an_error(tmp_path):
 
 
 def test_gradient_thresholds_match_gradient_monitor():
-    from kerasdiag.callbacks import stats
+    import inspect
+
+    from kerasdiag.callbacks import GradientMonitor
 
     th = Thresholds()
+    defaults = inspect.signature(GradientMonitor).parameters
     assert (th.exploding_norm, th.gradient_growth, th.vanishing_ratio) == (
-        stats.EXPLODING_NORM,
-        stats.GROWTH_FACTOR,
-        stats.VANISHING_RATIO,
+        defaults["max_norm"].default,
+        defaults["growth"].default,
+        defaults["vanishing_ratio"].default,
     )
 
 

@@ -68,7 +68,7 @@ def digits_xy():
 def _backed_up_fit(backup: Path, digits_xy, epochs: int):
     import keras
 
-    from kerasdiag.callbacks.backup import RunBackup
+    from kerasdiag.callbacks.run_backup import RunBackup
 
     x, y = digits_xy
     keras.utils.set_random_seed(0)

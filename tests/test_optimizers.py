@@ -96,8 +96,8 @@ def test_rmsprop_decay_is_configurable():
 
 def test_lr_logged_per_epoch_in_a_real_fit(tmp_path):
     """The lr in metrics.csv follows the step schedule epoch by epoch (epochs -> steps right)."""
-    from kerasdiag.callbacks.metrics_csv import read_metrics_csv
     from kerasdiag.pipeline import run_training
+    from kerasdiag.rundir import read_metrics_csv
 
     cfg = load_config(
         ["schedule=step", "schedule.drop_every=2", "schedule.factor=0.5", "trainer.epochs=5",

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from _gradcheck_helpers import digits
 
-from kerasdiag.callbacks.backup import RunBackup
+from kerasdiag.callbacks.run_backup import RunBackup
 from kerasdiag.config import load_config
 from kerasdiag.data.loaders import load_dataset
 from kerasdiag.errors import DataError

@@ -16,11 +16,16 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from kerasdiag.callbacks.metrics_csv import read_metrics_csv
 from kerasdiag.config import load_config
 from kerasdiag.errors import KerasdiagError
 from kerasdiag.io import TMP_PREFIX, atomic_path, remove_stale_temporaries, write_json_atomic
-from kerasdiag.rundir import LOCK_FILE, check_run_dir, claim_run_dir, run_dir_status
+from kerasdiag.rundir import (
+    LOCK_FILE,
+    check_run_dir,
+    claim_run_dir,
+    read_metrics_csv,
+    run_dir_status,
+)
 
 from conftest import REPO, run_train
 
@@ -117,7 +122,7 @@ def _state(cb) -> dict:
 def test_run_backup_restores_weights_optimizer_and_early_stopping(tmp_path, digits_xy):
     import keras
 
-    from kerasdiag.callbacks.backup import RunBackup
+    from kerasdiag.callbacks.run_backup import RunBackup
 
     x, y = digits_xy
     backup = tmp_path / "backup"
@@ -165,7 +170,7 @@ def test_run_backup_restores_weights_optimizer_and_early_stopping(tmp_path, digi
 def test_a_finished_fit_is_not_trained_again(tmp_path, digits_xy):
     import keras
 
-    from kerasdiag.callbacks.backup import RunBackup
+    from kerasdiag.callbacks.run_backup import RunBackup
 
     x, y = digits_xy
     fit = {"x": x, "y": y, "validation_split": 0.25, "epochs": 4, "verbose": 0}

@@ -16,11 +16,8 @@ from omegaconf import OmegaConf
 
 from kerasdiag import diagnose
 from kerasdiag.callbacks import (
-    ActivationHistograms,
-    GradientMonitor,
     MetricsCSV,
     TrainingDoctor,
-    UpdateRatioMonitor,
     monitor_callbacks,
 )
 from kerasdiag.config import load_config
@@ -66,13 +63,8 @@ def full_run(tmp_path_factory) -> Path:
     write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
     run_sanity(cfg, model, data, run_dir)
     monitors = monitor_callbacks(cfg.monitors, run_dir, data)
-    judged = [
-        m
-        for m in monitors
-        if isinstance(m, (GradientMonitor, ActivationHistograms, UpdateRatioMonitor))
-    ]
-    doctor = TrainingDoctor(monitors=judged, path=run_dir / "doctor.json", verbose=0)
-    fit(cfg, model, data, [*training_callbacks(cfg, run_dir, data), *monitors, doctor])
+    doctor = TrainingDoctor(monitors=monitors.measured, path=run_dir / "doctor.json", verbose=0)
+    fit(cfg, model, data, [*training_callbacks(cfg, run_dir, data), *monitors.all, doctor])
     write_json_atomic(run_dir / "test_metrics.json", evaluate_test(cfg, model, data))
     write_test_confusion(cfg, model, data, run_dir / CONFUSION_FILE)
     diagnose(run_dir)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 
-from kerasdiag.callbacks.checkpoint import BestCheckpoint
+from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.config import load_config
 from kerasdiag.config.schema import check_tuner
 from kerasdiag.ensemble.selection import (

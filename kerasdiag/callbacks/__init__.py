@@ -7,19 +7,23 @@ Importing this package starts TensorFlow; no configuration lives here.
 The numbers the monitors log come from :mod:`kerasdiag.callbacks.stats`.
 """
 
-from kerasdiag.callbacks.activations import ActivationHistograms
+from kerasdiag.callbacks.activation_histograms import ActivationHistograms
 from kerasdiag.callbacks.base import MonitorWarning
-from kerasdiag.callbacks.checkpoint import BestCheckpoint
-from kerasdiag.callbacks.curves import CurvePlotter
-from kerasdiag.callbacks.doctor import TrainingDoctor
-from kerasdiag.callbacks.ema import RestoreRawWeights, ema_weights, evaluate_with_ema
+from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
+from kerasdiag.callbacks.curve_plotter import CurvePlotter
 from kerasdiag.callbacks.factory import monitor_callbacks
-from kerasdiag.callbacks.filters import FilterImages
-from kerasdiag.callbacks.gradients import GradientMonitor
-from kerasdiag.callbacks.learning_rate import LearningRateMonitor
+from kerasdiag.callbacks.filter_images import FilterImages
+from kerasdiag.callbacks.gradient_monitor import GradientMonitor
+from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
-from kerasdiag.callbacks.probe import ProbeBatch
-from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
+from kerasdiag.callbacks.probe_batch import ProbeBatch
+from kerasdiag.callbacks.restore_raw_weights import (
+    RestoreRawWeights,
+    ema_weights,
+    evaluate_with_ema,
+)
+from kerasdiag.callbacks.training_doctor import TrainingDoctor
+from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
 
 __all__ = [
     "ActivationHistograms",

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from kerasdiag.callbacks.activations import ActivationHistograms
-from kerasdiag.callbacks.curves import CurvePlotter
-from kerasdiag.callbacks.ema import RestoreRawWeights
-from kerasdiag.callbacks.filters import FilterImages
-from kerasdiag.callbacks.gradients import GradientMonitor
-from kerasdiag.callbacks.learning_rate import LearningRateMonitor
-from kerasdiag.callbacks.probe import ProbeBatch
-from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
+from kerasdiag.callbacks.activation_histograms import ActivationHistograms
+from kerasdiag.callbacks.curve_plotter import CurvePlotter
+from kerasdiag.callbacks.filter_images import FilterImages
+from kerasdiag.callbacks.gradient_monitor import GradientMonitor
+from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
+from kerasdiag.callbacks.probe_batch import ProbeBatch
+from kerasdiag.callbacks.restore_raw_weights import RestoreRawWeights
+from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
 from kerasdiag.config.schema import MonitorsConfig
 from kerasdiag.errors import ConfigError
 
@@ -62,6 +62,31 @@ def probe_batch(data: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
     return data.x_train[index], data.y_train[index]
 
 
+@dataclass
+class Monitors:
+    """The monitors a run turned on, by role (None: off), and all of them in ``fit``'s order.
+
+    ``measured`` are the ones whose measurements the TrainingDoctor judges.
+    """
+
+    learning_rate: LearningRateMonitor | None
+    update_ratio: UpdateRatioMonitor | None
+    activations: ActivationHistograms | None
+    gradients: GradientMonitor | None
+    filters: FilterImages | None
+    curves: CurvePlotter | None
+    restore_raw: RestoreRawWeights
+
+    @property
+    def all(self) -> list[keras.callbacks.Callback]:
+        return [getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None]
+
+    @property
+    def measured(self) -> list[keras.callbacks.Callback]:
+        kinds = (self.update_ratio, self.activations, self.gradients)
+        return [m for m in kinds if m is not None]
+
+
 def monitor_callbacks(
     monitors_cfg: Any,
     run_dir: str | os.PathLike,
@@ -69,7 +94,7 @@ def monitor_callbacks(
     *,
     steps_per_epoch: int | None = None,
     epochs: int | None = None,
-) -> list[keras.callbacks.Callback]:
+) -> Monitors:
     """Build every monitor ``monitors_cfg`` enables, writing into ``run_dir``.
 
     TensorBoard runs go under ``run_dir/tensorboard/<monitor>``, CSV files
@@ -79,66 +104,59 @@ def monitor_callbacks(
     :class:`~kerasdiag.data.Dataset`), one :class:`ProbeBatch` shared by the activation
     and gradient monitors. :class:`RestoreRawWeights` is always included: with
     ``optimizer.use_ema`` it keeps the raw weights in the model after ``fit``, so that
-    :func:`~kerasdiag.callbacks.ema.evaluate_with_ema` can report both; otherwise it does
-    nothing. Invalid values raise :class:`~kerasdiag.errors.ConfigError` naming the key.
+    :func:`~kerasdiag.callbacks.restore_raw_weights.evaluate_with_ema` can report both;
+    otherwise it does nothing. Invalid values raise :class:`~kerasdiag.errors.ConfigError`
+    naming the key.
 
     The ``*_freq`` keys count optimizer steps: the step-based monitors measure before steps
     0, freq, 2 * freq, ... A frequency of None is :func:`probe_freq` of the run when
     ``steps_per_epoch`` and ``epochs`` are given (at least twice per epoch, at least 20
-    times per run), else ``FALLBACK_FREQ``.
+    times per run; histograms then at every second probe), else ``FALLBACK_FREQ``.
+
+    Example:
+        >>> monitors = monitor_callbacks(cfg.monitors, run_dir, data)  # doctest: +SKIP
+        >>> model.fit(x, y, callbacks=monitors.all)  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
     log_dir = run_dir / "tensorboard"
+    planned = bool(steps_per_epoch and epochs)
 
     def value(key: str) -> Any:
         found = getattr(monitors_cfg, key, MONITOR_DEFAULTS[key])
         if found is None and key.endswith("_freq"):
-            if steps_per_epoch and epochs:
-                return probe_freq(steps_per_epoch, epochs)
-            return FALLBACK_FREQ[key]
+            return probe_freq(steps_per_epoch, epochs) if planned else FALLBACK_FREQ[key]
         return found
 
-    def build(key: str, factory, *args, **kwargs):
+    def build(key: str, monitor, filename: str, *probe, **kwargs):
+        """The monitor ``key`` if it is on; ``<key>_freq`` is its frequency."""
+        if not value(key):
+            return None
         try:
-            return factory(*args, **kwargs)
+            return monitor(
+                *probe,
+                freq=value(f"{key}_freq"),
+                log_dir=log_dir,
+                csv_path=run_dir / filename,
+                **kwargs,
+            )
         except ValueError as exc:
-            raise ConfigError(f"monitors.{key}", value(key), str(exc)) from None
+            raise ConfigError(f"monitors.{key}_freq", value(f"{key}_freq"), str(exc)) from None
 
     probe_size = value("probe_size")
     if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1:
         raise ConfigError("monitors.probe_size", probe_size, "must be an integer >= 1")
     # One batch for both probing monitors: when both are due, one pass serves them.
     probe = ProbeBatch(*probe_batch(data, probe_size))
-
-    callbacks: list[keras.callbacks.Callback] = []
-    if value("learning_rate"):
-        callbacks.append(
-            LearningRateMonitor(log_dir=log_dir, csv_path=run_dir / "learning_rate.csv")
-        )
-    step_monitors = [  # (switch key, class, probe arguments, CSV file); "<key>_freq" is the freq
-        ("update_ratio", UpdateRatioMonitor, (), "update_ratios.csv"),
-        ("activations", ActivationHistograms, (probe,), "activations.csv"),
-        ("gradients", GradientMonitor, (probe,), "gradient_norms.csv"),
-    ]
-    for key, monitor, probe, filename in step_monitors:
-        if value(key):
-            callbacks.append(
-                build(
-                    f"{key}_freq",
-                    monitor,
-                    *probe,
-                    freq=value(f"{key}_freq"),
-                    log_dir=log_dir,
-                    csv_path=run_dir / filename,
-                )
-            )
-    if steps_per_epoch and epochs:  # probing at least 20 times: half of them draw histograms
-        for callback in callbacks:
-            if isinstance(callback, (ActivationHistograms, GradientMonitor)):
-                callback.histogram_every = HISTOGRAM_EVERY
-    if value("filters"):
-        callbacks.append(FilterImages(out_dir=run_dir, log_dir=log_dir))
-    if value("curves"):
-        callbacks.append(CurvePlotter(run_dir))
-    callbacks.append(RestoreRawWeights())
-    return callbacks
+    # Probing at least 20 times a run: half of the probes draw histograms.
+    every = {"histogram_every": HISTOGRAM_EVERY if planned else 1}
+    return Monitors(
+        learning_rate=LearningRateMonitor(log_dir=log_dir, csv_path=run_dir / "learning_rate.csv")
+        if value("learning_rate")
+        else None,
+        update_ratio=build("update_ratio", UpdateRatioMonitor, "update_ratios.csv"),
+        activations=build("activations", ActivationHistograms, "activations.csv", probe, **every),
+        gradients=build("gradients", GradientMonitor, "gradient_norms.csv", probe, **every),
+        filters=FilterImages(out_dir=run_dir, log_dir=log_dir) if value("filters") else None,
+        curves=CurvePlotter(run_dir) if value("curves") else None,
+        restore_raw=RestoreRawWeights(),
+    )

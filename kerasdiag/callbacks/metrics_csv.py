@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -10,7 +9,9 @@ from typing import Any
 
 import keras
 
+from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
 from kerasdiag.io import write_csv_atomic
+from kerasdiag.rundir import read_metrics_csv
 
 LEADING_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
 
@@ -22,22 +23,41 @@ class MetricsCSV(keras.callbacks.Callback):
     at every epoch end, so a crash never leaves a torn row, and rows are keyed by epoch, so a
     resumed run (``BackupAndRestore``) replaces the epochs it repeats instead of duplicating
     them. ``epoch`` counts epochs from 1. ``lr`` is the learning rate the epoch started with
-    (a schedule evaluated at that step; a plateau reduction shows from the next epoch on).
+    (a schedule evaluated at that step; a plateau reduction shows from the next epoch on), as
+    ``learning_rate`` (a :class:`LearningRateMonitor` of the same ``fit``) records it; without
+    one, a monitor of its own reads it the same way, writing no file.
 
     Example:
         >>> model.fit(x, y, validation_split=0.1, epochs=3,
         ...           callbacks=[MetricsCSV("run/metrics.csv")])  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike, resume: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        resume: bool = True,
+        learning_rate: LearningRateMonitor | None = None,
+    ):
         super().__init__()
         self.path = Path(path)
         self.resume = bool(resume)
         self.rows: dict[int, dict[str, Any]] = {}
-        self._epoch_lr = math.nan
+        # One record of the learning rate: the run's monitor, else one driven from here.
+        self._owned_lr = LearningRateMonitor() if learning_rate is None else None
+        self.learning_rate = learning_rate or self._owned_lr
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self._owned_lr is not None:
+            self._owned_lr.set_model(model)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_lr = _scalar(self.model.optimizer.learning_rate)
+        if self._owned_lr is not None:
+            self._owned_lr.on_epoch_begin(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._owned_lr is not None:
+            self._owned_lr.on_train_batch_begin(batch, logs)
 
     def on_train_begin(self, logs=None):
         self.rows = read_metrics_csv(self.path) if self.resume and self.path.exists() else {}
@@ -45,7 +65,8 @@ class MetricsCSV(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {k: _scalar(v) for k, v in (logs or {}).items()}
         row.pop("learning_rate", None)  # ReduceLROnPlateau's key; ours is "lr"
-        row["lr"] = self._epoch_lr
+        rate = self.learning_rate.rate
+        row["lr"] = math.nan if rate is None else rate
         row["epoch"] = epoch + 1
         self.rows[epoch + 1] = row
         # A resumed run restarts at its last backed-up epoch: later rows are from the lost try.
@@ -57,18 +78,6 @@ class MetricsCSV(keras.callbacks.Callback):
         header = LEADING_COLUMNS + extra
         body = [[_fmt(self.rows[e].get(k)) for k in header] for e in sorted(self.rows)]
         write_csv_atomic(self.path, header, body)
-
-
-def read_metrics_csv(path: str | os.PathLike) -> dict[int, dict[str, Any]]:
-    """Rows of a metrics.csv keyed by epoch, numbers as floats (empty cells dropped)."""
-    rows: dict[int, dict[str, Any]] = {}
-    with open(path, newline="") as f:
-        for rec in csv.DictReader(f):
-            row = {k: float(v) for k, v in rec.items() if v not in ("", None)}
-            epoch = int(row["epoch"])
-            row["epoch"] = epoch
-            rows[epoch] = row
-    return rows
 
 
 def _scalar(value: Any) -> float:

@@ -19,8 +19,9 @@ from typing import Any
 
 import keras
 
+from kerasdiag.doctor_rules import broken_loss
 from kerasdiag.errors import KerasdiagError
-from kerasdiag.symptoms import fix_for
+from kerasdiag.symptoms import nan_advice
 
 NAN_EXIT_CODE = 3
 
@@ -74,7 +75,7 @@ class NaNStop(keras.callbacks.TerminateOnNaN):
         if value is None:
             return
         value = float(keras.ops.convert_to_numpy(value))
-        if math.isfinite(value) or self.model.stop_training:
+        if broken_loss(value) is None or self.model.stop_training:
             return
         raise NonFiniteLossError(self.record(batch, value, key))
 
@@ -133,27 +134,6 @@ def first_non_finite(
     if value is not None and not math.isfinite(float(value)):
         return last, "test_loss", float(value)
     return None
-
-
-def nan_advice(lr: float, step: int, clipped: bool, base_lr: float | None = None) -> list[str]:
-    """What to try after a NaN/Inf loss, most likely cure first.
-
-    ``lr`` is the rate in force when the loss broke, ``base_lr`` the configured one.
-    """
-    base = lr if base_lr is None else base_lr
-    now = "" if math.isclose(lr, base, rel_tol=1e-6) else f", {lr:.3g} at that step"
-    # The fix text comes from the one table of symptoms; the notes below are this stop's.
-    advice = [fix_for("nan", base) + (f" (the rate was {lr:.3g} at that step)" if now else "")]
-    if clipped:
-        advice.append("gradients are already clipped: lower the learning rate first")
-    if step <= 10:
-        advice.append(
-            "it broke in the first steps: check the inputs (data.normalize=true, no huge "
-            "values) and the loss (loss.from_logits matches the model's last layer)"
-        )
-    elif not now:  # a constant rate: ramping up to it often avoids the blow-up
-        advice.append("warm up to the rate: schedule=cosine schedule.warmup_epochs=1")
-    return advice
 
 
 def nan_message(record: dict[str, Any]) -> str:

@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-# Healthy band of the update/weight ratio ||W_after - W_before|| / ||W_before|| (M3: ~1e-3).
-UPDATE_RATIO_LOW = 1e-4
-UPDATE_RATIO_HIGH = 1e-2
-# An adaptive optimizer (Adam, RMSprop, ...) moves every weight by up to about lr per step
-# whatever its gradient, so its ratio is up to lr / rms(W). For a Glorot-initialised kernel
-# (rms ~0.1) Adam gives ~5e-3 at lr=1e-3, ~3e-2 at 1e-2, ~7e-2 at 0.1 and ~0.1 at 1.0 (an
-# MLP on digits, median after step 0): the upper end for kernels is 5e-2. An Embedding table
-# starts much smaller (uniform(-0.05, 0.05), rms 0.03), so Adam at lr=1e-3 already moves its
-# looked-up rows by ~3e-2..1e-1 of their size and trains well: its upper end is 0.3.
-ADAPTIVE_UPDATE_RATIO_HIGH = 5e-2
-ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH = 0.3
+# The thresholds and the rules that read these numbers live in kerasdiag.doctor_rules.
+from kerasdiag.doctor_rules import (
+    ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH,
+    ADAPTIVE_UPDATE_RATIO_HIGH,
+    UPDATE_RATIO_HIGH,
+    UPDATE_RATIO_LOW,
+    ActivationStats,
+)
+
 ADAPTIVE_OPTIMIZERS = (
     "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Adafactor", "Lion",
     "Ftrl", "Lamb", "Muon",
@@ -33,13 +30,6 @@ ADAPTIVE_OPTIMIZERS = (
 # tanh units count as saturated at |a| > 0.99, sigmoid units outside [0.01, 0.99] (M4).
 TANH_SATURATION = 0.99
 SIGMOID_SATURATION = (0.01, 0.99)
-# Gradient flags (P8): first/last layer gradient-norm ratio below this is "vanishing"; a
-# global norm above EXPLODING_NORM, or GROWTH_FACTOR times the median of earlier probes,
-# is "exploding".
-VANISHING_RATIO = 1e-3
-EXPLODING_NORM = 1e3
-GROWTH_FACTOR = 100.0
-
 RELU_KINDS = ("relu", "relu6")
 SATURATING_KINDS = ("tanh", "sigmoid")
 
@@ -132,19 +122,6 @@ def update_ratio_band(
         UPDATE_RATIO_LOW if low is None else low,
         default_high if high is None else high,
     )
-
-
-def update_ratio_verdict(
-    ratio: float, low: float = UPDATE_RATIO_LOW, high: float = UPDATE_RATIO_HIGH
-) -> str | None:
-    """ "too_low", "too_high" or None (healthy, or NaN: nothing to judge)."""
-    if not np.isfinite(ratio):
-        return "too_high" if np.isinf(ratio) else None
-    if ratio < low:
-        return "too_low"
-    if ratio > high:
-        return "too_high"
-    return None
 
 
 def main_variable_index(variables: Sequence) -> int:
@@ -314,69 +291,7 @@ def layer_gradient_norms(model: keras.Model, grads: Sequence) -> dict[str, float
     return dict(zip(names, np.sqrt(totals.numpy().astype(np.float64)).tolist(), strict=True))
 
 
-def vanishing_ratio(layer_norms: dict[str, float]) -> float:
-    """Gradient norm of the first layer over that of the last (inf when the last is 0)."""
-    norms = list(layer_norms.values())
-    if len(norms) < 2:
-        return 1.0
-    first, last = norms[0], norms[-1]
-    if last == 0:
-        return float("inf") if first > 0 else 1.0
-    return first / last
-
-
-def gradient_flags(
-    norm: float,
-    layer_norms: dict[str, float],
-    earlier_norms: Sequence[float] = (),
-    vanishing: float = VANISHING_RATIO,
-    exploding: float = EXPLODING_NORM,
-    growth: float = GROWTH_FACTOR,
-) -> dict[str, str]:
-    """Named problems in one gradient probe: {"vanishing": why, "exploding": why} (or fewer)."""
-    flags = {}
-    ratio = vanishing_ratio(layer_norms)
-    if ratio < vanishing:
-        first, last = list(layer_norms)[0], list(layer_norms)[-1]
-        flags["vanishing"] = (
-            f"gradient norm of the first layer {first!r} is {ratio:.1e} times that of the last "
-            f"layer {last!r} (below {vanishing:g})"
-        )
-    if not np.isfinite(norm):
-        flags["exploding"] = f"global gradient norm is {norm}"
-    elif norm > exploding:
-        flags["exploding"] = f"global gradient norm {norm:.3g} is above {exploding:g}"
-    else:
-        earlier = [n for n in earlier_norms if np.isfinite(n)]
-        if len(earlier) >= 3 and norm > growth * float(np.median(earlier)):
-            flags["exploding"] = (
-                f"global gradient norm {norm:.3g} grew more than {growth:g}x over the median "
-                f"{float(np.median(earlier)):.3g} of the earlier probes"
-            )
-    return flags
-
-
 # --- activations on a probe batch (M4) --------------------------------------------------
-
-
-@dataclass
-class ActivationStats:
-    """Summary of one layer's output on a probe batch.
-
-    ``dead_fraction``: share of units (features, or channels of a conv layer) that are 0 for
-    every probe example and position (ReLU layers only). ``saturated_fraction``: share of
-    values with |a| > 0.99 (tanh) or outside [0.01, 0.99] (sigmoid).
-    """
-
-    kind: str | None
-    mean: float
-    std: float
-    zero_fraction: float
-    dead_fraction: float | None = None
-    saturated_fraction: float | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def activation_kind(layer: keras.layers.Layer) -> str | None:

@@ -26,8 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from kerasdiag import diagnosis
-from kerasdiag.symptoms import INIT_TOO_LARGE_FIX, INIT_TOO_SMALL_FIX, NO_PROBE_HINT
+from kerasdiag.symptoms import (
+    INIT_TOO_LARGE_FIX,
+    INIT_TOO_SMALL_FIX,
+    NO_PROBE_HINT,
+    Finding,
+    fix_for,
+    make_finding,
+)
 
 # A kernel whose std is this many times the expected one is too large (standard
 # initialisers stay within ~1.5x: Glorot on a layer with fan_out < fan_in gives at most
@@ -77,7 +83,7 @@ def kernel_layers(model: Any) -> list[tuple[Any, Any, str, bool]]:
     return found
 
 
-def init_scale_findings(model: Any) -> list[diagnosis.Finding]:
+def init_scale_findings(model: Any) -> list[Finding]:
     """Findings for kernels whose initial std is far from ``expected_std`` (call at step 0).
 
     Too large names ``exploding_gradients`` (ReLU-like and linear units) or
@@ -114,7 +120,7 @@ def init_scale_findings(model: Any) -> list[diagnosis.Finding]:
                 else f"activations and gradients grow ~{ratio:.0f}x through it"
             )
             findings.append(
-                diagnosis.make_finding(
+                make_finding(
                     symptom,
                     f"{what}: {consequence}",
                     evidence,
@@ -126,7 +132,7 @@ def init_scale_findings(model: Any) -> list[diagnosis.Finding]:
             )
         elif ratio < INIT_TOO_SMALL and not is_output:
             findings.append(
-                diagnosis.make_finding(
+                make_finding(
                     "vanishing_gradients",
                     f"{what}: the signal shrinks ~{1 / max(ratio, 1e-12):.0f}x through it",
                     evidence,
@@ -141,7 +147,7 @@ def init_scale_findings(model: Any) -> list[diagnosis.Finding]:
 
 def flat_loss_finding(
     step_losses: Sequence[tuple[int, float]], initial_loss: float | None, lr: float | None
-) -> diagnosis.Finding | None:
+) -> Finding | None:
     """``slow_convergence`` when the loss has not moved over the first ``FLAT_STEPS`` steps.
 
     Judged once, at step ``FLAT_STEPS``: the mean of the last ``FLAT_WINDOW`` losses must be
@@ -162,7 +168,7 @@ def flat_loss_finding(
     if drop >= FLAT_DROP + noise:
         return None
     step = step_losses[FLAT_STEPS - 1][0]
-    return diagnosis.make_finding(
+    return make_finding(
         "slow_convergence",
         f"the loss is flat: over the first {FLAT_STEPS} steps its mean went from {first:.4g} "
         f"(first {FLAT_WINDOW} steps) to {last:.4g} (last {FLAT_WINDOW}), "
@@ -177,7 +183,7 @@ def flat_loss_finding(
             "steps": FLAT_STEPS,
             "initial_loss": initial_loss,
         },
-        diagnosis.fix_for("slow_convergence", lr),
+        fix_for("slow_convergence", lr),
         step=step,
     )
 

@@ -231,7 +231,7 @@ class TrainerConfig:
     checkpoint_monitor: str = "val_accuracy"  # best checkpoint chosen by this metric
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # continue an interrupted run in the same directory from its last completed epoch
-    # (kerasdiag.callbacks.backup.RunBackup); never start over in a directory with results
+    # (kerasdiag.callbacks.run_backup.RunBackup); never start over in a directory with results
     resume: bool = True
     deterministic: bool = False  # seeded, op-deterministic TensorFlow: identical metrics.csv
     strategy: str = "none"  # one of STRATEGIES (kerasdiag.distribute, B4)
@@ -312,7 +312,7 @@ class MonitorsConfig:
     doctor: bool = True
     doctor_stop_on: list[str] = field(default_factory=lambda: ["nan"])  # symptoms that end the run
     doctor_budget: float = 0.01  # share of training time the doctor's own probes may take
-    # overrides of kerasdiag.diagnosis.Thresholds fields: +monitors.doctor_thresholds.bias=0.1
+    # overrides of kerasdiag.doctor_rules.Thresholds fields: +monitors.doctor_thresholds.bias=0.1
     doctor_thresholds: dict[str, float] = field(default_factory=dict)
 
 
@@ -325,7 +325,7 @@ def validate_doctor_config(monitors_cfg: Any) -> None:
     """Check the doctor keys of the ``monitors`` section (part of :func:`validate_config`).
 
     ``doctor_stop_on`` must name symptoms the doctor knows, ``doctor_thresholds`` fields of
-    :class:`kerasdiag.diagnosis.Thresholds` with positive numbers, ``doctor_budget`` lie in
+    :class:`kerasdiag.doctor_rules.Thresholds` with positive numbers, ``doctor_budget`` lie in
     (0, 1]. Raises :class:`~kerasdiag.errors.ConfigError` naming the key.
 
     Example:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from kerasdiag.callbacks.checkpoint import find_best_checkpoint
+from kerasdiag.callbacks.best_checkpoint import find_best_checkpoint
 from kerasdiag.config.schema import validate_ensemble_config
 from kerasdiag.data import Dataset
 from kerasdiag.ensemble.model import (

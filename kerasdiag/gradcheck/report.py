@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kerasdiag import text
 from kerasdiag.gradcheck.finite_diff import Attempt
 from kerasdiag.gradcheck.verdict import SUSPICIOUS, worst
 
@@ -37,11 +38,7 @@ _SHOWN_ENTRIES = 8
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
     """Left-aligned text columns (numbers as ``1.2e-09``)."""
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = [indent + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    for r in cells:
-        lines.append(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-    return "\n".join(line.rstrip() for line in lines)
+    return text.format_table([list(headers), *cells], indent=indent)
 
 
 def _cell(value: Any) -> str:

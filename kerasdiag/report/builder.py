@@ -9,15 +9,19 @@ A section whose files are missing says so in one line.
 from __future__ import annotations
 
 import datetime
-import html
+import functools
 import math
 import os
+import sys
+import types
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from kerasdiag.diagnosis import (
@@ -34,6 +38,7 @@ from kerasdiag.diagnosis import (
 from kerasdiag.io import write_text_atomic
 from kerasdiag.report import plots
 from kerasdiag.report.filters import FILTERS_FILE, filter_summary, filters_caption
+from kerasdiag.report.lr_range import lr_range_plot
 
 REPORT_FILE = "report.html"
 CONFUSION_FILE = "test_confusion.json"  # written by kerasdiag.pipeline
@@ -61,7 +66,11 @@ def build_report(run_dir: str | os.PathLike, bayes_error: float | None = None) -
 
 
 class _Report:
-    """One rendering of a run directory: reads each file once, renders each section."""
+    """One rendering of a run directory: reads each file once, builds each section's blocks.
+
+    A section is a list of blocks (dicts with a ``kind``: table, img, note, ...) that the
+    template ``templates/report.html.j2`` turns into HTML, escaping every value.
+    """
 
     def __init__(self, run: RunFiles, bayes_error: float | None = None):
         self.run = run
@@ -78,7 +87,7 @@ class _Report:
     # --- page ---------------------------------------------------------------------------
 
     def render(self) -> str:
-        sections: list[tuple[str, str, Callable[[], str]]] = [
+        sections: list[tuple[str, str, Callable[[], list[dict]]]] = [
             ("diagnosis", "Diagnosis", self.diagnosis),
             ("bias-variance", "Bias and variance", self.bias_variance),
             ("curves", "Loss and accuracy", self.curves),
@@ -96,45 +105,43 @@ class _Report:
             ("config", "Config", self.config_section),
             ("files", "Files", self.files),
         ]
-        body = []
+        rendered = []
         for anchor, title, render in sections:
             try:
-                content = render()
+                blocks = render()
             except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-                content = _absent(f"could not render this section: {type(exc).__name__}: {exc}")
-            body.append(f'<section id="{anchor}"><h2>{_esc(title)}</h2>\n{content}\n</section>')
-        toc = " · ".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in sections)
+                blocks = [absent(f"could not render this section: {type(exc).__name__}: {exc}")]
+            rendered.append({"anchor": anchor, "title": title, "blocks": blocks})
         recipe = self.config.get("recipe") or self.run.path.name
-        return _PAGE.format(
-            title=_esc(f"kerasdiag report: {recipe}"),
-            css=_CSS,
-            header=self.header(),
-            toc=toc,
-            body="\n".join(body),
+        return _template().render(
+            title=f"kerasdiag report: {recipe}",
+            status=Badge(*run_status(self.test, self.nan, failed_stages(self.stages))),
+            facts=self.facts(),
+            sections=rendered,
         )
 
-    def header(self) -> str:
+    def facts(self) -> list[tuple[str, Any]]:
         recipe = self.config.get("recipe") or "?"
-        status = _badge_html(*run_status(self.test, self.nan, failed_stages(self.stages)))
-        facts = [("recipe", _esc(recipe)), ("run directory", _esc(self.run.path.resolve()))]
+        facts: list[tuple[str, Any]] = [
+            ("recipe", recipe),
+            ("run directory", self.run.path.resolve()),
+        ]
         epochs = len(self.history.get("loss", []))
         if epochs:
-            facts.append(("epochs", _esc(epochs)))
+            facts.append(("epochs", epochs))
         if self.test:
-            facts += [(f"test {_esc(k)}", _esc(_fmt(v))) for k, v in self._test_scores().items()]
+            facts += [(f"test {k}", v) for k, v in self._test_scores().items()]
             if self.test.get("weights_epoch") is not None:
-                facts.append(("kept epoch", _esc(self._kept_text())))
+                facts.append(("kept epoch", self._kept_text()))
             if self.test.get("model"):
-                facts.append(("kept model", _link(self.test["model"])))
-        generated = datetime.datetime.now().isoformat(timespec="seconds")
-        facts.append(("report built", generated))
-        items = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
-        return f"<p>{status}</p><dl class=facts>{items}</dl>"
+                facts.append(("kept model", link(self.test["model"])))
+        facts.append(("report built", datetime.datetime.now().isoformat(timespec="seconds")))
+        return facts
 
     def _kept_text(self) -> str:
         test = self.test or {}
         value = test.get("monitor_value")
-        best = f" (best {test.get('monitor')}: {_fmt(value)})" if value is not None else ""
+        best = f" (best {test.get('monitor')}: {fmt(value)})" if value is not None else ""
         return f"{test.get('weights_epoch')}{best}"
 
     # --- diagnosis ------------------------------------------------------------------------
@@ -146,53 +153,37 @@ class _Report:
             return [Finding.from_dict(d) for d in stored], False
         return diagnose(self.run.path, bayes_error=self.bayes_error), True
 
-    def diagnosis(self) -> str:
+    def diagnosis(self) -> list[dict]:
         findings, computed = self.findings()
-        note = f"<p class=note>{DIAGNOSIS_FILE} was missing: diagnosed now.</p>" if computed else ""
-        overhead = ""
-        if self.doctor and self.doctor.get("train_seconds"):
-            share = self.doctor.get("probe_seconds", 0.0) / self.doctor["train_seconds"]
-            overhead = (
-                f"<p class=note>TrainingDoctor: {self.doctor.get('probes', 0)} own probe(s), "
-                f"{self.doctor.get('probe_seconds', 0.0):.2f} s of "
-                f"{self.doctor['train_seconds']:.1f} s of training ({share:.1%}).</p>"
-            )
+        out = [note(f"{DIAGNOSIS_FILE} was missing: diagnosed now.")] if computed else []
         if not findings:
-            return (
-                f'{note}<p><span class="badge ok">no symptoms</span> Neither the doctor during '
-                f"training nor the curves afterwards named a problem.</p>{overhead}"
+            out.append(
+                paragraph(
+                    Badge("ok", "no symptoms"),
+                    " Neither the doctor during training nor the curves afterwards named a "
+                    "problem.",
+                )
             )
-        rows = []
-        for f in findings:
-            when = ", ".join(
-                p
-                for p in (_opt("step", f.step), _opt("epoch", f.epoch), _opt("layer", f.layer))
-                if p
+        else:
+            out.append({"kind": "findings", "rows": [_finding_row(f) for f in findings]})
+        if self.doctor and self.doctor.get("train_seconds"):
+            seconds, total = self.doctor.get("probe_seconds", 0.0), self.doctor["train_seconds"]
+            out.append(
+                note(
+                    f"TrainingDoctor: {self.doctor.get('probes', 0)} own probe(s), "
+                    f"{seconds:.2f} s of {total:.1f} s of training ({seconds / total:.1%})."
+                )
             )
-            if f.count > 1:
-                when += f" (seen {f.count}x, last at step {f.last_step})"
-            rows.append(
-                "<tr>"
-                f'<td><span class="badge {_esc(f.severity)}">{_esc(f.severity)}</span></td>'
-                f"<td><b>{_esc(f.symptom)}</b><br><small>{_esc(when)}</small></td>"
-                f"<td>{_esc(_what(f))}<br>{_evidence(f.evidence)}</td>"
-                f"<td>{_esc(f.fix)}</td>"
-                "</tr>"
-            )
-        table = (
-            "<table class=findings><tr><th></th><th>symptom</th><th>evidence</th>"
-            f"<th>fix</th></tr>{''.join(rows)}</table>"
-        )
-        return f"{note}{table}{overhead}"
+        return out
 
-    def bias_variance(self) -> str:
+    def bias_variance(self) -> list[dict]:
         test_metrics = self.test or {}
         kept = test_metrics.get("weights_epoch")
         train, dev, epoch = accuracies_at(self.history, kept)
         test = test_metrics.get("accuracy")
         table = bias_variance(train, dev, test, self.bayes_error, _thresholds_of(self.config))
         if table is None:
-            return _absent("no training and validation accuracy in metrics.csv")
+            return [absent("no training and validation accuracy in metrics.csv")]
         bayes_cell = (
             "0 (assumed; set bayes_error=... in the config)"
             if table["bayes_error_assumed"]
@@ -213,16 +204,18 @@ class _Report:
             if epoch == kept
             else "the last epoch with both accuracies"
         )
-        return (
-            f"<p class=note>Errors of epoch {epoch}: {which} (training error as measured "
-            f"during that epoch).</p>" + _table(("", ""), rows)
-        )
+        return [
+            note(
+                f"Errors of epoch {epoch}: {which} (training error as measured during that epoch)."
+            ),
+            table_block(("", ""), rows),
+        ]
 
     # --- curves -------------------------------------------------------------------------
 
-    def curves(self) -> str:
+    def curves(self) -> list[dict]:
         if not self.history.get("loss"):
-            return _absent("no metrics.csv: training did not complete an epoch")
+            return [absent("no metrics.csv: training did not complete an epoch")]
         out = []
         epochs = self.history["epoch"]
         steps = self.step_losses()
@@ -237,26 +230,21 @@ class _Report:
                 figure = plots.curves(
                     epochs, series, name, name, steps if name == "loss" else None, mark=kept
                 )
-                out.append(_img(figure, f"{name} curve"))
+                out.append(image(figure, f"{name} curve"))
         if kept is not None:
             out.append(
-                f"<p class=note>The dashed line marks epoch {_esc(kept)}, whose weights the run "
-                f"kept (best {_esc((self.test or {}).get('monitor'))}) and scored on the test "
-                "split.</p>"
+                note(
+                    f"The dashed line marks epoch {kept}, whose weights the run kept (best "
+                    f"{(self.test or {}).get('monitor')}) and scored on the test split."
+                )
             )
         lr = self.history.get("lr")
         if lr and len(set(lr)) > 1:
-            out.append(
-                _img(
-                    plots.curves(
-                        self.history["epoch"], {"lr": lr}, "learning rate", "lr", log=True
-                    ),
-                    "learning rate",
-                )
-            )
+            figure = plots.curves(epochs, {"lr": lr}, "learning rate", "lr", log=True)
+            out.append(image(figure, "learning rate"))
         elif lr:
-            out.append(f"<p class=note>Constant learning rate {_fmt(lr[0])}.</p>")
-        return "".join(out)
+            out.append(note(f"Constant learning rate {fmt(lr[0])}."))
+        return out
 
     def step_losses(self) -> tuple[list[float], list[float]] | None:
         points = (self.doctor or {}).get("step_losses")
@@ -266,25 +254,28 @@ class _Report:
         finite = [(s, v) for s, v in points if isinstance(v, (int, float)) and math.isfinite(v)]
         return [(s + 1) / spe for s, _ in finite], [v for _, v in finite]
 
-    def test_metrics(self) -> str:
+    def test_metrics(self) -> list[dict]:
         if self.test is None:
             if self.nan:
-                return _absent("no test_metrics.json: training stopped on a NaN/Inf loss")
-            return _absent("no test_metrics.json: the run did not reach its test evaluation")
-        rows = [(k, _fmt(v)) for k, v in self._test_scores().items()]
-        out = _table(("metric", "value"), rows)
+                return [absent("no test_metrics.json: training stopped on a NaN/Inf loss")]
+            return [absent("no test_metrics.json: the run did not reach its test evaluation")]
+        out = [table_block(("metric", "value"), list(self._test_scores().items()))]
         if self.test.get("model"):
-            out += (
-                f"<p class=note>Scores of {_link(self.test['model'])} (epoch "
-                f"{_esc(self.test.get('weights_epoch'))}); load it with "
-                "<code>kerasdiag.io.load_model_safely</code> to reproduce them.</p>"
+            out.append(
+                note(
+                    "Scores of ",
+                    link(self.test["model"]),
+                    f" (epoch {self.test.get('weights_epoch')}); load it with ",
+                    Code("kerasdiag.io.load_model_safely"),
+                    " to reproduce them.",
+                )
             )
         return out + self.confusion_section()
 
-    def confusion_section(self) -> str:
+    def confusion_section(self) -> list[dict]:
         c = self.confusion
         if not c or not c.get("matrix"):
-            return _absent("no test_confusion.json: no confusion matrix for this run")
+            return [absent("no test_confusion.json: no confusion matrix for this run")]
         names = c.get("class_names") or [str(i) for i in range(len(c["matrix"]))]
         counts = [sum(row) for row in c["matrix"]]
         per_class = c.get("per_class_accuracy") or []
@@ -292,12 +283,13 @@ class _Report:
             (name, n, "—" if acc is None else f"{acc:.1%}")
             for name, n, acc in zip(names, counts, per_class, strict=False)
         ]
-        return (
-            "<h3>Confusion matrix and per-class accuracy (test split)</h3><div class=row>"
-            + _img(plots.confusion(c["matrix"], names), "confusion matrix")
-            + _table(("class", "test examples", "accuracy"), rows)
-            + "</div>"
-        )
+        return [
+            heading("Confusion matrix and per-class accuracy (test split)"),
+            row(
+                image(plots.confusion(c["matrix"], names), "confusion matrix"),
+                table_block(("class", "test examples", "accuracy"), rows),
+            ),
+        ]
 
     def _test_scores(self) -> dict[str, Any]:
         # The fields that say which model was scored are not scores.
@@ -318,12 +310,12 @@ class _Report:
     def _epoch_x(self, step: float) -> float:
         return float(step) / (self.steps_per_epoch() or 1)
 
-    def update_ratios(self) -> str:
+    def update_ratios(self) -> list[dict]:
         rows = self.run.csv_rows("update_ratios.csv")
         if not rows:
-            return _absent(
-                "no update_ratios.csv (monitors.update_ratio=false, or no epoch completed)"
-            )
+            return [
+                absent("no update_ratios.csv (monitors.update_ratio=false, or no epoch completed)")
+            ]
         lines: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         kernels = any(r[2].endswith("kernel") for r in rows)
         for step, _epoch, variable, ratio, *_ in rows:
@@ -338,15 +330,17 @@ class _Report:
             "update ratio",
             band=plots.update_ratio_band(),
         )
-        note = "kernels only (biases start at 0: their ratio says nothing)" if kernels else ""
-        return _img(figure, "update ratios") + (f"<p class=note>{note}</p>" if note else "")
+        out = [image(figure, "update ratios")]
+        if kernels:
+            out.append(note("kernels only (biases start at 0: their ratio says nothing)"))
+        return out
 
-    def gradients(self) -> str:
+    def gradients(self) -> list[dict]:
         rows = self.run.csv_rows("gradient_norms.csv")
         if not rows:
-            return _absent(
-                "no gradient_norms.csv (monitors.gradients=false, or no epoch completed)"
-            )
+            return [
+                absent("no gradient_norms.csv (monitors.gradients=false, or no epoch completed)")
+            ]
         lines: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         for step, _epoch, name, norm in rows:
             x, y = lines[name]
@@ -358,12 +352,14 @@ class _Report:
             "gradient norm",
             dashed=("global_norm", "global_norm_clipped"),
         )
-        return _img(figure, "gradient norms")
+        return [image(figure, "gradient norms")]
 
-    def activations(self) -> str:
+    def activations(self) -> list[dict]:
         rows = self.run.csv_rows("activations.csv")
         if not rows:
-            return _absent("no activations.csv (monitors.activations=false, or no epoch completed)")
+            return [
+                absent("no activations.csv (monitors.activations=false, or no epoch completed)")
+            ]
         fractions: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         spread: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         for step, _epoch, layer, kind, _mean, std, _zero, dead, saturated in rows:
@@ -378,31 +374,20 @@ class _Report:
             spread[f"{layer} ({kind or 'linear'})"][1].append(_float(std))
         out = []
         if fractions:
-            out.append(
-                _img(
-                    plots.per_layer(
-                        _first(fractions, MAX_LINES),
-                        "dead ReLU units / saturated tanh-sigmoid outputs on the probe batch",
-                        "fraction",
-                        log=False,
-                        ylim=(0.0, 1.0),
-                    ),
-                    "dead and saturated fractions",
-                )
+            figure = plots.per_layer(
+                _first(fractions, MAX_LINES),
+                "dead ReLU units / saturated tanh-sigmoid outputs on the probe batch",
+                "fraction",
+                log=False,
+                ylim=(0.0, 1.0),
             )
-        out.append(
-            _img(
-                plots.per_layer(
-                    _first(spread, MAX_LINES),
-                    "standard deviation of each layer's output",
-                    "std",
-                ),
-                "activation spread",
-            )
+            out.append(image(figure, "dead and saturated fractions"))
+        figure = plots.per_layer(
+            _first(spread, MAX_LINES), "standard deviation of each layer's output", "std"
         )
-        return "".join(out)
+        return [*out, image(figure, "activation spread")]
 
-    def histograms(self) -> str:
+    def histograms(self) -> list[dict]:
         log_dir = self.run.path / TENSORBOARD_DIR
         out = []
         for run_name, title in (("activations", "activations"), ("gradients", "gradients")):
@@ -415,33 +400,38 @@ class _Report:
                 panels[tag.split("/", 1)[-1]] = (
                     [(f"step {s0}", h0), (f"step {s1}", h1)] if s1 != s0 else [(f"step {s0}", h0)]
                 )
-            out.append(
-                f"<h3>{_esc(title)}: first and last probe</h3>"
-                + _img(plots.histograms(panels), f"{title} histograms")
-            )
+            out += [
+                heading(f"{title}: first and last probe"),
+                image(plots.histograms(panels), f"{title} histograms"),
+            ]
         if not out:
-            return _absent(
-                "no activation or gradient histograms under tensorboard/ "
-                "(monitors.activations / monitors.gradients off, or trainer.tensorboard=false)"
-            )
-        return "".join(out)
+            return [
+                absent(
+                    "no activation or gradient histograms under tensorboard/ "
+                    "(monitors.activations / monitors.gradients off, or trainer.tensorboard=false)"
+                )
+            ]
+        return out
 
-    def filters(self) -> str:
+    def filters(self) -> list[dict]:
         first = self.run.path / "filters_init.png"
         epochs = sorted(self.run.path.glob("filters_epoch*.png"))
         shown = [(p, "at initialisation") for p in [first] if p.is_file()]
         if epochs:
             shown.append((epochs[-1], f"after epoch {int(epochs[-1].stem[-3:])}"))
         if not shown:
-            return _absent(
-                "no filter images (monitors.filters=false, or no Conv2D/Dense input layer)"
-            )
-        cells = "".join(
-            f"<figure>{_img(plots.bytes_base64(p.read_bytes()), p.name, css='filters')}"
-            f"<figcaption>{_esc(caption)}</figcaption></figure>"
+            return [
+                absent("no filter images (monitors.filters=false, or no Conv2D/Dense input layer)")
+            ]
+        figures = [
+            {
+                "kind": "figure",
+                "img": image(plots.bytes_base64(p.read_bytes()), p.name, css="filters"),
+                "caption": caption,
+            }
             for p, caption in shown
-        )
-        return f"<div class=row>{cells}</div><p>{_esc(self.filters_caption())}</p>"
+        ]
+        return [row(*figures), paragraph(self.filters_caption())]
 
     def filters_caption(self) -> str:
         """What the filter grids show, from the raw filters (``filters.npz``)."""
@@ -453,40 +443,55 @@ class _Report:
             layer, shape = str(raw["layer"]), raw["last"].shape
         return filters_caption(layer, shape, summary)
 
-        # --- before training ----------------------------------------------------------------
+    # --- before training ----------------------------------------------------------------
 
-    def sanity(self) -> str:
+    def sanity(self) -> list[dict]:
         stages = self.run.json("sanity.json")
         if stages is None:
-            return _absent("no sanity.json (sanity=off, or the run resumed without them)")
+            return [absent("no sanity.json (sanity=off, or the run resumed without them)")]
         rows = [
             (
                 s.get("name"),
-                _badge(s.get("status")),
-                _fmt(s.get("value")),
-                _fmt(s.get("expected")),
-                _fmt(s.get("seconds")),
+                _status_badge(s.get("status")),
+                s.get("value"),
+                s.get("expected"),
+                s.get("seconds"),
                 s.get("message", ""),
             )
             for s in stages
         ]
-        return _table(("stage", "status", "value", "expected", "seconds", "message"), rows, raw=1)
+        headers = ("stage", "status", "value", "expected", "seconds", "message")
+        return [table_block(headers, rows)]
 
-    def lr_range(self) -> str:
-        from kerasdiag.report.lr_range import lr_range_section
+    def lr_range(self) -> list[dict]:
+        curve = self.run.json("lr_finder.json")
+        if curve is None:
+            return [
+                absent("no lr_finder.json (run with sanity.lr_range=true or optimizer.lr=auto)")
+            ]
+        from kerasdiag.lr_finder import RULE_TEXT, LRFinderResult
 
-        return lr_range_section(self.run.json("lr_finder.json"))
+        result = LRFinderResult.from_dict(curve)
+        return [
+            paragraph(result.summary()),
+            image(lr_range_plot(curve), "learning-rate range test"),
+            note(
+                "The loss of a copy of the model trained with a learning rate growing every "
+                f"step; rule: {RULE_TEXT.get(result.rule, result.rule)}. Flat = too low, "
+                "falling = good, rising = too high."
+            ),
+        ]
 
-    def gradcheck(self) -> str:
+    def gradcheck(self) -> list[dict]:
         report = self.run.json("gradcheck.json")
         if report is None:
-            return _absent("no gradcheck.json (sanity.gradcheck=false, or the check was skipped)")
-        status = _badge("pass" if report.get("passed") else "fail")
-        summary = (
-            f"<p>{status} max relative error {_fmt(report.get('max_relative_error'))} "
-            f"(tolerance {_fmt(report.get('tolerance'))}, h={_fmt(report.get('h'))}, "
+            return [absent("no gradcheck.json (sanity.gradcheck=false, or the check was skipped)")]
+        summary = paragraph(
+            _status_badge("pass" if report.get("passed") else "fail"),
+            f" max relative error {fmt(report.get('max_relative_error'))} "
+            f"(tolerance {fmt(report.get('tolerance'))}, h={fmt(report.get('h'))}, "
             f"{report.get('samples')} example(s), depth {report.get('depth')}, "
-            f"{_fmt(report.get('seconds'))} s)</p>"
+            f"{fmt(report.get('seconds'))} s)",
         )
         rows = [
             (
@@ -494,23 +499,20 @@ class _Report:
                 r.get("name"),
                 "x".join(str(d) for d in r.get("shape", [])),
                 r.get("dims"),
-                _fmt(r.get("max_relative_error")),
+                r.get("max_relative_error"),
                 r.get("verdict"),
                 r.get("kinks"),
             )
             for r in report.get("rows", [])
         ]
-        table = _table(
-            ("part", "variable", "shape", "dims", "max rel. error", "verdict", "kinks"), rows
-        )
-        notes = "".join(
-            f"<li>{_esc(n)}</li>" for n in [*report.get("warnings", []), *report.get("notes", [])]
-        )
-        return summary + table + (f"<ul class=note>{notes}</ul>" if notes else "")
+        headers = ("part", "variable", "shape", "dims", "max rel. error", "verdict", "kinks")
+        out = [summary, table_block(headers, rows)]
+        notes = [*report.get("warnings", []), *report.get("notes", [])]
+        return out + ([{"kind": "list", "entries": notes}] if notes else [])
 
-    def data_summary(self) -> str:
+    def data_summary(self) -> list[dict]:
         if self.data is None:
-            return _absent("no data.json")
+            return [absent("no data.json")]
         d = self.data
         rows = [
             ("data set", d.get("name")),
@@ -518,49 +520,40 @@ class _Report:
             ("classes", d.get("num_classes")),
             ("train / validation / test", f"{d.get('train')} / {d.get('val')} / {d.get('test')}"),
         ]
-        out = _table(("", ""), rows)
+        out = [table_block(("", ""), rows)]
         counts = d.get("train_class_counts")
         if counts:
             names = d.get("class_names") or list(range(len(counts)))
-            out += _img(
-                plots.bars(names, counts, "training examples per class", "examples"),
-                "class counts",
-            )
+            figure = plots.bars(names, counts, "training examples per class", "examples")
+            out.append(image(figure, "class counts"))
         return out
 
-    def model_summary(self) -> str:
+    def model_summary(self) -> list[dict]:
         path = self.run.path / "summary.txt"
         if not path.is_file():
-            return _absent("no summary.txt")
-        return f"<pre>{_esc(path.read_text())}</pre>"
+            return [absent("no summary.txt")]
+        return [{"kind": "pre", "text": path.read_text()}]
 
-    def config_section(self) -> str:
+    def config_section(self) -> list[dict]:
         path = self.run.path / "config.yaml"
         if not path.is_file():
-            return _absent("no config.yaml")
-        return (
-            f"<details><summary>config.yaml</summary><pre>{_esc(path.read_text())}</pre></details>"
-        )
+            return [absent("no config.yaml")]
+        return [{"kind": "details", "summary": "config.yaml", "text": path.read_text()}]
 
-    def files(self) -> str:
-        items = []
-        for p in sorted(self.run.path.iterdir()):
-            if p.name.startswith("."):
-                continue
-            items.append((_link(p.name + ("/" if p.is_dir() else "")), _esc(_size(p))))
-        extra = ""
+    def files(self) -> list[dict]:
+        items = [
+            (link(p.name + ("/" if p.is_dir() else "")), _size(p))
+            for p in sorted(self.run.path.iterdir())
+            if not p.name.startswith(".")
+        ]
+        out = [
+            note("Links are relative: they work while report.html sits in its run directory."),
+            table_block(("file", "size"), items),
+        ]
         if self.nan:
-            extra = "<h3>NaN stop record (nan.json)</h3>" + _table(
-                ("", ""),
-                [
-                    (k, _fmt(v) if not isinstance(v, list) else "; ".join(v))
-                    for k, v in self.nan.items()
-                ],
-            )
-        return (
-            "<p class=note>Links are relative: they work while report.html sits in its run "
-            "directory.</p>" + _table(("file", "size"), items, raw=(0, 1)) + extra
-        )
+            rows = [(k, "; ".join(v) if isinstance(v, list) else v) for k, v in self.nan.items()]
+            out += [heading("NaN stop record (nan.json)"), table_block(("", ""), rows)]
+        return out
 
 
 # --- TensorBoard histograms -----------------------------------------------------------------
@@ -570,6 +563,10 @@ def read_histograms(log_dir: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
     """{tag: [(step, buckets (k, 3)), ...]} of the histogram summaries in one TensorBoard run."""
     if not log_dir.is_dir():
         return {}
+    if "tensorflow" not in sys.modules:
+        # TensorBoard reads event files with its own TensorFlow stub when this module
+        # exists; without it, it imports TensorFlow (seconds) just to read the histograms.
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("notf"))
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.util import tensor_util
 
@@ -589,14 +586,64 @@ def read_histograms(log_dir: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
     return out
 
 
-# --- HTML helpers ---------------------------------------------------------------------------
+# --- blocks: what a section shows, for the template to render (and escape) ---------------
 
 
-def _esc(value: Any) -> str:
-    return html.escape(str(value))
+@dataclass(frozen=True)
+class Link:
+    """A link to a file of the run, relative to report.html (which sits in the run directory)."""
+
+    href: str
+    text: str
 
 
-def _fmt(value: Any) -> str:
+@dataclass(frozen=True)
+class Badge:
+    css: str  # ok | warning | error
+    text: str
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+def link(relative: str) -> Link:
+    href = "/".join(urllib.parse.quote(part) for part in str(relative).split("/"))
+    return Link(href, str(relative))
+
+
+def absent(text: str) -> dict:
+    return {"kind": "absent", "text": text}
+
+
+def note(*parts: Any) -> dict:
+    return {"kind": "note", "parts": parts}
+
+
+def paragraph(*parts: Any) -> dict:
+    return {"kind": "p", "parts": parts}
+
+
+def heading(text: str) -> dict:
+    return {"kind": "h3", "text": text}
+
+
+def image(b64: str, alt: str, css: str | None = None) -> dict:
+    return {"kind": "img", "b64": b64, "alt": alt, "css": css}
+
+
+def row(*blocks: dict) -> dict:
+    return {"kind": "row", "blocks": blocks}
+
+
+def table_block(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> dict:
+    """A table; each cell is a value (formatted by :func:`fmt`), a Link or a Badge."""
+    return {"kind": "table", "headers": headers, "rows": [list(r) for r in rows]}
+
+
+def fmt(value: Any) -> str:
+    """A value as the report shows it: numbers to 4 significant digits, None as a dash."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -606,6 +653,40 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}"
     return str(value)
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("kerasdiag.report", "templates"),
+        autoescape=True,  # every value is text: no markup can come from a run's files
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = fmt
+    env.tests.update(
+        link=lambda v: isinstance(v, Link),
+        badge=lambda v: isinstance(v, Badge),
+        code=lambda v: isinstance(v, Code),
+    )
+    return env.get_template("report.html.j2")
+
+
+def _finding_row(f: Finding) -> dict[str, Any]:
+    when = ", ".join(
+        p for p in (_opt("step", f.step), _opt("epoch", f.epoch), _opt("layer", f.layer)) if p
+    )
+    if f.count > 1:
+        when += f" (seen {f.count}x, last at step {f.last_step})"
+    return {
+        "severity": f.severity,
+        "symptom": f.symptom,
+        "when": when,
+        "what": _what(f),
+        "evidence": _evidence(f.evidence),
+        "fix": f.fix,
+    }
 
 
 def _pct(value: float | None) -> str:
@@ -623,15 +704,10 @@ def _opt(name: str, value: Any) -> str:
     return "" if value is None else f"{name} {value}"
 
 
-def _badge(status: Any) -> str:
-    css = {"pass": "ok", "fail": "error", "skip": "warning"}.get(str(status), "warning")
-    return f'<span class="badge {css}">{_esc(status)}</span>'
-
-
-def _link(relative: str) -> str:
-    """A link to a file of the run, relative to report.html (which sits in the run directory)."""
-    href = "/".join(urllib.parse.quote(part) for part in str(relative).split("/"))
-    return f'<a href="{_esc(href)}">{_esc(relative)}</a>'
+def _status_badge(status: Any) -> Badge:
+    return Badge(
+        {"pass": "ok", "fail": "error", "skip": "warning"}.get(str(status), "warning"), str(status)
+    )
 
 
 def run_status(
@@ -648,55 +724,25 @@ def run_status(
     return "warning", "unfinished (no test_metrics.json)"
 
 
-def _badge_html(css: str, text: str) -> str:
-    return f'<span class="badge {css}">{_esc(text)}</span>'
-
-
-def _absent(text: str) -> str:
-    return f"<p class=absent>{_esc(text)}.</p>"
-
-
-def _img(b64: str, alt: str, css: str | None = None) -> str:
-    klass = f" class={css}" if css else ""
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{b64}"{klass}>'
-
-
-def _table(
-    headers: Sequence[str], rows: Iterable[Sequence[Any]], raw: int | Sequence[int] | None = None
-) -> str:
-    """An HTML table; cells are escaped except the column(s) ``raw`` (already HTML)."""
-    raw = () if raw is None else ((raw,) if isinstance(raw, int) else tuple(raw))
-    head = "".join(f"<th>{_esc(h)}</th>" for h in headers) if any(headers) else ""
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{cell if i in raw else _esc(_fmt(cell))}</td>" for i, cell in enumerate(row)
-        )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
-
-
 def _what(finding: Finding) -> str:
     """The message without its "<symptom> at step s, epoch e: " prefix (shown beside it)."""
     head, sep, rest = finding.message.partition(": ")
     return rest if sep and head.startswith(finding.symptom) else finding.message
 
 
-def _evidence(evidence: Mapping[str, Any]) -> str:
-    """Evidence numbers as a compact list; long lists and dicts shortened."""
+def _evidence(evidence: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Evidence numbers as (key, text) pairs; long lists and dicts shortened."""
     items = []
     for key, value in evidence.items():
         if isinstance(value, Mapping):
-            parts = [f"{k}={_fmt(v)}" for k, v in list(value.items())[:6]]
+            parts = [f"{k}={fmt(v)}" for k, v in list(value.items())[:6]]
             text = ", ".join(parts) + (" ..." if len(value) > 6 else "")
         elif isinstance(value, (list, tuple)):
-            text = ", ".join(_fmt(v) for v in value[:8]) + (" ..." if len(value) > 8 else "")
+            text = ", ".join(fmt(v) for v in value[:8]) + (" ..." if len(value) > 8 else "")
         else:
-            text = _fmt(value)
-        items.append(f"<li><code>{_esc(key)}</code> {_esc(text)}</li>")
-    return f"<ul class=evidence>{''.join(items)}</ul>"
+            text = fmt(value)
+        items.append((str(key), text))
+    return items
 
 
 def _first(mapping: Mapping[str, Any], n: int) -> dict[str, Any]:
@@ -719,44 +765,5 @@ def _size(path: Path) -> str:
         total /= 1024
     return f"{total} B"
 
-
-_CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
-       max-width: 1180px; padding: 0 16px 40px; color: #1d1d1f; }
-h1 { font-size: 22px; margin: 18px 0 6px; }
-h2 { font-size: 18px; border-bottom: 1px solid #ddd; padding-bottom: 3px; margin-top: 28px; }
-nav { font-size: 13px; margin: 6px 0 12px; }
-nav a { color: #0b62c4; text-decoration: none; }
-table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
-th, td { border: 1px solid #d6d6d6; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f4f4f6; }
-table.findings td:nth-child(3) { max-width: 480px; }
-table.findings td:nth-child(4) { max-width: 380px; }
-.badge { display: inline-block; padding: 1px 7px; border-radius: 9px; font-size: 12px;
-         font-weight: 600; color: #fff; }
-.badge.ok { background: #2e8540; } .badge.warning { background: #c77c02; }
-.badge.error { background: #c62828; }
-.absent { color: #777; font-style: italic; }
-.note { color: #555; font-size: 12.5px; }
-ul.evidence { margin: 4px 0 0; padding-left: 18px; font-size: 12px; color: #333; }
-dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; margin: 6px 0; }
-dl.facts dt { color: #666; } dl.facts dd { margin: 0; }
-img { max-width: 100%; margin: 4px 8px 4px 0; vertical-align: top; }
-img.filters { width: 340px; image-rendering: pixelated; border: 1px solid #ccc; }
-.row { display: flex; flex-wrap: wrap; gap: 16px; }
-figure { margin: 0; } figcaption { font-size: 12px; color: #555; }
-pre { background: #f6f6f8; padding: 8px; overflow-x: auto; font-size: 12px; }
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title><style>{css}</style></head>
-<body><h1>{title}</h1>
-{header}
-<nav>{toc}</nav>
-{body}
-</body></html>
-"""
 
 __all__ = ["REPORT_FILE", "build_report", "read_histograms"]

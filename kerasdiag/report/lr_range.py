@@ -1,8 +1,7 @@
-"""The report's learning-rate range test section: the curve of ``lr_finder.json`` (B5)."""
+"""The report's learning-rate range test figure: the curve of ``lr_finder.json`` (B5)."""
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
@@ -33,24 +32,3 @@ def lr_range_plot(curve: dict[str, Any]) -> str:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     return png_base64(fig)
-
-
-def lr_range_section(curve: dict[str, Any] | None) -> str:
-    """HTML: the suggestion, the rule, and the curve; a note when there was no test."""
-    if curve is None:
-        return (
-            "<p class=absent>no lr_finder.json (run with sanity.lr_range=true or "
-            "optimizer.lr=auto).</p>"
-        )
-    from kerasdiag.lr_finder import RULE_TEXT, LRFinderResult
-
-    result = LRFinderResult.from_dict(curve)
-    text = html.escape(result.summary())
-    rule = html.escape(RULE_TEXT.get(result.rule, result.rule))
-    image = lr_range_plot(curve)
-    return (
-        f'<p>{text}</p><img alt="learning-rate range test" src="data:image/png;base64,{image}">'
-        f"<p class=note>The loss of a copy of the model trained with a learning rate "
-        f"growing every step; rule: {rule}. Flat = too low, falling = good, rising = "
-        f"too high.</p>"
-    )

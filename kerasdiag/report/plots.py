@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kerasdiag.callbacks.stats import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW
+from kerasdiag.doctor_rules import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW
 
 DPI = 80
 WIDTH = 7.5  # inches; two figures fit side by side on a laptop screen at 80 dpi
@@ -44,6 +44,72 @@ def bytes_base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+# Labels with a fixed look; other series take the next colour of the cycle.
+STEP_LABEL = "train (per step)"
+_STYLES = {
+    STEP_LABEL: {"color": "tab:blue", "alpha": 0.3, "lw": 0.8},
+    "train": {"color": "tab:blue", "marker": "o", "ms": 3},
+    "validation": {"color": "tab:orange", "marker": "o", "ms": 3},
+}
+
+
+class CurveFigure:
+    """One metric's curves against epochs: the one renderer of loss and accuracy curves.
+
+    :class:`~kerasdiag.callbacks.CurvePlotter` keeps one per metric during training and
+    redraws it after epochs (only the lines' data change: building axes and ticks costs as
+    much again as drawing); the report draws one per metric from metrics.csv.
+
+    Example:
+        >>> figure = CurveFigure("loss")
+        >>> figure.draw([("train", [1, 2, 3], [2.3, 1.1, 0.7])])
+        >>> figure.png()[:4]
+        b'\x89PNG'
+    """
+
+    def __init__(
+        self, title: str, ylabel: str | None = None, *, log: bool = False, size=(WIDTH, 3.4)
+    ):
+        self.fig, (self.ax,) = new_figure(width=size[0], height=size[1])
+        self.ax.set_xlabel("epoch")
+        self.ax.set_ylabel(title if ylabel is None else ylabel)
+        self.ax.set_title(title)
+        self.ax.grid(alpha=0.3)
+        if log:
+            self.ax.set_yscale("log")
+        self.lines: dict = {}
+
+    def draw(
+        self,
+        series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+        mark: int | None = None,
+    ) -> None:
+        """Set each (label, x in epochs, y) line; ``mark``: a dashed line at that epoch."""
+        added = False
+        if mark is not None and "mark" not in self.lines:
+            self.lines["mark"] = self.ax.axvline(
+                mark, color="tab:green", ls="--", lw=1.2, label=f"kept: epoch {mark}"
+            )
+            added = True
+        colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"])
+        for label, xs, ys in series:
+            if label not in self.lines:
+                style = _STYLES.get(label) or {"color": next(colors), "marker": "o", "ms": 3}
+                (self.lines[label],) = self.ax.plot([], [], label=label, **style)
+                added = True
+            self.lines[label].set_data(xs, ys)
+        if added:
+            self.ax.legend(loc="best", fontsize="small")
+        self.ax.relim()
+        self.ax.autoscale_view()
+
+    def png(self, dpi: int = DPI, compress_level: int | None = None) -> bytes:
+        buffer = io.BytesIO()
+        extra = {} if compress_level is None else {"pil_kwargs": {"compress_level": compress_level}}
+        self.fig.savefig(buffer, format="png", dpi=dpi, **extra)
+        return buffer.getvalue()
+
+
 def curves(
     epochs: Sequence[float],
     series: Mapping[str, Sequence[float]],
@@ -55,16 +121,10 @@ def curves(
 ) -> str:
     """Lines against epochs (from 1); ``steps`` adds a light per-step curve (x in epochs);
     ``mark`` draws a vertical line at the epoch whose weights the run kept."""
-    fig, (ax,) = new_figure()
-    if mark is not None:
-        ax.axvline(mark, color="tab:green", ls="--", lw=1.2, label=f"kept: epoch {mark}")
-    if steps is not None and len(steps[0]):
-        ax.plot(steps[0], steps[1], color="tab:blue", alpha=0.3, lw=0.8, label="train (per step)")
-    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"])
-    for label, values in series.items():
-        ax.plot(epochs, values, "o-", ms=3, color=next(colors, None), label=label)
-    _finish(ax, title, ylabel, log)
-    return png_base64(fig)
+    figure = CurveFigure(title, ylabel, log=log)
+    lines = [(STEP_LABEL, *steps)] if steps is not None and len(steps[0]) else []
+    figure.draw(lines + [(label, epochs, values) for label, values in series.items()], mark)
+    return bytes_base64(figure.png())
 
 
 def per_layer(

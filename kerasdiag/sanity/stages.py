@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kerasdiag import text
 from kerasdiag.errors import KerasdiagError
-from kerasdiag.io import write_json_atomic
+from kerasdiag.io import json_safe, write_json_atomic
 from kerasdiag.sanity.result import StageResult
 
 STAGES = ("gradcheck", "initial_loss", "regularization", "overfit")
@@ -133,12 +133,7 @@ def format_table(results: list[StageResult]) -> str:
                 r.message,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["sanity stages:"]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)]
-        lines.append("  " + "  ".join(cells + [row[5]]))
-    return "\n".join(lines)
+    return "sanity stages:\n" + text.format_table(rows, indent="  ", free_last=True)
 
 
 def _settings(cfg: Any) -> dict[str, Any]:
@@ -255,7 +250,7 @@ _RUNNERS = {
 
 
 def _record(result: StageResult) -> dict[str, Any]:
-    return _json_safe(
+    return json_safe(
         {
             "name": result.name,
             "status": result.status,
@@ -266,19 +261,6 @@ def _record(result: StageResult) -> dict[str, Any]:
             "details": result.details,
         }
     )
-
-
-def _json_safe(obj: Any) -> Any:
-    # NaN and Inf are not JSON: keep them readable as strings.
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def _num(value: float | None) -> str:

@@ -6,6 +6,8 @@ import math
 
 import keras
 
+from kerasdiag.doctor_rules import broken_loss
+
 
 class StopOnDivergence(keras.callbacks.Callback):
     """Stop training when the loss is NaN/Inf or rises above ``factor`` times its first value.
@@ -47,14 +49,12 @@ class StopOnDivergence(keras.callbacks.Callback):
         if value is None or self.diverged_epoch is not None:
             return
         value = float(value)
-        if not math.isfinite(value):
-            self._stop(f"{self.monitor} is {value}")
+        # The one NaN/divergence detector, shared with the NaN stop and the doctor.
+        reason = broken_loss(value, self.first, self.factor, self.monitor)
+        if reason is not None:
+            self._stop(reason)
         elif self.first is None:
             self.first = value
-        elif self.first > 0 and value > self.factor * self.first:
-            self._stop(
-                f"{self.monitor} {value:.3g} > {self.factor:g} x first loss {self.first:.3g}"
-            )
 
     def on_epoch_end(self, epoch, logs=None):
         if self.diverged_epoch == epoch and logs is not None:

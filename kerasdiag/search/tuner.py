@@ -33,7 +33,7 @@ from keras_tuner.src.distribute import oracle_client
 from keras_tuner.src.distribute import utils as dist_utils
 from omegaconf import DictConfig, OmegaConf
 
-from kerasdiag.callbacks.checkpoint import BestCheckpoint
+from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.data import Dataset
 from kerasdiag.errors import ConfigError
 from kerasdiag.io import load_model_safely, write_text_atomic

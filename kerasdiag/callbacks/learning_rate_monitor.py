@@ -58,6 +58,11 @@ class LearningRateMonitor(keras.callbacks.Callback):
     def history(self) -> list[list]:
         return self._csv.rows
 
+    @property
+    def rate(self) -> float | None:
+        """The rate of the running epoch, once its first step has begun (else None)."""
+        return None if self._current is None else self._current[2]
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._current = None

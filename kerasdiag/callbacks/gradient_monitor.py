@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kerasdiag.arguments import check_positive_float
+from kerasdiag import doctor_rules
+from kerasdiag.arguments import check_positive_float, check_positive_int
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor, warn
-from kerasdiag.callbacks.probe import GRADIENTS, ProbeBatch
-from kerasdiag.symptoms import fix_for
-
-# The fix texts come from the one table of symptoms (kerasdiag.symptoms).
-_SYMPTOM = {"vanishing": "vanishing_gradients", "exploding": "exploding_gradients"}
+from kerasdiag.callbacks.probe_batch import GRADIENTS, ProbeBatch
+from kerasdiag.symptoms import GRADIENT_FLAG_SYMPTOMS, fix_for
 
 
 class GradientMonitor(StepMonitor):
@@ -46,7 +44,7 @@ class GradientMonitor(StepMonitor):
 
     Args:
         x: probe inputs (a fixed batch, e.g. 64 training examples), or a
-            :class:`~kerasdiag.callbacks.probe.ProbeBatch` holding inputs and targets,
+            :class:`~kerasdiag.callbacks.probe_batch.ProbeBatch` holding inputs and targets,
             shared with an :class:`~kerasdiag.callbacks.ActivationHistograms` so that
             probes due at the same step take one pass.
         y: probe targets, as given to ``fit`` (None when ``x`` is a ProbeBatch).
@@ -60,6 +58,7 @@ class GradientMonitor(StepMonitor):
         vanishing_ratio: first/last layer norm ratio below which gradients vanish.
         max_norm: global norm above which gradients explode.
         growth: growth over the median of earlier probes that counts as exploding.
+        histogram_every: write the histograms at every n-th probe only (the first included).
 
     Attributes:
         history: one dict per probe: step, epoch, loss, global_norm, global_norm_clipped,
@@ -68,9 +67,6 @@ class GradientMonitor(StepMonitor):
     """
 
     probe_kind = GRADIENTS
-    # Histograms at every n-th probe only (the first included): they cost as much as the
-    # norms; scripts/train.py, probing often, sets 2.
-    histogram_every = 1
 
     def __init__(
         self,
@@ -79,9 +75,10 @@ class GradientMonitor(StepMonitor):
         freq: int = 200,
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
-        vanishing_ratio: float = stats.VANISHING_RATIO,
-        max_norm: float = stats.EXPLODING_NORM,
-        growth: float = stats.GROWTH_FACTOR,
+        vanishing_ratio: float = doctor_rules.VANISHING_RATIO,
+        max_norm: float = doctor_rules.EXPLODING_NORM,
+        growth: float = doctor_rules.GROWTH_FACTOR,
+        histogram_every: int = 1,
     ):
         super().__init__(freq, log_dir, "gradients", csv_path, ["step", "epoch", "name", "norm"])
         self.probe = ProbeBatch.of(x, y)
@@ -91,6 +88,9 @@ class GradientMonitor(StepMonitor):
         self.vanishing_ratio = check_positive_float("vanishing_ratio", vanishing_ratio)
         self.max_norm = check_positive_float("max_norm", max_norm)
         self.growth = check_positive_float("growth", growth)
+        # Histograms at every n-th probe only (the first included): they cost as much as
+        # the norms; scripts/train.py, probing often, draws them at every second.
+        self.histogram_every = check_positive_int("histogram_every", histogram_every)
         self.history: list[dict] = []
         self.flags: list[dict] = []
         self._warned: set[str] = set()
@@ -115,7 +115,7 @@ class GradientMonitor(StepMonitor):
         norm, norm_clipped = stats.global_norm(grads), stats.global_norm(clipped)
         layer_norms = stats.layer_gradient_norms(model, grads)
         earlier = [h["global_norm"] for h in self.history]
-        flags = stats.gradient_flags(
+        flags = doctor_rules.gradient_flags(
             norm, layer_norms, earlier, self.vanishing_ratio, self.max_norm, self.growth
         )
         self.history.append(
@@ -134,7 +134,7 @@ class GradientMonitor(StepMonitor):
         self._csv.add([step, self._epoch + 1, "global_norm", norm])
         self._csv.add([step, self._epoch + 1, "global_norm_clipped", norm_clipped])
         for flag, reason in flags.items():
-            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {fix_for(_SYMPTOM[flag])}"
+            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {fix_for(GRADIENT_FLAG_SYMPTOMS[flag])}"
             self.flags.append(
                 {"step": step, "epoch": self._epoch, "flag": flag, "message": message}
             )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from kerasdiag.arguments import check_positive_int
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor
-from kerasdiag.callbacks.probe import ACTIVATIONS, ProbeBatch
+from kerasdiag.callbacks.probe_batch import ACTIVATIONS, ProbeBatch
 
 _COLUMNS = [
     "step",
@@ -27,7 +28,7 @@ class ActivationHistograms(StepMonitor):
 
     Every ``freq`` optimizer steps the probe batch ``x`` runs through the model in inference
     mode and, for each layer with weights or an activation function, the monitor records a
-    histogram of its output and :class:`~kerasdiag.callbacks.stats.ActivationStats`: mean,
+    histogram of its output and :class:`~kerasdiag.doctor_rules.ActivationStats`: mean,
     std, the share of exact zeros, and
 
     - for ReLU layers, the **dead fraction**: units (features, or channels of a conv layer)
@@ -48,7 +49,7 @@ class ActivationHistograms(StepMonitor):
 
     Args:
         x: the probe inputs (a fixed batch, e.g. 64 training examples), or a
-            :class:`~kerasdiag.callbacks.probe.ProbeBatch` shared with a
+            :class:`~kerasdiag.callbacks.probe_batch.ProbeBatch` shared with a
             :class:`~kerasdiag.callbacks.GradientMonitor`, so that probes due at the same
             step take one pass.
         freq: probe before the optimizer steps 0, freq, 2 * freq, ... (a probe costs about
@@ -56,6 +57,7 @@ class ActivationHistograms(StepMonitor):
         log_dir: TensorBoard log directory; the run ``<log_dir>/activations`` gets
             histograms ``activation/<layer>`` and scalars ``dead_fraction/<layer>`` and
             ``saturated_fraction/<layer>``. None: no TensorBoard output.
+        histogram_every: write the histograms at every n-th probe only (the first included).
         csv_path: CSV with columns step, epoch, layer, kind, mean, std, zero_fraction,
             dead_fraction, saturated_fraction, rewritten at each epoch end. None: no file.
 
@@ -65,9 +67,6 @@ class ActivationHistograms(StepMonitor):
     """
 
     probe_kind = ACTIVATIONS
-    # Histograms at every n-th probe only (the first included): they cost as much as the
-    # statistics; scripts/train.py, probing often, sets 2.
-    histogram_every = 1
 
     def __init__(
         self,
@@ -75,8 +74,12 @@ class ActivationHistograms(StepMonitor):
         freq: int = 200,
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
+        histogram_every: int = 1,
     ):
         super().__init__(freq, log_dir, "activations", csv_path, _COLUMNS)
+        # Histograms at every n-th probe only (the first included): they cost as much as
+        # the statistics; scripts/train.py, probing often, draws them at every second.
+        self.histogram_every = check_positive_int("histogram_every", histogram_every)
         self.probe = ProbeBatch.of(x)
         self.probe.attach(self)
         self.history: list[tuple[int, int, dict[str, stats.ActivationStats]]] = []

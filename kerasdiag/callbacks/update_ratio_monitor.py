@@ -7,19 +7,11 @@ from collections import defaultdict
 
 import numpy as np
 
+from kerasdiag import doctor_rules
 from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import StepMonitor, warn
-from kerasdiag.symptoms import fix_for
-
-# The fix texts come from the one table of symptoms (kerasdiag.symptoms).
-_CAUSES = {
-    "too_high": ("the learning rate is probably too high", "lr_too_high"),
-    "too_low": (
-        "the learning rate is probably too low, unless the gradient vanishes",
-        "lr_too_low",
-    ),
-}
+from kerasdiag.symptoms import UPDATE_RATIO_CAUSES, fix_for
 
 
 class UpdateRatioMonitor(StepMonitor):
@@ -69,7 +61,7 @@ class UpdateRatioMonitor(StepMonitor):
         freq: int = 50,
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
-        low: float = stats.UPDATE_RATIO_LOW,
+        low: float = doctor_rules.UPDATE_RATIO_LOW,
         high: float | None = None,
     ):
         super().__init__(
@@ -79,7 +71,7 @@ class UpdateRatioMonitor(StepMonitor):
         self._high = None if high is None else check_positive_float("high", high)
         if self._high is not None and self.low >= self._high:
             raise ValueError(f"`low` must be below `high`. Received: low={low}, high={high}")
-        self.high = stats.UPDATE_RATIO_HIGH if high is None else self._high
+        self.high = doctor_rules.UPDATE_RATIO_HIGH if high is None else self._high
         self.findings: list[dict] = []
         self._pending = None
         self._epoch_ratios: dict[str, list[float]] = defaultdict(list)
@@ -156,14 +148,15 @@ class UpdateRatioMonitor(StepMonitor):
                 continue
             median = float(np.median(finite))
             low, high = self._bands[layer]
-            verdict = stats.update_ratio_verdict(median, low, high)
+            verdict = doctor_rules.update_ratio_verdict(median, low, high)
             if verdict is None:
                 continue
             bound = low if verdict == "too_low" else high
             side = "below" if verdict == "too_low" else "above"
+            cause, symptom = UPDATE_RATIO_CAUSES[verdict]
             message = (
                 f"UpdateRatioMonitor: layer {layer!r} has a median update/weight ratio of "
-                f"{median:.2e} in epoch {epoch + 1}, {side} {bound:.0e}: {_CAUSES[verdict][0]}; {fix_for(_CAUSES[verdict][1])}"
+                f"{median:.2e} in epoch {epoch + 1}, {side} {bound:.0e}: {cause}; {fix_for(symptom)}"
             )
             self.findings.append(
                 {

@@ -10,6 +10,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasdiag import diagnosis
+from kerasdiag import doctor_rules as rules
 from kerasdiag.callbacks import stats, weight_checks
-from kerasdiag.callbacks.activations import ActivationHistograms
+from kerasdiag.callbacks.activation_histograms import ActivationHistograms
 from kerasdiag.callbacks.base import FileWrites, MonitorWarning
-from kerasdiag.callbacks.curves import step_losses
-from kerasdiag.callbacks.gradients import GradientMonitor
-from kerasdiag.callbacks.probe import ProbeBatch, inference_accuracy
-from kerasdiag.callbacks.update_ratio import UpdateRatioMonitor
-from kerasdiag.io import write_json_atomic
+from kerasdiag.callbacks.curve_plotter import step_losses
+from kerasdiag.callbacks.gradient_monitor import GradientMonitor
+from kerasdiag.callbacks.probe_batch import ProbeBatch, inference_accuracy
+from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
+from kerasdiag.io import json_safe, write_json_atomic
 from kerasdiag.optimizers import optimizer_step
 from kerasdiag.sanity.outputs import uses_batch_statistics as stats_uses_batch_statistics
-from kerasdiag.symptoms import reconcile
+from kerasdiag.symptoms import JUDGED_SYMPTOMS, Finding, reconcile
 
 # A step loss this many times the initial loss triggers a probe at once (outside the budget):
 # when the loss blows up, the gradient norms are what names the cause.
@@ -100,7 +101,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         monitors: GradientMonitor / ActivationHistograms / UpdateRatioMonitor instances that
             run in the same ``fit``; the doctor reads their measurements instead of probing.
         stop_on: symptoms that end training when found (``model.stop_training``).
-        thresholds: a :class:`~kerasdiag.diagnosis.Thresholds` or a mapping overriding some
+        thresholds: a :class:`~kerasdiag.doctor_rules.Thresholds` or a mapping overriding some
             of its fields (each is documented there).
         budget: the share of training time the doctor's own probes and weight checks may
             take after its first probe (0 < budget <= 1).
@@ -119,7 +120,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             model with BatchNorm is scored on the probe batch.
 
     Attributes:
-        findings: :class:`~kerasdiag.diagnosis.Finding` records (symptom, step, epoch,
+        findings: :class:`~kerasdiag.symptoms.Finding` records (symptom, step, epoch,
             layer, evidence, fix, severity, message), one per symptom and layer, repeats
             counted in ``count`` / ``last_step``.
         step_losses: (step, loss) of every training step seen.
@@ -143,7 +144,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         *,
         monitors: Iterable[keras.callbacks.Callback] = (),
         stop_on: Iterable[str] = ("nan",),
-        thresholds: diagnosis.Thresholds | Mapping[str, Any] | None = None,
+        thresholds: rules.Thresholds | Mapping[str, Any] | None = None,
         budget: float = 0.01,
         path: str | os.PathLike | None = None,
         bayes_error: float | None = None,
@@ -152,14 +153,14 @@ class TrainingDoctor(keras.callbacks.Callback):
         train_sample: tuple[Any, Any] | None = None,
     ):
         super().__init__()
-        self.thresholds = diagnosis.Thresholds.of(thresholds)
+        self.thresholds = rules.Thresholds.of(thresholds)
         if isinstance(stop_on, str):
             stop_on = [stop_on]
         self.stop_on = frozenset(stop_on)
-        unknown = sorted(self.stop_on - set(diagnosis.SYMPTOMS))
+        unknown = sorted(self.stop_on - set(JUDGED_SYMPTOMS))
         if unknown:
             raise ValueError(
-                f"`stop_on` names unknown symptoms {unknown}; known: {', '.join(diagnosis.SYMPTOMS)}"
+                f"`stop_on` names unknown symptoms {unknown}; known: {', '.join(JUDGED_SYMPTOMS)}"
             )
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
             raise ValueError(f"`budget` must be a number in (0, 1]. Received: budget={budget!r}")
@@ -196,14 +197,14 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._ratio_monitor = given.get(UpdateRatioMonitor)
         self._own_ratios = self._ratio_monitor is None
 
-        self.findings: list[diagnosis.Finding] = []
+        self.findings: list[Finding] = []
         self.step_losses: list[tuple[int, float]] = []
         self.initial_loss: float | None = None
         self.probe_seconds = 0.0
         self.probes = 0
         self.history: dict[str, list[float]] = {}
         self._writes = FileWrites()
-        self._pending: list[tuple[int, int, float]] = []
+        self._fit: _Fit | None = None  # the state of one fit, from on_train_begin
         self._lock = threading.Lock()
 
     # --- Keras hooks --------------------------------------------------------------------
@@ -226,35 +227,10 @@ class TrainingDoctor(keras.callbacks.Callback):
         for monitor in self._owned:
             if monitor is not self._activations:
                 monitor.on_train_begin(logs)
-        self.findings, self._seen = [], {}
-        self.step_losses, self.initial_loss, self.history = [], None, {}
+        self.findings, self.step_losses, self.initial_loss, self.history = [], [], None, {}
         self.probe_seconds, self.probes = 0.0, 0
-        self._pending = []
-        self._train_thread = threading.get_ident()
-        self._epoch, self._epoch_start_step, self._last_step = 0, 0, 0
-        self._first_step = optimizer_step(model.optimizer)
-        self._judged = {"gradients": 0, "activations": 0, "ratios": 0}
-        self._window: deque[float] = deque(maxlen=self.thresholds.oscillation_window + 1)
-        self._nan_epoch = None
-        self._restored_epoch = None
-        self._alarm_step = -(10**9)
-        self._alarm = False
-        self._last_probe_step, self._last_probe_cost = None, 0.0
-        self._started = time.perf_counter()
-        self._outputs = _output_layer_names(model)
-        self._variables = list(model.trainable_variables)
-        self._names = [v.path for v in self._variables]
-        self._layers = stats.variable_layers(model)
-        groups = stats.layer_variables(model)
-        self._main = {vs[stats.main_variable_index(vs)].path: layer for layer, vs in groups.items()}
-        self._own_rows: list[list] = []
-        self._snapshot = None
-        self._float_weights = [v for v in model.weights if "float" in str(v.dtype)]
-        self._weights_finite = _finite_check(self._float_weights)
-        self._good = (0, stats.snapshot(self._float_weights))
-        self._last_check_step, self._last_check_cost = self._first_step, 0.0
-        self._resumed_epoch = None
-        if self._first_step > 0 and self.path is not None and self.path.is_file():
+        self._fit = _Fit.of(model, self.thresholds)
+        if self._fit.first_step > 0 and self.path is not None and self.path.is_file():
             self._resume(json.loads(self.path.read_text()))
         self._judge_without_probes()
 
@@ -266,11 +242,11 @@ class TrainingDoctor(keras.callbacks.Callback):
             measured |= {"exploding_gradients", "vanishing_gradients"}
         if self._activations is not None:
             measured |= {"saturated_activations"}
-        if self._first_step == 0:
+        if self._fit.first_step == 0:
             for finding in weight_checks.init_scale_findings(self.model):
                 if (
                     finding.symptom not in measured
-                    and (finding.symptom, finding.layer) not in self._seen
+                    and (finding.symptom, finding.layer) not in self._fit.seen
                 ):
                     self._add(finding)
         self.unjudged_note = weight_checks.unjudged_note(
@@ -286,32 +262,34 @@ class TrainingDoctor(keras.callbacks.Callback):
         epochs of the restart for the first epochs of training.
         """
         for d in saved.get("findings", []):
-            finding = diagnosis.Finding.from_dict(d)
-            if finding.source == "doctor" and (finding.step or 0) < self._first_step:
+            finding = Finding.from_dict(d)
+            if finding.source == "doctor" and (finding.step or 0) < self._fit.first_step:
                 self.findings.append(finding)
-                self._seen[(finding.symptom, finding.layer)] = finding
+                self._fit.seen[(finding.symptom, finding.layer)] = finding
         self.initial_loss = saved.get("initial_loss")
         self.step_losses = [
-            (int(s), float(v)) for s, v in saved.get("step_losses", []) if s < self._first_step
+            (int(s), float(v)) for s, v in saved.get("step_losses", []) if s < self._fit.first_step
         ]
         self.history = {k: list(v) for k, v in (saved.get("history") or {}).items()}
-        self._resumed_epoch = -1  # trim the history at the first epoch of this fit
+        self._fit.resumed_epoch = -1  # trim the history at the first epoch of this fit
 
     def on_epoch_begin(self, epoch, logs=None):
         self._forward("on_epoch_begin", epoch, logs)
-        if self._resumed_epoch == -1:
-            self._resumed_epoch = epoch
+        if self._fit.resumed_epoch == -1:
+            self._fit.resumed_epoch = epoch
             self.history = {k: v[:epoch] for k, v in self.history.items()}
-        self._epoch = epoch
-        self._epoch_start_step = optimizer_step(self.model.optimizer)
-        self._last_record = (0, 0.0)
+        self._fit.epoch = epoch
+        self._fit.epoch_start_step = optimizer_step(self.model.optimizer)
+        self._fit.last_record = (0, 0.0)
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = self._epoch_start_step + batch
+        step = self._fit.epoch_start_step + batch
         self._drain()
         self._finish_update_ratios()
         self._judge_monitors()
-        if self._due(step, self._last_check_step, self._last_check_cost, WEIGHT_CHECK_SHARE):
+        if self._due(
+            step, self._fit.last_check_step, self._fit.last_check_cost, WEIGHT_CHECK_SHARE
+        ):
             self._check_weights(step)
         if self._probe_due(step):
             self._probe(step)
@@ -321,8 +299,8 @@ class TrainingDoctor(keras.callbacks.Callback):
         if loss is None:
             return
         with self._lock:
-            self._pending.append((self._epoch, batch + 1, float(loss)))
-        if threading.get_ident() == self._train_thread:
+            self._fit.pending.append((self._fit.epoch, batch + 1, float(loss)))
+        if threading.get_ident() == self._fit.train_thread:
             self._drain()  # synchronous dispatch: judge now, before the next step runs
 
     def on_epoch_end(self, epoch, logs=None):
@@ -337,13 +315,13 @@ class TrainingDoctor(keras.callbacks.Callback):
         if "accuracy" in logs:
             accuracy = self._inference_accuracy()
             if accuracy is not None:
-                self.history.setdefault(diagnosis.TRAIN_INFERENCE_ACCURACY, []).append(accuracy)
+                self.history.setdefault(rules.TRAIN_INFERENCE_ACCURACY, []).append(accuracy)
         self._judge_slow(epoch, logs.get("loss"))
-        self._check_weights(self._last_step + 1)
-        if self._nan_epoch is not None:
+        self._check_weights(self._fit.last_step + 1)
+        if self._fit.nan_epoch is not None:
             self._restore()
         else:
-            self._good = (epoch + 1, stats.snapshot(self._float_weights))
+            self._fit.good = (epoch + 1, stats.snapshot(self._fit.float_weights))
         self._forward("on_epoch_end", epoch, logs)
         self._write()
 
@@ -351,14 +329,14 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._drain()
         self._finish_update_ratios()
         self._judge_monitors()
-        if self._nan_epoch is not None:
+        if self._fit.nan_epoch is not None:
             self._restore()
         elif self.history.get("loss") and self.judge_curves:
             rows = self._ratio_rows()
-            for finding in diagnosis.curve_findings(
+            for finding in rules.curve_findings(
                 self.history,
                 initial_loss=self.initial_loss,
-                update_ratio=diagnosis.median_update_ratio(rows),
+                update_ratio=rules.median_update_ratio(rows),
                 bayes_error=self.bayes_error,
                 lr=_learning_rate(self.model),
                 thresholds=self.thresholds,
@@ -376,155 +354,112 @@ class TrainingDoctor(keras.callbacks.Callback):
     def _drain(self) -> None:
         """Turn the running means stored by on_train_batch_end into per-step losses."""
         with self._lock:
-            pending, self._pending = self._pending, []
+            pending, self._fit.pending = self._fit.pending, []
         if not pending:
             return
         last_batch = self.params.get("steps") if self.params else None
         for epoch, n, mean in sorted(pending):
-            if epoch != self._epoch:
+            if epoch != self._fit.epoch:
                 continue  # a late record of an earlier fit
-            n0, m0 = self._last_record
+            n0, m0 = self._fit.last_record
             points = step_losses([(n0, m0), (n, mean)])[1 if n0 else 0 :]
-            self._last_record = (n, mean)
+            self._fit.last_record = (n, mean)
             for count, loss in points:
                 # The epoch's last batch may be smaller: its recovered loss is biased.
                 if count == last_batch and count > 1 and math.isfinite(loss):
                     continue
-                self._on_step_loss(self._epoch_start_step + count - 1, loss)
+                self._on_step_loss(self._fit.epoch_start_step + count - 1, loss)
 
     def _on_step_loss(self, step: int, loss: float) -> None:
-        self._last_step = step
+        self._fit.last_step = step
         self.step_losses.append((step, loss))
-        if not math.isfinite(loss):
-            if self._nan_epoch is None:
-                self._nan_epoch = self._epoch
+        lr = self._lr
+        if rules.broken_loss(loss) is not None:
+            if self._fit.nan_epoch is None:
+                self._fit.nan_epoch = self._fit.epoch
             recent = [v for _, v in self.step_losses[-6:-1]]
-            self._record(
-                "nan",
-                f"the training loss became {loss}",
-                {"loss": loss, "previous_losses": recent, "lr": _learning_rate(self.model)},
-                self._nan_fix(recent),
-                step=step,
-            )
+            self._record(rules.nan_finding(recent, loss=loss, **self._nan_context(step, lr)))
             return
         if self.initial_loss is None:
             self.initial_loss = loss  # the first step's loss: before any update
-        if self._first_step == 0 and len(self.step_losses) == weight_checks.FLAT_STEPS:
-            flat = weight_checks.flat_loss_finding(
-                self.step_losses, self.initial_loss, _learning_rate(self.model)
-            )
-            if flat is not None and ("slow_convergence", None) not in self._seen:
+        if self._fit.first_step == 0 and len(self.step_losses) == weight_checks.FLAT_STEPS:
+            flat = weight_checks.flat_loss_finding(self.step_losses, self.initial_loss, lr())
+            if flat is not None and ("slow_convergence", None) not in self._fit.seen:
                 self._add(flat)
-        self._window.append(loss)
+        self._fit.window.append(loss)
         scale = self.initial_loss
-        if loss > ALARM_FACTOR * scale and step - self._alarm_step >= self._window.maxlen:
-            self._alarm_step, self._alarm = step, True
-        if len(self._window) == self._window.maxlen:
-            index = diagnosis.oscillation_index(self._window, scale)
-            if index > self.thresholds.oscillation:
-                self._record(
-                    "oscillating_loss",
-                    f"over the last {len(self._window) - 1} steps the loss jumped by a median "
-                    f"{index:.0%} of the initial loss {scale:.4g} per step",
-                    {
-                        "oscillation_index": index,
-                        "threshold": self.thresholds.oscillation,
-                        "initial_loss": scale,
-                        "recent_losses": list(self._window),
-                    },
-                    diagnosis.fix_for("oscillating_loss", _learning_rate(self.model)),
-                    step=step,
-                )
-
-    def _nan_fix(self, recent: Sequence[float] = ()) -> str:
-        kept = (
-            "the weights of the end of the last finite epoch are put back"
-            if (self.restore_on_nan)
-            else "the last good checkpoint holds the last finite weights"
-        )
-        stop = "training stops and " if "nan" in self.stop_on else ""
-        scale = self.initial_loss
-        if recent and scale and max(recent) < 2 * scale:
-            cause = (
-                f"the loss was stable just before ({', '.join(f'{v:.3g}' for v in recent)}), "
-                "so a bad batch or an unsafe operation is more likely than divergence; "
+        if loss > ALARM_FACTOR * scale and step - self._fit.alarm_step >= self._fit.window.maxlen:
+            self._fit.alarm_step, self._fit.alarm = step, True
+        if len(self._fit.window) == self._fit.window.maxlen:
+            finding = rules.oscillation_finding(
+                self._fit.window, scale, self.thresholds, lr, step, self._fit.epoch + 1
             )
-        else:
-            cause = "the loss grew before it broke (divergence); "
-        lr = _learning_rate(self.model) if self.model is not None else None
-        return f"{stop}{kept}; {cause}{diagnosis.fix_for('nan', lr)}"
+            if finding is not None:
+                self._record(finding)
+
+    def _lr(self) -> float | None:
+        """The learning rate now (a method: the rules read it only when they make a finding)."""
+        return _learning_rate(self.model)
+
+    def _nan_context(self, step: int, lr: float | None) -> dict[str, Any]:
+        """What the nan rules need besides the numbers: the run's scale and its settings."""
+        return {
+            "initial_loss": self.initial_loss,
+            "lr": lr,
+            "step": step,
+            "epoch": self._fit.epoch + 1,
+            "stopping": "nan" in self.stop_on,
+            "restoring": self.restore_on_nan,
+        }
 
     def _check_weights(self, step: int) -> None:
         """Name ``nan`` if a weight is NaN/Inf before optimizer step ``step``."""
         start = time.perf_counter()
-        finite = bool(self._weights_finite())
-        if not self._last_check_cost:
+        finite = bool(self._fit.weights_finite())
+        if not self._fit.last_check_cost:
             # The first call traces the function (~100x a warm call): time a warm call, or
             # that one-off would space all later checks far apart.
             self.probe_seconds += time.perf_counter() - start
             start = time.perf_counter()
-            finite = bool(self._weights_finite())
+            finite = bool(self._fit.weights_finite())
         cost = time.perf_counter() - start
         self.probe_seconds += cost
-        self._last_check_step, self._last_check_cost = step, cost
+        self._fit.last_check_step, self._fit.last_check_cost = step, cost
         if finite:
             return
-        if self._nan_epoch is None:
-            self._nan_epoch = self._epoch
-        broken = [v.path for v in self._float_weights if not _all_finite([v])]
+        if self._fit.nan_epoch is None:
+            self._fit.nan_epoch = self._fit.epoch
+        broken = [v.path for v in self._fit.float_weights if not _all_finite([v])]
         recent = [v for _, v in self.step_losses[-5:]]
-        loss_note = (
-            " while the loss is still finite (ReLU turns NaN inputs into 0)"
-            if recent and math.isfinite(recent[-1])
-            else ""
-        )
+        lr = self._lr
         self._record(
-            "nan",
-            f"the weights {', '.join(broken[:4])}{' ...' if len(broken) > 4 else ''} hold "
-            f"NaN/Inf values{loss_note}",
-            {"non_finite_weights": broken, "previous_losses": recent},
-            self._nan_fix(recent),
-            step=max(step - 1, 0),
+            rules.nan_finding(recent, broken=broken, **self._nan_context(max(step - 1, 0), lr))
         )
 
     def _restore(self) -> None:
-        epoch, weights = self._good
-        if not self.restore_on_nan or self._restored_epoch is not None:
+        epoch, weights = self._fit.good
+        if not self.restore_on_nan or self._fit.restored_epoch is not None:
             return
-        for variable, value in zip(self._float_weights, weights, strict=True):
+        for variable, value in zip(self._fit.float_weights, weights, strict=True):
             variable.assign(value)
-        self._restored_epoch = epoch
+        self._fit.restored_epoch = epoch
         for finding in self.findings:
             if finding.symptom == "nan":
                 finding.evidence["restored_weights_of_epoch"] = epoch
 
     def _judge_slow(self, epoch: int, loss: float | None) -> None:
-        th, scale = self.thresholds, self.initial_loss
-        if epoch + 1 < th.slow_epochs or scale is None or loss is None or not math.isfinite(loss):
-            return
-        if loss > (1 - th.slow_drop) * scale:
-            causes = [f.symptom for f in self.findings if f.symptom != "slow_convergence"]
-            fix = diagnosis.fix_for("slow_convergence", _learning_rate(self.model))
-            if causes:
-                fix = f"first fix {', '.join(sorted(set(causes)))} (found above); then {fix}"
-            self._record(
-                "slow_convergence",
-                f"after {epoch + 1} epochs the loss is {loss:.4g}, "
-                + (
-                    f"only {1 - loss / scale:.1%} below"
-                    if loss < scale
-                    else f"{loss / scale - 1:.0%} above"
-                )
-                + f" the initial {scale:.4g} (expected at least {th.slow_drop:.0%} below)",
-                {
-                    "epoch_loss": loss,
-                    "initial_loss": scale,
-                    "drop": 1 - loss / scale,
-                    "expected_drop": th.slow_drop,
-                },
-                fix,
-                step=self._last_step,
-            )
+        causes = [f.symptom for f in self.findings if f.symptom != "slow_convergence"]
+        finding = rules.slow_finding(
+            epoch,
+            loss,
+            self.initial_loss,
+            self.thresholds,
+            self._lr,
+            causes,
+            step=self._fit.last_step,
+        )
+        if finding is not None:
+            self._record(finding)
 
     def _inference_accuracy(self) -> float | None:
         """Accuracy of the training sample (or, for a BatchNorm model, the probe batch)
@@ -545,18 +480,20 @@ class TrainingDoctor(keras.callbacks.Callback):
     def _probe_due(self, step: int) -> bool:
         if not self._owned and not self._own_ratios:
             return False
-        if self._last_probe_step is None or self._alarm:
-            self._alarm = False
+        if self._fit.last_probe_step is None or self._fit.alarm:
+            self._fit.alarm = False
             return True
-        return self._due(step, self._last_probe_step, self._last_probe_cost, 1 - WEIGHT_CHECK_SHARE)
+        return self._due(
+            step, self._fit.last_probe_step, self._fit.last_probe_cost, 1 - WEIGHT_CHECK_SHARE
+        )
 
     def _due(self, step: int, last_step: int, last_cost: float, share: float) -> bool:
         """Whether the training time since ``last_step`` pays for ``last_cost`` within
         ``share`` of the budget."""
-        steps = step - self._first_step
+        steps = step - self._fit.first_step
         if steps <= 0:
             return False
-        train_time = time.perf_counter() - self._started - self.probe_seconds
+        train_time = time.perf_counter() - self._fit.started - self.probe_seconds
         step_time = max(train_time / steps, 1e-9)
         return (step - last_step) * step_time * self.budget * share >= last_cost
 
@@ -576,162 +513,83 @@ class TrainingDoctor(keras.callbacks.Callback):
             for monitor in self._owned:
                 monitor.on_due_step(step)
         if self._own_ratios:
-            self._snapshot = (step, self._epoch, stats.snapshot(self._variables))
+            self._fit.snapshot = (step, self._fit.epoch, stats.snapshot(self._fit.variables))
         cost = time.perf_counter() - start
         self.probe_seconds += cost
         self.probes += 1
-        self._last_probe_step, self._last_probe_cost = step, cost
+        self._fit.last_probe_step, self._fit.last_probe_cost = step, cost
         self._judge_monitors()
 
     def _finish_update_ratios(self) -> None:
-        if self._snapshot is None:
+        if self._fit.snapshot is None:
             return
         start = time.perf_counter()
-        step, epoch, before = self._snapshot
-        self._snapshot = None
-        ratios = stats.update_ratios(before, self._variables)
-        for name, layer, ratio in zip(self._names, self._layers, ratios, strict=True):
-            self._own_rows.append([step, epoch + 1, name, float(ratio), layer])
+        step, epoch, before = self._fit.snapshot
+        self._fit.snapshot = None
+        ratios = stats.update_ratios(before, self._fit.variables)
+        for name, layer, ratio in zip(self._fit.names, self._fit.layers, ratios, strict=True):
+            self._fit.own_rows.append([step, epoch + 1, name, float(ratio), layer])
         self.probe_seconds += time.perf_counter() - start
 
     def _ratio_rows(self) -> list[list]:
-        return self._own_rows if self._own_ratios else self._ratio_monitor.history
+        return self._fit.own_rows if self._own_ratios else self._ratio_monitor.history
 
     def _judge_monitors(self) -> None:
-        th = self.thresholds
+        lr = self._lr
         if self._activations is not None:
             history = self._activations.history
-            for step, epoch, layer_stats in history[self._judged["activations"] :]:
-                for layer, s in layer_stats.items():
-                    if layer in self._outputs:
-                        continue
-                    if s.dead_fraction is not None and s.dead_fraction > th.dead_fraction:
-                        self._record(
-                            "dying_relu",
-                            f"{s.dead_fraction:.0%} of the units of layer {layer!r} output 0 "
-                            f"for every probe example",
-                            {"dead_fraction": s.dead_fraction, "threshold": th.dead_fraction},
-                            diagnosis.fix_for("dying_relu", _learning_rate(self.model)),
-                            step=step,
-                            epoch=epoch + 1,
-                            layer=layer,
-                        )
-                    if (
-                        s.saturated_fraction is not None
-                        and s.saturated_fraction > th.saturated_fraction
-                    ):
-                        self._record(
-                            "saturated_activations",
-                            f"{s.saturated_fraction:.0%} of the {s.kind} outputs of layer "
-                            f"{layer!r} are saturated",
-                            {
-                                "saturated_fraction": s.saturated_fraction,
-                                "threshold": th.saturated_fraction,
-                                "mean": s.mean,
-                                "std": s.std,
-                            },
-                            diagnosis.fix_for("saturated_activations"),
-                            step=step,
-                            epoch=epoch + 1,
-                            layer=layer,
-                        )
-            self._judged["activations"] = len(history)
+            for step, epoch, layer_stats in history[self._fit.judged["activations"] :]:
+                for finding in rules.activation_findings(
+                    layer_stats,
+                    self.thresholds,
+                    lr,
+                    step=step,
+                    epoch=epoch + 1,
+                    skip=self._fit.outputs,
+                ):
+                    self._record(finding)
+            self._fit.judged["activations"] = len(history)
         if self._gradients is not None:
             history = self._gradients.history
-            for i in range(self._judged["gradients"], len(history)):
-                self._judge_gradients(history[i], [h["global_norm"] for h in history[:i]])
-            self._judged["gradients"] = len(history)
-
-    def _judge_gradients(self, entry: dict, earlier: list[float]) -> None:
-        th = self.thresholds
-        step, epoch = entry["step"], entry["epoch"] + 1
-        if not math.isfinite(entry["loss"]):
-            return  # broken weights: the nan finding names it
-        flags = stats.gradient_flags(
-            entry["global_norm"],
-            entry["layer_norms"],
-            earlier,
-            th.vanishing_ratio,
-            th.exploding_norm,
-            th.gradient_growth,
-        )
-        norms = entry["layer_norms"]
-        if "exploding" in flags:
-            self._record(
-                "exploding_gradients",
-                flags["exploding"],
-                {
-                    "global_norm": entry["global_norm"],
-                    "threshold": th.exploding_norm,
-                    "probe_loss": entry["loss"],
-                    "layer_norms": norms,
-                },
-                diagnosis.fix_for("exploding_gradients", _learning_rate(self.model)),
-                step=step,
-                epoch=epoch,
-            )
-        if "vanishing" in flags:
-            dead = [f.layer for f in self.findings if f.symptom == "dying_relu"]
-            fix = diagnosis.fix_for("vanishing_gradients")
-            if dead:
-                fix = f"the dead ReLU units of {', '.join(dead)} pass no gradient: fix dying_relu first; {fix}"
-            self._record(
-                "vanishing_gradients",
-                flags["vanishing"],
-                {
-                    "first_last_ratio": stats.vanishing_ratio(norms),
-                    "threshold": th.vanishing_ratio,
-                    "layer_norms": norms,
-                },
-                fix,
-                step=step,
-                epoch=epoch,
-            )
+            for i in range(self._fit.judged["gradients"], len(history)):
+                dying = [f.layer for f in self.findings if f.symptom == "dying_relu"]
+                earlier = [h["global_norm"] for h in history[:i]]
+                for finding in rules.gradient_findings(
+                    history[i], earlier, self.thresholds, lr, dying
+                ):
+                    self._record(finding)
+            self._fit.judged["gradients"] = len(history)
 
     def _judge_stagnant(self, epoch: int) -> None:
         rows = self._ratio_rows()
-        start = self._judged["ratios"]
-        self._judged["ratios"] = len(rows)
+        start = self._fit.judged["ratios"]
+        self._fit.judged["ratios"] = len(rows)
         per_layer: dict[str, list[float]] = {}
         for _step, _epoch, name, ratio, *_ in rows[start:]:
-            if name in self._main and math.isfinite(float(ratio)):
-                per_layer.setdefault(self._main[name], []).append(float(ratio))
-        for layer, ratios in per_layer.items():
-            median = float(np.median(ratios))
-            if median < self.thresholds.stagnant_ratio:
-                self._record(
-                    "stagnant_weights",
-                    f"the kernel of layer {layer!r} changes by a median {median:.1e} of its "
-                    f"norm per step (below {self.thresholds.stagnant_ratio:.0e})",
-                    {
-                        "median_update_ratio": median,
-                        "measurements": len(ratios),
-                        "threshold": self.thresholds.stagnant_ratio,
-                    },
-                    diagnosis.fix_for("stagnant_weights", _learning_rate(self.model)),
-                    step=self._last_step,
-                    epoch=epoch + 1,
-                    layer=layer,
-                )
+            if name in self._fit.main and math.isfinite(float(ratio)):
+                per_layer.setdefault(self._fit.main[name], []).append(float(ratio))
+        for finding in rules.stagnant_findings(
+            per_layer,
+            self.thresholds,
+            self._lr,
+            step=self._fit.last_step,
+            epoch=epoch + 1,
+        ):
+            self._record(finding)
 
     # --- findings ----------------------------------------------------------------------
 
-    def _record(self, symptom, what, evidence, fix, *, step, epoch=None, layer=None) -> None:
-        epoch = self._epoch + 1 if epoch is None else epoch
-        key = (symptom, layer)
-        if key in self._seen:
-            finding = self._seen[key]
-            finding.count += 1
-            finding.last_step = step
+    def _record(self, finding: Finding) -> None:
+        """Add ``finding``, or count it as a repeat of the same symptom in the same layer."""
+        seen = self._fit.seen.get((finding.symptom, finding.layer))
+        if seen is not None:
+            seen.count += 1
+            seen.last_step = finding.step
             return
-        self._add(
-            diagnosis.make_finding(
-                symptom, what, evidence, fix, step=step, epoch=epoch, layer=layer
-            )
-        )
+        self._add(finding)
 
-    def _add(self, finding: diagnosis.Finding) -> None:
-        self._seen[(finding.symptom, finding.layer)] = finding
+    def _add(self, finding: Finding) -> None:
+        self._fit.seen[(finding.symptom, finding.layer)] = finding
         self.findings.append(finding)
         reconcile(self.findings)  # never "raise the learning rate" next to "lower it"
         if self.verbose:
@@ -751,24 +609,85 @@ class TrainingDoctor(keras.callbacks.Callback):
         if len(points) > MAX_SAVED_STEPS:
             keep = np.linspace(0, len(points) - 1, MAX_SAVED_STEPS).astype(int)
             points = [points[i] for i in keep]
-        # _plain copies every container, so the background write sees this moment's record;
+        # json_safe copies every container, so the background write sees this moment's record;
         # its fsync can wait tens of milliseconds on a busy disk, not on the training thread.
         self._writes.submit(
             write_json_atomic,
             self.path,
-            diagnosis._plain(
+            json_safe(
                 {
                     "findings": [f.to_dict() for f in self.findings],
                     "initial_loss": self.initial_loss,
                     "step_losses": points,
                     "probes": self.probes,
                     "probe_seconds": self.probe_seconds,
-                    "train_seconds": time.perf_counter() - self._started,
+                    "train_seconds": time.perf_counter() - self._fit.started,
                     "history": self.history,
                     "thresholds": vars(self.thresholds),
                     "stop_on": sorted(self.stop_on),
                 }
             ),
+        )
+
+
+@dataclass
+class _Fit:
+    """What the doctor knows about the model and where one ``fit`` stands."""
+
+    # the model: fixed for the fit
+    first_step: int  # the optimizer's step when fit began (> 0: a resumed run)
+    outputs: set[str]  # output layers: never judged for saturation
+    variables: list  # trainable variables, and their paths and layers
+    names: list[str]
+    layers: list[str]
+    main: dict[str, str]  # each layer's largest variable (kernel) path -> layer
+    float_weights: list  # what the NaN check reads, and _restore puts back
+    weights_finite: Any  # the compiled NaN/Inf check of float_weights
+    good: tuple[int, list]  # (epoch, weights) at the end of the last finite epoch
+    window: deque[float]  # the loss of the last oscillation_window + 1 steps
+    started: float = field(default_factory=time.perf_counter)
+    train_thread: int = field(default_factory=threading.get_ident)
+    # where training stands
+    epoch: int = 0
+    epoch_start_step: int = 0
+    last_step: int = 0
+    last_record: tuple[int, float] = (0, 0.0)  # Keras' last (batches, running mean)
+    pending: list[tuple[int, int, float]] = field(default_factory=list)  # (epoch, n, mean)
+    seen: dict[tuple[str, str | None], Finding] = field(default_factory=dict)
+    # how far each monitor's history has been judged
+    judged: dict[str, int] = field(
+        default_factory=lambda: {"gradients": 0, "activations": 0, "ratios": 0}
+    )
+    nan_epoch: int | None = None
+    restored_epoch: int | None = None
+    resumed_epoch: int | None = None  # -1: trim the resumed history at the next epoch
+    alarm_step: int = -(10**9)
+    alarm: bool = False  # probe at the next step (the loss shot up)
+    last_probe_step: int | None = None
+    last_probe_cost: float = 0.0
+    last_check_step: int = 0
+    last_check_cost: float = 0.0
+    own_rows: list[list] = field(default_factory=list)  # update ratios the doctor measured
+    snapshot: tuple | None = None  # (step, epoch, weights) before a measured step
+
+    @classmethod
+    def of(cls, model: keras.Model, thresholds: rules.Thresholds) -> _Fit:
+        variables = list(model.trainable_variables)
+        groups = stats.layer_variables(model)
+        float_weights = [v for v in model.weights if "float" in str(v.dtype)]
+        first_step = optimizer_step(model.optimizer)
+        return cls(
+            first_step=first_step,
+            outputs=_output_layer_names(model),
+            variables=variables,
+            names=[v.path for v in variables],
+            layers=stats.variable_layers(model),
+            main={vs[stats.main_variable_index(vs)].path: layer for layer, vs in groups.items()},
+            float_weights=float_weights,
+            weights_finite=_finite_check(float_weights),
+            good=(0, stats.snapshot(float_weights)),
+            window=deque(maxlen=thresholds.oscillation_window + 1),
+            last_check_step=first_step,
         )
 
 
