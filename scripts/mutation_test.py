@@ -106,6 +106,8 @@ def run_module(name: str, workdir: Path, max_children: int) -> dict:
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "KERASDIAG_CIFAR_SAMPLE": str(cifar_sample()),
+        # mutmut runs the tests in mutants/, a copy of the package and tests only
+        "KERASDIAG_CONF": str(work / "conf"),
     }
     start = time.perf_counter()
     log = work / "mutmut.log"
