@@ -17,18 +17,18 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from kerasdiag.config.schema import Config
+from kerasdiag.config.schema import Config, ModelConfig
 from kerasdiag.errors import ConfigError
 
 # The repository's conf/ (the package is installed in editable mode); KERASDIAG_CONF overrides.
 CONF_DIR = Path(os.environ.get("KERASDIAG_CONF", Path(__file__).resolve().parents[2] / "conf"))
 SCHEMA_NAME = "kerasdiag_schema"
 
-DATASETS = {"digits", "cifar10", "npz"}
-LOSSES = {"softmax", "multiclass_hinge", "focal"}
+DATASETS = {"digits", "cifar10", "npz", "image_folder", "csv"}
+LOSSES = {"softmax", "multiclass_hinge", "focal", "binary"}
 OPTIMIZERS = {"sgd", "adagrad", "rmsprop", "adam", "adamw"}
 SCHEDULES = {"constant", "step", "exponential", "inverse_time", "plateau", "cosine"}
 STRATEGIES = {"none", "auto", "mirrored", "multiworker"}
@@ -168,20 +168,29 @@ def validate_config(cfg: DictConfig) -> None:
     _positive(cfg, "data.shuffle_buffer")
     _positive(cfg, "data.augment.crop", strict=False)
     _positive(cfg, "data.augment.noise", strict=False)
+    _fraction(cfg, "data.test_fraction")
+    size = list(cfg.data.image_size)
+    _require(len(size) == 2 and all(0 < v <= 65536 for v in size), "data.image_size", size,
+             "must be [height, width], each > 0")  # fmt: skip
+    _one_of(cfg, "data.color_mode", {"rgb", "grayscale", "rgba"})
     if cfg.data.path is not None:
         path = Path(str(cfg.data.path)).expanduser()
-        kind = "file" if cfg.data.name == "npz" else "directory"
+        kind = "file" if cfg.data.name in ("npz", "csv") else "directory"
         exists = path.is_file() if kind == "file" else path.is_dir()
         _require(exists, "data.path", cfg.data.path, f"no such {kind}")
-    elif cfg.data.name == "npz":
-        _require(False, "data.path", None, "data.name=npz needs the path of an .npz file")
+    elif cfg.data.name in ("npz", "csv", "image_folder"):
+        what = {"npz": "an .npz file", "csv": "a CSV file"}.get(cfg.data.name, "a folder")
+        _require(False, "data.path", None, f"data.name={cfg.data.name} needs the path of {what}")
 
-    _require(bool(_DOTTED.match(cfg.model.builder)), "model.builder", cfg.model.builder,
-             "must be a dotted path such as recipes.models.convnet")  # fmt: skip
-    # The builder is imported and called: never a function of the standard library.
-    _require(cfg.model.builder.split(".")[0] not in sys.stdlib_module_names, "model.builder",
-             cfg.model.builder, "must name a model builder, not a standard-library function")  # fmt: skip
-    check_builder(cfg.model.builder)
+    _type_model_section(cfg)
+    for key in ("builder", "_target_") if cfg.model._target_ else ("builder",):
+        path = cfg.model[key]
+        _require(isinstance(path, str) and bool(_DOTTED.match(path)), f"model.{key}", path,
+                 "must be a dotted path such as recipes.models.convnet")  # fmt: skip
+        # The builder is imported and called: never a function of the standard library.
+        _require(path.split(".")[0] not in sys.stdlib_module_names, f"model.{key}", path,
+                 "must name a model builder, not a standard-library function")  # fmt: skip
+        check_builder(path, f"model.{key}")
     _one_of(cfg, "model.activation", ACTIVATIONS)
     for key in ("hidden_units", "conv_filters", "dense_units"):
         values = list(cfg.model[key])
@@ -257,7 +266,30 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_areas(cfg)
 
 
-def check_builder(path: str) -> None:
+def _type_model_section(cfg: DictConfig) -> None:
+    """The model section is open (a ``_target_`` builder's own arguments); its schema keys are
+    typed here as the structured schema types the others, and written back converted."""
+    model = cfg.model
+    extra = [k for k in model if k not in _model_schema()]
+    if extra and not model.get("_target_"):
+        _require(False, f"model.{extra[0]}", model[extra[0]],
+                 "unknown key (not in the config schema; a builder's own arguments need model._target_)")  # fmt: skip
+    for key in _model_schema():
+        try:
+            typed = OmegaConf.merge(_model_schema(), {key: model[key]})[key]
+        except OmegaConfBaseException as exc:
+            reason = " ".join(str(exc).splitlines()[0].split())
+            raise ConfigError(f"model.{key}", model[key], reason) from None
+        with open_dict(model):
+            model[key] = typed
+
+
+@functools.cache
+def _model_schema() -> DictConfig:
+    return OmegaConf.structured(ModelConfig)
+
+
+def check_builder(path: str, key: str = "model.builder") -> None:
     """The module ``model.builder`` names exists, its imports are installed and it defines
     the function: found without importing it (its ``import keras`` would start TensorFlow).
 
@@ -268,17 +300,17 @@ def check_builder(path: str) -> None:
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError) as exc:  # a parent package fails to import
-        raise ConfigError("model.builder", path, _import_failure(module_name, exc)) from None
+        raise ConfigError(key, path, _import_failure(module_name, exc)) from None
     if spec is None:
-        raise ConfigError("model.builder", path, f"no module named {module_name!r}")
+        raise ConfigError(key, path, f"no module named {module_name!r}")
     if not spec.origin or not spec.origin.endswith(".py") or not Path(spec.origin).is_file():
         return  # compiled or namespace modules: the import itself will tell
     missing, defined = _module_imports_and_names(spec.origin)
     for name in missing:
         exc = ModuleNotFoundError(f"No module named {name!r}")
-        raise ConfigError("model.builder", path, _import_failure(module_name, exc))
+        raise ConfigError(key, path, _import_failure(module_name, exc))
     if defined is not None and func_name not in defined:
-        raise ConfigError("model.builder", path, f"module {module_name!r} defines no {func_name!r}")
+        raise ConfigError(key, path, f"module {module_name!r} defines no {func_name!r}")
 
 
 def _import_failure(module_name: str, exc: BaseException) -> str:

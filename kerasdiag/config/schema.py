@@ -8,7 +8,7 @@ Each section mirrors one group of ``conf/`` and one area of the package.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -23,7 +23,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | cifar10 | npz
+    name: str = "digits"  # digits | cifar10 | npz | image_folder | csv
     # cifar10: folder in the official python format (None = Keras' downloader);
     # npz: a file with x_train, y_train, x_test, y_test (class_names optional)
     path: str | None = None
@@ -36,10 +36,22 @@ class DataConfig:
     shuffle_buffer: int = 10000
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # image_folder and csv: share held out as the test split when there is no test folder
+    test_fraction: float = 0.2
+    image_size: list[int] = field(default_factory=lambda: [32, 32])  # image_folder: (H, W)
+    color_mode: str = "rgb"  # image_folder: rgb | grayscale | rgba
+    target: str | None = None  # csv: the class column; every other column is a feature
 
 
 @dataclass
 class ModelConfig:
+    """The ``model`` section's typed keys. The section itself is open: a ``_target_`` builder
+    (``kerasdiag.modeling.build_from_target``) takes its own keyword arguments from it too
+    (``model.blocks=3``); the keys here are type-checked by ``validate_config`` all the same."""
+
+    # dotted path of a builder ``f(input_shape, num_classes, *, its kwargs..., layers)``,
+    # called with Hydra's instantiate; None: the recipe builder ``builder`` below
+    _target_: str | None = None
     builder: str = "recipes.models.mlp"  # dotted path of a function in recipes/
     hidden_units: list[int] = field(default_factory=lambda: [64])  # mlp layers
     conv_filters: list[int] = field(default_factory=lambda: [32, 64])  # convnet blocks
@@ -55,8 +67,9 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "softmax"  # softmax | multiclass_hinge | focal
+    name: str = "softmax"  # softmax | multiclass_hinge | focal | binary (sigmoid, 2 classes)
     from_logits: bool = True
+    label_smoothing: float = 0.0  # softmax: share of the target spread over all classes
     margin: float = 1.0  # multiclass_hinge (Weston-Watkins)
     gamma: float = 2.0  # focal
     alpha: float | None = None  # focal: overall weight
@@ -117,6 +130,9 @@ class TrainerConfig:
     # optimizer.lr by the number of replicas (linear scaling rule, opt-in)
     scale_lr: bool = False
     tensorboard: bool = True
+    # accelerators: float16 compute with float32 variables and outputs (Keras mixed_float16)
+    mixed_precision: bool = False
+    jit_compile: bool | None = None  # XLA; None: Keras' default ("auto")
 
 
 @dataclass
@@ -215,7 +231,8 @@ class EnsembleConfig:
 class Config:
     recipe: str = "digits_softmax"  # name of the recipe YAML that was selected
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # untyped so a _target_ builder's own arguments fit; typed by ModelConfig in validation
+    model: dict[str, Any] = field(default_factory=lambda: asdict(ModelConfig()))
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -179,8 +179,16 @@ def _initial_loss(cfg, settings, model, data, run_dir, build_model) -> StageResu
 
 
 def _regularization(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.modeling import builder_takes_regularization
     from kerasdiag.sanity.regularization import check_regularization_raises_loss
 
+    if not builder_takes_regularization(cfg.get("model") or {}):
+        return StageResult(
+            "regularization",
+            None,
+            message="the model builder declares no 'layers', 'l2' or 'l1' parameter: "
+            "model.l2 cannot reach it, nothing to check",
+        )
     l2, l1 = _model_strengths(cfg)
     factor = float(settings["regularization_factor"])
     unregularized = build_model(l2=0.0, l1=0.0)
