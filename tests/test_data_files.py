@@ -199,3 +199,21 @@ def test_csv_errors_are_one_line(tmp_path, wine_csv):
     missing = tmp_path / "missing.csv"
     missing.write_text("\n".join([text[0], ",".join(["", *text[1].split(",")[1:]]), *text[2:]]))
     assert "NaN" in error(f"data.path={missing}", "data.target=label")
+
+
+def test_tabular_mlp_recipe_on_a_binary_csv(cancer_csv, tmp_path):
+    import json
+
+    from conftest import run_train
+
+    done = run_train(
+        "recipe=tabular_mlp", f"data.path={cancer_csv}", "data.target=label", "loss=binary",
+        "trainer.epochs=8", "sanity.gradcheck=false", "monitors=off",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    stages = {s["name"]: s for s in json.loads((tmp_path / "run" / "sanity.json").read_text())}
+    assert stages["initial_loss"]["status"] == "pass"
+    assert stages["initial_loss"]["expected"] == pytest.approx(math.log(2))
+    test = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert test["accuracy"] > 0.9

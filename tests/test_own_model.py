@@ -199,3 +199,29 @@ def test_layers_is_usable_on_its_own():
     assert layers.initializer() == "glorot_uniform" and dense.kernel_regularizer is not None
     assert layers.conv2d(4).use_bias is False  # batch norm's beta is the bias
     assert Layers(dropout=[0.1, 0.2]).drop(keras.Input((3,)), 1, 2, "b").shape == (None, 3)
+
+
+def test_cifar_resnet_recipe_is_resnet20_with_its_training_recipe():
+    from kerasdiag.losses import SparseSmoothedCrossentropy
+
+    cfg = load_config(["recipe=cifar_resnet"])
+    assert (cfg.optimizer.name, cfg.optimizer.nesterov, cfg.optimizer.momentum) == (
+        "sgd",
+        True,
+        0.9,
+    )
+    assert cfg.schedule.name == "cosine" and cfg.schedule.warmup_epochs > 0
+    assert cfg.data.augment.flip and cfg.data.augment.crop == 4
+
+    class Shapes:
+        input_shape, num_classes, y_train = (32, 32, 3), 10, [0] * 45000
+
+    model = build_model(cfg, Shapes())
+    assert model.name == "resnet20"
+    assert 0.26e6 < model.count_params() < 0.28e6  # He et al.: 0.27M
+    assert sum(isinstance(la, keras.layers.Add) for la in model.layers) == 9
+    assert isinstance(model.loss, SparseSmoothedCrossentropy) and model.loss.label_smoothing == 0.1
+    convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D)]
+    assert all(c.kernel_regularizer is not None and not c.use_bias for c in convs)
+    deeper = build_model(load_config(["recipe=cifar_resnet", "model.blocks_per_stage=5"]), Shapes())
+    assert deeper.name == "resnet32"

@@ -104,7 +104,9 @@ class _Report:
                 content = _absent(f"could not render this section: {type(exc).__name__}: {exc}")
             body.append(f'<section id="{anchor}"><h2>{_esc(title)}</h2>\n{content}\n</section>')
         toc = " · ".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in sections)
-        recipe = self.config.get("recipe") or self.run.path.name
+        from kerasdiag.naming import run_title  # the data and model really used
+
+        recipe = run_title(self.config) if self.config else self.run.path.name
         return _PAGE.format(
             title=_esc(f"kerasdiag report: {recipe}"),
             css=_CSS,
