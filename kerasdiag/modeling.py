@@ -187,10 +187,17 @@ class Layers:
             filters, kernel_size, kernel_regularizer=self.regularizer(), **kwargs
         )
 
-    def norm_act(self, x, name: str, *, activation: bool = True):
-        """(BatchNorm when ``batch_norm``) then the activation (unless ``activation=False``)."""
+    def norm_act(self, x, name: str, *, activation: bool = True, zero_gamma: bool = False):
+        """(BatchNorm when ``batch_norm``) then the activation (unless ``activation=False``).
+
+        ``zero_gamma`` starts BN's scale at 0: the last BN of a residual branch, so every
+        block starts as the identity (Goyal et al. 2017) and a deep network's initial
+        outputs, hence its initial loss, stay those of a shallow one."""
         if self.batch_norm:
-            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+            gamma = "zeros" if zero_gamma else "ones"
+            x = keras.layers.BatchNormalization(
+                momentum=BN_MOMENTUM, gamma_initializer=gamma, name=f"{name}_bn"
+            )(x)
         if activation:
             x = keras.layers.Activation(self.activation, name=f"{name}_{self.activation}")(x)
         return x

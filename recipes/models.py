@@ -52,7 +52,8 @@ def resnet(
 ) -> keras.Model:
     """CIFAR ResNet (He et al. 2016, section 4.2): a 3x3 stem, stages of basic blocks (two 3x3
     convolutions + identity shortcut, BN before each ReLU), the first block of every later
-    stage halving the resolution with a 1x1 projection shortcut; global pooling, logits.
+    stage halving the resolution with a 1x1 projection shortcut; global pooling, logits. Each
+    block's last BN starts with scale 0, so the block starts as the identity.
     ``blocks_per_stage=3`` with widths 16/32/64 is ResNet-20 (6n + 2 layers, 0.27M params).
     Named from YAML by ``model._target_`` (``conf/model/resnet.yaml``); ``layers`` carries the
     config's L2, batch norm and He initialisation."""
@@ -64,7 +65,7 @@ def resnet(
             y = layers.conv2d(width, strides=stride, name=f"{name}_conv1")(x)
             y = layers.norm_act(y, f"{name}_1")
             y = layers.norm_act(layers.conv2d(width, name=f"{name}_conv2")(y), f"{name}_2",
-                                activation=False)  # fmt: skip
+                                activation=False, zero_gamma=True)  # fmt: skip
             if stride != 1 or x.shape[-1] != width:
                 x = layers.conv2d(width, 1, strides=stride, name=f"{name}_proj")(x)
                 x = layers.norm_act(x, f"{name}_proj", activation=False)

@@ -119,12 +119,17 @@ def test_image_folder_trains_with_augmentation(image_folder, tmp_path):
     assert losses[-1] < losses[0] and model.output.shape[-1] == 3
 
 
+def load_error(*overrides: str) -> str:
+    """The one-line error loading the config and data of ``overrides`` raises."""
+    with pytest.raises((ConfigError, DataError)) as err:
+        load_dataset(load_config(list(overrides)).data)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
 def test_image_folder_errors_are_one_line(tmp_path, image_folder):
     def error(*overrides):
-        with pytest.raises((ConfigError, DataError)) as err:
-            load_dataset(load_config(["data=image_folder", *overrides]).data)
-        assert "\n" not in str(err.value)
-        return str(err.value)
+        return load_error("data=image_folder", *overrides)
 
     assert "data.path" in error() and "needs the path" in error()
     assert "no such directory" in error(f"data.path={tmp_path / 'nope'}")
@@ -179,10 +184,7 @@ def _wine(path):
 
 def test_csv_errors_are_one_line(tmp_path, wine_csv):
     def error(*overrides):
-        with pytest.raises((ConfigError, DataError)) as err:
-            load_dataset(load_config(["data=csv", *overrides]).data)
-        assert "\n" not in str(err.value)
-        return str(err.value)
+        return load_error("data=csv", *overrides)
 
     assert "needs the path" in error("data.target=label")
     assert "no such file" in error(f"data.path={tmp_path / 'nope.csv'}", "data.target=x")
