@@ -48,12 +48,15 @@ def resnet(
     *,
     blocks_per_stage: int = 3,
     widths: tuple[int, ...] = (16, 32, 64),
+    zero_init_residual: bool = True,
     layers: Layers,
 ) -> keras.Model:
     """CIFAR ResNet (He et al. 2016, section 4.2): a 3x3 stem, stages of basic blocks (two 3x3
     convolutions + identity shortcut, BN before each ReLU), the first block of every later
-    stage halving the resolution with a 1x1 projection shortcut; global pooling, logits. Each
-    block's last BN starts with scale 0, so the block starts as the identity.
+    stage halving the resolution with a 1x1 projection shortcut; global pooling, logits. With
+    ``zero_init_residual`` each block's last BN starts with scale 0, so the block starts as the
+    identity (Goyal et al. 2017): the initial loss is ln C also in inference mode, where fresh
+    BN statistics otherwise let activations double with every block.
     ``blocks_per_stage=3`` with widths 16/32/64 is ResNet-20 (6n + 2 layers, 0.27M params).
     Named from YAML by ``model._target_`` (``conf/model/resnet.yaml``); ``layers`` carries the
     config's L2, batch norm and He initialisation."""
@@ -65,7 +68,7 @@ def resnet(
             y = layers.conv2d(width, strides=stride, name=f"{name}_conv1")(x)
             y = layers.norm_act(y, f"{name}_1")
             y = layers.norm_act(layers.conv2d(width, name=f"{name}_conv2")(y), f"{name}_2",
-                                activation=False, zero_gamma=True)  # fmt: skip
+                                activation=False, zero_gamma=zero_init_residual)  # fmt: skip
             if stride != 1 or x.shape[-1] != width:
                 x = layers.conv2d(width, 1, strides=stride, name=f"{name}_proj")(x)
                 x = layers.norm_act(x, f"{name}_proj", activation=False)

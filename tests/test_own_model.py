@@ -223,5 +223,13 @@ def test_cifar_resnet_recipe_is_resnet20_with_its_training_recipe():
     assert isinstance(model.loss, SparseSmoothedCrossentropy) and model.loss.label_smoothing == 0.1
     convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D)]
     assert all(c.kernel_regularizer is not None and not c.use_bias for c in convs)
-    deeper = build_model(load_config(["recipe=cifar_resnet", "model.blocks_per_stage=5"]), Shapes())
+    gammas = [la.gamma for la in model.layers if la.name.endswith("_2_bn")]
+    assert len(gammas) == 9 and not any(keras.ops.any(g) for g in gammas)  # identity blocks
+    deeper = build_model(
+        load_config(
+            ["recipe=cifar_resnet", "model.blocks_per_stage=5", "model.zero_init_residual=false"]
+        ),
+        Shapes(),
+    )
     assert deeper.name == "resnet32"
+    assert all(keras.ops.all(la.gamma) for la in deeper.layers if la.name.endswith("_2_bn"))
