@@ -42,3 +42,16 @@ def test_a_two_job_multirun_ends_with_a_table_csv_and_page(tmp_path):
     (sweep / "2" / "test_metrics.json").unlink()
     text = summarize_sweep(sweep)
     assert "unfinished" in text.splitlines()[4]
+
+
+def test_a_sweep_over_models_stays_in_one_folder_and_each_run_is_titled_by_its_model(tmp_path):
+    done = run_train(
+        "-m", "model=mlp,convnet", "model.conv_filters=[4]", "model.dense_units=[8]",
+        "trainer.epochs=1", "sanity=off", "monitors=off", cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sweep,) = (tmp_path / "multirun" / "digits_softmax").iterdir()
+    with (sweep / "multirun.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["overrides"].split()[0] for r in rows] == ["model=mlp", "model=convnet"]
+    assert "model convnet)" in (sweep / "1" / "report.html").read_text()
