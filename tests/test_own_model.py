@@ -233,3 +233,16 @@ def test_cifar_resnet_recipe_is_resnet20_with_its_training_recipe():
     )
     assert deeper.name == "resnet32"
     assert all(keras.ops.all(la.gamma) for la in deeper.layers if la.name.endswith("_2_bn"))
+
+
+def test_label_smoothing_is_off_in_the_overfit_stage(digits, tmp_path):
+    # smoothed targets put a floor under the loss (0.50 for 10 classes at 0.1): the overfit
+    # check turns smoothing off, as it does dropout, so a healthy model still memorises
+    from kerasdiag.sanity.stages import _overfit
+
+    cfg = load_config(["loss.label_smoothing=0.1", "model.l2=0"])
+    model = build_model(cfg, digits)
+    assert model.loss.label_smoothing == 0.1
+    settings = {"overfit_examples": 20, "overfit_max_steps": 300, "overfit_loss_fraction": 0.05}
+    result = _overfit(cfg, settings, model, digits, tmp_path, None)
+    assert result.status == "pass", result.message

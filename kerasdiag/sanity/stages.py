@@ -208,9 +208,18 @@ def _regularization(cfg, settings, model, data, run_dir, build_model) -> StageRe
 def _overfit(cfg, settings, model, data, run_dir, build_model) -> StageResult:
     from kerasdiag.sanity.overfit import overfit_small_subset
 
+    loss = None
+    loss_cfg = cfg.get("loss") or {}
+    if loss_cfg.get("label_smoothing"):  # a regularizer, off like dropout: loss ~0 reachable
+        from omegaconf import OmegaConf
+
+        from kerasdiag.losses import build_loss
+
+        loss = build_loss(OmegaConf.merge(loss_cfg, {"label_smoothing": 0.0}))
     return overfit_small_subset(
         model,
         data,
+        loss=loss,
         num_examples=int(settings["overfit_examples"]),
         max_steps=int(settings["overfit_max_steps"]),
         loss_fraction=float(settings["overfit_loss_fraction"]),
