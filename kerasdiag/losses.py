@@ -98,11 +98,91 @@ class SparseCategoricalFocalLoss(keras.losses.Loss):
         }
 
 
+@keras.saving.register_keras_serializable(package="kerasdiag")
+class SparseSmoothedCrossentropy(keras.losses.Loss):
+    """Softmax cross-entropy on class indices with label smoothing: the target puts
+    ``1 - label_smoothing + label_smoothing / C`` on the true class and the rest evenly.
+
+    Keras' sparse cross-entropy has no ``label_smoothing``; the categorical one has. At uniform
+    outputs the loss is still ln C (the sanity check's expectation holds).
+
+    Example:
+        >>> import numpy as np
+        >>> loss = SparseSmoothedCrossentropy(label_smoothing=0.1)
+        >>> round(float(loss(np.array([3]), np.zeros((1, 10), "float32"))), 4)
+        2.3026
+    """
+
+    def __init__(
+        self,
+        label_smoothing: float = 0.1,
+        from_logits: bool = True,
+        name: str = "sparse_categorical_crossentropy",
+        **kwargs: Any,
+    ):
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        one_hot = ops.one_hot(y_true, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "label_smoothing": self.label_smoothing,
+            "from_logits": self.from_logits,
+        }
+
+
+def output_units(loss_cfg: Any, num_classes: int) -> int:
+    """Outputs of the model: one logit per class, or one for ``loss=binary`` (two classes)."""
+    if loss_cfg.name != "binary":
+        return num_classes
+    if num_classes != 2:
+        from kerasdiag.errors import ConfigError
+
+        raise ConfigError("loss.name", "binary", f"needs 2 classes, the data has {num_classes}")
+    return 1
+
+
+def accuracy_metric(loss_cfg: Any) -> Any:
+    """``accuracy`` as the loss reads the outputs: argmax, or one logit above 0 (p > 0.5)."""
+    if loss_cfg.name == "binary":
+        threshold = 0.0 if loss_cfg.from_logits else 0.5
+        return keras.metrics.BinaryAccuracy(name="accuracy", threshold=threshold)
+    return "accuracy"
+
+
+def predicted_classes(outputs: Any, loss_cfg: Any) -> Any:
+    """Class indices from the model's outputs (one column: the binary threshold)."""
+    import numpy as np
+
+    outputs = np.asarray(outputs)
+    if outputs.shape[-1] == 1:
+        threshold = 0.0 if loss_cfg.from_logits else 0.5
+        return (outputs[..., 0] > threshold).astype(np.int64)
+    return np.argmax(outputs, axis=-1)
+
+
 def build_loss(loss_cfg: Any) -> keras.losses.Loss:
-    """The loss a recipe's ``loss`` section names (softmax, multiclass_hinge or focal)."""
+    """The loss a recipe's ``loss`` section names (softmax, multiclass_hinge, focal, binary)."""
     from kerasdiag.errors import ConfigError
 
+    if loss_cfg.name == "binary":  # one logit: sigmoid + binary cross-entropy, ln 2 at init
+        return keras.losses.BinaryCrossentropy(from_logits=bool(loss_cfg.from_logits))
     if loss_cfg.name == "softmax":
+        smoothing = float(loss_cfg.get("label_smoothing") or 0.0)
+        if smoothing:
+            if not 0 < smoothing < 1:
+                raise ConfigError("loss.label_smoothing", smoothing, "must be in [0, 1)")
+            return SparseSmoothedCrossentropy(smoothing, from_logits=bool(loss_cfg.from_logits))
         return keras.losses.SparseCategoricalCrossentropy(from_logits=bool(loss_cfg.from_logits))
     if loss_cfg.name == "multiclass_hinge":
         return MulticlassHinge(margin=float(loss_cfg.margin))

@@ -1,7 +1,9 @@
-"""Building blocks the recipe builders share: init by activation, regularizers, dropout (P3, P4, P9)."""
+"""Building blocks the recipe builders share: init by activation, regularizers, dropout (P3, P4, P9),
+and the one small API a builder of your own gets them through (:class:`Layers`)."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import keras
@@ -99,3 +101,186 @@ def _finish_block(x, model_cfg: Any, rate: float, name: str):
     if rate > 0:
         x = keras.layers.Dropout(rate, name=f"{name}_dropout")(x)
     return x
+
+
+# -- your own builder, from the config (``model._target_``) -------------------------------------
+
+# Settings the config applies to every layer: a ``_target_`` builder gets them through a
+# ``layers`` parameter (a :class:`Layers`) or parameters of these names.
+LAYER_SETTINGS = ("activation", "kernel_initializer", "l2", "l1", "dropout", "batch_norm")
+# Those that change the model when set: a builder that can receive none of them is refused
+# rather than trained without them.
+_ACTIVE = {
+    "l2": lambda v: float(v) > 0,
+    "l1": lambda v: float(v) > 0,
+    "dropout": lambda v: any(float(r) > 0 for r in v),
+    "batch_norm": bool,
+}
+
+
+# Batch norm's moving statistics follow 10% of each batch (PyTorch's default, as in the CIFAR
+# ResNet references): Keras' 0.99 lags ~100 steps behind, more than an epoch of a small data
+# set, and validation scores made with stale statistics swing wildly while the lr is high.
+BN_MOMENTUM = 0.9
+
+
+class Layers:
+    """What the ``model`` config says about layers, for a builder of your own.
+
+    A builder named by ``model._target_`` that declares a ``layers`` parameter receives one:
+    its methods make layers with the config's kernel initialiser (He for ReLU-like
+    activations, Glorot otherwise), L1/L2 on kernels (never biases), batch norm and dropout,
+    so ``model.l2=1e-3 model.dropout=[0.5] model.batch_norm=true`` reach your network and the
+    sanity stages can vary them. The attributes mirror the config keys.
+
+    Example:
+        >>> import keras
+        >>> def tiny(input_shape, num_classes, *, width=8, layers):
+        ...     inputs = keras.Input(input_shape)
+        ...     x = layers.dense(width)(keras.layers.Flatten()(inputs))
+        ...     x = layers.drop(layers.norm_act(x, "h1"), 0, 1, "h1")
+        ...     return keras.Model(inputs, layers.logits(x, num_classes))
+        >>> model = tiny((4,), 3, layers=Layers(l2=1e-3, dropout=[0.5]))
+        >>> len(model.losses), model.output.shape
+        (2, (None, 3))
+    """
+
+    def __init__(
+        self,
+        activation: str = "relu",
+        kernel_initializer: str | None = None,
+        l2: float = 0.0,
+        l1: float = 0.0,
+        dropout: Any = (),
+        batch_norm: bool = False,
+    ) -> None:
+        self.activation = str(activation)
+        self.kernel_initializer = kernel_initializer
+        self.l2, self.l1 = float(l2), float(l1)
+        self.dropout = [float(r) for r in dropout]
+        self.batch_norm = bool(batch_norm)
+
+    @classmethod
+    def from_config(cls, model_cfg: Any) -> Layers:
+        return cls(**{k: model_cfg[k] for k in LAYER_SETTINGS if k in model_cfg})
+
+    def initializer(self, activation: str | None = None) -> str:
+        """He normal for ReLU-like activations, Glorot uniform otherwise (or the config's)."""
+        return initializer_for(activation or self.activation, self.kernel_initializer)
+
+    def regularizer(self) -> keras.regularizers.Regularizer | None:
+        """The kernels' L1/L2 regularizer (None when both are 0)."""
+        return kernel_regularizer(self)
+
+    def dense(self, units: int, **kwargs: Any) -> keras.layers.Dense:
+        """A Dense layer with the config's initialiser and kernel regularizer."""
+        kwargs.setdefault("kernel_initializer", self.initializer())
+        return keras.layers.Dense(units, kernel_regularizer=self.regularizer(), **kwargs)
+
+    def conv2d(self, filters: int, kernel_size: int = 3, **kwargs: Any) -> keras.layers.Conv2D:
+        """A Conv2D layer ("same" padding by default) with initialiser and regularizer."""
+        kwargs.setdefault("padding", "same")
+        kwargs.setdefault("kernel_initializer", self.initializer())
+        kwargs.setdefault("use_bias", not self.batch_norm)  # BN's beta is the bias
+        return keras.layers.Conv2D(
+            filters, kernel_size, kernel_regularizer=self.regularizer(), **kwargs
+        )
+
+    def norm_act(self, x, name: str, *, activation: bool = True, zero_gamma: bool = False):
+        """(BatchNorm when ``batch_norm``) then the activation (unless ``activation=False``).
+
+        ``zero_gamma`` starts BN's scale at 0: the last BN of a residual branch, so every
+        block starts as the identity (Goyal et al. 2017) and a deep network's initial
+        outputs, hence its initial loss, stay those of a shallow one."""
+        if self.batch_norm:
+            gamma = "zeros" if zero_gamma else "ones"
+            x = keras.layers.BatchNormalization(
+                momentum=BN_MOMENTUM, gamma_initializer=gamma, name=f"{name}_bn"
+            )(x)
+        if activation:
+            x = keras.layers.Activation(self.activation, name=f"{name}_{self.activation}")(x)
+        return x
+
+    def drop(self, x, block: int, blocks: int, name: str):
+        """Dropout at block ``block`` of ``blocks`` (``model.dropout``: one rate or one each)."""
+        rate = dropout_rates(self, blocks)[block]
+        return keras.layers.Dropout(rate, name=f"{name}_dropout")(x) if rate > 0 else x
+
+    def logits(self, x, num_classes: int):
+        """The output layer: raw scores, small init (initial loss ln C), regularized kernel."""
+        return logits_layer(x, num_classes, self)
+
+
+def build_from_target(
+    model_cfg: Any, input_shape: tuple[int, ...], num_classes: int
+) -> keras.Model:
+    """Build the model ``model._target_`` names, with Hydra's ``instantiate``.
+
+    The builder is called as ``f(input_shape, num_classes, **kwargs)``. It receives every
+    key of the ``model`` section that is not a kerasdiag setting (``model.blocks=3``), the
+    kerasdiag settings whose names it declares as parameters, and a :class:`Layers` when it
+    declares ``layers``. A config that sets l2, l1, dropout or batch norm for a builder that
+    can receive none of them is refused (they would be silently ignored), and so is a key the
+    builder does not take. The target was checked like ``model.builder`` when the config was
+    validated (a dotted path, not the standard library, its module importable).
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from kerasdiag.config.schema import ModelConfig
+    from kerasdiag.errors import ConfigError
+
+    target = str(model_cfg["_target_"])
+    builder = _import_target(target)
+    params = inspect.signature(builder).parameters
+    any_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    values = (
+        OmegaConf.to_container(model_cfg, resolve=True)
+        if not isinstance(model_cfg, dict)
+        else dict(model_cfg)
+    )
+    own = {k: v for k, v in values.items() if k not in ModelConfig.__dataclass_fields__}
+    for key, value in own.items():
+        if key.startswith("_") and key.endswith("_"):
+            raise ConfigError(f"model.{key}", value, "only _target_ is read from the model section")
+        if key not in params and not any_kwargs:
+            raise ConfigError(
+                f"model.{key}", value, f"{target} takes no argument {key!r} ({_names(params)})"
+            )
+    kwargs = {**own, **{k: values[k] for k in LAYER_SETTINGS if k in params}}
+    if "layers" in params:
+        kwargs["layers"] = Layers.from_config(values)
+    else:
+        for key, active in _ACTIVE.items():
+            if key not in params and active(values[key]):
+                raise ConfigError(
+                    f"model.{key}",
+                    values[key],
+                    f"{target} declares neither a 'layers' parameter (kerasdiag.modeling.Layers) "
+                    f"nor {key!r}, so the setting would be ignored: add one, or turn it off",
+                )
+    model = instantiate({"_target_": target}, input_shape, num_classes, **kwargs, _recursive_=False)
+    if not isinstance(model, keras.Model):
+        raise ConfigError(
+            "model._target_", target, f"returned {type(model).__name__}, not a keras.Model"
+        )
+    return model
+
+
+def builder_takes_regularization(model_cfg: Any) -> bool:
+    """Whether the config's l2/l1 can reach the model: always for the recipe builders."""
+    if not model_cfg.get("_target_"):
+        return True
+    params = inspect.signature(_import_target(str(model_cfg["_target_"]))).parameters
+    return bool({"layers", "l2", "l1"} & set(params))
+
+
+def _import_target(target: str):
+    from kerasdiag.pipeline import resolve_builder
+
+    return resolve_builder(target, key="model._target_")
+
+
+def _names(params: Any) -> str:
+    names = [n for n in params if n not in ("input_shape", "num_classes")]
+    return f"its parameters: {', '.join(names)}" if names else "it takes none"

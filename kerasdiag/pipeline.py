@@ -7,10 +7,12 @@ Each function is usable on its own (tests, notebooks, the search and ensemble co
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.data.pipeline import make_epoch_dataset
 from kerasdiag.errors import ConfigError, KerasdiagError
 from kerasdiag.io import atomic_path, write_json_atomic, write_text_atomic
-from kerasdiag.losses import build_loss
+from kerasdiag.losses import accuracy_metric, build_loss, output_units, predicted_classes
 from kerasdiag.metrics import metric_mode
 from kerasdiag.optimizers import build_optimizer, build_schedule
 from kerasdiag.rundir import BACKUP_DIR, NAN_FILE, claim_run_dir
@@ -58,19 +60,19 @@ def steps_per_epoch(cfg: DictConfig, data: Dataset) -> int:
     return max(1, math.ceil(len(data.y_train) / int(cfg.data.batch_size)))
 
 
-def resolve_builder(path: str):
+def resolve_builder(path: str, key: str = "model.builder"):
     """Import the model builder a recipe names (``recipes.models.convnet``)."""
     module_name, _, func_name = path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:  # the real cause: a missing package inside the module, ...
         reason = f"module {module_name!r} cannot be imported: {type(exc).__name__}: {exc}"
-        raise ConfigError("model.builder", path, reason) from None
+        raise ConfigError(key, path, reason) from None
     builder = getattr(module, func_name, None)
     if builder is None:
-        raise ConfigError("model.builder", path, f"module {module_name!r} defines no {func_name!r}")
+        raise ConfigError(key, path, f"module {module_name!r} defines no {func_name!r}")
     if not callable(builder):
-        raise ConfigError("model.builder", path, "is not callable")
+        raise ConfigError(key, path, "is not callable")
     return builder
 
 
@@ -89,20 +91,55 @@ def build_model(cfg: DictConfig, data: Dataset, **model_overrides: Any) -> keras
     if model_overrides:
         model_cfg = OmegaConf.merge(cfg.model, model_overrides)
     keras.utils.set_random_seed(int(cfg.trainer.seed))
-    builder = resolve_builder(model_cfg.builder)
+    if model_cfg.get("_target_"):  # a builder of your own, with its own arguments
+        from kerasdiag.modeling import build_from_target as builder
+    else:
+        builder = resolve_builder(model_cfg.builder)
     strategy = get_strategy(cfg.trainer.strategy)
     lr = scaled_learning_rate(float(cfg.optimizer.lr), strategy, bool(cfg.trainer.scale_lr))
-    with strategy.scope():  # variables made here are mirrored on every replica
-        model = builder(model_cfg, data.input_shape, data.num_classes)
+    with strategy.scope(), precision(cfg.trainer):  # variables mirrored on every replica
+        model = builder(model_cfg, data.input_shape, output_units(cfg.loss, data.num_classes))
+        model = float32_outputs(model)
         learning_rate, _ = build_schedule(
             lr, cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
         )
+        jit = cfg.trainer.get("jit_compile")
         model.compile(
             optimizer=build_optimizer(cfg.optimizer, learning_rate),
             loss=build_loss(cfg.loss),
-            metrics=["accuracy"],
+            metrics=[accuracy_metric(cfg.loss)],
+            jit_compile="auto" if jit is None else bool(jit),
         )
     return model
+
+
+MIXED_POLICY = "mixed_float16"
+
+
+@contextlib.contextmanager
+def precision(trainer_cfg: Any) -> Iterator[None]:
+    """Build under Keras' ``mixed_float16`` policy when ``trainer.mixed_precision`` (float16
+    compute, float32 variables; ``compile`` then adds loss scaling), and put the global
+    policy back afterwards: other models built in this process are not affected."""
+    if not trainer_cfg.get("mixed_precision"):
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(MIXED_POLICY)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def float32_outputs(model: keras.Model) -> keras.Model:
+    """A functional model whose outputs are float16 gets a float32 linear layer on top, so
+    the loss, softmax and metrics are computed in float32 (Keras' mixed-precision advice)."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1 or outputs[0].dtype == "float32":
+        return model
+    cast = keras.layers.Activation("linear", dtype="float32", name="float32_logits")
+    return keras.Model(model.inputs, cast(outputs[0]), name=model.name)
 
 
 def model_summary_text(model: keras.Model) -> str:
@@ -342,7 +379,7 @@ def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, pat
     from kerasdiag.diagnosis import confusion_summary
 
     test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
-    predicted = np.argmax(model.predict(test_ds, verbose=0), axis=-1)
+    predicted = predicted_classes(model.predict(test_ds, verbose=0), cfg.loss)
     names = list(data.class_names) or [str(i) for i in range(data.num_classes)]
     write_json_atomic(path, confusion_summary(data.y_test, predicted, names))
 

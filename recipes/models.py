@@ -10,7 +10,7 @@ from typing import Any
 
 import keras
 
-from kerasdiag.modeling import conv_block, dense_block, dropout_rates, logits_layer
+from kerasdiag.modeling import Layers, conv_block, dense_block, dropout_rates, logits_layer
 
 
 def mlp(model_cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
@@ -40,3 +40,41 @@ def convnet(model_cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> k
     for j, n in enumerate(dense):
         x = dense_block(x, n, model_cfg, rates[len(filters) + j], name=f"dense{j + 1}")
     return keras.Model(inputs, logits_layer(x, num_classes, model_cfg), name="convnet")
+
+
+def resnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    blocks_per_stage: int = 3,
+    widths: tuple[int, ...] = (16, 32, 64),
+    zero_init_residual: bool = True,
+    layers: Layers,
+) -> keras.Model:
+    """CIFAR ResNet (He et al. 2016, section 4.2): a 3x3 stem, stages of basic blocks (two 3x3
+    convolutions + identity shortcut, BN before each ReLU), the first block of every later
+    stage halving the resolution with a 1x1 projection shortcut; global pooling, logits. With
+    ``zero_init_residual`` each block's last BN starts with scale 0, so the block starts as the
+    identity (Goyal et al. 2017): the initial loss is ln C also in inference mode, where fresh
+    BN statistics otherwise let activations double with every block.
+    ``blocks_per_stage=3`` with widths 16/32/64 is ResNet-20 (6n + 2 layers, 0.27M params).
+    Named from YAML by ``model._target_`` (``conf/model/resnet.yaml``); ``layers`` carries the
+    config's L2, batch norm and He initialisation."""
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    x = layers.norm_act(layers.conv2d(widths[0], name="stem_conv")(inputs), "stem")
+    for s, width in enumerate(widths):
+        for b in range(blocks_per_stage):
+            name, stride = f"s{s + 1}b{b + 1}", 2 if s > 0 and b == 0 else 1
+            y = layers.conv2d(width, strides=stride, name=f"{name}_conv1")(x)
+            y = layers.norm_act(y, f"{name}_1")
+            y = layers.norm_act(layers.conv2d(width, name=f"{name}_conv2")(y), f"{name}_2",
+                                activation=False, zero_gamma=zero_init_residual)  # fmt: skip
+            if stride != 1 or x.shape[-1] != width:
+                x = layers.conv2d(width, 1, strides=stride, name=f"{name}_proj")(x)
+                x = layers.norm_act(x, f"{name}_proj", activation=False)
+            x = keras.layers.Add(name=f"{name}_add")([x, y])
+            x = keras.layers.Activation(layers.activation, name=f"{name}_out")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.drop(x, 0, 1, "head")
+    depth = 6 * blocks_per_stage + 2
+    return keras.Model(inputs, layers.logits(x, num_classes), name=f"resnet{depth}")

@@ -23,8 +23,10 @@ from omegaconf import DictConfig  # noqa: E402
 
 from kerasdiag.cli import console_log, exit_on_user_error, load_inputs, run_app, task_started  # noqa: E402
 from kerasdiag.config import CONF_DIR, register_schema, validate_config  # noqa: E402
+from kerasdiag.naming import register_resolvers  # noqa: E402
 
 register_schema()
+register_resolvers(CONF_DIR)  # --help's recipe list and run directories' names
 
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")

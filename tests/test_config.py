@@ -40,8 +40,14 @@ def test_default_is_the_offline_digits_recipe():
 
 
 @pytest.mark.parametrize("recipe", options("recipe"))
-def test_every_recipe_composes_and_validates(recipe):
-    cfg = load_config([f"recipe={recipe}"])
+def test_every_recipe_composes_and_validates(recipe, tmp_path):
+    overrides = [f"recipe={recipe}"]
+    if recipe == "tabular_mlp":  # a recipe for your own table: it needs one
+        with pytest.raises(ConfigError, match="data.path=None: data.name=csv needs the path"):
+            load_config(overrides)
+        (tmp_path / "t.csv").write_text("x,y\n1,a\n2,b\n")
+        overrides += [f"data.path={tmp_path / 't.csv'}", "data.target=y"]
+    cfg = load_config(overrides)
     assert cfg.recipe == recipe
 
 
@@ -71,7 +77,9 @@ def test_every_group_option_composes(group, tmp_path):
     npz = tmp_path / "x.npz"
     npz.write_bytes(b"")
     for option in options(group):
-        extra = [f"data.path={npz}"] if (group, option) == ("data", "npz") else []
+        paths = {"npz": [f"data.path={npz}"], "csv": [f"data.path={npz}", "data.target=y"],
+                 "image_folder": [f"data.path={tmp_path}"]}  # fmt: skip
+        extra = paths.get(option, []) if group == "data" else []
         cfg = load_config([f"{group}={option}", *extra])
         assert cfg[group] is not None
 

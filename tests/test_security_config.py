@@ -35,9 +35,9 @@ POSITIVE_INTS = ["data.batch_size", "data.shuffle_buffer", "trainer.epochs", "mo
 POSITIVE_FLOATS = ["optimizer.lr", "optimizer.epsilon", "loss.margin"]
 FRACTIONS = ["data.val_fraction", "schedule.factor"]  # open interval (0, 1)
 CHOICES = {
-    "data.name": {"digits", "cifar10", "npz"},
+    "data.name": {"digits", "cifar10", "npz", "image_folder", "csv"},
     "model.activation": ACTIVATIONS,
-    "loss.name": {"softmax", "multiclass_hinge", "focal"},
+    "loss.name": {"softmax", "multiclass_hinge", "focal", "binary"},
     "optimizer.name": {"sgd", "adagrad", "rmsprop", "adam", "adamw"},
     "trainer.strategy": {"none", "auto", "mirrored", "multiworker"},
     "trainer.checkpoint_monitor": {"loss", "accuracy", "val_loss", "val_accuracy"},
@@ -107,7 +107,8 @@ def bad_override(draw) -> tuple[str, str]:
         value = draw(words.filter(lambda w: w not in {
             "adam", "sgd", "nesterov", "momentum", "adagrad", "rmsprop", "adamw", "constant",
             "step", "exponential", "inverse_time", "plateau", "cosine", "digits", "npz",
-            "mlp", "convnet", "softmax", "focal", "multiclass_hinge",
+            "mlp", "convnet", "softmax", "focal", "multiclass_hinge", "binary", "resnet", "csv",
+            "image_folder", "tabular_mlp", "cifar_resnet",
         }))  # fmt: skip
     else:  # a key the schema does not have, added (+) or overridden
         section = draw(st.sampled_from(["", "optimizer.", "trainer.", "data.augment."]))

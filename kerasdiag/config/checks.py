@@ -96,8 +96,8 @@ def one_of(cfg: Any, key: str, allowed: Any) -> None:
     require(value in allowed, key, value, f"must be one of {', '.join(sorted(allowed))}")
 
 
-def check_builder(path: str) -> None:
-    """The module ``model.builder`` names exists, its imports are installed and it defines
+def check_builder(path: str, key: str = "model.builder") -> None:
+    """The module ``model.builder`` (or ``key``) names exists, its imports are installed and it defines
     the function: found without importing it (its ``import keras`` would start TensorFlow).
 
     What this cannot see (an import inside a function, a failing submodule) is reported with
@@ -105,22 +105,22 @@ def check_builder(path: str) -> None:
     """
     module_name, _, func_name = path.rpartition(".")
     # The builder is imported and called: never a function of the standard library.
-    require(path.split(".")[0] not in sys.stdlib_module_names, "model.builder", path,
+    require(path.split(".")[0] not in sys.stdlib_module_names, key, path,
             "must name a model builder, not a standard-library function")  # fmt: skip
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError) as exc:  # a parent package fails to import
-        raise ConfigError("model.builder", path, _import_failure(module_name, exc)) from None
+        raise ConfigError(key, path, _import_failure(module_name, exc)) from None
     if spec is None:
-        raise ConfigError("model.builder", path, f"no module named {module_name!r}")
+        raise ConfigError(key, path, f"no module named {module_name!r}")
     if not spec.origin or not spec.origin.endswith(".py") or not Path(spec.origin).is_file():
         return  # compiled or namespace modules: the import itself will tell
     missing, defined = _module_imports_and_names(spec.origin)
     for name in missing:
         exc = ModuleNotFoundError(f"No module named {name!r}")
-        raise ConfigError("model.builder", path, _import_failure(module_name, exc))
+        raise ConfigError(key, path, _import_failure(module_name, exc))
     if defined is not None and func_name not in defined:
-        raise ConfigError("model.builder", path, f"module {module_name!r} defines no {func_name!r}")
+        raise ConfigError(key, path, f"module {module_name!r} defines no {func_name!r}")
 
 
 def _import_failure(module_name: str, exc: BaseException) -> str:

@@ -17,9 +17,12 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from kerasdiag.config.checks import (
     FLOAT32_MAX,
@@ -36,7 +39,8 @@ from kerasdiag.errors import ConfigError
 
 # -- the names each group accepts (one registry each) -------------------------------------------
 
-LOSSES = ("softmax", "multiclass_hinge", "focal")  # kerasdiag.losses.build_loss
+# kerasdiag.losses.build_loss; binary: one logit, sigmoid + binary cross-entropy (2 classes)
+LOSSES = ("softmax", "multiclass_hinge", "focal", "binary")
 OPTIMIZERS = {  # name -> class of keras.optimizers (kerasdiag.optimizers.build_optimizer)
     "sgd": "SGD",
     "adagrad": "Adagrad",
@@ -63,6 +67,11 @@ def validator(func: Callable[[Any], None]) -> Callable[[Any], None]:
     VALIDATORS.append(func)
     return func
 
+
+# Datasets read from a path the user must give, and what that path is.
+PATH_DATASETS = {"npz": "an .npz file", "csv": "a CSV file", "image_folder": "a folder"}
+FILE_DATASETS = ("npz", "csv")
+COLOR_MODES = ("rgb", "grayscale", "rgba")  # keras.utils.image_dataset_from_directory's
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
@@ -94,6 +103,11 @@ class DataConfig:
     shuffle_buffer: int = ranged(10000, ">0")
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # image_folder and csv: share held out as the test split when there is no test folder
+    test_fraction: float = ranged(0.2, "(0,1)")
+    image_size: list[int] = field(default_factory=lambda: [32, 32])  # image_folder: (H, W)
+    color_mode: str = "rgb"  # image_folder: one of COLOR_MODES
+    target: str | None = None  # csv: the class column; every other column is a feature
 
 
 @validator
@@ -103,17 +117,29 @@ def check_data(cfg: Any) -> None:
     one_of(cfg, "data.name", LOADERS)
     if cfg.data.path is not None:
         path = Path(str(cfg.data.path)).expanduser()
-        kind = "file" if cfg.data.name == "npz" else "directory"
+        kind = "file" if cfg.data.name in FILE_DATASETS else "directory"
         exists = path.is_file() if kind == "file" else path.is_dir()
         require(exists, "data.path", cfg.data.path, f"no such {kind}")
-    elif cfg.data.name == "npz":
-        require(False, "data.path", None, "data.name=npz needs the path of an .npz file")
+    elif cfg.data.name in PATH_DATASETS:
+        require(False, "data.path", None,
+                f"data.name={cfg.data.name} needs the path of {PATH_DATASETS[cfg.data.name]}")  # fmt: skip
+    size = list(cfg.data.image_size)
+    require(len(size) == 2 and all(0 < v <= 65536 for v in size), "data.image_size", size,
+            "must be [height, width], each > 0")  # fmt: skip
+    one_of(cfg, "data.color_mode", COLOR_MODES)
     seed = cfg.data.seed
     require(0 <= seed <= MAX_SEED, "data.seed", seed, f"must be in [0, {MAX_SEED}]")
 
 
 @dataclass
 class ModelConfig:
+    """The ``model`` section's typed keys. The section itself is open: a ``_target_`` builder
+    (``kerasdiag.modeling.build_from_target``) takes its own keyword arguments from it too
+    (``model.blocks=3``); the keys here are type-checked by ``check_model`` all the same."""
+
+    # dotted path of a builder ``f(input_shape, num_classes, *, its kwargs..., layers)``,
+    # called with Hydra's instantiate; None: the recipe builder ``builder`` below
+    _target_: str | None = None
     builder: str = "recipes.models.mlp"  # dotted path of a function in recipes/
     hidden_units: list[int] = field(default_factory=lambda: [64])  # mlp layers
     conv_filters: list[int] = field(default_factory=lambda: [32, 64])  # convnet blocks
@@ -129,9 +155,12 @@ class ModelConfig:
 
 @validator
 def check_model(cfg: Any) -> None:
-    require(bool(_DOTTED.match(cfg.model.builder)), "model.builder", cfg.model.builder,
-            "must be a dotted path such as recipes.models.convnet")  # fmt: skip
-    check_builder(cfg.model.builder)
+    _type_model_section(cfg)
+    for key in ("builder", "_target_") if cfg.model._target_ else ("builder",):
+        path = cfg.model[key]
+        require(isinstance(path, str) and bool(_DOTTED.match(path)), f"model.{key}", path,
+                "must be a dotted path such as recipes.models.convnet")  # fmt: skip
+        check_builder(path, f"model.{key}")
     one_of(cfg, "model.activation", ACTIVATIONS)
     for key in ("hidden_units", "conv_filters", "dense_units"):
         values = list(cfg.model[key])
@@ -141,10 +170,36 @@ def check_model(cfg: Any) -> None:
     require(all(0 <= r < 1 for r in rates), "model.dropout", rates, "rates must be in [0, 1)")
 
 
+def _type_model_section(cfg: Any) -> None:
+    """The model section is open (a ``_target_`` builder's own arguments): its schema keys are
+    typed here as the structured schema types the other sections, and written back converted;
+    other keys need ``_target_``."""
+    model = cfg.model
+    extra = [k for k in model if k not in _model_schema()]
+    if extra and not model.get("_target_"):
+        require(False, f"model.{extra[0]}", model[extra[0]],
+                "unknown key (not in the config schema; a builder's own arguments need "
+                "model._target_)")  # fmt: skip
+    for key in _model_schema():
+        try:
+            typed = OmegaConf.merge(_model_schema(), {key: model[key]})[key]
+        except OmegaConfBaseException as exc:
+            reason = " ".join(str(getattr(exc, "msg", None) or exc).splitlines()[0].split())
+            raise ConfigError(f"model.{key}", model[key], reason) from None
+        with open_dict(model):
+            model[key] = typed
+
+
+@functools.cache
+def _model_schema() -> Any:
+    return OmegaConf.structured(ModelConfig)
+
+
 @dataclass
 class LossConfig:
     name: str = "softmax"  # one of LOSSES
     from_logits: bool = True
+    label_smoothing: float = ranged(0.0, "[0,1)")  # softmax: share spread over all classes
     margin: float = ranged(1.0, ">0")  # multiclass_hinge (Weston-Watkins)
     gamma: float = ranged(2.0, ">=0")  # focal
     alpha: float | None = ranged(None, "(0,1]")  # focal: overall weight
@@ -239,6 +294,9 @@ class TrainerConfig:
     # optimizer.lr by the number of replicas (linear scaling rule, opt-in)
     scale_lr: bool = False
     tensorboard: bool = True
+    # accelerators: float16 compute with float32 variables and outputs (Keras mixed_float16)
+    mixed_precision: bool = False
+    jit_compile: bool | None = None  # XLA; None: Keras' default ("auto")
 
 
 @validator
@@ -468,7 +526,8 @@ def validate_ensemble_config(cfg: Any) -> None:
 class Config:
     recipe: str = "digits_softmax"  # name of the recipe YAML that was selected
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # untyped so a _target_ builder's own arguments fit; typed by ModelConfig in check_model
+    model: dict[str, Any] = field(default_factory=lambda: asdict(ModelConfig()))
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -481,11 +540,16 @@ class Config:
     bayes_error: float | None = ranged(None, "[0,1]")
 
 
+# Open sections (a plain dict in Config) and the dataclass that types their known keys.
+OPEN_SECTIONS = {"model": ModelConfig}
+
+
 def _ranged_keys(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, str]]:
     """(dotted key, range) of every field declared with :func:`ranged`, sections included."""
     for f in fields(cls):
-        if is_dataclass(f.default_factory):
-            yield from _ranged_keys(f.default_factory, f"{prefix}{f.name}.")
+        section = OPEN_SECTIONS.get(f.name) if cls is Config else None
+        if section is not None or is_dataclass(f.default_factory):
+            yield from _ranged_keys(section or f.default_factory, f"{prefix}{f.name}.")
         elif "range" in f.metadata:
             yield f"{prefix}{f.name}", f.metadata["range"]
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from kerasdiag.data import cifar
 from kerasdiag.data.dataset import Dataset
+from kerasdiag.data.files import load_csv, load_image_folder
 from kerasdiag.data.splits import (
     check_arrays,
     imbalance_subsample,
@@ -169,6 +170,8 @@ LOADERS: dict[str, Callable[[Any], RawData]] = {
     "digits": _load_digits,
     "cifar10": _load_cifar10,
     "npz": _load_npz,
+    "image_folder": load_image_folder,
+    "csv": load_csv,
 }
 
 

@@ -36,6 +36,7 @@ from kerasdiag.diagnosis import (
     failed_stages,
 )
 from kerasdiag.io import write_text_atomic
+from kerasdiag.naming import run_title  # the data and model really used
 from kerasdiag.report import plots
 from kerasdiag.report.filters import FILTERS_FILE, filter_summary, filters_caption
 from kerasdiag.report.lr_range import lr_range_plot
@@ -112,7 +113,7 @@ class _Report:
             except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
                 blocks = [absent(f"could not render this section: {type(exc).__name__}: {exc}")]
             rendered.append({"anchor": anchor, "title": title, "blocks": blocks})
-        recipe = self.config.get("recipe") or self.run.path.name
+        recipe = run_title(self.config) if self.config else self.run.path.name
         return _template().render(
             title=f"kerasdiag report: {recipe}",
             status=Badge(*run_status(self.test, self.nan, failed_stages(self.stages))),

@@ -174,8 +174,16 @@ def _initial_loss(cfg, settings, model, data, run_dir, build_model) -> StageResu
 
 
 def _regularization(cfg, settings, model, data, run_dir, build_model) -> StageResult:
+    from kerasdiag.modeling import builder_takes_regularization
     from kerasdiag.sanity.regularization import check_regularization_raises_loss
 
+    if not builder_takes_regularization(cfg.get("model") or {}):
+        return StageResult(
+            "regularization",
+            None,
+            message="the model builder declares no 'layers', 'l2' or 'l1' parameter: "
+            "model.l2 cannot reach it, nothing to check",
+        )
     l2, l1 = _model_strengths(cfg)
     factor = float(settings["regularization_factor"])
     unregularized = build_model(l2=0.0, l1=0.0)
@@ -195,9 +203,18 @@ def _regularization(cfg, settings, model, data, run_dir, build_model) -> StageRe
 def _overfit(cfg, settings, model, data, run_dir, build_model) -> StageResult:
     from kerasdiag.sanity.overfit import overfit_small_subset
 
+    loss = None
+    loss_cfg = cfg.get("loss") or {}
+    if loss_cfg.get("label_smoothing"):  # a regularizer, off like dropout: loss ~0 reachable
+        from omegaconf import OmegaConf
+
+        from kerasdiag.losses import build_loss
+
+        loss = build_loss(OmegaConf.merge(loss_cfg, {"label_smoothing": 0.0}))
     return overfit_small_subset(
         model,
         data,
+        loss=loss,
         num_examples=int(settings["overfit_examples"]),
         max_steps=int(settings["overfit_max_steps"]),
         loss_fraction=float(settings["overfit_loss_fraction"]),

@@ -1,0 +1,220 @@
+"""A multirun's comparison of its jobs: a table on the console, ``multirun.csv`` and
+``multirun.html`` in the sweep directory.
+
+Hydra calls :class:`SweepSummary` when a multirun ends (``hydra.callbacks`` in
+``conf/config.yaml``); :func:`summarize_sweep` does the same for any sweep folder afterwards.
+Each job is read from its own files (``.hydra/overrides.yaml``, ``test_metrics.json``,
+``metrics.csv``, ``diagnosis.json``, ``nan.json``): no TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from kerasdiag.io import write_text_atomic
+
+CSV_FILE = "multirun.csv"
+HTML_FILE = "multirun.html"
+COLUMNS = ("job", "overrides", "best_val", "test_accuracy", "test_loss", "diagnosis", "run_dir")
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a multirun, compare its jobs (see :func:`summarize_sweep`).
+
+    Example (``conf/config.yaml``)::
+
+        hydra:
+          callbacks:
+            sweep_summary:
+              _target_: kerasdiag.sweep.SweepSummary
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if sweep_dir.is_dir():
+            print(summarize_sweep(sweep_dir))
+
+
+def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
+    """One job's line: its overrides, best validation score, test scores and diagnosis."""
+    overrides = _yaml_list(job_dir / ".hydra" / "overrides.yaml")
+    test = _json(job_dir / "test_metrics.json") or {}
+    findings = _json(job_dir / "diagnosis.json")
+    nan = _json(job_dir / "nan.json")
+    best = test.get("monitor_value")
+    monitor = test.get("monitor") or "val_accuracy"
+    if best is None:
+        best = _best_in_metrics(job_dir / "metrics.csv", monitor)
+    if nan is not None:
+        headline = "stopped: non-finite loss"
+    elif not test:
+        headline = "unfinished (no test_metrics.json)"
+    elif findings:
+        first = findings[0]
+        more = f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
+        headline = f"{first.get('severity', '?')}: {first.get('symptom', '?')}{more}"
+    else:
+        headline = "no symptoms found"
+    return {
+        "job": job_dir.name,
+        "overrides": " ".join(o for o in overrides if not o.startswith("hydra.")),
+        "monitor": monitor,
+        "best_val": best,
+        "test_accuracy": test.get("accuracy"),
+        "test_loss": test.get("loss"),
+        "diagnosis": headline,
+        "run_dir": str(job_dir),
+    }
+
+
+def sweep_jobs(sweep_dir: Path) -> list[Path]:
+    """The job folders of a sweep (those with Hydra's ``.hydra/``), in job-number order."""
+    jobs = [p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()]
+    return sorted(
+        jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
+    )
+
+
+def summarize_sweep(sweep_dir: str | Path) -> str:
+    """Write ``multirun.csv`` and ``multirun.html`` into ``sweep_dir``; return the table text.
+
+    Example:
+        >>> print(summarize_sweep("multirun/digits_softmax/2026-01-01_00-00-00-000000"))  # doctest: +SKIP
+    """
+    sweep_dir = Path(sweep_dir)
+    rows = [job_row(job, sweep_dir) for job in sweep_jobs(sweep_dir)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*COLUMNS, "monitor"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(sweep_dir / CSV_FILE, buffer.getvalue())
+    write_text_atomic(sweep_dir / HTML_FILE, render_html(rows, sweep_dir))
+    table = format_table(rows)
+    return f"{table}\nsweep summary: {sweep_dir / CSV_FILE}, {sweep_dir / HTML_FILE}"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def _best_index(rows: list[dict[str, Any]], key: str) -> int | None:
+    scored = [
+        (r[key], i)
+        for i, r in enumerate(rows)
+        if isinstance(r[key], float) and math.isfinite(r[key])
+    ]
+    return max(scored)[1] if scored else None
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The jobs as a plain-text table, the best test accuracy marked with ``*``."""
+    monitor = rows[0]["monitor"] if rows else "val_accuracy"
+    header = [
+        "job",
+        "overrides",
+        f"best {monitor}",
+        "test acc",
+        "test loss",
+        "diagnosis",
+        "run dir",
+    ]
+    best = _best_index(rows, "test_accuracy")
+    lines = [header]
+    for i, r in enumerate(rows):
+        mark = " *" if i == best else ""
+        lines.append([r["job"], r["overrides"] or "(none)", _cell(r["best_val"]),
+                      _cell(r["test_accuracy"]) + mark, _cell(r["test_loss"]), r["diagnosis"],
+                      r["run_dir"]])  # fmt: skip
+    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            for line in lines]  # fmt: skip
+    text.insert(1, "-" * len(text[0]))
+    return "\n".join(text) + ("\n* best test accuracy" if best is not None else "")
+
+
+def render_html(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
+    """A self-contained page: one row per job, linking to its report."""
+    esc = html.escape
+    monitor = rows[0]["monitor"] if rows else "val_accuracy"
+    best = _best_index(rows, "test_accuracy")
+    body = []
+    for i, r in enumerate(rows):
+        job_dir = Path(r["run_dir"])
+        report = (job_dir.name + "/report.html") if job_dir.parent == sweep_dir else None
+        link = (f'<a href="{esc(report)}">{esc(r["run_dir"])}</a>'
+                if report and (sweep_dir / report).is_file() else esc(r["run_dir"]))  # fmt: skip
+        cells = [esc(r["job"]), f"<code>{esc(r['overrides'] or '(none)')}</code>",
+                 _cell(r["best_val"]), _cell(r["test_accuracy"]), _cell(r["test_loss"]),
+                 esc(r["diagnosis"]), link]  # fmt: skip
+        cls = ' class="best"' if i == best else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    heads = ["job", "overrides", f"best {monitor}", "test accuracy", "test loss", "diagnosis",
+             "run directory"]  # fmt: skip
+    return _PAGE.format(
+        title=esc(f"kerasdiag multirun: {len(rows)} jobs"),
+        sweep=esc(str(sweep_dir.resolve())),
+        head="".join(f"<th>{esc(h)}</th>" for h in heads),
+        rows="\n".join(body) or '<tr><td colspan="7">no jobs found</td></tr>',
+        note="The highlighted row has the best test accuracy." if best is not None else "",
+    )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 0.35em 0.7em; text-align: left; vertical-align: top; }}
+th {{ background: #f0f0f0; }}
+tr.best td {{ background: #e6f4e6; font-weight: 600; }}
+code {{ font-size: 0.95em; }}
+</style></head>
+<body><h1>{title}</h1>
+<p>Sweep directory: <code>{sweep}</code></p>
+<table><thead><tr>{head}</tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+<p>{note}</p>
+</body></html>
+"""
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _yaml_list(path: Path) -> list[str]:
+    try:
+        return [str(o) for o in OmegaConf.load(path)]
+    except Exception:  # a missing or broken file: the job shows no overrides
+        return []
+
+
+def _best_in_metrics(path: Path, monitor: str) -> float | None:
+    from kerasdiag.metrics import metric_mode
+
+    try:
+        with path.open(newline="") as handle:
+            values = [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor)]
+    except (OSError, ValueError, KeyError):
+        return None
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return None
+    return max(values) if metric_mode(monitor) == "max" else min(values)
