@@ -139,7 +139,9 @@ def test_fingerprints_weigh_positions_so_swaps_are_crossings():
 
 
 def test_the_recorder_refuses_eager_use():
-    with pytest.raises(RuntimeError, match="while tracing a tf.function"):
+    with pytest.raises(
+        RuntimeError, match="^KinkRecorder works while tracing a tf.function, not eagerly$"
+    ):
         with KinkRecorder():
             pass
 
@@ -149,3 +151,49 @@ def test_crossed_compares_along_the_last_axis():
     b = np.array([[0, 1, 2], [0, 1, 3]])
     assert crossed(a, b).tolist() == [False, True]
     assert crossed(a[0], b[0]).tolist() is False
+
+
+def test_a_point_exactly_on_a_kink_belongs_to_the_piece_tensorflows_gradient_uses():
+    """ReLU's gradient at 0 is 0 (the negative piece); ReLU6's is 0 at 0 and at 6; a clip
+    passes the gradient at both of its bounds (the middle piece)."""
+    relu, _ = _recorded(tf.nn.relu)
+    assert not crossed(relu([0.0]), relu([-1.0])) and crossed(relu([0.0]), relu([1.0]))
+    relu6, _ = _recorded(tf.nn.relu6)
+    assert not crossed(relu6([0.0]), relu6([-1.0]))
+    assert not crossed(relu6([6.0]), relu6([7.0])) and crossed(relu6([6.0]), relu6([5.0]))
+    assert crossed(relu6([-1.0]), relu6([7.0]))  # below and above are different pieces
+    clip, _ = _recorded(
+        lambda x: tf.raw_ops.ClipByValue(
+            t=x, clip_value_min=tf.constant(-1.0, x.dtype), clip_value_max=tf.constant(1.0, x.dtype)
+        )
+    )
+    assert not crossed(clip([1.0]), clip([0.5])) and crossed(clip([1.0]), clip([1.5]))
+    assert not crossed(clip([-1.0]), clip([0.0])) and crossed(clip([-1.0]), clip([-1.5]))
+    assert crossed(clip([-2.0]), clip([2.0]))
+
+
+@pytest.mark.parametrize("reduce", [tf.reduce_max, tf.reduce_min])
+def test_a_reduction_follows_its_own_winner_only(reduce):
+    fingerprint, _ = _recorded(lambda x: reduce(x))
+    base = [3.0, 1.0, 0.0]
+    winner_moves = [1.0, 3.0, 0.0] if reduce is tf.reduce_max else [3.0, 0.0, 1.0]
+    other_moves = [3.0, 0.0, 1.0] if reduce is tf.reduce_max else [1.0, 3.0, 0.0]
+    assert crossed(fingerprint(base), fingerprint(winner_moves))
+    assert not crossed(fingerprint(base), fingerprint(other_moves))
+
+
+def test_max_pool_with_explicit_padding():
+    def pool(x):
+        x = tf.reshape(x, [1, 2, 2, 1])
+        return tf.nn.max_pool2d(x, 2, 1, padding=[[0, 0], [1, 0], [1, 0], [0, 0]])
+
+    fingerprint, recorders = _recorded(pool)
+    base = fingerprint([4.0, 1.0, 2.0, 3.0])
+    assert recorders[0].kink_types == ["MaxPool"]
+    assert not crossed(base, fingerprint([5.0, 1.0, 2.0, 3.0]))
+    assert crossed(base, fingerprint([1.0, 4.0, 2.0, 3.0]))
+
+
+def test_a_new_recorder_has_seen_nothing():
+    recorder = KinkRecorder()
+    assert recorder.ops == [] and recorder.kink_types == []

@@ -39,12 +39,18 @@ def _attr(op: tf.Operation, name: str):
 
 
 def _positive(op: tf.Operation) -> tf.Tensor:
+    # x > 0, as the ReLU family's gradients split it: at exactly 0 a ReLU's gradient is 0.
     return op.inputs[0] > 0
 
 
-def _steps(t: tf.Tensor, low, high) -> tf.Tensor:
-    # 0 below low, 1 between, 2 above high: the three pieces of a clip or ReLU6.
-    return tf.cast(t > low, tf.int64) + tf.cast(t > high, tf.int64)
+def _relu6_pieces(t: tf.Tensor) -> tf.Tensor:
+    # 0 up to 0, 1 between, 2 from 6 on: TensorFlow's ReLU6 gradient is 1 only for 0 < x < 6.
+    return tf.cast(t > 0.0, tf.int64) + tf.cast(t >= 6.0, tf.int64)
+
+
+def _clip_pieces(t: tf.Tensor, low: tf.Tensor, high: tf.Tensor) -> tf.Tensor:
+    # 0 below low, 1 from low to high, 2 above: a clip passes the gradient for low <= x <= high.
+    return tf.cast(t >= low, tf.int64) + tf.cast(t > high, tf.int64)
 
 
 def _reduction_argmax(op: tf.Operation) -> tf.Tensor:
@@ -77,11 +83,11 @@ KINK_PATTERNS: dict[str, Callable[[tf.Operation], tf.Tensor]] = {
     "LeakyRelu": _positive,
     "Elu": _positive,
     "Selu": _positive,
-    "Relu6": lambda op: _steps(op.inputs[0], 0.0, 6.0),
+    "Relu6": lambda op: _relu6_pieces(op.inputs[0]),
     "Abs": lambda op: tf.sign(op.inputs[0]),
     "Maximum": lambda op: op.inputs[0] > op.inputs[1],
     "Minimum": lambda op: op.inputs[0] < op.inputs[1],
-    "ClipByValue": lambda op: _steps(op.inputs[0], op.inputs[1], op.inputs[2]),
+    "ClipByValue": lambda op: _clip_pieces(op.inputs[0], op.inputs[1], op.inputs[2]),
     "Max": _reduction_argmax,
     "Min": _reduction_argmax,
     "MaxPool": _max_pool_argmax,
