@@ -11,6 +11,7 @@ import sanity_helpers as h
 from keras import ops
 
 from kerasdiag.config import load_config
+from kerasdiag.sanity import _common
 from kerasdiag.sanity.baseline import check_input_dependence
 from kerasdiag.sanity.batch_independence import check_batch_independence
 from kerasdiag.sanity.stages import run_sanity_stages
@@ -48,6 +49,25 @@ def test_healthy_model_uses_its_input_and_the_model_is_untouched(digits):
     assert d["zero_loss"] == pytest.approx(np.log(10), rel=0.05)
     assert d["real_accuracy"] > 0.5 > d["zero_accuracy"]
     assert h.weights_equal(before, model.get_weights())
+
+
+def test_a_warm_up_schedule_does_not_starve_the_input_check(digits):
+    """60 steps at the start of a long warm-up barely move the weights (the check once failed
+    on every cifar_resnet run): the check trains at the schedule's peak rate instead."""
+    model = h.mlp(digits)
+    warm_up = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=5000, warmup_target=1e-3, warmup_steps=2000
+    )
+    model.compile(keras.optimizers.Adam(warm_up), h.logits_ce())
+    fresh = _common.fresh_optimizer(model, peak_lr=True)
+    assert float(fresh.learning_rate) == pytest.approx(1e-3, rel=1e-4)  # sampled steps
+    kept = _common.fresh_optimizer(model)
+    assert isinstance(kept._learning_rate, keras.optimizers.schedules.CosineDecay)
+    result = check_input_dependence(model, digits)
+    assert result.status == "pass", result.message
+    # what the schedule's own first 60 steps give (rates up to 3e-5): no clear difference
+    slow = check_input_dependence(model, digits, optimizer=keras.optimizers.Adam(3e-5))
+    assert slow.status == "fail", slow.message
 
 
 def test_model_that_ignores_its_input_is_named(digits):

@@ -218,12 +218,28 @@ def copy_model(
     return clone
 
 
-def fresh_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:
-    """An optimizer configured like the model's, with no state (no slots, iteration 0)."""
+def fresh_optimizer(model: keras.Model, *, peak_lr: bool = False) -> keras.optimizers.Optimizer:
+    """An optimizer configured like the model's, with no state (no slots, iteration 0).
+
+    With ``peak_lr`` a learning-rate schedule is replaced by its largest rate: a check that
+    trains a few dozen steps must not spend them in the first steps of a warm-up, where the
+    rate is a small fraction of what training will use.
+    """
     opt = getattr(model, "optimizer", None)
     if opt is None:
         return keras.optimizers.Adam(1e-3)
-    return type(opt).from_config(opt.get_config())
+    config = opt.get_config()
+    schedule = getattr(opt, "_learning_rate", None)
+    if peak_lr and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        config["learning_rate"] = peak_learning_rate(schedule)
+    return type(opt).from_config(config)
+
+
+def peak_learning_rate(schedule: Any, horizon: int = 10**6) -> float:
+    """The largest rate ``schedule`` gives over its first ``horizon`` steps, sampled every 10
+    steps of the first thousand (warm-ups end there) and at 100 log-spaced steps beyond."""
+    steps = np.unique(np.concatenate([np.arange(0, 1000, 10), np.geomspace(1000, horizon, 100)]))
+    return max(float(keras.ops.convert_to_numpy(schedule(int(step)))) for step in steps)
 
 
 @contextlib.contextmanager

@@ -45,7 +45,9 @@ def check_input_dependence(
         data: a kerasdiag ``Dataset`` or an ``(x, y)`` pair.
         steps, batch_size: the brief training of each copy.
         margin: how much lower the real-input loss must be (0 < margin < 1).
-        loss, optimizer: override the model's compiled loss / a fresh copy of its optimizer.
+        loss, optimizer: override the model's compiled loss / a fresh copy of its optimizer
+            (whose learning-rate schedule is replaced by its peak rate: 60 steps must not
+            be spent in the first steps of a warm-up).
         seed: seeds the batches.
     """
     if steps < 1 or batch_size < 1:
@@ -71,7 +73,7 @@ def check_input_dependence(
         ]
         copies = {"real": common.copy_model(model), "zero": common.copy_model(model)}
         optimizers = {
-            name: common.fresh_optimizer(model)
+            name: common.fresh_optimizer(model, peak_lr=True)
             if optimizer is None
             else keras.optimizers.get(optimizer).__class__.from_config(
                 keras.optimizers.get(optimizer).get_config()
