@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import fcntl
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from kerasdiag.errors import KerasdiagError
 from kerasdiag.rundir import (
     LOCK_FILE,
+    RunFiles,
     check_run_dir,
     claim_run_dir,
     config_difference,
     is_locked,
+    read_metrics_csv,
     run_dir_status,
 )
 
@@ -57,15 +60,23 @@ def test_a_finished_run_is_never_written_into_again(tmp_path, marker):
     run_dir = _interrupted(tmp_path / "run", _cfg())
     (run_dir / marker).write_text("{}")
     assert run_dir_status(run_dir) == "finished"
-    with pytest.raises(KerasdiagError, match=rf"already holds a finished run \({marker}\)"):
+    with pytest.raises(KerasdiagError) as info:
         check_run_dir(run_dir, _cfg())
+    assert str(info.value) == (
+        f"run directory {run_dir} already holds a finished run ({marker}); "
+        "start a new run in a new directory (leave hydra.run.dir unset)"
+    )
 
 
 def test_an_interrupted_run_resumes_only_when_asked(tmp_path):
     run_dir = _interrupted(tmp_path / "run", _cfg())
     assert check_run_dir(run_dir, _cfg()) == "unfinished"
-    with pytest.raises(KerasdiagError, match="holds an interrupted run; resume it"):
+    with pytest.raises(KerasdiagError) as info:
         check_run_dir(run_dir, _cfg(resume=False))
+    assert str(info.value) == (
+        f"run directory {run_dir} holds an interrupted run; resume it with "
+        "trainer.resume=true or start a new run in a new directory"
+    )
     assert check_run_dir(tmp_path / "fresh", _cfg(resume=False)) == "new"
 
 
@@ -77,8 +88,10 @@ def test_a_resume_with_another_config_names_the_first_difference(tmp_path):
     with pytest.raises(KerasdiagError) as info:
         check_run_dir(run_dir, changed)
     # keys in sorted order: optimizer.lr comes before trainer.epochs
-    assert "its optimizer.lr was 0.001, now 0.01" in str(info.value)
-    assert "\n" not in str(info.value)
+    assert str(info.value) == (
+        f"cannot resume the run in {run_dir}: its optimizer.lr was 0.001, now 0.01; a resumed "
+        "run must use the interrupted run's config (start a new run in a new directory instead)"
+    )
 
 
 def test_what_is_shown_may_change_on_resume_what_is_trained_may_not(tmp_path):
@@ -108,7 +121,7 @@ def test_a_missing_or_unreadable_saved_config(tmp_path):
     broken = tmp_path / "config.yaml"
     broken.write_text("trainer: [unclosed\n")
     difference = config_difference(broken, _cfg())
-    assert difference is not None and difference.startswith("its config.yaml is unreadable (")
+    assert difference == "its config.yaml is unreadable (ParserError)"
 
 
 def test_claim_locks_checks_and_cleans_up(tmp_path):
@@ -143,3 +156,80 @@ def test_is_locked_leaves_a_free_lock_free(tmp_path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert is_locked(tmp_path)
     assert not is_locked(tmp_path / "nowhere")
+
+
+def test_interpolations_compare_by_their_values(tmp_path):
+    """config.yaml keeps ``${...}`` as written: both sides are compared resolved."""
+    cfg = _cfg()
+    cfg.trainer.monitor = "${optimizer.name}"
+    path = _interrupted(tmp_path / "run", cfg) / "config.yaml"
+    assert "${optimizer.name}" in path.read_text()
+    assert config_difference(path, cfg) is None
+    same_value = _cfg(monitor="adam")  # written out, not interpolated: the same run
+    assert config_difference(path, same_value) is None
+
+
+def test_a_section_replaced_by_a_value_and_keys_of_mixed_types(tmp_path):
+    saved = _cfg()
+    saved.optimizer = OmegaConf.create({1: "a", "b": 2})  # YAML allows integer keys
+    path = _interrupted(tmp_path / "run", saved) / "config.yaml"
+    flat = _cfg()
+    flat.optimizer = "sgd"
+    assert config_difference(path, flat) == "its optimizer was {1: 'a', 'b': 2}, now 'sgd'"
+    mixed = _cfg()
+    mixed.optimizer = OmegaConf.create({1: "a", "b": 3})
+    assert config_difference(path, mixed) == "its optimizer.b was 2, now 3"
+
+
+def test_metrics_csv_keeps_one_row_per_epoch_the_last_written(tmp_path):
+    """A crash between a row and the backup repeats an epoch on resume: the reader keeps the
+    row written last, so epochs read 1, 2, 3 once each."""
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss,val_loss\n1,2.0,2.1\n2,1.5,\n2,1.4,1.6\n3,1.0,1.2\n")
+    rows = read_metrics_csv(path)
+    assert list(rows) == [1, 2, 3]
+    assert rows[2] == {"epoch": 2, "loss": 1.4, "val_loss": 1.6}
+    assert isinstance(rows[2]["epoch"], int) and isinstance(rows[2]["loss"], float)
+    assert rows[1]["val_loss"] == 2.1
+
+
+def test_run_files_read_what_is_there_and_empty_for_what_is_not(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"run directory {tmp_path / 'nowhere'} does not"):
+        RunFiles(tmp_path / "nowhere")
+    run = RunFiles(tmp_path)
+    assert run.path == tmp_path
+    assert run.history() == {} and run.config() is None and run.json("x.json") is None
+    assert run.csv_rows("a.csv") == [] and run.sanity_initial_loss() is None
+    assert not run.exists("metrics.csv")
+    (tmp_path / "metrics.csv").write_text("epoch,loss,val_loss\n2,1.5,\n1,2.0,2.5\n")
+    assert run.exists("metrics.csv") and not run.exists("")
+    history = run.history()
+    assert history["epoch"] == [1.0, 2.0] and history["loss"] == [2.0, 1.5]  # epoch order
+    assert history["val_loss"][0] == 2.5 and np.isnan(history["val_loss"][1])
+    assert list(history) == ["epoch", "loss", "val_loss"]  # columns sorted
+    (tmp_path / "t.csv").write_text("a,b\n1,x\n2,y\n")
+    assert run.csv_rows("t.csv") == [["1", "x"], ["2", "y"]]
+    (tmp_path / "d.json").write_text('{"k": [1, 2]}')
+    assert run.json("d.json") == {"k": [1, 2]}
+    OmegaConf.save(OmegaConf.create({"a": 1, "b": "${a}"}), tmp_path / "config.yaml")
+    assert run.config() == {"a": 1, "b": "${a}"}  # as written: a report shows what was set
+
+
+@pytest.mark.parametrize(
+    ("stages", "expected"),
+    [
+        ([{"name": "gradcheck", "value": 1e-9}, {"name": "initial_loss", "value": 2.31}], 2.31),
+        ([{"name": "initial_loss", "value": 2}], 2.0),
+        ([{"name": "initial_loss", "value": None}], None),
+        ([{"name": "initial_loss", "value": float("nan")}], None),
+        ([{"name": "initial_loss", "value": "2.3"}], None),
+        ([{"name": "overfit", "value": 0.1}], None),
+        ([], None),
+    ],
+)
+def test_the_initial_loss_the_sanity_stage_measured(tmp_path, stages, expected):
+    import json
+
+    (tmp_path / "sanity.json").write_text(json.dumps(stages))
+    value = RunFiles(tmp_path).sanity_initial_loss()
+    assert value == expected and (value is None or isinstance(value, float))
