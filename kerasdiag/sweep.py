@@ -10,7 +10,6 @@ Each job is read from its own files (``.hydra/overrides.yaml``, ``test_metrics.j
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import math
@@ -21,6 +20,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.io import write_text_atomic
+from kerasdiag.rundir import read_metrics_csv
+from kerasdiag.text import format_table
 
 CSV_FILE = "multirun.csv"
 HTML_FILE = "multirun.html"
@@ -98,7 +99,7 @@ def summarize_sweep(sweep_dir: str | Path) -> str:
     writer.writerows(rows)
     write_text_atomic(sweep_dir / CSV_FILE, buffer.getvalue())
     write_text_atomic(sweep_dir / HTML_FILE, render_html(rows, sweep_dir))
-    table = format_table(rows)
+    table = sweep_table(rows)
     return f"{table}\nsweep summary: {sweep_dir / CSV_FILE}, {sweep_dir / HTML_FILE}"
 
 
@@ -119,77 +120,45 @@ def _best_index(rows: list[dict[str, Any]], key: str) -> int | None:
     return max(scored)[1] if scored else None
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def sweep_table(rows: list[dict[str, Any]]) -> str:
     """The jobs as a plain-text table, the best test accuracy marked with ``*``."""
     monitor = rows[0]["monitor"] if rows else "val_accuracy"
-    header = [
-        "job",
-        "overrides",
-        f"best {monitor}",
-        "test acc",
-        "test loss",
-        "diagnosis",
-        "run dir",
-    ]
     best = _best_index(rows, "test_accuracy")
-    lines = [header]
+    lines = [["job", "overrides", f"best {monitor}", "test acc", "test loss", "diagnosis",
+              "run dir"]]  # fmt: skip
     for i, r in enumerate(rows):
         mark = " *" if i == best else ""
         lines.append([r["job"], r["overrides"] or "(none)", _cell(r["best_val"]),
                       _cell(r["test_accuracy"]) + mark, _cell(r["test_loss"]), r["diagnosis"],
                       r["run_dir"]])  # fmt: skip
-    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
-    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-            for line in lines]  # fmt: skip
+    text = format_table(lines).splitlines()
     text.insert(1, "-" * len(text[0]))
     return "\n".join(text) + ("\n* best test accuracy" if best is not None else "")
 
 
 def render_html(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
-    """A self-contained page: one row per job, linking to its report."""
-    esc = html.escape
-    monitor = rows[0]["monitor"] if rows else "val_accuracy"
-    best = _best_index(rows, "test_accuracy")
-    body = []
-    for i, r in enumerate(rows):
+    """A self-contained page (``templates/multirun.html.j2``): one row per job, each linking
+    to its report; autoescaped, as the run report is."""
+    import jinja2
+
+    jobs = []
+    for r in rows:
         job_dir = Path(r["run_dir"])
-        report = (job_dir.name + "/report.html") if job_dir.parent == sweep_dir else None
-        link = (f'<a href="{esc(report)}">{esc(r["run_dir"])}</a>'
-                if report and (sweep_dir / report).is_file() else esc(r["run_dir"]))  # fmt: skip
-        cells = [esc(r["job"]), f"<code>{esc(r['overrides'] or '(none)')}</code>",
-                 _cell(r["best_val"]), _cell(r["test_accuracy"]), _cell(r["test_loss"]),
-                 esc(r["diagnosis"]), link]  # fmt: skip
-        cls = ' class="best"' if i == best else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    heads = ["job", "overrides", f"best {monitor}", "test accuracy", "test loss", "diagnosis",
-             "run directory"]  # fmt: skip
-    return _PAGE.format(
-        title=esc(f"kerasdiag multirun: {len(rows)} jobs"),
-        sweep=esc(str(sweep_dir.resolve())),
-        head="".join(f"<th>{esc(h)}</th>" for h in heads),
-        rows="\n".join(body) or '<tr><td colspan="7">no jobs found</td></tr>',
-        note="The highlighted row has the best test accuracy." if best is not None else "",
+        report = f"{job_dir.name}/report.html" if job_dir.parent == sweep_dir else None
+        has_report = report is not None and (sweep_dir / report).is_file()
+        cells = [_cell(r["best_val"]), _cell(r["test_accuracy"]), _cell(r["test_loss"])]
+        jobs.append({**r, "scores": cells, "report": report if has_report else None})
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("kerasdiag.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
     )
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #ccc; padding: 0.35em 0.7em; text-align: left; vertical-align: top; }}
-th {{ background: #f0f0f0; }}
-tr.best td {{ background: #e6f4e6; font-weight: 600; }}
-code {{ font-size: 0.95em; }}
-</style></head>
-<body><h1>{title}</h1>
-<p>Sweep directory: <code>{sweep}</code></p>
-<table><thead><tr>{head}</tr></thead>
-<tbody>
-{rows}
-</tbody></table>
-<p>{note}</p>
-</body></html>
-"""
+    return env.get_template("multirun.html.j2").render(
+        jobs=jobs,
+        best=_best_index(rows, "test_accuracy"),
+        monitor=rows[0]["monitor"] if rows else "val_accuracy",
+        sweep=str(sweep_dir.resolve()),
+    )
 
 
 def _json(path: Path) -> Any:
@@ -210,11 +179,10 @@ def _best_in_metrics(path: Path, monitor: str) -> float | None:
     from kerasdiag.metrics import metric_mode
 
     try:
-        with path.open(newline="") as handle:
-            values = [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor)]
+        rows = read_metrics_csv(path)
     except (OSError, ValueError, KeyError):
         return None
-    values = [v for v in values if math.isfinite(v)]
+    values = [row[monitor] for row in rows.values() if math.isfinite(row.get(monitor, math.nan))]
     if not values:
         return None
     return max(values) if metric_mode(monitor) == "max" else min(values)
