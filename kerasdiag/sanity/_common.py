@@ -218,19 +218,20 @@ def copy_model(
     return clone
 
 
-def fresh_optimizer(model: keras.Model, *, peak_lr: bool = False) -> keras.optimizers.Optimizer:
-    """An optimizer configured like the model's, with no state (no slots, iteration 0).
+def fresh_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:
+    """An optimizer configured like the model's, with no state (no slots, iteration 0), and
+    a learning-rate schedule replaced by its largest rate.
 
-    With ``peak_lr`` a learning-rate schedule is replaced by its largest rate: a check that
-    trains a few dozen steps must not spend them in the first steps of a warm-up, where the
-    rate is a small fraction of what training will use.
+    The sanity stages train a few dozen to a few hundred steps: they must not spend them in
+    the first steps of a warm-up (a small fraction of the rate training will use) nor after
+    the end of a short run's decay, where the rate is near 0.
     """
     opt = getattr(model, "optimizer", None)
     if opt is None:
         return keras.optimizers.Adam(1e-3)
     config = opt.get_config()
     schedule = getattr(opt, "_learning_rate", None)
-    if peak_lr and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         config["learning_rate"] = peak_learning_rate(schedule)
     return type(opt).from_config(config)
 

@@ -46,8 +46,7 @@ def check_input_dependence(
         steps, batch_size: the brief training of each copy.
         margin: how much lower the real-input loss must be (0 < margin < 1).
         loss, optimizer: override the model's compiled loss / a fresh copy of its optimizer
-            (whose learning-rate schedule is replaced by its peak rate: 60 steps must not
-            be spent in the first steps of a warm-up).
+            (a learning-rate schedule replaced by its peak rate, ``fresh_optimizer``).
         seed: seeds the batches.
     """
     if steps < 1 or batch_size < 1:
@@ -73,7 +72,7 @@ def check_input_dependence(
         ]
         copies = {"real": common.copy_model(model), "zero": common.copy_model(model)}
         optimizers = {
-            name: common.fresh_optimizer(model, peak_lr=True)
+            name: common.fresh_optimizer(model)
             if optimizer is None
             else keras.optimizers.get(optimizer).__class__.from_config(
                 keras.optimizers.get(optimizer).get_config()
