@@ -39,8 +39,8 @@ def overfit_small_subset(
     losses weighted by ``loss_weights``), in the mode ``fit`` trains in where it matters:
     a model with BatchNormalization trains in training mode (batch statistics; dropout is
     then on too), any other in inference mode (dropout, noise and augmentation off). The
-    optimizer is a fresh one configured like the model's, a schedule at its peak rate (or ``optimizer``). ``model``, its
-    optimizer and the global random state are left as they were.
+    optimizer is a fresh one configured like the model's, a schedule at its peak rate (or
+    ``optimizer``). ``model``, its optimizer and the global random state are left as they were.
 
     Example:
 
