@@ -12,6 +12,7 @@ import pytest
 
 from kerasdiag.losses import MulticlassHinge, SparseCategoricalFocalLoss
 from kerasdiag.sanity import expected_initial_loss
+from kerasdiag.sanity.expected import describe_loss, expected_initial_loss_with_reason
 
 C = 10
 # Imbalanced real-looking labels: the values below must not depend on the balance
@@ -186,3 +187,107 @@ def test_per_class_alpha_of_the_wrong_length_names_both_counts():
     expected = float(np.dot(np.arange(1, C + 1), PRIORS)) * math.log(C)
     got = expected_initial_loss(Focal(list(range(1, C + 1))), C, class_priors=PRIORS)
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+# -- hand computations for what the class priors, per-class alphas and loss parameters change
+# (each pins a behaviour mutation testing found unasserted) ------------------------------------
+
+
+def test_per_class_alpha_is_averaged_under_the_priors_not_uniformly():
+    focal = keras.losses.CategoricalFocalCrossentropy(alpha=[0.2, 0.4, 0.9], gamma=2.0)
+    base = (1 - 1 / 3) ** 2 * math.log(3)
+    uniform = expected_initial_loss(focal, 3)
+    assert uniform == pytest.approx((0.2 + 0.4 + 0.9) / 3 * base, rel=1e-12)
+    # unnormalised priors are shares: [2, 1, 1] -> [0.5, 0.25, 0.25]
+    skewed = expected_initial_loss(focal, 3, class_priors=[2, 1, 1])
+    assert skewed == pytest.approx((0.5 * 0.2 + 0.25 * 0.4 + 0.25 * 0.9) * base, rel=1e-12)
+    as_column = expected_initial_loss(focal, 3, class_priors=np.array([[2.0], [1.0], [1.0]]))
+    assert as_column == pytest.approx(skewed, rel=1e-12)  # any shape, read as a vector
+    integer_alpha = keras.losses.CategoricalFocalCrossentropy(alpha=[1, 0, 0], gamma=0.0)
+    assert expected_initial_loss(integer_alpha, 3, class_priors=[1, 1, 2]) == pytest.approx(
+        0.25 * math.log(3), rel=1e-12
+    )
+
+
+def test_mse_on_one_output_is_the_share_of_positives():
+    assert expected_initial_loss("mse", 1, class_priors=[3, 1]) == pytest.approx(0.25)
+    assert expected_initial_loss("mse", 1) == pytest.approx(0.5)  # uniform: half positive
+    assert expected_initial_loss("mse", 1, class_priors=[0, 5]) == pytest.approx(
+        1.0
+    )  # a zero share
+
+
+@pytest.mark.parametrize(
+    "priors", [[0.5, 0.5, 0.0, 0.0], [-0.1, 1.1], [0, 0], [[0.2, 0.8], [0, 0]]]
+)
+def test_bad_priors_are_refused(priors):
+    with pytest.raises(ValueError, match="class_priors must hold 2 non-negative shares"):
+        expected_initial_loss("mse", 1, class_priors=priors)
+
+
+def test_binary_focal_balancing_uses_the_priors_and_alpha():
+    loss = keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.3, gamma=1.0)
+    value = expected_initial_loss(loss, 1, class_priors=[0.2, 0.8])
+    assert value == pytest.approx((0.8 * 0.3 + 0.2 * 0.7) * 0.5 * math.log(2), rel=1e-12)
+    unbalanced = keras.losses.BinaryFocalCrossentropy(alpha=0.3, gamma=1.0)
+    assert describe_loss(unbalanced).apply_class_balancing is False
+    assert expected_initial_loss(unbalanced, 1) == pytest.approx(0.5 * math.log(2), rel=1e-12)
+
+
+def test_loss_objects_are_read_through_their_config_and_attributes():
+    hinge = MulticlassHinge(margin=2.5)
+    assert describe_loss(hinge).margin == 2.5
+    assert expected_initial_loss(hinge, 4) == pytest.approx(7.5)
+    spec = describe_loss(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert spec.from_logits is True and spec.kind == "crossentropy" and spec.sparse
+    assert describe_loss("sparse_categorical_crossentropy").from_logits is False  # by name
+    assert describe_loss(keras.losses.CategoricalFocalCrossentropy()).gamma == 2.0
+    # a loss function (no get_config) is known by its __name__
+    assert describe_loss(keras.losses.categorical_hinge).kind == "categorical_hinge"
+
+
+class _Named:
+    """A loss object known only by its ``name`` (no get_config, not a function)."""
+
+    name = "focal"
+    gamma = 3.0
+
+    def __call__(self, y_true, y_pred):
+        return 0.0
+
+
+class _BadConfig(keras.losses.Loss):
+    def __init__(self):
+        super().__init__(name="multiclass_hinge")
+        self.margin = 4.0
+
+    def call(self, y_true, y_pred):
+        return y_pred
+
+    def get_config(self):
+        raise NotImplementedError
+
+
+def test_a_loss_known_by_its_name_and_one_whose_config_fails():
+    spec = describe_loss(_Named())
+    assert spec.kind == "focal" and spec.gamma == 3.0 and spec.name == "_Named"
+    bad = describe_loss(_BadConfig())
+    assert bad.kind == "multiclass_hinge" and bad.margin == 4.0
+
+
+def test_unknown_losses_name_every_supported_kind():
+    with pytest.raises(ValueError) as info:
+        describe_loss(keras.losses.Huber())
+    message = str(info.value)
+    assert message.startswith("loss: no expected initial value is known for 'Huber'; supported")
+    kinds = message.split("supported kinds: ")[1].split(", ")
+    assert kinds == sorted(kinds) and {"crossentropy", "focal", "mse"} <= set(kinds)
+
+
+def test_the_reasons_say_the_numbers_they_used():
+    _, reason = expected_initial_loss_with_reason(MulticlassHinge(margin=2.0), 5)
+    assert reason == "(C - 1) * margin = 4 * 2 for the Weston-Watkins hinge at zero scores"
+    _, reason = expected_initial_loss_with_reason("binary_crossentropy", 1)
+    assert reason == "ln 2 for binary cross-entropy at p = 0.5, whatever the balance"
+    _, reason = expected_initial_loss_with_reason("mse", 1)
+    assert reason == "the share of positive labels (mean y^2) for MSE at zero outputs"
