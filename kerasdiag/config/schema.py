@@ -155,7 +155,7 @@ class ModelConfig:
 
 @validator
 def check_model(cfg: Any) -> None:
-    _type_model_section(cfg)
+    type_model_section(cfg)
     for key in ("builder", "_target_") if cfg.model._target_ else ("builder",):
         path = cfg.model[key]
         require(isinstance(path, str) and bool(_DOTTED.match(path)), f"model.{key}", path,
@@ -170,7 +170,7 @@ def check_model(cfg: Any) -> None:
     require(all(0 <= r < 1 for r in rates), "model.dropout", rates, "rates must be in [0, 1)")
 
 
-def _type_model_section(cfg: Any) -> None:
+def type_model_section(cfg: Any) -> None:
     """The model section is open (a ``_target_`` builder's own arguments): its schema keys are
     typed here as the structured schema types the other sections, and written back converted;
     other keys need ``_target_``."""

@@ -38,6 +38,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from kerasdiag.config.schema import type_model_section
 from kerasdiag.errors import ConfigError
 from kerasdiag.metrics import metric_mode
 
@@ -237,7 +238,9 @@ def set_values(
     for key, value in values.items():
         try:
             OmegaConf.update(out, key, value, merge=False)
-        except (OmegaConfBaseException, ValueError) as exc:
+            if key.startswith("model."):  # an open section: the schema types it on demand
+                type_model_section(out)
+        except (OmegaConfBaseException, ValueError, ConfigError) as exc:
             reason = str(exc).splitlines()[0]
             raise ConfigError(where, value, f"cannot be stored in {key}: {reason}") from None
     if check:
