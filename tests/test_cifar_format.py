@@ -97,8 +97,13 @@ def _raw(tmp_path, blob):
 
 
 def test_unreadable_and_garbage_files_are_one_line_errors(tmp_path):
-    with pytest.raises(DataError, match=r"cannot read .*absent"):
+    with pytest.raises(DataError) as info:
         safe_load_pickle(tmp_path / "absent")
+    assert str(info.value) == f"cannot read {tmp_path / 'absent'}: No such file or directory"
+    empty = _raw(tmp_path, b"")
+    with pytest.raises(DataError) as info:
+        safe_load_pickle(empty)
+    assert str(info.value) == f"corrupt pickle {empty}: EOFError: Ran out of input"
     with pytest.raises(DataError, match="corrupt pickle .*garbage: UnpicklingError|corrupt pickle"):
         safe_load_pickle(_raw(tmp_path, b"not a pickle at all"))
 
@@ -110,8 +115,11 @@ def test_folder_errors_name_the_folder_and_the_missing_files(tmp_path, cifar_dir
     partial.mkdir()
     for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4"):
         (partial / name).write_bytes((cifar_dir / name).read_bytes())
-    with pytest.raises(DataError, match=r"lacks CIFAR-10 batch files: data_batch_5, test_batch$"):
+    with pytest.raises(DataError) as info:
         load_cifar10_folder(partial)
+    assert str(info.value) == (
+        f"data.path {str(partial)!r} lacks CIFAR-10 batch files: data_batch_5, test_batch"
+    )
 
 
 @pytest.mark.parametrize("layout", cifar.KERAS_CACHE_DIRS)
@@ -133,3 +141,90 @@ def test_cache_roots_follow_keras_home(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     assert cifar.keras_cache_roots()[0] == tmp_path
     assert cifar.keras_cache_roots()[-1].as_posix() == "/tmp/.keras"
+
+
+def test_python2_strings_come_back_as_bytes(tmp_path):
+    """The official batches were written by Python 2: its ``str`` (any byte values) must load
+    as bytes, not be decoded as ASCII."""
+    # protocol 2, {"data": "\xff\xfe"} as Python 2's cPickle writes it (SHORT_BINSTRING)
+    blob = b"\x80\x02}q\x00U\x04dataq\x01U\x02\xff\xfeq\x02s."
+    assert safe_load_pickle(_raw(tmp_path, blob)) == {b"data": b"\xff\xfe"}
+
+
+def test_a_batch_that_is_not_a_dict_names_its_type(tmp_path):
+    path = _write(tmp_path / "b", [1, 2])
+    with pytest.raises(DataError) as info:
+        read_batch(path)
+    assert str(info.value) == f"malformed CIFAR batch {path}: expected a dict, got list"
+
+
+def test_keras_home_defaults_to_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cifar.keras_cache_roots()[0] == tmp_path / ".keras"
+
+
+def _sample_archive(tmp_path, cifar_dir):
+    """The sample as the official archive is laid out (cifar-10-batches-py/ inside)."""
+    import hashlib
+    import tarfile
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in [*cifar.TRAIN_FILES, cifar.TEST_FILE]:
+            tar.add(cifar_dir / name, arcname=f"cifar-10-batches-py/{name}")
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_the_download_goes_through_keras_into_its_cache(monkeypatch, tmp_path, cifar_dir):
+    """Keras' downloader, offline: the official archive's layout served from a file:// URL
+    with its checksum; the folder lands in Keras' cache and is found there next time."""
+    archive, digest = _sample_archive(tmp_path, cifar_dir)
+    home = tmp_path / "keras"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr(cifar, "keras_cache_roots", lambda: [home])
+    monkeypatch.setattr(cifar, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(cifar, "CIFAR10_SHA256", digest)
+    folder = download_cifar10()
+    assert (folder / cifar.TEST_FILE).is_file() and folder.name == "cifar-10-batches-py"
+    assert folder.is_relative_to(home / "datasets" / "cifar-10-batches-py-target")
+    assert cached_cifar10() == folder  # the layout cached_cifar10 knows
+    np.testing.assert_array_equal(read_batch(folder / "test_batch")[1],
+                                  read_batch(cifar_dir / "test_batch")[1])  # fmt: skip
+    monkeypatch.setattr(cifar, "CIFAR10_URL", (tmp_path / "gone.tar.gz").as_uri())
+    assert download_cifar10() == folder  # cached: not fetched again
+
+
+def test_a_failed_download_says_where_to_point_data_path(monkeypatch, tmp_path):
+    home = tmp_path / "keras"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr(cifar, "keras_cache_roots", lambda: [home])
+    monkeypatch.setattr(cifar, "CIFAR10_URL", (tmp_path / "missing.tar.gz").as_uri())
+    with pytest.raises(DataError) as info:
+        download_cifar10()
+    message = str(info.value)
+    assert message.startswith(
+        f"CIFAR-10 is not in Keras' cache ({home / 'datasets'}) and could not be downloaded ("
+    )
+    assert message.endswith(
+        "; offline?): point data.path at a local cifar-10-batches-py folder, "
+        f"e.g. data.path={cifar.LOCAL_COPY_EXAMPLE}"
+    )
+    assert "could not be downloaded (Exception; offline?)" in message  # what Keras raises
+
+
+def test_an_archive_without_batches_is_refused(monkeypatch, tmp_path):
+    import hashlib
+    import tarfile
+
+    archive = tmp_path / "other.tar.gz"
+    (tmp_path / "readme.txt").write_text("not CIFAR")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "readme.txt", arcname="readme.txt")
+    home = tmp_path / "keras"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr(cifar, "keras_cache_roots", lambda: [home])
+    monkeypatch.setattr(cifar, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(cifar, "CIFAR10_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
+    with pytest.raises(DataError, match=r"^downloaded CIFAR-10 but found no batches under /"):
+        download_cifar10()

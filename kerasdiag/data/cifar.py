@@ -145,6 +145,8 @@ def download_cifar10() -> Path:
             origin=CIFAR10_URL,
             extract=True,
             file_hash=CIFAR10_SHA256,
+            # where cached_cifar10 looks first ($KERAS_HOME is read now, not at Keras' import)
+            cache_dir=str(keras_cache_roots()[0]),
         )
     except Exception as exc:
         raise DataError(
