@@ -340,3 +340,26 @@ def test_bad_doctor_config_names_the_key(overrides, key):
     with pytest.raises(ConfigError) as info:
         validate_doctor_config(load_config(overrides, validate=False).monitors)
     assert info.value.key == key
+
+
+def test_a_nan_record_becomes_one_finding_with_its_numbers_and_fix():
+    """nan.json -> the ``nan`` finding: the record's numbers as evidence, its own advice as
+    the fix, or the exploding-gradients fix at the record's learning rate when it has none."""
+    from kerasdiag.diagnosis import nan_stop_finding
+    from kerasdiag.symptoms import fix_for
+
+    record = {"symptom": "nan", "loss": "nan", "batch": 7, "completed_epochs": 2, "epoch": 3,
+              "global_step": 77, "learning_rate": 0.5}  # fmt: skip
+    finding = nan_stop_finding(record)
+    assert finding.symptom == "nan" and finding.source == "nan_stop"
+    assert finding.step == 77 and finding.epoch == 3
+    assert finding.message == (
+        "nan at step 77, epoch 3: the training loss became nan in batch 7 (training stopped; "
+        "the last 2 complete epochs and the best checkpoint are kept)."
+    )
+    assert finding.evidence == {k: v for k, v in record.items() if k != "symptom"}
+    assert finding.fix == fix_for("exploding_gradients", 0.5)
+    assert "0.5" in finding.fix  # the rate the run used is named
+    advised = nan_stop_finding({**record, "advice": ["lower the lr", "clip gradients"]})
+    assert advised.fix == "lower the lr; clip gradients"
+    assert "advice" not in advised.evidence
