@@ -108,6 +108,9 @@ def run_module(name: str, workdir: Path, max_children: int) -> dict:
         "KERASDIAG_CIFAR_SAMPLE": str(cifar_sample()),
         # mutmut runs the tests in mutants/, a copy of the package and tests only
         "KERASDIAG_CONF": str(work / "conf"),
+        # a mutant of the CIFAR download must not leave files in the real Keras cache
+        "KERAS_HOME": str(work / "keras_home"),
+        "HOME": str(work / "home"),
     }
     start = time.perf_counter()
     log = work / "mutmut.log"

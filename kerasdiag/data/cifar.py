@@ -139,14 +139,17 @@ def download_cifar10() -> Path:
         return cached
     import keras  # heavy import, only when downloading
 
+    cache_root = keras_cache_roots()[0]
     try:
+        # Keras falls back to /tmp/.keras when the folder is missing: make it first.
+        cache_root.mkdir(parents=True, exist_ok=True)
         path = keras.utils.get_file(
             fname="cifar-10-batches-py-target",  # keras.datasets.cifar10's own cache folder
             origin=CIFAR10_URL,
             extract=True,
             file_hash=CIFAR10_SHA256,
             # where cached_cifar10 looks first ($KERAS_HOME is read now, not at Keras' import)
-            cache_dir=str(keras_cache_roots()[0]),
+            cache_dir=str(cache_root),
         )
     except Exception as exc:
         raise DataError(
