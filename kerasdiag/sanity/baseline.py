@@ -71,14 +71,11 @@ def check_input_dependence(
             rng.choice(len(x), size=min(batch_size, len(x)), replace=False) for _ in range(steps)
         ]
         copies = {"real": common.copy_model(model), "zero": common.copy_model(model)}
-        optimizers = {
-            name: common.fresh_optimizer(model)
-            if optimizer is None
-            else keras.optimizers.get(optimizer).__class__.from_config(
-                keras.optimizers.get(optimizer).get_config()
-            )
-            for name in copies
-        }
+        # One template (a schedule's peak is found once), one stateless copy per model copy.
+        template = (
+            common.fresh_optimizer(model) if optimizer is None else keras.optimizers.get(optimizer)
+        )
+        optimizers = {name: type(template).from_config(template.get_config()) for name in copies}
         _train(copies, optimizers, loss, [(x[b], y_fit[b]) for b in batches])
         scores = {}
         for name, inputs in (("real", x_eval), ("zero", np.zeros_like(x_eval))):
