@@ -331,3 +331,523 @@ def test_thresholds_of_checks_names_and_values():
         Thresholds.of({"bias": 0})
     with pytest.raises(ValueError, match="must be a Thresholds or a mapping"):
         Thresholds.of(0.5)
+
+
+# --- whole findings: every field a user reads (message, evidence, where, severity, fix) ---------
+# Each expectation below is written out by hand from the numbers the test feeds in, so a
+# changed key, number format, step/epoch/layer or severity fails here.
+
+
+def test_thresholds_defaults_are_the_documented_ones():
+    # The numbers the Thresholds docstring argues for; a changed default is a changed verdict.
+    assert Thresholds() == Thresholds(
+        exploding_norm=1e3, gradient_growth=100.0, vanishing_ratio=1e-3, dead_fraction=0.5,
+        saturated_fraction=0.5, oscillation=0.25, oscillation_window=20, slow_drop=0.2,
+        slow_epochs=2, stagnant_ratio=1e-6, min_epochs=4, rise=0.1, plateau_change=0.1,
+        plateau_level=0.2, bump=0.02, linear_ratio=0.5, linear_level=0.5, variance=0.05,
+        val_loss_rise=0.2, bias=0.05,
+    )  # fmt: skip
+    assert (rules.UPDATE_RATIO_LOW, rules.UPDATE_RATIO_HIGH) == (1e-4, 1e-2)
+    assert rules.HEALTHY_UPDATE_RATIO == 1e-3 and rules.STABLE_BEFORE_NAN == 2.0
+    assert (rules.ADAPTIVE_UPDATE_RATIO_HIGH, rules.ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH) == (
+        5e-2,
+        0.3,
+    )
+
+
+def test_oscillation_finding_whole():
+    window = [1.0, 1.5] * 10 + [1.0]  # 20 steps, each a jump of 0.5 = 50% of the initial 1.0
+    found = rules.oscillation_finding(window, 1.0, TH, lambda: LR, step=30, epoch=2)
+    assert found.to_dict() == {
+        "symptom": "oscillating_loss",
+        "severity": "warning",
+        "evidence": {
+            "oscillation_index": 0.5,
+            "threshold": 0.25,
+            "initial_loss": 1.0,
+            "recent_losses": window,
+        },
+        "fix": fix_for("oscillating_loss", LR),
+        "step": 30,
+        "epoch": 2,
+        "layer": None,
+        "message": "oscillating_loss at step 30, epoch 2: over the last 20 steps the loss "
+        "jumped by a median 50% of the initial loss 1 per step.",
+        "source": "doctor",
+        "count": 1,
+        "last_step": 30,
+    }
+    # a window of exactly the threshold's size is judged with the threshold passed in
+    assert rules.oscillation_finding(window, 1.0, Thresholds(oscillation=0.5), LR, step=30) is None
+
+
+def test_nan_finding_whole():
+    loss = rules.nan_finding([2.0, 9.0], 2.0, LR, step=12, epoch=3, loss=math.inf)
+    assert (loss.severity, loss.layer, loss.source, loss.last_step) == ("error", None, "doctor", 12)
+    assert loss.message == "nan at step 12, epoch 3: the training loss became inf."
+    assert loss.evidence == {"loss": math.inf, "previous_losses": [2.0, 9.0], "lr": LR}
+    assert loss.fix.startswith(
+        "training stops and the weights of the end of the last finite epoch are put back; "
+        "the loss grew before it broke (divergence); "
+    )
+    weights = rules.nan_finding(
+        [2.0, 2.1], 2.0, LR, step=4, broken=[f"w{i}" for i in range(5)], stopping=False
+    )
+    assert weights.message == (
+        "nan at step 4: the weights w0, w1, w2, w3 ... hold NaN/Inf values while the loss is "
+        "still finite (ReLU turns NaN inputs into 0)."
+    )
+    assert weights.evidence == {
+        "non_finite_weights": ["w0", "w1", "w2", "w3", "w4"],
+        "previous_losses": [2.0, 2.1],
+    }
+    assert weights.fix.startswith(
+        "the weights of the end of the last finite epoch are put back; the loss was stable "
+        "just before (2, 2.1), so a bad batch or an unsafe operation is more likely than "
+        "divergence; "
+    )
+    four = rules.nan_finding([], None, LR, step=4, broken=["a", "b", "c", "d"])
+    assert four.message == "nan at step 4: the weights a, b, c, d hold NaN/Inf values."
+    # no loss before the NaN: nothing says it was stable
+    assert "grew before it broke" in four.fix
+
+
+def test_stable_before_is_relative_to_the_initial_loss():
+    assert rules.stable_before([3.9, 1.0], 2.0)  # the largest recent loss decides
+    assert not rules.stable_before([1.0, 4.1], 2.0)
+    assert not rules.stable_before([1.0], 0.0)
+
+
+def test_slow_finding_whole():
+    found = rules.slow_finding(1, 1.8, 2.0, TH, LR, step=40)
+    assert found.to_dict() == {
+        "symptom": "slow_convergence",
+        "severity": "warning",
+        "evidence": {
+            "epoch_loss": 1.8,
+            "initial_loss": 2.0,
+            "drop": pytest.approx(0.1),
+            "expected_drop": 0.2,
+        },
+        "fix": fix_for("slow_convergence", LR),
+        "step": 40,
+        "epoch": 2,
+        "layer": None,
+        "message": "slow_convergence at step 40, epoch 2: after 2 epochs the loss is 1.8, only "
+        "10.0% below the initial 2 (expected at least 20% below).",
+        "source": "doctor",
+        "count": 1,
+        "last_step": 40,
+    }
+    # judged from the slow_epochs-th epoch on (epoch is 0-based here), with its own thresholds
+    th = Thresholds(slow_epochs=3, slow_drop=0.5)
+    assert rules.slow_finding(1, 1.8, 2.0, th, LR) is None
+    later = rules.slow_finding(2, 1.2, 2.0, th, lambda: LR)
+    assert later.epoch == 3 and later.step is None and later.fix == fix_for("slow_convergence", LR)
+    assert later.message.endswith("only 40.0% below the initial 2 (expected at least 50% below).")
+    assert rules.slow_finding(2, 0.9, 2.0, th, LR) is None
+    assert rules.slow_finding(2, 1.2, 2.0, th, LR, causes=()).fix == fix_for("slow_convergence", LR)
+    same = rules.slow_finding(1, 2.0, 2.0, TH, LR)  # no drop at all: 0% above
+    assert "after 2 epochs the loss is 2, 0% above the initial 2" in same.message
+    assert rules.slow_finding(1, 2.0, 2.0, TH, LR, step=None).step is None
+    assert rules.slow_finding(1, math.inf, 2.0, TH, LR) is None
+    assert rules.slow_finding(1, None, 2.0, TH, LR) is None
+
+
+def test_activation_findings_whole():
+    stats = {
+        "out": _stats(dead=0.9),  # skipped: an output layer
+        "relu": ActivationStats("relu", mean=0.1, std=0.2, zero_fraction=0.95, dead_fraction=0.75),
+        "tanh": ActivationStats(
+            "tanh", mean=0.9, std=0.05, zero_fraction=0.0, saturated_fraction=0.625
+        ),  # fmt: skip
+    }
+    dying, saturated = rules.activation_findings(
+        stats, TH, lambda: LR, step=8, epoch=2, skip=["out"]
+    )
+    assert dying.to_dict() == {
+        "symptom": "dying_relu",
+        "severity": "warning",
+        "evidence": {"dead_fraction": 0.75, "threshold": 0.5},
+        "fix": fix_for("dying_relu", LR),
+        "step": 8,
+        "epoch": 2,
+        "layer": "relu",
+        "message": "dying_relu at step 8, epoch 2: 75% of the units of layer 'relu' output 0 "
+        "for every probe example.",
+        "source": "doctor",
+        "count": 1,
+        "last_step": 8,
+    }
+    assert saturated.to_dict() == {
+        "symptom": "saturated_activations",
+        "severity": "warning",
+        "evidence": {"saturated_fraction": 0.625, "threshold": 0.5, "mean": 0.9, "std": 0.05},
+        "fix": fix_for("saturated_activations"),
+        "step": 8,
+        "epoch": 2,
+        "layer": "tanh",
+        "message": "saturated_activations at step 8, epoch 2: 62% of the tanh outputs of layer "
+        "'tanh' are saturated.",
+        "source": "doctor",
+        "count": 1,
+        "last_step": 8,
+    }
+    # each rule reads its own threshold
+    th = Thresholds(dead_fraction=0.8, saturated_fraction=0.7)
+    assert rules.activation_findings(stats, th, LR, step=8, epoch=2, skip=["out"]) == []
+    # a layer with both numbers is judged on both
+    both = {"x": ActivationStats("relu", 0.0, 1.0, 0.9, dead_fraction=0.9, saturated_fraction=0.9)}
+    assert [f.symptom for f in rules.activation_findings(both, TH, LR, step=1, epoch=1)] == [
+        "dying_relu",
+        "saturated_activations",
+    ]
+
+
+def test_gradient_flags_vanishing_message_names_both_layers():
+    flags = rules.gradient_flags(1.0, {"conv": 1e-5, "mid": 1.0, "head": 2.0})
+    assert flags == {
+        "vanishing": "gradient norm of the first layer 'conv' is 5.0e-06 times that of the last "
+        "layer 'head' (below 0.001)"
+    }
+    # each flag reads the thresholds it is given
+    assert rules.gradient_flags(1.0, {"a": 1e-5, "b": 1.0}, vanishing=1e-6) == {}
+    assert rules.gradient_flags(50.0, {"a": 1.0, "b": 1.0}, exploding=10.0) == {
+        "exploding": "global gradient norm 50 is above 10"
+    }
+    assert rules.gradient_flags(50.0, {"a": 1.0, "b": 1.0}, [1.0, 2.0, 3.0], growth=10.0) == {
+        "exploding": "global gradient norm 50 grew more than 10x over the median 2 of the "
+        "earlier probes"
+    }
+    assert rules.gradient_flags(50.0, {"a": 1.0, "b": 1.0}, [1.0, 2.0, 3.0], growth=25.0) == {}
+    assert rules.gradient_flags(-math.inf, {"a": 1.0}) == {
+        "exploding": "global gradient norm is -inf"
+    }
+
+
+def test_gradient_findings_whole():
+    norms = {"first": 1e-6, "last": 1.0}
+    probe = {"step": 9, "epoch": 1, "loss": 2.5, "global_norm": 5e3, "layer_norms": norms}
+    exploding, vanishing = rules.gradient_findings(probe, [1.0, 1.0, 1.0], TH, lambda: LR)
+    assert exploding.to_dict() == {
+        "symptom": "exploding_gradients",
+        "severity": "error",
+        "evidence": {
+            "global_norm": 5e3,
+            "threshold": 1e3,
+            "probe_loss": 2.5,
+            "layer_norms": norms,
+        },
+        "fix": fix_for("exploding_gradients", LR),
+        "step": 9,
+        "epoch": 2,
+        "layer": None,
+        "message": "exploding_gradients at step 9, epoch 2: global gradient norm 5e+03 is above "
+        "1000.",
+        "source": "doctor",
+        "count": 1,
+        "last_step": 9,
+    }
+    assert vanishing.to_dict() == {
+        "symptom": "vanishing_gradients",
+        "severity": "warning",
+        "evidence": {"first_last_ratio": 1e-6, "threshold": 1e-3, "layer_norms": norms},
+        "fix": fix_for("vanishing_gradients"),
+        "step": 9,
+        "epoch": 2,
+        "layer": None,
+        "message": "vanishing_gradients at step 9, epoch 2: gradient norm of the first layer "
+        "'first' is 1.0e-06 times that of the last layer 'last' (below 0.001).",
+        "source": "doctor",
+        "count": 1,
+        "last_step": 9,
+    }
+    # the thresholds passed in decide, and growth over the earlier probes counts
+    th = Thresholds(exploding_norm=1e4, vanishing_ratio=1e-7, gradient_growth=1000.0)
+    assert rules.gradient_findings(probe, [10.0, 10.0, 10.0], th, LR) == []
+    grown = {**probe, "global_norm": 500.0, "layer_norms": {"a": 1.0, "b": 1.0}}
+    (growth,) = rules.gradient_findings(grown, [1.0, 2.0, 3.0], TH, LR)
+    assert growth.message.endswith("grew more than 100x over the median 2 of the earlier probes.")
+    assert rules.gradient_findings(grown, [1.0, 2.0, 3.0], th, LR) == []
+    _, after = rules.gradient_findings(probe, [], TH, LR, dying=["d1", "d2"])
+    assert after.fix == (
+        "the dead ReLU units of d1, d2 pass no gradient: fix dying_relu first; "
+        + fix_for("vanishing_gradients")
+    )
+    assert rules.gradient_findings({**probe, "loss": math.inf}, [], TH, LR) == []
+
+
+def test_stagnant_findings_whole():
+    (found,) = rules.stagnant_findings(
+        {"ok": [1e-3, 1e-3], "stuck": [1e-8, 3e-8, 2e-7]}, TH, lambda: LR, step=50, epoch=3
+    )
+    assert found.to_dict() == {
+        "symptom": "stagnant_weights",
+        "severity": "warning",
+        "evidence": {"median_update_ratio": 3e-8, "measurements": 3, "threshold": 1e-6},
+        "fix": fix_for("stagnant_weights", LR),
+        "step": 50,
+        "epoch": 3,
+        "layer": "stuck",
+        "message": "stagnant_weights at step 50, epoch 3: the kernel of layer 'stuck' changes "
+        "by a median 3.0e-08 of its norm per step (below 1e-06).",
+        "source": "doctor",
+        "count": 1,
+        "last_step": 50,
+    }
+    # the median, not the mean (one large step does not hide a stuck layer), and its threshold
+    assert len(rules.stagnant_findings({"s": [0.0, 0.0, 1.0]}, TH, LR, step=1, epoch=1)) == 1
+    assert rules.stagnant_findings({"s": [1e-8] * 3}, Thresholds(stagnant_ratio=1e-9), LR,
+                                   step=1, epoch=1) == []  # fmt: skip
+
+
+def test_median_update_ratio_reads_the_ratio_column_of_kernels():
+    rows = [[0, 1, "conv/kernel", 4e-3, 9.0], [1, 1, "conv/kernel", 1e-3, 9.0],
+            [2, 1, "conv/kernel", 2e-3, 9.0], [2, 1, "kernel_scale", 1.0, 9.0]]  # fmt: skip
+    assert rules.median_update_ratio(rows) == 2e-3
+    assert rules.median_update_ratio([[0, 1, "d/kernel", "inf"]]) is None
+    assert rules.median_update_ratio([[0, 1, "d/kernel", None]]) is None
+    assert rules.median_update_ratio([]) is None
+
+
+def test_loss_shape_numbers():
+    # 7 epochs: mid = 3; halves [2.0 .. 1.7] and [1.7 .. 1.4]
+    linear = [2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4]
+    assert rules.loss_shape(linear, 2.5, TH) == {
+        "shape": "linear",
+        "drop_ratio": pytest.approx(1.0),
+        "initial_loss": 2.5,
+        "first_epoch_loss": 2.0,
+        "final_loss": 1.4,
+        "min_loss": 1.4,
+        "first_half_drop": pytest.approx(0.3),
+        "second_half_drop": pytest.approx(0.3),
+        "epochs": 7,
+    }
+    # without an initial loss the first epoch's loss is the scale; non-finite epochs are dropped
+    shape = rules.loss_shape([2.0, math.nan, 1.0, 1.0, 1.2, 1.0, 1.1, 1.0], None, TH)
+    assert shape == {
+        "shape": "plateau_high",
+        "largest_late_rise": pytest.approx(0.2),
+        "initial_loss": 2.0,
+        "first_epoch_loss": 2.0,
+        "final_loss": 1.0,
+        "min_loss": 1.0,
+        "first_half_drop": pytest.approx(0.8),  # to epoch 4 (mid), 1.2
+        "second_half_drop": pytest.approx(0.2),
+        "epochs": 7,
+    }
+    assert rules.loss_shape([2.0, 1.0, 1.0, 1.0], math.inf, TH)["initial_loss"] == 2.0
+    assert rules.loss_shape([2.0, 1.0, 1.0, 1.0], 0.0, TH)["initial_loss"] == 2.0
+    assert rules.loss_shape([2.0, 1.0, math.inf, 1.0], 2.0, TH) == {"shape": "too_short",
+                                                                   "epochs": 3}  # fmt: skip
+    # min_epochs is read from the thresholds
+    assert rules.loss_shape([2.0, 1.0, 1.0], 2.0, Thresholds(min_epochs=3))["shape"] == "ok"
+
+
+def test_loss_shape_rules_each_read_their_threshold():
+    rising = [1.0, 0.5, 0.9, 1.05]  # ends above the first epoch and 110% above the minimum
+    assert rules.loss_shape(rising, 1.0, TH)["shape"] == "rising"
+    assert rules.loss_shape(rising, 1.0, Thresholds(rise=1.2))["shape"] != "rising"
+    # ends above the minimum by more than `rise` but below the first epoch: not rising
+    assert rules.loss_shape([1.0, 0.5, 0.9, 0.95], 1.0, TH)["shape"] != "rising"
+    bumpy = [2.0, 1.0, 1.0, 1.2, 1.0, 1.1, 1.0]  # a late bump of 0.2 = 10% of 2.0
+    assert rules.loss_shape(bumpy, 2.0, Thresholds(bump=0.11))["shape"] != "plateau_high"
+    assert rules.loss_shape(bumpy, 2.0, Thresholds(bump=0.09))["shape"] == "plateau_high"
+    # final loss 1.0 is 50% of 2.0: a plateau above `plateau_level` only
+    assert rules.loss_shape(bumpy, 2.0, Thresholds(plateau_level=0.51))["shape"] != "plateau_high"
+    # the second half gained 0 on the best; a required gain of 0 is never undercut
+    assert rules.loss_shape(bumpy, 2.0, Thresholds(plateau_change=1e-9))["shape"] == "plateau_high"
+    late_gain = [2.0, 1.0, 1.0, 1.2, 0.5, 0.6, 0.5]  # the second half improved the best by 0.5
+    assert rules.loss_shape(late_gain, 2.0, TH)["shape"] != "plateau_high"
+    # the first epoch's own drop is not a late bump: [2.0 -> 1.0] then flat with one 1.02 rise
+    assert rules.loss_shape([2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 2.0, TH)["shape"] == "ok"
+    linear = [2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4]  # final 1.4 = 70% of 2.0, ratio 1.0
+    assert rules.loss_shape(linear, 2.0, Thresholds(linear_ratio=1.01))["shape"] == "ok"
+    assert rules.loss_shape(linear, 2.0, Thresholds(linear_level=0.71))["shape"] == "ok"
+    assert rules.loss_shape(linear, 2.0, Thresholds(linear_level=0.69))["shape"] == "linear"
+    # an even count: halves of 2 and 3 epochs, rates per epoch (0.2/2 and 0.3/3)
+    even = rules.loss_shape([2.0, 1.9, 1.8, 1.7, 1.6, 1.5], 2.0, TH)
+    assert even["first_half_drop"] == pytest.approx(0.2)
+    assert even["second_half_drop"] == pytest.approx(0.3)
+    assert even["drop_ratio"] == pytest.approx(1.0)
+    # a flat first half (rate 0) is not "linear"
+    assert rules.loss_shape([2.0, 2.0, 2.0, 2.0, 1.9, 1.8, 1.7], 2.0, TH)["shape"] == "ok"
+
+
+def test_bias_variance_whole():
+    table = rules.bias_variance(0.75, 0.6, 0.55, 0.05)
+    assert table == {
+        "train_error": 0.25,
+        "dev_error": 0.4,
+        "test_error": pytest.approx(0.45),
+        "bayes_error": 0.05,
+        "bayes_error_assumed": False,
+        "avoidable_bias": pytest.approx(0.2),
+        "variance": pytest.approx(0.15),
+        "high_bias": True,
+        "high_variance": True,
+        "verdict": "high bias and high variance",
+        "fixes": [fix_for("underfitting"), fix_for("overfitting")],
+    }
+    assert rules.bias_variance(0.99, 0.98, math.nan)["test_error"] is None
+    assert rules.bias_variance(0.99, 0.98)["verdict"] == "low bias, low variance"
+    assert rules.bias_variance(0.8, 0.79)["verdict"] == "high bias"
+    assert rules.bias_variance(0.8, 0.79)["fixes"] == [fix_for("underfitting")]
+    assert rules.bias_variance(0.99, 0.8)["fixes"] == [fix_for("overfitting")]
+    assert rules.bias_variance(0.99, 0.98)["fixes"] == []
+    assert rules.bias_variance(0.9, 0.8, thresholds={"bias": 0.2, "variance": 0.2})["verdict"] == (
+        "low bias, low variance"
+    )
+
+
+def test_accuracies_at_reads_epoch_numbers_and_skips_incomplete_epochs():
+    history = {"epoch": [3, 4, 5], "accuracy": [0.5, 0.7, 0.9], "val_accuracy": [0.4, 0.6, 0.8]}
+    assert rules.accuracies_at(history, weights_epoch=4) == (0.7, 0.6, 4)
+    assert rules.accuracies_at(history, weights_epoch=9) == (0.9, 0.8, 5)  # unknown: the last
+    assert rules.accuracies_at({"accuracy": [0.5], "val_accuracy": [None]}) == (None, None, None)
+    # the training accuracy alone is not a table
+    assert rules.accuracies_at({"accuracy": [0.5, 0.6]}) == (None, None, None)
+
+
+def test_val_loss_rise_whole():
+    history = {"loss": [1.0, 0.8, 0.5, 0.4], "val_loss": [1.0, 0.5, 0.7, 0.75]}
+    assert rules.val_loss_rise(history, TH) == {
+        "min_val_loss": 0.5,
+        "min_val_loss_epoch": 2,
+        "final_val_loss": 0.75,
+    }
+    assert rules.val_loss_rise(history, Thresholds(val_loss_rise=0.6)) is None
+    assert rules.val_loss_rise({**history, "loss": [1.0, 0.8, 0.5]}, TH) is None  # lengths differ
+    assert rules.val_loss_rise({"loss": [1.0], "val_loss": [1.0]}, TH) is None
+    assert rules.val_loss_rise({**history, "val_loss": [1.0, 0.5, math.nan, 0.75]}, TH) is None
+    # a training loss that stayed level at the best epoch's value is not "kept falling"
+    assert rules.val_loss_rise({**history, "loss": [1.0, 0.4, 0.5, 0.4]}, TH) is None
+
+
+def test_curve_findings_rising_whole():
+    (found,) = rules.curve_findings(
+        {"loss": [1.0, 1.0, 1.0, 2.0]}, lr=LR, step=40, update_ratio=0.02
+    )
+    assert found.to_dict() == {
+        "symptom": "lr_too_high",
+        "severity": "warning",
+        "evidence": {
+            "shape": "rising",
+            "initial_loss": 1.0,
+            "first_epoch_loss": 1.0,
+            "final_loss": 2.0,
+            "min_loss": 1.0,
+            "first_half_drop": 0.0,
+            "second_half_drop": -1.0,
+            "epochs": 4,
+            "median_update_ratio": 0.02,
+        },
+        "fix": fix_for("lr_too_high", LR),
+        "step": 40,
+        "epoch": 4,
+        "layer": None,
+        "message": "lr_too_high at step 40, epoch 4: the training loss rose to 2 from 1 in the "
+        "first epoch (a rising loss: the learning rate is far too high).",
+        "source": "curves",
+        "count": 1,
+        "last_step": 40,
+    }
+
+
+def test_curve_findings_plateau_and_linear_messages():
+    (plateau,) = rules.curve_findings(
+        {"loss": [2.0, 1.0, 1.0, 1.2, 1.0, 1.1, 1.0]}, initial_loss=2.0, lr=LR
+    )
+    assert (plateau.symptom, plateau.epoch, plateau.step, plateau.source) == (
+        "lr_too_high", 7, None, "curves")  # fmt: skip
+    assert plateau.message == (
+        "lr_too_high at epoch 7: the loss dropped fast, then stalled on a bumpy plateau at 1 "
+        "(50% of the initial 2)."
+    )
+    assert plateau.evidence["largest_late_rise"] == pytest.approx(0.2)
+    assert "median_update_ratio" not in plateau.evidence
+    assert plateau.fix == fix_for("lr_too_high", LR)
+    (linear,) = rules.curve_findings(
+        {"loss": [2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4]}, initial_loss=2.0, lr=LR, update_ratio=5e-4
+    )
+    assert linear.message == (
+        "lr_too_low at epoch 7: the loss decays almost linearly (in the second half of training "
+        "it fell 100% as fast per epoch as in the first) and is still at 1.4, 70% of the "
+        "initial 2."
+    )
+    assert linear.evidence["median_update_ratio"] == 5e-4
+    assert linear.fix == fix_for("lr_too_low", LR)
+    assert rules.curve_findings({"loss": [2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4]}, initial_loss=2.0,
+                                thresholds={"linear_level": 0.9}) == []  # fmt: skip
+
+
+def test_curve_findings_overfitting_whole():
+    history = {
+        "loss": [1.0, 0.6, 0.4, 0.3],
+        "accuracy": [0.6, 0.8, 0.96, 0.99],
+        "val_loss": [0.8, 0.5, 0.6, 0.7],
+        "val_accuracy": [0.6, 0.8, 0.82, 0.83],
+    }
+    (found,) = rules.curve_findings(history, test_accuracy=0.8, step=99, weights_epoch=3)
+    assert found.symptom == "overfitting" and found.severity == "warning"
+    assert (found.epoch, found.step, found.source, found.layer) == (3, 99, "curves", None)
+    assert found.evidence == {
+        "min_val_loss": 0.5,
+        "min_val_loss_epoch": 2,
+        "final_val_loss": 0.7,
+        "train_error": pytest.approx(0.04),
+        "dev_error": pytest.approx(0.18),
+        "test_error": pytest.approx(0.2),
+        "variance": pytest.approx(0.14),
+        "epoch": 3,
+        "variance_threshold": 0.05,
+    }
+    assert found.message == (
+        "overfitting at step 99, epoch 3: validation error 18.0% vs training error 4.0% "
+        "(variance 14.0% > 5%); validation loss rose to 0.7 from its minimum 0.5 (epoch 2) "
+        "while the training loss kept falling."
+    )
+    assert found.fix == fix_for("overfitting")
+    # the validation loss alone: the numbers are of the curve's last epoch
+    rise_only = {**history, "val_accuracy": [0.6, 0.8, 0.93, 0.97]}
+    (found,) = rules.curve_findings(rise_only, step=99, weights_epoch=3)
+    assert found.epoch == 4 and found.message == (
+        "overfitting at step 99, epoch 4: validation loss rose to 0.7 from its minimum 0.5 "
+        "(epoch 2) while the training loss kept falling."
+    )
+    assert found.evidence["epoch"] == 3 and found.evidence["variance"] == pytest.approx(0.03)
+    # the gap alone, against the variance threshold passed in
+    gap_only = {**history, "val_loss": [0.8, 0.5, 0.45, 0.44]}
+    (found,) = rules.curve_findings(gap_only, weights_epoch=4)
+    assert "validation loss rose" not in found.message and found.epoch == 4
+    assert "min_val_loss" not in found.evidence
+    assert rules.curve_findings(gap_only, thresholds={"variance": 0.2}) == []
+
+
+def test_curve_findings_underfitting_whole():
+    history = {"loss": [0.9], "accuracy": [0.7], "val_accuracy": [0.69]}
+    (found,) = rules.curve_findings(history, test_accuracy=0.68, bayes_error=0.1, lr=LR, step=5)
+    assert found.to_dict() == {
+        "symptom": "underfitting",
+        "severity": "warning",
+        "evidence": {
+            "train_error": pytest.approx(0.3),
+            "dev_error": pytest.approx(0.31),
+            "test_error": pytest.approx(0.32),
+            "bayes_error": 0.1,
+            "bayes_error_assumed": False,
+            "avoidable_bias": pytest.approx(0.2),
+            "bias_threshold": 0.05,
+        },
+        "fix": fix_for("underfitting", LR),
+        "step": 5,
+        "epoch": 1,
+        "layer": None,
+        "message": "underfitting at step 5, epoch 1: training error 30.0% against a Bayes error "
+        "of 10.0% (avoidable bias 20.0% > 5%); validation error 31.0%.",
+        "source": "curves",
+        "count": 1,
+        "last_step": 5,
+    }
+    assert rules.curve_findings(history, bayes_error=0.1, thresholds={"bias": 0.25}) == []
