@@ -16,9 +16,10 @@ from kerasdiag.callbacks import (
     UpdateRatioMonitor,
     stats,
 )
-from kerasdiag.callbacks.base import CsvLog, FileWrites, histogram_buckets
+from kerasdiag.callbacks.base import CsvLog, FileWrites
 from kerasdiag.callbacks.curve_plotter import step_losses
 from kerasdiag.callbacks.filter_images import filter_grid, first_layer_filters
+from kerasdiag.callbacks.stats import histogram_buckets
 
 
 def test_update_ratios_match_hand_computation():
@@ -82,16 +83,18 @@ def test_activation_kind_reads_fused_and_separate_activations():
 def test_histogram_buckets_match_numpy_and_scale_subsamples():
     rng = np.random.default_rng(0)
     small = rng.normal(size=1000)
-    buckets = histogram_buckets(small)
+    buckets = np.asarray(histogram_buckets(small))
     counts, edges = np.histogram(small, bins=30)
     np.testing.assert_array_equal(buckets[:, 2], counts)
     np.testing.assert_allclose(buckets[:, 0], edges[:-1])
     big = rng.normal(size=300_000)
-    assert histogram_buckets(big)[:, 2].sum() == pytest.approx(300_000, rel=1e-9)
-    constant = histogram_buckets(np.full(10, 2.0))
+    assert np.asarray(histogram_buckets(big))[:, 2].sum() == pytest.approx(300_000, rel=1e-9)
+    constant = np.asarray(histogram_buckets(np.full(10, 2.0)))
     assert constant[-1, 2] == 10 and np.all(constant[:, :2] == 2.0)
     # NaN cannot be binned: only the finite values are counted.
-    assert histogram_buckets(np.array([np.nan, 1.0, 2.0]))[:, 2].sum() == pytest.approx(2.0)
+    finite = np.asarray(histogram_buckets(np.array([np.nan, 1.0, 2.0])))
+    assert finite[:, 2].sum() == pytest.approx(2.0)
+    assert np.all(np.asarray(histogram_buckets(np.array([np.nan])))[:, 2] == 0)
 
 
 def test_step_losses_undo_the_running_mean():
@@ -230,17 +233,22 @@ def test_compiled_probe_matches_the_eager_pass_and_puts_the_state_back():
         after = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_variables]
         for b, a in zip(before, after, strict=True):
             np.testing.assert_array_equal(a, b)
-        assert first[1] == pytest.approx(second[1], rel=1e-6)
+        assert first.loss == pytest.approx(second.loss, rel=1e-6)
         (probe_pass,) = stats._PROBE_PASSES[model].values()
         assert hasattr(probe_pass, "get_concrete_function") is not eager
         results[eager] = first
-    (layers_c, loss_c, grads_c), (layers_e, loss_e, grads_e) = results[False], results[True]
-    assert loss_c == pytest.approx(loss_e, rel=1e-5)
-    for gc, ge in zip(grads_c, grads_e, strict=True):
+    compiled, eager = results[False], results[True]
+    assert compiled.loss == pytest.approx(eager.loss, rel=1e-5)
+    for gc, ge in zip(compiled.grads, eager.grads, strict=True):
         np.testing.assert_allclose(np.asarray(gc), np.asarray(ge), rtol=1e-4, atol=1e-6)
-    assert len(layers_c) == len(layers_e) == 3  # layer names differ: two models were built
-    for out_c, out_e in zip(layers_c.values(), layers_e.values(), strict=True):
-        np.testing.assert_allclose(out_c, out_e, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(compiled.gradient_squares, eager.gradient_squares, rtol=1e-4)
+    # layer names differ (two models were built): compare in layer order
+    assert len(compiled.layers) == len(eager.layers) == 3
+    pairs = zip(compiled.layers, eager.layers, strict=True)
+    for name_c, name_e in pairs:
+        np.testing.assert_allclose(
+            compiled.layers[name_c], eager.layers[name_e], rtol=1e-5, atol=1e-6
+        )
 
 
 class _HostSideLayer(keras.layers.Layer):
@@ -262,9 +270,44 @@ def test_a_model_that_cannot_be_traced_is_probed_eagerly():
     model.compile("sgd", "sparse_categorical_crossentropy")
     x = np.random.default_rng(1).normal(size=(8, 5)).astype("float32")
     y = np.arange(8) % 2
-    _, loss, grads = stats.probe_model(model, x, y)
+    probe = stats.probe_model(model, x, y)
+    loss, grads = probe.loss, probe.grads
     (probe_pass,) = stats._PROBE_PASSES[model].values()
     assert not hasattr(probe_pass, "get_concrete_function")  # tracing failed: eager from now on
     expected = float(model.compute_loss(x=x, y=y, y_pred=model(x, training=True)))
     assert loss == pytest.approx(expected, rel=1e-6)
     assert all(g is not None for g in grads)
+
+
+def test_probe_gradient_norms_match_the_raw_gradients():
+    """The squared sums computed inside the compiled probe pass give the same norms as the
+    raw gradients in numpy, before and after the optimizer's clipping."""
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu", name="hidden"),
+            keras.layers.Dense(8, activation="tanh", name="squash"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    clip = 0.05
+    model.compile(keras.optimizers.SGD(clipnorm=clip), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(2).normal(size=(32, 6)).astype("float32") * 3
+    y = np.arange(32) % 3
+    probe = stats.probe_model(model, x, y, extractor=stats.activation_model(model))
+    grads = [np.asarray(g, dtype=np.float64) for g in probe.grads]
+    squares = np.array([np.sum(g * g) for g in grads])
+    np.testing.assert_allclose(probe.gradient_squares, squares, rtol=1e-5)
+    assert probe.global_norm == pytest.approx(np.sqrt(squares.sum()), rel=1e-5)
+    # clipnorm clips each variable's gradient to norm 0.05 on its own
+    clipped = np.minimum(np.sqrt(squares), clip)
+    assert probe.global_norm_clipped == pytest.approx(np.sqrt(np.sum(clipped**2)), rel=1e-5)
+    assert stats.layer_gradient_norms(model, probe.gradient_squares) == pytest.approx(
+        {"hidden": np.sqrt(squares[:2].sum()), "squash": np.sqrt(squares[2:4].sum()),
+         "out": np.sqrt(squares[4:].sum())}, rel=1e-5
+    )  # fmt: skip
+    assert list(probe.layers) == ["hidden", "squash", "out"]
+    # the activations pass shares the forward pass: its prediction gives the same loss
+    expected = model.compute_loss(x=x, y=y, y_pred=probe.layers["out"], training=True)
+    assert probe.loss == pytest.approx(float(expected), rel=1e-5)

@@ -99,7 +99,7 @@ class ActivationHistograms(StepMonitor):
         self._kinds = {layer.name: stats.activation_kind(layer) for layer in self.model.layers}
 
     def on_due_step(self, step):
-        outputs = self.probe.take(self.model, step, activations=True).activations
+        outputs = self.probe.take(self.model, step, activations=True).layers
         layer_stats = {
             name: stats.activation_stats(values, self._kinds[name])
             for name, values in outputs.items()
@@ -117,4 +117,6 @@ class ActivationHistograms(StepMonitor):
                 scalars[f"saturated_fraction/{name}"] = s.saturated_fraction
         self._summary.scalars(scalars, step)
         if (len(self.history) - 1) % self.histogram_every == 0:
-            self._summary.histograms({f"activation/{n}": v for n, v in outputs.items()}, step)
+            self._summary.histograms(
+                {f"activation/{n}": stats.histogram_buckets(v) for n, v in outputs.items()}, step
+            )

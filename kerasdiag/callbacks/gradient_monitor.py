@@ -110,10 +110,8 @@ class GradientMonitor(StepMonitor):
     def on_due_step(self, step):
         model = self.model
         probe = self.probe.take(model, step, gradients=True)
-        loss, grads = probe.loss, probe.grads
-        clipped = stats.clip_like_optimizer(model.optimizer, grads)
-        norm, norm_clipped = stats.global_norm(grads), stats.global_norm(clipped)
-        layer_norms = stats.layer_gradient_norms(model, grads)
+        loss, norm, norm_clipped = probe.loss, probe.global_norm, probe.global_norm_clipped
+        layer_norms = stats.layer_gradient_norms(model, probe.gradient_squares)
         earlier = [h["global_norm"] for h in self.history]
         flags = doctor_rules.gradient_flags(
             norm, layer_norms, earlier, self.vanishing_ratio, self.max_norm, self.growth
@@ -148,8 +146,8 @@ class GradientMonitor(StepMonitor):
         if self._summary.enabled and (len(self.history) - 1) % self.histogram_every == 0:
             self._summary.histograms(
                 {
-                    f"gradient/{v.path}": g
-                    for v, g in zip(model.trainable_variables, grads, strict=True)
+                    f"gradient/{v.path}": stats.histogram_buckets(g)
+                    for v, g in zip(model.trainable_variables, probe.grads, strict=True)
                     if g is not None
                 },
                 step,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import check_probe
@@ -16,21 +14,6 @@ from kerasdiag.sanity import outputs
 
 ACTIVATIONS = "activations"
 GRADIENTS = "gradients"
-
-
-@dataclass
-class ProbeResult:
-    """What one probe saw: per-layer outputs and/or the loss and its gradients.
-
-    ``activations`` maps each monitored layer's name to its output (numpy), in layer order;
-    ``grads`` is aligned with ``model.trainable_variables`` (None where a variable gets no
-    gradient). Parts that were not asked for are None.
-    """
-
-    step: int
-    activations: dict[str, np.ndarray] | None = None
-    loss: float | None = None
-    grads: list[tf.Tensor | None] | None = None
 
 
 class ProbeUser(Protocol):
@@ -80,7 +63,7 @@ class ProbeBatch:
             )
         self._users: weakref.WeakSet = weakref.WeakSet()
         self._extractors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._last: tuple[weakref.ref, ProbeResult] | None = None
+        self._last: tuple[weakref.ref, stats.Probe] | None = None
 
     @classmethod
     def of(cls, x: Any, y: Any = None) -> ProbeBatch:
@@ -107,8 +90,10 @@ class ProbeBatch:
 
     def take(
         self, model: keras.Model, step: int, *, activations: bool = False, gradients: bool = False
-    ) -> ProbeResult:
-        """The probe of ``model`` before optimizer step ``step``, with the parts asked for.
+    ) -> stats.Probe:
+        """The probe of ``model`` before optimizer step ``step``, with the parts asked for
+        (:class:`~kerasdiag.callbacks.stats.Probe`: layer outputs and their statistics,
+        gradients and their norms).
 
         A probe already taken at this step is reused; parts it lacks are computed, together
         with those that other attached monitors due at this step will ask for.
@@ -117,16 +102,16 @@ class ProbeBatch:
             raise ValueError("gradients need probe targets: pass `y` to the ProbeBatch")
         cached = self._cached(model, step)
         if cached is not None:
-            activations = activations and cached.activations is None
+            activations = activations and cached.layers is None
             gradients = gradients and cached.grads is None
             if not (activations or gradients):
                 return cached
         else:
-            cached = ProbeResult(step)
+            cached = stats.Probe(step)
         asked = activations
         for user in list(self._users):
             if getattr(user, "model", None) is model and user.due(step):
-                activations |= user.probe_kind == ACTIVATIONS and cached.activations is None
+                activations |= user.probe_kind == ACTIVATIONS and cached.layers is None
                 gradients |= (
                     user.probe_kind == GRADIENTS and cached.grads is None and self.y is not None
                 )
@@ -138,13 +123,9 @@ class ProbeBatch:
                 if asked:
                     raise
                 activations = False  # a peer's part this model cannot give: not ours to fail
-        outputs, loss, grads = stats.probe_model(
-            model, self.x, self.y if gradients else None, extractor=extractor
+        cached.merge(
+            stats.probe_model(model, self.x, self.y if gradients else None, extractor=extractor)
         )
-        if activations:
-            cached.activations = outputs
-        if gradients:
-            cached.loss, cached.grads = loss, grads
         self._last = (weakref.ref(model), cached)
         return cached
 
@@ -156,7 +137,7 @@ class ProbeBatch:
     def __len__(self) -> int:
         return outputs.count(self.x)
 
-    def _cached(self, model: keras.Model, step: int) -> ProbeResult | None:
+    def _cached(self, model: keras.Model, step: int) -> stats.Probe | None:
         if self._last is None:
             return None
         ref, result = self._last

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -32,6 +33,10 @@ TANH_SATURATION = 0.99
 SIGMOID_SATURATION = (0.01, 0.99)
 RELU_KINDS = ("relu", "relu6")
 SATURATING_KINDS = ("tanh", "sigmoid")
+# Histograms are bucketed from at most this many values (a strided subsample), in this many
+# buckets: see histogram_buckets.
+HISTOGRAM_MAX_VALUES = 16384
+HISTOGRAM_BUCKETS = 30
 
 
 # --- variables grouped by layer ---------------------------------------------------------
@@ -85,22 +90,29 @@ def update_ratios(before: Sequence, after: Sequence) -> np.ndarray:
     A zero-initialised bias has no scale to compare its first update with, hence NaN. For
     an Embedding table (``is_sparse_table``) both norms are over the rows the step changed:
     a batch looks up a few rows of a large vocabulary, and the whole table's norm would make
-    a healthy step look stagnant. Computed in numpy: a few small arrays, where eager
-    TensorFlow would spend ~1 ms of dispatch per operation.
+    a healthy step look stagnant. Computed in one compiled call: eagerly, each variable's
+    read, difference and two norms would cost ~1 ms of op dispatch.
     """
-    ratios = np.full(len(before), np.nan)
-    for i, (b, a) in enumerate(zip(before, after, strict=True)):
-        sparse = is_sparse_table(a)
-        b = np.asarray(keras.ops.convert_to_numpy(b), dtype=np.float32)
-        a = np.asarray(keras.ops.convert_to_numpy(a), dtype=np.float32)
-        if sparse:
-            changed = np.any(a != b, axis=1)
-            if changed.any():
-                a, b = a[changed], b[changed]
-        norm = float(np.linalg.norm(b))
-        if norm > 0:
-            ratios[i] = float(np.linalg.norm(a - b)) / norm
-    return ratios
+    if not len(before):
+        return np.full(0, np.nan)
+    sparse = tuple(is_sparse_table(a) for a in after)
+    ratios = _update_ratios(snapshot(before), snapshot(after), sparse)
+    return ratios.numpy().astype(np.float64)
+
+
+@tf.function(reduce_retracing=True)
+def _update_ratios(before: list, after: list, sparse: tuple[bool, ...]) -> tf.Tensor:
+    ratios = []
+    for b, a, rows in zip(before, after, sparse, strict=True):
+        b, a = tf.cast(b, tf.float32), tf.cast(a, tf.float32)
+        if rows:
+            changed = tf.reduce_any(tf.not_equal(a, b), axis=1)
+            changed = tf.logical_or(changed, tf.logical_not(tf.reduce_any(changed)))
+            b, a = tf.boolean_mask(b, changed), tf.boolean_mask(a, changed)
+        norm = tf.norm(tf.reshape(b, [-1]))
+        safe = tf.where(norm > 0, norm, 1.0)
+        ratios.append(tf.where(norm > 0, tf.norm(tf.reshape(a - b, [-1])) / safe, float("nan")))
+    return tf.stack(ratios)
 
 
 def update_ratio_band(
@@ -133,7 +145,42 @@ def main_variable_index(variables: Sequence) -> int:
     return int(np.argmax([int(np.prod(v.shape)) for v in variables]))
 
 
-# --- gradients on a probe batch (M4, P8) ------------------------------------------------
+# --- one probe pass: layer outputs, gradients and their summaries (M4, P8) ---------------
+
+
+@dataclass
+class Probe:
+    """What one probe pass saw; the parts not asked for are None.
+
+    ``layers``: each monitored layer's output (numpy, in layer order); ``loss``: the
+    compiled loss; ``grads``: aligned with the model's trainable variables (None where a
+    variable gets no gradient), with ``gradient_squares`` (the sum of each one's squared
+    entries, 0 without a gradient) and ``clipped_squares`` (the same after the optimizer's
+    own clipping), both computed inside the compiled pass.
+    """
+
+    step: int | None = None
+    layers: dict[str, np.ndarray] | None = None
+    loss: float | None = None
+    grads: list[tf.Tensor | None] | None = None
+    gradient_squares: np.ndarray | None = None
+    clipped_squares: np.ndarray | None = None
+
+    @property
+    def global_norm(self) -> float:
+        """The gradients' global norm: sqrt(sum of squared entries) over all variables."""
+        return float(np.sqrt(np.sum(self.gradient_squares, dtype=np.float64)))
+
+    @property
+    def global_norm_clipped(self) -> float:
+        """The global norm of the gradients as the optimizer's clipping leaves them."""
+        return float(np.sqrt(np.sum(self.clipped_squares, dtype=np.float64)))
+
+    def merge(self, other: Probe) -> None:
+        """Take the parts ``other`` (a pass at the same step) has."""
+        for name in ("layers", "loss", "grads", "gradient_squares", "clipped_squares"):
+            if getattr(other, name) is not None:
+                setattr(self, name, getattr(other, name))
 
 
 def probe_model(
@@ -143,19 +190,21 @@ def probe_model(
     *,
     extractor: keras.Model | None = None,
     sample_weight: Any = None,
-) -> tuple[dict[str, np.ndarray] | None, float | None, list[tf.Tensor | None] | None]:
-    """One training-mode pass of a probe batch: (layer outputs, loss, gradients).
+) -> Probe:
+    """One training-mode pass of a probe batch: a :class:`Probe`.
 
     With ``extractor`` (from :func:`activation_model`) the layer outputs come back as numpy
-    arrays in layer order, else None. With ``y`` the gradient tape is on and the loss (the
-    compiled one, regularisation included) and its gradients with respect to
-    ``model.trainable_variables`` come back, else None twice; both from the same forward
-    pass. The pass runs in training mode, as ``fit`` does: batch normalization normalises
-    with the probe batch's statistics (in inference mode, a freshly initialised BN network
-    has near-zero gradients in its first layers, a false "vanishing" alarm). The model's
-    state is then put back: BN's moving statistics, the seed state of dropout (so every
-    probe draws the same masks and successive probes differ only by training progress),
-    and the metric trackers. Embedding gradients (IndexedSlices) come back dense.
+    arrays in layer order; with ``y`` the gradient tape is on and the loss (the compiled
+    one, regularisation included), its gradients with respect to
+    ``model.trainable_variables`` and their squared sums (plain and as the optimizer clips
+    them, computed in the pass) come back; both from the same forward pass. The pass runs
+    in training mode,
+    as ``fit`` does: batch normalization normalises with the probe batch's statistics (in
+    inference mode, a freshly initialised BN network has near-zero gradients in its first
+    layers, a false "vanishing" alarm). The model's state is then put back: BN's moving
+    statistics, the seed state of dropout (so every probe draws the same masks and
+    successive probes differ only by training progress), and the metric trackers.
+    Embedding gradients (IndexedSlices) come back dense.
     """
     # One pass serves both when the prediction is the extractor's single model output;
     # a multi-output model's loss wants its own output structure, so it gets its own pass.
@@ -169,7 +218,7 @@ def probe_model(
     saved = [np.array(keras.ops.convert_to_numpy(v)) for v in state]
     metric_variables = [(v, tf.identity(v)) for v in model.metrics_variables]
     try:
-        layers, loss, grads = _probe_pass(model, extractor, shared)(x, y, sample_weight)
+        layers, loss, grads, squares = _probe_pass(model, extractor, shared)(x, y, sample_weight)
     finally:
         for variable, value in zip(state, saved, strict=True):
             variable.assign(value)
@@ -178,13 +227,17 @@ def probe_model(
         held = {id(v): value for v, value in metric_variables}
         for variable in model.metrics_variables:
             variable.assign(held.get(id(variable), tf.zeros_like(variable)))
+    probe = Probe()
+    if layers is not None:
+        # Keras returns dict outputs in key order; report them in layer order.
+        order = [layer.name for layer in monitored_layers(model) if layer.name in layers]
+        probe.layers = {name: keras.ops.convert_to_numpy(layers[name]) for name in order}
     if loss is not None:
-        loss = float(loss)
-    if layers is None:
-        return None, loss, grads
-    # Keras returns dict outputs in key order; report them in layer order.
-    order = [layer.name for layer in monitored_layers(model) if layer.name in layers]
-    return {name: keras.ops.convert_to_numpy(layers[name]) for name in order}, loss, grads
+        probe.loss, probe.grads = float(loss), grads
+        probe.gradient_squares, probe.clipped_squares = (
+            s.numpy().astype(np.float64) for s in squares
+        )
+    return probe
 
 
 # The compiled probe passes of each model, by (extractor, shared pass), dropped with the model.
@@ -198,7 +251,8 @@ def _probe_pass(model: keras.Model, extractor: keras.Model | None, shared: bool)
     forward and backward pass); as a ``tf.function`` it costs about one, which is what keeps
     ~20 probes a run inside the monitors' overhead budget. A model that asks to run eagerly
     (``run_eagerly=True``), or whose pass cannot be traced, gets the eager pass. The pass
-    holds the model weakly: a cached pass never keeps a model alive.
+    holds the model weakly: a cached pass never keeps a model alive. The optimizer's
+    clipping settings are read when the pass is traced, as Keras' own train step does.
     """
     passes = _PROBE_PASSES.setdefault(model, {})
     key = (extractor, shared)
@@ -208,7 +262,7 @@ def _probe_pass(model: keras.Model, extractor: keras.Model | None, shared: bool)
 
     def eager(x: Any, y: Any, sample_weight: Any) -> tuple:
         model = model_ref()
-        layers = loss = grads = None
+        layers = loss = grads = squares = None
         if extractor is not None and not shared:
             layers = extractor(_single_input(extractor, x), training=True)[0]
         if y is not None:
@@ -224,7 +278,10 @@ def _probe_pass(model: keras.Model, extractor: keras.Model | None, shared: bool)
                 None if g is None else tf.convert_to_tensor(g)
                 for g in tape.gradient(loss, model.trainable_variables)
             ]
-        return layers, loss, grads
+            # A few numbers per variable, computed here, instead of ~3 eager ops each.
+            clipped = clip_like_optimizer(model.optimizer, grads)
+            squares = (_squared_sums(grads), _squared_sums(clipped))
+        return layers, loss, grads, squares
 
     if getattr(model, "run_eagerly", False):
         passes[key] = eager
@@ -248,6 +305,49 @@ def _probe_pass(model: keras.Model, extractor: keras.Model | None, shared: bool)
 
     passes[key] = first_call
     return first_call
+
+
+def _squared_sums(grads: Sequence) -> tf.Tensor:
+    """The sum of squared entries of each gradient (0 for None), in float32."""
+    if not grads:
+        return tf.zeros([0])
+    return tf.stack(
+        [
+            tf.constant(0.0) if g is None else tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
+            for g in grads
+        ]
+    )
+
+
+def histogram_buckets(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> np.ndarray:
+    """TensorBoard's histogram tensor: rows (left edge, right edge, count), float64.
+
+    Bucketed from at most ``HISTOGRAM_MAX_VALUES`` values: a strided subsample, whose
+    counts are scaled back to the full number of values, gives the same shape of histogram
+    at a fraction of the cost (``tf.summary.histogram`` one-hot encodes every value, N x 30
+    floats, ~0.3 s for one probe of a small convnet). Non-finite values are dropped
+    (TensorBoard cannot bin them). The edges are ``np.histogram``'s; a single value gets
+    TensorBoard's own convention: all edges equal, the last bucket full.
+    """
+    flat = np.asarray(keras.ops.convert_to_numpy(values)).ravel()
+    total = flat.size
+    if total > HISTOGRAM_MAX_VALUES:
+        flat = flat[:: -(-total // HISTOGRAM_MAX_VALUES)]
+    flat = flat.astype(np.float64)
+    scale = total / max(flat.size, 1)
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return np.zeros((buckets, 3))
+    lo, hi = float(flat.min()), float(flat.max())
+    if lo == hi:
+        counts = np.zeros(buckets)
+        counts[-1] = flat.size * scale
+        return np.stack([np.full(buckets, lo), np.full(buckets, lo), counts], axis=1)
+    edges = np.linspace(lo, hi, buckets + 1)
+    # np.histogram's binning (the last bucket holds the maximum), by bincount: ~4x faster
+    index = np.minimum(((flat - lo) * (buckets / (hi - lo))).astype(np.intp), buckets - 1)
+    counts = np.bincount(index, minlength=buckets) * scale
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
 def clip_like_optimizer(optimizer: keras.optimizers.Optimizer, grads: Sequence) -> list:
@@ -277,18 +377,14 @@ def global_norm(grads: Sequence) -> float:
     return float(tf.linalg.global_norm(present)) if present else 0.0
 
 
-def layer_gradient_norms(model: keras.Model, grads: Sequence) -> dict[str, float]:
-    """Per-layer gradient norm (over all the layer's trainable variables), in layer order."""
-    squares: dict[str, list] = {}
-    for layer, grad in zip(variable_layers(model), grads, strict=True):
-        entry = squares.setdefault(layer, [])
-        if grad is not None:
-            entry.append(tf.reduce_sum(tf.square(tf.cast(grad, tf.float32))))
-    names = list(squares)
-    if not names:
-        return {}
-    totals = tf.stack([tf.add_n(s) if s else tf.constant(0.0) for s in squares.values()])
-    return dict(zip(names, np.sqrt(totals.numpy().astype(np.float64)).tolist(), strict=True))
+def layer_gradient_norms(model: keras.Model, squares: Sequence[float]) -> dict[str, float]:
+    """Per-layer gradient norm (over all the layer's trainable variables), in layer order,
+    from the sum of squared entries of each trainable variable's gradient
+    (:attr:`Probe.gradient_squares`)."""
+    totals: dict[str, float] = {}
+    for layer, square in zip(variable_layers(model), squares, strict=True):
+        totals[layer] = totals.get(layer, 0.0) + float(square)
+    return {layer: float(np.sqrt(total)) for layer, total in totals.items()}
 
 
 # --- activations on a probe batch (M4) --------------------------------------------------
@@ -310,14 +406,15 @@ def activation_stats(values: Any, kind: str | None) -> ActivationStats:
     """Statistics of one layer's output ``values`` (batch first, units last)."""
     a = np.asarray(values)
     a = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a.reshape(-1, 1)
+    zero = a == 0  # one pass serves the zero share and the dead units
     stats = ActivationStats(
         kind=kind,
         mean=float(a.mean()),
         std=float(a.std()),
-        zero_fraction=float(np.mean(a == 0)),
+        zero_fraction=np.count_nonzero(zero) / max(zero.size, 1),
     )
     if kind in RELU_KINDS:
-        stats.dead_fraction = float(np.mean(np.all(a == 0, axis=0)))
+        stats.dead_fraction = float(np.mean(zero.all(axis=0)))
     elif kind == "tanh":
         stats.saturated_fraction = float(np.mean(np.abs(a) > TANH_SATURATION))
     elif kind == "sigmoid":
