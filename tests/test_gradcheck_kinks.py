@@ -197,3 +197,19 @@ def test_max_pool_with_explicit_padding():
 def test_a_new_recorder_has_seen_nothing():
     recorder = KinkRecorder()
     assert recorder.ops == [] and recorder.kink_types == []
+
+
+def test_relu6_has_one_piece_from_0_to_6():
+    relu6, _ = _recorded(tf.nn.relu6)
+    assert not crossed(relu6([0.5]), relu6([3.0]))  # both inside (0, 6): gradient 1 at both
+    assert crossed(relu6([-0.5]), relu6([0.5]))
+
+
+def test_a_reduction_over_an_axis_follows_each_rows_winner():
+    fingerprint, recorders = _recorded(lambda x: tf.reduce_max(tf.reshape(x, [2, 2]), axis=1))
+    base = fingerprint([3.0, 1.0, 2.0, 0.0])  # winners: row 0 at 0, row 1 at 0
+    assert recorders[0].kink_types == ["Max"]
+    # the second row's winner moves, the global maximum (row 0) does not: crossed
+    assert crossed(base, fingerprint([3.0, 1.0, 0.0, 2.0]))
+    # a loser of row 0 rises to row 1's maximum: no winner moves, not crossed
+    assert not crossed(base, fingerprint([3.0, 2.0, 2.0, 0.0]))
