@@ -48,10 +48,6 @@ MODULE_TESTS: dict[str, tuple[str, list[str]]] = {
     "diagnosis": ("kerasdiag/diagnosis.py", ["test_diagnosis.py"]),
     # the doctor's rules: pure functions, their tests run in seconds without TensorFlow
     "doctor_rules": ("kerasdiag/doctor_rules.py", ["test_doctor_rules.py"]),
-    "doctor": (
-        "kerasdiag/callbacks/training_doctor.py",
-        ["test_doctor.py", "test_doctor_zoo.py", "test_breaks.py"],
-    ),
     "rundir": ("kerasdiag/rundir.py", ["test_rundir.py"]),
 }
 
