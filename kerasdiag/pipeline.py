@@ -206,6 +206,9 @@ def run_callbacks(
     checkpoint = BestCheckpoint(
         run_dir / "checkpoints", monitor=cfg.trainer.checkpoint_monitor, every_epoch=every_epoch
     )
+    if monitors.curves is not None:
+        # the run directory's curves mark the kept epoch, as the report's do
+        monitors.curves.kept_epoch = lambda: checkpoint.best_epoch
     # The callbacks whose progress a resumed run needs back (ReduceLROnPlateau, EarlyStopping).
     stateful: list[keras.callbacks.Callback] = list(schedule)
     es = cfg.trainer.early_stopping

@@ -340,3 +340,19 @@ def test_curve_plotter_keeps_its_drawing_time_within_budget(digits, tmp_path):
     every = CurvePlotter(tmp_path, max_overhead=1.0)
     fit(mlp([16]), x[:256], y[:256], [stopper, every], epochs=5)
     assert every.drawn == [1, 2]  # early stop after epoch 2: the final state is drawn
+
+
+def test_curve_plotter_marks_the_kept_epoch_where_it_moves(digits, tmp_path):
+    x, y = digits
+    kept = {"epoch": None}
+
+    def keep(epoch, logs):
+        kept["epoch"] = 1 if epoch < 2 else 3  # the kept epoch moves from 1 to 3
+
+    plotter = CurvePlotter(tmp_path, max_overhead=1.0, kept_epoch=lambda: kept["epoch"])
+    marker = keras.callbacks.LambdaCallback(on_epoch_end=keep)
+    fit(mlp([16]), x[:256], y[:256], [marker, plotter], epochs=4)
+    line = plotter._figures["loss"].lines["mark"]
+    assert list(line.get_xdata()) == [3, 3] and line.get_label() == "kept: epoch 3"
+    with pytest.raises(ValueError, match="kept_epoch"):
+        CurvePlotter(tmp_path, kept_epoch=3)

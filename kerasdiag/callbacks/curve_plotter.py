@@ -7,6 +7,7 @@ import math
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -73,6 +74,10 @@ class CurvePlotter(keras.callbacks.Callback):
             1 draws after every ``freq``-th epoch whatever it costs).
         step_loss: also draw the per-step training loss.
         dpi: resolution of the PNGs.
+        kept_epoch: a function returning the epoch (from 1) whose weights the run keeps, or
+            None (e.g. ``lambda: checkpoint.best_epoch`` of a
+            :class:`~kerasdiag.callbacks.BestCheckpoint`): each drawing marks it with a
+            dashed line, so the curves show which model the run's score is of.
 
     Attributes:
         epochs: {metric name: [value per epoch]} for every numeric epoch log.
@@ -89,6 +94,7 @@ class CurvePlotter(keras.callbacks.Callback):
         max_overhead: float = 0.01,
         step_loss: bool = True,
         dpi: int = 72,
+        kept_epoch: Callable[[], int | None] | None = None,
     ):
         super().__init__()
         if out_dir is None:
@@ -102,6 +108,9 @@ class CurvePlotter(keras.callbacks.Callback):
             )
         self.step_loss = bool(step_loss)
         self.dpi = check_positive_int("dpi", dpi)
+        if kept_epoch is not None and not callable(kept_epoch):
+            raise ValueError(f"`kept_epoch` must be callable. Received: kept_epoch={kept_epoch!r}")
+        self.kept_epoch = kept_epoch
         self.epochs: dict[str, list[float]] = defaultdict(list)
         self.paths: dict[str, str] = {}
         self._steps: dict[int, list[tuple[int, float]]] = defaultdict(list)
@@ -161,17 +170,18 @@ class CurvePlotter(keras.callbacks.Callback):
 
     def draw(self) -> dict[str, str]:
         """Draw every metric's figure now and write the PNGs; returns {metric: path}."""
-        return self._render(self._curves())
+        return self._render(self._curves(), self.kept_epoch() if self.kept_epoch else None)
 
     def _submit(self) -> None:
         # The worker draws from a copy of the numbers while the next epoch trains.
         self.drawn.append(len(self._epoch_index))
-        self._futures.append(self._executor.submit(self._timed_render, self._curves()))
+        mark = self.kept_epoch() if self.kept_epoch is not None else None
+        self._futures.append(self._executor.submit(self._timed_render, self._curves(), mark))
 
-    def _timed_render(self, curves: dict) -> dict[str, str]:
+    def _timed_render(self, curves: dict, mark: int | None = None) -> dict[str, str]:
         start = time.perf_counter()
         try:
-            return self._render(curves)
+            return self._render(curves, mark)
         finally:
             self._drawing_seconds += time.perf_counter() - start
 
@@ -200,14 +210,14 @@ class CurvePlotter(keras.callbacks.Callback):
             curves[name] = series
         return curves
 
-    def _render(self, curves: dict) -> dict[str, str]:
+    def _render(self, curves: dict, mark: int | None = None) -> dict[str, str]:
         paths = {}
         for name, series in curves.items():
             # Kept between epochs: the next drawing only gives the lines new data.
             if name not in self._figures:
                 self._figures[name] = CurveFigure(name, size=(6, 4))
             figure = self._figures[name]
-            figure.draw(series)
+            figure.draw(series, mark)
             path = os.path.join(self.out_dir, f"{name}.png")
             # zlib level 1: a third of the encoding time of the default, files ~20% larger.
             write_bytes_atomic(path, figure.png(dpi=self.dpi, compress_level=1))

@@ -87,9 +87,11 @@ class CurveFigure:
         """Set each (label, x in epochs, y) line; ``mark``: a dashed line at that epoch."""
         added = False
         if mark is not None and "mark" not in self.lines:
-            self.lines["mark"] = self.ax.axvline(
-                mark, color="tab:green", ls="--", lw=1.2, label=f"kept: epoch {mark}"
-            )
+            self.lines["mark"] = self.ax.axvline(mark, color="tab:green", ls="--", lw=1.2)
+        if mark is not None and self.lines["mark"].get_label() != f"kept: epoch {mark}":
+            # A redrawn figure moves its mark when the kept epoch changes.
+            self.lines["mark"].set_xdata([mark, mark])
+            self.lines["mark"].set_label(f"kept: epoch {mark}")
             added = True
         colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"])
         for label, xs, ys in series:
