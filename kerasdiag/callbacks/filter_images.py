@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -154,16 +155,24 @@ class FilterImages(keras.callbacks.Callback):
         self._summary.close()
 
     def _draw(self, filename: str, step: int) -> None:
+        # Only the weights are read here; the grid, its PNG and the files are made on the
+        # background writer thread (in order), while the next epoch trains.
         name, filters = first_layer_filters(self.model, self.image_shape)
+        path = None if self.out_dir is None else self.out_dir / filename
+        if path is not None:
+            self.paths.append(path)
+        self._writes.submit(self._render, name, filters, path, step)
+
+    def _render(self, name: str, filters: np.ndarray, path: Path | None, step: int) -> None:
         grid = filter_grid(filters)
         png = tf.io.encode_png(grid).numpy()
         self._summary.png(f"filters/{name}", png, grid.shape[1], grid.shape[0], step)
-        if self.out_dir is not None and step > 0 and self._init is not None:
+        if path is None:
+            return
+        if step > 0 and self._init is not None:
             raw = {"layer": np.array(name), "init": self._init, "last": filters, "epoch": step}
-            self._writes.submit(_write_npz, self.out_dir / FILTERS_FILE, raw)
-        if self.out_dir is not None:
-            self._writes.submit(write_bytes_atomic, self.out_dir / filename, png)
-            self.paths.append(self.out_dir / filename)
+            _write_npz(path.parent / FILTERS_FILE, raw)
+        write_bytes_atomic(path, png)
 
 
 def _write_npz(path: os.PathLike, arrays: dict) -> None:
