@@ -136,7 +136,9 @@ def test_slow_finding_boundary():
     assert rules.slow_finding(1, 5.0, None, TH, LR) is None
     higher = rules.slow_finding(1, 3.0, scale, TH, LR, causes=["dying_relu", "nan", "nan"])
     assert "50% above the initial" in higher.message
-    assert higher.fix.startswith("first fix dying_relu, nan (found above); then ")
+    assert higher.fix == "first fix dying_relu, nan (found above); then " + fix_for(
+        "slow_convergence", LR
+    )
 
 
 # --- probes -------------------------------------------------------------------------------
@@ -851,3 +853,37 @@ def test_curve_findings_underfitting_whole():
         "last_step": 5,
     }
     assert rules.curve_findings(history, bayes_error=0.1, thresholds={"bias": 0.25}) == []
+
+
+def test_rules_at_their_smallest_inputs():
+    # a first loss below 1 still scales the divergence test
+    assert rules.broken_loss(2.5, first=0.5, factor=4.0) == "loss 2.5 > 4 x first loss 0.5"
+    # two losses are one step: enough to measure a jump
+    assert rules.oscillation_index([1.0, 2.0], 1.0) == 1.0
+    assert rules.oscillation_index([1.0, 2.0, 1.0], 2.0) == 0.5
+    stats = ActivationStats("tanh", mean=0.5, std=0.25, zero_fraction=0.0, saturated_fraction=0.75)
+    assert stats.to_dict() == {
+        "kind": "tanh",
+        "mean": 0.5,
+        "std": 0.25,
+        "zero_fraction": 0.0,
+        "dead_fraction": None,
+        "saturated_fraction": 0.75,
+    }
+
+
+def test_curve_findings_judge_the_shape_against_the_initial_loss_given():
+    linear = {"loss": [2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4]}
+    # 1.4 is 70% of a first epoch's 2.0 (linear, far from converged) but 35% of a 4.0 start
+    assert [f.symptom for f in rules.curve_findings(linear)] == ["lr_too_low"]
+    assert rules.curve_findings(linear, initial_loss=4.0) == []
+
+
+def test_underfitting_says_when_the_bayes_error_is_assumed():
+    history = {"loss": [0.9], "accuracy": [0.7], "val_accuracy": [0.69]}
+    (found,) = rules.curve_findings(history)
+    assert found.message == (
+        "underfitting at epoch 1: training error 30.0% against a Bayes error of assumed 0 "
+        "(avoidable bias 30.0% > 5%); validation error 31.0%."
+    )
+    assert found.evidence["bayes_error_assumed"] is True and found.evidence["bayes_error"] == 0.0
