@@ -887,3 +887,16 @@ def test_underfitting_says_when_the_bayes_error_is_assumed():
         "(avoidable bias 30.0% > 5%); validation error 31.0%."
     )
     assert found.evidence["bayes_error_assumed"] is True and found.evidence["bayes_error"] == 0.0
+
+
+def test_val_loss_rise_over_two_epochs_and_the_last_training_loss():
+    two = {"loss": [1.0, 0.8], "val_loss": [0.5, 0.7]}
+    assert rules.val_loss_rise(two, TH) == {
+        "min_val_loss": 0.5,
+        "min_val_loss_epoch": 1,
+        "final_val_loss": 0.7,
+    }
+    # the training loss dipped below the best epoch's, then ended above it: it did not keep
+    # falling, so the rising validation loss is not called overfitting
+    history = {"loss": [1.0, 0.5, 0.4, 0.6], "val_loss": [1.0, 0.5, 0.7, 0.8]}
+    assert rules.val_loss_rise(history, TH) is None
