@@ -605,7 +605,10 @@ def loss_shape(
         and late_bump > th.bump * scale
     ):
         return {"shape": "plateau_high", "largest_late_rise": late_bump, **numbers}
-    # Per-epoch rates of the two halves (they differ in length when n is even).
+    # Per-epoch rates of the two halves (they differ in length when n is even); fewer than
+    # three epochs (min_epochs lowered) have no two halves to compare.
+    if mid == 0:
+        return {"shape": "ok", **numbers}
     first_rate, second_rate = first_drop / mid, second_drop / (n - 1 - mid)
     if (
         first_rate > 0

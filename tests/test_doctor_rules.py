@@ -900,3 +900,50 @@ def test_val_loss_rise_over_two_epochs_and_the_last_training_loss():
     # falling, so the rising validation loss is not called overfitting
     history = {"loss": [1.0, 0.5, 0.4, 0.6], "val_loss": [1.0, 0.5, 0.7, 0.8]}
     assert rules.val_loss_rise(history, TH) is None
+
+
+def test_unknown_threshold_lists_the_known_ones():
+    with pytest.raises(ValueError) as error:
+        Thresholds.of({"foo": 1})
+    assert str(error.value) == (
+        "unknown threshold 'foo'; known: bias, bump, dead_fraction, exploding_norm, "
+        "gradient_growth, linear_level, linear_ratio, min_epochs, oscillation, "
+        "oscillation_window, plateau_change, plateau_level, rise, saturated_fraction, "
+        "slow_drop, slow_epochs, stagnant_ratio, val_loss_rise, vanishing_ratio, variance"
+    )
+
+
+def test_loss_shape_boundaries_each_strict():
+    """Each comparison of the shape rules at exact equality (values exact in binary)."""
+    # ends exactly at its first epoch's loss: not rising (a bumpy plateau instead)
+    assert rules.loss_shape([1.0, 0.5, 0.8, 1.0], None, TH)["shape"] == "plateau_high"
+    # the second half gains exactly plateau_change of the initial loss: not a plateau
+    gains = [1.0, 0.75, 0.875, 0.75, 0.5, 0.625, 0.5]
+    assert rules.loss_shape(gains, 1.0, Thresholds(plateau_change=0.25))["shape"] == "ok"
+    assert rules.loss_shape(gains, 1.0, Thresholds(plateau_change=0.2501))["shape"] == (
+        "plateau_high"
+    )
+    # the gain threshold scales with the initial loss: 0.1 of 2.0 is 0.2 > the gain 0.1
+    assert rules.loss_shape([2.0, 1.1, 1.1, 1.3, 1.0, 1.1, 1.0], 2.0, TH)["shape"] == (
+        "plateau_high"
+    )
+    # the final loss, not the second epoch's, must stay above plateau_level
+    low_end = [2.0, 0.5, 0.3, 0.35, 0.3, 0.35, 0.3]
+    assert rules.loss_shape(low_end, 2.0, TH)["shape"] == "ok"
+    level = [2.0, 0.5, 0.5, 0.625, 0.5, 0.5625, 0.5]  # ends at exactly 0.25 of 2.0
+    assert rules.loss_shape(level, 2.0, Thresholds(plateau_level=0.25))["shape"] == "ok"
+    bump = [2.0, 1.0, 1.0, 1.125, 1.0, 1.0, 1.0]  # its late rise is exactly 0.0625 of 2.0
+    assert rules.loss_shape(bump, 2.0, Thresholds(bump=0.0625))["shape"] == "ok"
+    assert rules.loss_shape(bump, 2.0, Thresholds(bump=0.0624))["shape"] == "plateau_high"
+    # a rise between the second and the third epoch is late too
+    early = [2.0, 1.0, 1.2, 1.0, 1.0, 1.0, 1.0]
+    assert rules.loss_shape(early, 2.0, TH)["shape"] == "plateau_high"
+    # both halves fall by exactly 0.125 per epoch, to exactly 0.625 of 2.0
+    linear = [2.0, 1.875, 1.75, 1.625, 1.5, 1.375, 1.25]
+    assert rules.loss_shape(linear, 2.0, TH)["shape"] == "linear"
+    assert rules.loss_shape(linear, 2.0, Thresholds(linear_ratio=1.0))["shape"] == "ok"
+    assert rules.loss_shape(linear, 2.0, Thresholds(linear_level=0.625))["shape"] == "ok"
+    # two epochs are judged when min_epochs allows: no late rise to look at
+    assert rules.loss_shape([2.0, 1.0], 2.0, Thresholds(min_epochs=2))["shape"] == "ok"
+    assert rules.loss_shape([2.0], 2.0, Thresholds(min_epochs=1))["shape"] == "ok"
+    assert rules.loss_shape([2.0, 3.0], 2.0, Thresholds(min_epochs=2))["shape"] == "rising"
