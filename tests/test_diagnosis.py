@@ -18,6 +18,7 @@ from kerasdiag.diagnosis import (
     Thresholds,
     accuracies_at,
     bias_variance,
+    confusion_summary,
     curve_findings,
     loss_shape,
     oscillation_index,
@@ -363,3 +364,19 @@ def test_a_nan_record_becomes_one_finding_with_its_numbers_and_fix():
     advised = nan_stop_finding({**record, "advice": ["lower the lr", "clip gradients"]})
     assert advised.fix == "lower the lr; clip gradients"
     assert "advice" not in advised.evidence
+
+
+def test_confusion_summary_counted_by_hand():
+    # labels as a CSV loader may give them (floats); counts stay integers in the JSON
+    y_true = [0.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    y_pred = [0.0, 1.0, 0.0, 2.0, 1.0, 2.0]
+    summary = confusion_summary(y_true, y_pred, ["cat", "dog", "eel", "fox"])
+    assert summary == {
+        "class_names": ["cat", "dog", "eel", "fox"],
+        "matrix": [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 2, 0], [0, 0, 0, 0]],
+        "per_class_accuracy": [1.0, 0.5, 2 / 3, None],  # no fox in the test split
+        "accuracy": 4 / 6,
+    }
+    assert (
+        json.dumps(summary["matrix"]) == "[[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 2, 0], [0, 0, 0, 0]]"
+    )
