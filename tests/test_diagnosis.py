@@ -20,6 +20,7 @@ from kerasdiag.diagnosis import (
     bias_variance,
     confusion_summary,
     curve_findings,
+    failed_stages,
     loss_shape,
     oscillation_index,
 )
@@ -380,3 +381,27 @@ def test_confusion_summary_counted_by_hand():
     assert (
         json.dumps(summary["matrix"]) == "[[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 2, 0], [0, 0, 0, 0]]"
     )
+
+
+def test_failed_stages_are_named_from_sanity_json():
+    stages = [
+        {"name": "initial_loss", "status": "pass"},
+        {"name": "overfit", "status": "fail"},
+        {"name": "gradcheck", "status": "skipped"},
+        {"name": 7, "status": "fail"},
+    ]
+    assert failed_stages(stages) == ["overfit", "7"]
+    assert failed_stages([]) == []
+
+
+def test_diagnose_reads_the_runs_own_doctor_thresholds(tmp_path):
+    # a 9-point gap between training and validation accuracy: overfitting by default (5%)
+    (tmp_path / "metrics.csv").write_text(
+        "epoch,loss,accuracy,val_loss,val_accuracy\n1,0.5,0.90,0.6,0.85\n2,0.3,0.99,0.5,0.90\n"
+    )
+    (tmp_path / "config.yaml").write_text("optimizer:\n  lr: 0.1\n")
+    assert [f.symptom for f in diagnose(tmp_path)] == ["overfitting"]
+    (tmp_path / "config.yaml").write_text("monitors:\n  doctor_thresholds:\n    variance: 0.2\n")
+    assert diagnose(tmp_path) == []  # the run's own, looser threshold
+    # thresholds passed in win over the run's
+    assert [f.symptom for f in diagnose(tmp_path, thresholds={"variance": 0.05})] == ["overfitting"]
