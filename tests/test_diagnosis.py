@@ -23,9 +23,11 @@ from kerasdiag.diagnosis import (
     failed_stages,
     loss_shape,
     oscillation_index,
+    sanity_findings,
 )
 from kerasdiag.errors import ConfigError
 from kerasdiag.pipeline import run_training
+from kerasdiag.symptoms import fix_for
 
 # Per-epoch training losses measured on sklearn digits (first-step loss 3.008, tests/doctor_zoo.py).
 HEALTHY_ADAM = [2.033, 1.164, 0.595, 0.396, 0.303, 0.248, 0.212, 0.186, 0.167, 0.151]
@@ -405,3 +407,31 @@ def test_diagnose_reads_the_runs_own_doctor_thresholds(tmp_path):
     assert diagnose(tmp_path) == []  # the run's own, looser threshold
     # thresholds passed in win over the run's
     assert [f.symptom for f in diagnose(tmp_path, thresholds={"variance": 0.05})] == ["overfitting"]
+
+
+def test_each_failed_sanity_stage_is_one_whole_finding():
+    stages = [
+        {"name": "initial_loss", "status": "pass", "value": 2.3, "expected": 2.3},
+        {"name": "overfit", "status": "fail", "value": 0.9, "expected": 0.05,
+         "message": "loss 0.9 after 200 steps"},
+        {"name": "gradcheck", "status": "fail", "value": None, "expected": 1e-7},
+    ]  # fmt: skip
+    overfit, gradcheck = sanity_findings(stages)
+    assert overfit.to_dict() == {
+        "symptom": "failed_sanity_check",
+        "severity": "warning",
+        "evidence": {"stage": "overfit", "value": 0.9, "expected": 0.05},
+        "fix": fix_for("failed_sanity_check"),
+        "step": None,
+        "epoch": None,
+        "layer": None,
+        "message": "failed_sanity_check: the overfit check failed before training: loss 0.9 "
+        "after 200 steps.",
+        "source": "sanity",
+        "count": 1,
+        "last_step": None,
+    }
+    # without a message the sentence ends at the stage's name
+    assert gradcheck.message == "failed_sanity_check: the gradcheck check failed before training."
+    assert gradcheck.evidence == {"stage": "gradcheck", "value": None, "expected": 1e-7}
+    assert sanity_findings(stages[:1]) == []
