@@ -222,3 +222,36 @@ def test_the_rounding_floor_is_exact_at_shallow_depth():
     flat = run_attempts(smooth([0.0], lambda x: 0.0 * x), {"data": np.array([0.0])}, h=1e-5,
                         retry_steps=(), tolerance=1e-7, has_kinks=False)["data"][0][0]  # fmt: skip
     assert flat.within_rounding is True and flat.verdict == "zero"
+
+
+def test_a_kinked_objective_accepts_errors_below_the_kink_bound_at_once():
+    # 12 * (1 + 1e-5): a relative error of 1e-5, above the 1e-7 tolerance but below the
+    # 1e-4 bound an objective with kinks is held to: ok at the first step, no retry
+    calls = []
+    runs = run_attempts(
+        smooth([2.0], lambda x: x**3, calls=calls),
+        {"data": np.array([12.0 * (1 + 1e-5)])},
+        h=1e-5,
+        tolerance=1e-7,
+        has_kinks=True,
+    )
+    assert calls == [([0], 1e-5)]
+    assert [a.verdict for a in runs["data"][0]] == ["ok"]
+
+
+def test_an_entry_settles_only_when_every_part_is_ok():
+    # two outputs: the first part's gradient is right, the second's 10% off
+    def evaluate(items, h):
+        x = np.array([2.0])[items]
+        return ({"a": (x + h) ** 3, "b": (x + h) ** 2}, {"a": (x - h) ** 3, "b": (x - h) ** 2},
+                np.zeros(len(items), bool))  # fmt: skip
+
+    runs = run_attempts(
+        evaluate,
+        {"b": np.array([4.4]), "a": np.array([12.0])},  # the failing part first
+        h=1e-5,
+        tolerance=1e-7,
+        has_kinks=False,
+    )
+    assert len(runs["b"][0]) > 1 and len(runs["a"][0]) == len(runs["b"][0])  # retried
+    assert final(runs["b"][0])[0] == "fail" and final(runs["a"][0])[0] == "ok"
