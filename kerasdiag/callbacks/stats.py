@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import keras
@@ -173,9 +173,9 @@ class Probe:
 
     def merge(self, other: Probe) -> None:
         """Take the parts ``other`` (a pass at the same step) has."""
-        for name in ("layers", "loss", "grads", "gradient_squares", "clipped_squares"):
-            if getattr(other, name) is not None:
-                setattr(self, name, getattr(other, name))
+        for part in fields(self):
+            if part.name != "step" and getattr(other, part.name) is not None:
+                setattr(self, part.name, getattr(other, part.name))
 
 
 def probe_model(
