@@ -99,7 +99,7 @@ def diagnose(
         bayes_error = _get(cfg, "bayes_error")
     if thresholds is None:
         thresholds = _get(cfg, "monitors", "doctor_thresholds") or None
-    th = Thresholds.of(dict(thresholds) if isinstance(thresholds, Mapping) else thresholds)
+    th = Thresholds.of(thresholds)
 
     doctor = run.json(DOCTOR_FILE) or {}
     findings = [
@@ -138,9 +138,8 @@ def sanity_findings(stages: Sequence[Mapping[str, Any]]) -> list[Finding]:
     return [
         make_finding(
             "failed_sanity_check",
-            f"the {stage.get('name')} check failed before training: {stage.get('message', '')}".rstrip(
-                ": "
-            ),
+            f"the {stage.get('name')} check failed before training"
+            + (f": {stage['message']}" if stage.get("message") else ""),
             {
                 "stage": stage.get("name"),
                 "value": stage.get("value"),

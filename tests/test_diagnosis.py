@@ -383,6 +383,9 @@ def test_confusion_summary_counted_by_hand():
     assert (
         json.dumps(summary["matrix"]) == "[[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 2, 0], [0, 0, 0, 0]]"
     )
+    # one example, right: accuracy 1 (and no division by zero on an empty split)
+    assert confusion_summary([1], [1], ["cat", "dog"])["accuracy"] == 1.0
+    assert confusion_summary([], [], ["cat", "dog"])["accuracy"] == 0.0
 
 
 def test_failed_stages_are_named_from_sanity_json():
@@ -435,3 +438,112 @@ def test_each_failed_sanity_stage_is_one_whole_finding():
     assert gradcheck.message == "failed_sanity_check: the gradcheck check failed before training."
     assert gradcheck.evidence == {"stage": "gradcheck", "value": None, "expected": 1e-7}
     assert sanity_findings(stages[:1]) == []
+
+
+# --- diagnose() on hand-made run directories: what each file contributes (no training) ---------
+
+
+def _write_run(run_dir, losses, *, accuracy=None, val_accuracy=None, files=()):
+    """A run directory with ``metrics.csv`` from the given curves and ``files`` {name: text}."""
+    run_dir.mkdir(exist_ok=True)
+    columns = {"loss": losses, "accuracy": accuracy, "val_accuracy": val_accuracy}
+    columns = {k: v for k, v in columns.items() if v is not None}
+    lines = ["epoch," + ",".join(columns)]
+    lines += [f"{e + 1}," + ",".join(str(v[e]) for v in columns.values()) for e in range(len(losses))]
+    (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
+    for name, text in dict(files).items():
+        (run_dir / name).write_text(text)
+    return run_dir
+
+
+def _update_ratios_csv(ratio):
+    # UpdateRatioMonitor's rows: step, epoch, variable, ratio. Biases do not count.
+    return (
+        "step,epoch,variable,ratio\n"
+        f"10,1,dense/kernel,{ratio}\n20,2,dense/kernel,{ratio}\n20,2,dense/bias,0.5\n"
+    )
+
+
+def _sanity_json(initial_loss, failed=()):
+    stages = [{"name": "initial_loss", "status": "pass", "value": initial_loss, "expected": 2.3}]
+    stages += [{"name": name, "status": "fail", "value": 1.0, "expected": 0.1} for name in failed]
+    return json.dumps(stages)
+
+
+def test_diagnose_takes_the_initial_loss_from_the_doctor_else_from_sanity(tmp_path):
+    # a linear decay (lr_too_low): its evidence and message give the scale it was judged on
+    both = _write_run(
+        tmp_path / "both",
+        SGD_LR_1E3,
+        files={
+            "doctor.json": json.dumps({"findings": [], "initial_loss": 3.008}),
+            "sanity.json": _sanity_json(2.9),
+        },
+    )
+    (finding,) = diagnose(both)
+    assert finding.symptom == "lr_too_low"
+    assert finding.evidence["initial_loss"] == 3.008  # the doctor's, measured on the first batch
+    assert finding.message.endswith("68% of the initial 3.008.")  # 2.046 / 3.008
+    sanity_only = _write_run(
+        tmp_path / "sanity_only", SGD_LR_1E3, files={"sanity.json": _sanity_json(2.9)}
+    )
+    (finding,) = diagnose(sanity_only)
+    assert finding.evidence["initial_loss"] == 2.9
+    (finding,) = diagnose(_write_run(tmp_path / "neither", SGD_LR_1E3))
+    assert finding.evidence["initial_loss"] == SGD_LR_1E3[0]  # the first epoch's loss
+
+
+def test_diagnose_reads_the_median_update_ratio_of_the_kernels(tmp_path):
+    # a slow linear decay with tiny updates: too low a learning rate, the ratio as evidence
+    (finding,) = diagnose(
+        _write_run(tmp_path, SGD_LR_1E3, files={"update_ratios.csv": _update_ratios_csv(1e-5)})
+    )
+    assert finding.symptom == "lr_too_low"
+    assert finding.evidence["median_update_ratio"] == 1e-5
+    # the same curve with healthy updates (1e-3 of the weights' norm per step): not the rate
+    (tmp_path / "update_ratios.csv").write_text(_update_ratios_csv(1e-3))
+    assert diagnose(tmp_path) == []
+
+
+def test_diagnose_shows_the_test_error_beside_the_bias_variance_table(tmp_path):
+    _write_run(
+        tmp_path,
+        HEALTHY_ADAM[:2],
+        accuracy=[0.90, 0.99],
+        val_accuracy=[0.85, 0.90],
+        files={"test_metrics.json": json.dumps({"accuracy": 0.875, "loss": 0.4})},
+    )
+    (finding,) = diagnose(tmp_path)
+    assert finding.symptom == "overfitting"
+    assert finding.evidence["test_error"] == pytest.approx(0.125)
+    assert finding.evidence["dev_error"] == pytest.approx(0.10)
+
+
+def test_diagnose_puts_errors_first_and_reports_a_nan_stop_once(tmp_path):
+    dying = Finding("dying_relu", "warning", {"dead_fraction": 0.8}, "fix it", epoch=1,
+                    layer="dense")  # fmt: skip
+    nan_record = {"symptom": "nan", "loss": "nan", "batch": 3, "completed_epochs": 1,
+                  "epoch": 2, "global_step": 13, "learning_rate": 0.5}  # fmt: skip
+    _write_run(
+        tmp_path,
+        HEALTHY_ADAM[:1],
+        files={
+            "doctor.json": json.dumps({"findings": [dying.to_dict()]}),
+            "nan.json": json.dumps(nan_record),
+            "sanity.json": _sanity_json(2.3, failed=["overfit"]),
+        },
+    )
+    findings = diagnose(tmp_path)
+    # the NaN stop (an error) leads although it was read after the doctor's warning
+    assert [(f.symptom, f.source) for f in findings] == [
+        ("nan", "nan_stop"),
+        ("dying_relu", "doctor"),
+        ("failed_sanity_check", "sanity"),
+    ]
+    assert findings[2].evidence == {"stage": "overfit", "value": 1.0, "expected": 0.1}
+    assert json.loads((tmp_path / "diagnosis.json").read_text()) == [f.to_dict() for f in findings]
+    # the doctor saw the NaN too: one nan finding, the doctor's
+    seen = Finding("nan", "error", {"loss": "nan"}, "lower the lr", step=13, epoch=2)
+    (tmp_path / "doctor.json").write_text(json.dumps({"findings": [seen.to_dict(), dying.to_dict()]}))
+    assert [f.symptom for f in diagnose(tmp_path)] == ["nan", "dying_relu", "failed_sanity_check"]
+    assert diagnose(tmp_path)[0] == seen
