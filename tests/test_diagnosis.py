@@ -449,7 +449,9 @@ def _write_run(run_dir, losses, *, accuracy=None, val_accuracy=None, files=()):
     columns = {"loss": losses, "accuracy": accuracy, "val_accuracy": val_accuracy}
     columns = {k: v for k, v in columns.items() if v is not None}
     lines = ["epoch," + ",".join(columns)]
-    lines += [f"{e + 1}," + ",".join(str(v[e]) for v in columns.values()) for e in range(len(losses))]
+    lines += [
+        f"{e + 1}," + ",".join(str(v[e]) for v in columns.values()) for e in range(len(losses))
+    ]
     (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
     for name, text in dict(files).items():
         (run_dir / name).write_text(text)
@@ -544,6 +546,8 @@ def test_diagnose_puts_errors_first_and_reports_a_nan_stop_once(tmp_path):
     assert json.loads((tmp_path / "diagnosis.json").read_text()) == [f.to_dict() for f in findings]
     # the doctor saw the NaN too: one nan finding, the doctor's
     seen = Finding("nan", "error", {"loss": "nan"}, "lower the lr", step=13, epoch=2)
-    (tmp_path / "doctor.json").write_text(json.dumps({"findings": [seen.to_dict(), dying.to_dict()]}))
+    (tmp_path / "doctor.json").write_text(
+        json.dumps({"findings": [seen.to_dict(), dying.to_dict()]})
+    )
     assert [f.symptom for f in diagnose(tmp_path)] == ["nan", "dying_relu", "failed_sanity_check"]
     assert diagnose(tmp_path)[0] == seen
