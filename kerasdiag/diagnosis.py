@@ -122,6 +122,7 @@ def diagnose(
             update_ratio=median_update_ratio(run.csv_rows("update_ratios.csv")),
             test_accuracy=test.get("accuracy"),
             weights_epoch=test.get("weights_epoch"),
+            kept_train_accuracy=test.get("train_accuracy"),
             bayes_error=bayes_error,
             lr=_get(cfg, "optimizer", "lr"),
             thresholds=th,

@@ -665,7 +665,9 @@ def bias_variance(
 
 
 def accuracies_at(
-    history: Mapping[str, Sequence[float]], weights_epoch: int | None = None
+    history: Mapping[str, Sequence[float]],
+    weights_epoch: int | None = None,
+    kept_train_accuracy: float | None = None,
 ) -> tuple[float | None, float | None, int | None]:
     """(training accuracy, validation accuracy, epoch) for the bias/variance table.
 
@@ -673,6 +675,10 @@ def accuracies_at(
     metrics.csv does: early stopping's best epoch when it restores that), so that the table
     and the test score describe the same model; without it, or when that epoch lacks either
     accuracy, of the last epoch that has both. (None, None, None) when none has.
+
+    ``kept_train_accuracy``: the kept weights' accuracy on training examples scored in
+    inference mode, as the validation split is (``test_metrics.json``'s
+    ``train_accuracy``); it is the training accuracy of the kept epoch's row.
     """
     # The training split scored in inference mode, as validation is, when it was measured
     # (TrainingDoctor): fit's own training accuracy is a training-mode running mean.
@@ -687,6 +693,8 @@ def accuracies_at(
     if not both:
         return None, None, None
     epoch, t, v = next((row for row in both if row[0] == weights_epoch), both[-1])
+    if epoch == weights_epoch and _finite(kept_train_accuracy):
+        t = float(kept_train_accuracy)
     return t, v, epoch
 
 
@@ -701,6 +709,7 @@ def curve_findings(
     thresholds: Thresholds | Mapping[str, Any] | None = None,
     step: int | None = None,
     weights_epoch: int | None = None,
+    kept_train_accuracy: float | None = None,
 ) -> list[Finding]:
     """lr_too_high / lr_too_low / overfitting / underfitting from per-epoch curves.
 
@@ -719,6 +728,8 @@ def curve_findings(
         weights_epoch: the epoch (from 1) whose weights the model kept, e.g. early
             stopping's best: the bias/variance table is of that epoch (see
             :func:`accuracies_at`).
+        kept_train_accuracy: the kept weights' training accuracy in inference mode, the
+            training side of that epoch's table (see :func:`accuracies_at`).
     """
     th = Thresholds.of(thresholds)
     findings: list[Finding] = []
@@ -767,7 +778,7 @@ def curve_findings(
             )
         )
 
-    train_acc, val_acc, table_epoch = accuracies_at(history, weights_epoch)
+    train_acc, val_acc, table_epoch = accuracies_at(history, weights_epoch, kept_train_accuracy)
     table = bias_variance(train_acc, val_acc, test_accuracy, bayes_error, th)
     rise = val_loss_rise(history, th)
     if (table and table["high_variance"]) or rise:

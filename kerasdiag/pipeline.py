@@ -249,7 +249,7 @@ def training_callbacks(
     return run_callbacks(cfg, run_dir, data, keep_backup=keep_backup).all
 
 
-# Training examples the doctor scores in inference mode at each epoch end.
+# Training examples the kept model is scored on in inference mode, as the test split is.
 TRAIN_SAMPLE = 1000
 
 
@@ -281,11 +281,10 @@ def watch_callbacks(
         budget=float(cfg.monitors.doctor_budget),
         path=run_dir / "doctor.json",
         bayes_error=cfg.bayes_error,
-        # overfitting is judged on the training split scored as the test split is (inference
-        # mode), not on fit's running training-mode mean
-        train_sample=(data.x_train[:TRAIN_SAMPLE], data.y_train[:TRAIN_SAMPLE]),
     )
-    doctor.judge_curves = False  # the diagnosis judges them at the kept epoch (finish_run)
+    # The diagnosis judges the curves at the kept epoch (finish_run), with the kept model's
+    # training accuracy in inference mode (evaluate_kept_model): the doctor need not.
+    doctor.judge_curves = False
     return monitors, doctor
 
 
@@ -375,6 +374,22 @@ def evaluate_test(
         both = evaluate_with_ema(model, data.x_test, data.y_test, int(cfg.data.batch_size))
         scores["ema"] = both["ema"]
     return scores
+
+
+def evaluate_train_sample(cfg: DictConfig, model: keras.Model, data: Dataset) -> dict[str, Any]:
+    """The model's loss and accuracy on ``TRAIN_SAMPLE`` training examples, scored as the
+    test split is (inference mode): ``train_loss``, ``train_accuracy``, ``train_examples``.
+
+    The training side of the bias/variance table: ``fit``'s own training accuracy is a
+    running mean in training mode over an epoch of changing weights (with BatchNorm, far
+    above what the same weights score in inference mode).
+    """
+    x, y = data.x_train[:TRAIN_SAMPLE], data.y_train[:TRAIN_SAMPLE]
+    dataset = make_tf_dataset(x, y, int(cfg.data.batch_size))
+    scores = model.evaluate(dataset, verbose=0, return_dict=True)
+    out: dict[str, Any] = {f"train_{k}": float(v) for k, v in scores.items()}
+    out["train_examples"] = len(y)
+    return out
 
 
 def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, path: Path) -> None:
@@ -495,6 +510,7 @@ def run_training(
             ema_scores = evaluate_test(cfg, model, data, raw=False)["ema"]
         kept = keep_best_model(model, callbacks.checkpoint, run_dir, max(rows, default=0))
         test_metrics = evaluate_test(cfg, model, data, ema=False)
+        test_metrics.update(evaluate_train_sample(cfg, model, data))
         broken = first_non_finite(rows, test_metrics)  # a NaN that NaNStop did not raise on
         if broken is not None:
             record = callbacks.nan_stop.record_after_fit(*broken)

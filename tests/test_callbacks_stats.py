@@ -262,10 +262,24 @@ class _HostSideLayer(keras.layers.Layer):
         return input_shape
 
 
-def test_a_model_that_cannot_be_traced_is_probed_eagerly():
+class _TensorBranchLayer(keras.layers.Layer):
+    """A Python ``if`` on a tensor: the probe traces without AutoGraph, as Keras traces its
+    train step, so this cannot be traced either."""
+
+    def call(self, inputs):
+        if keras.ops.max(inputs) > 0:
+            return inputs * 2.0
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@pytest.mark.parametrize("layer", [_HostSideLayer, _TensorBranchLayer])
+def test_a_model_that_cannot_be_traced_is_probed_eagerly(layer):
     keras.utils.set_random_seed(4)
     inputs = keras.Input((5,))
-    outputs = keras.layers.Dense(2, activation="softmax")(_HostSideLayer()(inputs))
+    outputs = keras.layers.Dense(2, activation="softmax")(layer()(inputs))
     model = keras.Model(inputs, outputs)
     model.compile("sgd", "sparse_categorical_crossentropy")
     x = np.random.default_rng(1).normal(size=(8, 5)).astype("float32")

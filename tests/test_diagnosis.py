@@ -25,7 +25,9 @@ from kerasdiag.diagnosis import (
     oscillation_index,
     sanity_findings,
 )
+from kerasdiag.data import load_dataset
 from kerasdiag.errors import ConfigError
+from kerasdiag.io import load_model_safely
 from kerasdiag.pipeline import run_training
 from kerasdiag.symptoms import fix_for
 
@@ -229,9 +231,17 @@ def test_overfitting_run(tmp_path_factory):
     kept = json.loads((run_dir / "test_metrics.json").read_text())["weights_epoch"]
     history = RunFiles(run_dir).history()
     assert finding.epoch == finding.evidence["epoch"] == kept
-    # no doctor in these quick runs (monitors=off): fit's own training accuracy
-    assert not (run_dir / "doctor.json").exists()
-    assert finding.evidence["train_error"] == pytest.approx(1 - history["accuracy"][kept - 1])
+    # The training side is the kept model scored on training examples in inference mode, as
+    # validation is; loading the saved model and scoring them again gives the same number.
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert finding.evidence["train_error"] == pytest.approx(1 - test["train_accuracy"])
+    data = load_dataset(load_config(["recipe=digits_softmax", *OVERFITS]).data)
+    assert test["train_examples"] == len(data.y_train) == 50  # all of the limited split
+    model = load_model_safely(run_dir / test["model"])
+    scores = model.evaluate(data.x_train, data.y_train, verbose=0, return_dict=True)
+    assert test["train_accuracy"] == pytest.approx(scores["accuracy"], abs=1e-6)
+    # fit's running mean over the epoch is another number: the table does not use it
+    assert test["train_accuracy"] != history["accuracy"][kept - 1]
     assert finding.evidence["dev_error"] - finding.evidence["train_error"] > 0.1
     assert "augment" in finding.fix and "model.l2" in finding.fix
 
@@ -259,6 +269,10 @@ def test_kept_weights_epoch_is_recorded_and_used(tmp_path_factory):
         assert finding.evidence["dev_error"] == pytest.approx(1 - val_acc)
     report = (run_dir / "report.html").read_text()
     assert f"Errors of epoch {best}: the weights the model kept" in report
+    assert (
+        f"(training error of those weights on {test['train_examples']} training examples, "
+        "scored as the validation and test splits are)" in report
+    )
 
 
 def test_nan_stop_record_becomes_a_finding(tmp_path_factory):

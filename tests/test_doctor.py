@@ -207,3 +207,26 @@ def test_subclassed_model_gets_every_judgement_but_activations(data):
         fit(model, data, [doctor], epochs=2)
     assert doctor.probes >= 1
     assert "slow_convergence" in {f.symptom for f in doctor.findings}
+
+
+def test_training_accuracy_is_scored_in_inference_mode_each_epoch(data):
+    """With ``train_sample`` the doctor scores those examples as validation is (BatchNorm on
+    its moving statistics) at each epoch end; fit's accuracy is a training-mode running mean."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input(data.x_train.shape[1:])
+    hidden = keras.layers.Dense(32)(keras.layers.Flatten()(inputs))
+    hidden = keras.layers.Activation("relu")(keras.layers.BatchNormalization()(hidden))
+    model = compiled(keras.Model(inputs, keras.layers.Dense(10)(hidden)), keras.optimizers.Adam())
+    sample = (data.x_train[:300], data.y_train[:300])
+    doctor = TrainingDoctor(train_sample=sample, verbose=0)
+    fit(model, data, [doctor], epochs=2)
+    scored = doctor.history["train_accuracy_inference"]
+    assert len(scored) == 2
+    expected = model.evaluate(*sample, verbose=0, return_dict=True)["accuracy"]
+    assert scored[-1] == pytest.approx(expected, abs=1e-6)  # the last epoch's weights
+    assert scored[-1] != doctor.history["accuracy"][-1]
+    # a doctor that leaves the curves to the diagnosis (scripts/train.py) does not score
+    quiet = TrainingDoctor(train_sample=sample, verbose=0)
+    quiet.judge_curves = False
+    fit(model, data, [quiet], epochs=1)
+    assert "train_accuracy_inference" not in quiet.history

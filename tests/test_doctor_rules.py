@@ -289,6 +289,13 @@ def test_accuracies_at_prefers_the_kept_epoch():
     inference = {**history, rules.TRAIN_INFERENCE_ACCURACY: [0.4, 0.65, 0.8]}
     assert rules.accuracies_at(inference) == (0.65, 0.6, 2)
     assert rules.accuracies_at({}) == (None, None, None)
+    # the kept weights scored on training examples in inference mode: their row's training side
+    assert rules.accuracies_at(history, 1, kept_train_accuracy=0.55) == (0.55, 0.5, 1)
+    assert rules.accuracies_at(inference, 2, kept_train_accuracy=0.61) == (0.61, 0.6, 2)
+    # ... only when the table is of the kept epoch (epoch 3 has no validation accuracy)
+    assert rules.accuracies_at(history, 3, kept_train_accuracy=0.55) == (0.7, 0.6, 2)
+    assert rules.accuracies_at(history, None, kept_train_accuracy=0.55) == (0.7, 0.6, 2)
+    assert rules.accuracies_at(history, 1, kept_train_accuracy=math.nan) == (0.5, 0.5, 1)
 
 
 def test_val_loss_rise_boundary():

@@ -281,7 +281,10 @@ def _probe_pass(model: keras.Model, extractor: keras.Model | None, shared: bool)
     if getattr(model, "run_eagerly", False):
         passes[key] = eager
         return eager
-    compiled = tf.function(eager, reduce_retracing=True)
+    # Traced as Keras traces its own train step: without AutoGraph (Keras marks its step
+    # do_not_convert), so a model that trains compiled traces here too, and a cold process
+    # does not pay AutoGraph's conversion of the Keras code the pass calls (~0.8 s).
+    compiled = tf.function(eager, reduce_retracing=True, autograph=False)
 
     def first_call(x: Any, y: Any, sample_weight: Any) -> tuple:
         # Tracing is where an untraceable model shows itself: remember the eager pass then.

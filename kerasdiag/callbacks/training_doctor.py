@@ -113,7 +113,8 @@ class TrainingDoctor(keras.callbacks.Callback):
         restore_on_nan: put the weights of the end of the last finite epoch back after a NaN.
         verbose: print each finding as it appears (1) or stay silent (0).
         train_sample: ``(x, y)`` training examples scored in inference mode at each epoch
-            end (``train_accuracy_inference`` in ``history``), which the overfitting
+            end while the doctor judges the curves (``judge_curves``;
+            ``train_accuracy_inference`` in ``history``), which the overfitting
             judgement compares with the validation accuracy: the accuracy ``fit`` reports
             is a training-mode running mean, and while BatchNorm's moving statistics lag it
             sits far above what the same weights score in inference mode. Without it, a
@@ -312,7 +313,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         for key, value in logs.items():
             if isinstance(value, (int, float, np.number)):
                 self.history.setdefault(key, []).append(float(value))
-        if "accuracy" in logs:
+        if "accuracy" in logs and self.judge_curves:  # what the curve judgement reads
             accuracy = self._inference_accuracy()
             if accuracy is not None:
                 self.history.setdefault(rules.TRAIN_INFERENCE_ACCURACY, []).append(accuracy)

@@ -180,7 +180,8 @@ class _Report:
     def bias_variance(self) -> list[dict]:
         test_metrics = self.test or {}
         kept = test_metrics.get("weights_epoch")
-        train, dev, epoch = accuracies_at(self.history, kept)
+        kept_train = test_metrics.get("train_accuracy")
+        train, dev, epoch = accuracies_at(self.history, kept, kept_train)
         test = test_metrics.get("accuracy")
         table = bias_variance(train, dev, test, self.bayes_error, _thresholds_of(self.config))
         if table is None:
@@ -205,10 +206,15 @@ class _Report:
             if epoch == kept
             else "the last epoch with both accuracies"
         )
+        if epoch == kept and kept_train is not None:
+            measured = (
+                f"training error of those weights on {test_metrics.get('train_examples')} "
+                "training examples, scored as the validation and test splits are"
+            )
+        else:
+            measured = "training error as measured during that epoch"
         return [
-            note(
-                f"Errors of epoch {epoch}: {which} (training error as measured during that epoch)."
-            ),
+            note(f"Errors of epoch {epoch}: {which} ({measured})."),
             table_block(("", ""), rows),
         ]
 
