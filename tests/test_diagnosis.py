@@ -12,6 +12,7 @@ import pytest
 from kerasdiag import diagnose
 from kerasdiag.callbacks.nan_stop import NonFiniteLossError
 from kerasdiag.config import load_config, validate_doctor_config
+from kerasdiag.data import load_dataset
 from kerasdiag.diagnosis import (
     Finding,
     RunFiles,
@@ -25,7 +26,6 @@ from kerasdiag.diagnosis import (
     oscillation_index,
     sanity_findings,
 )
-from kerasdiag.data import load_dataset
 from kerasdiag.errors import ConfigError
 from kerasdiag.io import load_model_safely
 from kerasdiag.pipeline import run_training
