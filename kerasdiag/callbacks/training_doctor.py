@@ -127,7 +127,8 @@ class TrainingDoctor(keras.callbacks.Callback):
         step_losses: (step, loss) of every training step seen.
         initial_loss: the loss of the first step, before any update (the scale of the loss
             thresholds).
-        probe_seconds: time spent in the doctor's own probes and weight checks.
+        probe_seconds: time spent in the doctor's own probes and weight checks (and in
+            scoring ``train_sample``, when it judges the curves).
         probes: how many probes the doctor ran itself.
         history: the epoch logs, {name: [value per epoch]}.
     """

@@ -171,8 +171,9 @@ class _Report:
             seconds, total = self.doctor.get("probe_seconds", 0.0), self.doctor["train_seconds"]
             out.append(
                 note(
-                    f"TrainingDoctor: {self.doctor.get('probes', 0)} own probe(s), "
-                    f"{seconds:.2f} s of {total:.1f} s of training ({seconds / total:.1%})."
+                    f"TrainingDoctor: its own probes ({self.doctor.get('probes', 0)}) and "
+                    f"checks of the weights took {seconds:.2f} s of {total:.1f} s of training "
+                    f"({seconds / total:.1%})."
                 )
             )
         return out
