@@ -139,6 +139,13 @@ def test_full_report_renders_every_section(full_run):
     assert "recipe: digits_softmax" in found["config"]
     test_accuracy = json.loads((full_run / "test_metrics.json").read_text())["accuracy"]
     assert f"{test_accuracy:.4g}" in found["test"]
+    # the doctor's cost, as doctor.json records it, says what it counts
+    doctor = json.loads((full_run / "doctor.json").read_text())
+    seconds, total = doctor["probe_seconds"], doctor["train_seconds"]
+    assert (
+        f"TrainingDoctor: its own probes ({doctor['probes']}) and checks of the weights took "
+        f"{seconds:.2f} s of {total:.1f} s of training ({seconds / total:.1%})."
+    ) in found["diagnosis"]
 
 
 def test_bare_report_says_what_is_missing_and_names_the_overfit(bare_run):
