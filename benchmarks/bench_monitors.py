@@ -3,7 +3,7 @@
 The default frequency adapts to the run (``probe_freq``: at least twice per epoch and 20
 times per run): 36 steps per epoch for 10 epochs probe every 18 steps, 20 probes per run.
 
-    python benchmarks/bench_monitors.py [--epochs 10] [--repetitions 8] [--control]
+    python benchmarks/bench_monitors.py [--epochs 10] [--repetitions 8] [--control] [--batch-size 32]
 
 Both sides train the cifar_softmax convnet (conv32-pool-conv64-pool-dense128-dense10, Adam
 1e-3, batch 128, built by ``recipes.models.convnet``) on the CIFAR-10 sample through the
@@ -75,10 +75,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repetitions", type=int, default=8)
     parser.add_argument("--control", action="store_true", help="add a second side with none")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="override the recipe's 128: more steps per epoch, so the at-least-20-probes "
+        "minimum binds less (32: 141 steps per epoch, a probe every 70)",
+    )
     args = parser.parse_args()
 
     overrides = ["recipe=cifar_softmax", f"data.path={args.data_path}",
                  f"trainer.epochs={args.epochs}", "trainer.verbose=0"]  # fmt: skip
+    if args.batch_size:
+        overrides.append(f"data.batch_size={args.batch_size}")
     cfg = load_config(overrides)
     data = load_dataset(cfg.data)
     monitors = OmegaConf.create(MONITOR_DEFAULTS)
@@ -111,7 +119,6 @@ def main() -> None:
     if args.control:
         variants["none (control)"] = variant(False)
 
-    steps = -(-len(data.y_train) // int(cfg.data.batch_size))
     print(f"cifar_softmax: {len(data.y_train)} training images, batch {cfg.data.batch_size} "
           f"({steps} steps/epoch), {args.epochs} epochs, {args.repetitions} repetitions, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
