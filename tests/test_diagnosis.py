@@ -273,6 +273,12 @@ def test_kept_weights_epoch_is_recorded_and_used(tmp_path_factory):
         f"(training error of those weights on {test['train_examples']} training examples, "
         "scored as the validation and test splits are)" in report
     )
+    # the header gives those scores as the kept model's on training data, not as test scores
+    assert "test train_" not in report
+    assert (
+        f"accuracy {test['train_accuracy']:.4g}, loss {test['train_loss']:.4g} "
+        f"({test['train_examples']} training examples, scored as the test split is)" in report
+    )
 
 
 def test_nan_stop_record_becomes_a_finding(tmp_path_factory):

@@ -45,6 +45,8 @@ REPORT_FILE = "report.html"
 CONFUSION_FILE = "test_confusion.json"  # written by kerasdiag.pipeline
 # Test-metrics fields that describe the scored model rather than score it.
 _MODEL_FIELDS = ("model", "weights_epoch", "monitor", "monitor_value", "ema_model")
+# test_metrics.json's scores of the same model on training examples (pipeline.evaluate_train_sample)
+_TRAIN_PREFIX = "train_"
 TENSORBOARD_DIR = "tensorboard"
 # Layers / variables drawn at most in one per-layer plot or histogram grid.
 MAX_LINES = 12
@@ -132,6 +134,8 @@ class _Report:
             facts.append(("epochs", epochs))
         if self.test:
             facts += [(f"test {k}", v) for k, v in self._test_scores().items()]
+            if self._train_scores():
+                facts.append(("kept model on training data", self._train_text()))
             if self.test.get("weights_epoch") is not None:
                 facts.append(("kept epoch", self._kept_text()))
             if self.test.get("model"):
@@ -300,8 +304,27 @@ class _Report:
         ]
 
     def _test_scores(self) -> dict[str, Any]:
-        # The fields that say which model was scored are not scores.
-        return {k: v for k, v in (self.test or {}).items() if k not in _MODEL_FIELDS}
+        # The fields that say which model was scored, and its training-data scores, are not
+        # test scores.
+        return {
+            k: v
+            for k, v in (self.test or {}).items()
+            if k not in _MODEL_FIELDS and not k.startswith(_TRAIN_PREFIX)
+        }
+
+    def _train_scores(self) -> dict[str, Any]:
+        prefix = len(_TRAIN_PREFIX)
+        test = self.test or {}
+        return {
+            k[prefix:]: v
+            for k, v in test.items()
+            if k.startswith(_TRAIN_PREFIX) and k != "train_examples"
+        }
+
+    def _train_text(self) -> str:
+        scores = ", ".join(f"{k} {fmt(v)}" for k, v in self._train_scores().items())
+        examples = (self.test or {}).get("train_examples")
+        return f"{scores} ({examples} training examples, scored as the test split is)"
 
     # --- monitors -----------------------------------------------------------------------
 
