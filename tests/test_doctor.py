@@ -12,8 +12,10 @@ from doctor_zoo import compiled, digits, mlp
 from kerasdiag.callbacks import (
     ActivationHistograms,
     GradientMonitor,
+    MonitorWarning,
     TrainingDoctor,
     UpdateRatioMonitor,
+    stats,
 )
 from kerasdiag.diagnosis import Finding
 
@@ -230,3 +232,27 @@ def test_training_accuracy_is_scored_in_inference_mode_each_epoch(data):
     quiet.judge_curves = False
     fit(model, data, [quiet], epochs=1)
     assert "train_accuracy_inference" not in quiet.history
+
+
+def test_normalization_layers_are_measured_but_not_judged(data):
+    """A BatchNormalization layer's gamma starts at 1 and moves little by design: under a
+    small SGD step it measures ~4e-7 of its norm per step (below the 1e-6 stagnation limit)
+    while the convolution around it learns. Judging it would give a false "stagnant
+    weights" and a false "learning rate too low" for that layer."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input(data.x_train.shape[1:])
+    hidden = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv")(inputs)
+    hidden = keras.layers.Activation("relu")(keras.layers.BatchNormalization(name="bn")(hidden))
+    outputs = keras.layers.Dense(10, name="out")(keras.layers.Flatten()(hidden))
+    model = compiled(keras.Model(inputs, outputs), keras.optimizers.SGD(5e-6))
+    ratios = UpdateRatioMonitor(freq=5)
+    doctor = TrainingDoctor(monitors=[ratios], verbose=0)
+    with pytest.warns(MonitorWarning) as warned:
+        fit(model, data, [ratios, doctor], epochs=2)
+    gamma = [r[3] for r in ratios.history if r[2] == "bn/gamma" and r[0] > 0]
+    assert gamma and np.median(gamma) < doctor.thresholds.stagnant_ratio  # measured, tiny
+    assert {f["layer"] for f in ratios.findings} == {"conv", "out"}  # lr too low: genuine
+    assert not any("'bn'" in str(w.message) for w in warned)
+    assert "bn" not in {f.layer for f in doctor.findings}
+    assert stats.kernels_by_layer(model) == {"conv": model.get_layer("conv").kernel,
+                                             "out": model.get_layer("out").kernel}  # fmt: skip

@@ -131,6 +131,31 @@ def update_ratio_band(
     )
 
 
+# Layers whose update ratio says nothing about the learning rate: a normalization layer's
+# scale and offset start at 1 and 0 and move little by design (under SGD a BN layer's gamma
+# measured 1e-8..1e-7 of its norm per step while the convolutions around it learned).
+NORMALIZATION_LAYERS = (
+    keras.layers.BatchNormalization,
+    keras.layers.GroupNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.RMSNormalization,
+)
+
+
+def kernels_by_layer(model: keras.Model) -> dict[str, Any]:
+    """Each layer's largest trainable variable (its kernel), whose update ratio the rules
+    judge against the learning rate; normalization layers (``NORMALIZATION_LAYERS``) are
+    left out, their parameters are still measured."""
+    normalization = {
+        layer.name for layer in model.layers if isinstance(layer, NORMALIZATION_LAYERS)
+    }
+    return {
+        layer: variables[main_variable_index(variables)]
+        for layer, variables in layer_variables(model).items()
+        if layer not in normalization
+    }
+
+
 def main_variable_index(variables: Sequence) -> int:
     """Index of the largest variable of a layer (its kernel): the one the lr is judged by.
 

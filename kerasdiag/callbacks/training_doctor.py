@@ -675,7 +675,6 @@ class _Fit:
     @classmethod
     def of(cls, model: keras.Model, thresholds: rules.Thresholds) -> _Fit:
         variables = list(model.trainable_variables)
-        groups = stats.layer_variables(model)
         float_weights = [v for v in model.weights if "float" in str(v.dtype)]
         first_step = optimizer_step(model.optimizer)
         return cls(
@@ -684,7 +683,7 @@ class _Fit:
             variables=variables,
             names=[v.path for v in variables],
             layers=stats.variable_layers(model),
-            main={vs[stats.main_variable_index(vs)].path: layer for layer, vs in groups.items()},
+            main={v.path: layer for layer, v in stats.kernels_by_layer(model).items()},
             float_weights=float_weights,
             weights_finite=_finite_check(float_weights),
             good=(0, stats.snapshot(float_weights)),

@@ -26,7 +26,8 @@ class UpdateRatioMonitor(StepMonitor):
     :func:`~kerasdiag.callbacks.stats.update_ratio_band`); an Embedding table's ratio is
     over the rows the step updated (a batch looks up a few rows of the vocabulary). At the end of each epoch the median ratio of each
     layer's largest variable (its kernel; zero-initialised biases say nothing about the
-    learning rate) over that epoch's measurements after step 0 is compared with
+    learning rate, nor do normalization layers' scales and offsets, which are measured but
+    not judged) over that epoch's measurements after step 0 is compared with
     ``[low, high]`` and a :class:`~kerasdiag.callbacks.base.MonitorWarning` names the likely
     cause, once per layer and direction. With ``steps_per_execution=k`` a measurement spans
     the k steps Keras runs between two callback calls.
@@ -86,11 +87,10 @@ class UpdateRatioMonitor(StepMonitor):
         self._variables = list(self.model.trainable_variables)
         self._names = [v.path for v in self._variables]
         self._layers = stats.variable_layers(self.model)
-        groups = stats.layer_variables(self.model)
-        # Index (into self._variables) of each layer's largest variable.
+        # Index (into self._variables) of each judged layer's kernel.
         position = {id(v): i for i, v in enumerate(self._variables)}
         self._main = {
-            layer: position[id(vs[stats.main_variable_index(vs)])] for layer, vs in groups.items()
+            layer: position[id(v)] for layer, v in stats.kernels_by_layer(self.model).items()
         }
         optimizer = self.model.optimizer
         self._bands = {
