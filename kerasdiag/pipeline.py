@@ -283,7 +283,7 @@ def watch_callbacks(
         bayes_error=cfg.bayes_error,
     )
     # The diagnosis judges the curves at the kept epoch (finish_run), with the kept model's
-    # training accuracy in inference mode (evaluate_kept_model): the doctor need not.
+    # training accuracy in inference mode (evaluate_train_sample): the doctor need not.
     doctor.judge_curves = False
     return monitors, doctor
 

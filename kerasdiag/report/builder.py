@@ -211,7 +211,7 @@ class _Report:
             if epoch == kept
             else "the last epoch with both accuracies"
         )
-        if epoch == kept and kept_train is not None:
+        if epoch == kept and isinstance(kept_train, (int, float)) and math.isfinite(kept_train):
             measured = (
                 f"training error of those weights on {test_metrics.get('train_examples')} "
                 "training examples, scored as the validation and test splits are"
