@@ -31,6 +31,7 @@ from kerasdiag.symptoms import (
     Finding,
     after_causes_fix,
     fix_for,
+    large_updates_fix,
     make_finding,
     nan_fix,
     vanishing_after_dying_fix,
@@ -314,15 +315,22 @@ def slow_finding(
     lr: LearningRate,
     causes: Sequence[str] = (),
     step: int | None = None,
+    update_ratio: float | None = None,
 ) -> Finding | None:
     """``slow_convergence`` when after epoch ``epoch`` (0-based) the epoch's loss is not
-    ``slow_drop`` below the initial loss; ``causes``: symptoms found before, fixed first."""
+    ``slow_drop`` below the initial loss; ``causes``: symptoms found before, fixed first.
+
+    ``update_ratio``: the kernels' median update/weight ratio so far, if measured. At or above
+    ``HEALTHY_UPDATE_RATIO`` the steps are not too small, and the fix does not say to raise
+    the learning rate (as a healthy ratio vetoes ``lr_too_low`` in :func:`curve_findings`).
+    """
     th, scale = thresholds, initial_loss
     if epoch + 1 < th.slow_epochs or scale is None or loss is None or not math.isfinite(loss):
         return None
     if not loss > (1 - th.slow_drop) * scale:
         return None
-    fix = fix_for("slow_convergence", _read(lr))
+    large = update_ratio is not None and update_ratio >= HEALTHY_UPDATE_RATIO
+    fix = large_updates_fix(update_ratio) if large else fix_for("slow_convergence", _read(lr))
     if causes:
         fix = after_causes_fix(causes, fix)
     return make_finding(
@@ -339,6 +347,7 @@ def slow_finding(
             "initial_loss": scale,
             "drop": 1 - loss / scale,
             "expected_drop": th.slow_drop,
+            **({} if update_ratio is None else {"median_update_ratio": update_ratio}),
         },
         fix,
         step=step,

@@ -304,6 +304,17 @@ def after_causes_fix(causes: Iterable[str], fix: str) -> str:
     return f"first fix {', '.join(sorted(set(causes)))} (found above); then {fix}"
 
 
+def large_updates_fix(ratio: float) -> str:
+    """The fix of a slow run whose steps are already large: the kernels' median
+    update/weight ratio ``ratio`` is at or above the healthy ~1e-3, so a higher learning rate
+    is not what the run lacks (the fix of ``slow_convergence`` would say to raise it)."""
+    return (
+        f"the steps are already large (median update/weight ratio {ratio:.1e}; ~1e-3 is "
+        "healthy), so do not raise the learning rate: check the initialisation, the input "
+        "normalisation and the labels, and whether the model can fit the data"
+    )
+
+
 def vanishing_after_dying_fix(dying_layers: Sequence[str], fix: str) -> str:
     """The vanishing-gradient ``fix`` when dead ReLU units (in ``dying_layers``) explain it."""
     return (
@@ -439,6 +450,7 @@ __all__ = [
     "UPDATE_RATIO_CAUSES",
     "Finding",
     "after_causes_fix",
+    "large_updates_fix",
     "make_finding",
     "nan_advice",
     "nan_fix",

@@ -18,6 +18,7 @@ from kerasdiag.callbacks import (
     stats,
 )
 from kerasdiag.diagnosis import Finding
+from kerasdiag.symptoms import large_updates_fix
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +257,22 @@ def test_normalization_layers_are_measured_but_not_judged(data):
     assert "bn" not in {f.layer for f in doctor.findings}
     assert stats.kernels_by_layer(model) == {"conv": model.get_layer("conv").kernel,
                                              "out": model.get_layer("out").kernel}  # fmt: skip
+
+
+def test_a_slow_run_with_large_steps_is_not_told_to_raise_the_learning_rate(data):
+    """Labels shuffled: nothing to learn, so the loss stays near ln 10 while Adam's steps
+    are large. The slow-convergence fix must not say to raise the learning rate (the
+    update ratios the same run measured say the steps are not too small)."""
+    keras.utils.set_random_seed(2)
+    shuffled = np.random.default_rng(0).permutation(data.y_train)
+    model = compiled(mlp(data), keras.optimizers.Adam(1e-3))
+    ratios = UpdateRatioMonitor(freq=5)
+    doctor = TrainingDoctor(monitors=[ratios], verbose=0)
+    model.fit(
+        data.x_train, shuffled, batch_size=32, epochs=2, callbacks=[ratios, doctor], verbose=0
+    )
+    (slow,) = [f for f in doctor.findings if f.symptom == "slow_convergence"]
+    measured = slow.evidence["median_update_ratio"]
+    assert measured >= 1e-3
+    assert "raise the learning rate 3-10x" not in slow.fix
+    assert slow.fix.endswith(large_updates_fix(measured))

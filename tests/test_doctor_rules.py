@@ -14,7 +14,7 @@ import pytest
 
 from kerasdiag import doctor_rules as rules
 from kerasdiag.doctor_rules import ActivationStats, Thresholds
-from kerasdiag.symptoms import fix_for, nan_advice
+from kerasdiag.symptoms import fix_for, large_updates_fix, nan_advice
 
 TH = Thresholds()
 LR = 0.01
@@ -461,6 +461,25 @@ def test_slow_finding_whole():
     assert rules.slow_finding(1, 2.0, 2.0, TH, LR, step=None).step is None
     assert rules.slow_finding(1, math.inf, 2.0, TH, LR) is None
     assert rules.slow_finding(1, None, 2.0, TH, LR) is None
+
+
+def test_slow_finding_does_not_raise_the_learning_rate_when_the_steps_are_large():
+    # measured median kernel update/weight ratio at the healthy 1e-3 or above: the fix points
+    # elsewhere, and the ratio is in the evidence
+    for ratio in (1e-3, 1.2e-2):
+        found = rules.slow_finding(1, 1.8, 2.0, TH, LR, update_ratio=ratio)
+        assert found.fix == large_updates_fix(ratio)
+        assert found.evidence["median_update_ratio"] == ratio
+    assert large_updates_fix(1.2e-2) == (
+        "the steps are already large (median update/weight ratio 1.2e-02; ~1e-3 is healthy), "
+        "so do not raise the learning rate: check the initialisation, the input normalisation "
+        "and the labels, and whether the model can fit the data"
+    )
+    small = rules.slow_finding(1, 1.8, 2.0, TH, LR, update_ratio=0.999e-3)
+    assert small.fix == fix_for("slow_convergence", LR)
+    assert small.evidence["median_update_ratio"] == 0.999e-3
+    after = rules.slow_finding(1, 1.8, 2.0, TH, LR, causes=["dying_relu"], update_ratio=2e-3)
+    assert after.fix == f"first fix dying_relu (found above); then {large_updates_fix(2e-3)}"
 
 
 def test_activation_findings_whole():

@@ -459,6 +459,8 @@ class TrainingDoctor(keras.callbacks.Callback):
             self._lr,
             causes,
             step=self._fit.last_step,
+            # step 0 left out: an adaptive optimizer's first step moves every weight by ~lr
+            update_ratio=rules.median_update_ratio([r for r in self._ratio_rows() if r[0] > 0]),
         )
         if finding is not None:
             self._record(finding)
