@@ -301,3 +301,29 @@ def test_evaluate_with_ema_needs_an_ema_optimizer(digits):
     model = small_convnet()
     with pytest.raises(ValueError, match="use_ema"):
         evaluate_with_ema(model, np.zeros((2, 32, 32, 3)), np.zeros(2))
+
+
+@pytest.mark.parametrize(
+    ("monitor", "files", "kept"),
+    [
+        ("val_accuracy", ["best-epoch001-val_accuracy0.8380", "best-epoch002-val_accuracy0.9000"],
+         "best-epoch002-val_accuracy0.9000"),
+        ("val_loss", ["best-epoch003-val_loss0.4000", "best-epoch004-val_loss0.3000"],
+         "best-epoch004-val_loss0.3000"),
+    ],
+)  # fmt: skip
+def test_a_resumed_best_checkpoint_keeps_one_best_file(tmp_path, monitor, files, kept):
+    """A process killed between writing a new best and removing the previous one leaves
+    two best files; the resumed run keeps only the best, as an uninterrupted run would."""
+    from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
+
+    for name in files:
+        (tmp_path / f"{name}.keras").write_bytes(b"model")
+    (tmp_path / "epoch001-val_accuracy0.8380.keras").write_bytes(b"every-epoch copy")
+    checkpoint = BestCheckpoint(tmp_path, monitor=monitor)
+    checkpoint.on_train_begin()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{kept}.keras", "epoch001-val_accuracy0.8380.keras"]
+    )
+    assert checkpoint.best_path == tmp_path / f"{kept}.keras"
+    assert checkpoint.best_epoch == int(kept[10:13])

@@ -56,6 +56,11 @@ class BestCheckpoint(keras.callbacks.Callback):
         if existing is not None:
             self.best_path, self.best = existing
             self.best_epoch = checkpoint_epoch(self.best_path)
+            # A process killed between writing a new best and removing the one before it
+            # leaves two: the resumed run keeps one best, as the uninterrupted run does.
+            for _, path in _best_files(self.directory, self.monitor):
+                if path != self.best_path:
+                    path.unlink(missing_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -87,16 +92,22 @@ def find_best_checkpoint(
     directory: str | os.PathLike, monitor: str = "val_accuracy", mode: str = "max"
 ) -> tuple[Path, float] | None:
     """The ``best-*.keras`` file in ``directory`` and its score, or None."""
+    found = _best_files(directory, monitor)
+    if not found:
+        return None
+    score, path = (min if mode == "min" else max)(found)
+    return path, score
+
+
+def _best_files(directory: str | os.PathLike, monitor: str) -> list[tuple[float, Path]]:
+    """(score, path) of every ``best-*-<monitor><score>.keras`` file in ``directory``."""
     found = []
     for path in Path(directory).glob(f"best-*-{monitor}*.keras"):
         try:
             found.append((float(path.stem.rsplit(monitor, 1)[1]), path))
         except ValueError:
             continue
-    if not found:
-        return None
-    score, path = (min if mode == "min" else max)(found)
-    return path, score
+    return found
 
 
 def checkpoint_epoch(path: str | os.PathLike) -> int | None:
