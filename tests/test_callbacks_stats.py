@@ -325,3 +325,34 @@ def test_probe_gradient_norms_match_the_raw_gradients():
     # the activations pass shares the forward pass: its prediction gives the same loss
     expected = model.compute_loss(x=x, y=y, y_pred=probe.layers["out"], training=True)
     assert probe.loss == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_a_probe_leaves_the_metric_trackers_as_it_found_them(run_eagerly):
+    """A two-output model's compiled loss updates per-output loss trackers in the pass: the
+    probe puts back what fit had accumulated, and trackers the pass created start at zero
+    (compiled and eager passes alike)."""
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    outputs = [
+        keras.layers.Dense(3, activation="softmax", name="a")(hidden),
+        keras.layers.Dense(1, name="b")(hidden),
+    ]
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", ["sparse_categorical_crossentropy", "mse"], run_eagerly=run_eagerly)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    y = [np.arange(16) % 3, rng.normal(size=(16, 1)).astype("float32")]
+    extractor = stats.activation_model(model)
+    # Never trained: whatever the pass creates or updates is zero afterwards.
+    probe = stats.probe_model(model, x, y, extractor=extractor)
+    assert probe.loss > 0 and len(model.metrics_variables) > 2  # per-output trackers exist
+    assert all(not np.any(keras.ops.convert_to_numpy(v)) for v in model.metrics_variables)
+    # After fit: the probe leaves fit's accumulated values untouched.
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    held = [keras.ops.convert_to_numpy(v).copy() for v in model.metrics_variables]
+    assert any(np.any(h) for h in held)
+    stats.probe_model(model, x, y, extractor=extractor)
+    for variable, value in zip(model.metrics_variables, held, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)

@@ -229,24 +229,13 @@ def probe_model(
     # One pass serves both when the prediction is the extractor's single model output;
     # a multi-output model's loss wants its own output structure, so it gets its own pass.
     shared = extractor is not None and y is not None and len(model.outputs or [0]) == 1
-    state = list(model.non_trainable_variables)
-    if extractor is not None:
-        known = {id(v) for v in state}
-        state += [v for v in extractor.non_trainable_variables if id(v) not in known]
-    # Host copies (not tensors aliasing the variables' buffers): fit's step updates the
-    # moving statistics in place.
-    saved = [np.array(keras.ops.convert_to_numpy(v)) for v in state]
-    metric_variables = [(v, tf.identity(v)) for v in model.metrics_variables]
-    try:
-        layers, loss, grads, squares = _probe_pass(model, extractor, shared)(x, y, sample_weight)
-    finally:
-        for variable, value in zip(state, saved, strict=True):
-            variable.assign(value)
-        # A multi-output model's compiled loss feeds per-output loss trackers (created on
-        # first use): put back what they held, zero what is new.
-        held = {id(v): value for v, value in metric_variables}
-        for variable in model.metrics_variables:
-            variable.assign(held.get(id(variable), tf.zeros_like(variable)))
+    known_metrics = {id(v) for v in model.metrics_variables}
+    layers, loss, grads, squares = _probe_pass(model, extractor, shared)(x, y, sample_weight)
+    # A multi-output model's compiled loss creates per-output loss trackers on first use,
+    # while the pass runs: they start from zero, as fit would start them.
+    for variable in model.metrics_variables:
+        if id(variable) not in known_metrics:
+            variable.assign(tf.zeros_like(variable))
     probe = Probe()
     if layers is not None:
         # Keras returns dict outputs in key order; report them in layer order.
@@ -282,25 +271,36 @@ def _probe_pass(model: keras.Model, extractor: keras.Model | None, shared: bool)
 
     def eager(x: Any, y: Any, sample_weight: Any) -> tuple:
         model = model_ref()
+        # The state the pass changes, put back at its end (inside the compiled pass, so a
+        # probe adds no eager operation per variable): BN's moving statistics, dropout's
+        # seeds, and the metric trackers a compiled loss updates.
+        state = _probe_state(model, extractor)
+        saved = [tf.identity(v) for v in state]
         layers = loss = grads = squares = None
-        if extractor is not None and not shared:
-            layers = extractor(_single_input(extractor, x), training=True)[0]
-        if y is not None:
-            with tf.GradientTape() as tape:
-                if shared:
-                    layers, (y_pred,) = extractor(_single_input(extractor, x), training=True)
-                else:
-                    y_pred = model(x, training=True)
-                loss = model.compute_loss(
-                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-                )
-            grads = [
-                None if g is None else tf.convert_to_tensor(g)
-                for g in tape.gradient(loss, model.trainable_variables)
-            ]
-            # A few numbers per variable, computed here, instead of ~3 eager ops each.
-            clipped = clip_like_optimizer(model.optimizer, grads)
-            squares = (_squared_sums(grads), _squared_sums(clipped))
+        try:
+            if extractor is not None and not shared:
+                layers = extractor(_single_input(extractor, x), training=True)[0]
+            if y is not None:
+                with tf.GradientTape() as tape:
+                    if shared:
+                        layers, (y_pred,) = extractor(_single_input(extractor, x), training=True)
+                    else:
+                        y_pred = model(x, training=True)
+                    loss = model.compute_loss(
+                        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                    )
+                grads = [
+                    None if g is None else tf.convert_to_tensor(g)
+                    for g in tape.gradient(loss, model.trainable_variables)
+                ]
+                # A few numbers per variable, computed here, instead of ~3 eager ops each.
+                plain = _squared_sums(grads)
+                clipped = clip_like_optimizer(model.optimizer, grads)
+                unclipped = all(c is g for c, g in zip(clipped, grads, strict=True))
+                squares = (plain, plain if unclipped else _squared_sums(clipped))
+        finally:
+            for variable, value in zip(state, saved, strict=True):
+                variable.assign(value)
         return layers, loss, grads, squares
 
     if getattr(model, "run_eagerly", False):
@@ -328,6 +328,17 @@ def _probe_pass(model: keras.Model, extractor: keras.Model | None, shared: bool)
 
     passes[key] = first_call
     return first_call
+
+
+def _probe_state(model: keras.Model, extractor: keras.Model | None) -> list:
+    """The variables a training-mode pass may change and a probe must leave as it found
+    them: the model's (and the extractor's) non-trainable variables and its metric trackers."""
+    state = list(model.non_trainable_variables)
+    if extractor is not None:
+        state += extractor.non_trainable_variables
+    state += model.metrics_variables
+    seen: set[int] = set()
+    return [v for v in state if not (id(v) in seen or seen.add(id(v)))]
 
 
 def _squared_sums(grads: Sequence) -> tf.Tensor:
