@@ -12,7 +12,7 @@ from keras import ops
 
 from kerasdiag.config import load_config
 from kerasdiag.sanity import _common
-from kerasdiag.sanity.baseline import check_input_dependence
+from kerasdiag.sanity.baseline import ACCURACY_Z, accuracy_z, check_input_dependence
 from kerasdiag.sanity.batch_independence import check_batch_independence
 from kerasdiag.sanity.stages import run_sanity_stages
 
@@ -67,6 +67,35 @@ def test_a_warm_up_schedule_does_not_starve_the_input_check(digits):
     # what the schedule's own first 60 steps give (rates up to 3e-5): no clear difference
     slow = check_input_dependence(model, digits, optimizer=keras.optimizers.Adam(3e-5))
     assert slow.status == "fail", slow.message
+
+
+def test_accuracy_z_is_the_two_proportion_statistic():
+    # 20.0% vs 10.2% on 500 examples: pooled 0.151, standard error sqrt(.151 * .849 * 2/500)
+    assert accuracy_z(0.20, 0.102, 500) == pytest.approx(0.098 / 0.022645, rel=1e-3)
+    assert accuracy_z(0.102, 0.20, 500) < 0  # one-sided: lower is not "uses its input"
+    assert accuracy_z(1.0, 1.0, 100) == accuracy_z(0.0, 0.0, 100) == 0.0
+    assert accuracy_z(None, 0.1, 100) is None and accuracy_z(0.5, None, 100) is None
+    assert accuracy_z(0.5, 0.1, 0) is None
+
+
+def test_a_hard_data_set_passes_on_a_clearly_higher_accuracy():
+    """Real CIFAR-10 images, the cifar_softmax convnet, SGD 0.003: in 60 steps the loss falls
+    only ~3% below the zero-input loss, while the accuracy nearly doubles (a BN ResNet was
+    told 'the model does not use its input' at 20.0% vs 10.2%)."""
+    from doctor_zoo import cifar
+
+    from kerasdiag.pipeline import build_model
+
+    data = cifar()
+    model = build_model(load_config(["recipe=cifar_softmax"]), data)
+    result = check_input_dependence(model, data, optimizer=keras.optimizers.SGD(0.003))
+    d = result.details
+    assert d["real_loss"] > 0.9 * d["zero_loss"]  # the loss alone would not pass
+    assert d["accuracy_z"] > ACCURACY_Z and d["real_accuracy"] > d["zero_accuracy"]
+    n = min(512, len(data.x_val))  # scored on (up to 512 of) the validation split
+    assert d["accuracy_z"] == pytest.approx(accuracy_z(d["real_accuracy"], d["zero_accuracy"], n))
+    assert result.status == "pass", result.message
+    assert f"standard errors above the zero-input one on {n} examples" in result.message
 
 
 def test_model_that_ignores_its_input_is_named(digits):
