@@ -316,16 +316,21 @@ def slow_finding(
     causes: Sequence[str] = (),
     step: int | None = None,
     update_ratio: float | None = None,
+    warmup: int = 0,
 ) -> Finding | None:
     """``slow_convergence`` when after epoch ``epoch`` (0-based) the epoch's loss is not
     ``slow_drop`` below the initial loss; ``causes``: symptoms found before, fixed first.
+    ``warmup``: epochs of a learning-rate warmup (:func:`warmup_epochs`), which do not count
+    towards ``slow_epochs``: a loss that falls slowly while the rate climbs is expected.
 
     ``update_ratio``: the kernels' median update/weight ratio so far, if measured. At or above
     ``HEALTHY_UPDATE_RATIO`` the steps are not too small, and the fix does not say to raise
     the learning rate (as a healthy ratio vetoes ``lr_too_low`` in :func:`curve_findings`).
     """
     th, scale = thresholds, initial_loss
-    if epoch + 1 < th.slow_epochs or scale is None or loss is None or not math.isfinite(loss):
+    if epoch + 1 - warmup < th.slow_epochs or scale is None or loss is None:
+        return None
+    if not math.isfinite(loss):
         return None
     if not loss > (1 - th.slow_drop) * scale:
         return None
@@ -348,6 +353,7 @@ def slow_finding(
             "drop": 1 - loss / scale,
             "expected_drop": th.slow_drop,
             **({} if update_ratio is None else {"median_update_ratio": update_ratio}),
+            **({"warmup_epochs": warmup} if warmup else {}),
         },
         fix,
         step=step,
@@ -575,21 +581,58 @@ def median_update_ratio(rows: Sequence[Sequence[Any]]) -> float | None:
 # --- the loss curve and the bias/variance table (after training) -------------------------------
 
 
+# Where a run's per-epoch learning rate is logged: metrics.csv's column, and the key
+# LearningRateMonitor (or the doctor, when nothing logged it) adds to the epoch logs.
+LEARNING_RATE_KEYS = ("lr", "learning_rate")
+
+
+def epoch_learning_rates(history: Mapping[str, Sequence[float]]) -> list[float] | None:
+    """The learning rate of each epoch's first step from a per-epoch ``history``, if it
+    holds one."""
+    for key in LEARNING_RATE_KEYS:
+        if history.get(key) is not None:
+            return list(history[key])
+    return None
+
+
+def warmup_epochs(learning_rates: Sequence[float] | None) -> int:
+    """How many leading epochs trained while the learning rate was still rising to the run's
+    peak (a warmup schedule's first epochs), from the rate each epoch's first step used (as
+    :class:`~kerasdiag.callbacks.LearningRateMonitor` logs it).
+
+    The epochs that start below the peak, as long as the rate rises from one to the next;
+    0 when the rate never rises (constant, decaying) or is not known.
+    """
+    rates = [float(r) for r in learning_rates or [] if r is not None]
+    if len(rates) < 2 or not all(math.isfinite(r) for r in rates):
+        return 0
+    peak = max(rates)
+    first_peak = next(i for i, r in enumerate(rates) if r >= peak * (1 - 1e-6))
+    rising = all(rates[i] <= rates[i + 1] for i in range(first_peak))
+    return first_peak if rising else 0
+
+
 def loss_shape(
-    losses: Sequence[float], initial_loss: float | None, thresholds: Thresholds
+    losses: Sequence[float],
+    initial_loss: float | None,
+    thresholds: Thresholds,
+    learning_rates: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The shape of a per-epoch training loss curve (M1).
 
     Returns ``{"shape": s, ...numbers}`` where ``s`` is ``"rising"`` (lr far too high),
     ``"plateau_high"`` (fast drop then a bumpy high plateau: lr too high), ``"linear"``
     (near-linear decay far from converged: lr too low), ``"ok"``, or ``"too_short"`` when
-    fewer than ``min_epochs`` finite epochs exist.
+    fewer than ``min_epochs`` finite epochs exist. With ``learning_rates`` (the rate of each
+    epoch's first step), the epochs of a warmup (:func:`warmup_epochs`) are left out: a loss that
+    falls slowly while the rate is still climbing says nothing about the peak rate.
     """
     th = thresholds
-    loss = np.asarray([v for v in losses if math.isfinite(v)], dtype=np.float64)
+    warmup = warmup_epochs(learning_rates)
+    loss = np.asarray([v for v in losses[warmup:] if math.isfinite(v)], dtype=np.float64)
     n = loss.size
     if n < th.min_epochs:
-        return {"shape": "too_short", "epochs": int(n)}
+        return {"shape": "too_short", "epochs": int(n), "warmup_epochs": warmup}
     scale = initial_loss if initial_loss and math.isfinite(initial_loss) else float(loss[0])
     mid = (n - 1) // 2
     first_drop = float(loss[0] - loss[mid])
@@ -605,6 +648,7 @@ def loss_shape(
         "first_half_drop": first_drop,
         "second_half_drop": second_drop,
         "epochs": int(n),
+        "warmup_epochs": warmup,
     }
     if loss[-1] > loss[0] and loss[-1] > (1 + th.rise) * loss.min():
         return {"shape": "rising", **numbers}
@@ -745,14 +789,18 @@ def curve_findings(
     losses = list(history.get("loss") or [])
     epochs = len(losses)
     at = {"step": step, "epoch": epochs or None, "source": "curves"}
-    shape = loss_shape(losses, initial_loss, th)
+    shape = loss_shape(losses, initial_loss, th, epoch_learning_rates(history))
     ratio_note = {} if update_ratio is None else {"median_update_ratio": update_ratio}
+    warmup = shape["warmup_epochs"]
+    # The epochs the shape was judged on: after a warmup, from the first epoch at the peak.
+    first = "the first epoch" if not warmup else f"epoch {warmup + 1}, the first after the warmup"
+    judged = "training" if not warmup else f"training after the {warmup}-epoch warmup"
     if shape["shape"] == "rising":
         findings.append(
             make_finding(
                 "lr_too_high",
                 f"the training loss rose to {shape['final_loss']:.4g} from "
-                f"{shape['first_epoch_loss']:.4g} in the first epoch (a rising loss: the "
+                f"{shape['first_epoch_loss']:.4g} in {first} (a rising loss: the "
                 f"learning rate is far too high)",
                 {**shape, **ratio_note},
                 fix_for("lr_too_high", lr),
@@ -777,7 +825,7 @@ def curve_findings(
         findings.append(
             make_finding(
                 "lr_too_low",
-                f"the loss decays almost linearly (in the second half of training it fell "
+                f"the loss decays almost linearly (in the second half of {judged} it fell "
                 f"{shape['drop_ratio']:.0%} as fast per epoch as in the first) and is still at "
                 f"{shape['final_loss']:.4g}, {shape['final_loss'] / shape['initial_loss']:.0%} "
                 f"of the initial {shape['initial_loss']:.4g}",

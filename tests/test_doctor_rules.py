@@ -247,7 +247,11 @@ def test_median_update_ratio_counts_finite_kernels_only():
 
 
 def test_loss_shape_too_short_and_rising():
-    assert rules.loss_shape([2.0, 1.0, 0.5], 2.3, TH) == {"shape": "too_short", "epochs": 3}
+    assert rules.loss_shape([2.0, 1.0, 0.5], 2.3, TH) == {
+        "shape": "too_short",
+        "epochs": 3,
+        "warmup_epochs": 0,
+    }
     rise = 1.0 * (1 + TH.rise)
     assert rules.loss_shape([1.0, 1.0, 1.0, rise], None, TH)["shape"] != "rising"
     assert rules.loss_shape([1.0, 1.0, 1.0, above(rise)], None, TH)["shape"] == "rising"
@@ -263,6 +267,60 @@ def test_loss_shape_plateau_and_linear():
     assert shape["shape"] == "linear" and shape["drop_ratio"] == pytest.approx(1.0)
     converged = [2.0, 1.0, 0.5, 0.3, 0.2, 0.15, 0.1]
     assert rules.loss_shape(converged, 2.0, TH)["shape"] == "ok"
+
+
+def test_warmup_epochs_from_the_rate_of_each_epochs_first_step():
+    # a 2-epoch linear warmup from 0 to 0.1, then cosine decay: the first two epochs start
+    # below the peak, the third at it
+    assert rules.warmup_epochs([0.0, 0.05, 0.1, 0.09, 0.07]) == 2
+    assert rules.warmup_epochs([0.01, 0.02, 0.04, 0.1, 0.1, 0.1]) == 3
+    assert rules.warmup_epochs([0.0, 0.1, 0.1]) == 1
+    for no_warmup in ([0.1, 0.1, 0.1], [0.1, 0.05, 0.01], [0.1], [], None):
+        assert rules.warmup_epochs(no_warmup) == 0
+    # a rate that dips before its peak is not a warmup; a non-finite rate is not read
+    assert rules.warmup_epochs([0.05, 0.02, 0.1, 0.1]) == 0
+    assert rules.warmup_epochs([0.05, math.nan, 0.1]) == 0
+    # within float noise of the peak counts as the peak
+    assert rules.warmup_epochs([0.05, 0.1 * (1 - 1e-7), 0.1, 0.1]) == 1
+
+
+def test_loss_shape_leaves_out_the_warmup_epochs():
+    """A loss that falls slowly while the rate climbs is not 'lr too low' (cifar_resnet's
+    2 warmup epochs of 4 were read as a linear decay: 'raise the learning rate 3-10x')."""
+    warm = [2.3, 2.2, 2.1, 2.0, 1.4, 1.0, 0.8, 0.7, 0.65]
+    rates = [0.0, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    assert rules.loss_shape(warm[:4], 2.3, TH)["shape"] == "linear"
+    assert rules.loss_shape(warm[:4], 2.3, TH, rates[:4]) == {
+        "shape": "too_short",
+        "epochs": 2,
+        "warmup_epochs": 2,
+    }
+    shape = rules.loss_shape(warm, 2.3, TH, rates)
+    assert shape["shape"] == "ok" and shape["warmup_epochs"] == 2
+    assert shape["first_epoch_loss"] == 2.1 and shape["epochs"] == 7
+    # after the warmup the rule still reads a linear decay
+    linear = [2.3, 2.25, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7]
+    shape = rules.loss_shape(linear, 2.3, TH, [0.0, 0.05] + [0.1] * 6)
+    assert shape["shape"] == "linear" and shape["epochs"] == 6
+
+
+def test_curve_findings_name_the_warmup_they_left_out():
+    history = {"loss": [2.3, 2.25, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7], "lr": [0.0, 0.05] + [0.1] * 6}
+    (finding,) = rules.curve_findings(history, initial_loss=2.3, lr=0.1)
+    assert finding.symptom == "lr_too_low" and finding.evidence["warmup_epochs"] == 2
+    assert "second half of training after the 2-epoch warmup" in finding.message
+    # the monitor's name for the same column
+    history["learning_rate"] = history.pop("lr")
+    (finding,) = rules.curve_findings(history, initial_loss=2.3, lr=0.1)
+    assert finding.evidence["warmup_epochs"] == 2
+    # a rise after the warmup names the epoch it is measured from
+    rising = {
+        "loss": [2.3, 2.5, 1.0, 1.2, 1.5, 1.8, 2.0],
+        "lr": [0.0, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1],
+    }
+    (finding,) = rules.curve_findings(rising, initial_loss=2.3, lr=0.1)
+    assert finding.symptom == "lr_too_high"
+    assert "from 1 in epoch 3, the first after the warmup" in finding.message
 
 
 def test_bias_variance_boundaries():
@@ -463,6 +521,15 @@ def test_slow_finding_whole():
     assert rules.slow_finding(1, None, 2.0, TH, LR) is None
 
 
+def test_slow_finding_counts_epochs_after_the_warmup():
+    # 2 warmup epochs: slow_epochs (2) counts from the third epoch on
+    assert rules.slow_finding(1, 1.8, 2.0, TH, LR, warmup=2) is None
+    assert rules.slow_finding(2, 1.8, 2.0, TH, LR, warmup=2) is None
+    found = rules.slow_finding(3, 1.8, 2.0, TH, LR, warmup=2)
+    assert found.epoch == 4 and found.evidence["warmup_epochs"] == 2
+    assert "warmup_epochs" not in rules.slow_finding(1, 1.8, 2.0, TH, LR).evidence
+
+
 def test_slow_finding_does_not_raise_the_learning_rate_when_the_steps_are_large():
     # measured median kernel update/weight ratio at the healthy 1e-3 or above: the fix points
     # elsewhere, and the ratio is in the evidence
@@ -651,6 +718,7 @@ def test_loss_shape_numbers():
         "first_half_drop": pytest.approx(0.3),
         "second_half_drop": pytest.approx(0.3),
         "epochs": 7,
+        "warmup_epochs": 0,
     }
     # without an initial loss the first epoch's loss is the scale; non-finite epochs are dropped
     shape = rules.loss_shape([2.0, math.nan, 1.0, 1.0, 1.2, 1.0, 1.1, 1.0], None, TH)
@@ -664,11 +732,13 @@ def test_loss_shape_numbers():
         "first_half_drop": pytest.approx(0.8),  # to epoch 4 (mid), 1.2
         "second_half_drop": pytest.approx(0.2),
         "epochs": 7,
+        "warmup_epochs": 0,
     }
     assert rules.loss_shape([2.0, 1.0, 1.0, 1.0], math.inf, TH)["initial_loss"] == 2.0
     assert rules.loss_shape([2.0, 1.0, 1.0, 1.0], 0.0, TH)["initial_loss"] == 2.0
     assert rules.loss_shape([2.0, 1.0, math.inf, 1.0], 2.0, TH) == {"shape": "too_short",
-                                                                   "epochs": 3}  # fmt: skip
+                                                                   "epochs": 3,
+                                                                   "warmup_epochs": 0}  # fmt: skip
     # min_epochs is read from the thresholds
     assert rules.loss_shape([2.0, 1.0, 1.0], 2.0, Thresholds(min_epochs=3))["shape"] == "ok"
 
@@ -769,6 +839,7 @@ def test_curve_findings_rising_whole():
             "first_half_drop": 0.0,
             "second_half_drop": -1.0,
             "epochs": 4,
+            "warmup_epochs": 0,
             "median_update_ratio": 0.02,
         },
         "fix": fix_for("lr_too_high", LR),

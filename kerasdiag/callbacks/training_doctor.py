@@ -282,6 +282,9 @@ class TrainingDoctor(keras.callbacks.Callback):
             self.history = {k: v[:epoch] for k, v in self.history.items()}
         self._fit.epoch = epoch
         self._fit.epoch_start_step = optimizer_step(self.model.optimizer)
+        # Read after the callbacks before this one (a LearningRateScheduler sets the rate in
+        # its on_epoch_begin): the rate the epoch starts with, as LearningRateMonitor logs it.
+        self._fit.epoch_rate = self._lr()
         self._fit.last_record = (0, 0.0)
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -314,6 +317,9 @@ class TrainingDoctor(keras.callbacks.Callback):
         for key, value in logs.items():
             if isinstance(value, (int, float, np.number)):
                 self.history.setdefault(key, []).append(float(value))
+        if not any(key in logs for key in rules.LEARNING_RATE_KEYS):  # no monitor logged it
+            if self._fit.epoch_rate is not None:
+                self.history.setdefault("learning_rate", []).append(self._fit.epoch_rate)
         if "accuracy" in logs and self.judge_curves:  # what the curve judgement reads
             accuracy = self._inference_accuracy()
             if accuracy is not None:
@@ -461,6 +467,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             step=self._fit.last_step,
             # step 0 left out: an adaptive optimizer's first step moves every weight by ~lr
             update_ratio=rules.median_update_ratio([r for r in self._ratio_rows() if r[0] > 0]),
+            warmup=rules.warmup_epochs(rules.epoch_learning_rates(self.history)),
         )
         if finding is not None:
             self._record(finding)
@@ -654,6 +661,7 @@ class _Fit:
     # where training stands
     epoch: int = 0
     epoch_start_step: int = 0
+    epoch_rate: float | None = None  # the learning rate the epoch's first step uses
     last_step: int = 0
     last_record: tuple[int, float] = (0, 0.0)  # Keras' last (batches, running mean)
     pending: list[tuple[int, int, float]] = field(default_factory=list)  # (epoch, n, mean)
