@@ -135,23 +135,32 @@ def diagnose(
 
 
 def sanity_findings(stages: Sequence[Mapping[str, Any]]) -> list[Finding]:
-    """One ``failed_sanity_check`` finding per failed stage of ``sanity.json``."""
-    return [
-        make_finding(
-            "failed_sanity_check",
-            f"the {stage.get('name')} check failed before training"
-            + (f": {stage['message']}" if stage.get("message") else ""),
-            {
-                "stage": stage.get("name"),
-                "value": stage.get("value"),
-                "expected": stage.get("expected"),
-            },
-            fix_for("failed_sanity_check"),
-            source="sanity",
+    """One ``failed_sanity_check`` finding per failed stage of ``sanity.json``.
+
+    A stage whose message ends with its own ``Fix: ...`` (the input baseline, batch
+    independence, the data checks) gives that fix, and its message without it; the others
+    get the general one (read the stage's message).
+    """
+    findings = []
+    for stage in stages:
+        if stage.get("status") != "fail":
+            continue
+        said, _, own_fix = str(stage.get("message") or "").partition(" Fix: ")
+        findings.append(
+            make_finding(
+                "failed_sanity_check",
+                f"the {stage.get('name')} check failed before training"
+                + (f": {said.rstrip('.')}" if said else ""),
+                {
+                    "stage": stage.get("name"),
+                    "value": stage.get("value"),
+                    "expected": stage.get("expected"),
+                },
+                own_fix.rstrip(".") or fix_for("failed_sanity_check"),
+                source="sanity",
+            )
         )
-        for stage in stages
-        if stage.get("status") == "fail"
-    ]
+    return findings
 
 
 def failed_stages(stages: Sequence[Mapping[str, Any]]) -> list[str]:

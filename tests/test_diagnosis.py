@@ -458,6 +458,18 @@ def test_each_failed_sanity_stage_is_one_whole_finding():
     assert gradcheck.message == "failed_sanity_check: the gradcheck check failed before training."
     assert gradcheck.evidence == {"stage": "gradcheck", "value": None, "expected": 1e-7}
     assert sanity_findings(stages[:1]) == []
+    # a stage that names its own fix: the finding gives that one, said once
+    (own,) = sanity_findings(
+        [{"name": "input_baseline", "status": "fail", "value": 2.2, "expected": 2.3,
+          "message": "the model does not use its input: loss 2.2. Fix: find where the input "
+                     "is lost."}]
+    )  # fmt: skip
+    assert own.fix == "find where the input is lost"
+    assert own.message == (
+        "failed_sanity_check: the input_baseline check failed before training: the model does "
+        "not use its input: loss 2.2."
+    )
+    assert str(own).count("Fix:") == 1
 
 
 # --- diagnose() on hand-made run directories: what each file contributes (no training) ---------
