@@ -134,16 +134,20 @@ def test_with_a_gradient_monitor_the_probe_judges_gradients_not_the_weights():
 def test_warmup_epochs_do_not_count_towards_slow_convergence():
     """The doctor records the rate of each epoch's first step when no monitor logs it, and leaves
     a warmup's epochs out of the slow-convergence judgement: SGD warming up from 0 to 1e-4
-    over 2 epochs barely moves the loss, which is expected while the rate climbs."""
+    over 2 epochs barely moves the loss, which is expected while the rate climbs. Judged
+    after two more epochs, the advice starts from the schedule's peak, not from where its
+    decay stands (0 at the end)."""
     data = digits()
     batch_size = 512  # 3 steps per epoch: the step-based flat-loss rule never has its 100
     steps = math.ceil(len(data.x_train) / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=10**6, warmup_target=1e-4, warmup_steps=2 * steps
+        0.0, decay_steps=2 * steps, warmup_target=1e-4, warmup_steps=2 * steps
     )
     model = compiled(mlp(data), keras.optimizers.SGD(schedule))
-    doctor = fit(model, data, TrainingDoctor(verbose=0), epochs=3, batch_size=batch_size)
+    doctor = fit(model, data, TrainingDoctor(verbose=0), epochs=4, batch_size=batch_size)
     rates = doctor.history["learning_rate"]
-    assert rates == pytest.approx([0.0, 0.5e-4, 1e-4], rel=1e-3)
+    assert rates == pytest.approx([0.0, 0.5e-4, 1e-4, 0.5e-4], rel=1e-3)
     assert doctor.history["loss"][-1] > 0.8 * doctor.initial_loss  # slow, as planned
-    assert ("slow_convergence", None) not in by_symptom(doctor)
+    found = by_symptom(doctor)[("slow_convergence", None)]
+    assert found.epoch == 4 and found.evidence["warmup_epochs"] == 2  # not after epoch 2 or 3
+    assert "(optimizer.lr=0.001; it is 0.0001)" in found.fix

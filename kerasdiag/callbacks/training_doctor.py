@@ -284,7 +284,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._fit.epoch_start_step = optimizer_step(self.model.optimizer)
         # Read after the callbacks before this one (a LearningRateScheduler sets the rate in
         # its on_epoch_begin): the rate the epoch starts with, as LearningRateMonitor logs it.
-        self._fit.epoch_rate = self._lr()
+        self._fit.epoch_rate = _learning_rate(self.model)
         self._fit.last_record = (0, 0.0)
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -346,7 +346,7 @@ class TrainingDoctor(keras.callbacks.Callback):
                 initial_loss=self.initial_loss,
                 update_ratio=rules.median_update_ratio(rows),
                 bayes_error=self.bayes_error,
-                lr=_learning_rate(self.model),
+                lr=self._lr(),
                 thresholds=self.thresholds,
                 step=optimizer_step(self.model.optimizer),
             ):
@@ -406,8 +406,13 @@ class TrainingDoctor(keras.callbacks.Callback):
                 self._record(finding)
 
     def _lr(self) -> float | None:
-        """The learning rate now (a method: the rules read it only when they make a finding)."""
-        return _learning_rate(self.model)
+        """The learning rate the advice starts from (a method: the rules read it only when
+        they make a finding): the highest the run has used so far, epoch starts and now.
+        Under a schedule that is what ``optimizer.lr`` sets (a warmup's target, a decay's
+        start), not wherever the decay stands when the finding is made."""
+        rates = [*(rules.epoch_learning_rates(self.history) or []), _learning_rate(self.model)]
+        finite = [r for r in rates if r is not None and math.isfinite(r)]
+        return max(finite) if finite else None
 
     def _nan_context(self, step: int, lr: float | None) -> dict[str, Any]:
         """What the nan rules need besides the numbers: the run's scale and its settings."""
