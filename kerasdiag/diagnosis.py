@@ -126,6 +126,7 @@ def diagnose(
             bayes_error=bayes_error,
             lr=_get(cfg, "optimizer", "lr"),
             thresholds=th,
+            stopped_early=restores_best_epoch(cfg),
         )
     findings.sort(key=lambda f: f.severity != "error")
     reconcile(findings)
@@ -209,6 +210,13 @@ def nan_stop_finding(record: Mapping[str, Any]) -> Finding:
     )
 
 
+def restores_best_epoch(cfg: Any) -> bool:
+    """Whether the run's early stopping keeps its best epoch (``config.yaml``): advising it to
+    stop early would change nothing."""
+    early = _get(cfg, "trainer", "early_stopping") or {}
+    return bool(_get(early, "enabled") and _get(early, "restore_best_weights"))
+
+
 def _get(container: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(container, Mapping) or key not in container:
@@ -232,6 +240,7 @@ __all__ = [
     "bias_variance",
     "confusion_summary",
     "failed_stages",
+    "restores_best_epoch",
     "fix_for",
     "lr_hint",
     "sanity_findings",

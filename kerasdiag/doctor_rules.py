@@ -35,6 +35,7 @@ from kerasdiag.symptoms import (
     make_finding,
     nan_fix,
     vanishing_after_dying_fix,
+    variance_after_bias_fix,
 )
 
 # Healthy band of the update/weight ratio ||W_after - W_before|| / ||W_before|| (M3: ~1e-3).
@@ -678,6 +679,7 @@ def bias_variance(
     test_accuracy: float | None = None,
     bayes_error: float | None = None,
     thresholds: Thresholds | None = None,
+    stopped_early: bool = False,
 ) -> dict[str, Any] | None:
     """The P2 table: errors, avoidable bias, variance and the verdict with its fixes.
 
@@ -697,11 +699,15 @@ def bias_variance(
         (False, True): "high variance",
         (True, True): "high bias and high variance",
     }[(high_bias, high_variance)]
-    fixes = []  # the symptoms' fixes, from the one table
+    fixes = []  # the symptoms' fixes, from the one table, without opposite advice
     if high_bias:
         fixes.append(fix_for("underfitting"))
     if high_variance:
-        fixes.append(fix_for("overfitting"))
+        fixes.append(
+            variance_after_bias_fix()
+            if high_bias
+            else fix_for("overfitting", stopped_early=stopped_early)
+        )
     return {
         "train_error": train_error,
         "dev_error": dev_error,
@@ -763,6 +769,7 @@ def curve_findings(
     step: int | None = None,
     weights_epoch: int | None = None,
     kept_train_accuracy: float | None = None,
+    stopped_early: bool = False,
 ) -> list[Finding]:
     """lr_too_high / lr_too_low / overfitting / underfitting from per-epoch curves.
 
@@ -783,6 +790,8 @@ def curve_findings(
             :func:`accuracies_at`).
         kept_train_accuracy: the kept weights' training accuracy in inference mode, the
             training side of that epoch's table (see :func:`accuracies_at`).
+        stopped_early: the run keeps its best epoch already (early stopping restores it):
+            the overfitting fix does not advise stopping early.
     """
     th = Thresholds.of(thresholds)
     findings: list[Finding] = []
@@ -836,7 +845,7 @@ def curve_findings(
         )
 
     train_acc, val_acc, table_epoch = accuracies_at(history, weights_epoch, kept_train_accuracy)
-    table = bias_variance(train_acc, val_acc, test_accuracy, bayes_error, th)
+    table = bias_variance(train_acc, val_acc, test_accuracy, bayes_error, th, stopped_early)
     rise = val_loss_rise(history, th)
     if (table and table["high_variance"]) or rise:
         evidence = dict(rise or {})
@@ -860,7 +869,13 @@ def curve_findings(
         # The epoch the numbers are of: the kept weights' table, else the last epoch's curve.
         where = {**at, "epoch": table_epoch} if table and table["high_variance"] else at
         findings.append(
-            make_finding("overfitting", "; ".join(parts), evidence, fix_for("overfitting"), **where)
+            make_finding(
+                "overfitting",
+                "; ".join(parts),
+                evidence,
+                fix_for("overfitting", stopped_early=stopped_early),
+                **where,
+            )
         )
     if table and table["high_bias"]:
         bayes = "assumed 0" if table["bayes_error_assumed"] else f"{table['bayes_error']:.1%}"

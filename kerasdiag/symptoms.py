@@ -26,16 +26,19 @@ from kerasdiag.io import json_safe
 
 @dataclass(frozen=True)
 class Symptom:
-    """One named problem: a short title for people, its fix, its learning-rate direction.
+    """One named problem: a short title for people, its fix, and the directions its fix
+    pushes the learning rate and the model's capacity (+1 up, -1 down, 0 neither).
 
     ``fix`` may contain ``{lower}`` / ``{higher}``: :func:`fix_for` fills in the learning
-    rate to try (``" (optimizer.lr=0.0001; it is 0.001)"``) when the current one is known.
+    rate to try (``" (optimizer.lr=0.0001; it is 0.001)"``) when the current one is known;
+    and ``{stop_early}``, the advice to stop early, left out where the run already did.
     """
 
     name: str
     title: str
     fix: str
     lr: int = 0
+    capacity: int = 0
 
 
 _SYMPTOMS = (
@@ -118,8 +121,9 @@ _SYMPTOMS = (
         "overfitting",
         "overfitting (high variance)",
         "high variance: get more data or augment it (data.augment.flip=true, "
-        "data.augment.crop=4), regularize more (model.l2, model.dropout=[0.5]), stop early "
-        "(trainer.early_stopping.enabled=true), or use a smaller network",
+        "data.augment.crop=4), regularize more (model.l2, model.dropout=[0.5]){stop_early}, "
+        "or use a smaller network",
+        capacity=-1,
     ),
     Symptom(
         "underfitting",
@@ -127,6 +131,7 @@ _SYMPTOMS = (
         "high bias: use a bigger network (more units or layers: model.hidden_units, "
         "model.conv_filters), train longer (trainer.epochs), regularize less, or tune the "
         "optimizer and learning rate",
+        capacity=+1,
     ),
     Symptom(
         "failed_sanity_check",
@@ -259,9 +264,14 @@ def lr_hint(lr: float | None, factor: float) -> str:
     return f" (optimizer.lr={lr * factor:.3g}; it is {lr:.3g})"
 
 
-def fix_for(symptom: str, lr: float | None = None) -> str:
-    """The fix of ``symptom``, with the learning rate to try filled in when it is known."""
-    return SYMPTOMS[symptom].fix.format(lower=lr_hint(lr, 0.1), higher=lr_hint(lr, 10.0))
+def fix_for(symptom: str, lr: float | None = None, *, stopped_early: bool = False) -> str:
+    """The fix of ``symptom``, with the learning rate to try filled in when it is known;
+    ``stopped_early``: the run already keeps its best epoch (early stopping restores it), so
+    "stop early" is not advised."""
+    stop_early = "" if stopped_early else ", stop early (trainer.early_stopping.enabled=true)"
+    return SYMPTOMS[symptom].fix.format(
+        lower=lr_hint(lr, 0.1), higher=lr_hint(lr, 10.0), stop_early=stop_early
+    )
 
 
 def title_of(symptom: str) -> str:
@@ -284,19 +294,41 @@ def withheld_fix(lowering: Iterable[str]) -> str:
     )
 
 
+def variance_after_bias_fix() -> str:
+    """The fix shown for high variance while the bias is high too (bias first, as in Ng's
+    recipe): regularizing more or shrinking the network, the usual variance fixes, would
+    raise the bias that the underfitting fix asks to lower."""
+    return (
+        "fix the high bias first (underfitting): regularizing more or a smaller network "
+        "would raise it; meanwhile more data or augmentation (data.augment.flip=true, "
+        "data.augment.crop=4) lowers the variance without raising the bias"
+    )
+
+
 def reconcile(findings: list[Any]) -> list[Any]:
-    """``findings`` (objects with ``symptom`` and ``fix``) with no opposite learning-rate advice.
+    """``findings`` (objects with ``symptom`` and ``fix``) with no opposite advice.
 
     When some finding asks for a lower learning rate, those asking for a higher one keep
     their evidence but their fix becomes :func:`withheld_fix`: an unstable run is made stable
-    first, and only then judged for speed. Returns the same list, changed in place.
+    first, and only then judged for speed. When one asks for more capacity (high bias) and
+    another for less (high variance), the latter's fix becomes
+    :func:`variance_after_bias_fix`. Returns the same list, changed in place.
     """
     lowering = [f.symptom for f in findings if lr_direction(f.symptom) < 0]
     if lowering:
         for finding in findings:
             if lr_direction(finding.symptom) > 0:
                 finding.fix = withheld_fix(lowering)
+    if any(_capacity(f.symptom) > 0 for f in findings):
+        for finding in findings:
+            if _capacity(finding.symptom) < 0:
+                finding.fix = variance_after_bias_fix()
     return findings
+
+
+def _capacity(symptom: str) -> int:
+    entry = SYMPTOMS.get(symptom)
+    return 0 if entry is None else entry.capacity
 
 
 def after_causes_fix(causes: Iterable[str], fix: str) -> str:

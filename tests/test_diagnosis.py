@@ -24,6 +24,7 @@ from kerasdiag.diagnosis import (
     failed_stages,
     loss_shape,
     oscillation_index,
+    restores_best_epoch,
     sanity_findings,
 )
 from kerasdiag.errors import ConfigError
@@ -430,6 +431,24 @@ def test_diagnose_reads_the_runs_own_doctor_thresholds(tmp_path):
     assert diagnose(tmp_path) == []  # the run's own, looser threshold
     # thresholds passed in win over the run's
     assert [f.symptom for f in diagnose(tmp_path, thresholds={"variance": 0.05})] == ["overfitting"]
+
+
+def test_a_run_whose_early_stopping_kept_its_best_epoch_is_not_told_to_stop_early(tmp_path):
+    (tmp_path / "metrics.csv").write_text(
+        "epoch,loss,accuracy,val_loss,val_accuracy\n1,0.5,0.90,0.6,0.85\n2,0.3,0.99,0.5,0.90\n"
+    )
+    (tmp_path / "config.yaml").write_text(
+        "trainer:\n  early_stopping:\n    enabled: true\n    restore_best_weights: true\n"
+    )
+    (found,) = diagnose(tmp_path)
+    assert found.symptom == "overfitting"
+    assert found.fix == fix_for("overfitting", stopped_early=True)
+    assert "stop early" not in found.fix
+    for early in ("enabled: false\n    restore_best_weights: true",
+                  "enabled: true\n    restore_best_weights: false"):  # fmt: skip
+        (tmp_path / "config.yaml").write_text(f"trainer:\n  early_stopping:\n    {early}\n")
+        assert diagnose(tmp_path)[0].fix == fix_for("overfitting")
+    assert restores_best_epoch({}) is False and restores_best_epoch(None) is False
 
 
 def test_each_failed_sanity_stage_is_one_whole_finding():

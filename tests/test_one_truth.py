@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import pytest
 
+from kerasdiag import doctor_rules as rules
 from kerasdiag import symptoms
 from kerasdiag.callbacks import MonitorWarning, UpdateRatioMonitor
 from kerasdiag.callbacks.factory import MIN_PROBES_PER_RUN, probe_freq
@@ -126,6 +127,37 @@ def test_reconcile_never_advises_opposite_learning_rate_fixes():
     assert findings[1].fix == symptoms.fix_for("oscillating_loss")
     alone = make_finding("slow_convergence", "slow", {}, symptoms.fix_for("slow_convergence"))
     assert symptoms.reconcile([alone])[0].fix.startswith("raise the learning rate")
+
+
+def test_reconcile_never_advises_opposite_capacity_fixes():
+    """High bias and high variance at once (the README's headline CIFAR run: training error
+    30%, validation 51%): 'use a bigger network, regularize less' next to 'regularize more,
+    or use a smaller network' contradicted itself. The bias comes first."""
+    bias = make_finding("underfitting", "bias", {}, symptoms.fix_for("underfitting"))
+    variance = make_finding("overfitting", "variance", {}, symptoms.fix_for("overfitting"))
+    symptoms.reconcile([variance, bias])
+    assert bias.fix == symptoms.fix_for("underfitting")
+    assert variance.fix == symptoms.variance_after_bias_fix()
+    assert "smaller network" in variance.fix and "would raise it" in variance.fix
+    alone = make_finding("overfitting", "variance", {}, symptoms.fix_for("overfitting"))
+    assert symptoms.reconcile([alone])[0].fix == symptoms.fix_for("overfitting")
+    # the bias/variance table says the same
+    table = rules.bias_variance(0.70, 0.49)
+    assert table["verdict"] == "high bias and high variance"
+    assert table["fixes"] == [symptoms.fix_for("underfitting"), symptoms.variance_after_bias_fix()]
+
+
+def test_the_overfitting_fix_does_not_advise_stopping_early_where_the_run_did():
+    assert "stop early (trainer.early_stopping.enabled=true)" in symptoms.fix_for("overfitting")
+    kept = symptoms.fix_for("overfitting", stopped_early=True)
+    assert "stop early" not in kept
+    assert kept.endswith(
+        "regularize more (model.l2, model.dropout=[0.5]), or use a smaller network"
+    )
+    history = {"loss": [0.5, 0.3], "accuracy": [0.9, 0.99], "val_accuracy": [0.85, 0.90]}
+    (found,) = rules.curve_findings(history, stopped_early=True)
+    assert found.symptom == "overfitting" and found.fix == kept
+    assert rules.bias_variance(0.99, 0.9, stopped_early=True)["fixes"] == [kept]
 
 
 def test_monitor_alone_in_a_users_fit_still_warns_with_the_tables_fix():

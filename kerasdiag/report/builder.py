@@ -34,6 +34,7 @@ from kerasdiag.diagnosis import (
     bias_variance,
     diagnose,
     failed_stages,
+    restores_best_epoch,
 )
 from kerasdiag.io import write_text_atomic
 from kerasdiag.naming import run_title  # the data and model really used
@@ -188,7 +189,14 @@ class _Report:
         kept_train = test_metrics.get("train_accuracy")
         train, dev, epoch = accuracies_at(self.history, kept, kept_train)
         test = test_metrics.get("accuracy")
-        table = bias_variance(train, dev, test, self.bayes_error, _thresholds_of(self.config))
+        table = bias_variance(
+            train,
+            dev,
+            test,
+            self.bayes_error,
+            _thresholds_of(self.config),
+            stopped_early=restores_best_epoch(self.config),
+        )
         if table is None:
             return [absent("no training and validation accuracy in metrics.csv")]
         bayes_cell = (
