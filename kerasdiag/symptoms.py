@@ -299,7 +299,7 @@ def variance_after_bias_fix() -> str:
     recipe): regularizing more or shrinking the network, the usual variance fixes, would
     raise the bias that the underfitting fix asks to lower."""
     return (
-        "fix the high bias first (underfitting): regularizing more or a smaller network "
+        "first lower the bias (underfitting): regularizing more or a smaller network "
         "would raise it; meanwhile more data or augmentation (data.augment.flip=true, "
         "data.augment.crop=4) lowers the variance without raising the bias"
     )
