@@ -95,7 +95,8 @@ class DataConfig:
     # stratified, seeded validation split carved from training data
     val_fraction: float = ranged(0.1, "(0,1)")
     limit: int | None = ranged(None, ">0")  # keep at most this many training examples (stratified)
-    # rarest class kept at this fraction of the most frequent
+    # training split long-tailed: its rarest class kept at this fraction of the most frequent
+    # (validation, carved before, follows the test split)
     imbalance: float | None = ranged(None, "(0,1]")
     normalize: bool = True  # zero mean / unit variance from training statistics (P7)
     batch_size: int = ranged(64, ">0")

@@ -178,9 +178,12 @@ LOADERS: dict[str, Callable[[Any], RawData]] = {
 def load_dataset(data_cfg: Any) -> Dataset:
     """Load the data set named by ``data_cfg.name`` and prepare its three splits.
 
-    Order matters for honest numbers: the test split is set aside first; ``limit`` and
-    ``imbalance`` then act on the training data only; the validation split is carved from
-    what remains (stratified, seeded); normalisation statistics come from the training split.
+    Order matters for honest numbers: the test split is set aside first; ``limit`` then acts
+    on the training data; the validation split is carved from what remains (stratified,
+    seeded); ``imbalance`` makes only the rest, the examples trained on, long-tailed, so
+    validation follows the test split's distribution (dev and test from one distribution:
+    the epoch kept for its validation score is the one best on the test's terms);
+    normalisation statistics come from the training split.
 
     Example:
         >>> from kerasdiag.config import load_config
@@ -213,9 +216,6 @@ def prepare_splits(
             f"train inputs are {x_train.shape[1:]} per example but test inputs {x_test.shape[1:]}"
         )
     seed = int(data_cfg.seed)
-    if data_cfg.imbalance is not None:
-        keep = imbalance_subsample(y_train, float(data_cfg.imbalance), num_classes, seed)
-        x_train, y_train = x_train[keep], y_train[keep]
     if data_cfg.limit is not None:
         keep = stratified_subsample(y_train, int(data_cfg.limit), seed)
         x_train, y_train = x_train[keep], y_train[keep]
@@ -227,6 +227,9 @@ def prepare_splits(
         )
     x_val, y_val = x_train[val_idx], y_train[val_idx]
     x_train, y_train = x_train[fit_idx], y_train[fit_idx]
+    if data_cfg.imbalance is not None:
+        keep = imbalance_subsample(y_train, float(data_cfg.imbalance), num_classes, seed)
+        x_train, y_train = x_train[keep], y_train[keep]
 
     x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
     mean = std = None
