@@ -39,6 +39,7 @@ import numpy as np
 
 from kerasdiag.doctor_rules import (
     HEALTHY_UPDATE_RATIO,
+    RUN_RATIO_FROM_STEP,
     TRAIN_INFERENCE_ACCURACY,
     Thresholds,
     accuracies_at,
@@ -47,6 +48,7 @@ from kerasdiag.doctor_rules import (
     loss_shape,
     median_update_ratio,
     oscillation_index,
+    rejudge_slow,
 )
 from kerasdiag.io import write_json_atomic
 from kerasdiag.rundir import NAN_FILE, RunFiles
@@ -112,6 +114,12 @@ def diagnose(
         findings.append(nan_stop_finding(nan_record))
     findings += sanity_findings(run.json("sanity.json") or [])
 
+    # The run's median kernel update ratio: what every learning-rate rule below weighs.
+    ratio = median_update_ratio(run.csv_rows("update_ratios.csv"), from_step=RUN_RATIO_FROM_STEP)
+    lr = _get(cfg, "optimizer", "lr")
+    for finding in findings:
+        if finding.symptom == "slow_convergence":
+            rejudge_slow(finding, ratio, lr)
     history = run.history()
     if history.get("loss"):
         initial = doctor.get("initial_loss") or run.sanity_initial_loss()
@@ -119,12 +127,12 @@ def diagnose(
         findings += curve_findings(
             history,
             initial_loss=initial,
-            update_ratio=median_update_ratio(run.csv_rows("update_ratios.csv")),
+            update_ratio=ratio,
             test_accuracy=test.get("accuracy"),
             weights_epoch=test.get("weights_epoch"),
             kept_train_accuracy=test.get("train_accuracy"),
             bayes_error=bayes_error,
-            lr=_get(cfg, "optimizer", "lr"),
+            lr=lr,
             thresholds=th,
             stopped_early=restores_best_epoch(cfg),
         )

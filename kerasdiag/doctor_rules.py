@@ -335,10 +335,6 @@ def slow_finding(
         return None
     if not loss > (1 - th.slow_drop) * scale:
         return None
-    large = update_ratio is not None and update_ratio >= HEALTHY_UPDATE_RATIO
-    fix = large_updates_fix(update_ratio) if large else fix_for("slow_convergence", _read(lr))
-    if causes:
-        fix = after_causes_fix(causes, fix)
     return make_finding(
         "slow_convergence",
         f"after {epoch + 1} epochs the loss is {loss:.4g}, "
@@ -355,8 +351,9 @@ def slow_finding(
             "expected_drop": th.slow_drop,
             **({} if update_ratio is None else {"median_update_ratio": update_ratio}),
             **({"warmup_epochs": warmup} if warmup else {}),
+            **({"causes_first": sorted(set(causes))} if causes else {}),
         },
-        fix,
+        slow_fix(lr, update_ratio, causes),
         step=step,
         epoch=epoch + 1,
     )
@@ -567,16 +564,48 @@ def stagnant_findings(
     return findings
 
 
-def median_update_ratio(rows: Sequence[Sequence[Any]]) -> float | None:
+def median_update_ratio(rows: Sequence[Sequence[Any]], from_step: int = 0) -> float | None:
     """Median update/weight ratio of the kernels in UpdateRatioMonitor rows (step, epoch,
-    variable, ratio, ...); None without finite kernel measurements.
+    variable, ratio, ...) of steps ``from_step`` on; None without finite kernel measurements.
 
-    Biases start at zero and say nothing about the learning rate, so only kernels count.
+    Biases start at zero and say nothing about the learning rate, so only kernels count. The
+    rules that weigh the learning rate read it ``from_step=1``
+    (:data:`RUN_RATIO_FROM_STEP`): an adaptive optimizer's first step moves every weight by
+    ~lr whatever its gradient.
     """
     ratios = [
-        float(r[3]) for r in rows if str(r[2]).endswith("kernel") and _finite(_float_or_none(r[3]))
+        float(r[3])
+        for r in rows
+        if str(r[2]).endswith("kernel")
+        and _finite(_float_or_none(r[3]))
+        and (_float_or_none(r[0]) or 0) >= from_step
     ]
     return float(np.median(ratios)) if ratios else None
+
+
+# The first step the learning-rate rules read update ratios from (step 0 left out).
+RUN_RATIO_FROM_STEP = 1
+
+
+def slow_fix(lr: LearningRate, update_ratio: float | None, causes: Sequence[str] = ()) -> str:
+    """The fix of ``slow_convergence``: raise the learning rate, unless the kernels' median
+    update/weight ratio is already at or above ``HEALTHY_UPDATE_RATIO`` (then
+    :func:`~kerasdiag.symptoms.large_updates_fix`); after the ``causes`` found first."""
+    large = update_ratio is not None and update_ratio >= HEALTHY_UPDATE_RATIO
+    fix = large_updates_fix(update_ratio) if large else fix_for("slow_convergence", _read(lr))
+    return after_causes_fix(causes, fix) if causes else fix
+
+
+def rejudge_slow(finding: Finding, update_ratio: float | None, lr: LearningRate) -> None:
+    """A ``slow_convergence`` finding made during training, its fix judged again from the
+    whole run's median update ratio, the number the ``lr_too_low`` veto of
+    :func:`curve_findings` reads: a run says one thing about raising the learning rate (an
+    early window's ratio of 1.8e-3 said "do not raise it" while the run's, 0.92e-3, let the
+    loss curve say "raise it"). Unchanged without a measured ratio."""
+    if update_ratio is None:
+        return
+    finding.evidence["median_update_ratio"] = update_ratio
+    finding.fix = slow_fix(lr, update_ratio, finding.evidence.get("causes_first") or ())
 
 
 # --- the loss curve and the bias/variance table (after training) -------------------------------

@@ -558,6 +558,46 @@ def test_diagnose_reads_the_median_update_ratio_of_the_kernels(tmp_path):
     assert diagnose(tmp_path) == []
 
 
+def test_one_answer_on_raising_the_learning_rate_from_the_whole_runs_ratio(tmp_path):
+    """The doctor's slow_convergence at epoch 2 read the ratio so far (1.8e-3: 'do not raise
+    the learning rate'), the curve rule the whole run's (0.92e-3: 'raise it 3-10x'); digits
+    under SGD 0.001 said both. The diagnosis judges both from the whole run, step 0 left out."""
+    from kerasdiag.doctor_rules import slow_finding
+    from kerasdiag.symptoms import large_updates_fix
+
+    early = slow_finding(1, 2.27, 2.32, Thresholds(), 0.001, step=76, update_ratio=1.8e-3)
+    assert early.fix == large_updates_fix(1.8e-3)
+    rows = "step,epoch,variable,ratio\n0,1,d/kernel,0.5\n0,1,e/kernel,0.5\n0,1,f/kernel,0.5\n"
+    rows += "".join(f"{s},{s // 10 + 1},d/kernel,{r}\n" for s, r in ((10, 9e-4), (20, 9.2e-4)))
+    doctor = json.dumps({"findings": [early.to_dict()], "initial_loss": INITIAL})
+    config = "optimizer:\n  lr: 0.001\n"
+    _write_run(
+        tmp_path,
+        SGD_LR_1E3,
+        files={"update_ratios.csv": rows, "doctor.json": doctor, "config.yaml": config},
+    )
+    slow, low = diagnose(tmp_path)
+    assert (slow.symptom, low.symptom) == ("slow_convergence", "lr_too_low")
+    # step 0's 0.5 left out: the median of 9e-4 and 9.2e-4
+    assert slow.evidence["median_update_ratio"] == pytest.approx(9.1e-4)
+    assert low.evidence["median_update_ratio"] == pytest.approx(9.1e-4)
+    assert slow.fix == fix_for("slow_convergence", 0.001) and low.fix == fix_for(
+        "lr_too_low", 0.001
+    )
+    assert slow.message == early.message and slow.step == 76  # what it saw, as it said it
+    # the reverse: slow so far at small steps, large over the run: neither says raise it
+    early = slow_finding(1, 2.27, 2.32, Thresholds(), 0.001, causes=["dying_relu"],
+                         update_ratio=5e-4)  # fmt: skip
+    (tmp_path / "doctor.json").write_text(json.dumps({"findings": [early.to_dict()]}))
+    (tmp_path / "update_ratios.csv").write_text(_update_ratios_csv(2e-3))
+    (slow,) = diagnose(tmp_path)
+    assert slow.fix == "first fix dying_relu (found above); then " + large_updates_fix(2e-3)
+    # no ratios measured: the doctor's own judgement stands
+    (tmp_path / "update_ratios.csv").unlink()
+    slow = next(f for f in diagnose(tmp_path) if f.symptom == "slow_convergence")
+    assert slow.fix == early.fix
+
+
 def test_diagnose_shows_the_test_error_beside_the_bias_variance_table(tmp_path):
     _write_run(
         tmp_path,

@@ -344,7 +344,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             for finding in rules.curve_findings(
                 self.history,
                 initial_loss=self.initial_loss,
-                update_ratio=rules.median_update_ratio(rows),
+                update_ratio=rules.median_update_ratio(rows, from_step=rules.RUN_RATIO_FROM_STEP),
                 bayes_error=self.bayes_error,
                 lr=self._lr(),
                 thresholds=self.thresholds,
@@ -471,7 +471,9 @@ class TrainingDoctor(keras.callbacks.Callback):
             causes,
             step=self._fit.last_step,
             # step 0 left out: an adaptive optimizer's first step moves every weight by ~lr
-            update_ratio=rules.median_update_ratio([r for r in self._ratio_rows() if r[0] > 0]),
+            update_ratio=rules.median_update_ratio(
+                self._ratio_rows(), from_step=rules.RUN_RATIO_FROM_STEP
+            ),
             warmup=rules.warmup_epochs(rules.epoch_learning_rates(self.history)),
         )
         if finding is not None:
