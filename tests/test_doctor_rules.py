@@ -280,6 +280,8 @@ def test_warmup_epochs_from_the_rate_of_each_epochs_first_step():
     # a rate that dips before its peak is not a warmup; a non-finite rate is not read
     assert rules.warmup_epochs([0.05, 0.02, 0.1, 0.1]) == 0
     assert rules.warmup_epochs([0.05, math.nan, 0.1]) == 0
+    assert rules.warmup_epochs([math.nan, 0.05, 0.1]) == 0
+    assert rules.warmup_epochs([0.0, 0.1, math.inf]) == 0
     # within float noise of the peak counts as the peak
     assert rules.warmup_epochs([0.05, 0.1 * (1 - 1e-7), 0.1, 0.1]) == 1
 
