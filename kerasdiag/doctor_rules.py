@@ -29,13 +29,13 @@ import numpy as np
 from kerasdiag.arguments import check_positive_float
 from kerasdiag.symptoms import (
     Finding,
+    advice_for,
     after_causes_fix,
     fix_for,
     large_updates_fix,
     make_finding,
     nan_fix,
     vanishing_after_dying_fix,
-    variance_after_bias_fix,
 )
 
 # Healthy band of the update/weight ratio ||W_after - W_before|| / ||W_before|| (M3: ~1e-3).
@@ -728,15 +728,11 @@ def bias_variance(
         (False, True): "high variance",
         (True, True): "high bias and high variance",
     }[(high_bias, high_variance)]
-    fixes = []  # the symptoms' fixes, from the one table, without opposite advice
-    if high_bias:
-        fixes.append(fix_for("underfitting"))
-    if high_variance:
-        fixes.append(
-            variance_after_bias_fix()
-            if high_bias
-            else fix_for("overfitting", stopped_early=stopped_early)
-        )
+    # The symptoms' fixes, from the one table, without opposite advice (as a run's findings).
+    present = [
+        s for s, high in (("underfitting", high_bias), ("overfitting", high_variance)) if high
+    ]
+    fixes = [advice_for(s, present, fix_for(s, stopped_early=stopped_early)) for s in present]
     return {
         "train_error": train_error,
         "dev_error": dev_error,

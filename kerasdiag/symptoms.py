@@ -305,30 +305,36 @@ def variance_after_bias_fix() -> str:
     )
 
 
-def reconcile(findings: list[Any]) -> list[Any]:
-    """``findings`` (objects with ``symptom`` and ``fix``) with no opposite advice.
+def advice_for(symptom: str, present: Iterable[str], fix: str) -> str:
+    """``fix`` of ``symptom``, or what replaces it beside the ``present`` symptoms, so that a
+    run never advises opposite things.
 
-    When some finding asks for a lower learning rate, those asking for a higher one keep
-    their evidence but their fix becomes :func:`withheld_fix`: an unstable run is made stable
-    first, and only then judged for speed. When one asks for more capacity (high bias) and
-    another for less (high variance), the latter's fix becomes
-    :func:`variance_after_bias_fix`. Returns the same list, changed in place.
+    While some symptom asks for a lower learning rate, one asking for a higher rate gets
+    :func:`withheld_fix`: an unstable run is made stable first, and only then judged for
+    speed. While one asks for more capacity (high bias), one asking for less (high
+    variance) gets :func:`variance_after_bias_fix`: the bias comes first.
     """
-    lowering = [f.symptom for f in findings if lr_direction(f.symptom) < 0]
-    if lowering:
-        for finding in findings:
-            if lr_direction(finding.symptom) > 0:
-                finding.fix = withheld_fix(lowering)
-    if any(_capacity(f.symptom) > 0 for f in findings):
-        for finding in findings:
-            if _capacity(finding.symptom) < 0:
-                finding.fix = variance_after_bias_fix()
+    present = list(present)
+    lowering = [s for s in present if lr_direction(s) < 0]
+    if lowering and lr_direction(symptom) > 0:
+        return withheld_fix(lowering)
+    if _capacity(symptom) < 0 and any(_capacity(s) > 0 for s in present):
+        return variance_after_bias_fix()
+    return fix
+
+
+def reconcile(findings: list[Any]) -> list[Any]:
+    """``findings`` (objects with ``symptom`` and ``fix``) with no opposite advice: each
+    finding keeps its evidence, its fix becomes :func:`advice_for` the run's symptoms.
+    Returns the same list, changed in place."""
+    present = [f.symptom for f in findings]
+    for finding in findings:
+        finding.fix = advice_for(finding.symptom, present, finding.fix)
     return findings
 
 
 def _capacity(symptom: str) -> int:
-    entry = SYMPTOMS.get(symptom)
-    return 0 if entry is None else entry.capacity
+    return getattr(SYMPTOMS.get(symptom), "capacity", 0)
 
 
 def after_causes_fix(causes: Iterable[str], fix: str) -> str:
@@ -482,11 +488,13 @@ __all__ = [
     "UPDATE_RATIO_CAUSES",
     "Finding",
     "after_causes_fix",
+    "advice_for",
     "large_updates_fix",
     "make_finding",
     "nan_advice",
     "nan_fix",
     "vanishing_after_dying_fix",
+    "variance_after_bias_fix",
     "LEAKAGE_FIX",
     "SHIFT_FIX",
     "INPUT_UNUSED_FIX",

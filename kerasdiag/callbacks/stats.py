@@ -337,8 +337,7 @@ def _probe_state(model: keras.Model, extractor: keras.Model | None) -> list:
     if extractor is not None:
         state += extractor.non_trainable_variables
     state += model.metrics_variables
-    seen: set[int] = set()
-    return [v for v in state if not (id(v) in seen or seen.add(id(v)))]
+    return list({id(v): v for v in state}.values())  # each once, in order
 
 
 def _squared_sums(grads: Sequence) -> tf.Tensor:
