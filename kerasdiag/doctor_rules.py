@@ -654,15 +654,27 @@ def loss_shape(
     ``"plateau_high"`` (fast drop then a bumpy high plateau: lr too high), ``"linear"``
     (near-linear decay far from converged: lr too low), ``"ok"``, or ``"too_short"`` when
     fewer than ``min_epochs`` finite epochs exist. With ``learning_rates`` (the rate of each
-    epoch's first step), the epochs of a warmup (:func:`warmup_epochs`) are left out: a loss that
-    falls slowly while the rate is still climbing says nothing about the peak rate.
+    epoch's first step), a warmup (:func:`warmup_epochs`) is judged apart: a loss that rises
+    while the rate climbs says the peak is too high (the whole curve is read for that), but
+    one that falls slowly then says nothing about the peak, so the rest is read from the
+    first epoch after the warmup (``warmup_epochs`` says how many were left out).
     """
-    th = thresholds
+    whole = _curve_shape(losses, initial_loss, thresholds)
     warmup = warmup_epochs(learning_rates)
-    loss = np.asarray([v for v in losses[warmup:] if math.isfinite(v)], dtype=np.float64)
+    if not warmup or whole["shape"] in ("rising", "plateau_high"):
+        return {**whole, "warmup_epochs": 0}
+    return {**_curve_shape(losses[warmup:], initial_loss, thresholds), "warmup_epochs": warmup}
+
+
+def _curve_shape(
+    losses: Sequence[float], initial_loss: float | None, thresholds: Thresholds
+) -> dict[str, Any]:
+    """:func:`loss_shape` of ``losses`` as they are (no warmup left out)."""
+    th = thresholds
+    loss = np.asarray([v for v in losses if math.isfinite(v)], dtype=np.float64)
     n = loss.size
     if n < th.min_epochs:
-        return {"shape": "too_short", "epochs": int(n), "warmup_epochs": warmup}
+        return {"shape": "too_short", "epochs": int(n)}
     scale = initial_loss if initial_loss and math.isfinite(initial_loss) else float(loss[0])
     mid = (n - 1) // 2
     first_drop = float(loss[0] - loss[mid])
@@ -678,7 +690,6 @@ def loss_shape(
         "first_half_drop": first_drop,
         "second_half_drop": second_drop,
         "epochs": int(n),
-        "warmup_epochs": warmup,
     }
     if loss[-1] > loss[0] and loss[-1] > (1 + th.rise) * loss.min():
         return {"shape": "rising", **numbers}

@@ -306,6 +306,17 @@ def test_loss_shape_leaves_out_the_warmup_epochs():
     assert shape["shape"] == "linear" and shape["epochs"] == 6
 
 
+def test_a_loss_rising_while_the_rate_climbs_is_still_too_high_a_rate():
+    """MobileNetV2 (weights=None) under SGD-momentum 0.05 with a warmup: the loss rose from
+    2.55 to 3.26 while the rate climbed; leaving the warmup out hid lr_too_high."""
+    losses, rates = [2.547, 3.095, 3.227, 3.255], [0.0, 0.0276, 0.0499, 0.0443]
+    assert rules.warmup_epochs(rates) == 2
+    shape = rules.loss_shape(losses, 2.3, TH, rates)
+    assert shape["shape"] == "rising" and shape["warmup_epochs"] == 0
+    (found,) = rules.curve_findings({"loss": losses, "learning_rate": rates}, initial_loss=2.3)
+    assert found.symptom == "lr_too_high" and "in the first epoch" in found.message
+
+
 def test_curve_findings_name_the_warmup_they_left_out():
     history = {"loss": [2.3, 2.25, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7], "lr": [0.0, 0.05] + [0.1] * 6}
     (finding,) = rules.curve_findings(history, initial_loss=2.3, lr=0.1)
@@ -315,14 +326,16 @@ def test_curve_findings_name_the_warmup_they_left_out():
     history["learning_rate"] = history.pop("lr")
     (finding,) = rules.curve_findings(history, initial_loss=2.3, lr=0.1)
     assert finding.evidence["warmup_epochs"] == 2
-    # a rise after the warmup names the epoch it is measured from
+    # a rise after the warmup, from a low level the whole curve does not call high, names the
+    # epoch it is measured from
     rising = {
-        "loss": [2.3, 2.5, 1.0, 1.2, 1.5, 1.8, 2.0],
+        "loss": [2.0, 0.3, 0.2, 0.25, 0.3, 0.35, 0.4],
         "lr": [0.0, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1],
     }
+    assert rules.loss_shape(rising["loss"], 2.3, TH)["shape"] == "ok"
     (finding,) = rules.curve_findings(rising, initial_loss=2.3, lr=0.1)
-    assert finding.symptom == "lr_too_high"
-    assert "from 1 in epoch 3, the first after the warmup" in finding.message
+    assert finding.symptom == "lr_too_high" and finding.evidence["warmup_epochs"] == 2
+    assert "from 0.2 in epoch 3, the first after the warmup" in finding.message
 
 
 def test_bias_variance_boundaries():
