@@ -1,7 +1,9 @@
 """Cost of the monitors: ``model.fit`` with every monitor at its default frequency vs none.
 
-The default frequency adapts to the run (``probe_freq``: at least twice per epoch and 20
-times per run): 36 steps per epoch for 10 epochs probe every 18 steps, 20 probes per run.
+The default frequency adapts to the run (``probe_schedule``: twice per epoch until 20
+probes are taken, then at least once per epoch): 36 steps per epoch for 10 epochs probe
+every 18 steps, 20 probes per run; a longer run (``--epochs 30``) takes its 20 probes in
+the first 10 epochs and one per epoch after.
 
     python benchmarks/bench_monitors.py [--epochs 10] [--repetitions 8] [--control] [--batch-size 32]
 
@@ -11,15 +13,19 @@ recipe's tf.data pipeline with validation every epoch, for the recipe's 10 epoch
 adds ``monitor_callbacks(MONITOR_DEFAULTS, ...)``: update ratios, activation and gradient
 probes (one shared probe batch), learning rate, filter images, curve PNGs. The whole
 ``fit`` is timed, first epoch included, so the monitors' one-time costs (TensorBoard
-writers, the first probes) count. The order rotates between repetitions.
+writers, tracing the probe pass, the first probes) count. The order rotates between
+repetitions.
 
 Reported, as monitors / none (target <= 1.05): the median of the per-repetition ratios of
 whole-fit wall time, and of process CPU time (all threads, so the curve plotter's and the
 file writer's threads count); and the wall time inside the monitors' hooks on the training
-thread, which the machine's mood disturbs far less. This VM runs identical epochs in ~1.3 s
-or ~2.4 s at random, so a whole fit moves by +-15% between repetitions: the printed parts
-(set-up, then each epoch with its validation and epoch-end work) show it. ``--control``
-adds a second side without monitors: its ratio to the first is what the noise alone gives.
+thread, which the machine's mood disturbs far less, split into the run's set-up (before
+the first epoch and in it: writers, the probe pass's trace, the first two probes) and its
+steady state (the epochs after the first, as a share of their wall time). This VM runs
+identical epochs in ~1.3 s or ~2.4 s at random, so a whole fit moves by +-15% between
+repetitions: the printed parts (set-up, then each epoch with its validation and epoch-end
+work) show it. ``--control`` adds a second side without monitors: its ratio to the first is
+what the noise alone gives.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from _timing import CIFAR_SAMPLE, print_ratios, side_by_side  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from kerasdiag.callbacks import MonitorWarning, monitor_callbacks  # noqa: E402
-from kerasdiag.callbacks.factory import MONITOR_DEFAULTS, probe_freq  # noqa: E402
+from kerasdiag.callbacks.factory import MONITOR_DEFAULTS, probe_schedule  # noqa: E402
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
 from kerasdiag.pipeline import build_model, fit  # noqa: E402
@@ -47,10 +53,21 @@ HOOKS = ("on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_epoch_e
 
 
 class HookClock:
-    """Adds up the wall time of the hooks a callback defines (training-thread hooks only)."""
+    """Adds up the wall time of the hooks a callback defines (training-thread hooks only);
+    ``epochs`` holds the running total at the start of each epoch (``marker`` records it)."""
 
     def __init__(self):
         self.seconds = 0.0
+        self.epochs: list[float] = []
+
+    def marker(self) -> keras.callbacks.Callback:
+        clock = self
+
+        class Marker(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                clock.epochs.append(clock.seconds)
+
+        return Marker()
 
     def wrap(self, callback: keras.callbacks.Callback) -> keras.callbacks.Callback:
         for name in HOOKS:
@@ -82,6 +99,10 @@ def main() -> None:
         "minimum binds less (32: 141 steps per epoch, a probe every 70)",
     )
     args = parser.parse_args()
+    if args.epochs < 3:
+        parser.error(
+            "--epochs must be at least 3 (the steady state is epochs 2 to the last but one)"
+        )
 
     overrides = ["recipe=cifar_softmax", f"data.path={args.data_path}",
                  f"trainer.epochs={args.epochs}", "trainer.verbose=0"]  # fmt: skip
@@ -91,25 +112,37 @@ def main() -> None:
     data = load_dataset(cfg.data)
     monitors = OmegaConf.create(MONITOR_DEFAULTS)
     hook_shares: list[float] = []
+    setup_seconds: list[float] = []
+    steady_shares: list[float] = []
+    probes: list[int] = []
 
     def variant(with_monitors: bool):
         def run(marks: keras.callbacks.Callback) -> float:
             model = build_model(cfg, data)
             clock = HookClock()
             with tempfile.TemporaryDirectory() as run_dir:
-                callbacks = (
+                watch = (
                     monitor_callbacks(monitors, run_dir, data, steps_per_epoch=steps,
-                                      epochs=args.epochs).all
+                                      epochs=args.epochs)
                     if with_monitors
-                    else []
+                    else None
                 )  # fmt: skip
+                callbacks = [clock.wrap(c) for c in watch.all] if watch else []
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", MonitorWarning)  # lr advice is not timed here
-                    fit(cfg, model, data, [marks, *(clock.wrap(c) for c in callbacks)])
+                    fit(cfg, model, data, [marks, clock.marker(), *callbacks])
                 wall = time.perf_counter() - start
             if with_monitors:
                 hook_shares.append(clock.seconds / wall)
+                # set-up: everything up to the start of the second epoch; steady state: the
+                # epochs after the first, up to the start of the last (whose end holds the
+                # final writes), against the wall time between the same marks
+                setup_seconds.append(clock.epochs[1])
+                epoch_starts = marks.marks
+                steady_wall = epoch_starts[-1] - epoch_starts[1]
+                steady_shares.append((clock.epochs[-1] - clock.epochs[1]) / steady_wall)
+                probes.append(len(watch.activations.history))
             return clock.seconds
 
         return run
@@ -122,8 +155,11 @@ def main() -> None:
     print(f"cifar_softmax: {len(data.y_train)} training images, batch {cfg.data.batch_size} "
           f"({steps} steps/epoch), {args.epochs} epochs, {args.repetitions} repetitions, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+    schedule = probe_schedule(steps, args.epochs)
+    planned = schedule.steps(steps * args.epochs)
     print("monitor defaults:", ", ".join(f"{k}={v}" for k, v in MONITOR_DEFAULTS.items()),
-          f"(None: every {probe_freq(steps, args.epochs)} steps)")  # fmt: skip
+          f"(None: every {schedule.freq} steps to step {schedule.until}, then every "
+          f"{schedule.then}: {len(planned)} probes planned)")  # fmt: skip
     print(f"{'rep':>4}  {'side':<16}{'wall s':>8}{'cpu s':>8}{'hooks s':>9}  epochs s")
 
     def each(rep, name, t, hook_seconds):
@@ -135,7 +171,10 @@ def main() -> None:
     print()
     print_ratios(times, "none")
     print(f"time in the monitors' hooks on the training thread: median "
-          f"{statistics.median(hook_shares):.1%} of the monitored fit")  # fmt: skip
+          f"{statistics.median(hook_shares):.1%} of the monitored fit; set-up (to the second "
+          f"epoch) {statistics.median(setup_seconds):.2f} s; steady state (epochs 2 to "
+          f"{args.epochs - 1}) {statistics.median(steady_shares):.1%} of their wall time")  # fmt: skip
+    print(f"probes per monitored run: {sorted(set(probes))}")
 
 
 if __name__ == "__main__":

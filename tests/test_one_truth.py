@@ -22,8 +22,8 @@ import pytest
 
 from kerasdiag import doctor_rules as rules
 from kerasdiag import symptoms
-from kerasdiag.callbacks import MonitorWarning, UpdateRatioMonitor
-from kerasdiag.callbacks.factory import MIN_PROBES_PER_RUN, probe_freq
+from kerasdiag.callbacks import MonitorWarning, ProbeSchedule, UpdateRatioMonitor
+from kerasdiag.callbacks.factory import MIN_PROBES_PER_RUN, probe_freq, probe_schedule
 from kerasdiag.config import load_config
 from kerasdiag.data import cifar, load_dataset
 from kerasdiag.diagnosis import SANITY_SYMPTOMS, SYMPTOMS, curve_findings, make_finding
@@ -212,13 +212,53 @@ def test_fail_fast_still_stops(tmp_path):
 
 @pytest.mark.parametrize("steps", [1, 2, 7, 18, 36, 39, 200, 1563])
 @pytest.mark.parametrize("epochs", [1, 3, 10, 20, 90])
-def test_probe_freq_probes_every_epoch_and_20_times(steps, epochs):
-    freq = probe_freq(steps, epochs)
-    probes = range(0, steps * epochs, freq)
+def test_probe_schedule_probes_every_epoch_and_20_times(steps, epochs):
+    schedule = probe_schedule(steps, epochs)
+    probes = schedule.steps(steps * epochs)
+    assert probes[0] == 0 and probes == sorted(set(probes))
     assert len(probes) >= min(MIN_PROBES_PER_RUN, steps * epochs)
     per_epoch = np.bincount([p // steps for p in probes], minlength=epochs)
-    assert per_epoch.min() >= min(2, steps)  # every epoch has two (one if it is one step)
+    assert per_epoch.min() >= 1  # every epoch is probed
+    # Twice per epoch until 20 probes: a run early stopping ends after 10 epochs has them.
+    first = min(epochs, 10)
+    assert per_epoch[:first].sum() >= min(MIN_PROBES_PER_RUN, 2 * first, steps * first)
+    # ... and no denser than that after, so a long run's probes cost less.
+    later = per_epoch[int(np.ceil(schedule.until / steps)) + 1 :]
+    assert (later <= (1 if epochs >= 2 * first else 2)).all()
+
+
+def test_probe_schedule_values():
     assert probe_freq(36, 10) == 18 and probe_freq(39, 20) == 19
+    # 10 epochs of 36 steps (the CIFAR sample at batch 128): every 18 steps, 20 probes.
+    assert probe_schedule(36, 10).steps(360) == list(range(0, 360, 18))
+    # 20 epochs of 39 steps: every 19 steps to step 380 (20 probes), then once per epoch.
+    steps = probe_schedule(39, 20).steps(780)
+    assert steps[:20] == list(range(0, 380, 19)) and steps[20:] == list(range(390, 780, 39))
+    # 90 epochs of 1563 steps (CIFAR-10 at batch 32): two per epoch for ten epochs, then one.
+    steps = probe_schedule(1563, 90).steps(1563 * 90)
+    assert len(steps) == 20 + 80
+
+
+def test_probe_schedule_next_after_and_bad_values():
+    schedule = ProbeSchedule(5, until=12, then=8)
+    assert schedule.steps(40) == [0, 5, 10, 16, 24, 32]
+    assert [schedule.next_after(s) for s in (0, 9, 10, 11, 16, 17)] == [5, 10, 16, 16, 24, 24]
+    assert ProbeSchedule(7).steps(22) == [0, 7, 14, 21]
+    for bad in (dict(freq=0), dict(freq=3, then=0), dict(freq=3, until=-1), dict(freq=True)):
+        with pytest.raises(ValueError, match="must be an integer"):
+            ProbeSchedule(**bad)
+
+
+def test_monitors_probe_on_the_schedule_in_fit(tmp_path):
+    """A monitor given a ProbeSchedule measures before exactly its steps, across epochs."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 3, 64)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(1e-3), "sparse_categorical_crossentropy")
+    schedule = ProbeSchedule(2, until=6, then=5)
+    monitor = UpdateRatioMonitor(freq=schedule)
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[monitor])  # 24 steps
+    assert sorted({row[0] for row in monitor.history}) == schedule.steps(24)
 
 
 def test_probes_and_epochs_in_the_run_files(run):

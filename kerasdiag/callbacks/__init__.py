@@ -8,7 +8,7 @@ The numbers the monitors log come from :mod:`kerasdiag.callbacks.stats`.
 """
 
 from kerasdiag.callbacks.activation_histograms import ActivationHistograms
-from kerasdiag.callbacks.base import MonitorWarning
+from kerasdiag.callbacks.base import MonitorWarning, ProbeSchedule
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.callbacks.curve_plotter import CurvePlotter
 from kerasdiag.callbacks.factory import monitor_callbacks
@@ -35,6 +35,7 @@ __all__ = [
     "MetricsCSV",
     "MonitorWarning",
     "ProbeBatch",
+    "ProbeSchedule",
     "RestoreRawWeights",
     "TrainingDoctor",
     "UpdateRatioMonitor",

@@ -7,7 +7,7 @@ from typing import Any
 
 from kerasdiag.arguments import check_positive_int
 from kerasdiag.callbacks import stats
-from kerasdiag.callbacks.base import StepMonitor
+from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor
 from kerasdiag.callbacks.probe_batch import ACTIVATIONS, ProbeBatch
 
 _COLUMNS = [
@@ -52,8 +52,9 @@ class ActivationHistograms(StepMonitor):
             :class:`~kerasdiag.callbacks.probe_batch.ProbeBatch` shared with a
             :class:`~kerasdiag.callbacks.GradientMonitor`, so that probes due at the same
             step take one pass.
-        freq: probe before the optimizer steps 0, freq, 2 * freq, ... (a probe costs about
-            one forward pass on the probe batch).
+        freq: probe before the optimizer steps 0, freq, 2 * freq, ..., or on a
+            :class:`~kerasdiag.callbacks.ProbeSchedule` (a probe costs about one
+            forward pass on the probe batch).
         log_dir: TensorBoard log directory; the run ``<log_dir>/activations`` gets
             histograms ``activation/<layer>`` and scalars ``dead_fraction/<layer>`` and
             ``saturated_fraction/<layer>``. None: no TensorBoard output.
@@ -71,7 +72,7 @@ class ActivationHistograms(StepMonitor):
     def __init__(
         self,
         x: Any,
-        freq: int = 200,
+        freq: int | ProbeSchedule = 200,
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
         histogram_every: int = 1,

@@ -9,6 +9,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,50 @@ class CsvLog:
         self._writes.wait()
 
 
+@dataclass(frozen=True)
+class ProbeSchedule:
+    """Before which optimizer steps a step monitor measures: steps 0, ``freq``, 2 * ``freq``,
+    ... below step ``until``, then every ``then`` steps (the multiples of ``then`` from
+    ``until`` on). Without ``then``, every ``freq`` steps throughout.
+
+    A run's curves need their first points early (a run that early stopping cuts short must
+    still have enough of them) but not dense ones all along: measuring often at first and
+    thinner later keeps a long run's measurements a small share of its training time.
+    Monitors that share a probe batch and the same schedule are due at the same steps, so
+    one pass serves them.
+    """
+
+    freq: int
+    until: int = 0
+    then: int | None = None
+
+    def __post_init__(self):
+        check_positive_int("freq", self.freq)
+        if self.then is not None:
+            check_positive_int("then", self.then)
+        if isinstance(self.until, bool) or not isinstance(self.until, int) or self.until < 0:
+            raise ValueError(f"`until` must be an integer >= 0. Received: until={self.until!r}")
+
+    def next_after(self, step: int) -> int:
+        """The first step after ``step`` before which a measurement is due."""
+        dense = (step // self.freq + 1) * self.freq
+        if self.then is None or dense < self.until:
+            return dense
+        start = max(step + 1, self.until)
+        return -(-start // self.then) * self.then
+
+    def steps(self, total: int) -> list[int]:
+        """The steps below ``total`` before which a measurement is due."""
+        due, step = [], 0
+        while step < total:
+            due.append(step)
+            step = self.next_after(step)
+        return due
+
+
 class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
-    """Base of the monitors that act every ``freq`` optimizer steps.
+    """Base of the monitors that act every ``freq`` optimizer steps (or on a
+    :class:`ProbeSchedule`).
 
     The work happens in ``on_train_batch_begin``: Keras runs it on the training thread between
     two steps, so the variables are not being updated meanwhile, and not overriding
@@ -182,14 +225,19 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
 
     def __init__(
         self,
-        freq: int,
+        freq: int | ProbeSchedule,
         log_dir: str | os.PathLike | None,
         run_name: str,
         csv_path: str | os.PathLike | None,
         columns: Sequence[str],
     ):
         super().__init__()
-        self.freq = check_positive_int("freq", freq)
+        self.schedule = (
+            freq
+            if isinstance(freq, ProbeSchedule)
+            else ProbeSchedule(check_positive_int("freq", freq))
+        )
+        self.freq = self.schedule.freq
         self._summary = SummaryLog(optional_path(log_dir), run_name)
         self._csv = CsvLog(optional_path(csv_path), columns)
         self._epoch = 0
@@ -211,7 +259,7 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
         step = self._epoch_start_step + batch
         if step < self._next_step:
             return
-        self._next_step = (step // self.freq + 1) * self.freq
+        self._next_step = self.schedule.next_after(step)
         self.on_due_step(step)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from kerasdiag.callbacks.activation_histograms import ActivationHistograms
+from kerasdiag.callbacks.base import ProbeSchedule
 from kerasdiag.callbacks.curve_plotter import CurvePlotter
 from kerasdiag.callbacks.filter_images import FilterImages
 from kerasdiag.callbacks.gradient_monitor import GradientMonitor
@@ -30,7 +31,8 @@ MONITOR_DEFAULTS: dict[str, Any] = {  # the schema's defaults, the doctor's keys
 
 
 # A run's curves need points: at least this many probes per run as planned, and this many
-# per epoch (two, so that a run early stopping cuts short still has ~20).
+# per epoch until then (two, so that a run early stopping cuts short still has ~20); after
+# that, at least one per epoch.
 MIN_PROBES_PER_RUN = 20
 MIN_PROBES_PER_EPOCH = 2
 # Probing that often, histograms (the costlier half of a probe) at every second probe.
@@ -40,19 +42,37 @@ FALLBACK_FREQ = {"update_ratio_freq": 50, "activations_freq": 200, "gradients_fr
 
 
 def probe_freq(steps_per_epoch: int, epochs: int, min_probes: int = MIN_PROBES_PER_RUN) -> int:
-    """Every how many optimizer steps the monitors probe by default.
+    """Every how many optimizer steps the monitors probe while a run takes its first probes.
 
     The largest frequency that still probes ``MIN_PROBES_PER_EPOCH`` times in every epoch
     (at least once) and at least ``min_probes`` times in the run as planned (probes go before
     steps 0, f, 2f, ... of ``steps_per_epoch * epochs``). A 10-epoch run of 36 steps per
-    epoch probes every 18 steps (20 probes); 20 epochs of 39 steps, every 19 (42 probes, 33
-    when early stopping ends it after 16 epochs). Longer runs cost more probes but the same
-    share of training time: a probe costs about one or two training steps.
+    epoch probes every 18 steps (20 probes); 20 epochs of 39 steps, every 19.
     """
     spe = max(1, int(steps_per_epoch))
     # floor: any spe consecutive steps hold two multiples of spe // 2 (one when spe is 1)
     per_epoch = max(1, spe // MIN_PROBES_PER_EPOCH)
     return max(1, min(per_epoch, spe * max(1, int(epochs)) // int(min_probes)))
+
+
+def probe_schedule(
+    steps_per_epoch: int, epochs: int, min_probes: int = MIN_PROBES_PER_RUN
+) -> ProbeSchedule:
+    """When the monitors probe by default: :func:`probe_freq` for the first ``min_probes``
+    probes, then as rarely as keeps one probe per epoch and ``min_probes`` per planned run.
+
+    The first probes come twice per epoch, so that a run early stopping ends after half its
+    epochs still has ``min_probes``; a longer run then probes once per epoch, which halves
+    the monitors' steady cost on short epochs (a probe costs ~25 ms on the CIFAR sample's
+    convnet, next to 1.5 s epochs: see ``benchmarks/bench_monitors.py``). 20 epochs of 39
+    steps: every 19 steps up to step 380 (20 probes), then every 39 (30 probes in all, 42
+    at every 19); 10 epochs of 36 steps: every 18 steps throughout (20 probes).
+    """
+    spe = max(1, int(steps_per_epoch))
+    dense = probe_freq(spe, epochs, min_probes)
+    planned = spe * max(1, int(epochs))
+    sparse = max(dense, min(spe, planned // int(min_probes)))
+    return ProbeSchedule(dense, until=dense * int(min_probes), then=sparse)
 
 
 def probe_batch(data: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,9 +129,10 @@ def monitor_callbacks(
     naming the key.
 
     The ``*_freq`` keys count optimizer steps: the step-based monitors measure before steps
-    0, freq, 2 * freq, ... A frequency of None is :func:`probe_freq` of the run when
-    ``steps_per_epoch`` and ``epochs`` are given (at least twice per epoch, at least 20
-    times per run; histograms then at every second probe), else ``FALLBACK_FREQ``.
+    0, freq, 2 * freq, ... A frequency of None is :func:`probe_schedule` of the run when
+    ``steps_per_epoch`` and ``epochs`` are given (twice per epoch until 20 probes are taken,
+    then at least once per epoch; histograms at every second probe), else
+    ``FALLBACK_FREQ``.
 
     Example:
         >>> monitors = monitor_callbacks(cfg.monitors, run_dir, data)  # doctest: +SKIP
@@ -124,7 +145,7 @@ def monitor_callbacks(
     def value(key: str) -> Any:
         found = getattr(monitors_cfg, key, MONITOR_DEFAULTS[key])
         if found is None and key.endswith("_freq"):
-            return probe_freq(steps_per_epoch, epochs) if planned else FALLBACK_FREQ[key]
+            return probe_schedule(steps_per_epoch, epochs) if planned else FALLBACK_FREQ[key]
         return found
 
     def build(key: str, monitor, filename: str, *probe, **kwargs):

@@ -8,7 +8,7 @@ from typing import Any
 from kerasdiag import doctor_rules
 from kerasdiag.arguments import check_positive_float, check_positive_int
 from kerasdiag.callbacks import stats
-from kerasdiag.callbacks.base import StepMonitor, warn
+from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor, warn
 from kerasdiag.callbacks.probe_batch import GRADIENTS, ProbeBatch
 from kerasdiag.symptoms import GRADIENT_FLAG_SYMPTOMS, fix_for
 
@@ -48,8 +48,9 @@ class GradientMonitor(StepMonitor):
             shared with an :class:`~kerasdiag.callbacks.ActivationHistograms` so that
             probes due at the same step take one pass.
         y: probe targets, as given to ``fit`` (None when ``x`` is a ProbeBatch).
-        freq: probe before the optimizer steps 0, freq, 2 * freq, ... (a probe costs about
-            one training step on the probe batch).
+        freq: probe before the optimizer steps 0, freq, 2 * freq, ..., or on a
+            :class:`~kerasdiag.callbacks.ProbeSchedule` (a probe costs about one
+            training step on the probe batch).
         log_dir: TensorBoard log directory; the run ``<log_dir>/gradients`` gets scalars
             ``gradient_norm/<layer>``, ``global_norm`` and ``global_norm_clipped`` and
             histograms ``gradient/<variable path>``. None: no TensorBoard output.
@@ -72,7 +73,7 @@ class GradientMonitor(StepMonitor):
         self,
         x: Any,
         y: Any = None,
-        freq: int = 200,
+        freq: int | ProbeSchedule = 200,
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
         vanishing_ratio: float = doctor_rules.VANISHING_RATIO,

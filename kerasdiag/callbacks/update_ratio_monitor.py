@@ -10,7 +10,7 @@ import numpy as np
 from kerasdiag import doctor_rules
 from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
-from kerasdiag.callbacks.base import StepMonitor, warn
+from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor, warn
 from kerasdiag.symptoms import UPDATE_RATIO_CAUSES, fix_for
 
 
@@ -41,7 +41,8 @@ class UpdateRatioMonitor(StepMonitor):
     ```
 
     Args:
-        freq: measure the optimizer steps 0, freq, 2 * freq, ... (a measurement costs a few
+        freq: measure the optimizer steps 0, freq, 2 * freq, ..., or those of a
+            :class:`~kerasdiag.callbacks.ProbeSchedule` (a measurement costs a few
             small tensor operations per variable; other steps cost nothing).
         log_dir: TensorBoard log directory; scalars ``update_ratio/<variable path>`` go to
             the run ``<log_dir>/update_ratio``. None: no TensorBoard output.
@@ -59,7 +60,7 @@ class UpdateRatioMonitor(StepMonitor):
 
     def __init__(
         self,
-        freq: int = 50,
+        freq: int | ProbeSchedule = 50,
         log_dir: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
         low: float = doctor_rules.UPDATE_RATIO_LOW,

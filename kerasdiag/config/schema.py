@@ -355,8 +355,9 @@ def check_sanity(cfg: Any) -> None:
 
 @dataclass
 class MonitorsConfig:
-    # Frequencies count optimizer steps; None (the default) adapts to the run: at least once
-    # per epoch (twice) and 20 times per run (kerasdiag.callbacks.factory.probe_freq).
+    # Frequencies count optimizer steps; None (the default) adapts to the run: twice per epoch
+    # until 20 probes are taken, then at least once per epoch and 20 times per planned run
+    # (kerasdiag.callbacks.factory.probe_schedule).
     update_ratio: bool = True
     update_ratio_freq: int | None = ranged(None, ">0")
     activations: bool = True
