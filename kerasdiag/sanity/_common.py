@@ -59,12 +59,15 @@ def heads(model: keras.Model, loss: Any = None) -> list[Head]:
     ]
 
 
-def predict_outputs(model: keras.Model, x: Any, batch_size: int = 256) -> list[np.ndarray]:
-    """Every output of ``model`` on ``x`` in inference mode, in output order."""
+def predict_outputs(
+    model: keras.Model, x: Any, batch_size: int = 256, training: bool = False
+) -> list[np.ndarray]:
+    """Every output of ``model`` on ``x``, in output order: in inference mode, or with
+    ``training`` in training mode (batch normalization on each batch's statistics)."""
     names = io.output_names(model)
     parts: list[list[np.ndarray]] = [[] for _ in names]
     for i in range(0, io.count(x), batch_size):
-        out = model(io.take(x, slice(i, i + batch_size)), training=False)
+        out = model(io.take(x, slice(i, i + batch_size)), training=training)
         for k, o in enumerate(io.as_list(out, names)):
             parts[k].append(keras.ops.convert_to_numpy(o))
     return [np.concatenate(p) for p in parts]
@@ -155,9 +158,12 @@ def loss_targets(spec: LossSpec, y: np.ndarray, num_outputs: int) -> np.ndarray:
     return y.reshape(-1, 1).astype(np.float32)
 
 
-def predict(model: keras.Model, x: Any, batch_size: int = 256) -> np.ndarray:
-    """The (first) output in inference mode (dropout, noise and augmentation off)."""
-    return predict_outputs(model, x, batch_size)[0]
+def predict(
+    model: keras.Model, x: Any, batch_size: int = 256, training: bool = False
+) -> np.ndarray:
+    """The (first) output in inference mode (dropout, noise and augmentation off), or in
+    training mode with ``training``."""
+    return predict_outputs(model, x, batch_size, training)[0]
 
 
 def output_width(model: keras.Model, x: Any = None) -> int:

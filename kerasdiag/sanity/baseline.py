@@ -37,7 +37,8 @@ def check_input_dependence(
 
     Two copies of ``model`` train ``steps`` steps on the same batches of training examples
     (inference mode: dropout and augmentation off; training mode for a BatchNormalization
-    model, which trains on batch statistics), one on the real inputs and one on zeros.
+    model, which trains and is scored on batch statistics), one on the real inputs and one
+    on zeros.
     The real copy is scored on the validation split (the training examples when there is
     none), the zero copy on zeros; the check passes when the real loss is at most
     ``1 - margin`` times the zero-input loss, or, for a classifier, when its accuracy is
@@ -81,10 +82,16 @@ def check_input_dependence(
             common.fresh_optimizer(model) if optimizer is None else keras.optimizers.get(optimizer)
         )
         optimizers = {name: type(template).from_config(template.get_config()) for name in copies}
-        _train(copies, optimizers, loss, [(x[b], y_fit[b]) for b in batches])
+        # A BatchNormalization model trains on batch statistics, as fit trains it, and is
+        # scored on them too: after 60 steps its moving statistics (momentum 0.99) are still
+        # mostly their initial 0 and 1, and a deep BN net scored on them predicts one class
+        # (keras.applications' MobileNetV2: 10.4% against 12.9% with zeros, a false alarm;
+        # 20.5% on batch statistics).
+        training = uses_batch_statistics(copies["real"])
+        _train(copies, optimizers, loss, [(x[b], y_fit[b]) for b in batches], training)
         scores = {}
         for name, inputs in (("real", x_eval), ("zero", np.zeros_like(x_eval))):
-            outputs = common.predict(copies[name], inputs)
+            outputs = common.predict(copies[name], inputs, training=training)
             value = float(common.loss_function(loss)(t_eval, outputs))
             acc = common.accuracy(spec, outputs, common.class_indices(y_eval))
             scores[name] = (value, acc)
@@ -149,15 +156,16 @@ def accuracy_z(real: float | None, zero: float | None, n: int) -> float | None:
     return 0.0 if error == 0 else (real - zero) / error
 
 
-def _train(copies: dict, optimizers: dict, loss: Any, batches: list) -> None:
-    """Train both copies on the same batches, the ``"zero"`` one on zeros: one traced step."""
+def _train(copies: dict, optimizers: dict, loss: Any, batches: list, training: bool) -> None:
+    """Train both copies on the same batches, the ``"zero"`` one on zeros: one traced step.
+
+    ``training``: run the models in training mode. A BatchNormalization model trains on
+    batch statistics, as fit trains it: in inference mode its fresh moving statistics (0 and
+    1) leave a deep BN net barely able to learn in 60 steps (a keras.io-style ResNet scored
+    17% against 13% with zeros, a false alarm)."""
     import tensorflow as tf
 
     loss_fn = common.loss_function(loss)
-    # A BatchNormalization model trains on batch statistics, as fit trains it: in inference
-    # mode its fresh moving statistics (0 and 1) leave a deep BN net barely able to learn in
-    # 60 steps (a keras.io-style ResNet scored 17% against 13% with zeros, a false alarm).
-    training = uses_batch_statistics(copies["real"])
     variables = {name: list(m.trainable_variables) for name, m in copies.items()}
     if not variables["real"]:
         return
