@@ -32,6 +32,19 @@ def test_update_ratios_match_hand_computation():
     assert stats.update_ratios([], []).shape == (0,)  # a frozen model has nothing to measure
 
 
+def test_update_ratios_of_a_keras_variable_against_its_snapshot():
+    """The monitors' case: a snapshot tensor before the step, the live Keras variable after
+    it (read without a copy), and a float16 variable under mixed precision."""
+    v = keras.Variable(np.array([[3.0, 4.0]], dtype="float32"))
+    before = stats.snapshot([v])
+    v.assign([[3.0, 4.5]])
+    np.testing.assert_allclose(stats.update_ratios(before, [v]), [0.1], rtol=1e-6)
+    half = keras.Variable(np.array([3.0, 4.0]), dtype="float16")
+    assert stats.host_array(half).dtype == np.float32
+    np.testing.assert_array_equal(stats.host_array(half), [3.0, 4.0])
+    np.testing.assert_array_equal(stats.host_array(tf.constant([1.5])), [1.5])
+
+
 def test_snapshot_keeps_the_old_value_after_the_variable_changes():
     v = keras.Variable(np.ones(3, dtype="float32"))
     snap = stats.snapshot([v])
