@@ -16,6 +16,7 @@ from kerasdiag.sanity import (
     check_regularization_raises_loss,
     overfit_small_subset,
 )
+from kerasdiag.sanity import outputs as outputs_io
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +203,35 @@ def test_overfit_validates_arguments(digits):
         overfit_small_subset(model, digits, num_examples=0)
     with pytest.raises(ValueError, match="loss_fraction"):
         overfit_small_subset(model, digits, loss_fraction=1.5)
+
+
+def test_small_logits_all_in_0_1_are_not_read_as_probabilities(digits):
+    """A binary classifier whose small-initialised logit layer gives only positive outputs
+    below 1 (ReLU features, a positive kernel): its outputs look like probabilities, and the
+    check once said 'sigmoid applied twice' (a test of it failed at random, by the unseeded
+    initializer's draw). The output layer is linear: logits, whatever their range; the same
+    outputs behind a sigmoid are still refused."""
+    zeros = dataclasses.replace(
+        digits, y_train=(digits.y_train == 0).astype(np.int64), num_classes=2
+    )
+    keras.utils.set_random_seed(0)
+    positive = keras.initializers.RandomUniform(0.0, 1e-3, seed=0)
+    model = keras.Sequential(
+        [keras.Input(digits.input_shape), keras.layers.Flatten(),
+         keras.layers.Dense(32, "relu", kernel_initializer="he_normal"),
+         keras.layers.Dense(1, kernel_initializer=positive,
+                            bias_initializer=keras.initializers.Constant(0.5))]
+    )  # fmt: skip
+    model = h.compiled(model, keras.losses.BinaryCrossentropy(from_logits=True))
+    logits = model.predict(zeros.x_train, verbose=0)
+    assert 0 < logits.min() and logits.max() < 1  # all within (0, 1), as probabilities are
+    assert outputs_io.output_activation(model) == "linear"
+    result = check_initial_loss(model, zeros)
+    assert "already probabilities" not in result.message, result.message
+    twice = keras.Sequential([*model.layers, keras.layers.Activation("sigmoid")])
+    twice = h.compiled(twice, keras.losses.BinaryCrossentropy(from_logits=True))
+    refused = check_initial_loss(twice, zeros)
+    assert refused.passed is False and "the output layer applies sigmoid" in refused.message
 
 
 def test_binary_classifier_on_imbalanced_labels(digits):

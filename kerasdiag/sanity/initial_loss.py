@@ -65,7 +65,7 @@ def check_initial_loss(
         y_head_all = np.asarray(outputs_io.as_list(y_all, names)[h.index])
         verdicts.append(
             _judge(h.spec, h.loss, predictions[h.index], y_head, y_head_all, num_classes, rtol,
-                   class_priors)
+                   class_priors, outputs_io.output_activation(model, h.index))
         )  # fmt: skip
     details = {"examples": outputs_io.count(x), "loss": ", ".join(h.spec.name for h in hs)}
     seconds = time.perf_counter() - start
@@ -100,8 +100,10 @@ def _judge(
     num_classes: int | None,
     rtol: float,
     class_priors: Any,
+    activation: str | None = None,
 ) -> tuple[bool, float | None, float | None, str, dict[str, Any]]:
-    """(passed, value, expected, message, details) of one output and its loss."""
+    """(passed, value, expected, message, details) of one output and its loss;
+    ``activation``: what the output layer applies last, when known (``output_activation``)."""
     width = outputs.shape[-1]
     details = {
         "outputs_mean": float(np.mean(outputs)),
@@ -133,7 +135,7 @@ def _judge(
     targets = common.loss_targets(spec, y, width)
     value = float(keras.ops.convert_to_numpy(common.loss_function(loss)(targets, outputs)))
 
-    problem = _output_form_problem(spec, outputs)
+    problem = _output_form_problem(spec, outputs, activation)
     if problem is not None:
         return result(False, value, expected, problem)
     if not np.isfinite(value):
@@ -177,8 +179,20 @@ def _judge(
     )
 
 
-def _output_form_problem(spec: LossSpec, outputs: np.ndarray) -> str | None:
-    """Why the outputs cannot be what the loss takes (logits vs probabilities), or None."""
+# Output activations whose values are already probabilities.
+PROBABILITY_ACTIVATIONS = ("sigmoid", "softmax")
+
+
+def _output_form_problem(
+    spec: LossSpec, outputs: np.ndarray, activation: str | None = None
+) -> str | None:
+    """Why the outputs cannot be what the loss takes (logits vs probabilities), or None.
+
+    With ``from_logits=True``, the output layer's own activation decides when it is known: a
+    sigmoid or softmax output gives probabilities, any other gives logits, whatever range the
+    first outputs fall in (a small-initialised logit layer's outputs can all lie in (0, 1):
+    once read as "sigmoid applied twice", a false alarm). Only a model whose last layer says
+    nothing is judged by the numbers."""
     if spec.from_logits is None or outputs.size == 0:
         return None
     low, high = float(np.min(outputs)), float(np.max(outputs))
@@ -186,11 +200,22 @@ def _output_form_problem(spec: LossSpec, outputs: np.ndarray) -> str | None:
     row_sums = np.sum(outputs, axis=-1)
     normalised = bool(np.all(np.abs(row_sums - 1.0) < 1e-3))
     if spec.from_logits:
-        probabilities = (
-            low >= 0.0 and high <= 1.0 and normalised if categorical else low > 0.0 and high < 1.0
-        )
+        if activation is not None:
+            probabilities = activation in PROBABILITY_ACTIVATIONS
+        else:
+            probabilities = (
+                low >= 0.0 and high <= 1.0 and normalised
+                if categorical
+                else low > 0.0 and high < 1.0
+            )
         if probabilities:
-            form = "each row in [0, 1] summing to 1" if categorical else "all within (0, 1)"
+            form = (
+                f"the output layer applies {activation}"
+                if activation is not None
+                else "each row in [0, 1] summing to 1"
+                if categorical
+                else "all within (0, 1)"
+            )
             return (
                 f"the model's outputs are already probabilities ({form}) but {spec.name} has "
                 "from_logits=True: softmax/sigmoid is applied twice, which keeps the initial "

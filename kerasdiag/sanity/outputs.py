@@ -23,6 +23,25 @@ import keras
 import numpy as np
 
 
+def output_activation(model: keras.Model, index: int = 0) -> str | None:
+    """The activation the layer producing output ``index`` applies last: ``"linear"`` for a
+    plain Dense or Conv layer, ``"softmax"`` for a Softmax layer, the function's name for an
+    ``activation=`` argument or an Activation layer. None when nothing can be said: a model
+    without symbolic outputs (subclassed) or a last layer of another kind (a nested model, a
+    Lambda, a custom layer)."""
+    tensors = getattr(model, "outputs", None) or []
+    if index >= len(tensors):
+        return None
+    history = getattr(tensors[index], "_keras_history", None)
+    layer = getattr(history, "operation", None)
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    fn = getattr(layer, "activation", None)
+    if fn is None or not callable(fn):
+        return None
+    return getattr(fn, "__name__", None)
+
+
 def output_names(model: keras.Model) -> list[str]:
     """The names of ``model``'s outputs (one name, the model's, for a single output)."""
     names = list(getattr(model, "output_names", None) or [])
