@@ -696,7 +696,7 @@ class _Fit:
         first_step = optimizer_step(model.optimizer)
         return cls(
             first_step=first_step,
-            outputs=_output_layer_names(model),
+            outputs=weight_checks.output_layer_names(model),
             variables=variables,
             names=[v.path for v in variables],
             layers=stats.variable_layers(model),
@@ -723,17 +723,6 @@ def _by_kind(monitors: Iterable[keras.callbacks.Callback]) -> dict[type, Any]:
             raise ValueError(f"`monitors` holds two {kind.__name__} instances; pass one")
         found[kind] = monitor
     return found
-
-
-def _output_layer_names(model: keras.Model) -> set[str]:
-    names = set()
-    for tensor in getattr(model, "outputs", None) or []:
-        history = getattr(tensor, "_keras_history", None)
-        if history is not None:
-            names.add(history.operation.name)
-    if not names and model.layers:
-        names.add(model.layers[-1].name)
-    return names
 
 
 def _finite_sum(variables: Sequence) -> tf.Tensor:

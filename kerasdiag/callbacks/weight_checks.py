@@ -65,7 +65,7 @@ def kernel_layers(model: Any) -> list[tuple[Any, Any, str, bool]]:
     import keras
 
     layers = list(model.layers)
-    outputs = _output_names(model)
+    outputs = output_layer_names(model)
     found = []
     for i, layer in enumerate(layers):
         kernel = getattr(layer, "kernel", None)
@@ -229,15 +229,11 @@ def _activation_layer_name(layer: Any) -> str | None:
     return None
 
 
-def _output_names(model: Any) -> set[str]:
-    names = set()
-    for tensor in getattr(model, "outputs", None) or []:
-        history = getattr(tensor, "_keras_history", None)
-        if history is not None:
-            names.add(history.operation.name)
-    if not names and getattr(model, "layers", None):
-        names.add(model.layers[-1].name)
-    return names
+def output_layer_names(model: Any) -> set[str]:
+    """Names of the layers that produce the model's outputs."""
+    from kerasdiag.sanity.outputs import output_layers
+
+    return {layer.name for layer in output_layers(model)}
 
 
 def _times(ratio: float) -> str:

@@ -23,6 +23,16 @@ import keras
 import numpy as np
 
 
+def output_layers(model: keras.Model) -> list[Any]:
+    """The layers that produce the model's outputs, in output order; for a model without
+    symbolic outputs (subclassed), its last layer (none when it has no layers)."""
+    found = [_producer(t) for t in getattr(model, "outputs", None) or []]
+    found = [layer for layer in found if layer is not None]
+    if not found and getattr(model, "layers", None):
+        found = [model.layers[-1]]
+    return found
+
+
 def output_activation(model: keras.Model, index: int = 0) -> str | None:
     """The activation the layer producing output ``index`` applies last: ``"linear"`` for a
     plain Dense or Conv layer, ``"softmax"`` for a Softmax layer, the function's name for an
@@ -30,16 +40,18 @@ def output_activation(model: keras.Model, index: int = 0) -> str | None:
     without symbolic outputs (subclassed) or a last layer of another kind (a nested model, a
     Lambda, a custom layer)."""
     tensors = getattr(model, "outputs", None) or []
-    if index >= len(tensors):
-        return None
-    history = getattr(tensors[index], "_keras_history", None)
-    layer = getattr(history, "operation", None)
+    layer = _producer(tensors[index]) if index < len(tensors) else None
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
     fn = getattr(layer, "activation", None)
     if fn is None or not callable(fn):
         return None
     return getattr(fn, "__name__", None)
+
+
+def _producer(tensor: Any) -> Any:
+    """The layer (operation) a symbolic tensor is the output of, or None."""
+    return getattr(getattr(tensor, "_keras_history", None), "operation", None)
 
 
 def output_names(model: keras.Model) -> list[str]:
