@@ -234,6 +234,19 @@ def test_small_logits_all_in_0_1_are_not_read_as_probabilities(digits):
     assert refused.passed is False and "the output layer applies sigmoid" in refused.message
 
 
+def test_output_activation_sees_through_a_float32_cast():
+    """Mixed precision ends a model with Activation("linear", dtype="float32"): the layer
+    before it says whether the outputs are probabilities."""
+    inputs = keras.Input((8,))
+    probs = keras.layers.Dense(4, activation="softmax")(inputs)
+    cast = keras.layers.Activation("linear", dtype="float32")(probs)
+    assert outputs_io.output_activation(keras.Model(inputs, cast)) == "softmax"
+    logits = keras.layers.Activation("linear", dtype="float32")(keras.layers.Dense(4)(inputs))
+    assert outputs_io.output_activation(keras.Model(inputs, logits)) == "linear"
+    subclassed = type("Net", (keras.Model,), {"call": lambda self, x: x})()
+    assert outputs_io.output_activation(subclassed) is None  # the numbers decide
+
+
 def test_binary_classifier_on_imbalanced_labels(digits):
     # "Is it a zero?": 10% positives, yet the initial loss is ln 2 (MISSION S1).
     zeros = dataclasses.replace(

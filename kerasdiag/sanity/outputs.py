@@ -41,11 +41,18 @@ def output_activation(model: keras.Model, index: int = 0) -> str | None:
     Lambda, a custom layer)."""
     tensors = getattr(model, "outputs", None) or []
     layer = _producer(tensors[index]) if index < len(tensors) else None
+    # A linear Activation layer passes its input through (mixed precision's float32 output
+    # cast, Activation("linear", dtype="float32")): what comes before it decides.
+    while isinstance(layer, keras.layers.Activation) and _name(layer.activation) == "linear":
+        inbound = getattr(layer, "_inbound_nodes", None) or []
+        layer = _producer(inbound[0].input_tensors[0]) if len(inbound) == 1 else None
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
     fn = getattr(layer, "activation", None)
-    if fn is None or not callable(fn):
-        return None
+    return _name(fn) if callable(fn) else None
+
+
+def _name(fn: Any) -> str | None:
     return getattr(fn, "__name__", None)
 
 
