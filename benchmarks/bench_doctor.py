@@ -8,7 +8,7 @@
    steps after the fault was planted, and every other symptom named; healthy recipes list
    their false findings. A healthy CIFAR convnet (the project's cifar_softmax recipe, 3
    epochs) is judged on the in-training symptoms only: after 3 epochs its training error is
-   ~55%, which P2 rightly calls high bias, so its curve findings are printed, not counted.
+   ~55%, which the bias/variance table rightly calls high bias, so its curve findings are printed, not counted.
    Targets: every fault detected, no false finding.
 2. Overhead: ``model.fit`` of the cifar_softmax convnet on the CIFAR-10 sample (Adam 1e-3,
    batch 128, the recipe's tf.data pipeline, validation every epoch) for ``--epochs``, plain

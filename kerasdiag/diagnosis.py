@@ -1,13 +1,13 @@
-"""Named symptoms with concrete fixes, from the numbers a run already produced (B1, M1, M2, P2).
+"""Named symptoms with concrete fixes, from the numbers a run already produced.
 
 :func:`diagnose` reads a finished run directory and writes ``diagnosis.json``: a list of
 findings, each a named symptom with its severity, the numbers that show it (evidence) and
 what to change (fix). It judges
 
-- the **loss curve's shape** (M1): rising = learning rate far too high; a fast drop then a
+- the **loss curve's shape**: rising = learning rate far too high; a fast drop then a
   bumpy plateau at a high loss = too high; a near-linear decay still far from converged =
-  too low (vetoed when the measured update/weight ratios are healthy, M3);
-- the **train/validation gap** (M2) and the **bias/variance table** (P2): training error
+  too low (vetoed when the measured update/weight ratios are healthy);
+- the **train/validation gap** and the **bias/variance table**: training error
   against the optional human/Bayes error (config ``bayes_error``, 0 when unknown) is the
   avoidable bias, validation minus training error the variance. High bias -> bigger network
   or train longer (``underfitting``); high variance -> more data or regularization

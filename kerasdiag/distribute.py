@@ -1,4 +1,4 @@
-"""Multi-device training through ``tf.distribute`` (B4): ``trainer.strategy=...``.
+"""Multi-device training through ``tf.distribute``: ``trainer.strategy=...``.
 
 - ``none``: TensorFlow's default strategy (one device: the GPU if there is one, else the CPU).
 - ``mirrored``: ``tf.distribute.MirroredStrategy`` over every GPU of this machine, or over

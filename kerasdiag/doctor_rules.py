@@ -1,4 +1,4 @@
-"""Every rule that names a symptom from measured numbers, with every threshold (B1, M1-M4, P2, P8).
+"""Every rule that names a symptom from measured numbers, with every threshold.
 
 Pure functions of plain numbers: no TensorFlow, no Keras, no files. The callbacks only gather
 the numbers and call these rules: :class:`~kerasdiag.callbacks.TrainingDoctor` during ``fit``
@@ -38,7 +38,7 @@ from kerasdiag.symptoms import (
     vanishing_after_dying_fix,
 )
 
-# Healthy band of the update/weight ratio ||W_after - W_before|| / ||W_before|| (M3: ~1e-3).
+# Healthy band of the update/weight ratio ||W_after - W_before|| / ||W_before|| (~1e-3).
 UPDATE_RATIO_LOW = 1e-4
 UPDATE_RATIO_HIGH = 1e-2
 HEALTHY_UPDATE_RATIO = 1e-3
@@ -50,7 +50,7 @@ HEALTHY_UPDATE_RATIO = 1e-3
 # looked-up rows by ~3e-2..1e-1 of their size and trains well: its upper end is 0.3.
 ADAPTIVE_UPDATE_RATIO_HIGH = 5e-2
 ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH = 0.3
-# Gradient flags (P8): first/last layer gradient-norm ratio below this is "vanishing"; a
+# Gradient flags: first/last layer gradient-norm ratio below this is "vanishing"; a
 # global norm above EXPLODING_NORM, or GROWTH_FACTOR times the median of earlier probes,
 # is "exploding".
 VANISHING_RATIO = 1e-3
@@ -77,13 +77,13 @@ class Thresholds:
 
     In training (:class:`~kerasdiag.callbacks.TrainingDoctor`):
 
-    - ``exploding_norm``: global gradient norm above this explodes (P8; as GradientMonitor).
+    - ``exploding_norm``: global gradient norm above this explodes (as GradientMonitor).
     - ``gradient_growth``: a global norm this many times the median of earlier probes explodes.
-    - ``vanishing_ratio``: first-layer / last-layer gradient norm below this vanishes (P8).
+    - ``vanishing_ratio``: first-layer / last-layer gradient norm below this vanishes.
     - ``dead_fraction``: a ReLU layer with more than this share of units that output 0 for
       every probe example is dying (healthy He-initialised layers: a few percent).
     - ``saturated_fraction``: a tanh/sigmoid layer with more than this share of outputs
-      saturated (|a| > 0.99, sigmoid outside [0.01, 0.99]) is saturated (M4). The output
+      saturated (|a| > 0.99, sigmoid outside [0.01, 0.99]) is saturated. The output
       layer is never judged (a confident classifier saturates its output on purpose).
     - ``oscillation``: the median absolute step-to-step change of the training loss over the
       last ``oscillation_window`` steps, above this fraction of the initial loss, is an
@@ -92,7 +92,7 @@ class Thresholds:
     - ``slow_drop`` / ``slow_epochs``: after ``slow_epochs`` epochs the epoch's mean loss
       should be at least ``slow_drop`` (20%) below the initial loss.
     - ``stagnant_ratio``: a layer whose kernel's median update/weight ratio over an epoch is
-      below this has stagnant weights: 100x under the "learning rate too low" end of M3's
+      below this has stagnant weights: 100x under the "learning rate too low" end of the update-ratio monitor's
       healthy band (1e-4 .. 1e-2).
 
     After training (:func:`curve_findings`, also run by the doctor at the end of ``fit``):
@@ -112,11 +112,11 @@ class Thresholds:
       ~0.1-0.3), with the final loss still above ``linear_level`` of the initial loss, is
       linear (lr too low).
     - ``variance``: validation error minus training error above this is high variance,
-      overfitting (P2: 1% train vs 11% dev error).
+      overfitting (1% train vs 11% dev error).
     - ``val_loss_rise``: a final validation loss this fraction above its minimum while the
       training loss kept falling is overfitting too.
     - ``bias``: training error minus the Bayes error above this is high bias, underfitting
-      (P2: 15% train error against ~0% human error).
+      (15% train error against ~0% human error).
 
     Example:
         >>> Thresholds.of({"oscillation": 0.5}).oscillation
@@ -648,7 +648,7 @@ def loss_shape(
     thresholds: Thresholds,
     learning_rates: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """The shape of a per-epoch training loss curve (M1).
+    """The shape of a per-epoch training loss curve.
 
     Returns ``{"shape": s, ...numbers}`` where ``s`` is ``"rising"`` (lr far too high),
     ``"plateau_high"`` (fast drop then a bumpy high plateau: lr too high), ``"linear"``
@@ -721,7 +721,7 @@ def bias_variance(
     thresholds: Thresholds | None = None,
     stopped_early: bool = False,
 ) -> dict[str, Any] | None:
-    """The P2 table: errors, avoidable bias, variance and the verdict with its fixes.
+    """The bias/variance table: errors, avoidable bias, variance and the verdict with its fixes.
 
     None when the training or validation accuracy is unknown. ``bayes_error`` None counts as
     0 (``bayes_error_assumed`` says so).
@@ -814,7 +814,7 @@ def curve_findings(
             ``val_accuracy`` (Keras' ``History.history`` or metrics.csv columns).
         initial_loss: the loss before training (scale of the shape tests); None = the first
             epoch's loss.
-        update_ratio: median kernel update/weight ratio of the run (M3), if measured: a
+        update_ratio: median kernel update/weight ratio of the run, if measured: a
             healthy or high ratio vetoes "learning rate too low".
         test_accuracy: shown in the bias/variance evidence.
         bayes_error: human/Bayes error for the bias/variance table (None = 0).

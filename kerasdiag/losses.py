@@ -1,4 +1,4 @@
-"""Losses the recipes need beyond Keras' own (R2): Weston-Watkins hinge and sparse focal loss.
+"""Losses the recipes need beyond Keras' own: Weston-Watkins hinge and sparse focal loss.
 
 Both take sparse integer labels and raw scores (logits), carry a ``get_config`` so a model
 compiled with them can be saved, loaded in safe mode and cloned to float64 for gradient checks.

@@ -1,4 +1,4 @@
-"""The learning-rate range test (B5): the loss against an exponentially growing learning rate.
+"""The learning-rate range test: the loss against an exponentially growing learning rate.
 
 Settle the learning rate first, the notes say; the range test (Smith 2017, fastai's
 ``lr_find``, Lightning's ``Tuner.lr_find``) does it in one short pass: a copy of the model
@@ -386,7 +386,7 @@ def _constant_lr_optimizer(model: Any, optimizer: Any, lr: float) -> Any:
     """A fresh optimizer like the model's (or ``optimizer``) with a plain, settable rate.
 
     A schedule in the model's optimizer is replaced by a constant; the moving average of the
-    weights (O4) is off, as it plays no part in the loss of the next batch.
+    weights is off, as it plays no part in the loss of the next batch.
     """
     import keras
 

@@ -1,4 +1,4 @@
-"""Building blocks the recipe builders share: init by activation, regularizers, dropout (P3, P4, P9),
+"""Building blocks the recipe builders share: init by activation, regularizers, dropout,
 and the one small API a builder of your own gets them through (:class:`Layers`)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def initializer_for(activation: str, override: str | None = None) -> str:
 
 
 def kernel_regularizer(model_cfg: Any) -> keras.regularizers.Regularizer | None:
-    """L1/L2 on kernels only: biases are never regularized (P3).
+    """L1/L2 on kernels only: biases are never regularized.
 
     Keras' ``L2(l2)`` adds ``l2 * sum(W**2)`` to the mean batch loss, i.e. the notes'
     ``lambda / 2m * ||W||^2`` with ``l2 = lambda / 2m``.
@@ -78,7 +78,7 @@ def conv_block(x, filters: int, model_cfg: Any, rate: float, name: str):
 
 # Output weights start small (Glorot with a tenth of the std) so the untrained logits are
 # near zero and the initial loss matches its expected value (ln C for softmax, C - 1 for the
-# hinge): the sanity check S1 relies on it, and a large initial loss wastes early epochs.
+# hinge): the initial-loss sanity check relies on it, and a large initial loss wastes early epochs.
 OUTPUT_INIT_SCALE = 0.01
 
 

@@ -1,6 +1,6 @@
-"""Optimizers (O1), learning-rate schedules (O2, R5) and gradient clipping (O3) from config.
+"""Optimizers, learning-rate schedules and gradient clipping from config.
 
-Schedules are configured in epochs (M6: epochs, not iterations) and converted to the per-step
+Schedules are configured in epochs (epochs, not iterations) and converted to the per-step
 ``keras.optimizers.schedules`` objects Keras evaluates, using the run's steps per epoch.
 """
 
@@ -24,7 +24,7 @@ def build_schedule(
     - ``step``: multiply by ``factor`` every ``drop_every`` epochs (e.g. halve every 5).
     - ``exponential``: ``lr * exp(-k * epoch)`` with ``k = decay_rate``.
     - ``inverse_time``: ``lr / (1 + k * epoch)``; ``decay_rate: null`` uses the Keras-style
-      ``k = lr / epochs`` (R5).
+      ``k = lr / epochs``.
     - ``cosine``: linear warm-up over ``warmup_epochs`` then cosine decay to ``min_lr``.
     - ``plateau``: ``lr``, multiplied by ``factor`` when ``monitor`` stalls for ``patience``
       epochs (``keras.callbacks.ReduceLROnPlateau``).

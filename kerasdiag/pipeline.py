@@ -81,7 +81,7 @@ def build_model(cfg: DictConfig, data: Dataset, **model_overrides: Any) -> keras
 
     With the same config and seed, two calls give identical initial weights, which is what
     lets sanity stages build their own variants (no regularization, no dropout) freely.
-    The model and its optimizer are created under the ``trainer.strategy`` scope (B4), so
+    The model and its optimizer are created under the ``trainer.strategy`` scope, so
     ``fit`` splits each batch of ``data.batch_size`` over the replicas; ``trainer.scale_lr``
     multiplies the learning rate by their number (see :mod:`kerasdiag.distribute`).
     """
@@ -143,7 +143,7 @@ def float32_outputs(model: keras.Model) -> keras.Model:
 
 
 def model_summary_text(model: keras.Model) -> str:
-    """Layer output shapes and parameter counts (R3), as a plain-text table."""
+    """Layer output shapes and parameter counts, as a plain-text table."""
     rows = [("layer", "type", "output shape", "params")]
     for layer in model.layers:
         shape = getattr(layer, "output", None)
@@ -256,7 +256,7 @@ TRAIN_SAMPLE = 1000
 def watch_callbacks(
     cfg: DictConfig, run_dir: Path, data: Dataset
 ) -> tuple[Monitors, TrainingDoctor | None]:
-    """The monitors ``conf/monitors/`` turns on (M1-M6, P8) and the TrainingDoctor (B1).
+    """The monitors ``conf/monitors/`` turns on and the TrainingDoctor.
 
     The doctor comes after the monitors and judges what they measure, so nothing is
     computed twice; its findings go to ``doctor.json``. Returns the monitors and the
@@ -360,7 +360,7 @@ def evaluate_test(
     """Loss and accuracy on the held-out test split.
 
     With ``optimizer.use_ema`` (or ``ema=True``) the moving average of the weights is scored
-    too (O4), under ``"ema"``, next to the raw weights' numbers (``raw=False``: only it).
+    too, under ``"ema"``, next to the raw weights' numbers (``raw=False``: only it).
     """
     scores: dict[str, Any] = {}
     if raw:
@@ -403,7 +403,7 @@ def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, pat
 
 
 def save_ema_model(model: keras.Model, path: Path) -> None:
-    """Save the model with the optimizer's moving average of its weights (O4, E4)."""
+    """Save the model with the optimizer's moving average of its weights."""
     from kerasdiag.callbacks.restore_raw_weights import ema_weights
 
     with ema_weights(model), atomic_path(path) as tmp:
@@ -482,7 +482,7 @@ def run_training(
     with claim_run_dir(run_dir, cfg):
         started = time.time()
         data = prepare_run(cfg, run_dir, data)
-        if cfg.optimizer.lr == "auto":  # the learning-rate range test's suggestion (B5)
+        if cfg.optimizer.lr == "auto":  # the learning-rate range test's suggestion
             from kerasdiag.lr_finder import with_auto_lr
 
             cfg = with_auto_lr(cfg, data, run_dir)

@@ -12,7 +12,7 @@ from kerasdiag.data import Dataset, load_dataset
 
 from conftest import CIFAR_SAMPLE
 
-# Glorot uniform with a tenth of the std: near-uniform outputs at initialisation (S1).
+# Glorot uniform with a tenth of the std: near-uniform outputs at initialisation.
 SMALL_OUTPUT_INIT = keras.initializers.VarianceScaling(0.01, "fan_avg", "uniform")
 
 

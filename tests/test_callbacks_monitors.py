@@ -59,7 +59,7 @@ def kernel_ratios(monitor):
     return np.array([r[3] for r in monitor.history if r[2].endswith("kernel")])
 
 
-# --- update ratios (M3) -------------------------------------------------------------------
+# --- update ratios -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_update_ratio_equals_lr_times_gradient_over_weight_for_sgd(digits):
         assert measured[name] == pytest.approx(value, rel=1e-4)
 
 
-# --- gradients (M4, P8) ---------------------------------------------------------------------
+# --- gradients ---------------------------------------------------------------------
 
 
 def test_gradient_probe_matches_an_independent_gradient(digits):
@@ -158,7 +158,7 @@ def test_huge_init_relu_network_shows_exploding_gradients(digits):
     assert any("exploding gradients" in m and "learning rate" in m for m in messages)
 
 
-# --- activations (M4) -----------------------------------------------------------------------
+# --- activations -----------------------------------------------------------------------
 
 
 def activation_probe(digits, tmp_path=None, **model_kwargs):
@@ -303,7 +303,7 @@ def test_metrics_csv_lr_is_the_learning_rate_monitors_record(digits, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.csv", "shared.csv"]
 
 
-# --- curves (M1, M2, M6) ----------------------------------------------------------------------
+# --- curves ----------------------------------------------------------------------
 
 
 def test_curve_plotter_recovers_per_step_losses_and_draws_pngs(digits, tmp_path):

@@ -1,5 +1,5 @@
 """All monitors in one user ``model.fit`` on the real CIFAR sample: files and TensorBoard events
-written and readable; the config factory; evaluation with the weights' moving average (O4)."""
+written and readable; the config factory; evaluation with the weights' moving average."""
 
 from __future__ import annotations
 
@@ -235,7 +235,7 @@ def test_probe_batch_is_fixed_and_spread_over_the_training_set(digits):
     assert len(probe_batch(digits, 10**6)[0]) == len(digits.x_train)
 
 
-# --- EMA evaluation (O4) -------------------------------------------------------------------
+# --- EMA evaluation -------------------------------------------------------------------
 
 
 def ema_model(digits):

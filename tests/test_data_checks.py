@@ -1,4 +1,4 @@
-"""Data checks: leaked duplicates between splits, and validation vs test shift (P1, B7)."""
+"""Data checks: leaked duplicates between splits, and validation vs test shift."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""diagnose(run_dir) and the curve judgements it shares with TrainingDoctor (M1, M2, P2)."""
+"""diagnose(run_dir) and the curve judgements it shares with TrainingDoctor."""
 
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ INITIAL = 3.008
     ("losses", "shape"),
     [
         (HEALTHY_ADAM, "ok"),
-        (SGD_LR_2, "plateau_high"),  # M1: fast drop, then a bumpy plateau high up
-        (SGD_LR_1E3, "linear"),  # M1: linear decay
+        (SGD_LR_2, "plateau_high"),  # fast drop, then a bumpy plateau high up
+        (SGD_LR_1E3, "linear"),  # linear decay
         (TWO_UNITS, "ok"),  # a capacity limit flattens smoothly: not the learning rate
-        ([2.3, 2.1, 2.4, 2.9, 3.6], "rising"),  # M1: rising = far too high
+        ([2.3, 2.1, 2.4, 2.9, 3.6], "rising"),  # rising = far too high
         (HEALTHY_ADAM[:3], "too_short"),
     ],
 )
@@ -68,7 +68,7 @@ def test_lr_findings_name_the_rate_to_try():
 
 
 def test_healthy_update_ratios_veto_lr_too_low():
-    # M3: ratios around 1e-3 say the rate is fine; the linear decay then has another cause.
+    # Update ratios around 1e-3 say the rate is fine; the linear decay then has another cause.
     assert curve_findings({"loss": SGD_LR_1E3}, initial_loss=INITIAL, update_ratio=2e-3) == []
     (low,) = curve_findings({"loss": SGD_LR_1E3}, initial_loss=INITIAL, update_ratio=3e-5)
     assert low.evidence["median_update_ratio"] == 3e-5
@@ -77,7 +77,7 @@ def test_healthy_update_ratios_veto_lr_too_low():
 @pytest.mark.parametrize(
     ("train_err", "dev_err", "bayes", "verdict"),
     [
-        (0.01, 0.11, None, "high variance"),  # P2's table
+        (0.01, 0.11, None, "high variance"),  # the bias/variance table
         (0.15, 0.16, None, "high bias"),
         (0.15, 0.30, None, "high bias and high variance"),
         (0.005, 0.01, None, "low bias, low variance"),

@@ -1,4 +1,4 @@
-"""tf.distribute on CPU: MirroredStrategy over two logical CPU devices (B4).
+"""tf.distribute on CPU: MirroredStrategy over two logical CPU devices.
 
 Logical devices must be configured before TensorFlow initialises its devices, which the
 test process has long done, so the checks run in a fresh interpreter and report as JSON.

@@ -28,7 +28,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-# --- seeds on the CIFAR-10 sample (E1, E5) ---------------------------------------------------
+# --- seeds on the CIFAR-10 sample ---------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_each_seed_trains_in_its_own_folder(seeds_run):
         assert path.parent == folder / "checkpoints" and path.name.startswith("best-")
         assert parse_checkpoint_name(path).score == member["val_score"]
         first_kernels.append(load_member(path).get_layer("hidden1_dense").get_weights()[0])
-    # Different seeds, different initialisations (E1): no two members share weights.
+    # Different seeds, different initialisations: no two members share weights.
     for i in range(3):
         for j in range(i + 1, 3):
             assert not np.allclose(first_kernels[i], first_kernels[j], atol=1e-3)
@@ -121,7 +121,7 @@ def test_an_interrupted_ensemble_reuses_its_finished_members(seeds_run):
     assert again["members"] == report["members"] and again["ensemble"] == report["ensemble"]
 
 
-# --- checkpoints of one run, through scripts/train.py (E3) -----------------------------------
+# --- checkpoints of one run, through scripts/train.py -----------------------------------
 
 
 def test_checkpoint_ensemble_from_the_command_line(tmp_path):
@@ -152,7 +152,7 @@ def test_checkpoint_ensemble_from_the_command_line(tmp_path):
     keras.models.load_model(run_dir / "ensemble.keras", safe_mode=True)
 
 
-# --- the moving average as an extra member (E4, O4) ------------------------------------------
+# --- the moving average as an extra member ------------------------------------------
 
 
 class _WeightRecorder(keras.callbacks.Callback):
@@ -196,7 +196,7 @@ def test_ema_member_holds_the_moving_average_of_the_training_weights(tmp_path):
     assert min(m["test_accuracy"] for m in report["members"]) > 0.62  # measured 0.674
 
 
-# --- the best k models of a search (E2) ------------------------------------------------------
+# --- the best k models of a search ------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

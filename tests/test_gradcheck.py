@@ -1,4 +1,4 @@
-"""check_gradients: planted gradient bugs are caught, healthy models pass (G1-G11)."""
+"""check_gradients: planted gradient bugs are caught, healthy models pass."""
 
 from __future__ import annotations
 
@@ -84,11 +84,11 @@ def test_deep_tanh_mlp_passes_at_1e_7_with_depth_note():
     assert report.passed, str(report)
     assert report.max_relative_error <= 1e-7
     assert report.depth == 7
-    # every variable, biases included, got its dims (G11)
+    # every variable, biases included, got its dims
     assert len(report.rows) == 14 and all(r.dims == 8 for r in report.rows)
     assert report.tolerance == pytest.approx(1e-7 * 7 / 4)
     assert "depth 7" in report.notes[0]
-    # centered differences: the raw values reproduce the numeric derivative (G1, G4)
+    # centered differences: the raw values reproduce the numeric derivative
     a = report.elements[0].attempts[0]
     assert a.numeric == pytest.approx((a.f_plus - a.f_minus) / (2 * a.h), rel=1e-12)
 
@@ -108,7 +108,7 @@ def test_relu_maxpool_convnet_labels_kinks_instead_of_failing():
     assert set(report.kink_types) == {"MaxPool", "Relu"}
     kink = next(e for e in report.elements if e.variable == hidden.bias.path and e.index == (0,))
     assert kink.verdict == "kink"
-    # every step size crossed it (G7: retried at 1e-4 and 1e-6, then at the smaller kink
+    # every step size crossed it (retried at 1e-4 and 1e-6, then at the smaller kink
     # steps 1e-7 and 1e-8, all reported) ...
     steps = [a.h for a in kink.attempts]
     assert steps == [1e-5, 1e-4, 1e-6, 1e-7, 1e-8] and all(a.kink for a in kink.attempts)

@@ -1,4 +1,4 @@
-"""check_gradients_fast: random directional derivatives over all parameters (B2)."""
+"""check_gradients_fast: random directional derivatives over all parameters."""
 
 from __future__ import annotations
 

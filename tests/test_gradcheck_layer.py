@@ -1,4 +1,4 @@
-"""check_layer_gradients: full Jacobians of one layer with tf.test.compute_gradient (G12)."""
+"""check_layer_gradients: full Jacobians of one layer with tf.test.compute_gradient."""
 
 from __future__ import annotations
 

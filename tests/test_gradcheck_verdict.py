@@ -1,4 +1,4 @@
-"""The verdict arithmetic of the gradient checks, against hand-computed values (G2, G4, G5, G7).
+"""The verdict arithmetic of the gradient checks, against hand-computed values.
 
 Pure NumPy and fast: these are also the tests ``scripts/mutation_test.py`` runs against each
 mutant of ``kerasdiag/gradcheck/verdict.py``.

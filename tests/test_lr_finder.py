@@ -1,4 +1,4 @@
-"""The learning-rate range test: find_learning_rate, its rules, and optimizer.lr=auto (B5)."""
+"""The learning-rate range test: find_learning_rate, its rules, and optimizer.lr=auto."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def test_exponential_decay_in_epochs():
 def test_inverse_time_and_keras_style_default():
     a0, lr, _ = schedule("schedule=inverse_time", "schedule.decay_rate=0.5")
     assert lr_at_epoch(lr, 4, SPE) == pytest.approx(a0 / (1 + 0.5 * 4), rel=1e-6)
-    a0, lr, _ = schedule("schedule=inverse_time", epochs=10)  # decay = lr / epochs (R5)
+    a0, lr, _ = schedule("schedule=inverse_time", epochs=10)  # decay = lr / epochs
     assert lr_at_epoch(lr, 5, SPE) == pytest.approx(a0 / (1 + a0 / 10 * 5), rel=1e-6)
 
 

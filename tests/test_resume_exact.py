@@ -1,4 +1,4 @@
-"""Exact resume (R7): with trainer.deterministic=true, a run SIGKILLed mid-training and resumed
+"""Exact resume: with trainer.deterministic=true, a run SIGKILLed mid-training and resumed
 writes the same metrics.csv, keeps the same checkpoint and reaches the same test score as the
 run that was never interrupted; the data order is a function of the seed and the epoch."""
 

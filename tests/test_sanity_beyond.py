@@ -1,4 +1,4 @@
-"""The input-independent baseline and batch independence (B6), alone and as sanity stages."""
+"""The input-independent baseline and batch independence, alone and as sanity stages."""
 
 from __future__ import annotations
 

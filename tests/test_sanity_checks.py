@@ -248,7 +248,7 @@ def test_output_activation_sees_through_a_float32_cast():
 
 
 def test_binary_classifier_on_imbalanced_labels(digits):
-    # "Is it a zero?": 10% positives, yet the initial loss is ln 2 (MISSION S1).
+    # "Is it a zero?": 10% positives, yet the initial loss is ln 2.
     zeros = dataclasses.replace(
         digits, y_train=(digits.y_train == 0).astype(np.int64), num_classes=2
     )

@@ -59,7 +59,7 @@ def test_multiclass_expectation_is_what_keras_computes(loss, y, outputs, closed_
 
 
 def test_textbook_values():
-    # MISSION S1: ln 10 = 2.302 for softmax, 9 for the SVM, ln 2 = 0.693 for binary.
+    # The expected initial losses: ln 10 = 2.302 for softmax, 9 for the SVM, ln 2 = 0.693 for binary.
     assert expected_initial_loss("sparse_categorical_crossentropy", 10) == pytest.approx(2.302585)
     assert expected_initial_loss(MulticlassHinge(margin=1.0), 10) == 9.0
     assert expected_initial_loss("binary_crossentropy", 1) == pytest.approx(0.693147)

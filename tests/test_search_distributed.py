@@ -1,4 +1,4 @@
-"""Distributed search (H5, B4): a keras-tuner chief and two workers as processes on 127.0.0.1,
+"""Distributed search: a keras-tuner chief and two workers as processes on 127.0.0.1,
 started with the documented command; every trial must run exactly once."""
 
 from __future__ import annotations

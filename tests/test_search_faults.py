@@ -1,4 +1,4 @@
-"""Distributed search under faults (H5, B4), as separate processes on 127.0.0.1: a worker
+"""Distributed search under faults, as separate processes on 127.0.0.1: a worker
 SIGKILLed mid-trial, a chief SIGKILLed (workers say so and exit), a chief restarted under a
 running worker (nothing trained twice). Tiny trials, short leases and deadlines."""
 

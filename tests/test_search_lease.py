@@ -1,4 +1,4 @@
-"""The lease rules of ``LeasedRandomSearchOracle`` (H5, B4), on the oracle itself: who holds
+"""The lease rules of ``LeasedRandomSearchOracle``, on the oracle itself: who holds
 which trial, what happens when a worker goes silent, when a chief reloads, when a late result
 arrives. The processes around it are tested in test_search_faults.py."""
 

@@ -77,7 +77,7 @@ def test_search_writes_one_row_and_one_named_checkpoint_per_trial(search):
 
 
 def test_the_score_in_a_checkpoint_name_is_its_validation_accuracy(search):
-    """Reload the best trial's file and re-measure it on the one validation split (H4, H5)."""
+    """Reload the best trial's file and re-measure it on the one validation split."""
     cfg, run_dir, summary = search
     data = load_dataset(cfg.data)
     best = best_checkpoints(source_checkpoints(run_dir), 1)[0]

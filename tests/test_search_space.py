@@ -108,7 +108,7 @@ def test_space_entries_can_be_added_from_the_command_line():
 
 
 def test_log_sampling_spreads_trials_evenly_over_decades(c2f):
-    """H2: lr = 10**uniform(-6, 1): every decade gets about 1/7 of the samples."""
+    """lr = 10**uniform(-6, 1): every decade gets about 1/7 of the samples."""
     space, _ = validate_search(c2f)
     hp = build_hyperparameters(space)
     lr = next(h for h in hp.space if h.name == "lr")

@@ -1,4 +1,4 @@
-"""Keras callbacks that watch training (M1-M6, O4), each usable in any ``model.fit``.
+"""Keras callbacks that watch training, each usable in any ``model.fit``.
 
     from kerasdiag.callbacks import UpdateRatioMonitor
     model.fit(x, y, callbacks=[UpdateRatioMonitor(freq=50, log_dir="logs")])

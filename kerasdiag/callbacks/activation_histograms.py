@@ -1,4 +1,4 @@
-"""ActivationHistograms: each layer's output on a fixed probe batch (M4)."""
+"""ActivationHistograms: each layer's output on a fixed probe batch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``BestCheckpoint``: keep the best model so far, its score in the file name (R7, H5)."""
+"""``BestCheckpoint``: keep the best model so far, its score in the file name."""
 
 from __future__ import annotations
 

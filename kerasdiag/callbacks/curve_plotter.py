@@ -1,4 +1,4 @@
-"""CurvePlotter: loss and metric curves, training and validation, against epochs (M1, M2, M6)."""
+"""CurvePlotter: loss and metric curves, training and validation, against epochs."""
 
 from __future__ import annotations
 
@@ -42,11 +42,11 @@ class CurvePlotter(keras.callbacks.Callback):
     """Draws each logged metric, training against validation, as a PNG after the epochs.
 
     One figure per metric (``loss.png``, ``accuracy.png``, ...) with epochs on the x axis
-    (M6: iterations depend on the batch size): training and validation values at the end of
+    (iterations depend on the batch size): training and validation values at the end of
     each epoch, and for the loss also the per-step training loss (at fractional epochs) in a
-    light line, whose shape tells the learning rate (M1: linear decay = too low, quick drop
+    light line, whose shape tells the learning rate (linear decay = too low, quick drop
     then plateau = too high, rising = far too high) and whose noise reflects the batch size.
-    The gap between training and validation accuracy shows overfitting (M2).
+    The gap between training and validation accuracy shows overfitting.
 
     The per-step loss is recovered from the running mean Keras reports after each batch
     (see :func:`step_losses`); that hook only stores two numbers and is safe to run on

@@ -1,4 +1,4 @@
-"""FilterImages: the first layer's filters as an image grid, every epoch (M5)."""
+"""FilterImages: the first layer's filters as an image grid, every epoch."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def filter_grid(filters: np.ndarray, scale: int | None = None, pad: int = 1) -> 
 
 
 class FilterImages(keras.callbacks.Callback):
-    """Saves the first layer's filters as an image grid, at the start and every epoch (M5).
+    """Saves the first layer's filters as an image grid, at the start and every epoch.
 
     Smooth, diverse filters are healthy; noisy ones mean an unconverged network, a bad
     learning rate or too little regularisation. The first ``Conv2D`` layer is drawn; a

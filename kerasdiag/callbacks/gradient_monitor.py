@@ -1,4 +1,4 @@
-"""GradientMonitor: per-layer gradient norms and histograms on a probe batch (M4, P8)."""
+"""GradientMonitor: per-layer gradient norms and histograms on a probe batch."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class GradientMonitor(StepMonitor):
     - the global norm before and after the optimizer's own clipping (``clipnorm``,
       ``global_clipnorm`` or ``clipvalue``: what the update would have used).
 
-    Flags (P8), each warned once as a :class:`~kerasdiag.callbacks.base.MonitorWarning`
+    Flags, each warned once as a :class:`~kerasdiag.callbacks.base.MonitorWarning`
     naming a fix: **vanishing** when the first layer's gradient norm is below
     ``vanishing_ratio`` times the last layer's; **exploding** when the global norm is not
     finite, above ``max_norm``, or more than ``growth`` times the median of the earlier

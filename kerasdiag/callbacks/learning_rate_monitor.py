@@ -1,4 +1,4 @@
-"""LearningRateMonitor: the learning rate each epoch actually trained with (O2, R5)."""
+"""LearningRateMonitor: the learning rate each epoch actually trained with."""
 
 from __future__ import annotations
 

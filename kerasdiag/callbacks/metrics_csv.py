@@ -1,4 +1,4 @@
-"""``MetricsCSV``: one row per epoch in ``metrics.csv``, rewritten atomically (M1, M2, R7)."""
+"""``MetricsCSV``: one row per epoch in ``metrics.csv``, rewritten atomically."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``NaNStop``: end training at the first NaN/Inf loss and say where it happened (B1).
+"""``NaNStop``: end training at the first NaN/Inf loss and say where it happened.
 
 Keras' ``TerminateOnNaN`` either sets ``stop_training`` (the epoch then still ends: validation
 runs on the broken weights and every ``on_epoch_end`` sees a half epoch, so checkpoints,

@@ -1,4 +1,4 @@
-"""Evaluation with the optimizer's moving average of the weights (O4, E4).
+"""Evaluation with the optimizer's moving average of the weights.
 
 Keras 3 optimizers keep an exponential moving average of the trainable variables when
 created with ``use_ema=True`` (``ema_momentum`` sets its decay). Two Keras behaviours shape

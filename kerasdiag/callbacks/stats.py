@@ -28,7 +28,7 @@ ADAPTIVE_OPTIMIZERS = (
     "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Adafactor", "Lion",
     "Ftrl", "Lamb", "Muon",
 )  # fmt: skip
-# tanh units count as saturated at |a| > 0.99, sigmoid units outside [0.01, 0.99] (M4).
+# tanh units count as saturated at |a| > 0.99, sigmoid units outside [0.01, 0.99].
 TANH_SATURATION = 0.99
 SIGMOID_SATURATION = (0.01, 0.99)
 RELU_KINDS = ("relu", "relu6")
@@ -67,7 +67,7 @@ def variable_layers(model: keras.Model) -> list[str]:
     return [owner[id(v)] for v in model.trainable_variables]
 
 
-# --- update ratios (M3) -----------------------------------------------------------------
+# --- update ratios -----------------------------------------------------------------
 
 
 def snapshot(variables: Sequence) -> list[tf.Tensor]:
@@ -174,7 +174,7 @@ def main_variable_index(variables: Sequence) -> int:
     return int(np.argmax([int(np.prod(v.shape)) for v in variables]))
 
 
-# --- one probe pass: layer outputs, gradients and their summaries (M4, P8) ---------------
+# --- one probe pass: layer outputs, gradients and their summaries ---------------
 
 
 @dataclass
@@ -429,7 +429,7 @@ def layer_gradient_norms(model: keras.Model, squares: Sequence[float]) -> dict[s
     return {layer: float(np.sqrt(total)) for layer, total in totals.items()}
 
 
-# --- activations on a probe batch (M4) --------------------------------------------------
+# --- activations on a probe batch --------------------------------------------------
 
 
 def activation_kind(layer: keras.layers.Layer) -> str | None:

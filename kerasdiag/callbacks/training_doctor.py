@@ -1,4 +1,4 @@
-"""TrainingDoctor: names training failures as they appear, with the evidence and a fix (B1, P8)."""
+"""TrainingDoctor: names training failures as they appear, with the evidence and a fix."""
 
 from __future__ import annotations
 
@@ -52,22 +52,22 @@ class TrainingDoctor(keras.callbacks.Callback):
                                 ``stop_on``) and the weights go back to the end of the
                                 last finite epoch
     ``exploding_gradients``     global gradient norm above ``exploding_norm`` or growing
-                                ``gradient_growth`` x over earlier probes (P8)
+                                ``gradient_growth`` x over earlier probes
     ``vanishing_gradients``     first-layer gradient norm below ``vanishing_ratio`` times
-                                the last layer's (P8)
+                                the last layer's
     ``dying_relu``              a ReLU layer with more than ``dead_fraction`` dead units
     ``saturated_activations``   a tanh/sigmoid layer with more than ``saturated_fraction``
-                                of its outputs saturated (M4)
+                                of its outputs saturated
     ``oscillating_loss``        the loss jumps at every step by more than ``oscillation``
                                 times the initial loss
     ``slow_convergence``        after ``slow_epochs`` epochs the loss is not ``slow_drop``
                                 below the initial loss
     ``stagnant_weights``        a layer's kernel moves less than ``stagnant_ratio`` of its
-                                norm per step (M3)
+                                norm per step
     ==========================  =========================================================
 
     At the end of ``fit`` it also judges the curves like :func:`kerasdiag.diagnose`:
-    ``lr_too_high``, ``lr_too_low``, ``overfitting``, ``underfitting`` (M1, M2, P2).
+    ``lr_too_high``, ``lr_too_low``, ``overfitting``, ``underfitting``.
 
     Where the numbers come from: the loss of every step is recovered from the running mean
     Keras reports (nothing extra is computed, and the batch-end hook only stores it, so it

@@ -1,4 +1,4 @@
-"""UpdateRatioMonitor: the relative size of each optimizer step, per variable (M3)."""
+"""UpdateRatioMonitor: the relative size of each optimizer step, per variable."""
 
 from __future__ import annotations
 

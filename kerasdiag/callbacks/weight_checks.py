@@ -4,7 +4,7 @@ Without probe inputs the doctor cannot see activations or gradients, but the wei
 loss still show the commonest faults:
 
 - :func:`init_scale_findings`: at initialisation, a kernel whose standard deviation is far
-  from what its fan-in and activation call for (P9: He, variance 2/n_in, for ReLU-like units;
+  from what its fan-in and activation call for (He, variance 2/n_in, for ReLU-like units;
   Glorot/LeCun, variance 1/n_in, for tanh, sigmoid and linear ones). Too large: each layer
   multiplies the activations, and the gradients, by the excess (ReLU: exploding gradients;
   tanh/sigmoid: saturated units); too small: the signal shrinks layer by layer (vanishing
@@ -53,7 +53,7 @@ FLAT_DROP = 0.01
 
 
 def expected_std(fan_in: int, activation: str) -> float:
-    """The kernel std P9 calls for: sqrt(2 / fan_in) for ReLU-like units, else sqrt(1 / fan_in)."""
+    """The kernel std that init by activation calls for: sqrt(2 / fan_in) for ReLU-like units, else sqrt(1 / fan_in)."""
     gain = 2.0 if activation in RELU_LIKE else 1.0
     return math.sqrt(gain / max(fan_in, 1))
 

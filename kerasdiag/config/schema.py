@@ -78,7 +78,7 @@ _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
 @dataclass
 class AugmentConfig:
-    """Random augmentation of training batches only (P5)."""
+    """Random augmentation of training batches only."""
 
     flip: bool = False  # random horizontal flip
     crop: int = ranged(0, ">=0")  # pad by this many pixels, then randomly crop back (0 = off)
@@ -98,7 +98,7 @@ class DataConfig:
     # training split long-tailed: its rarest class kept at this fraction of the most frequent
     # (validation, carved before, follows the test split)
     imbalance: float | None = ranged(None, "(0,1]")
-    normalize: bool = True  # zero mean / unit variance from training statistics (P7)
+    normalize: bool = True  # zero mean / unit variance from training statistics
     batch_size: int = ranged(64, ">0")
     # make_tf_dataset(training=True) only: runs train on a full seeded permutation per epoch
     shuffle_buffer: int = ranged(10000, ">0")
@@ -147,11 +147,11 @@ class ModelConfig:
     dense_units: list[int] = field(default_factory=lambda: [128])  # convnet head
     kernel_size: int = ranged(3, ">0")
     activation: str = "relu"
-    kernel_initializer: str | None = None  # None: He for ReLU-like, Glorot for tanh/sigmoid (P9)
+    kernel_initializer: str | None = None  # None: He for ReLU-like, Glorot for tanh/sigmoid
     dropout: list[float] = field(default_factory=list)  # rate per block; one value = every block
-    batch_norm: bool = False  # R6
-    l2: float = ranged(0.0, ">=0")  # kernel L2 strength (biases excluded), P3
-    l1: float = ranged(0.0, ">=0")  # kernel L1 strength (biases excluded), P3
+    batch_norm: bool = False
+    l2: float = ranged(0.0, ">=0")  # kernel L2 strength (biases excluded)
+    l1: float = ranged(0.0, ">=0")  # kernel L1 strength (biases excluded)
 
 
 @validator
@@ -223,10 +223,10 @@ class OptimizerConfig:
     epsilon: float = ranged(1e-7, ">0")
     weight_decay: float | None = ranged(None, ">=0")  # decoupled (adamw) or optimizer-level decay
     initial_accumulator_value: float = ranged(0.1, ">=0")  # adagrad
-    clipnorm: float | None = ranged(None, ">0")  # per-variable norm clipping (O3)
-    clipvalue: float | None = ranged(None, ">0")  # element-wise clipping (O3)
-    global_clipnorm: float | None = ranged(None, ">0")  # global-norm clipping (O3)
-    use_ema: bool = False  # keep a moving average of the weights (O4)
+    clipnorm: float | None = ranged(None, ">0")  # per-variable norm clipping
+    clipvalue: float | None = ranged(None, ">0")  # element-wise clipping
+    global_clipnorm: float | None = ranged(None, ">0")  # global-norm clipping
+    use_ema: bool = False  # keep a moving average of the weights
     ema_momentum: float = ranged(0.99, "[0,1)")
 
 
@@ -290,7 +290,7 @@ class TrainerConfig:
     # (kerasdiag.callbacks.run_backup.RunBackup); never start over in a directory with results
     resume: bool = True
     deterministic: bool = False  # seeded, op-deterministic TensorFlow: identical metrics.csv
-    strategy: str = "none"  # one of STRATEGIES (kerasdiag.distribute, B4)
+    strategy: str = "none"  # one of STRATEGIES (kerasdiag.distribute)
     # data.batch_size is the global batch (split over replicas); scale_lr multiplies
     # optimizer.lr by the number of replicas (linear scaling rule, opt-in)
     scale_lr: bool = False
@@ -368,7 +368,7 @@ class MonitorsConfig:
     filters: bool = True
     curves: bool = True
     probe_size: int = ranged(32, ">0")  # examples in the activation/gradient probe batch
-    # TrainingDoctor (B1): named symptoms with fixes, judged from the monitors above
+    # TrainingDoctor: named symptoms with fixes, judged from the monitors above
     doctor: bool = True
     doctor_stop_on: list[str] = field(default_factory=lambda: ["nan"])  # symptoms that end the run
     doctor_budget: float = 0.01  # share of training time the doctor's own probes may take
@@ -416,7 +416,7 @@ def validate_doctor_config(monitors_cfg: Any) -> None:
 
 @dataclass
 class SearchStageConfig:
-    """One stage of a (coarse-to-fine) search: how many trials, each trained how long (H3)."""
+    """One stage of a (coarse-to-fine) search: how many trials, each trained how long."""
 
     trials: int = 10
     epochs: int = 1
@@ -425,7 +425,7 @@ class SearchStageConfig:
 @dataclass
 class TunerConfig:
     name: str = "none"  # one of TUNERS: none | random | coarse_to_fine | hyperband | bayesian
-    objective: str = "val_accuracy"  # val_accuracy | val_loss, on the one validation split (H4)
+    objective: str = "val_accuracy"  # val_accuracy | val_loss, on the one validation split
     # name -> {key, type: float|int|choice, min, max, sampling: linear|log, values}; checked by
     # kerasdiag.search.oracle.parse_space (untyped here so entries can be added with +tuner.space.x=)
     space: dict[str, Any] = field(default_factory=dict)
@@ -482,7 +482,7 @@ def check_tuner(cfg: Any) -> None:
 
 @dataclass
 class EnsembleConfig:
-    """Ensembles (E1-E5), run by :func:`kerasdiag.ensemble.run_ensemble`."""
+    """Ensembles, run by :func:`kerasdiag.ensemble.run_ensemble`."""
 
     name: str = "none"  # one of ENSEMBLES
     # seeds: trainings with seeds trainer.seed, +1, ...; topk: best k search checkpoints;
@@ -493,7 +493,7 @@ class EnsembleConfig:
 
 @validator
 def validate_ensemble_config(cfg: Any) -> None:
-    """The ensemble section (E1-E5).
+    """The ensemble section.
 
     Example:
         >>> from kerasdiag.config import load_config

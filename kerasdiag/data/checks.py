@@ -1,4 +1,4 @@
-"""Data checks before training (P1, B7): leaked duplicates and validation/test shift.
+"""Data checks before training: leaked duplicates and validation/test shift.
 
 - :func:`check_leakage`: examples of the validation or test split that are exact copies of
   training examples (or test copies of validation ones). A model is scored on examples it has
@@ -6,7 +6,7 @@
   with duplicate rows split at random, or a test set assembled from training files.
 - :func:`check_split_shift`: validation and test drawn from visibly different distributions
   (class frequencies, per-feature mean and standard deviation). The validation score then
-  predicts the test score badly, and choices tuned on validation do not carry over (P1: dev
+  predicts the test score badly, and choices tuned on validation do not carry over (dev
   and test come from the same distribution).
 
 Both return a :class:`~kerasdiag.sanity.result.StageResult` with the numbers and one fix, and

@@ -1,4 +1,4 @@
-"""tf.data input pipelines: shuffle, augment (training only), batch, prefetch (P5).
+"""tf.data input pipelines: shuffle, augment (training only), batch, prefetch.
 
 Training data order is a function of the seed and the epoch only (:func:`make_epoch_dataset`):
 a run resumed after epoch k sees epoch k+1 exactly as the uninterrupted run would have.

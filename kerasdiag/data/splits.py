@@ -1,4 +1,4 @@
-"""Splitting, subsampling and normalisation, all seeded and stratified (P1, P7)."""
+"""Splitting, subsampling and normalisation, all seeded and stratified."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, split: str) -> 
 
 
 def normalisation_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (last axis) mean and std of the training split only (P7)."""
+    """Per-channel (last axis) mean and std of the training split only."""
     axes = tuple(range(x_train.ndim - 1))
     mean = x_train.mean(axis=axes, dtype=np.float64)
     std = x_train.std(axis=axes, dtype=np.float64)

@@ -1,10 +1,10 @@
-"""Ensembles (E1-E5): seeds, top search models, checkpoints of one run, the weights' EMA.
+"""Ensembles: seeds, top search models, checkpoints of one run, the weights' EMA.
 
     python scripts/train.py recipe=cifar_softmax ensemble=seeds ensemble.members=3
 
 Every ensemble is one Keras model (``ensemble.keras``) that feeds one input to all members
 and averages their softmax probabilities in a single forward pass; ``ensemble.json`` puts
-each member's test score beside the best single score and the ensemble's (E5).
+each member's test score beside the best single score and the ensemble's.
 
 This package imports TensorFlow only when a name that needs it is used, so
 :func:`validate_ensemble_config` runs before TensorFlow starts.

@@ -1,4 +1,4 @@
-"""``run_ensemble``: gather the members an ``ensemble`` config asks for, join them, score (E1-E5).
+"""``run_ensemble``: gather the members an ``ensemble`` config asks for, join them, score.
 
 Run directory layout::
 
@@ -111,7 +111,7 @@ def train_member(
 
 
 def seed_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
-    """E1: ``members`` trainings, seeds ``trainer.seed + i``; each gives its best checkpoint."""
+    """``members`` trainings, seeds ``trainer.seed + i``; each gives its best checkpoint."""
     members = []
     for i, (member_cfg, member_dir) in enumerate(_trainings(cfg, run_dir, cfg.ensemble.members)):
         train_member(member_cfg, member_dir, data, sanity=i == 0)
@@ -120,7 +120,7 @@ def seed_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
 
 
 def checkpoint_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
-    """E3: one training keeping every epoch; the ``members`` best-scored epochs."""
+    """One training keeping every epoch; the ``members`` best-scored epochs."""
     [(member_cfg, member_dir)] = _trainings(cfg, run_dir, 1)
     train_member(member_cfg, member_dir, data, every_epoch=True)
     epochs = list((member_dir / "checkpoints").glob("epoch*.keras"))
@@ -134,7 +134,7 @@ def checkpoint_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Me
 
 
 def ema_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
-    """E4: ``members`` trainings with a weight moving average; each adds best + EMA models."""
+    """``members`` trainings with a weight moving average; each adds best + EMA models."""
     members = []
     ema_cfg = OmegaConf.merge(cfg, {"optimizer": {"use_ema": True}})
     for i, (member_cfg, member_dir) in enumerate(
@@ -147,7 +147,7 @@ def ema_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
 
 
 def topk_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
-    """E2: the ``members`` best-scored checkpoints of a search (``ensemble.source``)."""
+    """The ``members`` best-scored checkpoints of a search (``ensemble.source``)."""
     source = Path(str(cfg.ensemble.source)).expanduser()
     chosen = best_checkpoints(source_checkpoints(source), int(cfg.ensemble.members))
     if len(chosen) < 2:
@@ -241,7 +241,7 @@ def print_ensemble_summary(report: dict[str, Any], run_dir: Path) -> None:
 
 def _trainings(cfg: DictConfig, run_dir: Path, count: int) -> list[tuple[DictConfig, Path]]:
     # Same data split and shuffling for every member (data.seed); only trainer.seed changes,
-    # i.e. the initialisation and dropout masks (E1).
+    # i.e. the initialisation and dropout masks.
     seeds = [int(cfg.trainer.seed) + i for i in range(int(count))]
     return [
         (OmegaConf.merge(cfg, {"trainer": {"seed": s}}), run_dir / "members" / f"seed{s}")

@@ -1,9 +1,9 @@
 """Checkpoint files that carry their validation score in the name, and the best k of them.
 
 Both writers of kerasdiag name checkpoints this way: the search's trials
-(``trials/stage1-trial003-val_accuracy0.9123.keras``, H5) and
+(``trials/stage1-trial003-val_accuracy0.9123.keras``) and
 :class:`~kerasdiag.callbacks.BestCheckpoint` (``epoch003-val_accuracy0.8123.keras``). Reading
-the score from the name picks the top-k models without loading any of them (E2, E3).
+the score from the name picks the top-k models without loading any of them.
 """
 
 from __future__ import annotations

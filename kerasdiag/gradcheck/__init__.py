@@ -1,4 +1,4 @@
-"""Gradient checking for Keras models, layers and losses (MISSION G1-G12, B2).
+"""Gradient checking for Keras models, layers and losses.
 
 - ``check_gradients``: sampled centered differences on a float64 copy, per variable,
   data loss and regularization apart, kinks labelled, step sizes retried.

@@ -1,12 +1,12 @@
 """``check_gradients``: compare a model's analytic gradient with centered differences.
 
-The check runs on a float64 copy of the model (G3) with a float64 loss, on the first
-``samples`` examples (G6), on ``dims_per_variable`` entries of every trainable variable (G11).
-The data loss and the regularization term are compared separately (G9); entries that fail
-are retried at other step sizes (G7); entries whose ``x - h`` and ``x + h`` straddle a ReLU,
-max-pool or hinge kink are labelled ``kink`` (G5). Dropout and augmentation are off, or with
-``training=True`` run with one frozen seed (G10). ``warmup_steps`` trains the copy first (G8).
-Gradient checks are for debugging, never during training (P10).
+The check runs on a float64 copy of the model with a float64 loss, on the first
+``samples`` examples, on ``dims_per_variable`` entries of every trainable variable.
+The data loss and the regularization term are compared separately; entries that fail
+are retried at other step sizes; entries whose ``x - h`` and ``x + h`` straddle a ReLU,
+max-pool or hinge kink are labelled ``kink``. Dropout and augmentation are off, or with
+``training=True`` run with one frozen seed. ``warmup_steps`` trains the copy first.
+Gradient checks are for debugging, never during training.
 
 Example:
     >>> import keras, numpy as np

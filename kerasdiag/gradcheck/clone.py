@@ -1,4 +1,4 @@
-"""A float64 copy of a model, a layer or a loss, for gradient checks (G3).
+"""A float64 copy of a model, a layer or a loss, for gradient checks.
 
 In float32 the arithmetic alone gives relative errors near 1e-2, which hides real bugs. A
 float64 check needs more than ``keras.config.set_floatx``: every layer's config names its

@@ -1,4 +1,4 @@
-"""``check_gradients_fast``: a whole-model check in a handful of forward passes (B2).
+"""``check_gradients_fast``: a whole-model check in a handful of forward passes.
 
 Along a random unit direction ``u`` over all parameters at once, the analytic directional
 derivative ``g . u`` must match ``(f(w + h u) - f(w - h u)) / 2h``. Each direction costs two

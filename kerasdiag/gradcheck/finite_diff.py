@@ -1,4 +1,4 @@
-"""Centered finite differences with automatic step-size retries (G1, G4, G7).
+"""Centered finite differences with automatic step-size retries.
 
 The numeric derivative is always the centered difference ``(f(x+h) - f(x-h)) / 2h``, whose
 error is O(h^2), never the one-sided ``(f(x+h) - f(x)) / h`` (O(h)). An entry that is not
@@ -58,7 +58,7 @@ class Attempt:
 
 
 def centered_difference(f_plus: np.ndarray, f_minus: np.ndarray, h: float) -> np.ndarray:
-    """``(f(x+h) - f(x-h)) / 2h`` (G1)."""
+    """``(f(x+h) - f(x-h)) / 2h``."""
     return (np.asarray(f_plus, np.float64) - np.asarray(f_minus, np.float64)) / (2.0 * h)
 
 

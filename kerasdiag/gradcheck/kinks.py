@@ -1,4 +1,4 @@
-"""Which side of every kink a computation is on (G5).
+"""Which side of every kink a computation is on.
 
 A finite difference across a non-differentiable point (ReLU at 0, a max-pool whose argmax
 changes, a hinge at its margin) measures the average of two slopes, not the gradient, and

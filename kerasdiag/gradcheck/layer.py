@@ -1,4 +1,4 @@
-"""``check_layer_gradients``: one layer or op against its full Jacobian (G12).
+"""``check_layer_gradients``: one layer or op against its full Jacobian.
 
 For a single layer the whole Jacobian is affordable: ``tf.test.compute_gradient`` builds the
 theoretical Jacobian (one backward pass per output) and the numeric one (two forward passes

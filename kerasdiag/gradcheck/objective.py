@@ -4,13 +4,13 @@
 float64 loss, and evaluates, without side effects (``stateless_call``):
 
 - the data loss alone and the regularization term (``model.losses``) alone, so that a
-  regularizer cannot swamp the data loss (G9);
-- the kink fingerprint of every evaluation (G5, ``KinkRecorder``);
+  regularizer cannot swamp the data loss;
+- the kink fingerprint of every evaluation (``KinkRecorder``);
 - the analytic gradients of both parts at the base point.
 
 Every evaluation passes the same non-trainable state, which includes the seed state of
 Dropout and random augmentation layers: with ``training=True`` the masks of ``f(x+h)``,
-``f(x-h)`` and the analytic gradient are identical (G10). With ``training=False`` (default)
+``f(x-h)`` and the analytic gradient are identical. With ``training=False`` (default)
 they are off. Batch-norm statistics are never updated.
 
 Example:
@@ -152,7 +152,7 @@ class ModelObjective:
         """Clone ``model`` to float64 (optionally warm it up) and fix the checked examples.
 
         The check uses the first ``samples`` examples of ``x``; a warm-up trains the copy on
-        all of ``x`` (G8). Python's and NumPy's global random state are restored, so running
+        all of ``x``. Python's and NumPy's global random state are restored, so running
         a check does not change what a later training run draws. ``training=None`` checks
         the mode ``fit`` trains in where it matters: training mode (batch statistics) for a
         model with BatchNormalization, inference mode otherwise.
@@ -254,7 +254,7 @@ class ModelObjective:
 
 
 def _require_float64(value: Any, what: str) -> Any:
-    # A silent cast would hide float32 arithmetic (relative errors ~1e-2, G3): refuse it.
+    # A silent cast would hide float32 arithmetic (relative errors ~1e-2): refuse it.
     for t in keras.tree.flatten(value):
         if t.dtype != tf.float64:
             raise ValueError(

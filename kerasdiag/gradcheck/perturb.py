@@ -8,9 +8,9 @@ nothing has to be restored and the user's variables are never written.
 
 Two kinds of perturbation cover every check:
 
-- ``offset_element``: one entry of one variable moves by ``delta`` (sampled dims, G11);
+- ``offset_element``: one entry of one variable moves by ``delta`` (sampled dims);
 - ``offset_directions``: every variable moves by ``coef * mask[v] * direction[v]``
-  (random directions over all parameters, B2, and their per-variable pieces).
+  (random directions over all parameters, and their per-variable pieces).
 
 Example:
     >>> import tensorflow as tf

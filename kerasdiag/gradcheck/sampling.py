@@ -1,4 +1,4 @@
-"""Which entries a sampled gradient check compares (G6, G11).
+"""Which entries a sampled gradient check compares.
 
 Checking every entry of a large model costs two forward passes per weight. Sampling a few
 entries uniformly over all parameters would, in practice, only ever pick kernel entries:

@@ -1,7 +1,7 @@
 """The gradient check as the first pre-training sanity stage of a run.
 
 ``gradcheck_stage`` checks the compiled model on ``sanity.gradcheck_samples`` training
-examples (G6) with the model's compiled loss, writes ``gradcheck.json`` into the run
+examples with the model's compiled loss, writes ``gradcheck.json`` into the run
 folder, prints the per-variable table and returns a ``StageResult`` named ``gradcheck``.
 A model with more than ``sanity.gradcheck_max_params`` parameters is skipped (the check's
 cost grows with every forward pass), as is a model the check cannot copy to float64.

@@ -1,4 +1,4 @@
-"""Relative error and the verdict bands of a gradient check (G2, G4, G5, G7).
+"""Relative error and the verdict bands of a gradient check.
 
 The relative error of an analytic value ``a`` against a numeric estimate ``n`` is
 ``|a - n| / max(|a|, |n|)``; the bands read it as:
@@ -32,7 +32,7 @@ SUSPICIOUS = 1e-4
 SMOOTH = 1e-7
 # Up to this many weighted layers the smooth tolerance is SMOOTH; beyond, it grows linearly.
 DEPTH_REFERENCE = 4
-# Below this magnitude relative errors are unreliable and loss scaling is offered (G4).
+# Below this magnitude relative errors are unreliable and loss scaling is offered.
 TINY = 1e-10
 # The rounding error of f(x+h) - f(x-h) is a few ulps of the largest value summed into f;
 # this factor covers the sums over examples, classes and regularized weights.
@@ -60,7 +60,7 @@ def smooth_tolerance(depth: int) -> float:
 
 
 def tolerance_note(depth: int) -> str:
-    """One sentence that says how the tolerance grew with depth (G2)."""
+    """One sentence that says how the tolerance grew with depth."""
     tol = smooth_tolerance(depth)
     if depth <= DEPTH_REFERENCE:
         return (

@@ -1,4 +1,4 @@
-"""A short warm-up of the float64 copy before a gradient check (G8).
+"""A short warm-up of the float64 copy before a gradient check.
 
 At random initialisation the activations are in an unusual regime (tiny weights, few dead
 units, scores near zero); a check there can pass while the gradient is wrong in the mode

@@ -1,4 +1,4 @@
-"""One self-contained HTML report per run directory (B3): ``build_report(run_dir)``.
+"""One self-contained HTML report per run directory: ``build_report(run_dir)``.
 
 Rebuild one from the command line with ``python scripts/report.py RUN_DIR``.
 """

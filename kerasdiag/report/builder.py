@@ -1,4 +1,4 @@
-"""``report.html``: everything a run learned, on one self-contained page (B3).
+"""``report.html``: everything a run learned, on one self-contained page.
 
 The page is built from the files in the run directory alone, so it can be rebuilt at any
 time (``python scripts/report.py RUN_DIR``) and a run directory copied elsewhere keeps its

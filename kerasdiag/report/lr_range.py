@@ -1,4 +1,4 @@
-"""The report's learning-rate range test figure: the curve of ``lr_finder.json`` (B5)."""
+"""The report's learning-rate range test figure: the curve of ``lr_finder.json``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sanity checks before training (MISSION S1-S3): initial loss, regularization, overfitting.
+"""Sanity checks before training: initial loss, regularization, overfitting.
 
 Each check returns a :class:`StageResult` and leaves the model it is given unchanged::
 

@@ -1,4 +1,4 @@
-"""Sanity stage: the model uses its input (an input-independent baseline, B6).
+"""Sanity stage: the model uses its input (an input-independent baseline).
 
 Train the model briefly twice from the same initial weights: once on the real inputs, once
 on inputs set to zero (the training mean, after normalisation). With zeros a model can learn

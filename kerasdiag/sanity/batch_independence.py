@@ -1,4 +1,4 @@
-"""Sanity stage: examples of a batch do not mix (batch independence, B6).
+"""Sanity stage: examples of a batch do not mix (batch independence).
 
 In inference mode one example's output must not depend on the other examples of its batch:
 the gradient of example ``i``'s output with respect to every other example's input is

@@ -1,4 +1,4 @@
-"""The loss a freshly initialised classifier should report, before any training (MISSION S1).
+"""The loss a freshly initialised classifier should report, before any training.
 
 A network initialised with small random weights produces near-zero scores, so a softmax over
 them is close to uniform. Every loss then takes a value that depends only on the number of

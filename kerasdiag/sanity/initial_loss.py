@@ -1,4 +1,4 @@
-"""Sanity stage: the untrained model's loss is the value its loss function predicts (MISSION S1)."""
+"""Sanity stage: the untrained model's loss is the value its loss function predicts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sanity stage: the model can memorise a handful of examples (MISSION S3, R1)."""
+"""Sanity stage: the model can memorise a handful of examples."""
 
 from __future__ import annotations
 

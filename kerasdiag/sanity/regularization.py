@@ -1,4 +1,4 @@
-"""Sanity stage: raising the regularization strength raises the loss (MISSION S2)."""
+"""Sanity stage: raising the regularization strength raises the loss."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Hyperparameter search with keras-tuner: random (H1), log-scaled (H2), coarse to fine (H3),
-on one validation split (H4), checkpoints named by score, distributed chief/workers (H5, B4).
+"""Hyperparameter search with keras-tuner: random, log-scaled, coarse to fine,
+on one validation split, checkpoints named by score, distributed chief/workers.
 
 keras-tuner's split: :mod:`~kerasdiag.search.oracle` says what to try (the space from YAML,
 the oracle of ``tuner.name``; :mod:`~kerasdiag.search.coarse_to_fine` the staged oracle that

@@ -1,4 +1,4 @@
-"""Coarse to fine (H3) as one keras-tuner oracle: stages, narrowing and epochs per stage.
+"""Coarse to fine as one keras-tuner oracle: stages, narrowing and epochs per stage.
 
 :class:`CoarseToFineOracle` is keras-tuner's random search (with the leases of
 :class:`~kerasdiag.search.distributed.LeaseMixin`) that runs ``tuner.stages`` one after the

@@ -1,4 +1,4 @@
-"""``StopOnDivergence``: end a training run whose loss blows up (H5), before it wastes epochs."""
+"""``StopOnDivergence``: end a training run whose loss blows up, before it wastes epochs."""
 
 from __future__ import annotations
 

@@ -8,11 +8,11 @@ bad space is reported before TensorFlow starts.
 
 A space entry names the config key it sets, its type and its range::
 
-    lr: {key: optimizer.lr, type: float, min: 1.0e-6, max: 10.0, sampling: log}   # H2
+    lr: {key: optimizer.lr, type: float, min: 1.0e-6, max: 10.0, sampling: log}
     batch_size: {key: data.batch_size, type: choice, values: [16, 32, 64, 128]}
 
 ``sampling: log`` draws ``10 ** uniform(log10 min, log10 max)``: as many trials per decade
-for a learning rate of 1e-5 as for one of 1e-1 (H2).
+for a learning rate of 1e-5 as for one of 1e-1.
 
 Example:
     >>> from kerasdiag.config import load_config
@@ -46,7 +46,7 @@ TYPES = ("float", "int", "choice")
 SAMPLINGS = ("linear", "log")
 ENTRY_FIELDS = ("key", "type", "min", "max", "sampling", "values")
 # Sections a trial may not change: the search's own settings, what runs around a trial, and
-# the data split, which must be the same for every trial so that their scores compare (H4).
+# the data split, which must be the same for every trial so that their scores compare.
 FIXED_PREFIXES = ("tuner.", "ensemble.", "sanity.", "monitors.", "recipe", "bayes_error")
 FIXED_KEYS = ("trainer.epochs", "trainer.checkpoint_monitor")  # set per stage by the search
 SEARCHABLE_DATA = ("data.batch_size", "data.augment.")
@@ -109,7 +109,7 @@ class Param:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of the search: ``trials`` trials of ``epochs`` epochs each (H3)."""
+    """One stage of the search: ``trials`` trials of ``epochs`` epochs each."""
 
     number: int  # 1-based
     trials: int
@@ -255,7 +255,7 @@ def narrow_space(
     best: Sequence[Mapping[str, Any]],
     margin: float = 0.1,
 ) -> list[Param]:
-    """Coarse to fine (H3): each range narrowed around the values of the ``best`` trials.
+    """Coarse to fine: each range narrowed around the values of the ``best`` trials.
 
     ``best`` holds the decoded values of the trials to keep (best first). A numeric range
     becomes [min, max] of their values, widened by ``margin`` times the old width on each side

@@ -138,7 +138,7 @@ def plot_search(
 def search_figure(records: Sequence[TrialRecord], space: Sequence[Param], objective: str) -> Any:
     """The score against each hyperparameter, one panel each, colour = stage.
 
-    Log-sampled hyperparameters get log x axes (H2), choices one tick per candidate. Trials
+    Log-sampled hyperparameters get log x axes, choices one tick per candidate. Trials
     without a score (diverged at once, failed) are red crosses along the bottom edge. A
     ``matplotlib.figure.Figure`` without pyplot: no global backend or state is touched.
     """

@@ -1,5 +1,5 @@
 """``run_search``: what ``scripts/train.py ... tuner=random|coarse_to_fine|hyperband|bayesian``
-runs (H1-H5, B4).
+runs.
 
 One keras-tuner oracle (:func:`~kerasdiag.search.oracle.build_oracle`; coarse to fine is
 :class:`~kerasdiag.search.coarse_to_fine.CoarseToFineOracle`, which narrows its ranges between
@@ -10,7 +10,7 @@ and the HParams dashboard's runs (``tensorboard/search/``). A second run in the 
 oracle's state come back from ``search/``, an interrupted trial is run again, and the search
 goes on from there.
 
-Distributed (B4): the same command on several processes or machines sharing the run directory,
+Distributed: the same command on several processes or machines sharing the run directory,
 with keras-tuner's variables set. The chief (``KERASTUNER_TUNER_ID=chief``) holds the oracle and
 hands out trials; workers (``tuner0``, ``tuner1``, ...) train them::
 

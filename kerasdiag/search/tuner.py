@@ -8,7 +8,7 @@ kept as ``run_dir/trials/stage{S}-trial{NNN}-{objective}{score:.4f}.keras``, and
 values and score are logged for TensorBoard's HParams dashboard (:mod:`kerasdiag.search.hparams`).
 
 Works the same in a distributed search: on a worker, keras-tuner turns the oracle into a
-client of the chief's, and this tuner only runs the trials the chief hands out (H5, B4).
+client of the chief's, and this tuner only runs the trials the chief hands out.
 
 Example:
     >>> tuner = TrialTuner(build_oracle(space, stages, cfg.tuner), cfg=cfg, data=data,
