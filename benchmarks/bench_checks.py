@@ -27,13 +27,14 @@ import numpy as np  # noqa: E402
 from _timing import CIFAR_SAMPLE, EpochTimer  # noqa: E402
 
 from kerasdiag.callbacks.weight_checks import init_scale_findings  # noqa: E402
+from kerasdiag.checks.data import check_leakage, check_split_shift  # noqa: E402
+from kerasdiag.checks.lr_range import find_learning_rate  # noqa: E402
+from kerasdiag.checks.sanity.baseline import check_input_dependence  # noqa: E402
+from kerasdiag.checks.sanity.batch_independence import check_batch_independence  # noqa: E402
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
-from kerasdiag.data.checks import check_leakage, check_split_shift  # noqa: E402
-from kerasdiag.lr_finder import find_learning_rate  # noqa: E402
-from kerasdiag.pipeline import build_model, fit  # noqa: E402
-from kerasdiag.sanity.baseline import check_input_dependence  # noqa: E402
-from kerasdiag.sanity.batch_independence import check_batch_independence  # noqa: E402
+from kerasdiag.modeling.factory import build_model  # noqa: E402
+from kerasdiag.training.pipeline import fit  # noqa: E402
 
 
 def best_of(repeat: int, fn) -> float:

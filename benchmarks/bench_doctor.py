@@ -43,7 +43,8 @@ from kerasdiag.callbacks.factory import MONITOR_DEFAULTS, probe_batch  # noqa: E
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
 from kerasdiag.diagnosis import TRAINING_SYMPTOMS  # noqa: E402
-from kerasdiag.pipeline import build_model, fit  # noqa: E402
+from kerasdiag.modeling.factory import build_model  # noqa: E402
+from kerasdiag.training.pipeline import fit  # noqa: E402
 
 
 def healthy_cifar() -> tuple:

@@ -29,11 +29,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from _timing import CIFAR_SAMPLE  # noqa: E402
 
+from kerasdiag.checks.gradcheck import check_gradients, check_gradients_fast  # noqa: E402
+from kerasdiag.checks.gradcheck.objective import ModelObjective  # noqa: E402
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data.cifar import read_batch  # noqa: E402
-from kerasdiag.gradcheck import check_gradients, check_gradients_fast  # noqa: E402
-from kerasdiag.gradcheck.objective import ModelObjective  # noqa: E402
-from kerasdiag.losses import build_loss  # noqa: E402
+from kerasdiag.modeling.losses import build_loss  # noqa: E402
 from recipes.models import convnet  # noqa: E402
 
 CIFAR_BATCH = CIFAR_SAMPLE / "data_batch_1"

@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import CIFAR_SAMPLE  # noqa: E402
 
+from kerasdiag.checks.lr_range import find_learning_rate  # noqa: E402
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
-from kerasdiag.lr_finder import find_learning_rate  # noqa: E402
-from kerasdiag.pipeline import build_model, evaluate_test, fit  # noqa: E402
+from kerasdiag.modeling.factory import build_model  # noqa: E402
+from kerasdiag.training.pipeline import evaluate_test, fit  # noqa: E402
 
 
 def train_at(cfg, data, lr: float) -> tuple[float, float, float]:

@@ -49,7 +49,8 @@ from kerasdiag.callbacks import MonitorWarning, monitor_callbacks  # noqa: E402
 from kerasdiag.callbacks.factory import MONITOR_DEFAULTS, probe_schedule  # noqa: E402
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
-from kerasdiag.pipeline import build_model, fit  # noqa: E402
+from kerasdiag.modeling.factory import build_model  # noqa: E402
+from kerasdiag.training.pipeline import fit  # noqa: E402
 
 # The monitors' budget: a share of the fit, plus a fixed allowance per run for what does not
 # grow with it (opening the TensorBoard runs, tracing the probe pass, the first 20 probes that

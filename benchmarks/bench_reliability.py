@@ -22,7 +22,8 @@ from _timing import CIFAR_SAMPLE, EpochTimer, alternate, report  # noqa: E402
 
 from kerasdiag.config import load_config  # noqa: E402
 from kerasdiag.data import load_dataset  # noqa: E402
-from kerasdiag.pipeline import build_model, fit, training_callbacks  # noqa: E402
+from kerasdiag.modeling.factory import build_model  # noqa: E402
+from kerasdiag.training.pipeline import fit, training_callbacks  # noqa: E402
 
 
 def main() -> None:

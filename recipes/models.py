@@ -10,7 +10,7 @@ from typing import Any
 
 import keras
 
-from kerasdiag.modeling import Layers, conv_block, dense_block, dropout_rates, logits_layer
+from kerasdiag.modeling.blocks import Layers, conv_block, dense_block, dropout_rates, logits_layer
 
 
 def mlp(model_cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:

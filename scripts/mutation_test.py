@@ -37,18 +37,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 # module -> the tests that pin its behaviour (independent expectations, planted faults)
 MODULE_TESTS: dict[str, tuple[str, list[str]]] = {
-    "verdict": ("kerasdiag/gradcheck/verdict.py", ["test_gradcheck_verdict.py"]),
-    "finite_diff": ("kerasdiag/gradcheck/finite_diff.py", ["test_gradcheck_finite_diff.py"]),
-    "kinks": ("kerasdiag/gradcheck/kinks.py", ["test_gradcheck_kinks.py"]),
-    "expected": ("kerasdiag/sanity/expected.py", ["test_sanity_expected.py"]),
+    "verdict": ("kerasdiag/checks/gradcheck/verdict.py", ["test_gradcheck_verdict.py"]),
+    "finite_diff": ("kerasdiag/checks/gradcheck/finite_diff.py", ["test_gradcheck_finite_diff.py"]),
+    "kinks": ("kerasdiag/checks/gradcheck/kinks.py", ["test_gradcheck_kinks.py"]),
+    "expected": ("kerasdiag/checks/sanity/expected.py", ["test_sanity_expected.py"]),
     "cifar": (
         "kerasdiag/data/cifar.py",
         ["test_cifar_format.py", "test_security.py"],
     ),
-    "diagnosis": ("kerasdiag/diagnosis.py", ["test_diagnosis.py"]),
+    "diagnosis": ("kerasdiag/diagnosis/run_dir.py", ["test_diagnosis.py"]),
     # the doctor's rules: pure functions, their tests run in seconds without TensorFlow
-    "doctor_rules": ("kerasdiag/doctor_rules.py", ["test_doctor_rules.py"]),
-    "rundir": ("kerasdiag/rundir.py", ["test_rundir.py"]),
+    "doctor_rules": ("kerasdiag/diagnosis/rules.py", ["test_doctor_rules.py"]),
+    "rundir": ("kerasdiag/core/rundir.py", ["test_rundir.py"]),
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code) folded into three outcomes

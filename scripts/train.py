@@ -2,7 +2,7 @@
 
 Thin on purpose: Hydra composes the config once; :class:`kerasdiag.cli.Preflight` (a Hydra
 callback) validates it and the run directory before TensorFlow starts, then
-``kerasdiag.pipeline.run`` does the work in Hydra's run directory: one training, a search
+``kerasdiag.cli.dispatch.run`` does the work in Hydra's run directory: one training, a search
 (``tuner=...``) or an ensemble (``ensemble=...``).
 
 Exit codes: 0 done; 2 bad input of any kind (config, data, run directory), with one line on
@@ -23,7 +23,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from kerasdiag.cli import console_log, exit_on_user_error, load_inputs, run_app, task_started  # noqa: E402
 from kerasdiag.config import CONF_DIR, register_schema, validate_config  # noqa: E402
-from kerasdiag.naming import register_resolvers  # noqa: E402
+from kerasdiag.core.naming import register_resolvers  # noqa: E402
 
 register_schema()
 register_resolvers(CONF_DIR)  # --help's recipe list and run directories' names
@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> None:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # a single run was checked by the Preflight callback
             validate_config(cfg)
         data = load_inputs(cfg)  # bad data ends the run here, before TensorFlow starts
-        from kerasdiag.pipeline import run  # TensorFlow starts here
+        from kerasdiag.cli.dispatch import run  # TensorFlow starts here
 
         run(cfg, run_dir, data=data)
 

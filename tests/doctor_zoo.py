@@ -135,7 +135,7 @@ def compiled(model: keras.Model, optimizer) -> keras.Model:
 
 def project_model(*overrides: str):
     """A model of the project's own digits recipe (recipes.models.mlp via build_model)."""
-    from kerasdiag.pipeline import build_model
+    from kerasdiag.modeling.factory import build_model
 
     cfg = load_config(["recipe=digits_softmax", *overrides])
     data = load_dataset(cfg.data)

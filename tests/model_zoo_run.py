@@ -25,8 +25,8 @@ from kerasdiag.callbacks import (
     UpdateRatioMonitor,
 )
 from kerasdiag.callbacks.base import MonitorWarning
-from kerasdiag.gradcheck import check_gradients, check_gradients_fast, check_layer_gradients
-from kerasdiag.sanity import (
+from kerasdiag.checks.gradcheck import check_gradients, check_gradients_fast, check_layer_gradients
+from kerasdiag.checks.sanity import (
     check_initial_loss,
     check_regularization_raises_loss,
     overfit_small_subset,

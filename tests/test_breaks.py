@@ -17,11 +17,11 @@ from _gradcheck_helpers import PlantedDense, cifar, digits, planted_dense_model,
 
 from kerasdiag import check_gradients
 from kerasdiag.callbacks import MetricsCSV, TrainingDoctor
+from kerasdiag.checks.gradcheck.verdict import relative_error, settle
+from kerasdiag.checks.sanity import check_initial_loss, overfit_small_subset
+from kerasdiag.core.errors import DataError
+from kerasdiag.core.rundir import read_metrics_csv
 from kerasdiag.data.cifar import safe_load_pickle
-from kerasdiag.errors import DataError
-from kerasdiag.gradcheck.verdict import relative_error, settle
-from kerasdiag.rundir import read_metrics_csv
-from kerasdiag.sanity import check_initial_loss, overfit_small_subset
 
 LN10 = float(np.log(10.0))
 

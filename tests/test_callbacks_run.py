@@ -27,8 +27,8 @@ from kerasdiag.callbacks import (
 )
 from kerasdiag.callbacks.factory import FALLBACK_FREQ, MONITOR_DEFAULTS, probe_batch
 from kerasdiag.config import load_config
+from kerasdiag.core.errors import ConfigError
 from kerasdiag.data import load_dataset
-from kerasdiag.errors import ConfigError
 
 from conftest import CIFAR_SAMPLE
 
@@ -179,7 +179,7 @@ def digits():
 
 
 def test_factory_builds_the_enabled_monitors_and_they_write_into_the_run(digits, tmp_path):
-    from kerasdiag.pipeline import build_model
+    from kerasdiag.modeling.factory import build_model
 
     cfg = OmegaConf.create({**MONITOR_DEFAULTS, "gradients": False, "update_ratio_freq": 5})
     monitors = monitor_callbacks(cfg, tmp_path, digits)

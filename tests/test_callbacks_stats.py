@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasdiag import doctor_rules
 from kerasdiag.callbacks import (
     ActivationHistograms,
     CurvePlotter,
@@ -20,6 +19,7 @@ from kerasdiag.callbacks.base import CsvLog, FileWrites
 from kerasdiag.callbacks.curve_plotter import step_losses
 from kerasdiag.callbacks.filter_images import filter_grid, first_layer_filters
 from kerasdiag.callbacks.stats import histogram_buckets
+from kerasdiag.diagnosis import rules as doctor_rules
 
 
 def test_update_ratios_match_hand_computation():

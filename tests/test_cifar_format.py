@@ -11,6 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
+from kerasdiag.core.errors import DataError
 from kerasdiag.data import cifar
 from kerasdiag.data.cifar import (
     SafeUnpickler,
@@ -20,7 +21,6 @@ from kerasdiag.data.cifar import (
     read_batch,
     safe_load_pickle,
 )
-from kerasdiag.errors import DataError
 
 
 def _write(path, obj):

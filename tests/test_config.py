@@ -20,7 +20,7 @@ from kerasdiag.config.schema import (
     ScheduleConfig,
     TunerConfig,
 )
-from kerasdiag.errors import ConfigError
+from kerasdiag.core.errors import ConfigError
 
 from conftest import REPO
 
@@ -180,7 +180,7 @@ def test_load_config_validates_without_tensorflow():
     code = (
         "import sys\n"
         "from kerasdiag.config import load_config\n"
-        "from kerasdiag.errors import ConfigError\n"
+        "from kerasdiag.core.errors import ConfigError\n"
         "load_config(['tuner=coarse_to_fine', 'monitors.doctor_budget=0.5'])\n"
         "load_config(['ensemble=seeds'])\n"
         "try:\n"

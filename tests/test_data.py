@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from kerasdiag.config import load_config
+from kerasdiag.core.errors import DataError
 from kerasdiag.data import load_dataset, make_tf_dataset, prepare_splits
 from kerasdiag.data.cifar import load_cifar10_folder, read_batch, safe_load_pickle
 from kerasdiag.data.splits import imbalance_subsample, stratified_split
-from kerasdiag.errors import DataError
 
 
 def test_cifar_sample_reads_as_official_layout(cifar_dir):
@@ -77,7 +77,7 @@ def test_only_the_examples_trained_on_are_long_tailed(cifar_dir):
     """cifar_focal: validation is carved before the long tail, so it follows the balanced
     test split (it was long-tailed too, and the split-shift check failed every run: the kept
     epoch's validation accuracy 0.566 against a test accuracy of 0.378)."""
-    from kerasdiag.data.checks import check_split_shift
+    from kerasdiag.checks.data import check_split_shift
 
     cfg = load_config(["recipe=cifar_focal", f"data.path={cifar_dir}"])
     data = load_dataset(cfg.data)

@@ -11,10 +11,10 @@ import tensorflow as tf
 from hydra import initialize_config_dir
 
 from kerasdiag.config import CONF_DIR, load_config
+from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import load_dataset
 from kerasdiag.data.cifar import CIFAR10_CLASSES, load_cifar10_folder
-from kerasdiag.errors import ConfigError, DataError
-from kerasdiag.pipeline import build_model
+from kerasdiag.modeling.factory import build_model
 
 PER_CLASS = 60  # three classes: 180 PNGs
 
@@ -105,7 +105,7 @@ def test_image_folder_with_train_and_test_folders(tmp_path, image_folder):
 
 
 def test_image_folder_trains_with_augmentation(image_folder, tmp_path):
-    from kerasdiag.pipeline import fit
+    from kerasdiag.training.pipeline import fit
 
     cfg = load_config(
         ["recipe=cifar_softmax", "data=image_folder", f"data.path={image_folder}",
@@ -144,7 +144,7 @@ def test_image_folder_errors_are_one_line(tmp_path, image_folder):
 
 
 def test_csv_binary_target_uses_sigmoid_and_ln2(cancer_csv, tmp_path):
-    from kerasdiag.sanity.initial_loss import check_initial_loss
+    from kerasdiag.checks.sanity.initial_loss import check_initial_loss
 
     cfg = load_config(
         ["data=csv", f"data.path={cancer_csv}", "data.target=label", "loss=binary",
@@ -157,12 +157,12 @@ def test_csv_binary_target_uses_sigmoid_and_ln2(cancer_csv, tmp_path):
     assert model.output.shape[-1] == 1  # one logit
     result = check_initial_loss(model, data)
     assert result.status == "pass" and result.expected == pytest.approx(math.log(2))
-    from kerasdiag.pipeline import evaluate_test, fit
+    from kerasdiag.training.pipeline import evaluate_test, fit
 
     fit(cfg, model, data, [])
     scores = evaluate_test(cfg, model, data)
     assert scores["accuracy"] > 0.9  # accuracy reads the one logit at 0, not argmax
-    from kerasdiag.pipeline import write_test_confusion
+    from kerasdiag.training.pipeline import write_test_confusion
 
     write_test_confusion(cfg, model, data, tmp_path / "c.json")
     assert "malignant" in (tmp_path / "c.json").read_text()

@@ -12,10 +12,11 @@ import pytest
 from kerasdiag import diagnose
 from kerasdiag.callbacks.nan_stop import NonFiniteLossError
 from kerasdiag.config import load_config, validate_doctor_config
+from kerasdiag.core.errors import ConfigError
+from kerasdiag.core.rundir import RunFiles
 from kerasdiag.data import load_dataset
 from kerasdiag.diagnosis import (
     Finding,
-    RunFiles,
     Thresholds,
     accuracies_at,
     bias_variance,
@@ -27,10 +28,9 @@ from kerasdiag.diagnosis import (
     restores_best_epoch,
     sanity_findings,
 )
-from kerasdiag.errors import ConfigError
-from kerasdiag.io import load_model_safely
-from kerasdiag.pipeline import run_training
-from kerasdiag.symptoms import fix_for
+from kerasdiag.diagnosis.symptoms import fix_for
+from kerasdiag.modeling.safe_load import load_model_safely
+from kerasdiag.training.pipeline import run_training
 
 # Per-epoch training losses measured on sklearn digits (first-step loss 3.008, tests/doctor_zoo.py).
 HEALTHY_ADAM = [2.033, 1.164, 0.595, 0.396, 0.303, 0.248, 0.212, 0.186, 0.167, 0.151]
@@ -371,7 +371,7 @@ def test_a_nan_record_becomes_one_finding_with_its_numbers_and_fix():
     """nan.json -> the ``nan`` finding: the record's numbers as evidence, its own advice as
     the fix, or the exploding-gradients fix at the record's learning rate when it has none."""
     from kerasdiag.diagnosis import nan_stop_finding
-    from kerasdiag.symptoms import fix_for
+    from kerasdiag.diagnosis.symptoms import fix_for
 
     record = {"symptom": "nan", "loss": "nan", "batch": 7, "completed_epochs": 2, "epoch": 3,
               "global_step": 77, "learning_rate": 0.5}  # fmt: skip
@@ -480,8 +480,8 @@ def test_each_failed_sanity_stage_is_one_whole_finding():
     # a stage that names its own fix: the finding gives that one, said once
     (own,) = sanity_findings(
         [{"name": "input_baseline", "status": "fail", "value": 2.2, "expected": 2.3,
-          "message": "the model does not use its input: loss 2.2. Fix: find where the input "
-                     "is lost."}]
+          "message": "the model does not use its input: loss 2.2.",
+          "fix": "find where the input is lost."}]
     )  # fmt: skip
     assert own.fix == "find where the input is lost"
     assert own.message == (
@@ -562,8 +562,8 @@ def test_one_answer_on_raising_the_learning_rate_from_the_whole_runs_ratio(tmp_p
     """The doctor's slow_convergence at epoch 2 read the ratio so far (1.8e-3: 'do not raise
     the learning rate'), the curve rule the whole run's (0.92e-3: 'raise it 3-10x'); digits
     under SGD 0.001 said both. The diagnosis judges both from the whole run, step 0 left out."""
-    from kerasdiag.doctor_rules import slow_finding
-    from kerasdiag.symptoms import large_updates_fix
+    from kerasdiag.diagnosis.rules import slow_finding
+    from kerasdiag.diagnosis.symptoms import large_updates_fix
 
     early = slow_finding(1, 2.27, 2.32, Thresholds(), 0.001, step=76, update_ratio=1.8e-3)
     assert early.fix == large_updates_fix(1.8e-3)

@@ -27,9 +27,10 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     from kerasdiag.config import load_config
     from kerasdiag.data import load_dataset
-    from kerasdiag.distribute import get_strategy
-    from kerasdiag.errors import ConfigError
-    from kerasdiag.pipeline import build_model, run_training
+    from kerasdiag.modeling.distribute import get_strategy
+    from kerasdiag.core.errors import ConfigError
+    from kerasdiag.training.pipeline import run_training
+    from kerasdiag.modeling.factory import build_model
 
     names = ("none", "auto", "mirrored", "multiworker")
     out = {name: get_strategy(name).num_replicas_in_sync for name in names}
@@ -140,7 +141,7 @@ def test_pipeline_trains_on_two_replicas(two_replicas):
     ],
 )
 def test_auto_picks_multiworker_only_for_a_cluster(monkeypatch, tf_config, expected):
-    from kerasdiag.distribute import resolve_strategy_name
+    from kerasdiag.modeling.distribute import resolve_strategy_name
 
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)

@@ -18,7 +18,7 @@ from kerasdiag.callbacks import (
     stats,
 )
 from kerasdiag.diagnosis import Finding
-from kerasdiag.symptoms import large_updates_fix
+from kerasdiag.diagnosis.symptoms import large_updates_fix
 
 
 @pytest.fixture(scope="module")

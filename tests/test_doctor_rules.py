@@ -1,6 +1,6 @@
 """The doctor's rules on numbers alone: each threshold just below and just above (no TensorFlow).
 
-Every rule of :mod:`kerasdiag.doctor_rules` is a pure function of measured numbers, so each
+Every rule of :mod:`kerasdiag.diagnosis.rules` is a pure function of measured numbers, so each
 test builds the numbers by hand and checks the verdict on both sides of the threshold.
 """
 
@@ -12,9 +12,14 @@ import sys
 
 import pytest
 
-from kerasdiag import doctor_rules as rules
-from kerasdiag.doctor_rules import ActivationStats, Thresholds
-from kerasdiag.symptoms import fix_for, large_updates_fix, nan_advice, variance_after_bias_fix
+from kerasdiag.diagnosis import rules
+from kerasdiag.diagnosis.rules import ActivationStats, Thresholds
+from kerasdiag.diagnosis.symptoms import (
+    fix_for,
+    large_updates_fix,
+    nan_advice,
+    variance_after_bias_fix,
+)
 
 TH = Thresholds()
 LR = 0.01
@@ -30,7 +35,7 @@ def below(x: float) -> float:
 
 def test_importing_report_and_diagnosis_starts_no_tensorflow():
     code = (
-        "import sys, kerasdiag.report, kerasdiag.diagnosis, kerasdiag.doctor_rules\n"
+        "import sys, kerasdiag.report, kerasdiag.diagnosis, kerasdiag.diagnosis.rules\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
         "assert 'keras' not in sys.modules, 'keras imported'\n"
     )

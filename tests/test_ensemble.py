@@ -10,11 +10,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from kerasdiag.config import load_config
+from kerasdiag.core.errors import DataError
 from kerasdiag.data import load_dataset
 from kerasdiag.ensemble import build_ensemble, load_member, parse_checkpoint_name, run_ensemble
-from kerasdiag.errors import DataError
-from kerasdiag.pipeline import build_model, fit, seed_everything
+from kerasdiag.modeling.factory import build_model
 from kerasdiag.search.results import trial_checkpoint_name
+from kerasdiag.training.pipeline import fit, seed_everything
 
 from conftest import run_train
 

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from kerasdiag.config import load_config
+from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.ensemble import best_checkpoints, parse_checkpoint_name, validate_ensemble_config
 from kerasdiag.ensemble.selection import source_checkpoints
-from kerasdiag.errors import ConfigError, DataError
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from kerasdiag import cli
-from kerasdiag.errors import KerasdiagError
-from kerasdiag.io import TMP_PREFIX
-from kerasdiag.rundir import LOCK_FILE
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.io import TMP_PREFIX
+from kerasdiag.core.rundir import RunLayout
 
 from conftest import run_train
 
@@ -139,7 +139,7 @@ def tiny_tmpfs(where: Path, size: str) -> Path:
 
 
 def test_a_full_disk_is_one_line_exit_4_and_no_half_written_file(tmp_path):
-    from kerasdiag.io import load_model_safely
+    from kerasdiag.modeling.safe_load import load_model_safely
 
     with tiny_tmpfs(tmp_path / "disk", "300k") as disk:
         run_dir = disk / "run"
@@ -174,7 +174,7 @@ def _hold_lock(run_dir: Path) -> subprocess.Popen:
     """Another process holding the run directory's lock (as a winner that is loading data)."""
     code = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
             "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir / LOCK_FILE)],
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir / RunLayout.LOCK)],
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stdout.readline().strip() == "locked"
     return proc
@@ -196,7 +196,7 @@ def test_a_refused_process_never_removes_a_directory_another_one_uses(tmp_path, 
                 raise KerasdiagError(f"run directory {run_dir} is in use by another process")
         assert exit_info.value.code == 2
         assert (run_dir / ".hydra" / "config.yaml").read_text() == "winner: true\n"
-        assert (run_dir / LOCK_FILE).exists()
+        assert (run_dir / RunLayout.LOCK).exists()
     finally:
         holder.kill()
         holder.wait()
@@ -216,7 +216,7 @@ def test_a_refused_process_removes_only_an_empty_directory_it_made(tmp_path, mon
 def test_two_processes_started_on_one_new_directory_one_runs_one_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, str(Path(cli.__file__).parents[1] / "scripts" / "train.py"),
+    command = [sys.executable, str(Path(cli.__file__).parents[2] / "scripts" / "train.py"),
                *FAST, "trainer.epochs=2", f"hydra.run.dir={run_dir}"]  # fmt: skip
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]  # fmt: skip

@@ -21,10 +21,10 @@ from _gradcheck_helpers import (
 )
 
 import kerasdiag
-from kerasdiag.gradcheck import check_gradients
-from kerasdiag.gradcheck.clone import clone_float64, float64_loss
-from kerasdiag.gradcheck.objective import ModelObjective
-from kerasdiag.losses import MulticlassHinge
+from kerasdiag.checks.gradcheck import check_gradients
+from kerasdiag.checks.gradcheck.clone import clone_float64, float64_loss
+from kerasdiag.checks.gradcheck.objective import ModelObjective
+from kerasdiag.modeling.losses import MulticlassHinge
 
 
 def planted_conv_model(bug=None):

@@ -9,7 +9,7 @@ import pytest
 from _gradcheck_helpers import PlantedConv2D, cifar, digits, planted_dense_model, relu_convnet
 
 import kerasdiag
-from kerasdiag.gradcheck.fast import random_directions
+from kerasdiag.checks.gradcheck.fast import random_directions
 
 
 def test_healthy_relu_convnet_passes_fast_check():

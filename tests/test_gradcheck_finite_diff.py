@@ -1,7 +1,7 @@
 """Centered differences and their step-size retries, on closed-form functions (no TensorFlow).
 
 Fast on purpose: ``scripts/mutation_test.py`` runs these against every mutant of
-``kerasdiag/gradcheck/finite_diff.py``. Each ``evaluate`` below is a function with a known
+``kerasdiag/checks/gradcheck/finite_diff.py``. Each ``evaluate`` below is a function with a known
 derivative, so every expected attempt is a hand computation.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kerasdiag.gradcheck.finite_diff import (
+from kerasdiag.checks.gradcheck.finite_diff import (
     KINK_STEPS,
     RETRY_STEPS,
     Attempt,

@@ -1,7 +1,7 @@
 """KinkRecorder: each non-differentiable op's active pattern, on tiny traced functions.
 
 Fast on purpose: ``scripts/mutation_test.py`` runs these against every mutant of
-``kerasdiag/gradcheck/kinks.py``. Each case evaluates one op at two points on the same side
+``kerasdiag/checks/gradcheck/kinks.py``. Each case evaluates one op at two points on the same side
 of its kink and at two points on either side; only the latter must count as crossed.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasdiag.gradcheck.kinks import KINK_PATTERNS, KinkRecorder, crossed
+from kerasdiag.checks.gradcheck.kinks import KINK_PATTERNS, KinkRecorder, crossed
 
 
 def _recorded(fn):

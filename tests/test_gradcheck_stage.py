@@ -9,8 +9,8 @@ import pytest
 from _gradcheck_helpers import PlantedDense, digits, sequential
 from omegaconf import OmegaConf
 
+from kerasdiag.checks.gradcheck import gradcheck_stage
 from kerasdiag.data.dataset import Dataset
-from kerasdiag.gradcheck import gradcheck_stage
 
 
 @pytest.fixture(scope="module")

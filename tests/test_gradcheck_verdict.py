@@ -1,7 +1,7 @@
 """The verdict arithmetic of the gradient checks, against hand-computed values.
 
 Pure NumPy and fast: these are also the tests ``scripts/mutation_test.py`` runs against each
-mutant of ``kerasdiag/gradcheck/verdict.py``.
+mutant of ``kerasdiag/checks/gradcheck/verdict.py``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kerasdiag.gradcheck.verdict import (
+from kerasdiag.checks.gradcheck.verdict import (
     classify,
     relative_error,
     rounding_floor,

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasdiag.losses import MulticlassHinge, SparseCategoricalFocalLoss
+from kerasdiag.modeling.losses import MulticlassHinge, SparseCategoricalFocalLoss
 
 
 def ww_hinge(scores, labels, margin=1.0):

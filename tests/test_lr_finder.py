@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 from kerasdiag import find_learning_rate
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
-from kerasdiag.lr_finder import LRFinderResult, suggest
-from kerasdiag.pipeline import build_model, fit
+from kerasdiag.diagnosis.lr_range import LRFinderResult, suggest
+from kerasdiag.modeling.factory import build_model
+from kerasdiag.training.pipeline import fit
 
 from conftest import run_train
 
@@ -182,7 +183,7 @@ def test_bad_lr_settings_exit_2_naming_the_key(tmp_path, override, needle):
 
 
 def test_lr_auto_is_refused_with_a_search():
-    from kerasdiag.errors import ConfigError
+    from kerasdiag.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="optimizer.lr"):
         load_config(["optimizer.lr=auto", "tuner=random"])

@@ -15,9 +15,10 @@ import pytest
 from model_zoo import ZOO, cifar, mobilenet
 from model_zoo_run import run
 
-from kerasdiag import diagnosis, doctor_rules
+from kerasdiag import diagnosis
 from kerasdiag.callbacks import stats
-from kerasdiag.gradcheck import check_gradients
+from kerasdiag.checks.gradcheck import check_gradients
+from kerasdiag.diagnosis import rules as doctor_rules
 
 GRADIENT_MODELS = [
     "bn_resnet",
@@ -113,11 +114,17 @@ def test_zero_gradients_are_unverified_not_ok():
 
 
 def test_update_ratio_band_follows_the_optimizer():
-    assert stats.update_ratio_band(keras.optimizers.SGD(0.1)) == (1e-4, 1e-2)
-    assert stats.update_ratio_band(keras.optimizers.Adam())[1] == stats.ADAPTIVE_UPDATE_RATIO_HIGH
-    sparse = stats.update_ratio_band(keras.optimizers.Adam(), sparse=True)
-    assert sparse[1] == stats.ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH
-    assert stats.update_ratio_band(keras.optimizers.Adam(), high=0.05) == (1e-4, 0.05)
+    def band(optimizer, **kwargs):
+        return doctor_rules.update_ratio_band(stats.optimizer_name(optimizer), **kwargs)
+
+    assert band(keras.optimizers.SGD(0.1)) == (1e-4, 1e-2)
+    assert band(keras.optimizers.Adam())[1] == doctor_rules.ADAPTIVE_UPDATE_RATIO_HIGH
+    sparse = band(keras.optimizers.Adam(), sparse=True)
+    assert sparse[1] == doctor_rules.ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH
+    assert band(keras.optimizers.Adam(), high=0.05) == (1e-4, 0.05)
+    # the report shades the band of the run's configured optimizer: the same numbers
+    assert doctor_rules.update_ratio_band("adam") == band(keras.optimizers.Adam())
+    assert doctor_rules.update_ratio_band("sgd_nesterov") == band(keras.optimizers.SGD(0.1))
 
 
 def test_embedding_update_ratio_is_over_the_rows_the_step_changed():

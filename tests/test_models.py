@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kerasdiag.config import load_config
-from kerasdiag.pipeline import build_model, model_summary_text
+from kerasdiag.modeling.factory import build_model, model_summary_text
 
 
 class _Data:  # the two attributes build_model reads, for shape-only tests

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from kerasdiag.config import CONF_DIR
-from kerasdiag.naming import recipe_descriptions, run_name, run_title
+from kerasdiag.core.naming import recipe_descriptions, run_name, run_title
 
 from conftest import REPO, run_train
 

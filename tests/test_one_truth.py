@@ -20,18 +20,24 @@ import keras
 import numpy as np
 import pytest
 
-from kerasdiag import doctor_rules as rules
-from kerasdiag import symptoms
 from kerasdiag.callbacks import MonitorWarning, ProbeSchedule, UpdateRatioMonitor
 from kerasdiag.callbacks.factory import MIN_PROBES_PER_RUN, probe_freq, probe_schedule
 from kerasdiag.config import load_config
+from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import cifar, load_dataset
-from kerasdiag.diagnosis import SANITY_SYMPTOMS, SYMPTOMS, curve_findings, make_finding
-from kerasdiag.errors import ConfigError, DataError
-from kerasdiag.io import load_model_safely
-from kerasdiag.pipeline import resolve_builder, run_training
+from kerasdiag.diagnosis import (
+    SANITY_SYMPTOMS,
+    SYMPTOMS,
+    curve_findings,
+    make_finding,
+    rules,
+    symptoms,
+)
+from kerasdiag.modeling.factory import resolve_builder
+from kerasdiag.modeling.safe_load import load_model_safely
 from kerasdiag.report.builder import run_status
 from kerasdiag.report.filters import filter_summary, filters_caption
+from kerasdiag.training.pipeline import run_training
 
 from conftest import REPO, run_train
 
@@ -195,7 +201,7 @@ def test_badge_says_how_the_run_ended():
 
 
 def test_fail_fast_still_stops(tmp_path):
-    from kerasdiag.sanity.stages import SanityCheckFailed
+    from kerasdiag.checks.sanity.stages import SanityCheckFailed
 
     cfg = load_config([*RUN, "sanity.fail_fast=true", "monitors=off", "trainer.verbose=0"])
     with pytest.raises(SanityCheckFailed, match="overfit"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kerasdiag.config import load_config
-from kerasdiag.optimizers import build_optimizer, build_schedule, lr_at_epoch
+from kerasdiag.modeling.optimizers import build_optimizer, build_schedule, lr_at_epoch
 
 SPE = 7  # steps per epoch: not a round number, so epoch/step mix-ups show
 
@@ -96,8 +96,8 @@ def test_rmsprop_decay_is_configurable():
 
 def test_lr_logged_per_epoch_in_a_real_fit(tmp_path):
     """The lr in metrics.csv follows the step schedule epoch by epoch (epochs -> steps right)."""
-    from kerasdiag.pipeline import run_training
-    from kerasdiag.rundir import read_metrics_csv
+    from kerasdiag.core.rundir import read_metrics_csv
+    from kerasdiag.training.pipeline import run_training
 
     cfg = load_config(
         ["schedule=step", "schedule.drop_every=2", "schedule.factor=0.5", "trainer.epochs=5",

@@ -1,5 +1,5 @@
 """A model builder of your own, from YAML the Hydra way: ``model._target_`` with its own
-keyword arguments, the config's layer settings through ``kerasdiag.modeling.Layers``, the same
+keyword arguments, the config's layer settings through ``kerasdiag.modeling.blocks.Layers``, the same
 guards on imported code as ``model.builder`` (#15)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import keras
 import pytest
 from hydra import initialize_config_dir
 
+from kerasdiag.checks.sanity import run_sanity_stages
 from kerasdiag.config import CONF_DIR, load_config
+from kerasdiag.core.errors import ConfigError
 from kerasdiag.data import load_dataset
-from kerasdiag.errors import ConfigError
-from kerasdiag.pipeline import build_model
-from kerasdiag.sanity import run_sanity_stages
+from kerasdiag.modeling.factory import build_model
 
 NETS = '''
 import keras
@@ -151,7 +151,7 @@ def test_settings_a_builder_cannot_receive_are_refused_in_one_line(user_dir, dig
     cfg = cfg_for(user_dir, "model._target_=mynets.plain", "model.l2=0", "+model.units=5")
     model = build_model(cfg, digits)
     assert model.layers[2].units == 5
-    from kerasdiag.sanity.stages import _regularization
+    from kerasdiag.checks.sanity.stages import _regularization
 
     result = _regularization(cfg, {}, model, digits, None, None)
     assert result.passed is None and "cannot reach it" in result.message
@@ -192,7 +192,7 @@ def test_hydra_special_keys_other_than_target_are_refused(user_dir, digits):
 
 
 def test_layers_is_usable_on_its_own():
-    from kerasdiag.modeling import Layers
+    from kerasdiag.modeling.blocks import Layers
 
     layers = Layers(activation="tanh", l2=0.01, dropout=[0.5], batch_norm=True)
     dense = layers.dense(4)
@@ -202,7 +202,7 @@ def test_layers_is_usable_on_its_own():
 
 
 def test_cifar_resnet_recipe_is_resnet20_with_its_training_recipe():
-    from kerasdiag.losses import SparseSmoothedCrossentropy
+    from kerasdiag.modeling.losses import SparseSmoothedCrossentropy
 
     cfg = load_config(["recipe=cifar_resnet"])
     assert (cfg.optimizer.name, cfg.optimizer.nesterov, cfg.optimizer.momentum) == (
@@ -238,7 +238,7 @@ def test_cifar_resnet_recipe_is_resnet20_with_its_training_recipe():
 def test_label_smoothing_is_off_in_the_overfit_stage(digits, tmp_path):
     # smoothed targets put a floor under the loss (0.50 for 10 classes at 0.1): the overfit
     # check turns smoothing off, as it does dropout, so a healthy model still memorises
-    from kerasdiag.sanity.stages import _overfit
+    from kerasdiag.checks.sanity.stages import _overfit
 
     cfg = load_config(["loss.label_smoothing=0.1", "model.l2=0"])
     model = build_model(cfg, digits)

@@ -8,7 +8,8 @@ import pytest
 
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
-from kerasdiag.pipeline import build_model, fit
+from kerasdiag.modeling.factory import build_model
+from kerasdiag.training.pipeline import fit
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from _gradcheck_helpers import digits
 
 from kerasdiag.callbacks.run_backup import RunBackup
 from kerasdiag.config import load_config
+from kerasdiag.core.errors import DataError
 from kerasdiag.data.loaders import load_dataset
-from kerasdiag.errors import DataError
-from kerasdiag.io import load_model_safely
+from kerasdiag.modeling.safe_load import load_model_safely
 
 from conftest import REPO, run_train
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kerasdiag.config import load_config
-from kerasdiag.pipeline import run_training
+from kerasdiag.training.pipeline import run_training
 
 QUIET = ["sanity=off", "monitors=off", "trainer.verbose=0", "trainer.tensorboard=false"]
 

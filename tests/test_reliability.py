@@ -17,10 +17,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from kerasdiag.config import load_config
-from kerasdiag.errors import KerasdiagError
-from kerasdiag.io import TMP_PREFIX, atomic_path, remove_stale_temporaries, write_json_atomic
-from kerasdiag.rundir import (
-    LOCK_FILE,
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.io import TMP_PREFIX, atomic_path, remove_stale_temporaries, write_json_atomic
+from kerasdiag.core.rundir import (
+    RunLayout,
     check_run_dir,
     claim_run_dir,
     read_metrics_csv,
@@ -46,7 +46,9 @@ def _error_lines(proc) -> list[str]:
 
 
 def _leftovers(run_dir: Path) -> list[Path]:
-    return [p for p in run_dir.rglob("*") if p.name.startswith(TMP_PREFIX) or p.name == LOCK_FILE]
+    return [
+        p for p in run_dir.rglob("*") if p.name.startswith(TMP_PREFIX) or p.name == RunLayout.LOCK
+    ]
 
 
 # -- resume after kill -9 ----------------------------------------------------------------------
@@ -193,7 +195,7 @@ def test_a_finished_fit_is_not_trained_again(tmp_path, digits_xy):
 
 
 def test_nan_loss_stops_cleanly_keeps_the_good_epochs_and_exits_3(tmp_path):
-    from kerasdiag.io import load_model_safely
+    from kerasdiag.modeling.safe_load import load_model_safely
 
     run_dir = tmp_path / "run"
     # A linear network trains while the warm-up's rate is small, then diverges geometrically
@@ -289,18 +291,18 @@ def test_a_run_dir_in_use_is_refused(tmp_path):
         with pytest.raises(KerasdiagError, match="in use by another kerasdiag process"):
             with claim_run_dir(run_dir, cfg):
                 pass
-        assert (run_dir / LOCK_FILE).exists()  # the refused claim left the holder's lock alone
+        assert (run_dir / RunLayout.LOCK).exists()  # the refused claim left the holder's lock alone
         proc = run_train(*FAST, f"hydra.run.dir={run_dir}", timeout=120)
         assert proc.returncode == 2 and "in use by another kerasdiag process" in proc.stderr
         assert not (run_dir / ".hydra").exists()  # refused before Hydra wrote there
-    assert not (run_dir / LOCK_FILE).exists()
+    assert not (run_dir / RunLayout.LOCK).exists()
 
 
 # -- atomic files ------------------------------------------------------------------------------
 
 _WRITER = """
 import sys
-from kerasdiag.io import write_bytes_atomic
+from kerasdiag.core.io import write_bytes_atomic
 for i in range(10**6):
     write_bytes_atomic(sys.argv[1], bytes([i % 251]) * 3_000_000)
 """

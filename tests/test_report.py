@@ -21,10 +21,11 @@ from kerasdiag.callbacks import (
     monitor_callbacks,
 )
 from kerasdiag.config import load_config
+from kerasdiag.core.io import write_json_atomic, write_text_atomic
+from kerasdiag.core.rundir import RunLayout
 from kerasdiag.data import load_dataset
-from kerasdiag.io import write_json_atomic, write_text_atomic
-from kerasdiag.pipeline import (
-    CONFUSION_FILE,
+from kerasdiag.report import build_report
+from kerasdiag.training.pipeline import (
     build_model,
     evaluate_test,
     fit,
@@ -33,7 +34,6 @@ from kerasdiag.pipeline import (
     training_callbacks,
     write_test_confusion,
 )
-from kerasdiag.report import build_report
 
 from conftest import REPO
 
@@ -66,7 +66,7 @@ def full_run(tmp_path_factory) -> Path:
     doctor = TrainingDoctor(monitors=monitors.measured, path=run_dir / "doctor.json", verbose=0)
     fit(cfg, model, data, [*training_callbacks(cfg, run_dir, data), *monitors.all, doctor])
     write_json_atomic(run_dir / "test_metrics.json", evaluate_test(cfg, model, data))
-    write_test_confusion(cfg, model, data, run_dir / CONFUSION_FILE)
+    write_test_confusion(cfg, model, data, run_dir / RunLayout.TEST_CONFUSION)
     diagnose(run_dir)
     build_report(run_dir)
     return run_dir

@@ -1,7 +1,7 @@
 """The run directory's bookkeeping, pure (no TensorFlow): which runs may start where.
 
 Fast on purpose: ``scripts/mutation_test.py`` runs these against every mutant of
-``kerasdiag/rundir.py``. Configs are plain OmegaConf trees shaped like the composed one.
+``kerasdiag/core/rundir.py``. Configs are plain OmegaConf trees shaped like the composed one.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from kerasdiag.errors import KerasdiagError
-from kerasdiag.rundir import (
-    LOCK_FILE,
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.rundir import (
     RunFiles,
+    RunLayout,
     check_run_dir,
     claim_run_dir,
     config_difference,
@@ -48,7 +48,7 @@ def test_status_ignores_hydras_files_and_the_lock(tmp_path):
     assert run_dir_status(run_dir) == "new"  # not there yet
     run_dir.mkdir()
     assert run_dir_status(run_dir) == "new"
-    for name in (".hydra", "train.log", LOCK_FILE):
+    for name in (".hydra", "train.log", RunLayout.LOCK):
         (run_dir / name).write_text("")
         assert run_dir_status(run_dir) == "new", name
     (run_dir / "metrics.csv").write_text("")
@@ -128,13 +128,13 @@ def test_claim_locks_checks_and_cleans_up(tmp_path):
     run_dir = tmp_path / "run"
     with claim_run_dir(run_dir, _cfg()) as status:
         assert status == "new"
-        assert (run_dir / LOCK_FILE).exists()
+        assert (run_dir / RunLayout.LOCK).exists()
         assert is_locked(run_dir)  # flock: another open of the file is refused, same process too
         with pytest.raises(KerasdiagError, match="is in use by another kerasdiag process"):
             with claim_run_dir(run_dir, _cfg()):
                 pass
-        assert (run_dir / LOCK_FILE).exists()  # the refused claim left the holder's lock
-    assert not (run_dir / LOCK_FILE).exists()
+        assert (run_dir / RunLayout.LOCK).exists()  # the refused claim left the holder's lock
+    assert not (run_dir / RunLayout.LOCK).exists()
     assert not is_locked(run_dir)
 
 
@@ -143,16 +143,16 @@ def test_a_claim_that_fails_its_check_releases_the_lock(tmp_path):
     with pytest.raises(KerasdiagError, match="interrupted run"):
         with claim_run_dir(run_dir, _cfg(resume=False)):
             pass
-    assert not (run_dir / LOCK_FILE).exists()
-    with open(run_dir / LOCK_FILE, "a+") as handle:  # nobody holds it any more
+    assert not (run_dir / RunLayout.LOCK).exists()
+    with open(run_dir / RunLayout.LOCK, "a+") as handle:  # nobody holds it any more
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_is_locked_leaves_a_free_lock_free(tmp_path):
-    (tmp_path / LOCK_FILE).write_text("")
+    (tmp_path / RunLayout.LOCK).write_text("")
     assert not is_locked(tmp_path)
     assert not is_locked(tmp_path)  # checking did not keep the lock
-    with open(tmp_path / LOCK_FILE, "a+") as handle:
+    with open(tmp_path / RunLayout.LOCK, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert is_locked(tmp_path)
     assert not is_locked(tmp_path / "nowhere")

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import sanity_helpers as h
 
-from kerasdiag.losses import MulticlassHinge, SparseCategoricalFocalLoss
-from kerasdiag.sanity import (
+from kerasdiag.checks.sanity import (
     check_initial_loss,
     check_regularization_raises_loss,
     overfit_small_subset,
 )
-from kerasdiag.sanity import outputs as outputs_io
+from kerasdiag.checks.sanity import outputs as outputs_io
+from kerasdiag.modeling.losses import MulticlassHinge, SparseCategoricalFocalLoss
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from kerasdiag.losses import MulticlassHinge, SparseCategoricalFocalLoss
-from kerasdiag.sanity import expected_initial_loss
-from kerasdiag.sanity.expected import describe_loss, expected_initial_loss_with_reason
+from kerasdiag.checks.sanity import expected_initial_loss
+from kerasdiag.checks.sanity.expected import describe_loss, expected_initial_loss_with_reason
+from kerasdiag.modeling.losses import MulticlassHinge, SparseCategoricalFocalLoss
 
 C = 10
 # Imbalanced real-looking labels: the values below must not depend on the balance
@@ -123,8 +123,8 @@ def test_rejects_what_it_cannot_know():
 def test_package_import_does_not_start_tensorflow():
     code = (
         "import sys\n"
-        "from kerasdiag.sanity import SanityCheckFailed, StageResult, expected_initial_loss\n"
-        "from kerasdiag.errors import KerasdiagError\n"
+        "from kerasdiag.checks.sanity import SanityCheckFailed, StageResult, expected_initial_loss\n"
+        "from kerasdiag.core.errors import KerasdiagError\n"
         "assert issubclass(SanityCheckFailed, KerasdiagError)\n"
         "assert round(expected_initial_loss('categorical_crossentropy', 10), 3) == 2.303\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
@@ -136,7 +136,7 @@ def test_package_import_does_not_start_tensorflow():
 
 
 def test_a_loss_function_is_known_by_its_name():
-    from kerasdiag.sanity.expected import describe_loss
+    from kerasdiag.checks.sanity.expected import describe_loss
 
     spec = describe_loss(keras.losses.mean_squared_error)
     assert (spec.kind, spec.name, spec.sparse, spec.from_logits) == (
@@ -147,7 +147,7 @@ def test_a_loss_function_is_known_by_its_name():
 
 
 def test_a_loss_object_brings_its_configuration():
-    from kerasdiag.sanity.expected import describe_loss
+    from kerasdiag.checks.sanity.expected import describe_loss
 
     spec = describe_loss(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     assert (spec.kind, spec.name, spec.from_logits) == (
@@ -160,7 +160,7 @@ def test_a_loss_object_brings_its_configuration():
 
 
 def test_a_user_loss_class_is_known_by_its_name_when_its_class_is_not():
-    from kerasdiag.sanity.expected import describe_loss
+    from kerasdiag.checks.sanity.expected import describe_loss
 
     class MyLoss(keras.losses.Loss):
         def call(self, y_true, y_pred):

@@ -7,11 +7,11 @@ import keras
 import pytest
 import sanity_helpers as h
 
+from kerasdiag.checks.sanity import run_sanity_stages
+from kerasdiag.checks.sanity.stages import STAGES, gradcheck_available
 from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
-from kerasdiag.pipeline import build_model
-from kerasdiag.sanity import run_sanity_stages
-from kerasdiag.sanity.stages import STAGES, gradcheck_available
+from kerasdiag.modeling.factory import build_model
 
 CIFAR_RECIPES = ["cifar_softmax", "cifar_svm", "cifar_focal"]
 

@@ -10,9 +10,9 @@ import pytest
 import sanity_helpers as h
 from omegaconf import OmegaConf
 
+from kerasdiag.checks.sanity import SanityCheckFailed, run_sanity_stages
+from kerasdiag.checks.sanity.stages import STAGES, gradcheck_available
 from kerasdiag.config import Config
-from kerasdiag.sanity import SanityCheckFailed, run_sanity_stages
-from kerasdiag.sanity.stages import STAGES, gradcheck_available
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_gradcheck_stage_is_run_when_present(digits, tmp_path):
 def test_stages_leave_the_training_model_and_random_state_untouched(tmp_path):
     from kerasdiag.config import load_config
     from kerasdiag.data import load_dataset
-    from kerasdiag.pipeline import build_model
+    from kerasdiag.modeling.factory import build_model
 
     cfg = load_config(["recipe=digits_softmax", "model.dropout=[0.3]", "model.l2=1e-3"])
     data = load_dataset(cfg.data)

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from kerasdiag.config import load_config
+from kerasdiag.config.search_space import validate_search
+from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.data import load_dataset
 from kerasdiag.ensemble.selection import best_checkpoints, parse_checkpoint_name, source_checkpoints
-from kerasdiag.errors import KerasdiagError
-from kerasdiag.io import load_model_safely
+from kerasdiag.modeling.safe_load import load_model_safely
 from kerasdiag.search import run_search
-from kerasdiag.search.oracle import validate_search
 
 from conftest import REPO
 

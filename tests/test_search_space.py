@@ -17,27 +17,23 @@ from sklearn.datasets import load_digits
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.config import load_config
 from kerasdiag.config.schema import check_tuner
+from kerasdiag.config.search_space import Param, narrow_space, validate_search
+from kerasdiag.core.errors import ConfigError
 from kerasdiag.ensemble.selection import (
     best_checkpoints,
     parse_checkpoint_name,
     source_checkpoints,
 )
-from kerasdiag.errors import ConfigError
 from kerasdiag.search.distributed import IDLE, RUNNING
 from kerasdiag.search.divergence import StopOnDivergence
-from kerasdiag.search.oracle import (
-    Param,
-    build_hyperparameters,
-    build_oracle,
-    narrow_space,
-    validate_search,
-)
+from kerasdiag.search.oracle import build_oracle
 from kerasdiag.search.results import (
     TrialRecord,
     kept_checkpoints,
     search_figure,
     trial_checkpoint_name,
 )
+from kerasdiag.search.space import build_hyperparameters
 from kerasdiag.search.tuner import trial_config
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from kerasdiag.config import load_config
+from kerasdiag.core.errors import ConfigError, DataError, KerasdiagError
 from kerasdiag.data import load_dataset
 from kerasdiag.data.cifar import read_batch
 from kerasdiag.data.loaders import _check_expanded_size
-from kerasdiag.errors import ConfigError, DataError, KerasdiagError
-from kerasdiag.io import load_model_safely
+from kerasdiag.modeling.safe_load import load_model_safely
 
 # -- pickles -----------------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from kerasdiag.config import CONF_DIR, load_config
 from kerasdiag.config.checks import MAX_INT, MAX_SEED
-from kerasdiag.config.schema import ACTIVATIONS
-from kerasdiag.errors import ConfigError
+from kerasdiag.core.activations import RECIPE_ACTIVATIONS as ACTIVATIONS
+from kerasdiag.core.errors import ConfigError
 
 SETTINGS = settings(
     max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

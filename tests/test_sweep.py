@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 
-from kerasdiag.sweep import summarize_sweep
+from kerasdiag.report.sweep import summarize_sweep
 
 from conftest import run_train
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kerasdiag.arguments import check_positive_int
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor
 from kerasdiag.callbacks.probe_batch import ACTIVATIONS, ProbeBatch
+from kerasdiag.core.arguments import check_positive_int
 
 _COLUMNS = [
     "step",
@@ -28,7 +28,7 @@ class ActivationHistograms(StepMonitor):
 
     Every ``freq`` optimizer steps the probe batch ``x`` runs through the model in inference
     mode and, for each layer with weights or an activation function, the monitor records a
-    histogram of its output and :class:`~kerasdiag.doctor_rules.ActivationStats`: mean,
+    histogram of its output and :class:`~kerasdiag.diagnosis.rules.ActivationStats`: mean,
     std, the share of exact zeros, and
 
     - for ReLU layers, the **dead fraction**: units (features, or channels of a conv layer)

@@ -22,9 +22,9 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
-from kerasdiag.arguments import check_positive_int
-from kerasdiag.io import write_csv_atomic
-from kerasdiag.optimizers import optimizer_step
+from kerasdiag.core.arguments import check_positive_int
+from kerasdiag.core.io import write_csv_atomic
+from kerasdiag.modeling.optimizers import optimizer_step
 
 
 class MonitorWarning(UserWarning):

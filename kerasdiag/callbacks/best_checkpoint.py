@@ -9,15 +9,15 @@ from pathlib import Path
 
 import keras
 
-from kerasdiag.io import atomic_path, remove_stale_temporaries
-from kerasdiag.metrics import metric_mode
+from kerasdiag.core.io import atomic_path, remove_stale_temporaries
+from kerasdiag.core.metrics import metric_mode
 
 
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model whenever ``monitor`` improves, as ``best-epoch003-val_accuracy0.8123.keras``.
 
     The file is written under a temporary name and renamed into place
-    (:func:`kerasdiag.io.atomic_path`), so a crash leaves the previous best intact; the previous
+    (:func:`kerasdiag.core.io.atomic_path`), so a crash leaves the previous best intact; the previous
     best is removed only once the new one is complete. A non-finite score never counts as best.
     ``mode="auto"`` minimises losses and maximises everything else. With ``every_epoch=True``
     each epoch is also kept as ``epoch003-val_accuracy0.8123.keras`` (for checkpoint ensembles).

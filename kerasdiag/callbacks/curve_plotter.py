@@ -12,8 +12,8 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from kerasdiag.arguments import check_positive_float, check_positive_int
-from kerasdiag.io import write_bytes_atomic
+from kerasdiag.core.arguments import check_positive_float, check_positive_int
+from kerasdiag.core.io import write_bytes_atomic
 from kerasdiag.report.plots import STEP_LABEL, CurveFigure
 
 # Logged values that are not curves to compare between training and validation.

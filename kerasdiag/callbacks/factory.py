@@ -20,7 +20,8 @@ from kerasdiag.callbacks.probe_batch import ProbeBatch
 from kerasdiag.callbacks.restore_raw_weights import RestoreRawWeights
 from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
 from kerasdiag.config.schema import MonitorsConfig
-from kerasdiag.errors import ConfigError
+from kerasdiag.core.errors import ConfigError
+from kerasdiag.core.rundir import RunLayout
 
 # The defaults the monitors use (see benchmarks/bench_monitors.py for their cost). Keys
 # missing from the config node fall back to these. A frequency of None adapts to the run:
@@ -125,7 +126,7 @@ def monitor_callbacks(
     and gradient monitors. :class:`RestoreRawWeights` is always included: with
     ``optimizer.use_ema`` it keeps the raw weights in the model after ``fit``, so that
     :func:`~kerasdiag.callbacks.restore_raw_weights.evaluate_with_ema` can report both;
-    otherwise it does nothing. Invalid values raise :class:`~kerasdiag.errors.ConfigError`
+    otherwise it does nothing. Invalid values raise :class:`~kerasdiag.core.errors.ConfigError`
     naming the key.
 
     The ``*_freq`` keys count optimizer steps: the step-based monitors measure before steps
@@ -139,7 +140,7 @@ def monitor_callbacks(
         >>> model.fit(x, y, callbacks=monitors.all)  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
-    log_dir = run_dir / "tensorboard"
+    log_dir = run_dir / RunLayout.TENSORBOARD
     planned = bool(steps_per_epoch and epochs)
 
     def value(key: str) -> Any:
@@ -171,12 +172,16 @@ def monitor_callbacks(
     # Probing at least 20 times a run: half of the probes draw histograms.
     every = {"histogram_every": HISTOGRAM_EVERY if planned else 1}
     return Monitors(
-        learning_rate=LearningRateMonitor(log_dir=log_dir, csv_path=run_dir / "learning_rate.csv")
+        learning_rate=LearningRateMonitor(
+            log_dir=log_dir, csv_path=run_dir / RunLayout.LEARNING_RATE
+        )
         if value("learning_rate")
         else None,
-        update_ratio=build("update_ratio", UpdateRatioMonitor, "update_ratios.csv"),
-        activations=build("activations", ActivationHistograms, "activations.csv", probe, **every),
-        gradients=build("gradients", GradientMonitor, "gradient_norms.csv", probe, **every),
+        update_ratio=build("update_ratio", UpdateRatioMonitor, RunLayout.UPDATE_RATIOS),
+        activations=build(
+            "activations", ActivationHistograms, RunLayout.ACTIVATIONS, probe, **every
+        ),
+        gradients=build("gradients", GradientMonitor, RunLayout.GRADIENT_NORMS, probe, **every),
         filters=FilterImages(out_dir=run_dir, log_dir=log_dir) if value("filters") else None,
         curves=CurvePlotter(run_dir) if value("curves") else None,
         restore_raw=RestoreRawWeights(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterator
@@ -11,15 +12,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasdiag.arguments import check_positive_int
 from kerasdiag.callbacks.base import (
     FileWrites,
     SummaryLog,
     optional_path,
     warn,
 )
-from kerasdiag.io import write_bytes_atomic
-from kerasdiag.report.filters import FILTERS_FILE  # raw filters, for the report's caption
+from kerasdiag.core.arguments import check_positive_int
+from kerasdiag.core.io import write_bytes_atomic
+from kerasdiag.core.rundir import RunLayout
 
 # Each filter is drawn at least this many pixels wide (3x3 kernels are scaled up 16x), so a
 # grid of 32 small kernels is ~300 px: readable in the report and in TensorBoard.
@@ -143,7 +144,7 @@ class FilterImages(keras.callbacks.Callback):
             )
             return
         self._init = first_layer_filters(self.model, self.image_shape)[1]
-        self._draw("filters_init.png", 0)
+        self._draw(RunLayout.FILTERS_INIT, 0)
 
     def on_epoch_end(self, epoch, logs=None):
         last = self.params and epoch + 1 == self.params.get("epochs")
@@ -171,13 +172,11 @@ class FilterImages(keras.callbacks.Callback):
             return
         if step > 0 and self._init is not None:
             raw = {"layer": np.array(name), "init": self._init, "last": filters, "epoch": step}
-            _write_npz(path.parent / FILTERS_FILE, raw)
+            _write_npz(path.parent / RunLayout.FILTERS_RAW, raw)
         write_bytes_atomic(path, png)
 
 
 def _write_npz(path: os.PathLike, arrays: dict) -> None:
-    import io
-
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_bytes_atomic(path, buffer.getvalue())

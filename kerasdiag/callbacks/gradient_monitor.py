@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kerasdiag import doctor_rules
-from kerasdiag.arguments import check_positive_float, check_positive_int
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor, warn
 from kerasdiag.callbacks.probe_batch import GRADIENTS, ProbeBatch
-from kerasdiag.symptoms import GRADIENT_FLAG_SYMPTOMS, fix_for
+from kerasdiag.core.arguments import check_positive_float, check_positive_int
+from kerasdiag.diagnosis import rules as doctor_rules
+from kerasdiag.diagnosis.symptoms import GRADIENT_FLAG_SYMPTOMS, fix_for
 
 
 class GradientMonitor(StepMonitor):

@@ -7,7 +7,7 @@ import os
 import keras
 
 from kerasdiag.callbacks.base import CsvLog, SummaryLog, optional_path
-from kerasdiag.optimizers import current_lr, optimizer_step
+from kerasdiag.modeling.optimizers import current_lr, optimizer_step
 
 
 class LearningRateMonitor(keras.callbacks.Callback):

@@ -10,8 +10,8 @@ from typing import Any
 import keras
 
 from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
-from kerasdiag.io import write_csv_atomic
-from kerasdiag.rundir import read_metrics_csv
+from kerasdiag.core.io import write_csv_atomic
+from kerasdiag.core.rundir import read_metrics_csv
 
 LEADING_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import keras
 
-from kerasdiag.doctor_rules import broken_loss
-from kerasdiag.errors import KerasdiagError
-from kerasdiag.symptoms import nan_advice
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.diagnosis.rules import broken_loss
+from kerasdiag.diagnosis.symptoms import nan_advice
 
 NAN_EXIT_CODE = 3
 

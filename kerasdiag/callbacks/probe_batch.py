@@ -10,7 +10,7 @@ import numpy as np
 
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import check_probe
-from kerasdiag.sanity import outputs
+from kerasdiag.checks.sanity import _common, outputs
 
 ACTIVATIONS = "activations"
 GRADIENTS = "gradients"
@@ -160,8 +160,6 @@ def _probe_data(name: str, value: Any) -> Any:
 def inference_accuracy(model: keras.Model, x: Any, y: Any, batch_size: int = 256) -> float | None:
     """Share of ``(x, y)`` a single-output classifier gets right in inference mode (as
     validation is scored); None for several outputs or a loss without classes."""
-    from kerasdiag.sanity import _common
-
     if outputs.is_structure(y) or len(outputs.output_names(model)) != 1:
         return None
     try:

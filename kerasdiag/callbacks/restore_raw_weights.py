@@ -25,7 +25,7 @@ import numpy as np
 
 from kerasdiag.callbacks.base import MonitorWarning
 from kerasdiag.callbacks.stats import snapshot
-from kerasdiag.optimizers import optimizer_step
+from kerasdiag.modeling.optimizers import optimizer_step
 
 
 def ema_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:

@@ -34,10 +34,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasdiag.errors import KerasdiagError
-from kerasdiag.io import atomic_path, remove_stale_temporaries, sha256_file, write_json_atomic
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.io import atomic_path, remove_stale_temporaries, sha256_file, write_json_atomic
+from kerasdiag.core.rundir import RunLayout
 
-STATE_FILE = "state.json"
 # Counters and best values of keras' EarlyStopping and ReduceLROnPlateau (and any callback
 # that keeps its progress in attributes of these names).
 TRACKED_ATTRS = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
@@ -168,7 +168,7 @@ class RunBackup(keras.callbacks.Callback):
                 saved["best_weights"] = path.name
             states.append(saved)
         write_json_atomic(
-            self.backup_dir / STATE_FILE,
+            self.backup_dir / RunLayout.BACKUP_STATE,
             {"epoch": epoch + 1, "weights": weights.name, "callbacks": states,
              "rng": _rng_states(self.model), "checksums": checksums, "finished": False},
         )  # fmt: skip
@@ -183,12 +183,12 @@ class RunBackup(keras.callbacks.Callback):
             return
         state = read_backup_state(self.backup_dir, strict=False)
         if state is not None and not state.get("finished"):
-            write_json_atomic(self.backup_dir / STATE_FILE, {**state, "finished": True})
+            write_json_atomic(self.backup_dir / RunLayout.BACKUP_STATE, {**state, "finished": True})
 
     def _remove_unreferenced(self, keep: set) -> None:
         remove_stale_temporaries(self.backup_dir)
         for path in self.backup_dir.iterdir():
-            if path.name != STATE_FILE and path.name not in keep and path.is_file():
+            if path.name != RunLayout.BACKUP_STATE and path.name not in keep and path.is_file():
                 path.unlink(missing_ok=True)
 
 
@@ -198,7 +198,7 @@ def read_backup_state(backup_dir: str | os.PathLike, strict: bool = True) -> dic
     With ``strict``, an unreadable state is a one-line KerasdiagError (it is written atomically,
     so this means someone else changed the folder).
     """
-    path = Path(backup_dir) / STATE_FILE
+    path = Path(backup_dir) / RunLayout.BACKUP_STATE
     if not path.is_file():
         return None
     try:

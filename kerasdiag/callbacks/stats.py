@@ -15,24 +15,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# The thresholds and the rules that read these numbers live in kerasdiag.doctor_rules.
-from kerasdiag.doctor_rules import (
-    ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH,
-    ADAPTIVE_UPDATE_RATIO_HIGH,
-    UPDATE_RATIO_HIGH,
-    UPDATE_RATIO_LOW,
+# The thresholds and the rules that read these numbers live in kerasdiag.diagnosis.rules.
+from kerasdiag.core.activations import ZERO_FLOORED
+from kerasdiag.diagnosis.rules import (
     ActivationStats,
 )
 
-ADAPTIVE_OPTIMIZERS = (
-    "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Adafactor", "Lion",
-    "Ftrl", "Lamb", "Muon",
-)  # fmt: skip
 # tanh units count as saturated at |a| > 0.99, sigmoid units outside [0.01, 0.99].
 TANH_SATURATION = 0.99
 SIGMOID_SATURATION = (0.01, 0.99)
-RELU_KINDS = ("relu", "relu6")
-SATURATING_KINDS = ("tanh", "sigmoid")
 # Histograms are bucketed from at most this many values (a strided subsample), in this many
 # buckets: see histogram_buckets.
 HISTOGRAM_MAX_VALUES = 16384
@@ -119,25 +110,10 @@ def host_array(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def update_ratio_band(
-    optimizer: Any, low: float | None = None, high: float | None = None, sparse: bool = False
-) -> tuple[float, float]:
-    """The healthy ``(low, high)`` of the update ratio under ``optimizer``.
-
-    Plain SGD (with or without momentum) steps by lr x gradient: ~1e-3 is healthy, the band
-    is [1e-4, 1e-2]. An adaptive optimizer steps by about lr per weight, so its upper end is
-    ``ADAPTIVE_UPDATE_RATIO_HIGH``, and for an Embedding table (``sparse``)
-    ``ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH``. ``low`` / ``high`` given explicitly win.
-    """
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    adaptive = any(type(inner).__name__ == name for name in ADAPTIVE_OPTIMIZERS)
-    default_high = UPDATE_RATIO_HIGH
-    if adaptive:
-        default_high = ADAPTIVE_SPARSE_UPDATE_RATIO_HIGH if sparse else ADAPTIVE_UPDATE_RATIO_HIGH
-    return (
-        UPDATE_RATIO_LOW if low is None else low,
-        default_high if high is None else high,
-    )
+def optimizer_name(optimizer: Any) -> str:
+    """The class name of ``optimizer`` (of the optimizer inside a loss-scaling wrapper), as
+    :func:`kerasdiag.diagnosis.rules.update_ratio_band` takes it."""
+    return type(getattr(optimizer, "inner_optimizer", optimizer)).__name__
 
 
 # Layers whose update ratio says nothing about the learning rate: a normalization layer's
@@ -455,7 +431,7 @@ def activation_stats(values: Any, kind: str | None) -> ActivationStats:
         std=float(a.std()),
         zero_fraction=np.count_nonzero(zero) / max(zero.size, 1),
     )
-    if kind in RELU_KINDS:
+    if kind in ZERO_FLOORED:
         stats.dead_fraction = float(np.mean(zero.all(axis=0)))
     elif kind == "tanh":
         stats.saturated_fraction = float(np.mean(np.abs(a) > TANH_SATURATION))

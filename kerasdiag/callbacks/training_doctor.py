@@ -18,7 +18,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasdiag import doctor_rules as rules
 from kerasdiag.callbacks import stats, weight_checks
 from kerasdiag.callbacks.activation_histograms import ActivationHistograms
 from kerasdiag.callbacks.base import FileWrites, MonitorWarning
@@ -26,10 +25,11 @@ from kerasdiag.callbacks.curve_plotter import step_losses
 from kerasdiag.callbacks.gradient_monitor import GradientMonitor
 from kerasdiag.callbacks.probe_batch import ProbeBatch, inference_accuracy
 from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
-from kerasdiag.io import json_safe, write_json_atomic
-from kerasdiag.optimizers import optimizer_step
-from kerasdiag.sanity.outputs import uses_batch_statistics as stats_uses_batch_statistics
-from kerasdiag.symptoms import JUDGED_SYMPTOMS, Finding, reconcile
+from kerasdiag.checks.sanity.outputs import uses_batch_statistics as stats_uses_batch_statistics
+from kerasdiag.core.io import json_safe, write_json_atomic
+from kerasdiag.diagnosis import rules
+from kerasdiag.diagnosis.symptoms import JUDGED_SYMPTOMS, Finding, reconcile
+from kerasdiag.modeling.optimizers import optimizer_step
 
 # A step loss this many times the initial loss triggers a probe at once (outside the budget):
 # when the loss blows up, the gradient norms are what names the cause.
@@ -101,7 +101,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         monitors: GradientMonitor / ActivationHistograms / UpdateRatioMonitor instances that
             run in the same ``fit``; the doctor reads their measurements instead of probing.
         stop_on: symptoms that end training when found (``model.stop_training``).
-        thresholds: a :class:`~kerasdiag.doctor_rules.Thresholds` or a mapping overriding some
+        thresholds: a :class:`~kerasdiag.diagnosis.rules.Thresholds` or a mapping overriding some
             of its fields (each is documented there).
         budget: the share of training time the doctor's own probes and weight checks may
             take after its first probe (0 < budget <= 1).
@@ -121,7 +121,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             model with BatchNorm is scored on the probe batch.
 
     Attributes:
-        findings: :class:`~kerasdiag.symptoms.Finding` records (symptom, step, epoch,
+        findings: :class:`~kerasdiag.diagnosis.symptoms.Finding` records (symptom, step, epoch,
             layer, evidence, fix, severity, message), one per symptom and layer, repeats
             counted in ``count`` / ``last_step``.
         step_losses: (step, loss) of every training step seen.

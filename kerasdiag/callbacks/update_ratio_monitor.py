@@ -7,11 +7,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from kerasdiag import doctor_rules
-from kerasdiag.arguments import check_positive_float
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor, warn
-from kerasdiag.symptoms import UPDATE_RATIO_CAUSES, fix_for
+from kerasdiag.core.arguments import check_positive_float
+from kerasdiag.diagnosis import rules as doctor_rules
+from kerasdiag.diagnosis.symptoms import UPDATE_RATIO_CAUSES, fix_for
 
 
 class UpdateRatioMonitor(StepMonitor):
@@ -23,7 +23,7 @@ class UpdateRatioMonitor(StepMonitor):
     low, much higher that it is too high. An adaptive optimizer (Adam, RMSprop, ...) moves
     every weight by up to about lr per step, so its ratio is up to lr / rms(W) and the upper
     end of its band is 5e-2, 0.3 for an Embedding table, which starts small (see
-    :func:`~kerasdiag.callbacks.stats.update_ratio_band`); an Embedding table's ratio is
+    :func:`~kerasdiag.diagnosis.rules.update_ratio_band`); an Embedding table's ratio is
     over the rows the step updated (a batch looks up a few rows of the vocabulary). At the end of each epoch the median ratio of each
     layer's largest variable (its kernel; zero-initialised biases say nothing about the
     learning rate, nor do normalization layers' scales and offsets, which are measured but
@@ -95,8 +95,11 @@ class UpdateRatioMonitor(StepMonitor):
         }
         optimizer = self.model.optimizer
         self._bands = {
-            layer: stats.update_ratio_band(
-                optimizer, self.low, self._high, sparse=stats.is_sparse_table(self._variables[i])
+            layer: doctor_rules.update_ratio_band(
+                stats.optimizer_name(optimizer),
+                self.low,
+                self._high,
+                sparse=stats.is_sparse_table(self._variables[i]),
             )
             for layer, i in self._main.items()
         }

@@ -24,9 +24,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import keras
 import numpy as np
 
-from kerasdiag.symptoms import (
+from kerasdiag.checks.sanity.outputs import output_layers
+from kerasdiag.core.activations import init_gain
+from kerasdiag.diagnosis.symptoms import (
     INIT_TOO_LARGE_FIX,
     INIT_TOO_SMALL_FIX,
     NO_PROBE_HINT,
@@ -42,8 +45,6 @@ INIT_TOO_LARGE = 5.0
 # ... or this share of it too small (Glorot on a first conv layer with few input channels
 # and many filters gives ~0.1-0.2 of He's std, and does no harm).
 INIT_TOO_SMALL = 0.05
-# Activations whose units want He's variance 2/n_in; all others get 1/n_in.
-RELU_LIKE = {"relu", "relu6", "elu", "leaky_relu", "gelu", "silu", "swish", "mish", "selu"}
 # The loss counts as flat when, after FLAT_STEPS steps, the mean of the last FLAT_WINDOW
 # step losses is less than FLAT_DROP of the initial loss (plus the noise) below the mean of
 # the first ones.
@@ -54,16 +55,13 @@ FLAT_DROP = 0.01
 
 def expected_std(fan_in: int, activation: str) -> float:
     """The kernel std that init by activation calls for: sqrt(2 / fan_in) for ReLU-like units, else sqrt(1 / fan_in)."""
-    gain = 2.0 if activation in RELU_LIKE else 1.0
-    return math.sqrt(gain / max(fan_in, 1))
+    return math.sqrt(init_gain(activation) / max(fan_in, 1))
 
 
 def kernel_layers(model: Any) -> list[tuple[Any, Any, str, bool]]:
     """``(layer, kernel, activation, is_output)`` for the Dense/Conv-like layers of ``model``
     whose init scale can be judged: a kernel of rank >= 2, not followed by a normalization
     layer (which rescales whatever comes in)."""
-    import keras
-
     layers = list(model.layers)
     outputs = output_layer_names(model)
     found = []
@@ -103,7 +101,7 @@ def init_scale_findings(model: Any) -> list[Finding]:
             "ratio": ratio,
             "fan_in": fan_in,
             "activation": activation,
-            "rule": "He sqrt(2/fan_in)" if activation in RELU_LIKE else "sqrt(1/fan_in)",
+            "rule": "He sqrt(2/fan_in)" if init_gain(activation) == 2 else "sqrt(1/fan_in)",
             "judged_from": "weights (no probe batch)",
         }
         what = (
@@ -218,8 +216,6 @@ def _activation_name(fn: Any) -> str:
 
 
 def _activation_layer_name(layer: Any) -> str | None:
-    import keras
-
     if isinstance(layer, keras.layers.Activation):
         return _activation_name(layer.activation)
     if isinstance(layer, keras.layers.ReLU):
@@ -231,8 +227,6 @@ def _activation_layer_name(layer: Any) -> str | None:
 
 def output_layer_names(model: Any) -> set[str]:
     """Names of the layers that produce the model's outputs."""
-    from kerasdiag.sanity.outputs import output_layers
-
     return {layer.name for layer in output_layers(model)}
 
 

@@ -14,7 +14,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from kerasdiag.errors import ConfigError
+from kerasdiag.core.errors import ConfigError
 
 MAX_INT = 2**31 - 1  # sizes and counts beyond this overflow TensorFlow's int32 shapes
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (keras.utils.set_random_seed) takes uint32

@@ -16,8 +16,9 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from kerasdiag.config import search_space  # noqa: F401 - registers the search's validator
 from kerasdiag.config.schema import VALIDATORS, Config
-from kerasdiag.errors import ConfigError
+from kerasdiag.core.errors import ConfigError
 
 # The repository's conf/ (the package is installed in editable mode); KERASDIAG_CONF overrides.
 CONF_DIR = Path(os.environ.get("KERASDIAG_CONF", Path(__file__).resolve().parents[2] / "conf"))

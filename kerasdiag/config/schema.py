@@ -35,24 +35,24 @@ from kerasdiag.config.checks import (
     ranged,
     require,
 )
-from kerasdiag.errors import ConfigError
+from kerasdiag.core.activations import RECIPE_ACTIVATIONS
+from kerasdiag.core.errors import ConfigError
+from kerasdiag.diagnosis import SYMPTOMS, Thresholds
 
 # -- the names each group accepts (one registry each) -------------------------------------------
 
-# kerasdiag.losses.build_loss; binary: one logit, sigmoid + binary cross-entropy (2 classes)
+# kerasdiag.modeling.losses.build_loss; binary: one logit, sigmoid + binary cross-entropy (2 classes)
 LOSSES = ("softmax", "multiclass_hinge", "focal", "binary")
-OPTIMIZERS = {  # name -> class of keras.optimizers (kerasdiag.optimizers.build_optimizer)
+OPTIMIZERS = {  # name -> class of keras.optimizers (kerasdiag.modeling.optimizers.build_optimizer)
     "sgd": "SGD",
     "adagrad": "Adagrad",
     "rmsprop": "RMSprop",
     "adam": "Adam",
     "adamw": "AdamW",
 }
-# kerasdiag.optimizers.build_schedule
+# kerasdiag.modeling.optimizers.build_schedule
 SCHEDULES = ("constant", "step", "exponential", "inverse_time", "plateau", "cosine")
-STRATEGIES = ("none", "auto", "mirrored", "multiworker")  # kerasdiag.distribute
-RELU_LIKE = frozenset({"relu", "elu", "selu", "gelu", "leaky_relu", "relu6", "silu", "swish"})
-ACTIVATIONS = RELU_LIKE | {"tanh", "sigmoid", "linear"}  # kerasdiag.modeling
+STRATEGIES = ("none", "auto", "mirrored", "multiworker")  # kerasdiag.modeling.distribute
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # what build_model compiles
 # kerasdiag.search.oracle.build_oracle: keras-tuner's oracles, "none" = no search
 TUNERS = ("none", "random", "coarse_to_fine", "hyperband", "bayesian")
@@ -68,7 +68,9 @@ def validator(func: Callable[[Any], None]) -> Callable[[Any], None]:
     return func
 
 
-# Datasets read from a path the user must give, and what that path is.
+# The data sets ``data.name`` may name (kerasdiag.data.loaders.LOADERS has one loader each),
+# and those read from a path the user must give, with what that path is.
+DATASETS = ("digits", "cifar10", "npz", "image_folder", "csv")
 PATH_DATASETS = {"npz": "an .npz file", "csv": "a CSV file", "image_folder": "a folder"}
 FILE_DATASETS = ("npz", "csv")
 COLOR_MODES = ("rgb", "grayscale", "rgba")  # keras.utils.image_dataset_from_directory's
@@ -88,7 +90,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # a key of kerasdiag.data.loaders.LOADERS
+    name: str = "digits"  # one of DATASETS
     # cifar10: folder in the official python format (None = Keras' downloader);
     # npz: a file with x_train, y_train, x_test, y_test (class_names optional)
     path: str | None = None
@@ -113,9 +115,7 @@ class DataConfig:
 
 @validator
 def check_data(cfg: Any) -> None:
-    from kerasdiag.data.loaders import LOADERS  # the dataset registry (no TensorFlow)
-
-    one_of(cfg, "data.name", LOADERS)
+    one_of(cfg, "data.name", DATASETS)
     if cfg.data.path is not None:
         path = Path(str(cfg.data.path)).expanduser()
         kind = "file" if cfg.data.name in FILE_DATASETS else "directory"
@@ -135,7 +135,7 @@ def check_data(cfg: Any) -> None:
 @dataclass
 class ModelConfig:
     """The ``model`` section's typed keys. The section itself is open: a ``_target_`` builder
-    (``kerasdiag.modeling.build_from_target``) takes its own keyword arguments from it too
+    (``kerasdiag.modeling.factory.build_from_target``) takes its own keyword arguments from it too
     (``model.blocks=3``); the keys here are type-checked by ``check_model`` all the same."""
 
     # dotted path of a builder ``f(input_shape, num_classes, *, its kwargs..., layers)``,
@@ -162,7 +162,7 @@ def check_model(cfg: Any) -> None:
         require(isinstance(path, str) and bool(_DOTTED.match(path)), f"model.{key}", path,
                 "must be a dotted path such as recipes.models.convnet")  # fmt: skip
         check_builder(path, f"model.{key}")
-    one_of(cfg, "model.activation", ACTIVATIONS)
+    one_of(cfg, "model.activation", RECIPE_ACTIVATIONS)
     for key in ("hidden_units", "conv_filters", "dense_units"):
         values = list(cfg.model[key])
         require(all(0 < v <= 2**31 - 1 for v in values), f"model.{key}", values,
@@ -234,7 +234,7 @@ class OptimizerConfig:
 def check_optimizer(cfg: Any) -> None:
     opt = cfg.optimizer
     one_of(cfg, "optimizer.name", OPTIMIZERS)
-    if opt.lr == "auto":  # the learning-rate range test picks it (kerasdiag.lr_finder)
+    if opt.lr == "auto":  # the learning-rate range test picks it (kerasdiag.checks.lr_range)
         require(cfg.tuner.name == "none", "optimizer.lr", "auto",
                 "a search samples the learning rate itself: give a number")  # fmt: skip
     else:
@@ -290,7 +290,7 @@ class TrainerConfig:
     # (kerasdiag.callbacks.run_backup.RunBackup); never start over in a directory with results
     resume: bool = True
     deterministic: bool = False  # seeded, op-deterministic TensorFlow: identical metrics.csv
-    strategy: str = "none"  # one of STRATEGIES (kerasdiag.distribute)
+    strategy: str = "none"  # one of STRATEGIES (kerasdiag.modeling.distribute)
     # data.batch_size is the global batch (split over replicas); scale_lr multiplies
     # optimizer.lr by the number of replicas (linear scaling rule, opt-in)
     scale_lr: bool = False
@@ -372,7 +372,7 @@ class MonitorsConfig:
     doctor: bool = True
     doctor_stop_on: list[str] = field(default_factory=lambda: ["nan"])  # symptoms that end the run
     doctor_budget: float = 0.01  # share of training time the doctor's own probes may take
-    # overrides of kerasdiag.doctor_rules.Thresholds fields: +monitors.doctor_thresholds.bias=0.1
+    # overrides of kerasdiag.diagnosis.rules.Thresholds fields: +monitors.doctor_thresholds.bias=0.1
     doctor_thresholds: dict[str, float] = field(default_factory=dict)
 
 
@@ -385,16 +385,15 @@ def validate_doctor_config(monitors_cfg: Any) -> None:
     """Check the doctor keys of the ``monitors`` section (part of :func:`validate_config`).
 
     ``doctor_stop_on`` must name symptoms the doctor knows, ``doctor_thresholds`` fields of
-    :class:`kerasdiag.doctor_rules.Thresholds` with positive numbers, ``doctor_budget`` lie in
-    (0, 1]. Raises :class:`~kerasdiag.errors.ConfigError` naming the key.
+    :class:`kerasdiag.diagnosis.rules.Thresholds` with positive numbers, ``doctor_budget`` lie in
+    (0, 1]. Raises :class:`~kerasdiag.core.errors.ConfigError` naming the key.
 
     Example:
         >>> validate_doctor_config({"doctor_budget": 5})
         Traceback (most recent call last):
         ...
-        kerasdiag.errors.ConfigError: invalid config: monitors.doctor_budget=5: must be a number in (0, 1]
+        kerasdiag.core.errors.ConfigError: invalid config: monitors.doctor_budget=5: must be a number in (0, 1]
     """
-    from kerasdiag.diagnosis import SYMPTOMS, Thresholds  # no TensorFlow there
 
     def value(key: str) -> Any:
         return monitors_cfg.get(key) if hasattr(monitors_cfg, "get") else None
@@ -427,7 +426,7 @@ class TunerConfig:
     name: str = "none"  # one of TUNERS: none | random | coarse_to_fine | hyperband | bayesian
     objective: str = "val_accuracy"  # val_accuracy | val_loss, on the one validation split
     # name -> {key, type: float|int|choice, min, max, sampling: linear|log, values}; checked by
-    # kerasdiag.search.oracle.parse_space (untyped here so entries can be added with +tuner.space.x=)
+    # kerasdiag.config.search_space.parse_space (untyped here so entries can be added with +tuner.space.x=)
     space: dict[str, Any] = field(default_factory=dict)
     stages: list[SearchStageConfig] = field(default_factory=list)
     keep: int = 3  # best trials of a stage whose values set the next stage's ranges
@@ -453,7 +452,7 @@ class TunerConfig:
 @validator
 def check_tuner(cfg: Any) -> None:
     """The search's own settings; the space and stages are parsed by
-    :func:`kerasdiag.search.oracle.validate_search`, next to the oracles that sample them."""
+    :func:`kerasdiag.config.search_space.validate_search`."""
     tuner = cfg.tuner
     one_of(cfg, "tuner.name", TUNERS)
     if tuner.name == "none":
@@ -475,9 +474,6 @@ def check_tuner(cfg: Any) -> None:
     require(tuner.workers == 1 or tuner.trials_per_process > 0, "tuner.workers", tuner.workers,
             "several local workers need worker processes (tuner.trials_per_process > 0)")  # fmt: skip
     require(tuner.factor >= 2, "tuner.factor", tuner.factor, "must be >= 2")
-    from kerasdiag.search.oracle import validate_search  # no TensorFlow there
-
-    validate_search(cfg)
 
 
 @dataclass
@@ -500,7 +496,7 @@ def validate_ensemble_config(cfg: Any) -> None:
         >>> validate_ensemble_config(load_config(["ensemble=seeds", "ensemble.members=1"], validate=False))
         Traceback (most recent call last):
         ...
-        kerasdiag.errors.ConfigError: invalid config: ensemble.members=1: seeds needs at least 2 members
+        kerasdiag.core.errors.ConfigError: invalid config: ensemble.members=1: seeds needs at least 2 members
     """
     ens = cfg.ensemble
     one_of(cfg, "ensemble.name", ENSEMBLES)

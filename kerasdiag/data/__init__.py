@@ -6,7 +6,7 @@ config-free parts (the Dataset class) does not start TensorFlow.
 
 from __future__ import annotations
 
-from kerasdiag._lazy import lazy_exports
+from kerasdiag.core.lazy import lazy_exports
 from kerasdiag.data.dataset import Dataset
 
 _LAZY = {

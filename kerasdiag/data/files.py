@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data.splits import stratified_split
-from kerasdiag.errors import ConfigError, DataError
 
 # What keras.utils.image_dataset_from_directory reads.
 IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -77,6 +77,8 @@ def _class_folders(folder: Path) -> dict[str, list[Path]]:
 def _read_images(folder: Path, names: list[str], count: int, data_cfg: Any):
     """Decode and resize every image once, into one uint8 array (N, H, W, C) and its labels:
     what the checks and the stateless epoch pipeline need, a quarter of a float32 copy."""
+    # Here, not at the top: the command line loads data before TensorFlow starts, and only
+    # image folders need it to decode.
     import keras
     import tensorflow as tf
 

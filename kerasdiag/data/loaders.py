@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from kerasdiag.config.schema import DATASETS
+from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import cifar
 from kerasdiag.data.dataset import Dataset
 from kerasdiag.data.files import load_csv, load_image_folder
@@ -20,7 +22,6 @@ from kerasdiag.data.splits import (
     stratified_split,
     stratified_subsample,
 )
-from kerasdiag.errors import ConfigError, DataError
 
 # Raw arrays: (x_train, y_train, x_test, y_test, class_names); x as numeric images (N, H, W, C).
 RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
@@ -29,7 +30,7 @@ DIGITS_TEST_FRACTION = 0.2  # sklearn's digits have no official test split: hold
 
 
 def _load_digits(data_cfg: Any) -> RawData:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # here: scikit-learn takes a second to import
 
     digits = load_digits()
     x = digits.images.astype(np.float32)[..., None]  # (1797, 8, 8, 1), values 0..16
@@ -173,6 +174,7 @@ LOADERS: dict[str, Callable[[Any], RawData]] = {
     "image_folder": load_image_folder,
     "csv": load_csv,
 }
+assert tuple(LOADERS) == DATASETS, "kerasdiag.config.schema.DATASETS names one loader each"
 
 
 def load_dataset(data_cfg: Any) -> Dataset:

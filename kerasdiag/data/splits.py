@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerasdiag.errors import DataError
+from kerasdiag.core.errors import DataError
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ This package imports TensorFlow only when a name that needs it is used, so
 
 from __future__ import annotations
 
-from kerasdiag._lazy import lazy_exports
+from kerasdiag.core.lazy import lazy_exports
 
 # public name -> module that defines it
 _LAZY = {

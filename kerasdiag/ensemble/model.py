@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from kerasdiag.io import load_model_safely
+from kerasdiag.modeling.safe_load import load_model_safely
 
 
 def build_ensemble(

@@ -11,7 +11,7 @@ Run directory layout::
     ensemble.json             each member's test score, the best single score, the ensemble's
 
 The run directory and every member folder follow the run-directory rules of
-:mod:`kerasdiag.rundir`: locked while in use, resumed only with the same config. A member
+:mod:`kerasdiag.core.rundir`: locked while in use, resumed only with the same config. A member
 folder holding ``test_metrics.json`` is finished and is reused as it is, so an ensemble
 interrupted after some members (``trainer.resume``, the default) trains only the rest, and an
 interrupted member continues from its last epoch (``backup/``). A member whose loss became
@@ -30,6 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.callbacks.best_checkpoint import find_best_checkpoint
 from kerasdiag.config.schema import validate_ensemble_config
+from kerasdiag.core.errors import DataError, KerasdiagError
+from kerasdiag.core.io import atomic_path, write_json_atomic
+from kerasdiag.core.metrics import metric_mode
+from kerasdiag.core.rundir import FINISHED, RunLayout, claim_run_dir, run_dir_status
 from kerasdiag.data import Dataset
 from kerasdiag.ensemble.model import (
     build_ensemble,
@@ -42,11 +46,8 @@ from kerasdiag.ensemble.selection import (
     best_checkpoints,
     source_checkpoints,
 )
-from kerasdiag.errors import DataError, KerasdiagError
-from kerasdiag.io import atomic_path, load_model_safely, write_json_atomic
-from kerasdiag.metrics import metric_mode
-from kerasdiag.pipeline import prepare_run, run_training
-from kerasdiag.rundir import FINISHED, NAN_FILE, claim_run_dir, run_dir_status
+from kerasdiag.modeling.safe_load import load_model_safely
+from kerasdiag.training.pipeline import prepare_run, run_training
 
 COMBINATION = (
     "mean of the members' softmax probabilities (multiclass-hinge scores pass through the "
@@ -80,7 +81,7 @@ def run_ensemble(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         members = MEMBER_SOURCES[cfg.ensemble.name](cfg, run_dir, data)
         report = assemble(members, data, run_dir, batch_size=int(cfg.data.batch_size))
         report = {"kind": cfg.ensemble.name, **report, "seconds": round(time.time() - started, 1)}
-        write_json_atomic(run_dir / "ensemble.json", report)
+        write_json_atomic(run_dir / RunLayout.ENSEMBLE, report)
         print_ensemble_summary(report, run_dir)
         return report
 
@@ -100,9 +101,9 @@ def train_member(
     only: the others differ by seed alone).
     """
     if run_dir_status(member_dir) == FINISHED:
-        if (member_dir / NAN_FILE).exists():
+        if (member_dir / RunLayout.NAN).exists():
             raise KerasdiagError(
-                f"member {member_dir} stopped on a NaN/Inf loss ({NAN_FILE}); fix the recipe "
+                f"member {member_dir} stopped on a NaN/Inf loss ({RunLayout.NAN}); fix the recipe "
                 "(e.g. a lower optimizer.lr) and start the ensemble in a new directory"
             )
         print(f"{member_dir.name}: finished already, reusing it")
@@ -123,7 +124,7 @@ def checkpoint_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Me
     """One training keeping every epoch; the ``members`` best-scored epochs."""
     [(member_cfg, member_dir)] = _trainings(cfg, run_dir, 1)
     train_member(member_cfg, member_dir, data, every_epoch=True)
-    epochs = list((member_dir / "checkpoints").glob("epoch*.keras"))
+    epochs = list((member_dir / RunLayout.CHECKPOINTS).glob("epoch*.keras"))
     chosen = best_checkpoints(epochs, int(cfg.ensemble.members))
     if len(chosen) < 2:
         raise DataError(
@@ -142,7 +143,7 @@ def ema_members(cfg: DictConfig, run_dir: Path, data: Dataset) -> list[Member]:
     ):
         train_member(member_cfg, member_dir, data, sanity=i == 0)
         members.append(_best_checkpoint_member(cfg, member_dir, member_dir.name))
-        members.append(Member(f"{member_dir.name}/ema", member_dir / "ema.keras"))
+        members.append(Member(f"{member_dir.name}/ema", member_dir / RunLayout.EMA_MODEL))
     return members
 
 
@@ -183,7 +184,7 @@ def assemble(
                 f"but the data ({data.name}) has inputs {tuple(data.input_shape)} and "
                 f"{data.num_classes} classes: use the data config the members were trained on"
             )
-    path = run_dir / "ensemble.keras"
+    path = run_dir / RunLayout.ENSEMBLE_MODEL
     with atomic_path(path) as tmp:
         build_ensemble(models, [m.name for m in members]).save(tmp)
     ensemble = load_model_safely(path)
@@ -244,14 +245,14 @@ def _trainings(cfg: DictConfig, run_dir: Path, count: int) -> list[tuple[DictCon
     # i.e. the initialisation and dropout masks.
     seeds = [int(cfg.trainer.seed) + i for i in range(int(count))]
     return [
-        (OmegaConf.merge(cfg, {"trainer": {"seed": s}}), run_dir / "members" / f"seed{s}")
+        (OmegaConf.merge(cfg, {"trainer": {"seed": s}}), run_dir / RunLayout.MEMBERS / f"seed{s}")
         for s in seeds
     ]
 
 
 def _best_checkpoint_member(cfg: DictConfig, member_dir: Path, name: str) -> Member:
     monitor = cfg.trainer.checkpoint_monitor
-    found = find_best_checkpoint(member_dir / "checkpoints", monitor, metric_mode(monitor))
+    found = find_best_checkpoint(member_dir / RunLayout.CHECKPOINTS, monitor, metric_mode(monitor))
     if found is None:
         raise DataError(
             f"{member_dir / 'checkpoints'} holds no best-*.keras checkpoint: was "

@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kerasdiag.errors import DataError
-from kerasdiag.metrics import metric_mode
+from kerasdiag.core.errors import DataError
+from kerasdiag.core.metrics import metric_mode
+from kerasdiag.core.rundir import RunLayout
 
 # "<label>-<metric><score>.keras": the metric is a name (letters, digits, "_"), the score
 # the decimal number that ends the stem (both writers format it as "{:.4f}"; requiring the
@@ -85,7 +86,7 @@ def best_checkpoints(paths: Iterable[str | os.PathLike], k: int) -> list[Checkpo
 def source_checkpoints(source: str | os.PathLike) -> list[Path]:
     """The ``.keras`` files of a search run directory (its ``trials/``) or of a plain folder."""
     source = Path(source).expanduser()
-    folder = source / "trials" if (source / "trials").is_dir() else source
+    folder = source / RunLayout.TRIALS if (source / RunLayout.TRIALS).is_dir() else source
     if not folder.is_dir():
         raise DataError(f"ensemble source {source} is not a directory")
     return sorted(folder.glob("*.keras"))

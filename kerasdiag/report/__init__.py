@@ -3,6 +3,6 @@
 Rebuild one from the command line with ``python scripts/report.py RUN_DIR``.
 """
 
-from kerasdiag.report.builder import REPORT_FILE, build_report
+from kerasdiag.report.builder import build_report
 
-__all__ = ["REPORT_FILE", "build_report"]
+__all__ = ["build_report"]

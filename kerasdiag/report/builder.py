@@ -24,31 +24,27 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from kerasdiag.core.io import write_text_atomic
+from kerasdiag.core.naming import run_title  # the data and model really used
+from kerasdiag.core.rundir import RunFiles, RunLayout
 from kerasdiag.diagnosis import (
-    DIAGNOSIS_FILE,
-    DOCTOR_FILE,
-    NAN_FILE,
     Finding,
-    RunFiles,
     accuracies_at,
     bias_variance,
     diagnose,
     failed_stages,
     restores_best_epoch,
 )
-from kerasdiag.io import write_text_atomic
-from kerasdiag.naming import run_title  # the data and model really used
+from kerasdiag.diagnosis.lr_range import RULE_TEXT, LRFinderResult
+from kerasdiag.diagnosis.rules import update_ratio_band
 from kerasdiag.report import plots
-from kerasdiag.report.filters import FILTERS_FILE, filter_summary, filters_caption
+from kerasdiag.report.filters import filter_summary, filters_caption
 from kerasdiag.report.lr_range import lr_range_plot
 
-REPORT_FILE = "report.html"
-CONFUSION_FILE = "test_confusion.json"  # written by kerasdiag.pipeline
 # Test-metrics fields that describe the scored model rather than score it.
 _MODEL_FIELDS = ("model", "weights_epoch", "monitor", "monitor_value", "ema_model")
 # test_metrics.json's scores of the same model on training examples (pipeline.evaluate_train_sample)
 _TRAIN_PREFIX = "train_"
-TENSORBOARD_DIR = "tensorboard"
 # Layers / variables drawn at most in one per-layer plot or histogram grid.
 MAX_LINES = 12
 
@@ -66,7 +62,7 @@ def build_report(run_dir: str | os.PathLike, bayes_error: float | None = None) -
         PosixPath('outputs/digits_softmax/2026-01-01_00-00-00-000000/report.html')
     """
     report = _Report(RunFiles(run_dir), bayes_error)
-    return write_text_atomic(report.run.path / REPORT_FILE, report.render())
+    return write_text_atomic(report.run.path / RunLayout.REPORT, report.render())
 
 
 class _Report:
@@ -81,12 +77,12 @@ class _Report:
         self.config = run.config() or {}
         self.bayes_error = self.config.get("bayes_error") if bayes_error is None else bayes_error
         self.history = run.history()
-        self.data = run.json("data.json")
-        self.doctor = run.json(DOCTOR_FILE)
-        self.test = run.json("test_metrics.json")
-        self.nan = run.json(NAN_FILE)
-        self.stages = run.json("sanity.json") or []
-        self.confusion = run.json(CONFUSION_FILE)
+        self.data = run.json(RunLayout.DATA)
+        self.doctor = run.json(RunLayout.DOCTOR)
+        self.test = run.json(RunLayout.TEST_METRICS)
+        self.nan = run.json(RunLayout.NAN)
+        self.stages = run.json(RunLayout.SANITY) or []
+        self.confusion = run.json(RunLayout.TEST_CONFUSION)
 
     # --- page ---------------------------------------------------------------------------
 
@@ -154,14 +150,14 @@ class _Report:
 
     def findings(self) -> tuple[list[Finding], bool]:
         """The findings, and whether diagnose() had to run now."""
-        stored = self.run.json(DIAGNOSIS_FILE)
+        stored = self.run.json(RunLayout.DIAGNOSIS)
         if stored is not None:
             return [Finding.from_dict(d) for d in stored], False
         return diagnose(self.run.path, bayes_error=self.bayes_error), True
 
     def diagnosis(self) -> list[dict]:
         findings, computed = self.findings()
-        out = [note(f"{DIAGNOSIS_FILE} was missing: diagnosed now.")] if computed else []
+        out = [note(f"{RunLayout.DIAGNOSIS} was missing: diagnosed now.")] if computed else []
         if not findings:
             out.append(
                 paragraph(
@@ -286,7 +282,7 @@ class _Report:
                     "Scores of ",
                     link(self.test["model"]),
                     f" (epoch {self.test.get('weights_epoch')}); load it with ",
-                    Code("kerasdiag.io.load_model_safely"),
+                    Code("kerasdiag.modeling.safe_load.load_model_safely"),
                     " to reproduce them.",
                 )
             )
@@ -341,7 +337,7 @@ class _Report:
         train = (self.data or {}).get("train")
         if batch and train:
             return max(1, math.ceil(int(train) / int(batch)))
-        rows = self.run.csv_rows("learning_rate.csv")  # epoch, step at the epoch's start
+        rows = self.run.csv_rows(RunLayout.LEARNING_RATE)  # epoch, step at the epoch's start
         if len(rows) >= 2:
             return max(1, int(rows[1][1]) - int(rows[0][1]))
         return None
@@ -350,7 +346,7 @@ class _Report:
         return float(step) / (self.steps_per_epoch() or 1)
 
     def update_ratios(self) -> list[dict]:
-        rows = self.run.csv_rows("update_ratios.csv")
+        rows = self.run.csv_rows(RunLayout.UPDATE_RATIOS)
         if not rows:
             return [
                 absent("no update_ratios.csv (monitors.update_ratio=false, or no epoch completed)")
@@ -367,7 +363,8 @@ class _Report:
             _first(lines, MAX_LINES),
             "||W_after - W_before|| / ||W_before|| per optimizer step (~1e-3 is healthy)",
             "update ratio",
-            band=plots.update_ratio_band(),
+            # the band the run's UpdateRatioMonitor flagged by: it follows the optimizer
+            band=update_ratio_band((self.config.get("optimizer") or {}).get("name", "sgd")),
         )
         out = [image(figure, "update ratios")]
         if kernels:
@@ -375,7 +372,7 @@ class _Report:
         return out
 
     def gradients(self) -> list[dict]:
-        rows = self.run.csv_rows("gradient_norms.csv")
+        rows = self.run.csv_rows(RunLayout.GRADIENT_NORMS)
         if not rows:
             return [
                 absent("no gradient_norms.csv (monitors.gradients=false, or no epoch completed)")
@@ -394,7 +391,7 @@ class _Report:
         return [image(figure, "gradient norms")]
 
     def activations(self) -> list[dict]:
-        rows = self.run.csv_rows("activations.csv")
+        rows = self.run.csv_rows(RunLayout.ACTIVATIONS)
         if not rows:
             return [
                 absent("no activations.csv (monitors.activations=false, or no epoch completed)")
@@ -427,7 +424,7 @@ class _Report:
         return [*out, image(figure, "activation spread")]
 
     def histograms(self) -> list[dict]:
-        log_dir = self.run.path / TENSORBOARD_DIR
+        log_dir = self.run.path / RunLayout.TENSORBOARD
         out = []
         for run_name, title in (("activations", "activations"), ("gradients", "gradients")):
             series = read_histograms(log_dir / run_name)
@@ -453,7 +450,7 @@ class _Report:
         return out
 
     def filters(self) -> list[dict]:
-        first = self.run.path / "filters_init.png"
+        first = self.run.path / RunLayout.FILTERS_INIT
         epochs = sorted(self.run.path.glob("filters_epoch*.png"))
         shown = [(p, "at initialisation") for p in [first] if p.is_file()]
         if epochs:
@@ -465,7 +462,7 @@ class _Report:
         figures = [
             {
                 "kind": "figure",
-                "img": image(plots.bytes_base64(p.read_bytes()), p.name, css="filters"),
+                "img": image(plots.bytes_base64(p.read_bytes()), p.name, css=RunLayout.FILTERS),
                 "caption": caption,
             }
             for p, caption in shown
@@ -474,7 +471,7 @@ class _Report:
 
     def filters_caption(self) -> str:
         """What the filter grids show, from the raw filters (``filters.npz``)."""
-        path = self.run.path / FILTERS_FILE
+        path = self.run.path / RunLayout.FILTERS_RAW
         if not path.is_file():
             return "Each cell is one first-layer filter, scaled to its own range."
         with np.load(path) as raw:
@@ -485,7 +482,7 @@ class _Report:
     # --- before training ----------------------------------------------------------------
 
     def sanity(self) -> list[dict]:
-        stages = self.run.json("sanity.json")
+        stages = self.run.json(RunLayout.SANITY)
         if stages is None:
             return [absent("no sanity.json (sanity=off, or the run resumed without them)")]
         rows = [
@@ -495,7 +492,7 @@ class _Report:
                 s.get("value"),
                 s.get("expected"),
                 s.get("seconds"),
-                s.get("message", ""),
+                " Fix: ".join(t for t in (s.get("message", ""), s.get("fix", "")) if t),
             )
             for s in stages
         ]
@@ -503,13 +500,11 @@ class _Report:
         return [table_block(headers, rows)]
 
     def lr_range(self) -> list[dict]:
-        curve = self.run.json("lr_finder.json")
+        curve = self.run.json(RunLayout.LR_FINDER)
         if curve is None:
             return [
                 absent("no lr_finder.json (run with sanity.lr_range=true or optimizer.lr=auto)")
             ]
-        from kerasdiag.lr_finder import RULE_TEXT, LRFinderResult
-
         result = LRFinderResult.from_dict(curve)
         return [
             paragraph(result.summary()),
@@ -522,7 +517,7 @@ class _Report:
         ]
 
     def gradcheck(self) -> list[dict]:
-        report = self.run.json("gradcheck.json")
+        report = self.run.json(RunLayout.GRADCHECK)
         if report is None:
             return [absent("no gradcheck.json (sanity.gradcheck=false, or the check was skipped)")]
         summary = paragraph(
@@ -568,16 +563,16 @@ class _Report:
         return out
 
     def model_summary(self) -> list[dict]:
-        path = self.run.path / "summary.txt"
+        path = self.run.path / RunLayout.SUMMARY
         if not path.is_file():
             return [absent("no summary.txt")]
         return [{"kind": "pre", "text": path.read_text()}]
 
     def config_section(self) -> list[dict]:
-        path = self.run.path / "config.yaml"
+        path = self.run.path / RunLayout.CONFIG
         if not path.is_file():
             return [absent("no config.yaml")]
-        return [{"kind": "details", "summary": "config.yaml", "text": path.read_text()}]
+        return [{"kind": "details", "summary": RunLayout.CONFIG, "text": path.read_text()}]
 
     def files(self) -> list[dict]:
         items = [
@@ -606,6 +601,7 @@ def read_histograms(log_dir: Path) -> dict[str, list[tuple[int, np.ndarray]]]:
         # TensorBoard reads event files with its own TensorFlow stub when this module
         # exists; without it, it imports TensorFlow (seconds) just to read the histograms.
         sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("notf"))
+    # Imported after the stub above is in place (and only when a run has histograms).
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.util import tensor_util
 
@@ -805,4 +801,4 @@ def _size(path: Path) -> str:
     return f"{total} B"
 
 
-__all__ = ["REPORT_FILE", "build_report", "read_histograms"]
+__all__ = ["build_report", "read_histograms"]

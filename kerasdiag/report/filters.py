@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-FILTERS_FILE = "filters.npz"
 # Neighbouring weights correlated above this: smooth filters (random init: about 0).
 SMOOTH = 0.3
 # Moved less than this fraction of their initial norm: the first layer barely learned.

@@ -11,8 +11,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kerasdiag.doctor_rules import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW
-
 DPI = 80
 WIDTH = 7.5  # inches; two figures fit side by side on a laptop screen at 80 dpi
 
@@ -151,10 +149,6 @@ def per_layer(
         ax.set_ylim(*ylim)
     _finish(ax, title, ylabel, log)
     return png_base64(fig)
-
-
-def update_ratio_band() -> tuple[float, float]:
-    return (UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH)
 
 
 def histograms(panels: Mapping[str, Sequence[tuple[str, np.ndarray]]], max_panels: int = 12) -> str:

@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from kerasdiag._lazy import lazy_exports
+from kerasdiag.core.lazy import lazy_exports
 
 _LAZY = {
     "CoarseToFineOracle": "kerasdiag.search.coarse_to_fine",

@@ -5,7 +5,7 @@
 other, the way keras-tuner's ``HyperbandOracle`` runs its brackets: ``populate_space`` hands out
 the trials of the current stage, answers ``IDLE`` at a stage boundary until the stage's
 running trials have ended, then narrows every range around the ``keep`` best trials of that
-stage (:func:`~kerasdiag.search.oracle.narrow_space`) and goes on with the next stage. Each
+stage (:func:`~kerasdiag.config.search_space.narrow_space`) and goes on with the next stage. Each
 trial's values carry its stage and epochs (``tuner/stage``, ``tuner/epochs``, as Hyperband's
 ``tuner/epochs``), so one keras-tuner project holds the whole search: one port for a
 distributed search, and keras-tuner's own reload resumes it (the stage is in the oracle's
@@ -29,8 +29,9 @@ from typing import Any
 
 import keras_tuner
 
+from kerasdiag.config.search_space import Param, Stage, narrow_space
 from kerasdiag.search.distributed import COMPLETED, IDLE, RUNNING, STOPPED, LeaseMixin
-from kerasdiag.search.oracle import Param, Stage, build_hyperparameters, narrow_space
+from kerasdiag.search.space import build_hyperparameters
 
 STAGE_KEY, EPOCHS_KEY = "tuner/stage", "tuner/epochs"
 # A trial in one of these states is over; any other (running, waiting for a retry) is not.
@@ -41,8 +42,8 @@ class CoarseToFineOracle(LeaseMixin, keras_tuner.oracles.RandomSearchOracle):
     """Random search in stages, each in ranges narrowed around the best of the stage before.
 
     Args:
-        space: the hyperparameters (:func:`~kerasdiag.search.oracle.parse_space`).
-        stages: ``trials`` x ``epochs`` per stage (:func:`~kerasdiag.search.oracle.parse_stages`).
+        space: the hyperparameters (:func:`~kerasdiag.config.search_space.parse_space`).
+        stages: ``trials`` x ``epochs`` per stage (:func:`~kerasdiag.config.search_space.parse_stages`).
         keep: best trials of a stage whose values set the next stage's ranges.
         margin: the next range is the kept values +- this fraction of the previous width.
         **kwargs: :class:`~kerasdiag.search.distributed.LeaseMixin`'s and

@@ -28,6 +28,7 @@ queue, its gRPC service and messages) and adds what it lacks where keras-tuner k
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -45,8 +46,8 @@ from keras_tuner.src.distribute import oracle_chief, oracle_client
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.oracle import synchronized
 
-from kerasdiag.errors import KerasdiagError
-from kerasdiag.io import write_text_atomic
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.io import write_text_atomic
 
 METADATA_KEY = "kerasdiag-tuner-id"  # gRPC metadata naming the calling worker
 CHIEF_LOST_EXIT_CODE = 5
@@ -258,8 +259,6 @@ class LeaseMixin:
 
     def save(self) -> None:
         # Atomically: a chief killed while saving must leave a state it can resume from.
-        import json
-
         write_text_atomic(self._get_oracle_fname(), json.dumps(self.get_state()))
 
 

@@ -6,7 +6,7 @@ import math
 
 import keras
 
-from kerasdiag.doctor_rules import broken_loss
+from kerasdiag.diagnosis.rules import broken_loss
 
 
 class StopOnDivergence(keras.callbacks.Callback):

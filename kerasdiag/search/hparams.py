@@ -18,15 +18,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kerasdiag.search.oracle import Param
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
 
-HPARAMS_DIR = Path("tensorboard") / "search"
+from kerasdiag.config.search_space import Param
+from kerasdiag.core.rundir import RunLayout
+
 TRIAL_METRICS = ("epochs_run", "diverged")
 
 
 def _hparam(param: Param) -> Any:
-    from tensorboard.plugins.hparams import api as hp
-
     if param.type == "choice":
         domain = hp.Discrete([param.encode(v) for v in param.values])
     elif param.type == "int":
@@ -40,12 +41,9 @@ def write_hparams_config(
     run_dir: str | os.PathLike, space: Sequence[Param], objective: str
 ) -> None:
     """The dashboard's config: the hyperparameters, their domains and the metrics compared."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
     metrics = [hp.Metric(objective, display_name=objective)]
     metrics += [hp.Metric(name, display_name=name) for name in TRIAL_METRICS]
-    writer = tf.summary.create_file_writer(str(Path(run_dir) / HPARAMS_DIR))
+    writer = tf.summary.create_file_writer(str(Path(run_dir) / RunLayout.SEARCH_HPARAMS))
     with writer.as_default():
         hp.hparams_config(hparams=[_hparam(p) for p in space], metrics=metrics)
     writer.close()
@@ -61,10 +59,7 @@ def log_trial(
     metrics: Mapping[str, float],
 ) -> Path:
     """One trial's values and results as a TensorBoard run; returns its directory."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
-    folder = Path(run_dir) / HPARAMS_DIR / f"trial_{trial_id}"
+    folder = Path(run_dir) / RunLayout.SEARCH_HPARAMS / f"trial_{trial_id}"
     chosen = {p.name: p.encode(values[p.name]) for p in space if p.name in values}
     writer = tf.summary.create_file_writer(str(folder))
     with writer.as_default():

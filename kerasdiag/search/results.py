@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kerasdiag.io import write_bytes_atomic, write_csv_atomic
-from kerasdiag.metrics import metric_mode
-from kerasdiag.search.oracle import Param, Stage, trial_budget
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-TRIALS_DIR = "trials"
+from kerasdiag.config.search_space import Param, Stage, trial_budget
+from kerasdiag.core.io import write_bytes_atomic, write_csv_atomic
+from kerasdiag.core.metrics import metric_mode
+from kerasdiag.core.rundir import RunLayout
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,16 @@ def trial_checkpoint_name(stage: int, trial_id: str | int, objective: str, score
 
 def kept_checkpoints(run_dir: str | os.PathLike, stage: int, trial_id: str | int) -> list[Path]:
     """The checkpoint(s) kept for one trial in ``run_dir/trials`` (one, or none if it had no score)."""
-    return sorted((Path(run_dir) / TRIALS_DIR).glob(f"{trial_prefix(stage, trial_id)}*.keras"))
+    return sorted(
+        (Path(run_dir) / RunLayout.TRIALS).glob(f"{trial_prefix(stage, trial_id)}*.keras")
+    )
 
 
 def records_from_trials(
     trials: Any, space: Sequence[Param], stages: Sequence[Stage], run_dir: str | os.PathLike
 ) -> list[TrialRecord]:
     """One :class:`TrialRecord` per keras-tuner ``Trial`` of the oracle (``oracle.trials``);
-    its stage and epochs from its values (:func:`~kerasdiag.search.oracle.trial_budget`)."""
+    its stage and epochs from its values (:func:`~kerasdiag.config.search_space.trial_budget`)."""
     records = []
     for trial in trials:
         metrics = trial.metrics
@@ -142,10 +147,6 @@ def search_figure(records: Sequence[TrialRecord], space: Sequence[Param], object
     without a score (diverged at once, failed) are red crosses along the bottom edge. A
     ``matplotlib.figure.Figure`` without pyplot: no global backend or state is touched.
     """
-    import matplotlib
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
     cols = 2 if len(space) == 4 else min(len(space), 3)
     rows = math.ceil(len(space) / cols)
     fig = Figure(figsize=(4.2 * cols + 1.2, 3.4 * rows + 0.4))

@@ -37,14 +37,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from kerasdiag.config.search_space import Param, Stage, validate_search
+from kerasdiag.core.errors import ConfigError, KerasdiagError
+from kerasdiag.core.io import write_json_atomic, write_text_atomic
+from kerasdiag.core.rundir import RunLayout, claim_run_dir
 from kerasdiag.data import Dataset, load_dataset
-from kerasdiag.errors import ConfigError, KerasdiagError
-from kerasdiag.io import load_model_safely, write_json_atomic, write_text_atomic
-from kerasdiag.pipeline import evaluate_test, seed_everything
-from kerasdiag.rundir import claim_run_dir
+from kerasdiag.diagnosis.symptoms import fix_for
+from kerasdiag.modeling.safe_load import load_model_safely
 from kerasdiag.search.distributed import serve
 from kerasdiag.search.hparams import write_hparams_config
-from kerasdiag.search.oracle import Param, Stage, build_oracle, validate_search
+from kerasdiag.search.oracle import build_oracle
 from kerasdiag.search.results import (
     TrialRecord,
     best_records,
@@ -54,6 +56,7 @@ from kerasdiag.search.results import (
 )
 from kerasdiag.search.tuner import TrialTuner, read_ledger, trial_config
 from kerasdiag.search.worker import WorkerPool, config_file, supervise
+from kerasdiag.training.pipeline import evaluate_test, seed_everything
 
 ENV_IP, ENV_PORT, ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
 
@@ -124,7 +127,7 @@ def _run(
     in_process = role == "worker" or (role == "local" and cfg_path is None)
     data = load_dataset(cfg.data) if in_process else None
     if role != "worker":
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomic(run_dir / RunLayout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
         write_hparams_config(run_dir, space, objective)
 
     tuner = TrialTuner(build_oracle(space, stages, cfg.tuner), cfg=cfg, data=data, space=space,
@@ -140,11 +143,11 @@ def _run(
         print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
         return {"role": role, "run_dir": str(run_dir)}
     records = records_from_trials(tuner.oracle.trials.values(), space, stages, run_dir)
-    write_search_csv(run_dir / "search.csv", records, space)
-    plot_search(run_dir / "search.png", records, space, objective)
+    write_search_csv(run_dir / RunLayout.SEARCH_CSV, records, space)
+    plot_search(run_dir / RunLayout.SEARCH_FIGURE, records, space, objective)
     summary = _summarise(cfg, run_dir, records, space, data)
     summary["seconds"] = round(time.time() - started, 1)
-    write_json_atomic(run_dir / "search_summary.json", summary)
+    write_json_atomic(run_dir / RunLayout.SEARCH_SUMMARY, summary)
     _print_summary(summary)
     return summary
 
@@ -227,8 +230,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"{summary['failed']} failed) in {summary['seconds']} s"
     )
     if summary["diverged"]:  # the fix text of the one table of symptoms
-        from kerasdiag.symptoms import fix_for
-
         head += f"\ndiverged trials: {fix_for('diverged')}"
     if best is None:
         print(f"{head}\nno trial produced a score\nrun directory: {summary['run_dir']}")

@@ -34,11 +34,14 @@ from keras_tuner.src.distribute import utils as dist_utils
 from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
+from kerasdiag.config.search_space import Param, Stage, trial_budget
+from kerasdiag.core.errors import ConfigError
+from kerasdiag.core.io import write_text_atomic
+from kerasdiag.core.metrics import metric_mode
+from kerasdiag.core.rundir import RunLayout
 from kerasdiag.data import Dataset
-from kerasdiag.errors import ConfigError
-from kerasdiag.io import load_model_safely, write_text_atomic
-from kerasdiag.metrics import metric_mode
-from kerasdiag.pipeline import build_model, fit, training_callbacks
+from kerasdiag.modeling.factory import build_model
+from kerasdiag.modeling.safe_load import load_model_safely
 from kerasdiag.search.distributed import (
     IDLE,
     STOPPED,
@@ -49,17 +52,17 @@ from kerasdiag.search.distributed import (
 )
 from kerasdiag.search.divergence import StopOnDivergence
 from kerasdiag.search.hparams import log_trial
-from kerasdiag.search.oracle import Param, Stage, set_values, trial_budget
-from kerasdiag.search.results import TRIALS_DIR, kept_checkpoints, trial_checkpoint_name
+from kerasdiag.search.results import kept_checkpoints, trial_checkpoint_name
+from kerasdiag.search.space import set_values
+from kerasdiag.training.pipeline import fit, training_callbacks
 
-SEARCH_DIR = "search"  # keras-tuner's one project: oracle.json, trial_*/, and the ledger
 LEDGER = "ledger.jsonl"  # one line per trial start and end, from every process
 RECYCLED = "recycled"  # search() ran its share of trials; the search itself goes on
 
 
 def read_ledger(run_dir: str | os.PathLike) -> list[dict]:
     """The events of ``search/ledger.jsonl``; lines a killed writer left incomplete are skipped."""
-    path = Path(run_dir) / SEARCH_DIR / LEDGER
+    path = Path(run_dir) / RunLayout.SEARCH_PROJECT / LEDGER
     events = []
     if path.is_file():
         for line in path.read_text(errors="replace").splitlines():
@@ -108,7 +111,7 @@ class TrialTuner(keras_tuner.Tuner):
     """Runs the trials of a search in ``run_dir`` (keras-tuner's project ``search/``).
 
     ``space`` decodes the sampled values (choices travel as JSON text); each trial trains the
-    epochs its values carry (``tuner/epochs``, see :func:`~kerasdiag.search.oracle.trial_budget`).
+    epochs its values carry (``tuner/epochs``, see :func:`~kerasdiag.config.search_space.trial_budget`).
     ``overwrite=False`` makes a second run in the same directory resume where it stopped
     (keras-tuner reloads the oracle's state and trials).
     """
@@ -133,7 +136,7 @@ class TrialTuner(keras_tuner.Tuner):
         super().__init__(
             oracle=oracle,
             directory=str(self.run_dir),
-            project_name=SEARCH_DIR,
+            project_name=RunLayout.SEARCH_PROJECT,
             overwrite=False,
             **kwargs,
         )
@@ -203,8 +206,10 @@ class TrialTuner(keras_tuner.Tuner):
             self._log_event(trial, "end", status="failed", message=str(exc))
             raise keras_tuner.errors.FailedTrialError(str(exc)) from None
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
-        shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)  # left by an interrupted try
-        write_text_atomic(trial_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        shutil.rmtree(
+            trial_dir / RunLayout.CHECKPOINTS, ignore_errors=True
+        )  # left by an interrupted try
+        write_text_atomic(trial_dir / RunLayout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
         keras.backend.clear_session()  # many trials in one process: free the previous graphs
         model = build_model(cfg, self.data)
@@ -241,7 +246,7 @@ class TrialTuner(keras_tuner.Tuner):
 
     def _keep_checkpoint(self, trial: Any, best: BestCheckpoint) -> str:
         """Move the trial's best checkpoint to trials/ under its stable name ("" if none)."""
-        trials_dir = self.run_dir / TRIALS_DIR
+        trials_dir = self.run_dir / RunLayout.TRIALS
         trials_dir.mkdir(parents=True, exist_ok=True)
         stage = self._stage_of(trial)
         for old in kept_checkpoints(self.run_dir, stage, trial.trial_id):
@@ -281,7 +286,7 @@ class TrialTuner(keras_tuner.Tuner):
             **fields,
         }
         line = (json.dumps(record, default=str) + "\n").encode("utf-8")
-        path = self.run_dir / SEARCH_DIR / LEDGER
+        path = self.run_dir / RunLayout.SEARCH_PROJECT / LEDGER
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:

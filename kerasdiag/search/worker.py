@@ -37,6 +37,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from kerasdiag.config import typed, validate_config
+from kerasdiag.config.search_space import validate_search
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.rundir import RunLayout
+from kerasdiag.data import load_dataset
+from kerasdiag.search.distributed import ChiefLostError, chief_lost_message
+from kerasdiag.search.oracle import build_oracle
+from kerasdiag.search.tuner import RECYCLED, TrialTuner
+from kerasdiag.training.pipeline import seed_everything
+
 RECYCLE_EXIT_CODE = 10
 CHIEF_LOST_EXIT_CODE = 5  # as kerasdiag.search.distributed (no TensorFlow imported here)
 ENV_SUPERVISED = "KERASDIAG_SEARCH_WORKER"
@@ -48,7 +58,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds kerasdiag/ and recip
 def config_file(cfg: DictConfig) -> Iterator[Path]:
     """The resolved config in a private temporary file, for worker processes to read."""
     folder = tempfile.mkdtemp(prefix="kerasdiag-search-")
-    path = Path(folder) / "config.yaml"
+    path = Path(folder) / RunLayout.CONFIG
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     try:
         yield path
@@ -100,8 +110,6 @@ class WorkerPool:
         self.crashes = 0
 
     def tick(self, port: int) -> None:
-        from kerasdiag.errors import KerasdiagError
-
         for slot, entry in enumerate(self.procs):
             if entry is not None:
                 tuner_id, proc = entry
@@ -146,9 +154,6 @@ def supervise(cfg_path: Path, run_dir: Path, max_trials: int) -> None:
 
     Raises ChiefLostError when one lost the chief, KerasdiagError when they keep dying.
     """
-    from kerasdiag.errors import KerasdiagError
-    from kerasdiag.search.distributed import ChiefLostError, chief_lost_message
-
     base = os.environ["KERASTUNER_TUNER_ID"]
     crashes = 0
     for n in range(1_000_000):
@@ -179,8 +184,6 @@ def supervise(cfg_path: Path, run_dir: Path, max_trials: int) -> None:
 
 def load_worker_config(path: str | os.PathLike) -> DictConfig:
     """The config a worker process trains with: the file, typed by the schema, validated."""
-    from kerasdiag.config import typed, validate_config
-
     cfg = typed(OmegaConf.load(path))
     validate_config(cfg)
     return cfg
@@ -191,13 +194,6 @@ def main(argv: list[str]) -> int:
     if os.environ.get(ENV_SUPERVISED, "").isdigit():
         die_with_parent(int(os.environ[ENV_SUPERVISED]))
     cfg_path, run_dir, max_trials = argv[0], Path(argv[1]), int(argv[2])
-    from kerasdiag.data import load_dataset
-    from kerasdiag.errors import KerasdiagError
-    from kerasdiag.pipeline import seed_everything
-    from kerasdiag.search.distributed import ChiefLostError
-    from kerasdiag.search.oracle import build_oracle, validate_search
-    from kerasdiag.search.tuner import RECYCLED, TrialTuner
-
     try:
         cfg = load_worker_config(cfg_path)
         space, stages = validate_search(cfg)

@@ -1,0 +1,164 @@
+"""Sanity stage: raising the regularization strength raises the loss."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasdiag.checks.sanity import _common as common
+from kerasdiag.checks.sanity import outputs
+from kerasdiag.checks.sanity.result import StageResult
+
+
+def check_regularization_raises_loss(
+    model: keras.Model,
+    data: Any,
+    *,
+    unregularized: keras.Model | None = None,
+    stronger: keras.Model | None = None,
+    factor: float = 10.0,
+    loss: Any = None,
+    max_examples: int | None = 256,
+    seed: int = 0,
+) -> StageResult:
+    """Check that the total loss (data loss + ``model.losses``) grows with regularization.
+
+    Three models with the same weights are compared in inference mode on the same examples:
+    one without regularization, ``model`` as configured, and one with stronger regularization.
+    The check passes when the loss rises from each to the next. When it does not, the
+    regularizer never reaches the loss (not attached to the layers, or a training loss that
+    ignores ``model.losses``).
+
+    By default the other two are copies of ``model`` with every layer regularizer (kernel,
+    bias, activity, ...) scaled by 0 and by ``factor``. A caller that builds models from a
+    config passes its own ``unregularized`` and ``stronger`` builds instead, which also tests
+    that the config reaches the layers; they receive ``model``'s weights when the shapes
+    match. If ``model`` itself has no regularization, the check compares ``stronger`` (when
+    given) with ``unregularized`` only, and is skipped otherwise. ``model`` is not changed.
+
+    Example:
+
+    ```python
+    result = check_regularization_raises_loss(model, dataset)
+    assert result.passed, result.message
+    ```
+    """
+    if not factor > 1:
+        raise ValueError(f"factor must be greater than 1, got {factor!r}")
+    start = time.perf_counter()
+    with common.preserved_random_state():
+        sub = common.loss_subset(model, data, loss, max_examples, seed)
+        hs, names, x, targets = sub.heads, sub.names, sub.x, sub.targets
+        loss_fn = common.weighted_loss(hs, names)
+        probe = stronger is not None
+        if unregularized is None:
+            unregularized = _scaled_copy(model, 0.0)
+        else:
+            _share_weights(model, unregularized)
+        if stronger is None:
+            stronger = _scaled_copy(model, factor)
+        else:
+            _share_weights(model, stronger)
+
+        def total(m: keras.Model) -> tuple[float, float]:
+            out = m(x, training=False)
+            data_loss = float(keras.ops.convert_to_numpy(loss_fn(targets, out)))
+            penalty = sum(float(keras.ops.convert_to_numpy(t)) for t in m.losses)
+            return data_loss + penalty, penalty
+
+        none, none_penalty = total(unregularized)
+        configured, configured_penalty = total(model)
+        strong, strong_penalty = total(stronger)
+
+    details = {
+        "loss_none": none,
+        "loss_configured": configured,
+        "loss_stronger": strong,
+        "penalty_none": none_penalty,
+        "penalty_configured": configured_penalty,
+        "penalty_stronger": strong_penalty,
+        "factor": factor,
+        "examples": outputs.count(x),
+    }
+    seconds = time.perf_counter() - start
+    summary = f"{none:.5g} (none), {configured:.5g} (configured), {strong:.5g} (stronger)"
+    regularized = configured_penalty > 0.0
+    if not regularized and not probe:
+        return StageResult(
+            "regularization",
+            None,
+            configured,
+            none,
+            "the model has no regularization (no layer has a regularizer): nothing to check",
+            seconds,
+            details,
+        )
+    rises = _above(strong, configured if regularized else none) and (
+        _above(configured, none) or not regularized
+    )
+    if rises:
+        what = "the loss rises with regularization"
+        if not regularized:
+            what = "no regularization configured; a stronger probe raises the loss"
+        return StageResult(
+            "regularization", True, configured, none, f"{what}: {summary}", seconds, details
+        )
+    return StageResult(
+        "regularization",
+        False,
+        configured,
+        none,
+        f"the loss does not rise with the regularization strength: {summary}. The "
+        "regularization never reaches the loss: check that the model builder attaches the "
+        "regularizer to its layers (kernel_regularizer) and that the loss includes "
+        "model.losses.",
+        seconds,
+        details,
+    )
+
+
+def _above(a: float, b: float) -> bool:
+    # Strictly above, beyond float32 rounding of the data loss the two share.
+    return a > b + 1e-6 * max(1.0, abs(b))
+
+
+def _share_weights(source: keras.Model, target: keras.Model) -> None:
+    weights = source.get_weights()
+    if [w.shape for w in weights] == [np.shape(w) for w in target.get_weights()]:
+        target.set_weights(weights)
+
+
+class _Scaled(keras.regularizers.Regularizer):
+    """``scale`` times another regularizer."""
+
+    def __init__(self, inner: keras.regularizers.Regularizer, scale: float):
+        self.inner = inner
+        self.scale = scale
+
+    def __call__(self, x: Any) -> Any:
+        return self.scale * self.inner(x)
+
+    def get_config(self) -> dict:
+        return {"inner": keras.regularizers.serialize(self.inner), "scale": self.scale}
+
+
+def _scaled_copy(model: keras.Model, scale: float) -> keras.Model:
+    """A copy of ``model`` (any kind: Sequential, functional, subclassed) with every weight
+    and activity regularizer times ``scale`` (0: none).
+
+    Keras keeps a weight's regularizer on the variable (``variable.regularizer``) and the
+    activity regularizer on the layer, so both are replaced after copying.
+    """
+    copy = common.copy_model(model)
+    for variable in copy.weights:
+        reg = getattr(variable, "regularizer", None)
+        if reg is not None:
+            variable.regularizer = _Scaled(reg, scale) if scale else None
+    for layer in copy._flatten_layers():
+        reg = getattr(layer, "activity_regularizer", None)
+        if reg is not None:
+            layer.activity_regularizer = _Scaled(reg, scale) if scale else None
+    return copy

@@ -1,0 +1,38 @@
+"""The result every pre-training check returns (gradient check, initial loss, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class StageResult:
+    """Outcome of one check: ``passed`` is None when the stage was skipped.
+
+    ``message`` says what the check found; ``fix``, when the check knows one, what to change
+    (the diagnosis gives it as the failed stage's fix). ``text`` is both, as printed.
+    """
+
+    name: str
+    passed: bool | None
+    value: float | None = None
+    expected: float | None = None
+    message: str = ""
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+    fix: str = ""
+
+    @property
+    def status(self) -> str:
+        return "skip" if self.passed is None else ("pass" if self.passed else "fail")
+
+    @property
+    def text(self) -> str:
+        """The message and, when there is one, the fix: what the console and report show."""
+        return f"{self.message} Fix: {self.fix}" if self.fix else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = self.status
+        return d

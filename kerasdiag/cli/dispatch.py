@@ -1,0 +1,24 @@
+"""What ``scripts/train.py`` runs once the config is valid and the data loaded: a search, an
+ensemble or one training. Importing this module starts TensorFlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from kerasdiag.data import Dataset
+from kerasdiag.ensemble import run_ensemble
+from kerasdiag.search import run_search
+from kerasdiag.training.pipeline import run_training
+
+
+def run(cfg: DictConfig, run_dir: str | Path, data: Dataset | None = None) -> dict[str, Any]:
+    """What ``scripts/train.py`` runs: a search (``tuner``), an ensemble, or one training
+    (of ``data`` when it is already loaded)."""
+    if cfg.tuner.name != "none":
+        return run_search(cfg, Path(run_dir))
+    if cfg.ensemble.name != "none":
+        return run_ensemble(cfg, Path(run_dir))
+    return run_training(cfg, run_dir, data=data)

@@ -1,0 +1,249 @@
+"""What the command-line scripts share: one-line errors, exit codes, no half-written runs.
+
+Exit codes of ``scripts/train.py``:
+
+- 0: the run finished;
+- 2: bad input (config value, data file, run directory already used), one ``error:`` line;
+- 3: training stopped because the loss became NaN/Inf (one ``error:`` line saying where and
+  what to try; ``nan.json``, metrics.csv and the best checkpoint so far stay in the run dir);
+- 4: the machine refused a file operation (disk full, read-only file system, no permission,
+  a path that is not a file): one ``error:`` line naming the path and the cause; files are
+  written atomically, so none is left half-written and the same command resumes the run;
+- 5: a distributed search worker lost its chief (one ``error:`` line);
+- anything else: a bug in kerasdiag or a crash of TensorFlow (a traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import io
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from kerasdiag.config import composition_error, validate_config
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.rundir import RunLayout, check_run_dir, is_locked
+from kerasdiag.data.loaders import load_dataset
+
+IO_EXIT_CODE = 4
+# Whether this process created its run directory itself (None: Hydra's default directory,
+# made for this process alone). Only a directory it made may be removed when the run is
+# refused: another process may be starting in one it found.
+_made_run_dir: bool | None = None
+_task_started = False
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` as one line on stderr and exit with ``code``."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+class Preflight(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``conf/config.yaml``): check the config Hydra
+    composed, and the run directory, before Hydra makes that directory and writes its files.
+
+    ``on_run_start`` runs once per single run, after composition and before ``run_job``; a
+    multirun's jobs are checked by the task function instead (each has its own directory).
+    Refusals are one ``error:`` line and exit code 2 (4 for a directory that cannot be made).
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        cfg = job_config(config)
+        run_dir = Path(str(config.hydra.run.dir))
+        # Hydra's default name is timestamped (``${now:...}``): a folder new to this process.
+        explicit = "${" not in str(OmegaConf.to_container(config.hydra.run)["dir"])
+        try:
+            validate_config(cfg)
+            if explicit:  # before Hydra rewrites its .hydra/ files there
+                if is_locked(run_dir):
+                    fail(f"run directory {run_dir} is in use by another kerasdiag process")
+                check_run_dir(run_dir, cfg)
+        except KerasdiagError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(os_error_line(exc), IO_EXIT_CODE)
+        _claim_creation(run_dir, explicit)
+
+
+def job_config(config: DictConfig) -> DictConfig:
+    """The composed config without Hydra's own ``hydra`` section (what the task function gets)."""
+    cfg = copy.deepcopy(config)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def run_app(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` app; a config Hydra cannot compose is one ``error:`` line, exit 2.
+
+    ``HYDRA_FULL_ERROR=1`` makes Hydra raise its exception instead of printing it, so the line
+    is made from the exception's fields (:func:`kerasdiag.config.composition_error`). Errors
+    raised once the task function started are the task's own and travel on unchanged.
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if _task_started:
+            raise
+        fail(str(composition_error(exc)))
+
+
+def task_started() -> None:
+    """Mark that Hydra called the task function (its errors are no composition errors)."""
+    global _task_started
+    _task_started = True
+
+
+def _claim_creation(run_dir: Path, explicit: bool) -> None:
+    """Create the run directory now, atomically, and remember whether this process did.
+
+    ``os.mkdir`` succeeds for exactly one of several processes started on one directory: only
+    that one may later remove it. Hydra's own run directories (microseconds in the name) are
+    made by Hydra for this process alone. A directory that cannot be made (read-only file
+    system, no permission) is one ``error:`` line here, before Hydra's logging trips on it.
+    """
+    global _made_run_dir
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        probe = run_dir.parent
+        if explicit:
+            try:
+                run_dir.mkdir()
+                _made_run_dir = True
+            except FileExistsError:
+                _made_run_dir = False
+            probe = run_dir
+        if not os.access(probe, os.W_OK):
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+            code = errno.EROFS if read_only else errno.EACCES
+            raise OSError(code, os.strerror(code), str(probe))
+    except OSError as exc:
+        fail(os_error_line(exc), IO_EXIT_CODE)
+
+
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space (or point hydra.run.dir at another disk) and "
+    "run the same command again; the run resumes from its last complete epoch",
+    errno.EDQUOT: "the disk quota is used up: free space and run the same command again",
+    errno.EROFS: "the file system is read-only: choose a writable hydra.run.dir",
+    errno.EACCES: "no permission: choose a directory you can write (hydra.run.dir=...) or fix "
+    "the file's permissions",
+    errno.EISDIR: "a directory stands where a file is expected: move it away",
+    errno.ENOTDIR: "a file stands where a directory is expected: move it away",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a failed file operation: the path, the cause, what to do."""
+    code = exc.errno
+    if code is None:  # h5py and others put the errno in the text only
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    cause = exc.strerror or (os.strerror(code) if code else " ".join(str(exc).split())[:200])
+    path = exc.filename or _path_in(str(exc)) or "a run file"
+    advice = _ADVICE.get(code, "check the disk and the path, then run the same command again")
+    if code == errno.EPERM:
+        advice = _ADVICE[errno.EACCES]
+    return f"cannot write or read {path}: {cause}; {advice}"
+
+
+def _path_in(text: str) -> str | None:
+    found = re.search(r"name = '([^']+)'", text)  # h5py: "Unable to create file (name = '...')"
+    return found.group(1) if found else None
+
+
+@contextlib.contextmanager
+def exit_on_user_error(run_dir: str | Path) -> Iterator[None]:
+    """Turn a KerasdiagError into one line and exit 2; drop a run dir that holds nothing of ours."""
+    try:
+        yield
+    except KerasdiagError as exc:
+        _discard_if_empty(Path(run_dir))
+        fail(str(exc), exc.exit_code)
+    except OSError as exc:  # disk full, read-only, no permission: the run stays resumable
+        fail(os_error_line(exc), IO_EXIT_CODE)
+
+
+def load_inputs(cfg: Any) -> Any:
+    """Load and check the data before TensorFlow starts: bad data ends the run here, with its
+    real cause and no run directory (the builder was checked with the config)."""
+    return load_dataset(cfg.data)
+
+
+class _Tee(io.TextIOBase):
+    """A console stream that also appends everything written to it to a log file."""
+
+    def __init__(self, stream: Any, log: Any):
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def console_log(path: str | Path) -> Iterator[None]:
+    """Copy what the run prints (stdout and stderr) into ``path`` (``train.log``).
+
+    Hydra creates the file for its logging; the run's own output is the console, so the log
+    holds what the person saw. Output of TensorFlow's C++ runtime bypasses Python's streams.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+def _discard_if_empty(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but Hydra's files, if this process made it.
+
+    A directory it found may be another process's that is still starting (its lock not yet
+    taken): that one is never removed. Neither is one whose lock another process holds.
+    """
+    mine = _made_run_dir if _made_run_dir is not None else _hydra_default(run_dir)
+    if not mine or is_locked(run_dir):
+        return
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= RunLayout.HYDRA_FILES | {
+        RunLayout.LOCK
+    }:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _hydra_default(run_dir: Path) -> bool:
+    # Hydra's default run directories end in a timestamp with microseconds: made for this run.
+    return bool(re.search(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}-\d{6}$", run_dir.name))

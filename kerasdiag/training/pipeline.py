@@ -1,0 +1,476 @@
+"""The training pipeline ``scripts/train.py`` runs: every stage is a function of the config.
+
+    data -> model -> sanity stages -> fit with callbacks -> test evaluation -> run files
+
+Each function is usable on its own (tests, notebooks, the search and ensemble code).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig, OmegaConf
+
+from kerasdiag.callbacks import evaluate_with_ema
+from kerasdiag.callbacks.base import MonitorWarning
+from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
+from kerasdiag.callbacks.factory import Monitors, monitor_callbacks, probe_batch
+from kerasdiag.callbacks.metrics_csv import MetricsCSV
+from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError, first_non_finite
+from kerasdiag.callbacks.restore_raw_weights import ema_weights
+from kerasdiag.callbacks.run_backup import RunBackup, remove_backup
+from kerasdiag.callbacks.training_doctor import TrainingDoctor
+from kerasdiag.checks.lr_range import with_auto_lr
+from kerasdiag.checks.sanity.stages import run_sanity_stages
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.io import atomic_path, write_json_atomic, write_text_atomic
+from kerasdiag.core.metrics import metric_mode
+from kerasdiag.core.rundir import RunLayout, claim_run_dir
+from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
+from kerasdiag.data.pipeline import make_epoch_dataset
+from kerasdiag.diagnosis import confusion_summary, diagnose, failed_stages
+from kerasdiag.modeling.factory import build_model, model_summary_text, steps_per_epoch
+from kerasdiag.modeling.losses import predicted_classes
+from kerasdiag.modeling.optimizers import build_schedule
+from kerasdiag.report import build_report
+
+
+def seed_everything(trainer_cfg: Any) -> None:
+    """Seed Python, NumPy and TensorFlow; with ``deterministic`` also make TF ops deterministic.
+
+    Everything random in a run draws from these seeds or from ``data.seed``: weight init and
+    dropout (Keras' global seed, set again by :func:`build_model`), the tf.data shuffle and the
+    stateless augmentation (``data.seed``), the splits (NumPy generators seeded by
+    ``data.seed``). With ``trainer.deterministic=true`` two runs of one config on one machine
+    write identical metrics.csv files.
+    """
+    keras.utils.set_random_seed(int(trainer_cfg.seed))
+    if trainer_cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+@dataclass
+class RunCallbacks:
+    """The callbacks of one training run, by role, and all of them in ``fit``'s order.
+
+    What the pipeline reads after ``fit`` (the metrics.csv rows, the best checkpoint, the NaN
+    stop's record, TensorBoard's files to close) is a field here, configured when it is built.
+    """
+
+    nan_stop: NaNStop
+    metrics: MetricsCSV
+    checkpoint: BestCheckpoint
+    tensorboard: keras.callbacks.TensorBoard | None
+    all: list[keras.callbacks.Callback]
+
+
+def run_callbacks(
+    cfg: DictConfig,
+    run_dir: Path,
+    data: Dataset,
+    *,
+    keep_backup: bool = False,
+    every_epoch: bool = False,
+) -> RunCallbacks:
+    """The callbacks every run gets: schedule, metrics.csv, best checkpoint, TensorBoard, ...
+
+    ``NaNStop`` comes first: a NaN/Inf batch leaves ``fit`` before any callback records the
+    broken epoch. ``RunBackup`` (``trainer.resume``) comes last: each epoch is backed up after
+    its metrics.csv row and checkpoint are written, with EarlyStopping's and the plateau
+    schedule's progress; ``keep_backup`` keeps it after ``fit`` (the caller removes it when
+    its run is complete, so a process killed after ``fit`` does not train again).
+    ``every_epoch`` keeps every epoch's checkpoint besides the best.
+    """
+    _, schedule = build_schedule(
+        float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
+    )
+    nan_stop = NaNStop(base_lr=float(cfg.optimizer.lr))
+    monitors, doctor = watch_callbacks(cfg, run_dir, data)
+    # metrics.csv's lr column is the learning-rate monitor's record, when the run has one
+    metrics = MetricsCSV(
+        run_dir / RunLayout.METRICS,
+        resume=bool(cfg.trainer.resume),
+        learning_rate=monitors.learning_rate,
+    )
+    checkpoint = BestCheckpoint(
+        run_dir / RunLayout.CHECKPOINTS,
+        monitor=cfg.trainer.checkpoint_monitor,
+        every_epoch=every_epoch,
+    )
+    if monitors.curves is not None:
+        # the run directory's curves mark the kept epoch, as the report's do
+        monitors.curves.kept_epoch = lambda: checkpoint.best_epoch
+    # The callbacks whose progress a resumed run needs back (ReduceLROnPlateau, EarlyStopping).
+    stateful: list[keras.callbacks.Callback] = list(schedule)
+    es = cfg.trainer.early_stopping
+    if es.enabled:
+        stateful.append(
+            keras.callbacks.EarlyStopping(
+                monitor=es.monitor,
+                mode=metric_mode(es.monitor),  # as BestCheckpoint: one notion of "best"
+                patience=int(es.patience),
+                restore_best_weights=bool(es.restore_best_weights),
+                verbose=1,
+            )
+        )
+    tensorboard = None
+    if cfg.trainer.tensorboard:
+        tensorboard = keras.callbacks.TensorBoard(
+            log_dir=str(run_dir / RunLayout.TENSORBOARD), write_graph=False
+        )
+        # Writing per epoch with no profiling, its batch hooks only count batches: safe for
+        # Keras' asynchronous batch-callback dispatch, so it does not sync every step.
+        tensorboard.async_safe = True
+    early_stopping = stateful[len(schedule) :]
+    callbacks = [nan_stop, *schedule, metrics, checkpoint, *early_stopping]
+    callbacks += [tensorboard] if tensorboard is not None else []
+    callbacks += [*monitors.all, *([doctor] if doctor is not None else [])]
+    if cfg.trainer.resume:
+        backup = RunBackup(
+            run_dir / RunLayout.BACKUP, track=stateful, delete_on_train_end=not keep_backup
+        )
+        callbacks.append(backup)
+    return RunCallbacks(nan_stop, metrics, checkpoint, tensorboard, callbacks)
+
+
+def training_callbacks(
+    cfg: DictConfig, run_dir: Path, data: Dataset, *, keep_backup: bool = False
+) -> list[keras.callbacks.Callback]:
+    """:func:`run_callbacks`' list, for a caller that only passes them to ``fit``."""
+    return run_callbacks(cfg, run_dir, data, keep_backup=keep_backup).all
+
+
+# Training examples the kept model is scored on in inference mode, as the test split is.
+TRAIN_SAMPLE = 1000
+
+
+def watch_callbacks(
+    cfg: DictConfig, run_dir: Path, data: Dataset
+) -> tuple[Monitors, TrainingDoctor | None]:
+    """The monitors ``conf/monitors/`` turns on and the TrainingDoctor.
+
+    The doctor comes after the monitors and judges what they measure, so nothing is
+    computed twice; its findings go to ``doctor.json``. Returns the monitors and the
+    doctor (None when ``monitors.doctor`` is off).
+    """
+    monitors = monitor_callbacks(
+        cfg.monitors,
+        run_dir,
+        data,
+        steps_per_epoch=steps_per_epoch(cfg, data),
+        epochs=int(cfg.trainer.epochs),
+    )
+    if not cfg.monitors.doctor:
+        return monitors, None
+    x, y = probe_batch(data, int(cfg.monitors.probe_size))
+    doctor = TrainingDoctor(
+        x,
+        y,
+        monitors=monitors.measured,
+        stop_on=list(cfg.monitors.doctor_stop_on),
+        thresholds=dict(cfg.monitors.doctor_thresholds),
+        budget=float(cfg.monitors.doctor_budget),
+        path=run_dir / RunLayout.DOCTOR,
+        bayes_error=cfg.bayes_error,
+    )
+    # The diagnosis judges the curves at the kept epoch (finish_run), with the kept model's
+    # training accuracy in inference mode (evaluate_train_sample): the doctor need not.
+    doctor.judge_curves = False
+    return monitors, doctor
+
+
+def fit(
+    cfg: DictConfig,
+    model: keras.Model,
+    data: Dataset,
+    callbacks: list[keras.callbacks.Callback],
+) -> keras.callbacks.History:
+    """``model.fit`` on the tf.data pipelines of the training and validation splits.
+
+    The training order of each epoch is a function of ``data.seed`` and the epoch; a resumed
+    fit starts the stream at the backup's epoch, so it trains on what the uninterrupted run
+    would have.
+    """
+    start = next((cb.resume_epoch() for cb in callbacks if isinstance(cb, RunBackup)), 0)
+    train_ds = make_epoch_dataset(
+        data.x_train,
+        data.y_train,
+        int(cfg.data.batch_size),
+        epochs=int(cfg.trainer.epochs),
+        first_epoch=start,
+        augment_cfg=cfg.data.augment,
+        seed=int(cfg.data.seed),
+    )
+    val_ds = make_tf_dataset(data.x_val, data.y_val, int(cfg.data.batch_size))
+    with warnings.catch_warnings():
+        if cfg.monitors.doctor:  # the doctor judges and advises; the monitors only measure
+            warnings.simplefilter("ignore", MonitorWarning)
+        return model.fit(
+            train_ds,
+            steps_per_epoch=steps_per_epoch(cfg, data),  # one iterator across the epochs
+            validation_data=val_ds,
+            epochs=int(cfg.trainer.epochs),
+            callbacks=callbacks,
+            verbose=int(cfg.trainer.verbose),
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+        )
+
+
+def keep_best_model(
+    model: keras.Model, checkpoint: BestCheckpoint, run_dir: Path, last_epoch: int
+) -> dict[str, Any]:
+    """Put the weights of the run's best checkpoint into ``model``; say which file they are.
+
+    The one notion of "best" in a run is ``trainer.checkpoint_monitor`` (early stopping
+    restores the same epoch), and the model whose test score a run reports is the file on
+    disk. When no epoch ever had a finite score the last weights are saved as
+    ``checkpoints/final-epochNNN.keras`` and reported instead. Returns the fields
+    ``test_metrics.json`` adds to the scores: ``model`` (path relative to the run
+    directory), ``weights_epoch`` (from 1), ``monitor`` and ``monitor_value``.
+    """
+    path = checkpoint.best_path
+    if path is None or not path.is_file():
+        path = checkpoint.directory / f"final-epoch{last_epoch:03d}.keras"
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+        epoch, value = last_epoch, None
+    else:
+        model.load_weights(path)
+        epoch, value = checkpoint.best_epoch, checkpoint.best
+    return {
+        "model": str(path.relative_to(run_dir)),
+        "weights_epoch": epoch,
+        "monitor": checkpoint.monitor,
+        "monitor_value": value,
+    }
+
+
+def evaluate_test(
+    cfg: DictConfig, model: keras.Model, data: Dataset, *, raw: bool = True, ema: bool | None = None
+) -> dict[str, Any]:
+    """Loss and accuracy on the held-out test split.
+
+    With ``optimizer.use_ema`` (or ``ema=True``) the moving average of the weights is scored
+    too, under ``"ema"``, next to the raw weights' numbers (``raw=False``: only it).
+    """
+    scores: dict[str, Any] = {}
+    if raw:
+        test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
+        scores = {
+            k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()
+        }
+    if cfg.optimizer.use_ema if ema is None else ema:
+        both = evaluate_with_ema(model, data.x_test, data.y_test, int(cfg.data.batch_size))
+        scores["ema"] = both["ema"]
+    return scores
+
+
+def evaluate_train_sample(cfg: DictConfig, model: keras.Model, data: Dataset) -> dict[str, Any]:
+    """The model's loss and accuracy on ``TRAIN_SAMPLE`` training examples, scored as the
+    test split is (inference mode): ``train_loss``, ``train_accuracy``, ``train_examples``.
+
+    The training side of the bias/variance table: ``fit``'s own training accuracy is a
+    running mean in training mode over an epoch of changing weights (with BatchNorm, far
+    above what the same weights score in inference mode).
+    """
+    x, y = data.x_train[:TRAIN_SAMPLE], data.y_train[:TRAIN_SAMPLE]
+    dataset = make_tf_dataset(x, y, int(cfg.data.batch_size))
+    scores = model.evaluate(dataset, verbose=0, return_dict=True)
+    out: dict[str, Any] = {f"train_{k}": float(v) for k, v in scores.items()}
+    out["train_examples"] = len(y)
+    return out
+
+
+def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, path: Path) -> None:
+    """The kept model's confusion matrix and per-class accuracy on the test split."""
+    test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
+    predicted = predicted_classes(model.predict(test_ds, verbose=0), cfg.loss)
+    names = list(data.class_names) or [str(i) for i in range(data.num_classes)]
+    write_json_atomic(path, confusion_summary(data.y_test, predicted, names))
+
+
+def save_ema_model(model: keras.Model, path: Path) -> None:
+    """Save the model with the optimizer's moving average of its weights."""
+    with ema_weights(model), atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def finish_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Diagnose the run from its files (``diagnosis.json``) and write ``report.html``.
+
+    Called after every training, also one stopped by a NaN or a failed sanity stage: the
+    report is where a person reads what happened.
+    """
+    findings = diagnose(run_dir)
+    print("diagnosis:" if findings else "diagnosis: no symptoms found")
+    for finding in findings:
+        print(f"  {finding.severity}: {finding}")
+    print(f"report: {build_report(run_dir)}")
+
+
+def run_sanity(cfg: DictConfig, model: keras.Model, data: Dataset, run_dir: Path) -> list:
+    """The checks before training (gradient check, initial loss, regularization, overfit).
+
+    They work on copies: ``model`` trains afterwards exactly as it would without them. A
+    resumed run already has its ``sanity.json`` and does not repeat them.
+    """
+    if (run_dir / RunLayout.SANITY).exists():
+        return []
+    return run_sanity_stages(
+        cfg, model, data, run_dir, lambda **overrides: build_model(cfg, data, **overrides)
+    )
+
+
+def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> Dataset:
+    """How every run starts, in its claimed directory: seed, load the data (unless given),
+    write ``config.yaml`` (what a resume is compared with) and ``data.json``."""
+    seed_everything(cfg.trainer)
+    if data is None:
+        data = load_dataset(cfg.data)
+    write_text_atomic(run_dir / RunLayout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    write_json_atomic(run_dir / RunLayout.DATA, data.summary())
+    return data
+
+
+def run_training(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    *,
+    data: Dataset | None = None,
+    sanity: bool = True,
+    every_epoch: bool = False,
+) -> dict[str, Any]:
+    """Run one whole training recipe in ``run_dir`` and return its summary.
+
+    ``data`` reuses splits already loaded (ensemble members share theirs); ``sanity=False``
+    skips the pre-training checks; ``every_epoch`` keeps every epoch's checkpoint besides the
+    best (checkpoint ensembles). With ``optimizer.use_ema`` the moving average of the weights
+    is saved as ``ema.keras`` too.
+
+    Writes ``config.yaml``, ``data.json``, ``summary.txt``, ``sanity.json``,
+    ``gradcheck.json``, ``metrics.csv``, ``checkpoints/``, ``tensorboard/``, the monitors'
+    CSVs and PNGs, ``doctor.json``, ``test_metrics.json`` (the scores of the best checkpoint,
+    which it names), ``test_confusion.json``, ``diagnosis.json`` and ``report.html`` there.
+
+    The directory is locked for this process and must be new, or hold an interrupted run of
+    the same config: with ``trainer.resume`` (the default) that run continues from its last
+    completed epoch (``backup/``, removed once the run is written). A NaN/Inf loss ends the
+    run with :class:`~kerasdiag.callbacks.nan_stop.NonFiniteLossError` (exit code 3) and a
+    ``nan.json``; metrics.csv and the best checkpoint so far stay.
+    """
+    run_dir = Path(run_dir)
+    with claim_run_dir(run_dir, cfg):
+        started = time.time()
+        data = prepare_run(cfg, run_dir, data)
+        if cfg.optimizer.lr == "auto":  # the learning-rate range test's suggestion
+            cfg = with_auto_lr(cfg, data, run_dir)
+        model = build_model(cfg, data)
+        write_text_atomic(run_dir / RunLayout.SUMMARY, model_summary_text(model))
+        try:
+            if sanity:
+                run_sanity(cfg, model, data, run_dir)
+        except KerasdiagError:  # sanity.fail_fast: the report shows the failed stage
+            finish_run(cfg, run_dir)
+            raise
+
+        callbacks = run_callbacks(cfg, run_dir, data, keep_backup=True, every_epoch=every_epoch)
+        try:
+            fit(cfg, model, data, callbacks.all)
+        except NonFiniteLossError as exc:
+            error = record_nan_stop(run_dir, exc.record, callbacks)
+            finish_run(cfg, run_dir)
+            raise error from None
+        # From metrics.csv, not fit's history: a resumed run's history lacks earlier epochs.
+        rows = callbacks.metrics.rows
+        ema_scores = None
+        if cfg.optimizer.use_ema:  # the average at the end of training, as ema.keras holds
+            save_ema_model(model, run_dir / RunLayout.EMA_MODEL)
+            ema_scores = evaluate_test(cfg, model, data, raw=False)["ema"]
+        kept = keep_best_model(model, callbacks.checkpoint, run_dir, max(rows, default=0))
+        test_metrics = evaluate_test(cfg, model, data, ema=False)
+        test_metrics.update(evaluate_train_sample(cfg, model, data))
+        broken = first_non_finite(rows, test_metrics)  # a NaN that NaNStop did not raise on
+        if broken is not None:
+            record = callbacks.nan_stop.record_after_fit(*broken)
+            error = record_nan_stop(run_dir, record, callbacks)
+            finish_run(cfg, run_dir)
+            raise error from None
+        if ema_scores is not None:
+            test_metrics.update(ema=ema_scores, ema_model=RunLayout.EMA_MODEL)
+        test_metrics.update(kept)
+        write_json_atomic(run_dir / RunLayout.TEST_METRICS, test_metrics)
+        write_test_confusion(cfg, model, data, run_dir / RunLayout.TEST_CONFUSION)
+        remove_backup(run_dir / RunLayout.BACKUP)
+        finish_run(cfg, run_dir)
+
+        summary = {
+            "recipe": cfg.recipe,
+            "run_dir": str(run_dir),
+            "epochs_run": len(rows),
+            "best_val_accuracy": _best(
+                [r["val_accuracy"] for r in rows.values() if "val_accuracy" in r]
+            ),
+            "test": test_metrics,
+            "sanity_failed": failed_sanity_stages(run_dir),
+            "seconds": round(time.time() - started, 1),
+        }
+        print_final_summary(summary)
+        return summary
+
+
+def record_nan_stop(
+    run_dir: Path, record: dict[str, Any], callbacks: RunCallbacks
+) -> NonFiniteLossError:
+    """After a NaN/Inf stop: write ``nan.json``, flush TensorBoard, return the error to raise.
+
+    The run is over (its directory counts as finished), so its backup is removed; metrics.csv
+    keeps the completed epochs and ``checkpoints/`` the best model before the failure.
+    """
+    if callbacks.tensorboard is not None:
+        callbacks.tensorboard.on_train_end()  # fit left without calling it: close the files
+    best = callbacks.checkpoint.best_path
+    record = {
+        **record,
+        "checkpoint": None if best is None else str(best),
+        "record_file": str(run_dir / RunLayout.NAN),
+    }
+    write_json_atomic(run_dir / RunLayout.NAN, record)
+    remove_backup(run_dir / RunLayout.BACKUP)
+    return NonFiniteLossError(record)
+
+
+def _best(values: list[float] | None) -> float | None:
+    return None if not values else float(np.nanmax(values))
+
+
+def failed_sanity_stages(run_dir: Path) -> list[str]:
+    """The sanity stages that failed in this run (``sanity.json``), in order."""
+    path = Path(run_dir) / RunLayout.SANITY
+    return failed_stages(json.loads(path.read_text())) if path.is_file() else []
+
+
+def print_final_summary(summary: dict[str, Any]) -> None:
+    """The run's last lines: epochs, the kept model and its test score, failed sanity checks."""
+    test = summary["test"]
+    kept = ""
+    if test.get("weights_epoch") is not None:
+        value = test.get("monitor_value")
+        score = "" if value is None else f" ({test.get('monitor')} {value:.4f})"
+        kept = f" | kept epoch {test['weights_epoch']}{score}"
+    failed = summary.get("sanity_failed") or []
+    warning = f" | FAILED sanity check: {', '.join(failed)}" if failed else ""
+    model = f"\nmodel: {Path(summary['run_dir']) / test['model']}" if test.get("model") else ""
+    print(
+        f"\n{summary['recipe']}: {summary['epochs_run']} epochs in {summary['seconds']} s"
+        f"{kept} | test loss {test.get('loss', float('nan')):.4f}, "
+        f"test accuracy {test.get('accuracy', float('nan')):.4f}{warning}{model}\n"
+        f"run directory: {summary['run_dir']}"
+    )
