@@ -17,8 +17,6 @@ from kerasdiag.diagnosis.rules import (
     oscillation_index,
 )
 from kerasdiag.diagnosis.run_dir import (
-    DIAGNOSIS_FILE,
-    DOCTOR_FILE,
     SYMPTOMS,
     confusion_summary,
     diagnose,
@@ -37,8 +35,6 @@ from kerasdiag.diagnosis.symptoms import (
 
 __all__ = [
     "CURVE_SYMPTOMS",
-    "DIAGNOSIS_FILE",
-    "DOCTOR_FILE",
     "Finding",
     "SANITY_SYMPTOMS",
     "SYMPTOMS",
