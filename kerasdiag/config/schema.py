@@ -6,10 +6,14 @@ types cannot say is declared on the field when it is a range (``val_fraction: fl
 ranged(0.1, "(0,1)")``), and checked by one validator beside each dataclass otherwise (a known
 optimizer name, rules between keys: ``check_data`` after ``DataConfig``, ...); all of them run
 in :func:`kerasdiag.config.validate_config`. The names each group accepts are registered here once
-(``LOSSES``, ``OPTIMIZERS``, ...); the modules that build them look them up here. Datasets are
-the keys of :data:`kerasdiag.data.loaders.LOADERS` (a module without TensorFlow).
-Each section mirrors one group of ``conf/`` and one area of the package; a YAML file of
+(``DATASETS``, ``LOSSES``, ``OPTIMIZERS``, ...); the modules that build them look them up
+here. Each section mirrors one group of ``conf/`` and one area of the package; a YAML file of
 ``conf/`` sets only what differs from these defaults.
+
+Why one module of ~570 lines: each key's type, default and rule are read in one place (the
+dataclass and the validator beside it), and the sections relate to each other (a schedule's
+``min_lr`` against the optimizer's ``lr``, the checkpoint monitor against early stopping). The
+search space, a language of its own, is :mod:`kerasdiag.config.search_space`.
 """
 
 from __future__ import annotations

@@ -42,18 +42,12 @@ from kerasdiag.core.rundir import RunLayout
 from kerasdiag.data import Dataset
 from kerasdiag.modeling.factory import build_model
 from kerasdiag.modeling.safe_load import load_model_safely
-from kerasdiag.search.distributed import (
-    IDLE,
-    STOPPED,
-    Heartbeat,
-    LeasedOracleClient,
-    record_from_ledger,
-    serve,
-)
+from kerasdiag.search.distributed import IDLE, STOPPED, record_from_ledger, serve
 from kerasdiag.search.divergence import StopOnDivergence
 from kerasdiag.search.hparams import log_trial
 from kerasdiag.search.results import kept_checkpoints, trial_checkpoint_name
 from kerasdiag.search.space import set_values
+from kerasdiag.search.worker_link import Heartbeat, LeasedOracleClient
 from kerasdiag.training.pipeline import fit, training_callbacks
 
 LEDGER = "ledger.jsonl"  # one line per trial start and end, from every process

@@ -42,9 +42,9 @@ from kerasdiag.config.search_space import validate_search
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.data import load_dataset
-from kerasdiag.search.distributed import ChiefLostError, chief_lost_message
 from kerasdiag.search.oracle import build_oracle
 from kerasdiag.search.tuner import RECYCLED, TrialTuner
+from kerasdiag.search.worker_link import ChiefLostError, chief_lost_message
 from kerasdiag.training.pipeline import seed_everything
 
 RECYCLE_EXIT_CODE = 10
