@@ -7,6 +7,7 @@ imports included.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,27 @@ def test_light_paths_do_not_start_tensorflow():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# A requirement code (one capital letter and a number) refers to a document this
+# repository does not contain: names and docstrings say what things are instead.
+REQUIREMENT_CODE = re.compile(r"\b[GSMOHEPRB](?:[1-9]|1[0-2])\b|\bMISSION\b")
+
+
+def test_no_requirement_codes_in_the_repository():
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    hits = []
+    for name in tracked:
+        path = REPO / name
+        if path.suffix in {".png", ".npz", ".keras"} or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if REQUIREMENT_CODE.search(line):
+                hits.append(f"{name}:{number}: {line.strip()[:80]}")
+    assert hits == []
+    # guards the pattern: it finds a code, and not ruff's rule names or HTML headings
+    planted = "monitors (%s%d, %s%d)" % ("M", 3, "P", 8)
+    assert REQUIREMENT_CODE.search(planted)
+    assert not REQUIREMENT_CODE.search('ignore = ["E501"]  <h1>')
