@@ -117,6 +117,6 @@ def test_no_requirement_codes_in_the_repository():
                 hits.append(f"{name}:{number}: {line.strip()[:80]}")
     assert hits == []
     # guards the pattern: it finds a code, and not ruff's rule names or HTML headings
-    planted = "monitors (%s%d, %s%d)" % ("M", 3, "P", 8)
+    planted = "monitors ({}{}, {}{})".format("M", 3, "P", 8)
     assert REQUIREMENT_CODE.search(planted)
     assert not REQUIREMENT_CODE.search('ignore = ["E501"]  <h1>')
