@@ -25,6 +25,9 @@ from kerasdiag.core.io import write_json_atomic, write_text_atomic
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.data import load_dataset
 from kerasdiag.report import build_report
+from kerasdiag.report.builder import read_histograms
+from kerasdiag.report.context import RunContext
+from kerasdiag.report.sections import monitors
 from kerasdiag.training.pipeline import (
     build_model,
     evaluate_test,
@@ -168,6 +171,48 @@ def test_bare_report_says_what_is_missing_and_names_the_overfit(bare_run):
         assert missing in found[name], name
     assert "could not render" not in path.read_text()
     assert "unfinished" in path.read_text()
+
+
+def test_histograms_are_labelled_by_epoch_as_the_page_counts(full_run, tmp_path):
+    # the summaries' step is the optimizer step; the page's axes count epochs
+    run = RunContext.read(full_run)
+    series = read_histograms(full_run / RunLayout.TENSORBOARD / "activations")
+    assert series and run.steps_per_epoch
+    last_step = max(step for events in series.values() for step, _ in events)
+    for labels in (
+        [label for label, _ in shown] for shown in monitors.histogram_panels(run, series).values()
+    ):
+        assert labels == ["epoch 0.0", f"epoch {last_step / run.steps_per_epoch:.1f}"]
+    # without the epoch's length the step is said as such, not passed off as an epoch
+    assert monitors.probe_label(RunContext.read(tmp_path), 180) == "step 180"
+
+
+def _filter_grids(run_dir: Path, epochs: list[int], kept: int | None) -> list[tuple[str, str]]:
+    for name in [RunLayout.FILTERS_INIT, *(f"filters_epoch{e:03d}.png" for e in epochs)]:
+        (run_dir / name).write_bytes(b"\x89PNG")
+    if kept is not None:
+        write_json_atomic(run_dir / RunLayout.TEST_METRICS, {"weights_epoch": kept})
+    figures = monitors.filters(RunContext.read(run_dir))[0]["blocks"]
+    return [(f["img"]["alt"], f["caption"]) for f in figures]
+
+
+def test_filters_say_whether_they_are_the_kept_weights(tmp_path):
+    assert _filter_grids(tmp_path, [18, 19, 20], kept=17) == [
+        ("filters_init.png", "at initialisation"),
+        (
+            "filters_epoch020.png",
+            "after epoch 20, the last drawn (the run kept epoch 17's weights)",
+        ),
+    ]
+    assert _filter_grids(tmp_path, [20], kept=20)[1][1] == "after epoch 20 (the kept weights)"
+
+
+def test_filters_show_the_last_epoch_by_number(tmp_path):
+    # filters_epoch1000.png sorts before filters_epoch999.png by name
+    assert _filter_grids(tmp_path, [999, 1000], kept=None)[1] == (
+        "filters_epoch1000.png",
+        "after epoch 1000",
+    )
 
 
 def test_script_rebuilds_the_report(bare_run):

@@ -1,0 +1,86 @@
+"""What the run was given and what it left: data, model, config, and its files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kerasdiag.core.rundir import RunLayout
+from kerasdiag.report import plots
+from kerasdiag.report.blocks import (
+    Block,
+    absent,
+    details,
+    heading,
+    image,
+    link,
+    note,
+    preformatted,
+    table_block,
+)
+from kerasdiag.report.context import RunContext
+
+
+def data(run: RunContext) -> list[Block]:
+    """The data set's shape and splits, and how many training examples each class has."""
+    if run.data is None:
+        return [absent("no data.json")]
+    d = run.data
+    rows = [
+        ("data set", d.get("name")),
+        ("input shape", " x ".join(str(s) for s in d.get("input_shape", []))),
+        ("classes", d.get("num_classes")),
+        ("train / validation / test", f"{d.get('train')} / {d.get('val')} / {d.get('test')}"),
+    ]
+    out = [table_block(("", ""), rows)]
+    counts = d.get("train_class_counts")
+    if counts:
+        names = d.get("class_names") or list(range(len(counts)))
+        drawn = plots.bars(names, counts, "training examples per class", "examples")
+        out.append(image(drawn, "class counts"))
+    return out
+
+
+def model(run: RunContext) -> list[Block]:
+    """The model summary as the run wrote it."""
+    path = run.path / RunLayout.SUMMARY
+    if not path.is_file():
+        return [absent("no summary.txt")]
+    return [preformatted(path.read_text())]
+
+
+def config(run: RunContext) -> list[Block]:
+    """The resolved config, folded away: it is long and read only when needed."""
+    path = run.path / RunLayout.CONFIG
+    if not path.is_file():
+        return [absent("no config.yaml")]
+    return [details(RunLayout.CONFIG, path.read_text())]
+
+
+def files(run: RunContext) -> list[Block]:
+    """Every file of the run directory, linked, with its size; the NaN stop record."""
+    items = [
+        (link(p.name + ("/" if p.is_dir() else "")), _size(p))
+        for p in sorted(run.path.iterdir())
+        if not p.name.startswith(".")
+    ]
+    out = [
+        note("Links are relative: they work while report.html sits in its run directory."),
+        table_block(("file", "size"), items),
+    ]
+    if run.nan:
+        rows = [(k, "; ".join(v) if isinstance(v, list) else v) for k, v in run.nan.items()]
+        out += [heading("NaN stop record (nan.json)"), table_block(("", ""), rows)]
+    return out
+
+
+def _size(path: Path) -> str:
+    total = (
+        sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        if path.is_dir()
+        else path.stat().st_size
+    )
+    for unit in ("B", "KB", "MB", "GB"):
+        if total < 1024 or unit == "GB":
+            return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
+        total /= 1024
+    return f"{total} B"
