@@ -11,6 +11,14 @@ and two places can never give different advice for the same symptom.
 symptoms of a learning rate that is too high (instability) and of one that is too low, the
 instability is fixed first, so "raise the learning rate" is withheld until it is gone.
 
+The rule that names each symptom, with its thresholds, is in :mod:`kerasdiag.diagnosis.rules`,
+one module per family (each entry of the table below names its module). The fix texts stay
+here rather than beside their rules so that each is written once (a test checks that no other
+file repeats one), and so are the fixes the rules compose from them (:func:`nan_fix`,
+:func:`large_updates_fix`, :func:`after_causes_fix`, :func:`vanishing_after_dying_fix`):
+the rules import this module, so it cannot import theirs. The checks' own fixes, which name
+no symptom, are in :mod:`kerasdiag.diagnosis.check_fixes` and re-exported here.
+
 This module imports no TensorFlow.
 """
 
@@ -22,6 +30,20 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from kerasdiag.core.io import json_safe
+
+# The checks' own fixes (no symptom of the table), reachable here as before.
+from kerasdiag.diagnosis.check_fixes import (
+    BATCH_MIXING_FIX,
+    INIT_TOO_LARGE_FIX,
+    INIT_TOO_SMALL_FIX,
+    INPUT_UNUSED_FIX,
+    LEAKAGE_FIX,
+    LR_TOO_HIGH_FIX,
+    LR_TOO_LOW_FIX,
+    NO_DROP_FIX,
+    NO_PROBE_HINT,
+    SHIFT_FIX,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,7 @@ class Symptom:
 
 
 _SYMPTOMS = (
+    # judged in rules/nan.py
     Symptom(
         "nan",
         "NaN/Inf loss or weights",
@@ -51,6 +74,7 @@ _SYMPTOMS = (
         "division by zero) in a custom loss or layer",
         lr=-1,
     ),
+    # judged in rules/gradients.py
     Symptom(
         "exploding_gradients",
         "exploding gradients",
@@ -60,6 +84,7 @@ _SYMPTOMS = (
         "(model.batch_norm=true) also keeps activations in range",
         lr=-1,
     ),
+    # judged in rules/gradients.py
     Symptom(
         "vanishing_gradients",
         "vanishing gradients",
@@ -67,6 +92,7 @@ _SYMPTOMS = (
         "instead of deep sigmoid/tanh stacks, add batch normalization (model.batch_norm=true) "
         "or residual connections, or use fewer layers",
     ),
+    # judged in rules/activations.py
     Symptom(
         "dying_relu",
         "dying ReLU units",
@@ -75,6 +101,7 @@ _SYMPTOMS = (
         "use LeakyReLU/ELU (model.activation=elu)",
         lr=-1,
     ),
+    # judged in rules/activations.py
     Symptom(
         "saturated_activations",
         "saturated tanh/sigmoid units",
@@ -82,6 +109,7 @@ _SYMPTOMS = (
         "tanh/sigmoid, variance 1/n_in), normalise the inputs to zero mean and unit "
         "variance (data.normalize=true), add batch normalization, or use ReLU",
     ),
+    # judged in rules/oscillation.py
     Symptom(
         "oscillating_loss",
         "oscillating loss",
@@ -90,6 +118,7 @@ _SYMPTOMS = (
         "gradients (optimizer.global_clipnorm=1.0)",
         lr=-1,
     ),
+    # judged in rules/convergence.py
     Symptom(
         "slow_convergence",
         "slow convergence",
@@ -97,6 +126,7 @@ _SYMPTOMS = (
         "and check the initialisation and input normalisation",
         lr=+1,
     ),
+    # judged in rules/update_ratios.py
     Symptom(
         "stagnant_weights",
         "stagnant weights",
@@ -104,6 +134,7 @@ _SYMPTOMS = (
         "frozen by mistake, no dead units after it) and raise the learning rate{higher}",
         lr=+1,
     ),
+    # judged in rules/curves.py
     Symptom(
         "lr_too_high",
         "learning rate too high",
@@ -111,12 +142,14 @@ _SYMPTOMS = (
         "or schedule=plateau)",
         lr=-1,
     ),
+    # judged in rules/curves.py
     Symptom(
         "lr_too_low",
         "learning rate too low",
         "raise the learning rate 3-10x{higher}; the update/weight ratios should be ~1e-3",
         lr=+1,
     ),
+    # judged in rules/fitting.py
     Symptom(
         "overfitting",
         "overfitting (high variance)",
@@ -125,6 +158,7 @@ _SYMPTOMS = (
         "or use a smaller network",
         capacity=-1,
     ),
+    # judged in rules/fitting.py
     Symptom(
         "underfitting",
         "underfitting (high bias)",
@@ -133,6 +167,7 @@ _SYMPTOMS = (
         "optimizer and learning rate",
         capacity=+1,
     ),
+    # judged in run_dir.py (sanity_findings, from sanity.json)
     Symptom(
         "failed_sanity_check",
         "a sanity check failed before training",
@@ -142,6 +177,7 @@ _SYMPTOMS = (
         "cannot memorise a tiny subset, a bug or a learning rate far off; set "
         "sanity.fail_fast=true to stop before training when one fails",
     ),
+    # judged in rules/nan.py (broken_loss with a factor: the search's divergence stop)
     Symptom(
         "diverged",
         "diverged training",
@@ -409,74 +445,6 @@ def nan_advice(lr: float, step: int, clipped: bool, base_lr: float | None = None
         advice.append("warm up to the rate: schedule=cosine schedule.warmup_epochs=1")
     return advice
 
-
-# --- fixes of the checks before and around training ------------------------------------------
-# The data checks, the input baseline, batch independence, the learning-rate range test and
-# the doctor's judgements without probe data each name one fix of their own.
-
-# kerasdiag.checks.data
-LEAKAGE_FIX = (
-    "remove the duplicated examples from the validation/test split (or from training), "
-    "de-duplicate the data before splitting it, and split by source (file, person, "
-    "recording) when examples come in near-identical groups"
-)
-
-SHIFT_FIX = (
-    "draw validation and test from the same distribution: split them from one shuffled pool "
-    "(stratified by class), or, when the test set is what you must do well on, carve the "
-    "validation split out of data like it; check that both get the same preprocessing"
-)
-
-# kerasdiag.checks.sanity.baseline
-INPUT_UNUSED_FIX = (
-    "find where the input is lost: a first layer frozen at zero or a layer that discards its "
-    "input (a Lambda returning a constant, a mask or multiply by 0), inputs not wired to the "
-    "output (a functional model built from the wrong tensor), constant inputs (normalisation "
-    "that divides by a huge std, a data pipeline that yields zeros), labels that do not "
-    "belong to their inputs; or a learning rate so low nothing is learned in a few steps"
-)
-
-# kerasdiag.checks.sanity.batch_independence
-BATCH_MIXING_FIX = (
-    "a layer combines different examples of the batch: look for a reshape where a transpose "
-    "was meant (e.g. (batch, time, features) -> (time, batch, features)), a transpose or a "
-    "reduction (sum, mean, max, softmax) over axis 0, or a custom layer that normalises over "
-    "the batch in inference mode; keep axis 0 the batch axis in every op"
-)
-
-# kerasdiag.checks.lr_range: what to change when the configured rate is far from the suggestion ({lr}: the suggestion).
-LR_TOO_HIGH_FIX = (
-    "lower the learning rate to the suggestion (optimizer.lr={lr}, or optimizer.lr=auto)"
-)
-
-LR_TOO_LOW_FIX = (
-    "raise the learning rate to the suggestion (optimizer.lr={lr}, or optimizer.lr=auto)"
-)
-
-# What to change when the loss never falls over the whole range.
-NO_DROP_FIX = (
-    "the loss did not fall at any learning rate: check that the model learns at all "
-    "(sanity.overfit=true), that the labels belong to their inputs, and that the data is "
-    "normalised (data.normalize=true); or widen the range (end_lr) or take more steps"
-)
-
-# kerasdiag.callbacks.weight_checks: initialisation far off, and no probe data
-INIT_TOO_LARGE_FIX = (
-    "initialise by activation: He for ReLU-like units (kernel_initializer='he_normal', "
-    "variance 2/n_in), Glorot for tanh/sigmoid ('glorot_uniform'); a hand-set "
-    "RandomNormal(stddev=...) ignores the fan-in (model.kernel_initializer=null picks it)"
-)
-
-INIT_TOO_SMALL_FIX = (
-    "initialise by activation: He for ReLU-like units (variance 2/n_in), Glorot for "
-    "tanh/sigmoid; a tiny or constant initialisation shrinks the signal layer by layer and "
-    "leaves units identical (model.kernel_initializer=null picks the right one)"
-)
-
-NO_PROBE_HINT = (
-    "pass a probe batch, TrainingDoctor(x_train[:32], y_train[:32]), or the monitors already "
-    "in your fit (monitors=[GradientMonitor(...), ActivationHistograms(...)])"
-)
 
 __all__ = [
     "CURVE_SYMPTOMS",
