@@ -46,10 +46,15 @@ MODULE_TESTS: dict[str, tuple[str, list[str]]] = {
         ["test_cifar_format.py", "test_security.py"],
     ),
     "diagnosis": ("kerasdiag/diagnosis/run_dir.py", ["test_diagnosis.py"]),
-    # the doctor's rules: pure functions, their tests run in seconds without TensorFlow
-    "doctor_rules": ("kerasdiag/diagnosis/rules.py", ["test_doctor_rules.py"]),
     "rundir": ("kerasdiag/core/rundir.py", ["test_rundir.py"]),
 }
+# the doctor's rules, one module per symptom family: pure functions, their tests run in
+# seconds without TensorFlow
+for _family in sorted((REPO / "kerasdiag" / "diagnosis" / "rules").glob("[a-z]*.py")):
+    MODULE_TESTS[f"rules_{_family.stem}"] = (
+        f"kerasdiag/diagnosis/rules/{_family.name}",
+        ["test_doctor_rules.py"],
+    )
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code) folded into three outcomes
 KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout",
