@@ -1,12 +1,17 @@
 """kerasdiag: the discipline of careful neural-network training, built into Keras.
 
 Heavy submodules (TensorFlow) load lazily, so ``import kerasdiag`` and config validation stay
-fast and a bad config is reported before TensorFlow starts.
+fast and a bad config is reported before TensorFlow starts. Importing kerasdiag also quiets
+TensorFlow's start-up noise before TensorFlow loads (:mod:`kerasdiag.core.console`; a
+``TF_CPP_MIN_LOG_LEVEL`` already set wins, ``KERASDIAG_TF_LOGS=1`` keeps TensorFlow's own).
 """
 
 from __future__ import annotations
 
+from kerasdiag.core.console import quiet_console as _quiet_console
 from kerasdiag.core.lazy import lazy_exports
+
+_quiet_console()  # before anything imports TensorFlow, for the CLI and library users alike
 
 __version__ = "0.1.0"
 

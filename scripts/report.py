@@ -10,13 +10,10 @@ missing directory or a bad argument.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide CUDA-not-found noise on CPU machines
-
-from kerasdiag.cli import fail  # noqa: E402
+from kerasdiag.cli import fail  # importing kerasdiag quiets TensorFlow (kerasdiag.core.console)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -7,14 +7,25 @@ callback) validates it and the run directory before TensorFlow starts, then
 
 Exit codes: 0 done; 2 bad input of any kind (config, data, run directory), with one line on
 stderr; 3 training stopped on a NaN/Inf loss (``nan.json`` in the run directory says where).
+
+The console shows kerasdiag's output, not TensorFlow's start-up lines (its banner, the oneDNN
+note, CUDA probing on a CPU machine, float64 graph warnings): see ``kerasdiag.core.console``.
+``--verbose`` (anywhere on the command line; Hydra never sees it), or the environment variable
+``KERASDIAG_TF_LOGS=1``, restores TensorFlow's native logging: kerasdiag then sets and filters
+nothing, so ``TF_CPP_MIN_LOG_LEVEL`` is TensorFlow's default (all) unless you set it. A
+``TF_CPP_MIN_LOG_LEVEL`` of your own always wins. ``trainer.verbose`` (0/1/2) is another
+thing: how Keras reports the epochs (silent, progress bar, a line per epoch).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide CUDA-not-found noise on CPU machines
+if "--verbose" in sys.argv[1:]:  # before kerasdiag quiets TensorFlow on import, and Hydra parses
+    sys.argv = [sys.argv[0], *(arg for arg in sys.argv[1:] if arg != "--verbose")]
+    os.environ["KERASDIAG_TF_LOGS"] = "1"  # kerasdiag.core.console.VERBOSE_ENV
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
