@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerasdiag import cli
+from kerasdiag.cli import hydra_app as cli
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.io import TMP_PREFIX
 from kerasdiag.core.rundir import RunLayout
