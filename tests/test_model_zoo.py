@@ -141,7 +141,7 @@ def test_embedding_update_ratio_is_over_the_rows_the_step_changed():
 def test_doctor_scores_the_training_split_in_inference_mode_for_batchnorm_models():
     history = {
         "accuracy": [0.9],
-        diagnosis.TRAIN_INFERENCE_ACCURACY: [0.62],
+        doctor_rules.TRAIN_INFERENCE_ACCURACY: [0.62],
         "val_accuracy": [0.6],
         "loss": [0.5],
     }

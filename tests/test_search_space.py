@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.config import load_config
 from kerasdiag.config.schema import check_tuner
-from kerasdiag.config.search_space import Param, narrow_space, validate_search
+from kerasdiag.config.search_space import Param, check_search, narrow_space, validate_search
 from kerasdiag.core.errors import ConfigError
 from kerasdiag.ensemble.selection import (
     best_checkpoints,
@@ -89,7 +89,8 @@ def test_bad_space_is_one_config_error_naming_the_key(random_cfg, path, value, k
     cfg = copy.deepcopy(random_cfg)
     OmegaConf.update(cfg, path, value, merge=False, force_add=True)
     with pytest.raises(ConfigError) as info:
-        check_tuner(cfg)  # the tuner section's validator, which parses the space too
+        check_tuner(cfg)  # the tuner section's own settings ...
+        check_search(cfg)  # ... and its space and stages
     message = str(info.value)
     assert info.value.key == key and words in message
     assert "\n" not in message and message.startswith(f"invalid config: {key}=")

@@ -23,7 +23,7 @@ _LAZY = {
     "check_input_dependence": "kerasdiag.checks.sanity.baseline",
     "check_batch_independence": "kerasdiag.checks.sanity.batch_independence",
     "run_sanity_stages": "kerasdiag.checks.sanity.stages",
-    "SanityCheckFailed": "kerasdiag.checks.sanity.stages",
+    "SanityCheckFailed": "kerasdiag.checks.sanity.result",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _LAZY)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kerasdiag.core.errors import KerasdiagError
+
 
 @dataclass
 class StageResult:
@@ -36,3 +38,11 @@ class StageResult:
         d = asdict(self)
         d["status"] = self.status
         return d
+
+
+class SanityCheckFailed(KerasdiagError):
+    """A sanity stage failed and ``sanity.fail_fast`` is on: the run stops before training."""
+
+    def __init__(self, result: StageResult):
+        self.result = result
+        super().__init__(f"sanity stage '{result.name}' failed: {result.text}")

@@ -31,9 +31,8 @@ from kerasdiag.checks.sanity.batch_independence import check_batch_independence
 from kerasdiag.checks.sanity.initial_loss import check_initial_loss
 from kerasdiag.checks.sanity.overfit import overfit_small_subset
 from kerasdiag.checks.sanity.regularization import check_regularization_raises_loss
-from kerasdiag.checks.sanity.result import StageResult
+from kerasdiag.checks.sanity.result import SanityCheckFailed, StageResult
 from kerasdiag.core import text
-from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.io import json_safe, write_json_atomic
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.modeling.factory import builder_takes_regularization
@@ -68,14 +67,6 @@ DEFAULTS: dict[str, Any] = {
 }
 # L2 strength used to test the wiring when the config asks for no regularization.
 PROBE_L2 = 1e-3
-
-
-class SanityCheckFailed(KerasdiagError):
-    """A sanity stage failed and ``sanity.fail_fast`` is on: the run stops before training."""
-
-    def __init__(self, result: StageResult):
-        self.result = result
-        super().__init__(f"sanity stage '{result.name}' failed: {result.text}")
 
 
 def run_sanity_stages(
