@@ -286,21 +286,72 @@ def test_learning_rate_monitor_sees_scheduler_callbacks_in_any_order(digits):
     np.testing.assert_allclose([r[2] for r in monitor.history], [0.1, 0.05, 0.1 / 3], rtol=1e-6)
 
 
-def test_metrics_csv_lr_is_the_learning_rate_monitors_record(digits, tmp_path):
+def test_metrics_csv_learning_rate_is_the_learning_rate_monitors_record(digits, tmp_path):
     x, y = digits
     monitor = LearningRateMonitor()
     shared = MetricsCSV(tmp_path / "shared.csv", learning_rate=monitor)
-    alone = MetricsCSV(tmp_path / "alone.csv")  # drives a reader of its own, writing no file
+    alone = MetricsCSV(tmp_path / "alone.csv")  # reads the rate the same way itself
     scheduler = keras.callbacks.LearningRateScheduler(lambda epoch: 0.1 / (1 + epoch))
     model = mlp([16], optimizer=keras.optimizers.SGD(0.5))
-    # metrics.csv before the scheduler: read at epoch begin, its lr would lag one epoch
-    fit(model, x[:128], y[:128], [shared, alone, monitor, scheduler], epochs=3)
+    # metrics.csv before the scheduler: read at epoch begin, its rate would lag one epoch
+    history, _ = fit(model, x[:128], y[:128], [shared, alone, monitor, scheduler], epochs=3)
     expected = [0.1, 0.05, 0.1 / 3]
     np.testing.assert_allclose([r[2] for r in monitor.history], expected, rtol=1e-6)
+    np.testing.assert_allclose(history.history["learning_rate"], expected, rtol=1e-6)
     for metrics in (shared, alone):
-        np.testing.assert_allclose([metrics.rows[e]["lr"] for e in (1, 2, 3)], expected, rtol=1e-6)
-    assert shared.learning_rate is monitor and alone.learning_rate is not monitor
+        rates = [metrics.rows[e]["learning_rate"] for e in (1, 2, 3)]
+        np.testing.assert_allclose(rates, expected, rtol=1e-6)
+    assert shared.learning_rate is monitor and alone.learning_rate is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.csv", "shared.csv"]
+    header = (tmp_path / "shared.csv").read_text().splitlines()[0].split(",")
+    # one name, Keras' own; the former name last, as a copy, while a reader of it remains
+    assert header[:6] == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+    assert header[-1] == "lr" and header.count("learning_rate") == 1
+
+
+def test_the_learning_rate_is_read_once_per_step_whoever_asks(digits, monkeypatch):
+    """LearningRateMonitor reads the rate before each epoch's first step and, when a reader
+    asks within a step (the doctor's advice, a NaN stop's record), once for that step: a
+    per-step schedule's value at that step, however many readers ask."""
+    from kerasdiag.callbacks import learning_rate_monitor
+
+    reads = []
+    real = learning_rate_monitor.current_lr
+    monkeypatch.setattr(
+        learning_rate_monitor, "current_lr", lambda *args: reads.append(1) or real(*args)
+    )
+    x, y = digits
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    monitor = LearningRateMonitor()
+    seen = []
+
+    class Reader(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                seen.extend([monitor.current(), monitor.current()])  # two readers, one step
+
+    model = mlp([16], optimizer=keras.optimizers.SGD(schedule))
+    fit(model, x[:256], y[:256], [monitor, Reader()], epochs=2)  # 4 steps per epoch
+    # epoch starts at steps 0 and 4, plus one read at step 2 and one at step 6
+    assert len(reads) == 4
+    assert seen == pytest.approx([0.1 * 0.5**2] * 2 + [0.1 * 0.5**6] * 2)
+
+
+def test_a_nan_stop_reports_the_rate_of_the_broken_step_from_the_monitor(digits):
+    from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError
+
+    x, y = digits
+    x = x[:256].copy()
+    x[2 * 64] = np.nan  # the first example of the third batch (step 2)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    monitor = LearningRateMonitor()
+    # tanh passes the NaN on to the loss (ReLU would turn it into 0)
+    model = mlp([16], activation="tanh", optimizer=keras.optimizers.SGD(schedule))
+    with pytest.raises(NonFiniteLossError) as raised:
+        fit(model, x, y[:256], [NaNStop(learning_rate=monitor), monitor], shuffle=False)
+    record = raised.value.record
+    assert record["batch"] == 3 and record["global_step"] == 3
+    assert record["learning_rate"] == pytest.approx(0.1 * 0.5**2)  # what step 2 used
 
 
 # --- curves ----------------------------------------------------------------------

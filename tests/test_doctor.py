@@ -12,11 +12,13 @@ from doctor_zoo import compiled, digits, mlp
 from kerasdiag.callbacks import (
     ActivationHistograms,
     GradientMonitor,
+    LearningRateMonitor,
     MonitorWarning,
     TrainingDoctor,
     UpdateRatioMonitor,
     stats,
 )
+from kerasdiag.callbacks.probe_batch import ProbeBudget
 from kerasdiag.diagnosis import Finding
 from kerasdiag.diagnosis.symptoms import large_updates_fix
 
@@ -276,3 +278,56 @@ def test_a_slow_run_with_large_steps_is_not_told_to_raise_the_learning_rate(data
     assert measured >= 1e-3
     assert "raise the learning rate 3-10x" not in slow.fix
     assert slow.fix.endswith(large_updates_fix(measured))
+
+
+def test_alone_the_doctor_probes_itself_without_monitors_of_its_own(data, monkeypatch):
+    """``TrainingDoctor(x, y)`` alone measures on its probe batch through ProbeBatch and the
+    stats functions: it creates no monitor and drives no other callback's hooks."""
+    from kerasdiag.callbacks.base import StepMonitor
+
+    created = []
+    real_init = StepMonitor.__init__
+    monkeypatch.setattr(
+        StepMonitor,
+        "__init__",
+        lambda self, *a, **k: created.append(self) or real_init(self, *a, **k),
+    )
+    model = dead_model(data)
+    doctor = TrainingDoctor(data.x_train[:64], data.y_train[:64], verbose=0)
+    fit(model, data, [doctor], epochs=2)
+    assert created == [] and doctor.probes >= 1
+    dying = next(f for f in doctor.findings if f.symptom == "dying_relu")
+    assert dying.step == 0 and dying.evidence["dead_fraction"] == 1.0
+    assert len(doctor.history["learning_rate"]) == 2
+
+
+def test_the_doctor_reads_the_learning_rate_monitors_record(data):
+    """One record of the rate: given the run's LearningRateMonitor, the doctor's history and
+    advice take its numbers, whatever the order of the callbacks."""
+    model = compiled(mlp(data), keras.optimizers.SGD(0.5))
+    monitor = LearningRateMonitor()
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch: 1e-4 / (1 + epoch))
+    doctor = TrainingDoctor(monitors=[monitor], verbose=0)
+    fit(model, data, [doctor, scheduler, monitor], epochs=3)  # the doctor first
+    expected = [1e-4, 0.5e-4, 1e-4 / 3]
+    np.testing.assert_allclose([r[2] for r in monitor.history], expected, rtol=1e-6)
+    np.testing.assert_allclose(doctor.history["learning_rate"], expected, rtol=1e-6)
+    slow = next(f for f in doctor.findings if f.symptom == "slow_convergence")
+    assert "it is 0.0001" in slow.fix  # the highest rate the run used, not the configured 0.5
+
+
+def test_the_probe_budget_spaces_measurements_by_their_cost():
+    now = [0.0]
+    budget = ProbeBudget(0.1, clock=lambda: now[0])
+    budget.restart(first_step=0)
+    assert budget.due("probe", 0, share=0.5)  # the first of a kind: at once
+    now[0] = 0.01
+    budget.spend(0.01, "probe", step=0)  # it cost 10 ms
+    now[0] = 0.01 + 10 * 0.01  # ten steps of 10 ms of training
+    # due when steps * step time * budget * share pays for the last cost: after 20 steps
+    assert not budget.due("probe", 10, share=0.5)
+    now[0] = 0.01 + 21 * 0.01
+    assert budget.due("probe", 21, share=0.5)
+    assert budget.last("probe") == (0, 0.01) and budget.spent == 0.01
+    with pytest.raises(ValueError, match="`budget` must be a number in \\(0, 1\\]"):
+        ProbeBudget(0)

@@ -145,8 +145,10 @@ def test_subclassed_model_without_config_is_refused_not_trained():
         find_learning_rate(model, np.zeros((8, 4), np.float32), np.zeros(8, np.int64))
 
 
-def test_train_with_lr_auto_uses_the_suggestion_and_reports_the_curve(tmp_path):
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    """A run of the digits recipe with ``optimizer.lr=auto``: (run directory, stdout)."""
+    run_dir = tmp_path_factory.mktemp("auto") / "run"
     proc = run_train(
         "optimizer.lr=auto",
         "trainer.epochs=2",
@@ -155,11 +157,16 @@ def test_train_with_lr_auto_uses_the_suggestion_and_reports_the_curve(tmp_path):
         f"hydra.run.dir={run_dir}",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir, proc.stdout
+
+
+def test_train_with_lr_auto_uses_the_suggestion_and_reports_the_curve(auto_run):
+    run_dir, stdout = auto_run
     curve = json.loads((run_dir / "lr_finder.json").read_text())
     suggestion = curve["suggestion"]
-    assert f"optimizer.lr=auto: suggested learning rate {suggestion:.3g}" in proc.stdout
+    assert f"optimizer.lr=auto: suggested learning rate {suggestion:.3g}" in stdout
     header = (run_dir / "metrics.csv").read_text().splitlines()
-    column = header[0].split(",").index("lr")
+    column = header[0].split(",").index("learning_rate")
     assert float(header[1].split(",")[column]) == pytest.approx(suggestion, rel=1e-5)
     sanity = {s["name"]: s for s in json.loads((run_dir / "sanity.json").read_text())}
     assert sanity["lr_range"]["status"] == "pass"
@@ -167,6 +174,34 @@ def test_train_with_lr_auto_uses_the_suggestion_and_reports_the_curve(tmp_path):
     report = (run_dir / "report.html").read_text()
     assert 'id="lr-range"' in report and 'alt="learning-rate range test"' in report
     assert "lr: auto" in (run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["metrics.csv", "lr_finder.json"])
+def test_the_diagnosis_of_an_lr_auto_run_reads_the_resolved_rate(auto_run, tmp_path, recorded):
+    """config.yaml says ``lr: auto``; the diagnosis' advice starts from the rate the run
+    trained with: its recorded learning rate, or (a run stopped before its first epoch
+    ended) the range test's suggestion that resolved it, never the string."""
+    from kerasdiag.core.rundir import RunFiles
+    from kerasdiag.diagnosis import diagnose, make_finding
+    from kerasdiag.diagnosis.run_dir import run_learning_rate
+
+    run_dir, _ = auto_run
+    suggestion = json.loads((run_dir / "lr_finder.json").read_text())["suggestion"]
+    copy = tmp_path / "run"
+    names = ["config.yaml", "lr_finder.json"] + (["metrics.csv"] if recorded else [])
+    copy.mkdir()
+    for name in names:
+        (copy / name).write_bytes((run_dir / name).read_bytes())
+    rate = run_learning_rate(RunFiles(copy))
+    assert isinstance(rate, float) and rate == pytest.approx(suggestion, rel=1e-5)
+    # A slow run seen during training: its fix is judged again from the run's update
+    # ratios (tiny here) and the rate, which it names.
+    slow = make_finding("slow_convergence", "slow", {}, "placeholder", step=40, epoch=2)
+    (copy / "doctor.json").write_text(json.dumps({"findings": [slow.to_dict()]}))
+    rows = "".join(f"{s},1,dense/kernel,1e-5,dense\n" for s in range(1, 5))
+    (copy / "update_ratios.csv").write_text("step,epoch,variable,ratio,layer\n" + rows)
+    (found,) = [f for f in diagnose(copy, write=False) if f.symptom == "slow_convergence"]
+    assert f"it is {suggestion:.3g})" in found.fix
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""LearningRateMonitor: the learning rate each epoch actually trained with."""
+"""LearningRateMonitor: the learning rate each epoch actually trained with, the run's one
+record of it."""
 
 from __future__ import annotations
 
@@ -21,8 +22,13 @@ class LearningRateMonitor(keras.callbacks.Callback):
     the previous ``on_epoch_end``. A per-step schedule changes the rate within the epoch;
     the value recorded is the one its first step used.
 
-    The rate is added to the epoch logs as ``learning_rate`` (unless another callback has
-    put it there), so ``History``, ``CSVLogger`` and :class:`CurvePlotter` see it too.
+    It is the run's one record of the learning rate: the rate is read by
+    :func:`~kerasdiag.modeling.optimizers.current_lr` and put into the epoch logs as
+    ``learning_rate`` (Keras' own name for it, replacing what ``ReduceLROnPlateau`` or
+    ``LearningRateScheduler`` put there: the same number, read at a different moment), so
+    ``History``, ``CSVLogger`` and :class:`CurvePlotter` see it. :class:`MetricsCSV`,
+    :class:`TrainingDoctor` and :class:`~kerasdiag.callbacks.nan_stop.NaNStop` given this
+    monitor read its :attr:`rate` and :meth:`current` instead of the optimizer.
 
     Example:
 
@@ -53,6 +59,8 @@ class LearningRateMonitor(keras.callbacks.Callback):
         self._csv = CsvLog(optional_path(csv_path), ["epoch", "step", "learning_rate"])
         self._epoch = 0
         self._current = None
+        self._step: int | None = None  # the optimizer step about to run, counted here
+        self._reading: tuple[int, float] | None = None  # (step, rate) read at that step
 
     @property
     def history(self) -> list[list]:
@@ -63,16 +71,35 @@ class LearningRateMonitor(keras.callbacks.Callback):
         """The rate of the running epoch, once its first step has begun (else None)."""
         return None if self._current is None else self._current[2]
 
+    def current(self) -> float:
+        """The rate of the optimizer step running now (a schedule evaluated at that step,
+        also when asked after it), read once per step however many callbacks ask: the
+        first step of an epoch gives :attr:`rate`. For a monitor in the running ``fit``."""
+        if self._step is not None and self._reading is not None and self._reading[0] == self._step:
+            return self._reading[1]
+        rate = current_lr(self.model.optimizer, self._step)
+        if self._step is not None:
+            self._reading = (self._step, rate)
+        return rate
+
+    def on_train_begin(self, logs=None):
+        self._step, self._reading = None, None
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._current = None
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch != 0:
+            # Count the step without reading the optimizer (a read at every step would
+            # wait for the device each time): the rate is read when someone asks.
+            if self._step is not None:
+                self._step = self._epoch_start + batch
             return
         optimizer = self.model.optimizer
+        self._epoch_start = self._step = optimizer_step(optimizer)
         # Epochs count from 1, as Keras' console and metrics.csv do.
-        self._current = [self._epoch + 1, optimizer_step(optimizer), current_lr(optimizer)]
+        self._current = [self._epoch + 1, self._step, self.current()]
 
     def on_epoch_end(self, epoch, logs=None):
         if self._current is None:
@@ -80,7 +107,7 @@ class LearningRateMonitor(keras.callbacks.Callback):
         self._csv.add(self._current)
         rate = self._current[2]
         if logs is not None:
-            logs.setdefault("learning_rate", rate)
+            logs["learning_rate"] = rate
         self._summary.scalars({"learning_rate": rate}, epoch + 1)
         self._csv.flush()
 

@@ -12,20 +12,27 @@ import keras
 from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
 from kerasdiag.core.io import write_csv_atomic
 from kerasdiag.core.rundir import read_metrics_csv
+from kerasdiag.modeling.optimizers import current_lr
 
-LEADING_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+LEADING_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+# The learning rate's column under its former name, a copy of ``learning_rate`` written last
+# while readers of ``lr`` remain (the report's learning-rate curve reads it).
+LEGACY_LR_COLUMN = "lr"
 
 
 class MetricsCSV(keras.callbacks.Callback):
-    """Write ``epoch, loss, accuracy, val_loss, val_accuracy, lr`` (then any other metrics).
+    """Write ``epoch, loss, accuracy, val_loss, val_accuracy, learning_rate`` (then any other
+    metrics).
 
     Unlike ``keras.callbacks.CSVLogger`` the whole file is rewritten through a temporary file
     at every epoch end, so a crash never leaves a torn row, and rows are keyed by epoch, so a
     resumed run (``BackupAndRestore``) replaces the epochs it repeats instead of duplicating
-    them. ``epoch`` counts epochs from 1. ``lr`` is the learning rate the epoch started with
-    (a schedule evaluated at that step; a plateau reduction shows from the next epoch on), as
-    ``learning_rate`` (a :class:`LearningRateMonitor` of the same ``fit``) records it; without
-    one, a monitor of its own reads it the same way, writing no file.
+    them. ``epoch`` counts epochs from 1. ``learning_rate`` is the rate the epoch's first step
+    used (a schedule evaluated at that step; a plateau reduction shows from the next epoch
+    on): the record of ``learning_rate``, a :class:`LearningRateMonitor` of the same ``fit``;
+    without one it is read the same way, by
+    :func:`~kerasdiag.modeling.optimizers.current_lr` before the epoch's first step. The
+    last column, ``lr``, repeats it under its former name.
 
     Example:
         >>> model.fit(x, y, validation_split=0.1, epochs=3,
@@ -42,31 +49,28 @@ class MetricsCSV(keras.callbacks.Callback):
         self.path = Path(path)
         self.resume = bool(resume)
         self.rows: dict[int, dict[str, Any]] = {}
-        # One record of the learning rate: the run's monitor, else one driven from here.
-        self._owned_lr = LearningRateMonitor() if learning_rate is None else None
-        self.learning_rate = learning_rate or self._owned_lr
-
-    def set_model(self, model):
-        super().set_model(model)
-        if self._owned_lr is not None:
-            self._owned_lr.set_model(model)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._owned_lr is not None:
-            self._owned_lr.on_epoch_begin(epoch, logs)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self._owned_lr is not None:
-            self._owned_lr.on_train_batch_begin(batch, logs)
+        self.learning_rate = learning_rate
+        self._rate: float | None = None  # the epoch's rate, read here without a monitor
 
     def on_train_begin(self, logs=None):
         self.rows = read_metrics_csv(self.path) if self.resume and self.path.exists() else {}
+        for row in self.rows.values():  # a file written before the column had its name
+            if LEGACY_LR_COLUMN in row:
+                row.setdefault("learning_rate", row[LEGACY_LR_COLUMN])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._rate = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0 and self.learning_rate is None:
+            # As LearningRateMonitor reads it: every scheduler callback has set it by now.
+            self._rate = current_lr(self.model.optimizer)
 
     def on_epoch_end(self, epoch, logs=None):
         row = {k: _scalar(v) for k, v in (logs or {}).items()}
-        row.pop("learning_rate", None)  # ReduceLROnPlateau's key; ours is "lr"
-        rate = self.learning_rate.rate
-        row["lr"] = math.nan if rate is None else rate
+        rate = self._rate if self.learning_rate is None else self.learning_rate.rate
+        row["learning_rate"] = math.nan if rate is None else rate
+        row[LEGACY_LR_COLUMN] = row["learning_rate"]
         row["epoch"] = epoch + 1
         self.rows[epoch + 1] = row
         # A resumed run restarts at its last backed-up epoch: later rows are from the lost try.
@@ -74,8 +78,9 @@ class MetricsCSV(keras.callbacks.Callback):
         self._write()
 
     def _write(self) -> None:
-        extra = sorted({k for r in self.rows.values() for k in r} - set(LEADING_COLUMNS))
-        header = LEADING_COLUMNS + extra
+        named = {*LEADING_COLUMNS, LEGACY_LR_COLUMN}
+        extra = sorted({k for r in self.rows.values() for k in r} - named)
+        header = [*LEADING_COLUMNS, *extra, LEGACY_LR_COLUMN]
         body = [[_fmt(self.rows[e].get(k)) for k in header] for e in sorted(self.rows)]
         write_csv_atomic(self.path, header, body)
 

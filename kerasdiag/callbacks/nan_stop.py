@@ -19,9 +19,11 @@ from typing import Any
 
 import keras
 
+from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.diagnosis.rules import broken_loss
 from kerasdiag.diagnosis.symptoms import nan_advice
+from kerasdiag.modeling.optimizers import current_lr, optimizer_step
 
 NAN_EXIT_CODE = 3
 
@@ -51,13 +53,18 @@ class NaNStop(keras.callbacks.TerminateOnNaN):
         ...     print(exc.record["global_step"], exc.record["advice"])
     """
 
-    def __init__(self, base_lr: float | None = None):
+    def __init__(
+        self, base_lr: float | None = None, learning_rate: LearningRateMonitor | None = None
+    ):
         """``base_lr``: the configured learning rate (``optimizer.lr``) the advice refers to;
-        by default the rate in force when the loss broke."""
+        by default the rate in force when the loss broke. ``learning_rate``: the run's
+        :class:`LearningRateMonitor`, whose reading of the step is that rate; without one
+        the optimizer's rate is read the same way."""
         super().__init__(raise_error=True)
         if base_lr is not None and not (math.isfinite(base_lr) and base_lr > 0):
             raise ValueError(f"`base_lr` must be a finite number > 0. Received: {base_lr!r}")
         self.base_lr = base_lr
+        self.learning_rate = learning_rate
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -94,8 +101,11 @@ class NaNStop(keras.callbacks.TerminateOnNaN):
         if batch is None:
             batch = (steps or 1) - 1
         optimizer = self.model.optimizer
-        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        step = optimizer_step(optimizer)
+        monitor = self.learning_rate
+        in_fit = monitor is not None and monitor.model is self.model
+        # The rate the broken step used (the optimizer has counted it already).
+        lr = monitor.current() if in_fit else current_lr(optimizer, max(step - 1, 0))
         clipped = any(
             getattr(optimizer, name, None) is not None
             for name in ("clipnorm", "clipvalue", "global_clipnorm")

@@ -1,8 +1,13 @@
-"""ProbeBatch: the fixed batch the monitors look at a model through, one pass per step for all."""
+"""ProbeBatch: the fixed batch the monitors look at a model through, one pass per step for all;
+ProbeBudget: when a measurement that costs training time is due; SelfMeasurements: what the
+TrainingDoctor measures itself on that budget."""
 
 from __future__ import annotations
 
+import time
+import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import keras
@@ -10,10 +15,16 @@ import numpy as np
 
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import check_probe
+from kerasdiag.callbacks.weight_checks import WeightGuard
 from kerasdiag.checks.sanity import _common, outputs
 
 ACTIVATIONS = "activations"
 GRADIENTS = "gradients"
+# Share of the doctor's budget for the NaN/Inf check of the weights (about a hundred
+# microseconds: every step of a convnet, every ~10 steps of a tiny MLP). ReLU turns NaN
+# inputs into 0, so weights can break while the loss stays finite. The probes get the rest.
+WEIGHT_CHECK_SHARE = 0.5
+PROBE, WEIGHTS = "probe", "weights"  # the two kinds of measurement on the doctor's budget
 
 
 class ProbeUser(Protocol):
@@ -157,6 +168,34 @@ def _probe_data(name: str, value: Any) -> Any:
     return checked
 
 
+def gradient_record(
+    model: keras.Model, probe: stats.Probe, step: int, epoch: int
+) -> dict[str, Any]:
+    """What a gradient probe of ``model`` before optimizer step ``step`` (of the 0-based
+    ``epoch``) says, as :class:`~kerasdiag.callbacks.GradientMonitor` records it and
+    :func:`~kerasdiag.diagnosis.rules.gradient_findings` judges it: step, epoch, loss,
+    global_norm, global_norm_clipped and layer_norms."""
+    return {
+        "step": step,
+        "epoch": epoch,
+        "loss": probe.loss,
+        "global_norm": probe.global_norm,
+        "global_norm_clipped": probe.global_norm_clipped,
+        "layer_norms": stats.layer_gradient_norms(model, probe.gradient_squares),
+    }
+
+
+def layer_activation_stats(
+    model: keras.Model, outputs: dict[str, Any]
+) -> dict[str, stats.ActivationStats]:
+    """:func:`~kerasdiag.callbacks.stats.activation_stats` of each layer output of a probe (:attr:`~kerasdiag.callbacks.stats.Probe.layers`), with
+    the activation each layer of ``model`` applies."""
+    kinds = {layer.name: stats.activation_kind(layer) for layer in model.layers}
+    return {
+        name: stats.activation_stats(values, kinds.get(name)) for name, values in outputs.items()
+    }
+
+
 def inference_accuracy(model: keras.Model, x: Any, y: Any, batch_size: int = 256) -> float | None:
     """Share of ``(x, y)`` a single-output classifier gets right in inference mode (as
     validation is scored); None for several outputs or a loss without classes."""
@@ -180,3 +219,208 @@ def inference_accuracy(model: keras.Model, x: Any, y: Any, batch_size: int = 256
         ]
     )
     return _common.accuracy(spec, predicted, _common.class_indices(np.asarray(y)))
+
+
+class ProbeBudget:
+    """When a measurement that costs training time is due, within a share of that time.
+
+    A measurement of a kind (a probe, a weight check) is due when the training time since
+    the last one of that kind, times ``budget`` times the kind's ``share``, pays for what
+    the last one cost: measurements then take at most ``budget`` of the training time
+    whatever a step or a measurement costs. The first of a kind is due at once.
+
+    Example:
+
+    ```python
+    budget = ProbeBudget(0.01)
+    budget.restart(first_step=0)
+    budget.spend(0.02, "probe", step=0)  # the first probe took 20 ms
+    budget.due("probe", step=10, share=0.5)  # after ~4 s of training (10 steps of 0.4 s)
+    ```
+
+    Args:
+        budget: the share of training time measurements may take (0 < budget <= 1).
+        clock: seconds, monotonic (a fake one in tests).
+
+    Attributes:
+        spent: seconds spent measuring since :meth:`restart`.
+    """
+
+    def __init__(self, budget: float, clock: Callable[[], float] = time.perf_counter):
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+            raise ValueError(f"`budget` must be a number in (0, 1]. Received: budget={budget!r}")
+        self.budget, self.clock = float(budget), clock
+        self.restart()
+
+    def restart(self, first_step: int = 0) -> None:
+        """A fit begins at optimizer step ``first_step``: time and costs count from now."""
+        self.first_step, self.started, self.spent = int(first_step), self.clock(), 0.0
+        self._last: dict[str, tuple[int, float]] = {}
+
+    def elapsed(self) -> float:
+        """Seconds since :meth:`restart`, measurements included."""
+        return self.clock() - self.started
+
+    def spend(self, seconds: float, kind: str | None = None, step: int | None = None) -> None:
+        """Count ``seconds`` of measuring; with ``kind``, as its last cost, before ``step``."""
+        self.spent += seconds
+        if kind is not None:
+            self._last[kind] = (int(step), seconds)
+
+    def last(self, kind: str) -> tuple[int, float] | None:
+        """(step, seconds) of the last measurement of ``kind``, or None."""
+        return self._last.get(kind)
+
+    def due(self, kind: str, step: int, share: float) -> bool:
+        """Whether a measurement of ``kind`` before optimizer step ``step`` fits in
+        ``share`` of the budget."""
+        if kind not in self._last:
+            return True
+        last_step, last_cost = self._last[kind]
+        steps = step - self.first_step
+        if steps <= 0:
+            return False
+        step_time = max((self.elapsed() - self.spent) / steps, 1e-9)
+        return (step - last_step) * step_time * self.budget * share >= last_cost
+
+
+class SelfMeasurements:
+    """What the :class:`~kerasdiag.callbacks.TrainingDoctor` measures itself, on its own
+    budget: activations and gradients on its probe batch (one pass, through
+    :meth:`ProbeBatch.take` and the functions of :mod:`kerasdiag.callbacks.stats`, as the
+    monitors measure them), update ratios, a NaN/Inf check of the weights
+    (:class:`~kerasdiag.callbacks.weight_checks.WeightGuard`) and the training sample's
+    accuracy in inference mode. The kinds a monitor in ``fit`` measures for the doctor are
+    left out: it drives no other callback.
+
+    Example:
+
+    ```python
+    own = SelfMeasurements(ProbeBatch(x[:32], y[:32]), budget=0.01, ratios=False)
+    own.start(model, first_step=0)
+    layer_stats, gradient_record = own.probe(step=0, epoch=0)
+    ```
+
+    Args:
+        probe_batch: the :class:`~kerasdiag.callbacks.ProbeBatch`, or None (no probes).
+        budget: the share of training time all of it may take (see :class:`ProbeBudget`).
+        activations, gradients, ratios: whether the doctor wants that kind measured here
+            (activations and gradients also need the probe batch, gradients its targets).
+        train_sample: training examples scored in inference mode, or None.
+    """
+
+    def __init__(
+        self,
+        probe_batch: ProbeBatch | None,
+        budget: float,
+        *,
+        activations: bool = True,
+        gradients: bool = True,
+        ratios: bool = True,
+        train_sample: ProbeBatch | None = None,
+    ):
+        self.probe_batch, self.train_sample = probe_batch, train_sample
+        self.budget = ProbeBudget(budget)
+        self._activations = activations and probe_batch is not None
+        self.activations = self._activations
+        self.gradients = gradients and probe_batch is not None and probe_batch.y is not None
+        self.ratios = ratios
+        self.probes = 0
+
+    def start(self, model: keras.Model, first_step: int) -> None:
+        """A fit of ``model`` begins at optimizer step ``first_step``."""
+        self.model = model
+        if self.probe_batch is not None:
+            self.probe_batch.invalidate()  # a new fit: the weights may have changed
+        self.activations = self._activations and self._extractor_builds(model)
+        self.budget.restart(first_step)
+        self.budget.spend(0.0, WEIGHTS, first_step)  # the weights as fit found them: checked
+        self.probes = 0
+        self.guard = WeightGuard(model)
+        self._variables = list(model.trainable_variables)
+        self._layers = stats.variable_layers(model)
+        self._snapshot = None  # (step, epoch, values) before a measured optimizer step
+
+    def probe_due(self, step: int, alarm: bool = False) -> bool:
+        """Whether to probe before optimizer step ``step``: when the budget allows, or at
+        once on an ``alarm`` (the loss shot up: the gradients name the cause)."""
+        if not (self.activations or self.gradients or self.ratios):
+            return False
+        return self.budget.due(PROBE, step, 1 - WEIGHT_CHECK_SHARE) or alarm
+
+    def probe(self, step: int, epoch: int) -> tuple[dict | None, dict | None]:
+        """(layer statistics, gradient record) before optimizer step ``step`` (None for a
+        kind not measured here); the update ratios of that step come from
+        :meth:`finish_ratios`."""
+        start, model = time.perf_counter(), self.model
+        layer_stats = gradients = None
+        if self.activations or self.gradients:
+            # One pass for both parts (ProbeBatch keeps it for the step).
+            probe = self.probe_batch.take(
+                model, step, activations=self.activations, gradients=self.gradients
+            )
+            if self.activations:
+                layer_stats = layer_activation_stats(model, probe.layers)
+            if self.gradients:
+                gradients = gradient_record(model, probe, step, epoch)
+        if self.ratios:
+            self._snapshot = (step, epoch, stats.snapshot(self._variables))
+        self.budget.spend(time.perf_counter() - start, PROBE, step)
+        self.probes += 1
+        return layer_stats, gradients
+
+    def finish_ratios(self) -> list[list] | None:
+        """The update-ratio rows (step, 1-based epoch, variable, ratio, layer) of the step
+        after the last probe, once; None when there is none to finish."""
+        if self._snapshot is None:
+            return None
+        start = time.perf_counter()
+        step, epoch, before = self._snapshot
+        self._snapshot = None
+        ratios = stats.update_ratios(before, self._variables)
+        rows = [
+            [step, epoch + 1, v.path, float(ratio), layer]
+            for v, layer, ratio in zip(self._variables, self._layers, ratios, strict=True)
+        ]
+        self.budget.spend(time.perf_counter() - start)
+        return rows
+
+    def check_weights(self, step: int, due: bool = False) -> list[str]:
+        """The weights holding NaN/Inf before optimizer step ``step`` (empty: all finite);
+        with ``due``, only when the budget allows (else nothing is checked)."""
+        if due and not self.budget.due(WEIGHTS, step, WEIGHT_CHECK_SHARE):
+            return []
+        start = time.perf_counter()
+        finite = self.guard.finite()
+        if not self.budget.last(WEIGHTS)[1]:
+            # The first call traces the check (~100x a warm call): time a warm call, or
+            # that one-off would space all later checks far apart.
+            self.budget.spend(time.perf_counter() - start)
+            start = time.perf_counter()
+            finite = self.guard.finite()
+        self.budget.spend(time.perf_counter() - start, WEIGHTS, step)
+        return [] if finite else self.guard.broken()
+
+    def inference_accuracy(self) -> float | None:
+        """Accuracy of the training sample (or, for a BatchNorm model, the probe batch)
+        scored in inference mode, as validation is; None when there is nothing to score."""
+        sample = self.train_sample
+        if sample is None and outputs.uses_batch_statistics(self.model):
+            sample = self.probe_batch
+        if sample is None or sample.y is None:
+            return None
+        start = time.perf_counter()
+        try:
+            return inference_accuracy(self.model, sample.x, sample.y)
+        finally:
+            self.budget.spend(time.perf_counter() - start)
+
+    def _extractor_builds(self, model: keras.Model) -> bool:
+        """Whether ``model``'s layer outputs can be probed (a subclassed model has none:
+        then everything else is judged)."""
+        try:
+            self.probe_batch.extractor(model)
+        except ValueError as exc:
+            warnings.warn(f"TrainingDoctor: no activation probes: {exc}", stacklevel=4)
+            return False
+        return True

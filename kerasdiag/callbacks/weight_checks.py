@@ -9,13 +9,16 @@ loss still show the commonest faults:
   multiplies the activations, and the gradients, by the excess (ReLU: exploding gradients;
   tanh/sigmoid: saturated units); too small: the signal shrinks layer by layer (vanishing
   gradients). Named in the doctor's vocabulary, with the layer.
-- :func:`flat_loss_finding`: the loss has not moved after the first ``FLAT_STEPS`` steps
-  (slow convergence, named long before the epoch-based judgement).
+- :func:`flat_loss_finding` (a rule of the pure engine,
+  :mod:`kerasdiag.diagnosis.doctor`, named here too): the loss has not moved after the
+  first ``FLAT_STEPS`` steps (slow convergence, named long before the epoch-based
+  judgement).
 - :func:`unjudged_note`: the one line the doctor prints at the start, saying which symptoms
   it cannot judge without probe data and how to pass some.
+- :class:`WeightGuard`: the NaN/Inf check of the weights, and the weights of the last
+  finite epoch to put back.
 
-Stagnant weights (update/weight ratios) and NaN weights are judged without a probe by the
-doctor itself. Pure functions of the model's weights and the recorded losses.
+Stagnant weights (update/weight ratios) are judged without a probe from the update ratios.
 """
 
 from __future__ import annotations
@@ -26,17 +29,32 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from kerasdiag.callbacks import stats
 from kerasdiag.checks.sanity.outputs import output_layers
 from kerasdiag.core.activations import init_gain
+from kerasdiag.diagnosis.doctor import FLAT_DROP, FLAT_STEPS, FLAT_WINDOW, flat_loss_finding
 from kerasdiag.diagnosis.symptoms import (
     INIT_TOO_LARGE_FIX,
     INIT_TOO_SMALL_FIX,
     NO_PROBE_HINT,
     Finding,
-    fix_for,
     make_finding,
 )
+
+__all__ = [
+    "FLAT_DROP",
+    "FLAT_STEPS",
+    "FLAT_WINDOW",
+    "WeightGuard",
+    "expected_std",
+    "flat_loss_finding",
+    "init_scale_findings",
+    "kernel_layers",
+    "output_layer_names",
+    "unjudged_note",
+]
 
 # A kernel whose std is this many times the expected one is too large (standard
 # initialisers stay within ~1.5x: Glorot on a layer with fan_out < fan_in gives at most
@@ -45,12 +63,6 @@ INIT_TOO_LARGE = 5.0
 # ... or this share of it too small (Glorot on a first conv layer with few input channels
 # and many filters gives ~0.1-0.2 of He's std, and does no harm).
 INIT_TOO_SMALL = 0.05
-# The loss counts as flat when, after FLAT_STEPS steps, the mean of the last FLAT_WINDOW
-# step losses is less than FLAT_DROP of the initial loss (plus the noise) below the mean of
-# the first ones.
-FLAT_STEPS = 100
-FLAT_WINDOW = 20
-FLAT_DROP = 0.01
 
 
 def expected_std(fan_in: int, activation: str) -> float:
@@ -143,49 +155,6 @@ def init_scale_findings(model: Any) -> list[Finding]:
     return findings
 
 
-def flat_loss_finding(
-    step_losses: Sequence[tuple[int, float]], initial_loss: float | None, lr: float | None
-) -> Finding | None:
-    """``slow_convergence`` when the loss has not moved over the first ``FLAT_STEPS`` steps.
-
-    Judged once, at step ``FLAT_STEPS``: the mean of the last ``FLAT_WINDOW`` losses must be
-    below the mean of the first ``FLAT_WINDOW`` by ``FLAT_DROP`` of the initial loss plus
-    twice the standard error of that difference (the minibatch noise); a healthy run has
-    fallen far more by then.
-    """
-    if initial_loss is None or len(step_losses) < FLAT_STEPS or not initial_loss > 0:
-        return None
-    losses = [v for _, v in step_losses[:FLAT_STEPS]]
-    if not all(math.isfinite(v) for v in losses):
-        return None
-    head, tail = np.array(losses[:FLAT_WINDOW]), np.array(losses[-FLAT_WINDOW:])
-    first, last = float(head.mean()), float(tail.mean())
-    drop = (first - last) / initial_loss
-    # Twice the standard error of the difference of the two means: minibatch noise alone.
-    noise = 2 * math.sqrt((head.var(ddof=1) + tail.var(ddof=1)) / FLAT_WINDOW) / initial_loss
-    if drop >= FLAT_DROP + noise:
-        return None
-    step = step_losses[FLAT_STEPS - 1][0]
-    return make_finding(
-        "slow_convergence",
-        f"the loss is flat: over the first {FLAT_STEPS} steps its mean went from {first:.4g} "
-        f"(first {FLAT_WINDOW} steps) to {last:.4g} (last {FLAT_WINDOW}), "
-        f"{drop:.2%} of the initial loss (expected at least {FLAT_DROP + noise:.1%}: "
-        f"{FLAT_DROP:.0%} plus twice the minibatch noise)",
-        {
-            "first_mean": first,
-            "last_mean": last,
-            "drop": drop,
-            "expected_drop": FLAT_DROP + noise,
-            "noise": noise,
-            "steps": FLAT_STEPS,
-            "initial_loss": initial_loss,
-        },
-        fix_for("slow_convergence", lr),
-        step=step,
-    )
-
-
 def unjudged_note(activations: bool, gradients: bool) -> str | None:
     """The start-of-training line naming what cannot be judged without probe data, or None.
 
@@ -234,3 +203,62 @@ def _times(ratio: float) -> str:
     if ratio >= 1:
         return f"{ratio:.1f}x"
     return f"1/{1 / max(ratio, 1e-12):.0f} of"
+
+
+class WeightGuard:
+    """A model's float weights watched for NaN/Inf, and the weights of the end of the last
+    finite epoch, to put back after they break.
+
+    The check is one compiled reduction over all weights (one call, one device sync): a NaN
+    or Inf anywhere makes the sum of all values non-finite.
+
+    Example:
+
+    ```python
+    guard = WeightGuard(model)
+    model.fit(x, y, epochs=1)
+    if not guard.finite():
+        print(guard.broken())  # e.g. ["dense/kernel"]
+        guard.restore()  # the weights guard.keep() last saw, or the initial ones
+    ```
+
+    Args:
+        model: a built Keras model.
+
+    Attributes:
+        weights: the float weights checked and restored (trainable or not: batch norm's
+            moving statistics break too).
+        good: (epoch, values) kept by :meth:`keep`; epoch 0 is the initial weights.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.weights = [v for v in model.weights if "float" in str(v.dtype)]
+        self._check = tf.function(lambda: _finite_sum(self.weights), autograph=False)
+        self.keep(0)
+
+    def finite(self) -> bool:
+        """Whether every weight is finite (the first call traces the check)."""
+        return bool(self._check())
+
+    def broken(self) -> list[str]:
+        """The paths of the weights holding NaN/Inf values."""
+        return [v.path for v in self.weights if not bool(_finite_sum([v]))]
+
+    def keep(self, epoch: int) -> None:
+        """Keep the current weights as those of the end of ``epoch`` (costs no copy until
+        the optimizer writes them: see :func:`~kerasdiag.callbacks.stats.snapshot`)."""
+        self.good = (epoch, stats.snapshot(self.weights))
+
+    def restore(self) -> int:
+        """Put the kept weights back; returns the epoch they are of."""
+        epoch, values = self.good
+        for variable, value in zip(self.weights, values, strict=True):
+            variable.assign(value)
+        return epoch
+
+
+def _finite_sum(variables: Sequence) -> tf.Tensor:
+    # float32 sums of real weights are far from overflowing: only NaN/Inf make it non-finite.
+    if not variables:
+        return tf.constant(True)
+    return tf.math.is_finite(tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in variables]))

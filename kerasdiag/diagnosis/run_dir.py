@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ from kerasdiag.diagnosis.rules import (
     accuracies_at,
     bias_variance,
     curve_findings,
+    epoch_learning_rates,
     loss_shape,
     median_update_ratio,
     oscillation_index,
@@ -79,9 +81,10 @@ def diagnose(
     """Diagnose a finished (or stopped) run directory; write ``diagnosis.json``.
 
     Reads whatever exists of ``metrics.csv``, ``config.yaml`` (``bayes_error``,
-    ``optimizer.lr``, ``monitors.doctor_thresholds``), ``doctor.json`` (findings seen during
-    training, the initial loss), ``nan.json`` (a NaN stop), ``update_ratios.csv``,
-    ``sanity.json`` (the measured initial loss) and ``test_metrics.json``.
+    ``monitors.doctor_thresholds``), ``doctor.json`` (findings seen during training, the
+    initial loss), ``nan.json`` (a NaN stop), ``update_ratios.csv``, ``sanity.json`` (the
+    measured initial loss) and ``test_metrics.json``; the learning rate the advice starts
+    from is :func:`run_learning_rate`.
 
     Args:
         run_dir: the run directory.
@@ -115,11 +118,11 @@ def diagnose(
     ratio = median_update_ratio(
         run.csv_rows(RunLayout.UPDATE_RATIOS), from_step=RUN_RATIO_FROM_STEP
     )
-    lr = _get(cfg, "optimizer", "lr")
+    history = run.history()
+    lr = run_learning_rate(run, history, nan_record)
     for finding in findings:
         if finding.symptom == "slow_convergence":
             rejudge_slow(finding, ratio, lr)
-    history = run.history()
     if history.get("loss"):
         initial = doctor.get("initial_loss") or run.sanity_initial_loss()
         test = run.json(RunLayout.TEST_METRICS) or {}
@@ -140,6 +143,40 @@ def diagnose(
     if write:
         write_json_atomic(Path(run_dir) / RunLayout.DIAGNOSIS, [f.to_dict() for f in findings])
     return findings
+
+
+def run_learning_rate(
+    run: RunFiles,
+    history: Mapping[str, Sequence[float]] | None = None,
+    nan_record: Mapping[str, Any] | None = None,
+) -> float | None:
+    """The learning rate a run trained with, as its advice refers to it; never ``"auto"``.
+
+    The run's own record first: the highest rate its epochs started with (metrics.csv's
+    ``learning_rate``, the LearningRateMonitor's record; under a schedule, what
+    ``optimizer.lr`` set: a warmup's target, a decay's start), as the doctor reads it
+    during training; then the rate of a NaN stop's step (``nan.json``), for a run stopped
+    before its first epoch ended. Without them, ``optimizer.lr`` from ``config.yaml`` when
+    it is a number, and for ``optimizer.lr=auto`` the range test's suggestion that resolved
+    it (``lr_finder.json``). None when nothing says.
+
+    Example:
+        >>> run_learning_rate(RunFiles("outputs/digits_softmax/2026-01-01_00-00-00-000000"))  # doctest: +SKIP
+        0.001
+    """
+    history = run.history() if history is None else history
+    rates = [r for r in epoch_learning_rates(history) or [] if _number(r) is not None]
+    if rates:
+        return float(max(rates))
+    nan_record = run.json(RunLayout.NAN) if nan_record is None else nan_record
+    for value in (
+        _get(nan_record, "learning_rate"),
+        _get(run.config(), "optimizer", "lr"),
+        _get(run.json(RunLayout.LR_FINDER), "suggestion"),
+    ):
+        if _number(value) is not None:
+            return _number(value)
+    return None
 
 
 def sanity_findings(stages: Sequence[Mapping[str, Any]]) -> list[Finding]:
@@ -224,6 +261,14 @@ def restores_best_epoch(cfg: Any) -> bool:
     return bool(_get(early, "enabled") and _get(early, "restore_best_weights"))
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a finite positive float, or None (a string such as "auto", a NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else None
+
+
 def _get(container: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(container, Mapping) or key not in container:
@@ -248,6 +293,7 @@ __all__ = [
     "confusion_summary",
     "failed_stages",
     "restores_best_epoch",
+    "run_learning_rate",
     "fix_for",
     "lr_hint",
     "sanity_findings",

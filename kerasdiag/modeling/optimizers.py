@@ -101,17 +101,37 @@ def lr_at_epoch(
     epoch: float,
     steps_per_epoch: int,
 ) -> float:
-    """The learning rate in force at the start of ``epoch`` (0-based, may be fractional)."""
+    """The learning rate a configured ``learning_rate`` (a float or a schedule, as
+    :func:`build_schedule` returns it) gives at the start of ``epoch`` (0-based, may be
+    fractional): a plan, before any optimizer exists. A running optimizer's rate is
+    :func:`current_lr`'s."""
     if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         return float(learning_rate(int(round(epoch * steps_per_epoch))))
     return float(learning_rate)
 
 
-def current_lr(optimizer: keras.optimizers.Optimizer) -> float:
-    """The optimizer's learning rate right now (schedules evaluated at its iteration count).
+def current_lr(optimizer: keras.optimizers.Optimizer, step: int | None = None) -> float:
+    """The optimizer's learning rate: the one reading of it every callback uses.
 
-    Through numpy, so it also works on a ``MirroredVariable`` under a tf.distribute strategy.
+    A schedule is evaluated at optimizer step ``step`` (default: the optimizer's iteration
+    count now), so a reader after a step still gets the rate that step used; a rate set
+    directly (a float, or by ``LearningRateScheduler`` / ``ReduceLROnPlateau``) is its
+    current value. A loss-scaling wrapper reports its inner optimizer's rate. Through
+    numpy, so it also works on a ``MirroredVariable`` under a tf.distribute strategy.
+
+    Example:
+
+    ```python
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    optimizer = keras.optimizers.SGD(schedule)
+    current_lr(optimizer)  # 0.1 before the first step
+    current_lr(optimizer, step=2)  # 0.025
+    ```
     """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    rate = getattr(inner, "_learning_rate", None)
+    if step is not None and isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        return float(keras.ops.convert_to_numpy(rate(int(step))))
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 

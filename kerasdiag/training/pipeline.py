@@ -92,9 +92,10 @@ def run_callbacks(
     _, schedule = build_schedule(
         float(cfg.optimizer.lr), cfg.schedule, steps_per_epoch(cfg, data), int(cfg.trainer.epochs)
     )
-    nan_stop = NaNStop(base_lr=float(cfg.optimizer.lr))
     monitors, doctor = watch_callbacks(cfg, run_dir, data)
-    # metrics.csv's lr column is the learning-rate monitor's record, when the run has one
+    # The learning-rate monitor's record, when the run has one, is the rate metrics.csv,
+    # the NaN stop and the doctor report: one reading of it per step.
+    nan_stop = NaNStop(base_lr=float(cfg.optimizer.lr), learning_rate=monitors.learning_rate)
     metrics = MetricsCSV(
         run_dir / RunLayout.METRICS,
         resume=bool(cfg.trainer.resume),
@@ -157,9 +158,11 @@ def watch_callbacks(
 ) -> tuple[Monitors, TrainingDoctor | None]:
     """The monitors ``conf/monitors/`` turns on and the TrainingDoctor.
 
-    The doctor comes after the monitors and judges what they measure, so nothing is
-    computed twice; its findings go to ``doctor.json``. Returns the monitors and the
-    doctor (None when ``monitors.doctor`` is off).
+    The monitors go into ``fit``'s callback list themselves; the doctor comes after them
+    and judges what they measure (and reads the learning-rate monitor's record), so
+    nothing is computed twice; what no monitor measures it probes itself on the probe
+    batch. Its findings go to ``doctor.json``. Returns the monitors and the doctor (None
+    when ``monitors.doctor`` is off).
     """
     monitors = monitor_callbacks(
         cfg.monitors,
@@ -174,7 +177,7 @@ def watch_callbacks(
     doctor = TrainingDoctor(
         x,
         y,
-        monitors=monitors.measured,
+        monitors=[*monitors.measured, *filter(None, [monitors.learning_rate])],
         stop_on=list(cfg.monitors.doctor_stop_on),
         thresholds=dict(cfg.monitors.doctor_thresholds),
         budget=float(cfg.monitors.doctor_budget),
