@@ -106,5 +106,5 @@ def test_lr_logged_per_epoch_in_a_real_fit(tmp_path):
     )  # fmt: skip
     run_training(cfg, tmp_path)
     rows = read_metrics_csv(tmp_path / "metrics.csv")
-    lrs = [rows[e]["lr"] for e in range(1, 6)]
+    lrs = [rows[e]["learning_rate"] for e in range(1, 6)]
     assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])

@@ -37,7 +37,7 @@ def test_default_run_writes_every_run_file(tmp_path):
         assert (run_dir / name).is_file(), name
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     lines = (run_dir / "metrics.csv").read_text().splitlines()
-    assert lines[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy,lr")
+    assert lines[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy,learning_rate")
     assert [ln.split(",")[0] for ln in lines[1:]] == ["1", "2", "3"]
     (best,) = (run_dir / "checkpoints").glob("best-epoch*-val_accuracy*.keras")
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))

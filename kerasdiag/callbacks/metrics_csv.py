@@ -15,8 +15,7 @@ from kerasdiag.core.rundir import read_metrics_csv
 from kerasdiag.modeling.optimizers import current_lr
 
 LEADING_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
-# The learning rate's column under its former name, a copy of ``learning_rate`` written last
-# while readers of ``lr`` remain (the report's learning-rate curve reads it).
+# The learning rate's column in metrics.csv files written before it took Keras' name.
 LEGACY_LR_COLUMN = "lr"
 
 
@@ -31,8 +30,7 @@ class MetricsCSV(keras.callbacks.Callback):
     used (a schedule evaluated at that step; a plateau reduction shows from the next epoch
     on): the record of ``learning_rate``, a :class:`LearningRateMonitor` of the same ``fit``;
     without one it is read the same way, by
-    :func:`~kerasdiag.modeling.optimizers.current_lr` before the epoch's first step. The
-    last column, ``lr``, repeats it under its former name.
+    :func:`~kerasdiag.modeling.optimizers.current_lr` before the epoch's first step.
 
     Example:
         >>> model.fit(x, y, validation_split=0.1, epochs=3,
@@ -56,7 +54,7 @@ class MetricsCSV(keras.callbacks.Callback):
         self.rows = read_metrics_csv(self.path) if self.resume and self.path.exists() else {}
         for row in self.rows.values():  # a file written before the column had its name
             if LEGACY_LR_COLUMN in row:
-                row.setdefault("learning_rate", row[LEGACY_LR_COLUMN])
+                row.setdefault("learning_rate", row.pop(LEGACY_LR_COLUMN))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._rate = None
@@ -70,7 +68,6 @@ class MetricsCSV(keras.callbacks.Callback):
         row = {k: _scalar(v) for k, v in (logs or {}).items()}
         rate = self._rate if self.learning_rate is None else self.learning_rate.rate
         row["learning_rate"] = math.nan if rate is None else rate
-        row[LEGACY_LR_COLUMN] = row["learning_rate"]
         row["epoch"] = epoch + 1
         self.rows[epoch + 1] = row
         # A resumed run restarts at its last backed-up epoch: later rows are from the lost try.
@@ -78,9 +75,8 @@ class MetricsCSV(keras.callbacks.Callback):
         self._write()
 
     def _write(self) -> None:
-        named = {*LEADING_COLUMNS, LEGACY_LR_COLUMN}
-        extra = sorted({k for r in self.rows.values() for k in r} - named)
-        header = [*LEADING_COLUMNS, *extra, LEGACY_LR_COLUMN]
+        extra = sorted({k for r in self.rows.values() for k in r} - set(LEADING_COLUMNS))
+        header = [*LEADING_COLUMNS, *extra]
         body = [[_fmt(self.rows[e].get(k)) for k in header] for e in sorted(self.rows)]
         write_csv_atomic(self.path, header, body)
 

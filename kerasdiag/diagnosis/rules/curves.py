@@ -33,7 +33,7 @@ from kerasdiag.diagnosis.symptoms import Finding, fix_for, make_finding
 
 # Where a run's per-epoch learning rate is logged: metrics.csv's column, and the key
 # LearningRateMonitor (or the doctor, when nothing logged it) adds to the epoch logs.
-LEARNING_RATE_KEYS = ("lr", "learning_rate")
+LEARNING_RATE_KEYS = ("learning_rate",)
 
 
 def epoch_learning_rates(history: Mapping[str, Sequence[float]]) -> list[float] | None:

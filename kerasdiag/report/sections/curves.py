@@ -48,7 +48,7 @@ def curves(run: RunContext) -> list[Block]:
                 f"{(run.test or {}).get('monitor')}) and scored on the test split."
             )
         )
-    lr = history.get("lr")
+    lr = history.get("learning_rate")
     if lr and len(set(lr)) > 1:
         figure = plots.curves(epochs, {"lr": lr}, "learning rate", "lr", log=True)
         out.append(image(figure, "learning rate"))
