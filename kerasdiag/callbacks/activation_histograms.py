@@ -7,7 +7,7 @@ from typing import Any
 
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor
-from kerasdiag.callbacks.probe_batch import ACTIVATIONS, ProbeBatch
+from kerasdiag.callbacks.probe_batch import ACTIVATIONS, ProbeBatch, layer_activation_stats
 from kerasdiag.core.arguments import check_positive_int
 
 _COLUMNS = [
@@ -97,14 +97,10 @@ class ActivationHistograms(StepMonitor):
         super().on_train_begin(logs)
         self.probe.invalidate()
         self.probe.extractor(self.model)  # a model without per-layer outputs fails here
-        self._kinds = {layer.name: stats.activation_kind(layer) for layer in self.model.layers}
 
     def on_due_step(self, step):
         outputs = self.probe.take(self.model, step, activations=True).layers
-        layer_stats = {
-            name: stats.activation_stats(values, self._kinds[name])
-            for name, values in outputs.items()
-        }
+        layer_stats = layer_activation_stats(self.model, outputs)
         self.history.append((step, self._epoch, layer_stats))
         scalars = {}
         for name, s in layer_stats.items():

@@ -7,7 +7,7 @@ from typing import Any
 
 from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor, warn
-from kerasdiag.callbacks.probe_batch import GRADIENTS, ProbeBatch
+from kerasdiag.callbacks.probe_batch import GRADIENTS, ProbeBatch, gradient_record
 from kerasdiag.core.arguments import check_positive_float, check_positive_int
 from kerasdiag.diagnosis import rules as doctor_rules
 from kerasdiag.diagnosis.symptoms import GRADIENT_FLAG_SYMPTOMS, fix_for
@@ -109,25 +109,15 @@ class GradientMonitor(StepMonitor):
         self.probe.invalidate()
 
     def on_due_step(self, step):
-        model = self.model
-        probe = self.probe.take(model, step, gradients=True)
-        loss, norm, norm_clipped = probe.loss, probe.global_norm, probe.global_norm_clipped
-        layer_norms = stats.layer_gradient_norms(model, probe.gradient_squares)
+        probe = self.probe.take(self.model, step, gradients=True)
+        record = gradient_record(self.model, probe, step, self._epoch)
+        norm, norm_clipped = record["global_norm"], record["global_norm_clipped"]
+        layer_norms = record["layer_norms"]
         earlier = [h["global_norm"] for h in self.history]
         flags = doctor_rules.gradient_flags(
             norm, layer_norms, earlier, self.vanishing_ratio, self.max_norm, self.growth
         )
-        self.history.append(
-            {
-                "step": step,
-                "epoch": self._epoch,
-                "loss": loss,
-                "global_norm": norm,
-                "global_norm_clipped": norm_clipped,
-                "layer_norms": layer_norms,
-                "flags": flags,
-            }
-        )
+        self.history.append({**record, "flags": flags})
         for name, value in layer_norms.items():
             self._csv.add([step, self._epoch + 1, name, value])
         self._csv.add([step, self._epoch + 1, "global_norm", norm])
@@ -148,7 +138,7 @@ class GradientMonitor(StepMonitor):
             self._summary.histograms(
                 {
                     f"gradient/{v.path}": stats.histogram_buckets(g)
-                    for v, g in zip(model.trainable_variables, probe.grads, strict=True)
+                    for v, g in zip(self.model.trainable_variables, probe.grads, strict=True)
                     if g is not None
                 },
                 step,
