@@ -10,6 +10,8 @@ Exit codes of ``scripts/train.py``:
   a path that is not a file): one ``error:`` line naming the path and the cause; files are
   written atomically, so none is left half-written and the same command resumes the run;
 - 5: a distributed search worker lost its chief (one ``error:`` line);
+- 130, 143: stopped by SIGINT / SIGTERM (128 + the signal) at a safe point, backed up at
+  that step: one ``error:`` line says how to resume (the same command);
 - anything else: a bug in kerasdiag or a crash of TensorFlow (a traceback).
 """
 
@@ -33,21 +35,41 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from kerasdiag.config import composition_error, validate_config
-from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.errors import KerasdiagError, shorten
 from kerasdiag.core.rundir import RunLayout, check_run_dir, is_locked
 from kerasdiag.data.loaders import load_dataset
 
+try:  # POSIX; elsewhere run directories are not locked (as in kerasdiag.core.rundir)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
 IO_EXIT_CODE = 4
+# Free space a run needs to start: Hydra's .hydra/ files and train.log, the run's config,
+# data.json and first CSV rows (tmpfs and most file systems count whole 4 kB pages). Below it
+# the run is refused before anything is written; a disk that fills later is caught per write.
+MIN_FREE_BYTES = 64 * 1024
 # Whether this process created its run directory itself (None: Hydra's default directory,
 # made for this process alone). Only a directory it made may be removed when the run is
 # refused: another process may be starting in one it found.
 _made_run_dir: bool | None = None
 _task_started = False
+# An open descriptor of the run directory, flock()ed from the preflight until this process
+# exits: the directory is claimed before Hydra or this process writes a byte into it, so a
+# second process started on it is refused having written nothing there. The run's own lock
+# file (``RunLayout.LOCK``, taken later by the pipeline) is another inode: no conflict.
+_dir_lock: int | None = None
+_run_dir: Path | None = None  # the directory claimed by the preflight, if it claimed one
+
+
+# An error line is cut here (a whole file echoed back by a library would bury the cause);
+# config values are already cut to 100 characters where the message is made.
+MAX_LINE = 1000
 
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` as one line on stderr and exit with ``code``."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"error: {shorten(str(message), MAX_LINE)}", file=sys.stderr)
     raise SystemExit(code)
 
 
@@ -67,15 +89,21 @@ class Preflight(Callback):
         explicit = "${" not in str(OmegaConf.to_container(config.hydra.run)["dir"])
         try:
             validate_config(cfg)
-            if explicit:  # before Hydra rewrites its .hydra/ files there
+        except KerasdiagError as exc:
+            fail(str(exc))
+        _check_free_space(run_dir)
+        _claim_creation(run_dir, explicit)
+        if explicit:  # claimed: now read what the directory holds, before Hydra writes there
+            try:
                 if is_locked(run_dir):
                     fail(f"run directory {run_dir} is in use by another kerasdiag process")
                 check_run_dir(run_dir, cfg)
-        except KerasdiagError as exc:
-            fail(str(exc))
-        except OSError as exc:
-            fail(os_error_line(exc), IO_EXIT_CODE)
-        _claim_creation(run_dir, explicit)
+            except KerasdiagError as exc:
+                _discard_if_empty(run_dir)
+                fail(str(exc))
+            except OSError as exc:
+                _discard_if_empty(run_dir)
+                fail(os_error_line(exc), IO_EXIT_CODE)
 
 
 def job_config(config: DictConfig) -> DictConfig:
@@ -100,6 +128,56 @@ def run_app(main: Callable[[], Any]) -> None:
         if _task_started:
             raise
         fail(str(composition_error(exc)))
+    except OSError as exc:  # Hydra writing its .hydra/ files or opening train.log
+        if _task_started:
+            raise
+        if _run_dir is not None:
+            _discard_if_empty(_run_dir)
+        if exc.errno == errno.ENAMETOOLONG:  # an override Hydra took for a file name: input
+            fail(f"a value on the command line is too long for a file name: {exc.filename}")
+        fail(os_error_line(exc), IO_EXIT_CODE)
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_free_space(run_dir: Path) -> None:
+    """Refuse to start on a disk without :data:`MIN_FREE_BYTES` free, before anything is
+    written: Hydra's own writes would otherwise fail with a traceback and leave a directory
+    holding a truncated ``.hydra/`` and an empty ``train.log``."""
+    where = _nearest_existing(run_dir)
+    try:
+        stats = os.statvfs(where)
+    except (OSError, AttributeError):  # not POSIX, or the path vanished: writes will tell
+        return
+    free = stats.f_bavail * stats.f_frsize
+    if free < MIN_FREE_BYTES:
+        fail(
+            f"cannot write or read {run_dir}: {os.strerror(errno.ENOSPC)} ({free} bytes free, "
+            f"a run needs {MIN_FREE_BYTES} to start); free space or point hydra.run.dir at "
+            "another disk, then run the same command again",
+            IO_EXIT_CODE,
+        )
+
+
+def _lock_directory(run_dir: Path) -> bool:
+    """Take this process's lock on ``run_dir`` itself (see :data:`_dir_lock`); False when
+    another process holds it. Without ``fcntl`` (Windows) every claim succeeds."""
+    global _dir_lock
+    if fcntl is None:
+        return True
+    fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _dir_lock = fd
+    return True
 
 
 def task_started() -> None:
@@ -109,23 +187,34 @@ def task_started() -> None:
 
 
 def _claim_creation(run_dir: Path, explicit: bool) -> None:
-    """Create the run directory now, atomically, and remember whether this process did.
+    """Create the run directory now, atomically, lock it, and remember whether this process
+    made it.
 
     ``os.mkdir`` succeeds for exactly one of several processes started on one directory: only
-    that one may later remove it. Hydra's own run directories (microseconds in the name) are
+    that one may later remove it. The lock (:data:`_dir_lock`) is what admits one process: a
+    second one, whether it found the directory or raced for it, is refused here, before Hydra
+    writes its ``.hydra/`` files and ``train.log``, so nothing of it lands in the winner's. Hydra's own run directories (microseconds in the name) are
     made by Hydra for this process alone. A directory that cannot be made (read-only file
     system, no permission) is one ``error:`` line here, before Hydra's logging trips on it.
     """
-    global _made_run_dir
+    global _made_run_dir, _run_dir
+    _run_dir = run_dir  # Hydra's own (timestamped) one too: removable when left empty
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         probe = run_dir.parent
         if explicit:
             try:
                 run_dir.mkdir()
-                _made_run_dir = True
+                made = True
             except FileExistsError:
-                _made_run_dir = False
+                made = False
+            if not run_dir.is_dir():  # a file (or a link to one) stands there
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(run_dir))
+            if not _lock_directory(run_dir):
+                # The other process's directory (it made it, or is resuming in it): this one
+                # leaves without writing or removing anything there.
+                fail(f"run directory {run_dir} is in use by another kerasdiag process")
+            _made_run_dir = made
             probe = run_dir
         if not os.access(probe, os.W_OK):
             read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
@@ -154,7 +243,7 @@ def os_error_line(exc: OSError) -> str:
         found = re.search(r"errno = (\d+)", str(exc))
         code = int(found.group(1)) if found else None
     cause = exc.strerror or (os.strerror(code) if code else " ".join(str(exc).split())[:200])
-    path = exc.filename or _path_in(str(exc)) or "a run file"
+    path = shorten(exc.filename or _path_in(str(exc)) or "a run file", 300)
     advice = _ADVICE.get(code, "check the disk and the path, then run the same command again")
     if code == errno.EPERM:
         advice = _ADVICE[errno.EACCES]
@@ -175,6 +264,7 @@ def exit_on_user_error(run_dir: str | Path) -> Iterator[None]:
         _discard_if_empty(Path(run_dir))
         fail(str(exc), exc.exit_code)
     except OSError as exc:  # disk full, read-only, no permission: the run stays resumable
+        _discard_if_empty(Path(run_dir))  # unless nothing of it was written yet
         fail(os_error_line(exc), IO_EXIT_CODE)
 
 
@@ -191,12 +281,22 @@ class _Tee(io.TextIOBase):
         self._stream, self._log = stream, log
 
     def write(self, text: str) -> int:
-        self._log.write(text)
+        self._to_log(self._log.write, text)
         return self._stream.write(text)
 
     def flush(self) -> None:
-        self._log.flush()
+        self._to_log(self._log.flush)
         self._stream.flush()
+
+    def _to_log(self, method: Callable[..., Any], *args: Any) -> None:
+        # The log is a copy of the console: a disk that fills must not also silence the
+        # console, where the error line that says so is printed.
+        if self._log is None:
+            return
+        try:
+            method(*args)
+        except OSError:
+            self._log = None
 
     def isatty(self) -> bool:
         return self._stream.isatty()
@@ -220,13 +320,19 @@ def console_log(path: str | Path) -> Iterator[None]:
     if not path.parent.is_dir():
         yield
         return
-    with open(path, "a", encoding="utf-8") as log:
-        out, err = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
-        try:
-            yield
-        finally:
-            sys.stdout, sys.stderr = out, err
+    try:
+        log = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below, errors ignored
+    except OSError:  # a full disk: the console alone; the run's first write says why
+        yield
+        return
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+        with contextlib.suppress(OSError):
+            log.close()
 
 
 def _discard_if_empty(run_dir: Path) -> None:

@@ -6,9 +6,11 @@ No TensorFlow here (a model builder is checked by reading its module, not import
 from __future__ import annotations
 
 import ast
+import errno
 import functools
 import importlib.util
 import math
+import stat
 import sys
 from dataclasses import field
 from pathlib import Path
@@ -32,6 +34,53 @@ def finite(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def path_problem(path: Path, kind: str) -> str | None:
+    """What stands in the way of reading ``path`` as a ``kind`` ("file" or "directory"), or
+    None when it is one.
+
+    Says what the path really is (a device, a directory, a symlink loop, ...): "no such file"
+    for ``/dev/zero`` sends a person looking for a typo that is not there.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink loop (a link that leads back to itself): point it at a real path"
+        if exc.errno == errno.ENOENT and path.is_symlink():
+            return f"is a broken symlink (its target does not exist): no such {kind}"
+        if exc.errno == errno.ENOTDIR:
+            return f"no such {kind} (a part of the path is a file, not a directory)"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"cannot be read: permission denied (on {kind} or a folder above it)"
+        if exc.errno == errno.ENOENT:
+            return f"no such {kind}"
+        return f"cannot be read: {exc.strerror or exc}"
+    if kind == "file" and stat.S_ISREG(mode) or kind == "directory" and stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        what = "a device"
+    elif stat.S_ISDIR(mode):
+        what = "a directory"
+    elif stat.S_ISREG(mode):
+        what = "a file"
+    elif stat.S_ISFIFO(mode):
+        what = "a named pipe"
+    elif stat.S_ISSOCK(mode):
+        what = "a socket"
+    else:
+        what = "not a regular file"
+    return f"is {what}, not a {kind}"
+
+
+def check_path(key: str, value: Any, kind: str) -> Path:
+    """``value`` (the config's ``key``) names an existing ``kind``: the path, expanded;
+    otherwise a ConfigError saying what it is instead (:func:`path_problem`)."""
+    path = Path(str(value)).expanduser()
+    problem = path_problem(path, kind)
+    require(problem is None, key, value, problem or "")
+    return path
 
 
 def get(cfg: Any, key: str) -> Any:

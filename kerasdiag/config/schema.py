@@ -32,6 +32,7 @@ from kerasdiag.config.checks import (
     FLOAT32_MAX,
     MAX_SEED,
     check_builder,
+    check_path,
     check_range,
     finite,
     one_of,
@@ -121,10 +122,8 @@ class DataConfig:
 def check_data(cfg: Any) -> None:
     one_of(cfg, "data.name", DATASETS)
     if cfg.data.path is not None:
-        path = Path(str(cfg.data.path)).expanduser()
         kind = "file" if cfg.data.name in FILE_DATASETS else "directory"
-        exists = path.is_file() if kind == "file" else path.is_dir()
-        require(exists, "data.path", cfg.data.path, f"no such {kind}")
+        check_path("data.path", cfg.data.path, kind)
     elif cfg.data.name in PATH_DATASETS:
         require(False, "data.path", None,
                 f"data.name={cfg.data.name} needs the path of {PATH_DATASETS[cfg.data.name]}")  # fmt: skip

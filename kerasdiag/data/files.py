@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kerasdiag.core.errors import ConfigError, DataError
+from kerasdiag.config.checks import check_path
+from kerasdiag.core.errors import ConfigError, DataError, shorten
 from kerasdiag.data.splits import stratified_split
 
 # What keras.utils.image_dataset_from_directory reads.
@@ -33,11 +35,7 @@ def _existing(data_cfg: Any, kind: str) -> Path:
         raise ConfigError(
             "data.path", None, f"data.name={data_cfg.name} needs the path of a {kind}"
         )
-    path = Path(str(data_cfg.path)).expanduser()
-    exists = path.is_dir() if kind == "directory" else path.is_file()
-    if not exists:
-        raise ConfigError("data.path", data_cfg.path, f"no such {kind}")
-    return path
+    return check_path("data.path", data_cfg.path, kind)
 
 
 def _hold_out_test(x: np.ndarray, y: np.ndarray, names: list[str], data_cfg: Any) -> RawData:
@@ -98,14 +96,41 @@ def _read_images(folder: Path, names: list[str], count: int, data_cfg: Any):
     y = np.empty(count, np.int64)
     start = 0
     to_uint8 = lambda b, c: (tf.cast(tf.round(tf.clip_by_value(b, 0, 255)), tf.uint8), c)  # noqa: E731
-    for images, labels in ds.map(to_uint8).as_numpy_iterator():
-        if start + len(images) > count:
-            break
-        x[start : start + len(images)], y[start : start + len(images)] = images, labels
-        start += len(images)
+    try:
+        for images, labels in ds.map(to_uint8).as_numpy_iterator():
+            if start + len(images) > count:
+                break
+            x[start : start + len(images)], y[start : start + len(images)] = images, labels
+            start += len(images)
+    except tf.errors.InvalidArgumentError as exc:  # a corrupt or truncated image in the folder
+        raise _undecodable(folder, exc) from None
     if start != count:  # Keras found other files than we did: never guess
         raise DataError(f"{folder}: Keras read a different number of images than the {count} found")
     return x, y
+
+
+def _undecodable(folder: Path, exc: Exception) -> DataError:
+    """One line naming the image TensorFlow could not decode (its error names no file).
+
+    Found by decoding the folder's images one by one, only once a batch has failed: a clean
+    folder is read once.
+    """
+    import tensorflow as tf
+
+    for files in image_files(folder).values():
+        for path in files:
+            try:
+                tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+            except tf.errors.OpError as bad:
+                return DataError(f"cannot decode image {path}: {_tf_reason(bad)}; fix or remove it")
+    return DataError(f"cannot decode an image in {folder}: {_tf_reason(exc)}")
+
+
+def _tf_reason(exc: Exception) -> str:
+    """TensorFlow's error text without its op and function-node decorations."""
+    text = getattr(exc, "message", None) or str(exc)
+    text = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|\s+name:\s*$", "", text.strip()).strip()
+    return shorten(text, 200)
 
 
 def _folder_split(folder: Path, data_cfg: Any, names: list[str] | None = None):

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasdiag.config.checks import check_path
 from kerasdiag.config.schema import DATASETS
 from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import cifar
@@ -45,9 +46,7 @@ def _load_cifar10(data_cfg: Any) -> RawData:
     if data_cfg.path is None:
         folder = cifar.download_cifar10()
     else:
-        folder = Path(data_cfg.path).expanduser()
-        if not folder.exists():
-            raise ConfigError("data.path", data_cfg.path, "no such directory")
+        folder = check_path("data.path", data_cfg.path, "directory")
     x_train, y_train, x_test, y_test = cifar.load_cifar10_folder(folder)
     return x_train, y_train, x_test, y_test, list(cifar.CIFAR10_CLASSES)
 
@@ -59,9 +58,7 @@ def _load_npz(data_cfg: Any) -> RawData:
     """
     if data_cfg.path is None:
         raise ConfigError("data.path", None, "data.name=npz needs the path of an .npz file")
-    path = Path(data_cfg.path).expanduser()
-    if not path.is_file():
-        raise ConfigError("data.path", data_cfg.path, "no such file")
+    path = check_path("data.path", data_cfg.path, "file")
     _check_expanded_size(path)
     try:
         npz = np.load(path, allow_pickle=False)
@@ -233,6 +230,14 @@ def prepare_splits(
         keep = imbalance_subsample(y_train, float(data_cfg.imbalance), num_classes, seed)
         x_train, y_train = x_train[keep], y_train[keep]
 
+    batch_size = getattr(data_cfg, "batch_size", None)
+    if batch_size is not None and int(batch_size) > len(y_train):
+        # Keras would train on one short batch per epoch without a word: a typo'd size.
+        raise ConfigError(
+            "data.batch_size", batch_size,
+            f"is larger than the training split ({len(y_train)} examples): choose at most "
+            f"{len(y_train)}",
+        )  # fmt: skip
     x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
     mean = std = None
     if data_cfg.normalize:

@@ -76,6 +76,7 @@ class LeaseMixin:
         self.last_seen: dict[str, float] = {}  # tuner id -> monotonic time of its last call
         self.stopped_tuners: set[str] = set()  # told STOPPED: the search is over for them
         self.lost: dict[str, int] = {}  # trial id -> workers lost while running it
+        self.from_ledger: set[str] = set()  # trials a restarted chief recorded from the ledger
         # keras-tuner's "too many consecutive failures" stop, raised while ending a trial in a
         # gRPC thread: kept here, every worker is told to stop, and serve() raises it.
         self.fatal: RuntimeError | None = None
@@ -126,11 +127,8 @@ class LeaseMixin:
     def finish(self, tuner_id: str | None, trial: Any) -> bool:
         """``end_trial`` for the lease holder only: a late result of a lost lease is dropped."""
         if not self.heartbeat(tuner_id, trial.trial_id):
-            print(
-                f"search: result of trial {trial.trial_id} from {tuner_id} ignored: the trial "
-                "is no longer this worker's (its lease expired; recorded once, elsewhere)",
-                flush=True,
-            )
+            print(f"search: result of trial {trial.trial_id} from {tuner_id} ignored: "
+                  f"{self._why_not_held(trial.trial_id)}", flush=True)  # fmt: skip
             return False
         try:
             self.end_trial(trial)
@@ -139,6 +137,22 @@ class LeaseMixin:
             # keras-tuner raises before it lets go of the trial: let go of it here.
             self.ongoing_trials.pop(tuner_id, None)
         return True
+
+    def _why_not_held(self, trial_id: str) -> str:
+        """Why a worker's result for ``trial_id`` is not taken: say what really happened."""
+        if trial_id in self.from_ledger:
+            return ("it was already recorded from search/ledger.jsonl when the chief restarted "
+                    "(this worker's own result, recorded once)")  # fmt: skip
+        held_by = next(
+            (t for t, tr in self.ongoing_trials.items() if tr.trial_id == trial_id), None
+        )
+        if held_by is not None:
+            return (f"its lease expired (no word for {self.lease_seconds:g} s) and {held_by} "
+                    "runs it now")  # fmt: skip
+        trial = self.trials.get(trial_id)
+        if trial is not None and trial.status not in (RUNNING, None):
+            return f"it is already recorded ({trial.status}), once"
+        return "its lease expired; the trial went back to the queue and is recorded once"
 
     @synchronized
     def release(self, tuner_id: str, reason: str) -> None:
@@ -281,6 +295,7 @@ def record_from_ledger(oracle: LeaseMixin, finished: dict[int, dict]) -> list[st
         oracle.end_trial(trial)
         oracle.ongoing_trials.pop(tuner_id, None)
         recorded.append(trial.trial_id)
+        oracle.from_ledger.add(trial.trial_id)
         print(
             f"search: trial {trial.trial_id} had finished on {event.get('tuner')} before the chief "
             "heard of it; recorded from search/ledger.jsonl, not trained again",

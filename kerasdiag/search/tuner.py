@@ -190,6 +190,16 @@ class TrialTuner(keras_tuner.Tuner):
             if heartbeat is not None:
                 heartbeat.stop()
 
+    def _try_run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> None:
+        # keras-tuner stores (and its display prints) a whole traceback as a failed trial's
+        # message; a FailedTrialError is raised here on purpose with its cause (a lease lost
+        # to another worker, a trial config refused): keep that one line.
+        super()._try_run_and_update_trial(trial, *args, **kwargs)
+        message = trial.message or ""
+        marker = "FailedTrialError: "
+        if trial.status == keras_tuner.engine.trial.TrialStatus.FAILED and marker in message:
+            trial.message = " ".join(message.rsplit(marker, 1)[1].split())
+
     def _run_trial(self, trial: Any, heartbeat: Heartbeat | None) -> dict[str, float]:
         values = {p.name: p.decode(trial.hyperparameters.get(p.name)) for p in self.space}
         _, epochs = trial_budget(trial.hyperparameters.values, self.stages)
@@ -216,8 +226,12 @@ class TrialTuner(keras_tuner.Tuner):
         if heartbeat is not None and heartbeat.lost:
             # Its lease expired (this worker was too slow to answer) and another worker has the
             # trial: drop this result, the chief would ignore it anyway.
+            lost = (
+                f"trial {trial.trial_id} abandoned: this worker's lease on it was lost (the "
+                "chief heard nothing from it for tuner.lease_seconds) and another worker has it"
+            )
             self._log_event(trial, "abandoned", message="lease lost to another worker")
-            raise keras_tuner.errors.FailedTrialError("lease lost to another worker")
+            raise keras_tuner.errors.FailedTrialError(lost)
 
         best = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         kept = self._keep_checkpoint(trial, best)
