@@ -323,19 +323,20 @@ def test_a_loss_rising_while_the_rate_climbs_is_still_too_high_a_rate():
 
 
 def test_curve_findings_name_the_warmup_they_left_out():
-    history = {"loss": [2.3, 2.25, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7], "lr": [0.0, 0.05] + [0.1] * 6}
+    rates = [0.0, 0.05] + [0.1] * 6
+    history = {"loss": [2.3, 2.25, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7], "learning_rate": rates}
     (finding,) = rules.curve_findings(history, initial_loss=2.3, lr=0.1)
     assert finding.symptom == "lr_too_low" and finding.evidence["warmup_epochs"] == 2
     assert "second half of training after the 2-epoch warmup" in finding.message
-    # the monitor's name for the same column
-    history["learning_rate"] = history.pop("lr")
+    # one name for the record: a column under another name is not the learning rate
+    history["lr"] = history.pop("learning_rate")
     (finding,) = rules.curve_findings(history, initial_loss=2.3, lr=0.1)
-    assert finding.evidence["warmup_epochs"] == 2
+    assert finding.evidence["warmup_epochs"] == 0
     # a rise after the warmup, from a low level the whole curve does not call high, names the
     # epoch it is measured from
     rising = {
         "loss": [2.0, 0.3, 0.2, 0.25, 0.3, 0.35, 0.4],
-        "lr": [0.0, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1],
+        "learning_rate": [0.0, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1],
     }
     assert rules.loss_shape(rising["loss"], 2.3, TH)["shape"] == "ok"
     (finding,) = rules.curve_findings(rising, initial_loss=2.3, lr=0.1)
