@@ -141,3 +141,22 @@ def test_a_late_result_says_why_it_is_ignored():
     oracle.trials["3"] = SimpleNamespace(status="COMPLETED")
     assert why(oracle, "3") == "it is already recorded (COMPLETED), once"
     assert RUNNING == "RUNNING"
+
+
+def test_a_failed_trial_keeps_its_one_line_not_keras_tuners_traceback():
+    import keras_tuner
+    from keras_tuner.src.engine import trial as trial_module
+
+    from kerasdiag.search.tuner import TrialTuner
+
+    class LostLease(TrialTuner):
+        def __init__(self):  # no oracle, no data: only the failure path is exercised
+            pass
+
+        def _run_and_update_trial(self, trial, *args, **kwargs):
+            raise keras_tuner.errors.FailedTrialError("trial 3 abandoned: this worker's lease")
+
+    trial = trial_module.Trial(keras_tuner.HyperParameters(), trial_id="3")
+    LostLease()._try_run_and_update_trial(trial)
+    assert trial.status == trial_module.TrialStatus.FAILED
+    assert trial.message == "trial 3 abandoned: this worker's lease"
