@@ -102,7 +102,7 @@ def _read_images(folder: Path, names: list[str], count: int, data_cfg: Any):
                 break
             x[start : start + len(images)], y[start : start + len(images)] = images, labels
             start += len(images)
-    except tf.errors.InvalidArgumentError as exc:  # a corrupt or truncated image in the folder
+    except tf.errors.OpError as exc:  # a corrupt, truncated or unreadable image in the folder
         raise _undecodable(folder, exc) from None
     if start != count:  # Keras found other files than we did: never guess
         raise DataError(f"{folder}: Keras read a different number of images than the {count} found")
