@@ -37,7 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kerasdiag.config import composition_error, validate_config
 from kerasdiag.core.errors import KerasdiagError, shorten
 from kerasdiag.core.rundir import RunLayout, check_run_dir, is_locked
-from kerasdiag.data.loaders import load_dataset
+from kerasdiag.data.loaders import check_batch_size, load_dataset
 
 try:  # POSIX; elsewhere run directories are not locked (as in kerasdiag.core.rundir)
     import fcntl
@@ -271,7 +271,9 @@ def exit_on_user_error(run_dir: str | Path) -> Iterator[None]:
 def load_inputs(cfg: Any) -> Any:
     """Load and check the data before TensorFlow starts: bad data ends the run here, with its
     real cause and no run directory (the builder was checked with the config)."""
-    return load_dataset(cfg.data)
+    data = load_dataset(cfg.data)
+    check_batch_size(cfg.data, data)
+    return data
 
 
 class _Tee(io.TextIOBase):

@@ -230,14 +230,6 @@ def prepare_splits(
         keep = imbalance_subsample(y_train, float(data_cfg.imbalance), num_classes, seed)
         x_train, y_train = x_train[keep], y_train[keep]
 
-    batch_size = getattr(data_cfg, "batch_size", None)
-    if batch_size is not None and int(batch_size) > len(y_train):
-        # Keras would train on one short batch per epoch without a word: a typo'd size.
-        raise ConfigError(
-            "data.batch_size", batch_size,
-            f"is larger than the training split ({len(y_train)} examples): choose at most "
-            f"{len(y_train)}",
-        )  # fmt: skip
     x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
     mean = std = None
     if data_cfg.normalize:
@@ -259,3 +251,18 @@ def prepare_splits(
         mean=mean,
         std=std,
     )
+
+
+def check_batch_size(data_cfg: Any, data: Dataset) -> None:
+    """Refuse a ``data.batch_size`` larger than the training split: Keras would train on one
+    short batch per epoch without a word, which a typo'd size (an extra zero or three) means.
+
+    A check of the command line's run, not of :func:`load_dataset`: a library caller may
+    load a tiny set with the default size and batch it otherwise.
+    """
+    batch_size, examples = data_cfg.get("batch_size"), len(data.y_train)
+    if batch_size is not None and int(batch_size) > examples:
+        raise ConfigError(
+            "data.batch_size", batch_size,
+            f"is larger than the training split ({examples} examples): choose at most {examples}",
+        )  # fmt: skip
