@@ -92,7 +92,7 @@ class Preflight(Callback):
         except KerasdiagError as exc:
             fail(str(exc))
         _check_free_space(run_dir)
-        _claim_creation(run_dir, explicit)
+        _claim_creation(run_dir, explicit, exclusive=not _search_member(cfg))
         if explicit:  # claimed: now read what the directory holds, before Hydra writes there
             try:
                 if is_locked(run_dir):
@@ -186,14 +186,22 @@ def task_started() -> None:
     _task_started = True
 
 
-def _claim_creation(run_dir: Path, explicit: bool) -> None:
+def _search_member(cfg: DictConfig) -> bool:
+    """Whether this process is the chief or a worker of a distributed search: those share one
+    run directory by design (keras-tuner's variables, as ``kerasdiag.search.run`` reads them;
+    not imported here, it starts TensorFlow)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and str(cfg.tuner.name) != "none"
+
+
+def _claim_creation(run_dir: Path, explicit: bool, exclusive: bool = True) -> None:
     """Create the run directory now, atomically, lock it, and remember whether this process
     made it.
 
     ``os.mkdir`` succeeds for exactly one of several processes started on one directory: only
     that one may later remove it. The lock (:data:`_dir_lock`) is what admits one process: a
     second one, whether it found the directory or raced for it, is refused here, before Hydra
-    writes its ``.hydra/`` files and ``train.log``, so nothing of it lands in the winner's. Hydra's own run directories (microseconds in the name) are
+    writes its ``.hydra/`` files and ``train.log``, so nothing of it lands in the winner's.
+    Not ``exclusive``: the processes of one distributed search, which share the directory. Hydra's own run directories (microseconds in the name) are
     made by Hydra for this process alone. A directory that cannot be made (read-only file
     system, no permission) is one ``error:`` line here, before Hydra's logging trips on it.
     """
@@ -210,7 +218,7 @@ def _claim_creation(run_dir: Path, explicit: bool) -> None:
                 made = False
             if not run_dir.is_dir():  # a file (or a link to one) stands there
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(run_dir))
-            if not _lock_directory(run_dir):
+            if exclusive and not _lock_directory(run_dir):
                 # The other process's directory (it made it, or is resuming in it): this one
                 # leaves without writing or removing anything there.
                 fail(f"run directory {run_dir} is in use by another kerasdiag process")
