@@ -164,10 +164,17 @@ class Workspace:
 def workspace(tmp_path_factory):
     path = tmp_path_factory.mktemp("docs_workspace")
     sys.path.insert(0, str(path))  # the examples' own modules (mynets.py), as on PYTHONPATH
+    before = set(sys.modules)
     try:
         yield Workspace(path)
     finally:
         sys.path.remove(str(path))
+        # Forget the examples' modules: a later test that writes its own mynets.py must not
+        # get this one from the import cache.
+        for name in set(sys.modules) - before:
+            module = sys.modules.get(name)
+            if str(getattr(module, "__file__", "") or "").startswith(str(path)):
+                del sys.modules[name]
 
 
 # --- the tests ----------------------------------------------------------------------------------
