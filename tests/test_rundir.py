@@ -55,17 +55,29 @@ def test_status_ignores_hydras_files_and_the_lock(tmp_path):
     assert run_dir_status(run_dir) == "unfinished"
 
 
-@pytest.mark.parametrize("marker", ["test_metrics.json", "nan.json"])
-def test_a_finished_run_is_never_written_into_again(tmp_path, marker):
+def test_a_finished_run_is_never_written_into_again(tmp_path):
     run_dir = _interrupted(tmp_path / "run", _cfg())
-    (run_dir / marker).write_text("{}")
+    (run_dir / RunLayout.COMPLETE).write_text("")
     assert run_dir_status(run_dir) == "finished"
     with pytest.raises(KerasdiagError) as info:
         check_run_dir(run_dir, _cfg())
     assert str(info.value) == (
-        f"run directory {run_dir} already holds a finished run ({marker}); "
-        "start a new run in a new directory (leave hydra.run.dir unset)"
+        f"run directory {run_dir} already holds a finished run (report.html and "
+        f"{RunLayout.COMPLETE} written); start a new run in a new directory (leave "
+        "hydra.run.dir unset)"
     )
+
+
+@pytest.mark.parametrize(
+    "record", ["test_metrics.json", "nan.json", "diagnosis.json", "report.html"]
+)
+def test_a_run_killed_before_its_completion_marker_is_resumed(tmp_path, record):
+    # Tested and perhaps diagnosed, but killed before the marker written after report.html:
+    # the same command finishes it (diagnosis, report) without training again.
+    run_dir = _interrupted(tmp_path / "run", _cfg())
+    (run_dir / record).write_text("{}")
+    assert run_dir_status(run_dir) == "unfinished"
+    assert check_run_dir(run_dir, _cfg()) == "unfinished"
 
 
 def test_an_interrupted_run_resumes_only_when_asked(tmp_path):

@@ -113,7 +113,7 @@ class ActivationHistograms(StepMonitor):
             if s.saturated_fraction is not None:
                 scalars[f"saturated_fraction/{name}"] = s.saturated_fraction
         self._summary.scalars(scalars, step)
-        if (len(self.history) - 1) % self.histogram_every == 0:
+        if (self.earlier_probes + len(self.history) - 1) % self.histogram_every == 0:
             self._summary.histograms(
                 {f"activation/{n}": stats.histogram_buckets(v) for n, v in outputs.items()}, step
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import csv
+import math
 import os
 import threading
 import time
@@ -138,6 +140,16 @@ class FileWrites:
             future.result()
 
     @classmethod
+    def drain(cls) -> None:
+        """Wait for every write submitted so far, by any instance (the thread runs them in
+        order, so the last one done means all are); a failed write raises at its owner's
+        :meth:`wait`."""
+        with cls._lock:
+            executor = cls._executor
+        if executor is not None:
+            executor.submit(lambda: None).result()
+
+    @classmethod
     def _pool(cls) -> concurrent.futures.ThreadPoolExecutor:
         with cls._lock:
             if cls._executor is None:
@@ -148,25 +160,82 @@ class FileWrites:
 
 
 class CsvLog:
-    """Rows kept in memory and rewritten atomically: a crash never leaves half a file."""
+    """Rows kept in memory and rewritten atomically: a crash never leaves half a file.
+
+    A resumed run's monitor must keep the rows of the epochs before the resume point: the
+    file is rewritten whole at every epoch end, so rows not read back would be erased.
+    :meth:`read_back` takes the file's rows (when this log has none yet: a fresh process),
+    kept apart from :attr:`rows` (this process's measurements, which callers read as their
+    history); :meth:`keep_epochs` drops the read-back rows of the epochs the resumed ``fit``
+    runs again (as :class:`~kerasdiag.callbacks.metrics_csv.MetricsCSV` does for
+    ``metrics.csv``). The file written is the read-back rows, then :attr:`rows`.
+    """
 
     def __init__(self, path: Path | None, header: Sequence[str]):
         self.path = path
         self.header = list(header)
         self.rows: list[list[Any]] = []
+        self.restored: list[list[Any]] = []  # rows of an earlier process, read back
+        self._unchanged = False  # the file holds exactly what would be written
         self._writes = FileWrites()
 
     def add(self, row: Sequence[Any]) -> None:
         self.rows.append(list(row))
+        self._unchanged = False
+
+    def read_back(self) -> None:
+        """Take the rows the file holds (strings, written back unchanged) when this log has
+        none of its own: a process resuming an interrupted run. A file with another header
+        (another monitor's, an older layout) is not read: it is rewritten as before."""
+        self.restored = []
+        if self.path is None or self.rows or not self.path.is_file():
+            return
+        with open(self.path, newline="") as f:
+            lines = list(csv.reader(f))
+        if lines and lines[0] == self.header:
+            self.restored = lines[1:]
+            self._unchanged = True
+
+    def keep_epochs(self, done: int) -> None:
+        """Keep the read-back rows of the first ``done`` epochs (1-based ``epoch`` column):
+        a ``fit`` resumed after epoch ``done`` measures the later ones again."""
+        if not self.restored or "epoch" not in self.header:
+            return
+        column = self.header.index("epoch")
+        kept = [row for row in self.restored if _epoch_of(row, column) <= done]
+        self._unchanged &= len(kept) == len(self.restored)
+        self.restored = kept
 
     def flush(self) -> None:
-        """Rewrite the file with all rows so far, in the background."""
-        if self.path is not None:
+        """Rewrite the file with all rows so far, in the background (not at all while it
+        holds them already: a resumed fit with no epoch left to run leaves it untouched)."""
+        if self.path is not None and not self._unchanged:
             # Rows are never changed once added: a shallow copy is a stable snapshot.
-            self._writes.submit(write_csv_atomic, self.path, self.header, list(self.rows))
+            rows = [*self.restored, *self.rows]
+            self._writes.submit(write_csv_atomic, self.path, self.header, rows)
 
     def wait(self) -> None:
         self._writes.wait()
+
+
+def _epoch_of(row: Sequence[Any], column: int) -> float:
+    try:
+        return float(row[column])
+    except (IndexError, ValueError):
+        return math.inf  # a row that names no epoch is not kept
+
+
+class WritesBarrier(keras.callbacks.Callback):
+    """At each epoch end, wait until every background write submitted so far is on disk.
+
+    The monitors and the doctor write their files on :class:`FileWrites`' thread. Placed
+    just before :class:`~kerasdiag.callbacks.run_backup.RunBackup`, this makes the backup of
+    an epoch never get ahead of the files that record it: a process killed right after the
+    backup would otherwise resume after an epoch whose monitor rows never reached the disk.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        FileWrites.drain()
 
 
 @dataclass(frozen=True)
@@ -220,7 +289,9 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
     batches the hook only adds two integers. Steps count from the optimizer's iteration
     counter (read once per epoch), so they continue across ``fit`` calls and respect
     ``steps_per_execution``. The CSV file is rewritten (in the background) at each epoch
-    end; when ``fit`` returns, it and the TensorBoard run are complete on disk.
+    end; when ``fit`` returns, it and the TensorBoard run are complete on disk. A ``fit``
+    resumed at a later epoch keeps the file's rows of the epochs before it and measures on
+    the schedule's steps from there, so its file is the uninterrupted run's.
     """
 
     def __init__(
@@ -243,13 +314,36 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
         self._epoch = 0
         self._epoch_start_step = 0
         self._next_step = 0
+        self._first_epoch = True
 
     def on_train_begin(self, logs=None):
         self._next_step = 0
+        self._first_epoch = True
+        self._csv.read_back()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._epoch_start_step = optimizer_step(self.model.optimizer)
+        if self._first_epoch:
+            # A resumed fit (its backup restored after on_train_begin) starts at a later
+            # epoch and step: keep the file's rows of the epochs done, and measure on the
+            # schedule's steps from here, as the uninterrupted run did.
+            self._first_epoch = False
+            self._csv.keep_epochs(epoch)
+            if epoch > 0 and self._epoch_start_step > 0:
+                self._next_step = self.schedule.next_after(self._epoch_start_step - 1)
+
+    @property
+    def earlier_rows(self) -> list[list[str]]:
+        """The CSV rows of the epochs before a resumed ``fit``'s first (as the file holds
+        them: strings), read back from an earlier process; empty in a fresh run."""
+        return self._csv.restored
+
+    @property
+    def earlier_probes(self) -> int:
+        """How many measurements the rows of :attr:`earlier_rows` hold (one step each), so
+        that what is done at every n-th probe continues the uninterrupted run's count."""
+        return len({row[0] for row in self._csv.restored if row})
 
     def due(self, step: int) -> bool:
         """Whether a measurement before optimizer step ``step`` is due and not yet taken."""

@@ -134,7 +134,10 @@ class GradientMonitor(StepMonitor):
             scalars = {f"gradient_norm/{name}": value for name, value in layer_norms.items()}
             scalars.update(global_norm=norm, global_norm_clipped=norm_clipped)
             self._summary.scalars(scalars, step)
-        if self._summary.enabled and (len(self.history) - 1) % self.histogram_every == 0:
+        if (
+            self._summary.enabled
+            and (self.earlier_probes + len(self.history) - 1) % self.histogram_every == 0
+        ):
             self._summary.histograms(
                 {
                     f"gradient/{v.path}": stats.histogram_buckets(g)

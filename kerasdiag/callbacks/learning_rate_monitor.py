@@ -43,8 +43,9 @@ class LearningRateMonitor(keras.callbacks.Callback):
     Args:
         log_dir: TensorBoard log directory; the run ``<log_dir>/learning_rate`` gets the
             scalar ``learning_rate`` with the epoch as step. None: no TensorBoard output.
-        csv_path: CSV with columns epoch, step, learning_rate, rewritten at each epoch end.
-            None: no file.
+        csv_path: CSV with columns epoch, step, learning_rate, rewritten at each epoch end
+            (a ``fit`` resumed at a later epoch keeps the file's earlier rows). None: no
+            file.
 
     Attributes:
         history: rows (epoch, step, learning_rate); ``step`` is the optimizer iteration the
@@ -61,6 +62,7 @@ class LearningRateMonitor(keras.callbacks.Callback):
         self._current = None
         self._step: int | None = None  # the optimizer step about to run, counted here
         self._reading: tuple[int, float] | None = None  # (step, rate) read at that step
+        self._first_epoch = True
 
     @property
     def history(self) -> list[list]:
@@ -84,10 +86,15 @@ class LearningRateMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._step, self._reading = None, None
+        self._first_epoch = True
+        self._csv.read_back()  # a resumed run keeps the rows of its earlier epochs
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._current = None
+        if self._first_epoch:  # the backup was restored by now: epoch is where fit resumes
+            self._first_epoch = False
+            self._csv.keep_epochs(epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch != 0:

@@ -41,6 +41,7 @@ the kernels, and says once which symptoms need probe data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -96,8 +97,10 @@ class TrainingDoctor(keras.callbacks.Callback):
             take after its first probe (0 < budget <= 1).
         path: ``doctor.json`` to write (findings, the per-step loss, the epoch logs, probe
             costs), updated atomically at each finding and epoch end; None: no file. A
-            ``fit`` that resumes an interrupted run (its optimizer past step 0) continues
-            the record found there.
+            ``fit`` that resumes an interrupted run (its optimizer past step 0 once a
+            ``RunBackup`` anywhere in the list has restored it) continues the record found
+            there: its findings, step losses, the epoch history before the resume point and
+            the measured costs; one with no epoch left to run leaves the file untouched.
         bayes_error: human/Bayes error for the end-of-training bias/variance judgement.
         restore_on_nan: put the weights of the end of the last finite epoch back after a NaN.
         verbose: print each finding as it appears (1) or stay silent (0).
@@ -167,6 +170,9 @@ class TrainingDoctor(keras.callbacks.Callback):
         self.budget, self.unjudged_note = self._own.budget.budget, None
         self._writes, self._lock = FileWrites(), threading.Lock()
         self._pending: list[tuple[int, int, float]] = []  # (epoch, batches, running mean)
+        self._saved: dict[str, Any] | None = None  # doctor.json found at train begin
+        self._started, self._epochs_run = False, 0
+        self._measured_before = _measured(None)
 
     findings = property(lambda self: self.engine.findings)
     step_losses = property(lambda self: self.engine.step_losses)
@@ -178,14 +184,31 @@ class TrainingDoctor(keras.callbacks.Callback):
     # --- Keras hooks --------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._saved = None
+        if self.path is not None and self.path.is_file():
+            self._saved = json.loads(self.path.read_text())
+        self._started, self._epochs_run = False, 0
+        if self._saved is None or optimizer_step(self.model.optimizer) > 0:
+            self._start()
+        # else: a record is there and the optimizer is still at step 0. A RunBackup later in
+        # the callback list may restore the interrupted run's state in its on_train_begin,
+        # so the doctor starts at the first epoch (or at train end, when the resumed fit has
+        # no epoch left): nothing is judged, nor doctor.json written, before it knows
+        # whether it continues that record.
+
+    def _start(self) -> None:
+        """Begin judging at the optimizer's step now: a fit past step 0 continues the saved
+        ``doctor.json`` (findings, step losses, epoch history, measured costs)."""
+        self._started = True
         model = self.model
         first_step = optimizer_step(model.optimizer)
-        saved = None
-        if first_step > 0 and self.path is not None and self.path.is_file():
-            saved = json.loads(self.path.read_text())
+        saved = self._saved if first_step > 0 else None
+        self._measured_before = _measured(saved)
         kernels = {v.path: layer for layer, v in stats.kernels_by_layer(model).items()}
         outputs = weight_checks.output_layer_names(model)
         self.engine.start(first_step, saved, outputs=outputs, kernels=kernels)
+        if saved is not None:
+            self.engine.resume_measurements(*_earlier_measurements(self._monitors))
         self._own.start(model, first_step)
         self._epoch, self._epoch_rate = 0, None
         self._fed = dict.fromkeys(("gradients", "activations", "ratios"), 0)
@@ -193,6 +216,9 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._judge_without_probes(first_step)
 
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:
+            self._start()
+        self._epochs_run += 1
         self._epoch, self._epoch_rate = epoch, None
         self._epoch_start_step = optimizer_step(self.model.optimizer)
         self.engine.begin_epoch(epoch, self._epoch_start_step)
@@ -238,13 +264,18 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._write()
 
     def on_train_end(self, logs=None):
+        if not self._started:
+            self._start()
         self._catch_up()
         if self.engine.nan_epoch is not None:
             self._restore()
         else:
             step = optimizer_step(self.model.optimizer)
             self.engine.end_training(step, judge_curves=self.judge_curves)
-        self._write()
+        if self._epochs_run or self._saved is None or self.engine.first_step == 0:
+            # A resumed fit with no epoch left (killed after fit, before the test) has
+            # nothing to add: the record on disk is complete and stays as it is.
+            self._write()
         self._writes.wait()  # doctor.json is complete on disk when fit returns
         if self.verbose and not self.findings:
             print("TrainingDoctor: no symptoms found during training.")
@@ -313,10 +344,11 @@ class TrainingDoctor(keras.callbacks.Callback):
             return
         # to_json copies the record, so the background write sees this moment's; its fsync
         # can wait tens of milliseconds on a busy disk, not on the training thread.
+        before = self._measured_before  # what the interrupted run had measured
         record = self.engine.to_json(
-            probes=self.probes,
-            probe_seconds=self.probe_seconds,
-            train_seconds=self._own.budget.elapsed(),
+            probes=before["probes"] + self.probes,
+            probe_seconds=before["probe_seconds"] + self.probe_seconds,
+            train_seconds=before["train_seconds"] + self._own.budget.elapsed(),
         )
         self._writes.submit(write_json_atomic, self.path, record)
 
@@ -339,6 +371,33 @@ def _feed_records(engine: DoctorEngine, monitors: dict[type, Any], fed: dict[str
         rows = monitors[UpdateRatioMonitor].history
         engine.update_ratios(rows[fed["ratios"] :])
         fed["ratios"] = len(rows)
+
+
+def _earlier_measurements(
+    monitors: dict[type, Any],
+) -> tuple[list[tuple[int, int, str, float, str]], list[float]]:
+    """The update-ratio rows and global gradient norms the monitors read back from their
+    files for the epochs before a resume (their monitors' records, in number form)."""
+    ratios: list[tuple[int, int, str, float, str]] = []
+    norms: list[float] = []
+    with contextlib.suppress(ValueError, IndexError):  # a file not of this layout: none
+        if UpdateRatioMonitor in monitors:
+            for step, epoch, name, ratio, layer in monitors[UpdateRatioMonitor].earlier_rows:
+                ratios.append((int(step), int(epoch), name, float(ratio), layer))
+        if GradientMonitor in monitors:
+            rows = monitors[GradientMonitor].earlier_rows
+            norms = [float(norm) for _, _, name, norm in rows if name == "global_norm"]
+    return ratios, norms
+
+
+def _measured(saved: Mapping[str, Any] | None) -> dict[str, float]:
+    """The measured costs a resumed record adds to: probes and seconds of the earlier
+    processes (0 for a fresh record)."""
+    saved = saved or {}
+    return {
+        key: float(saved.get(key) or 0) if key != "probes" else int(saved.get(key) or 0)
+        for key in ("probes", "probe_seconds", "train_seconds")
+    }
 
 
 def _by_kind(monitors: Iterable[keras.callbacks.Callback]) -> dict[type, Any]:

@@ -1,11 +1,13 @@
 """One run, one directory: what a run directory holds and who may write into it.
 
 A run directory is new (nothing but Hydra's files), unfinished (an interrupted run: its
-files, perhaps a ``backup/``) or finished (``test_metrics.json``, or ``nan.json`` after a
-NaN stop). A fresh run starts only in a new directory; an unfinished one is resumed when
-``trainer.resume`` is on and the config is the same; a finished one is never written into
-again. While a run works in a directory it holds an advisory lock there, so a second process
-(a resume started twice) is refused instead of interleaving its files with the first's.
+files, perhaps a ``backup/``) or finished (``.kerasdiag.complete``, written after
+``report.html``, the run's last file). A fresh run starts only in a new directory; an
+unfinished one is resumed when ``trainer.resume`` is on and the config is the same, and the
+resume finishes whatever step is missing (training, test, diagnosis, report) without redoing
+what is recorded; a finished one is never written into again. While a run works in a
+directory it holds an advisory lock there, so a second process (a resume started twice) is
+refused instead of interleaving its files with the first's.
 
 No TensorFlow here: ``scripts/train.py`` checks the directory before Hydra writes into it.
 """
@@ -74,6 +76,10 @@ class RunLayout:
     TEST_CONFUSION = "test_confusion.json"
     DIAGNOSIS = "diagnosis.json"
     REPORT = "report.html"
+    # Written last, after report.html: the run is complete. A marker of its own, not
+    # report.html itself, because ``scripts/report.py`` may build a report in any directory,
+    # an interrupted run's too, and that must not make the run count as finished.
+    COMPLETE = ".kerasdiag.complete"
     # a search
     TRIALS = "trials"
     SEARCH_PROJECT = "search"  # keras-tuner's project: oracle.json, trial_*/ and the ledger
@@ -91,8 +97,10 @@ class RunLayout:
 
     # Files Hydra writes into a run directory before our code runs.
     HYDRA_FILES = frozenset({HYDRA, TRAIN_LOG})
-    # A run directory holding any of these holds a finished run.
-    FINISHED_FILES = (TEST_METRICS, NAN)
+    # A run directory holding any of these holds a finished run. test_metrics.json or
+    # nan.json alone do not: a run killed after them still lacks its diagnosis and report,
+    # which the same command run again writes.
+    FINISHED_FILES = (COMPLETE,)
 
     def __init__(self, run_dir: str | os.PathLike):
         self.root = Path(run_dir)
@@ -142,7 +150,8 @@ def check_run_dir(run_dir: str | os.PathLike, cfg: DictConfig) -> str:
     if status == FINISHED:
         marker = next(name for name in RunLayout.FINISHED_FILES if (run_dir / name).exists())
         raise KerasdiagError(
-            f"run directory {run_dir} already holds a finished run ({marker}); "
+            f"run directory {run_dir} already holds a finished run ({RunLayout.REPORT} and "
+            f"{marker} written); "
             "start a new run in a new directory (leave hydra.run.dir unset)"
         )
     if status == UNFINISHED:

@@ -379,6 +379,17 @@ class DoctorEngine(DoctorRecord):
         UpdateRatioMonitor logs them; judged for stagnant weights at the epoch's end."""
         self.ratio_rows.extend(rows)
 
+    def resume_measurements(
+        self, ratio_rows: Iterable[Sequence[Any]] = (), global_norms: Iterable[float] = ()
+    ) -> None:
+        """A resumed record takes back what the monitors measured before the resume point
+        (read back from their files): the update-ratio rows, already judged, for the run's
+        median ratio, and the gradient norms the growth rule compares with. Without them a
+        resumed run's evidence would differ from the uninterrupted run's."""
+        self.ratio_rows.extend(ratio_rows)
+        self._ratios_judged = len(self.ratio_rows)
+        self._norms.extend(float(n) for n in global_norms)
+
     def broken_weights(self, step: int, names: Sequence[str]) -> None:
         """A check before optimizer step ``step`` found NaN/Inf in the weights ``names``
         (ReLU turns NaN inputs into 0, so weights can break while the loss stays finite)."""

@@ -20,7 +20,7 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.callbacks import evaluate_with_ema
-from kerasdiag.callbacks.base import MonitorWarning
+from kerasdiag.callbacks.base import MonitorWarning, WritesBarrier
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.callbacks.factory import Monitors, monitor_callbacks, probe_batch
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
@@ -31,9 +31,10 @@ from kerasdiag.callbacks.training_doctor import TrainingDoctor
 from kerasdiag.checks.lr_range import with_auto_lr
 from kerasdiag.checks.sanity.stages import run_sanity_stages
 from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.faults import kill_point, kill_target
 from kerasdiag.core.io import atomic_path, write_json_atomic, write_text_atomic
 from kerasdiag.core.metrics import metric_mode
-from kerasdiag.core.rundir import RunLayout, claim_run_dir
+from kerasdiag.core.rundir import RunLayout, claim_run_dir, read_metrics_csv
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.data.pipeline import make_epoch_dataset
 from kerasdiag.diagnosis import confusion_summary, diagnose, failed_stages
@@ -135,6 +136,8 @@ def run_callbacks(
     callbacks += [tensorboard] if tensorboard is not None else []
     callbacks += [*monitors.all, *([doctor] if doctor is not None else [])]
     if cfg.trainer.resume:
+        # the monitors' and the doctor's background writes of an epoch land before its backup
+        callbacks.append(WritesBarrier())
         backup = RunBackup(
             run_dir / RunLayout.BACKUP, track=stateful, delete_on_train_end=not keep_backup
         )
@@ -228,7 +231,11 @@ def fit(
 
 
 def keep_best_model(
-    model: keras.Model, checkpoint: BestCheckpoint, run_dir: Path, last_epoch: int
+    model: keras.Model,
+    checkpoint: BestCheckpoint,
+    run_dir: Path,
+    last_epoch: int,
+    rows: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Put the weights of the run's best checkpoint into ``model``; say which file they are.
 
@@ -237,7 +244,9 @@ def keep_best_model(
     disk. When no epoch ever had a finite score the last weights are saved as
     ``checkpoints/final-epochNNN.keras`` and reported instead. Returns the fields
     ``test_metrics.json`` adds to the scores: ``model`` (path relative to the run
-    directory), ``weights_epoch`` (from 1), ``monitor`` and ``monitor_value``.
+    directory), ``weights_epoch`` (from 1), ``monitor`` and ``monitor_value``:
+    metrics.csv's value of that epoch when ``rows`` (its rows) has it, the exact number
+    logged, also after a resume (a checkpoint found on disk names its value rounded).
     """
     path = checkpoint.best_path
     if path is None or not path.is_file():
@@ -248,6 +257,7 @@ def keep_best_model(
     else:
         model.load_weights(path)
         epoch, value = checkpoint.best_epoch, checkpoint.best
+        value = (rows or {}).get(epoch, {}).get(checkpoint.monitor, value)
     return {
         "model": str(path.relative_to(run_dir)),
         "weights_epoch": epoch,
@@ -307,16 +317,39 @@ def save_ema_model(model: keras.Model, path: Path) -> None:
 
 
 def finish_run(cfg: DictConfig, run_dir: Path) -> None:
-    """Diagnose the run from its files (``diagnosis.json``) and write ``report.html``.
+    """Diagnose the run from its files (``diagnosis.json``), write ``report.html``, then the
+    completion marker (``RunLayout.COMPLETE``): from then on the directory is finished.
 
     Called after every training, also one stopped by a NaN or a failed sanity stage: the
-    report is where a person reads what happened.
+    report is where a person reads what happened. A rerun of a run killed after its
+    diagnosis keeps the ``diagnosis.json`` written then (the diagnosis reads the run's
+    files only, so it would be the same) and writes the report; one killed after the report
+    keeps it too and writes the marker.
     """
-    findings = diagnose(run_dir)
+    diagnosis = run_dir / RunLayout.DIAGNOSIS
+    findings = diagnose(run_dir, write=not diagnosis.is_file())
+    kill_point("diagnosis")
     print("diagnosis:" if findings else "diagnosis: no symptoms found")
     for finding in findings:
         print(f"  {finding.severity}: {finding}")
-    print(f"report: {build_report(run_dir)}")
+    report = run_dir / RunLayout.REPORT
+    if not _written_after(report, diagnosis):
+        # None yet, or one built before the run ended (``scripts/report.py`` on an
+        # interrupted run): stale, and it would list itself among the run's files.
+        report.unlink(missing_ok=True)
+        report = build_report(run_dir)
+    # else: written by a process killed before the marker; the files it shows are final
+    kill_point("report")
+    write_text_atomic(run_dir / RunLayout.COMPLETE, "")
+    print(f"report: {report}")
+
+
+def _written_after(path: Path, other: Path) -> bool:
+    """Whether ``path`` exists and was last written no earlier than ``other``."""
+    try:
+        return path.stat().st_mtime_ns >= other.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
 
 
 def run_sanity(cfg: DictConfig, model: keras.Model, data: Dataset, run_dir: Path) -> list:
@@ -338,8 +371,12 @@ def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> 
     seed_everything(cfg.trainer)
     if data is None:
         data = load_dataset(cfg.data)
-    write_text_atomic(run_dir / RunLayout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    write_json_atomic(run_dir / RunLayout.DATA, data.summary())
+    # A resumed run keeps the files its first process wrote (the config may differ in
+    # display keys only, and the data is the same): nothing recorded is rewritten.
+    if not (run_dir / RunLayout.CONFIG).is_file():
+        write_text_atomic(run_dir / RunLayout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    if not (run_dir / RunLayout.DATA).is_file():
+        write_json_atomic(run_dir / RunLayout.DATA, data.summary())
     return data
 
 
@@ -372,48 +409,20 @@ def run_training(
     run_dir = Path(run_dir)
     with claim_run_dir(run_dir, cfg):
         started = time.time()
-        data = prepare_run(cfg, run_dir, data)
-        if cfg.optimizer.lr == "auto":  # the learning-rate range test's suggestion
-            cfg = with_auto_lr(cfg, data, run_dir)
-        model = build_model(cfg, data)
-        write_text_atomic(run_dir / RunLayout.SUMMARY, model_summary_text(model))
-        try:
-            if sanity:
-                run_sanity(cfg, model, data, run_dir)
-        except KerasdiagError:  # sanity.fail_fast: the report shows the failed stage
+        nan_record = run_dir / RunLayout.NAN
+        if nan_record.is_file():
+            # A NaN-stopped run killed before its report: write it, and end as that run did.
             finish_run(cfg, run_dir)
-            raise
-
-        callbacks = run_callbacks(cfg, run_dir, data, keep_backup=True, every_epoch=every_epoch)
-        try:
-            fit(cfg, model, data, callbacks.all)
-        except NonFiniteLossError as exc:
-            error = record_nan_stop(run_dir, exc.record, callbacks)
-            finish_run(cfg, run_dir)
-            raise error from None
-        # From metrics.csv, not fit's history: a resumed run's history lacks earlier epochs.
-        rows = callbacks.metrics.rows
-        ema_scores = None
-        if cfg.optimizer.use_ema:  # the average at the end of training, as ema.keras holds
-            save_ema_model(model, run_dir / RunLayout.EMA_MODEL)
-            ema_scores = evaluate_test(cfg, model, data, raw=False)["ema"]
-        kept = keep_best_model(model, callbacks.checkpoint, run_dir, max(rows, default=0))
-        test_metrics = evaluate_test(cfg, model, data, ema=False)
-        test_metrics.update(evaluate_train_sample(cfg, model, data))
-        broken = first_non_finite(rows, test_metrics)  # a NaN that NaNStop did not raise on
-        if broken is not None:
-            record = callbacks.nan_stop.record_after_fit(*broken)
-            error = record_nan_stop(run_dir, record, callbacks)
-            finish_run(cfg, run_dir)
-            raise error from None
-        if ema_scores is not None:
-            test_metrics.update(ema=ema_scores, ema_model=RunLayout.EMA_MODEL)
-        test_metrics.update(kept)
-        write_json_atomic(run_dir / RunLayout.TEST_METRICS, test_metrics)
-        write_test_confusion(cfg, model, data, run_dir / RunLayout.TEST_CONFUSION)
+            raise NonFiniteLossError(json.loads(nan_record.read_text()))
+        if not (run_dir / RunLayout.TEST_METRICS).is_file():
+            train_and_test(cfg, run_dir, data=data, sanity=sanity, every_epoch=every_epoch)
+        # else: trained and tested by an earlier process, killed before its report
         remove_backup(run_dir / RunLayout.BACKUP)
         finish_run(cfg, run_dir)
 
+        # From the files, not fit's history: a resumed run's history lacks earlier epochs.
+        rows = read_metrics_csv(run_dir / RunLayout.METRICS)
+        test_metrics = json.loads((run_dir / RunLayout.TEST_METRICS).read_text())
         summary = {
             "recipe": cfg.recipe,
             "run_dir": str(run_dir),
@@ -429,12 +438,94 @@ def run_training(
         return summary
 
 
+def train_and_test(
+    cfg: DictConfig,
+    run_dir: Path,
+    *,
+    data: Dataset | None = None,
+    sanity: bool = True,
+    every_epoch: bool = False,
+) -> None:
+    """The recorded steps of a run up to its test: sanity (``sanity.json``), the epochs
+    (``metrics.csv``, the monitors, ``backup/``), the test (``test_confusion.json``, then
+    ``test_metrics.json``, the step's record). Each step a killed process had recorded is
+    not done again: sanity is skipped, ``fit`` resumes after the backed-up epoch (or, all
+    epochs done, trains none and puts the final weights back). A NaN/Inf loss or a failed
+    ``sanity.fail_fast`` stage writes the report and raises.
+    """
+    data = prepare_run(cfg, run_dir, data)
+    if cfg.optimizer.lr == "auto":  # the learning-rate range test's suggestion
+        cfg = with_auto_lr(cfg, data, run_dir)
+    model = build_model(cfg, data)
+    if not (run_dir / RunLayout.SUMMARY).is_file():
+        write_text_atomic(run_dir / RunLayout.SUMMARY, model_summary_text(model))
+    try:
+        if sanity:
+            run_sanity(cfg, model, data, run_dir)
+    except KerasdiagError:  # sanity.fail_fast: the report shows the failed stage
+        finish_run(cfg, run_dir)
+        raise
+    kill_point("sanity")
+
+    callbacks = run_callbacks(cfg, run_dir, data, keep_backup=True, every_epoch=every_epoch)
+    try:
+        fit(cfg, model, data, [*callbacks.all, *kill_point_callbacks()])
+    except NonFiniteLossError as exc:
+        error = record_nan_stop(run_dir, exc.record, callbacks)
+        finish_run(cfg, run_dir)
+        raise error from None
+    kill_point("fit")
+    rows = callbacks.metrics.rows
+    ema_scores = None
+    if cfg.optimizer.use_ema:  # the average at the end of training, as ema.keras holds
+        save_ema_model(model, run_dir / RunLayout.EMA_MODEL)
+        ema_scores = evaluate_test(cfg, model, data, raw=False)["ema"]
+    kept = keep_best_model(model, callbacks.checkpoint, run_dir, max(rows, default=0), rows)
+    test_metrics = evaluate_test(cfg, model, data, ema=False)
+    test_metrics.update(evaluate_train_sample(cfg, model, data))
+    broken = first_non_finite(rows, test_metrics)  # a NaN that NaNStop did not raise on
+    if broken is not None:
+        record = callbacks.nan_stop.record_after_fit(*broken)
+        error = record_nan_stop(run_dir, record, callbacks)
+        finish_run(cfg, run_dir)
+        raise error from None
+    if ema_scores is not None:
+        test_metrics.update(ema=ema_scores, ema_model=RunLayout.EMA_MODEL)
+    test_metrics.update(kept)
+    # test_metrics.json last: its presence says the test step is recorded whole
+    write_test_confusion(cfg, model, data, run_dir / RunLayout.TEST_CONFUSION)
+    write_json_atomic(run_dir / RunLayout.TEST_METRICS, test_metrics)
+    kill_point("test")
+
+
+class _KillPoints(keras.callbacks.Callback):
+    """Fault-injection hook for tests (:mod:`kerasdiag.core.faults`): ``epoch:<n>`` kills
+    at the boundary after ``n`` epochs (their files and backup written), ``step:<n>``
+    before training step ``n`` (from 0, counted over the run's epochs)."""
+
+    _epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        kill_point("epoch", epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        kill_point("step", self._epoch * int(self.params.get("steps") or 0) + batch)
+
+
+def kill_point_callbacks() -> list[keras.callbacks.Callback]:
+    """The epoch and step kill points, only while ``KERASDIAG_KILL_AT`` is set (a test):
+    otherwise none, so a normal ``fit`` has no extra batch hook."""
+    target = kill_target()
+    return [_KillPoints()] if target is not None and target[0] in ("epoch", "step") else []
+
+
 def record_nan_stop(
     run_dir: Path, record: dict[str, Any], callbacks: RunCallbacks
 ) -> NonFiniteLossError:
     """After a NaN/Inf stop: write ``nan.json``, flush TensorBoard, return the error to raise.
 
-    The run is over (its directory counts as finished), so its backup is removed; metrics.csv
+    The run is over (its report, written next, finishes it), so its backup is removed; metrics.csv
     keeps the completed epochs and ``checkpoints/`` the best model before the failure.
     """
     if callbacks.tensorboard is not None:
