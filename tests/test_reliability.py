@@ -277,10 +277,15 @@ def test_run_dir_states_and_what_may_start_in_them(tmp_path):
     with pytest.raises(KerasdiagError, match="interrupted run; resume it with trainer.resume"):
         check_run_dir(run_dir, load_config([*FAST, "trainer.resume=false"]))
 
+    # A tested (or NaN-stopped) run without its report is unfinished: the rerun writes the
+    # diagnosis and report; only the completion marker, written after report.html, finishes it.
     for marker in ("test_metrics.json", "nan.json"):
         _fake_run(tmp_path / marker, cfg, "metrics.csv", marker)
-        with pytest.raises(KerasdiagError, match=f"already holds a finished run \\({marker}\\)"):
-            check_run_dir(tmp_path / marker, cfg)
+        assert check_run_dir(tmp_path / marker, cfg) == "unfinished"
+    done = tmp_path / "complete"
+    _fake_run(done, cfg, "metrics.csv", "test_metrics.json", "report.html", RunLayout.COMPLETE)
+    with pytest.raises(KerasdiagError, match="already holds a finished run"):
+        check_run_dir(done, cfg)
 
 
 def test_a_run_dir_in_use_is_refused(tmp_path):
