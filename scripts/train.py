@@ -6,7 +6,9 @@ callback) validates it and the run directory before TensorFlow starts, then
 (``tuner=...``) or an ensemble (``ensemble=...``).
 
 Exit codes: 0 done; 2 bad input of any kind (config, data, run directory), with one line on
-stderr; 3 training stopped on a NaN/Inf loss (``nan.json`` in the run directory says where).
+stderr; 3 training stopped on a NaN/Inf loss (``nan.json`` in the run directory says where);
+130/143 stopped by SIGINT/SIGTERM at a safe point, backed up (one line: the same command
+resumes); see ``kerasdiag.cli.hydra_app`` for the others.
 
 The console shows kerasdiag's output, not TensorFlow's start-up lines (its banner, the oneDNN
 note, CUDA probing on a CPU machine, float64 graph warnings): see ``kerasdiag.core.console``.
@@ -34,7 +36,13 @@ from omegaconf import DictConfig  # noqa: E402
 
 from kerasdiag.cli import console_log, exit_on_user_error, load_inputs, run_app, task_started  # noqa: E402
 from kerasdiag.config import CONF_DIR, register_schema, validate_config  # noqa: E402
+from kerasdiag.core.io import remove_stale_temporaries  # noqa: E402
 from kerasdiag.core.naming import register_resolvers  # noqa: E402
+from kerasdiag.core.signals import (  # noqa: E402
+    install_stop_handlers,
+    raise_if_stop_requested,
+    resume_command,
+)
 
 register_schema()
 register_resolvers(CONF_DIR)  # --help's recipe list and run directories' names
@@ -45,13 +53,18 @@ def main(cfg: DictConfig) -> None:
     task_started()
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with console_log(Path(run_dir) / "train.log"), exit_on_user_error(run_dir):
+        # SIGTERM/SIGINT from here on: a backup at the next batch end, one line, exit 128+sig
+        install_stop_handlers(resume_command(sys.argv, None if multirun else run_dir))
+        remove_stale_temporaries(run_dir, recursive=True)  # a kill -9'd writer's leftovers
         if hydra_cfg.mode == RunMode.MULTIRUN:  # a single run was checked by the Preflight callback
             validate_config(cfg)
         data = load_inputs(cfg)  # bad data ends the run here, before TensorFlow starts
         from kerasdiag.cli.dispatch import run  # TensorFlow starts here
 
         run(cfg, run_dir, data=data)
+        raise_if_stop_requested("after the run was complete", resumable=False)
 
 
 if __name__ == "__main__":

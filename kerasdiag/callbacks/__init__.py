@@ -14,6 +14,7 @@ from kerasdiag.callbacks.curve_plotter import CurvePlotter
 from kerasdiag.callbacks.factory import monitor_callbacks
 from kerasdiag.callbacks.filter_images import FilterImages
 from kerasdiag.callbacks.gradient_monitor import GradientMonitor
+from kerasdiag.callbacks.interrupt import StopOnSignal
 from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.probe_batch import ProbeBatch
@@ -37,6 +38,7 @@ __all__ = [
     "ProbeBatch",
     "ProbeSchedule",
     "RestoreRawWeights",
+    "StopOnSignal",
     "TrainingDoctor",
     "UpdateRatioMonitor",
     "ema_weights",

@@ -12,9 +12,22 @@ directory that must survive ``kill -9``:
 - the state of other callbacks travels with it (``track=[...]``): EarlyStopping's wait, best
   and best weights, ReduceLROnPlateau's wait, cooldown and best;
 - a fit that already ended (all epochs, or stopped early) is not trained again;
-- verified: the SHA-256 of every file is written into ``state.json`` with it and checked
-  before a resume, so a file changed since (weights overwritten inside a valid HDF5 file, a
-  truncated ``.npz``) is refused in one line instead of resuming a different run.
+- verified: every file of the backup, ``state.json`` included, is listed with its SHA-256 in
+  ``manifest.json`` and checked before a resume, so anything changed since (weights
+  overwritten inside a valid HDF5 file, a truncated ``.npz``, an epoch number edited by hand,
+  a missing file) is refused in one line instead of resuming a different run;
+- by step: :meth:`RunBackup.save_step` backs up in the middle of an epoch (what
+  :class:`~kerasdiag.callbacks.interrupt.StopOnSignal` does on SIGTERM); the resumed ``fit``
+  replays the epoch's first steps without training (it draws their batches, so the data
+  stream stays where it was, and counts the optimizer's steps) and trains from the step after,
+  with the epoch's running metrics as they were: the epoch ends as the uninterrupted one did.
+
+The manifest (``{"format": 1, "current": GEN, "previous": GEN | null}``, a generation ``GEN``
+being ``{"state": SHA, "files": {name: SHA}}``) is written after the data files and before
+``state.json`` is renamed into place: a process killed between the two renames leaves the
+previous ``state.json``, which ``previous`` still vouches for (its files are deleted only
+once the new ``state.json`` is in place). ``state.json``'s digest is taken over its parsed
+content without the ``finished`` flag (set at train end, without a new manifest).
 
 The optimizer's variables are part of the weights file, so moments, the iteration count (hence
 the position of a per-step learning-rate schedule) and a plateau-reduced learning rate all
@@ -24,23 +37,32 @@ resume where they were; the layers' random streams (Keras' SeedGenerator states,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import keras
 import numpy as np
 
 from kerasdiag.core.errors import KerasdiagError
-from kerasdiag.core.io import atomic_path, remove_stale_temporaries, sha256_file, write_json_atomic
+from kerasdiag.core.io import (
+    atomic_path,
+    remove_stale_temporaries,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
 from kerasdiag.core.rundir import RunLayout
 
 # Counters and best values of keras' EarlyStopping and ReduceLROnPlateau (and any callback
 # that keeps its progress in attributes of these names).
 TRACKED_ATTRS = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
+MANIFEST = "manifest.json"
 
 
 class RunBackup(keras.callbacks.Callback):
@@ -77,23 +99,32 @@ class RunBackup(keras.callbacks.Callback):
                 raise ValueError(f"`track` must hold Keras callbacks. Received: {cb!r}")
         self.delete_on_train_end = bool(delete_on_train_end)
         self.restored_epoch: int | None = None  # epochs already done when fit started
+        self.restored_step: int = 0  # steps of the next epoch done when fit started
         self._pending_states: list[dict[str, Any]] | None = None
+        self._pending_metrics: list | None = None
         self._final_weights: list[np.ndarray] | None = None
+        self._replay = 0  # steps of the resumed epoch still to draw without training
+        self._train_function: Callable | None = None
 
     # -- restore ------------------------------------------------------------------------------
 
     def resume_epoch(self) -> int:
-        """Epochs the backup holds (0 without one): where the training data stream starts."""
-        state = read_backup_state(self.backup_dir, strict=False)
+        """Completed epochs the backup holds (0 without a valid one): where the training data
+        stream starts. A backup taken mid-epoch starts it at that epoch's beginning; ``fit``
+        then replays the steps already trained (see the module docstring)."""
+        try:
+            state = verified_backup_state(self.backup_dir)
+        except KerasdiagError:
+            return 0  # refused in on_train_begin, before anything trains
         return 0 if state is None else int(state["epoch"])
 
     def on_train_begin(self, logs=None):
-        self.restored_epoch = None
-        self._pending_states = self._final_weights = None
-        state = read_backup_state(self.backup_dir)
+        self.restored_epoch, self.restored_step = None, 0
+        self._pending_states = self._pending_metrics = self._final_weights = None
+        self._end_replay()  # a fit that left in the middle of a replay: its own function back
+        state = verified_backup_state(self.backup_dir)
         if state is None:
             return
-        verify_backup(self.backup_dir, state)
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)  # its variables are in the file
@@ -109,6 +140,7 @@ class RunBackup(keras.callbacks.Callback):
         _set_rng_states(model, state.get("rng"))
         states = state.get("callbacks", [])
         epochs = int(self.params.get("epochs", 0) or 0)
+        step = int(state.get("step") or 0)
         finished = (
             bool(state.get("finished"))
             or (epochs and state["epoch"] >= epochs)
@@ -122,11 +154,73 @@ class RunBackup(keras.callbacks.Callback):
             model._initial_epoch = max(epochs, self.restored_epoch)
             self._final_weights = self._best_weights_to_restore(states)
             print(f"RunBackup: training had finished ({self.restored_epoch} epochs); not repeated")
+            return
+        model._initial_epoch = self.restored_epoch
+        # Applied at the first epoch begin, after every callback's on_train_begin reset.
+        self._pending_states = states
+        if step:
+            self._start_replay(step, state.get("metrics"))
+            print(
+                f"RunBackup: resuming in epoch {self.restored_epoch + 1} after step {step} "
+                f"from {self.backup_dir}"
+            )
         else:
-            model._initial_epoch = self.restored_epoch
-            # Applied at the first epoch begin, after every callback's on_train_begin reset.
-            self._pending_states = states
             print(f"RunBackup: resuming after epoch {self.restored_epoch} from {self.backup_dir}")
+
+    def _start_replay(self, step: int, metrics: list | None) -> None:
+        """Make the resumed epoch's first ``step`` steps draw their batches without training.
+
+        The weights loaded hold the optimizer's step count at the interruption; it is set back
+        to the epoch's start and counted up again by the replayed steps, so the callbacks that
+        read it at the epoch's first batch (learning-rate record, monitors) see what the
+        uninterrupted run showed them. The epoch's running metrics come back at its first
+        replayed step.
+        """
+        model = self.model
+        self.restored_step = self._replay = int(step)
+        self._pending_metrics = metrics
+        iterations = getattr(model.optimizer, "iterations", None)
+        if iterations is not None:
+            iterations.assign(int(np.asarray(iterations.numpy())) - self._replay)
+        self._train_function = train_function = model.train_function
+        per_call = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+
+        def replay_then_train(iterator: Any) -> Any:
+            if self._replay <= 0:
+                return train_function(iterator)
+            for _ in range(per_call):
+                batch = next(iterator)  # the batch the interrupted run trained on: skip it
+            if self._pending_metrics is not None:
+                self._restore_metrics(batch)
+            if iterations is not None:
+                iterations.assign_add(per_call)
+            self._replay -= per_call
+            if self._replay <= 0:
+                self._end_replay()
+            return model.get_metrics_result()
+
+        model.train_function = replay_then_train
+
+    def _end_replay(self) -> None:
+        if self._train_function is not None:
+            self.model.train_function = self._train_function
+        self._train_function, self._replay = None, 0
+
+    def _restore_metrics(self, batch: Any) -> None:
+        """Put back the resumed epoch's running metric totals (fit reset them at its begin).
+
+        The compiled metrics get their variables at the first training step, which has not
+        run in this process: they are built here, symbolically, from the batch's shapes.
+        """
+        model, saved = self.model, self._pending_metrics or []
+        self._pending_metrics = None
+        if hasattr(model, "_symbolic_build"):
+            model._symbolic_build(data_batch=batch)
+        variables = _metric_variables(model)
+        if len(variables) != len(saved):
+            return  # another model or metric list: the epoch's metrics restart
+        for variable, value in zip(variables, saved, strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._pending_states is not None:
@@ -148,8 +242,22 @@ class RunBackup(keras.callbacks.Callback):
     # -- back up ------------------------------------------------------------------------------
 
     def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch + 1, 0)
+
+    def save_step(self, epoch: int, step: int) -> bool:
+        """Back up now, ``step`` steps into epoch ``epoch`` (from 0), e.g. on SIGTERM.
+
+        Returns False, keeping the backup there is, while the resumed epoch still replays
+        steps the backup already covers (the weights are those of a later step).
+        """
+        if self._replay > 0:
+            return False
+        self._save(int(epoch), int(step))
+        return True
+
+    def _save(self, epochs_done: int, step: int) -> None:
         self.backup_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"epoch{epoch + 1:04d}"
+        stem = f"epoch{epochs_done:04d}" + (f"-step{step:06d}" if step else "")
         weights = self.backup_dir / f"{stem}.weights.h5"
         checksums = {}
         with atomic_path(weights) as tmp:
@@ -167,14 +275,25 @@ class RunBackup(keras.callbacks.Callback):
                     checksums[path.name] = sha256_file(tmp)
                 saved["best_weights"] = path.name
             states.append(saved)
+        state: dict[str, Any] = {
+            "epoch": epochs_done, "step": step, "weights": weights.name, "callbacks": states,
+            "rng": _rng_states(self.model), "checksums": checksums, "finished": False,
+        }  # fmt: skip
+        if step:
+            state["metrics"] = [
+                np.asarray(v.numpy()).tolist() for v in _metric_variables(self.model)
+            ]
+        text = json.dumps(state, indent=2) + "\n"
+        current = {"state": _state_digest(json.loads(text)), "files": checksums}
         write_json_atomic(
-            self.backup_dir / RunLayout.BACKUP_STATE,
-            {"epoch": epoch + 1, "weights": weights.name, "callbacks": states,
-             "rng": _rng_states(self.model), "checksums": checksums, "finished": False},
-        )  # fmt: skip
-        self._remove_unreferenced(keep={weights.name, *(s.get("best_weights") for s in states)})
+            self.backup_dir / MANIFEST,
+            {"format": 1, "current": current, "previous": _generation_in_place(self.backup_dir)},
+        )
+        write_text_atomic(self.backup_dir / RunLayout.BACKUP_STATE, text)
+        self._remove_unreferenced(keep=set(checksums))
 
     def on_train_end(self, logs=None):
+        self._end_replay()
         if self._final_weights is not None:
             self.model.set_weights(self._final_weights)
             self._final_weights = None
@@ -183,20 +302,22 @@ class RunBackup(keras.callbacks.Callback):
             return
         state = read_backup_state(self.backup_dir, strict=False)
         if state is not None and not state.get("finished"):
+            # "finished" is left out of the manifest's digest: no new manifest needed
             write_json_atomic(self.backup_dir / RunLayout.BACKUP_STATE, {**state, "finished": True})
 
     def _remove_unreferenced(self, keep: set) -> None:
         remove_stale_temporaries(self.backup_dir)
+        fixed = {RunLayout.BACKUP_STATE, MANIFEST}
         for path in self.backup_dir.iterdir():
-            if path.name != RunLayout.BACKUP_STATE and path.name not in keep and path.is_file():
+            if path.name not in fixed and path.name not in keep and path.is_file():
                 path.unlink(missing_ok=True)
 
 
 def read_backup_state(backup_dir: str | os.PathLike, strict: bool = True) -> dict | None:
     """The backup's ``state.json`` (epoch, weights file, callback states), or None if none.
 
-    With ``strict``, an unreadable state is a one-line KerasdiagError (it is written atomically,
-    so this means someone else changed the folder).
+    Not verified: :func:`verified_backup_state` is what a resume reads. With ``strict``, an
+    unreadable state is a one-line KerasdiagError.
     """
     path = Path(backup_dir) / RunLayout.BACKUP_STATE
     if not path.is_file():
@@ -216,28 +337,89 @@ def read_backup_state(backup_dir: str | os.PathLike, strict: bool = True) -> dic
     return state
 
 
-def verify_backup(backup_dir: str | os.PathLike, state: dict) -> None:
-    """Check every file ``state`` names against the SHA-256 written with it.
+def verified_backup_state(backup_dir: str | os.PathLike) -> dict | None:
+    """The backup's state after checking every file it uses against ``manifest.json``.
 
-    A file changed after it was written (weights overwritten inside a still-valid HDF5 file,
-    a truncated ``.npz``) would resume a different run silently, or end in a traceback: it is a
-    one-line KerasdiagError naming the file and what to do. Backups written before checksums
-    existed are taken as they are.
+    None when there is no backup (or the very first one was cut off before its
+    ``state.json``). Anything that differs from the manifest (``state.json`` edited by hand,
+    weights overwritten inside a valid HDF5 file, a truncated ``.npz``, a missing file or
+    manifest) is a one-line KerasdiagError naming the file: resuming from it would not
+    continue this run.
     """
     backup_dir = Path(backup_dir)
-    for name, expected in (state.get("checksums") or {}).items():
+    state_path, manifest_path = backup_dir / RunLayout.BACKUP_STATE, backup_dir / MANIFEST
+    if not manifest_path.is_file():
+        if state_path.is_file():
+            _refuse(manifest_path, "it is missing", backup_dir)
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        generations = [g for g in (manifest["current"], manifest.get("previous")) if g]
+        for generation in generations:
+            if not isinstance(generation.get("state"), str) or not isinstance(
+                generation.get("files"), dict
+            ):
+                raise ValueError("malformed")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        _refuse(manifest_path, f"unreadable: {type(exc).__name__}", backup_dir)
+    if not state_path.is_file():
+        if manifest.get("previous") is None:
+            return None  # the first backup was cut off before its state.json: none yet
+        _refuse(state_path, "it is missing", backup_dir)
+    try:
+        state = json.loads(state_path.read_text())
+        digest = _state_digest(state)
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        _refuse(state_path, f"unreadable: {type(exc).__name__}", backup_dir)
+    generation = next((g for g in generations if g["state"] == digest), None)
+    if generation is None:
+        _refuse(state_path, f"it differs from {MANIFEST}: edited after it was written", backup_dir)
+    files = generation["files"]
+    for name, expected in files.items():
         path = backup_dir / str(name)
         try:
             actual = sha256_file(path)
+        except FileNotFoundError:
+            _refuse(path, "it is missing", backup_dir)
         except OSError as exc:
-            actual = f"unreadable ({exc.strerror or type(exc).__name__})"
+            _refuse(path, f"unreadable ({exc.strerror or type(exc).__name__})", backup_dir)
         if actual != expected:
-            what = actual if actual.startswith("unreadable") else "its checksum does not match"
-            raise KerasdiagError(
-                f"backup file {path} is corrupt ({what}: it changed after it was written); "
-                f"resuming from it would not continue this run. Delete {backup_dir} to train "
-                "this run from the start, or start a new run in a new directory"
+            _refuse(
+                path, "its checksum does not match: it changed after it was written", backup_dir
             )
+    used = [state.get("weights")] + [s.get("best_weights") for s in state.get("callbacks") or []]
+    for name in filter(None, used):
+        if name not in files:
+            _refuse(backup_dir / str(name), f"{MANIFEST} does not vouch for it", backup_dir)
+    if not isinstance(state.get("epoch"), int):
+        _refuse(state_path, "no epoch number", backup_dir)
+    return state
+
+
+def _refuse(path: Path, what: str, backup_dir: Path) -> NoReturn:
+    raise KerasdiagError(
+        f"backup file {path} is corrupt ({what}); resuming from it would not continue this "
+        f"run. Delete {backup_dir} to train this run from the start, or start a new run in a "
+        "new directory"
+    )
+
+
+def _state_digest(state: dict) -> str:
+    """SHA-256 of ``state.json``'s content as parsed, without the ``finished`` flag."""
+    content = {k: v for k, v in state.items() if k != "finished"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _generation_in_place(backup_dir: Path) -> dict | None:
+    """The manifest generation the ``state.json`` now in place matches (None if none): kept
+    as ``previous`` while a new backup is being committed."""
+    try:
+        manifest = json.loads((backup_dir / MANIFEST).read_text())
+        digest = _state_digest(json.loads((backup_dir / RunLayout.BACKUP_STATE).read_text()))
+        generations = [manifest.get("current"), manifest.get("previous")]
+        return next((g for g in generations if g and g.get("state") == digest), None)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def remove_backup(backup_dir: str | os.PathLike) -> None:
@@ -249,6 +431,12 @@ def _rng_variables(model: keras.Model) -> list[Any]:
     # Dropout's (and other layers') random streams: Keras' SeedGenerator states, which
     # save_weights leaves out. Without them a resumed run drops different units.
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _metric_variables(model: keras.Model) -> list[Any]:
+    # The running totals of the epoch's metrics (loss and compiled metrics): what a mid-epoch
+    # backup needs so that the resumed epoch reports the mean over all its steps.
+    return [v for m in model.metrics for v in m.variables]
 
 
 def _rng_states(model: keras.Model) -> list[list[int]]:

@@ -119,14 +119,35 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete temporary files an interrupted writer left in ``folder``; return them."""
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Delete temporary files an interrupted writer left in ``folder``; return them.
+
+    ``recursive`` looks in its subfolders too (what a run's start does for its directory).
+    A temporary whose writer (the process id in its name) is another process still alive
+    is kept: it may be that process's write in progress. This process's own are stale (a
+    process id reused after a restart, in a container).
+    """
     removed = []
-    for tmp in Path(folder).glob(f"{TMP_PREFIX}*"):
-        if tmp.is_file():
+    pattern = f"**/{TMP_PREFIX}*" if recursive else f"{TMP_PREFIX}*"
+    for tmp in Path(folder).glob(pattern):
+        if tmp.is_file() and not _writer_alive(tmp.name):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def _writer_alive(name: str) -> bool:
+    # atomic_path names its temporaries .tmp-PID-...
+    pid = name[len(TMP_PREFIX) :].split("-", 1)[0]
+    if not pid.isdigit() or int(pid) in (0, os.getpid()):
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, someone else's
+        return True
+    return True
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

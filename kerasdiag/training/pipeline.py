@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from kerasdiag.callbacks import evaluate_with_ema
+from kerasdiag.callbacks import StopOnSignal, evaluate_with_ema
 from kerasdiag.callbacks.base import MonitorWarning, WritesBarrier
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.callbacks.factory import Monitors, monitor_callbacks, probe_batch
@@ -142,6 +142,7 @@ def run_callbacks(
             run_dir / RunLayout.BACKUP, track=stateful, delete_on_train_end=not keep_backup
         )
         callbacks.append(backup)
+    callbacks.append(StopOnSignal.after(callbacks))  # SIGTERM/SIGINT: back up, leave fit
     return RunCallbacks(nan_stop, metrics, checkpoint, tensorboard, callbacks)
 
 

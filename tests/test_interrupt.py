@@ -1,0 +1,266 @@
+"""SIGTERM and SIGINT end a run politely (a backup at the step, one line, exit 128+signal) and
+the same command resumes it exactly; whatever a resume reads back is checked against the
+backup's manifest; a kill -9's temporary files are removed at the next start."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.io import TMP_PREFIX, remove_stale_temporaries
+
+from conftest import REPO
+
+SMALL = ["trainer.epochs=3", "data.limit=400", "sanity=off", "trainer.deterministic=true"]
+
+
+def _start(run_dir: Path, log: Path) -> subprocess.Popen:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *SMALL, f"hydra.run.dir={run_dir}"],
+        cwd=REPO, env=env, stdout=open(log, "w"), stderr=open(log.with_suffix(".err"), "w"),
+    )  # fmt: skip
+
+
+def _wait_for(proc: subprocess.Popen, log: Path, text: str, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None, log.read_text()[-3000:] + log.with_suffix(".err").read_text()
+        assert time.time() < deadline, f"no {text!r} after {timeout} s"
+        time.sleep(0.01)
+
+
+def _train(run_dir: Path, log: Path) -> tuple[int, str, str]:
+    proc = _start(run_dir, log)
+    return proc.wait(timeout=300), log.read_text(), log.with_suffix(".err").read_text()
+
+
+def _interrupted(run_dir: Path, log: Path, after: str, *signals: int):
+    proc = _start(run_dir, log)
+    _wait_for(proc, log, after)
+    for signum in signals:
+        proc.send_signal(signum)
+    return proc.wait(timeout=300), log.read_text(), log.with_suffix(".err").read_text()
+
+
+def _errors(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+
+
+def _temporaries(run_dir: Path) -> list[Path]:
+    return [p for p in run_dir.rglob(f"{TMP_PREFIX}*")]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> str:
+    """metrics.csv of the small deterministic run that nothing interrupts."""
+    run_dir = tmp_path_factory.mktemp("plain") / "run"
+    code, out, err = _train(run_dir, run_dir.parent / "plain.log")
+    assert code == 0, out[-2000:] + err[-2000:]
+    return (run_dir / "metrics.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("signum", "after"),
+    [(signal.SIGTERM, "Epoch 1/3"), (signal.SIGINT, "Epoch 2/3")],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signal_backs_up_at_the_step_and_the_same_command_resumes_exactly(
+    tmp_path, uninterrupted, signum, after
+):
+    run_dir = tmp_path / "run"
+    code, out, err = _interrupted(run_dir, tmp_path / "first.log", after, signum)
+    assert code == 128 + signum, out[-2000:] + err[-2000:]
+    lines = _errors(err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: stopped by {signal.Signals(signum).name} in epoch ")
+    assert "to resume, run the same command again: python " in lines[0]
+    assert f"hydra.run.dir={run_dir}" in lines[0]
+    assert "Traceback" not in err and not _temporaries(run_dir)
+    state = json.loads((run_dir / "backup" / "state.json").read_text())
+    assert state["step"] > 0  # a backup in the middle of the epoch, not at its end
+    assert not (run_dir / "test_metrics.json").exists()
+
+    code, out, err = _train(run_dir, tmp_path / "again.log")
+    assert code == 0, out[-2000:] + err[-2000:]
+    epoch = state["epoch"] + 1
+    assert f"RunBackup: resuming in epoch {epoch} after step {state['step']}" in out
+    assert (run_dir / "metrics.csv").read_text() == uninterrupted  # the same numbers
+    assert not (run_dir / "backup").exists() and not _temporaries(run_dir)
+
+
+def test_a_second_signal_while_stopping_ends_the_process_at_once(tmp_path):
+    run_dir = tmp_path / "run"
+    # Both arrive during the first step (its tracing takes seconds): the first asks for a
+    # stop at the batch end, the second does not wait for it. (Two of one kind sent at once
+    # may reach Python as one: the operating system keeps one pending signal per kind.)
+    log = tmp_path / "first.log"
+    code, _, err = _interrupted(run_dir, log, "Epoch 1/3", signal.SIGTERM, signal.SIGINT)
+    lines = _errors(err)  # either may be handled first (pending ones go by signal number)
+    assert len(lines) == 1 and " while stopping: ended at once; " in lines[0], err
+    second = signal.Signals[lines[0].split()[1]]
+    assert second in (signal.SIGTERM, signal.SIGINT) and code == 128 + second
+
+
+def test_a_state_json_edited_by_hand_is_refused_in_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    code, out, err = _interrupted(run_dir, tmp_path / "first.log", "Epoch 2/3", signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, out[-2000:] + err[-2000:]
+    state_path = run_dir / "backup" / "state.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "epoch": state["epoch"] + 2}))
+
+    code, out, err = _train(run_dir, tmp_path / "again.log")
+    assert code == 2, out[-2000:] + err[-2000:]
+    lines = _errors(err)
+    assert len(lines) == 1 and f"backup file {state_path} is corrupt" in lines[0], err
+    assert "Epoch " not in out and "resuming" not in out  # nothing trained
+
+
+def test_a_kill_9s_temporaries_are_removed_at_the_next_start(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, tmp_path / "first.log")
+    _wait_for(proc, tmp_path / "first.log", "Epoch 2/3")
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    # What a writer killed mid-write leaves (its process is gone): in the run directory and
+    # in a subfolder.
+    dead = proc.pid
+    left = [run_dir / f"{TMP_PREFIX}{dead}-x-metrics.csv",
+            run_dir / "checkpoints" / f"{TMP_PREFIX}{dead}-y-best.keras"]  # fmt: skip
+    for path in left:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half")
+    code, out, err = _train(run_dir, tmp_path / "again.log")
+    assert code == 0, out[-2000:] + err[-2000:]
+    assert not _temporaries(run_dir)
+    assert (run_dir / "metrics.csv").read_text() == uninterrupted
+
+
+def test_a_live_writers_temporary_is_kept(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = tmp_path / f"{TMP_PREFIX}{sleeper.pid}-a-x.json"
+        mine = tmp_path / "sub" / f"{TMP_PREFIX}{os.getpid()}-b-y.json"
+        mine.parent.mkdir()
+        live.write_text("{}")
+        mine.write_text("{}")
+        assert remove_stale_temporaries(tmp_path, recursive=True) == [mine]
+        assert live.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+# -- in a user's own fit ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def stop_handlers():
+    """install_stop_handlers for one test; pytest's own handlers come back after it."""
+    from kerasdiag.core import signals
+
+    saved = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    assert signals.install_stop_handlers()
+    yield signals
+    signals.forget_stop_request()
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def _fit(backup_dir: Path, *extra):
+    import keras
+
+    from kerasdiag.callbacks import StopOnSignal
+    from kerasdiag.callbacks.run_backup import RunBackup
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x.sum(axis=1) > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(2)])  # fmt: skip
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])  # fmt: skip
+    backup = RunBackup(backup_dir, delete_on_train_end=False)
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
+                        callbacks=[backup, StopOnSignal(backup), *extra])  # fmt: skip
+    return model, history
+
+
+def test_stop_on_signal_in_a_users_fit_resumes_at_the_step(tmp_path, stop_handlers):
+    import keras
+
+    class Preempt(keras.callbacks.Callback):  # the scheduler, in epoch 2 before its step 4
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if (self.epoch, batch) == (1, 3):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    plain, plain_history = _fit(tmp_path / "plain")
+    with pytest.raises(stop_handlers.RunInterrupted) as info:
+        _fit(tmp_path / "backup", Preempt())
+    assert info.value.exit_code == 143
+    assert str(info.value).startswith("stopped by SIGTERM in epoch 2 after step 4, backed up")
+    state = json.loads((tmp_path / "backup" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 4)
+
+    stop_handlers.forget_stop_request()
+    resumed, history = _fit(tmp_path / "backup")
+    assert history.epoch == [1, 2]
+    for key in ("loss", "accuracy"):  # epoch 2's mean over all its steps, as uninterrupted
+        assert history.history[key] == plain_history.history[key][1:]
+    for a, b in zip(resumed.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_commit_cut_between_manifest_and_state_resumes_the_previous_backup(tmp_path):
+    """kill -9 after the new manifest, before the new state.json: the old state, its files
+    still there, is what ``previous`` vouches for."""
+    from kerasdiag.callbacks.run_backup import verified_backup_state
+
+    backup = tmp_path / "backup"
+    _fit(backup)  # three epoch backups; the last one's state and manifest stay
+    state_path = backup / "state.json"
+    old_state = state_path.read_text()
+    state = json.loads(old_state)
+    manifest = json.loads((backup / "manifest.json").read_text())
+    # As if the next backup's manifest were written and the process then killed.
+    fake = {"state": "0" * 64, "files": {"next.weights.h5": "1" * 64}}
+    (backup / "manifest.json").write_text(json.dumps({**manifest, "current": fake,
+                                                      "previous": manifest["current"]}))  # fmt: skip
+    assert verified_backup_state(backup)["epoch"] == state["epoch"]
+
+    state_path.write_text(json.dumps({**state, "epoch": 1}))  # neither generation's
+    with pytest.raises(KerasdiagError, match=f"backup file {state_path} is corrupt"):
+        verified_backup_state(backup)
+    state_path.write_text(old_state)
+    (backup / "manifest.json").unlink()
+    with pytest.raises(KerasdiagError, match="manifest.json is corrupt .it is missing"):
+        verified_backup_state(backup)
+
+
+def test_an_extra_copy_of_the_backup_folder_is_checked_file_by_file(tmp_path):
+    from kerasdiag.callbacks.run_backup import verified_backup_state
+
+    backup = tmp_path / "backup"
+    _fit(backup)
+    copy = shutil.copytree(backup, tmp_path / "copy")
+    assert verified_backup_state(copy)["epoch"] == 3
+    weights = copy / json.loads((copy / "state.json").read_text())["weights"]
+    weights.unlink()
+    with pytest.raises(KerasdiagError, match=f"backup file {weights} is corrupt .it is missing"):
+        verified_backup_state(copy)
