@@ -12,8 +12,6 @@ Exit codes of ``scripts/train.py``:
 - 5: a distributed search worker lost its chief (one ``error:`` line);
 - 130, 143: stopped by SIGINT / SIGTERM (128 + the signal) at a safe point, backed up at
   that step: one ``error:`` line says how to resume (the same command);
-- 130, 143: stopped by SIGINT / SIGTERM (128 + the signal) at a safe point, backed up at
-  that step: one ``error:`` line says how to resume (the same command);
 - anything else: a bug in kerasdiag or a crash of TensorFlow (a traceback).
 """
 
