@@ -80,7 +80,9 @@ def test_sigkill_mid_run_then_resume_has_every_epoch_once(tmp_path):
     assert [int(ln.split(",")[0]) for ln in lines] == list(range(1, epochs + 1))
     # The step schedule continues where it was: the optimizer's iteration count came back.
     for epoch, row in rows.items():
-        assert math.isclose(row["learning_rate"], lr * 0.5 ** ((epoch - 1) // 2), rel_tol=1e-6), epoch
+        assert math.isclose(row["learning_rate"], lr * 0.5 ** ((epoch - 1) // 2), rel_tol=1e-6), (
+            epoch
+        )
     assert rows[epochs]["accuracy"] > 0.97  # and the weights too: digits learnt (0.998)
     assert (run_dir / "test_metrics.json").is_file()
     assert not (run_dir / "backup").exists() and not _leftovers(run_dir)
