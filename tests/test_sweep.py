@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 
-from kerasdiag.report.sweep import summarize_sweep
+from kerasdiag.report.sweep import selected_job, summarize_sweep, sweep_table
 
 from conftest import run_train
 
@@ -55,3 +55,22 @@ def test_a_sweep_over_models_stays_in_one_folder_and_each_run_is_titled_by_its_m
         rows = list(csv.DictReader(handle))
     assert [r["overrides"].split()[0] for r in rows] == ["model=mlp", "model=convnet"]
     assert "model convnet)" in (sweep / "1" / "report.html").read_text()
+
+
+def test_the_sweep_selects_on_validation_never_on_test():
+    def row(job, best_val, test_accuracy, monitor="val_accuracy"):
+        return {"job": job, "overrides": f"job={job}", "monitor": monitor, "best_val": best_val,
+                "test_accuracy": test_accuracy, "test_loss": 0.5, "diagnosis": "-",
+                "run_dir": f"sweep/{job}"}  # fmt: skip
+
+    # job 1 has the best test accuracy, job 0 the best validation score: job 0 is selected
+    rows = [row("0", 0.95, 0.90), row("1", 0.93, 0.94), row("2", float("nan"), 0.99)]
+    assert selected_job(rows) == 0
+    table = sweep_table(rows).splitlines()
+    assert table[2].split()[2] == "0.9500" and table[2].split()[3] == "*"
+    assert "*" not in table[3] and table[-1].startswith("* best val_accuracy: the job selected")
+    # a loss is selected by its minimum; a tie goes to the first job
+    losses = [row("0", 0.30, 0.9, "val_loss"), row("1", 0.20, 0.8, "val_loss"),
+              row("2", 0.20, 0.7, "val_loss")]  # fmt: skip
+    assert selected_job(losses) == 1
+    assert selected_job([row("0", float("nan"), 0.9)]) is None

@@ -111,29 +111,37 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _best_index(rows: list[dict[str, Any]], key: str) -> int | None:
+def selected_job(rows: list[dict[str, Any]]) -> int | None:
+    """The index of the job a sweep selects: the best validation score (``best_val``, by
+    its monitor's direction). Selection uses validation only: the test split is reported,
+    never chosen on, or its score would no longer estimate the chosen model's."""
+    monitor = rows[0]["monitor"] if rows else "val_accuracy"
     scored = [
-        (r[key], i)
+        (r["best_val"], i)
         for i, r in enumerate(rows)
-        if isinstance(r[key], float) and math.isfinite(r[key])
+        if isinstance(r["best_val"], float) and math.isfinite(r["best_val"])
     ]
-    return max(scored)[1] if scored else None
+    if not scored:
+        return None
+    sign = 1 if metric_mode(monitor) == "max" else -1
+    return max(scored, key=lambda pair: (sign * pair[0], -pair[1]))[1]  # ties: the first job
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> str:
-    """The jobs as a plain-text table, the best test accuracy marked with ``*``."""
+    """The jobs as a plain-text table, the one selected on validation marked with ``*``."""
     monitor = rows[0]["monitor"] if rows else "val_accuracy"
-    best = _best_index(rows, "test_accuracy")
+    best = selected_job(rows)
     lines = [["job", "overrides", f"best {monitor}", "test acc", "test loss", "diagnosis",
               "run dir"]]  # fmt: skip
     for i, r in enumerate(rows):
         mark = " *" if i == best else ""
-        lines.append([r["job"], r["overrides"] or "(none)", _cell(r["best_val"]),
-                      _cell(r["test_accuracy"]) + mark, _cell(r["test_loss"]), r["diagnosis"],
+        lines.append([r["job"], r["overrides"] or "(none)", _cell(r["best_val"]) + mark,
+                      _cell(r["test_accuracy"]), _cell(r["test_loss"]), r["diagnosis"],
                       r["run_dir"]])  # fmt: skip
     text = format_table(lines).splitlines()
     text.insert(1, "-" * len(text[0]))
-    return "\n".join(text) + ("\n* best test accuracy" if best is not None else "")
+    note = f"\n* best {monitor}: the job selected on validation (its test score is reported)"
+    return "\n".join(text) + (note if best is not None else "")
 
 
 def render_html(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
@@ -153,7 +161,7 @@ def render_html(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
     )
     return env.get_template("multirun.html.j2").render(
         jobs=jobs,
-        best=_best_index(rows, "test_accuracy"),
+        best=selected_job(rows),
         monitor=rows[0]["monitor"] if rows else "val_accuracy",
         sweep=str(sweep_dir.resolve()),
     )
