@@ -231,3 +231,18 @@ def test_no_yaml_repeats_a_dataclass_default(group):
 def test_aliases_compose_like_their_originals():
     for alias, original in (("sgd_nesterov", "nesterov"), ("sgd_momentum", "momentum")):
         assert load_config([f"optimizer={alias}"]) == load_config([f"optimizer={original}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("trainer.epoch=3", "trainer.epoch='3': Key 'epoch' not in 'TrainerConfig' (did you mean trainer.epochs?)"),
+        ("model.hiden_units=[3]", "model.hiden_units='[3]': Key 'hiden_units' is not in struct (did you mean model.hidden_units?)"),
+        ("+trainer.epoch=3", "trainer.epoch=3: unknown key (not in the config schema) (did you mean trainer.epochs?)"),
+        ("trainer.zzzzqq=1", "trainer.zzzzqq='1': Key 'zzzzqq' not in 'TrainerConfig'"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_shows_the_value_typed_and_the_closest_key(override, line):
+    with pytest.raises(ConfigError) as info:
+        load_config([override])
+    assert str(info.value) == f"invalid config: {line}"

@@ -127,7 +127,7 @@ def run_app(main: Callable[[], Any]) -> None:
     except (HydraException, OmegaConfBaseException) as exc:
         if _task_started:
             raise
-        fail(str(composition_error(exc)))
+        fail(str(composition_error(exc, sys.argv[1:])))
     except OSError as exc:  # Hydra writing its .hydra/ files or opening train.log
         if _task_started:
             raise

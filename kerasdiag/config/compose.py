@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 from collections.abc import Iterator, Sequence
@@ -47,7 +48,7 @@ def load_config(overrides: Sequence[str] = (), validate: bool = True) -> DictCon
     try:
         cfg = _compose(overrides)
     except Exception as exc:  # Hydra's and OmegaConf's many composition errors
-        raise composition_error(exc) from None
+        raise composition_error(exc, overrides) from None
     if validate:
         validate_config(cfg)
     return cfg
@@ -60,12 +61,14 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
-def composition_error(exc: BaseException) -> ConfigError:
+def composition_error(exc: BaseException, overrides: Sequence[str] = ()) -> ConfigError:
     """A one-line ConfigError from a Hydra/OmegaConf composition error, made from its fields.
 
     Hydra's exceptions carry the override (``OverrideParseException.override``), the missing
     option (``MissingConfigException.missing_cfg_file`` and ``.options``); OmegaConf's, raised
-    as their cause, the full key and the value (``full_key``, ``value``, ``msg``).
+    as their cause, the full key and the value (``full_key``, ``value``, ``msg``). A key the
+    schema lacks has no value there: the one typed is taken from ``overrides`` (the command
+    line's), and the schema's closest key is offered.
     """
     if isinstance(exc, ConfigError):
         return exc
@@ -83,9 +86,34 @@ def composition_error(exc: BaseException) -> ConfigError:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         # msg is OmegaConf's own sentence, before the lines that repeat full_key and the types
         reason = (getattr(cause, "msg", None) or str(cause)).strip().splitlines()[0]
-        return ConfigError(str(cause.full_key), getattr(cause, "value", None), _one_line(reason))
+        key, value = str(cause.full_key), getattr(cause, "value", None)
+        if value is None:
+            value = typed_value(key, overrides)
+        if "not in" in reason:  # OmegaConf's "Key 'x' not in 'Section'" / "is not in struct"
+            reason += close_key_hint(key)
+        return ConfigError(key, value, _one_line(reason))
     # Errors without fields (an interpolation Hydra cannot resolve, ...): Hydra's first line.
     return ConfigError("overrides", None, _one_line(str(exc)) or type(exc).__name__)
+
+
+def typed_value(key: str, overrides: Sequence[str]) -> str | None:
+    """The value ``overrides`` (``key=value`` strings, ``+`` or ``~`` allowed) gave ``key``."""
+    for override in overrides:
+        name, sep, value = str(override).partition("=")
+        if sep and name.lstrip("+~") == key:
+            return value
+    return None
+
+
+def close_key_hint(key: str) -> str:
+    """``" (did you mean trainer.epochs?)"``: the schema's closest key in the same section,
+    or "" when none is close."""
+    section, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(_schema(), section) if section else _schema()
+    if not isinstance(node, DictConfig):
+        return ""
+    match = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=1, cutoff=0.6)
+    return f" (did you mean {section + '.' if section else ''}{match[0]}?)" if match else ""
 
 
 def _one_line(text: str) -> str:
@@ -100,7 +128,11 @@ def validate_config(cfg: DictConfig) -> None:
     """
     _check_resolvable(cfg)
     for key in _unknown_keys(cfg, _schema()):
-        raise ConfigError(key, OmegaConf.select(cfg, key), "unknown key (not in the config schema)")
+        raise ConfigError(
+            key,
+            OmegaConf.select(cfg, key),
+            "unknown key (not in the config schema)" + close_key_hint(key),
+        )
     for check in VALIDATORS:
         check(cfg)
 
