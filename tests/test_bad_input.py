@@ -160,3 +160,18 @@ def test_a_failed_trial_keeps_its_one_line_not_keras_tuners_traceback():
     LostLease()._try_run_and_update_trial(trial)
     assert trial.status == trial_module.TrialStatus.FAILED
     assert trial.message == "trial 3 abandoned: this worker's lease"
+
+
+def test_a_run_refused_before_training_leaves_no_empty_outputs_folder(tmp_path):
+    # Hydra's default run directory (outputs/<recipe>/<time>) with its parents made for it: a
+    # refusal removes the folders this process made, and none that were there before.
+    proc = run_train("data.batch_size=100000000", cwd=tmp_path)
+    assert proc.returncode == 2 and "data.batch_size=100000000" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "outputs" / "theirs").mkdir(parents=True)
+    proc = run_train("data.batch_size=100000000", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "outputs",
+        "outputs/theirs",
+    ]

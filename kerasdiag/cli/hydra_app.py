@@ -53,6 +53,9 @@ MIN_FREE_BYTES = 64 * 1024
 # made for this process alone). Only a directory it made may be removed when the run is
 # refused: another process may be starting in one it found.
 _made_run_dir: bool | None = None
+# The run directory's ancestors this process made (outputs/, outputs/<recipe>/ of a first run):
+# a run refused before it wrote anything leaves them empty, and they go with it.
+_made_parents: list[Path] = []
 _task_started = False
 # An open descriptor of the run directory, flock()ed from the preflight until this process
 # exits: the directory is claimed before Hydra or this process writes a byte into it, so a
@@ -208,7 +211,9 @@ def _claim_creation(run_dir: Path, explicit: bool, exclusive: bool = True) -> No
     global _made_run_dir, _run_dir
     _run_dir = run_dir  # Hydra's own (timestamped) one too: removable when left empty
     try:
+        missing = [p for p in run_dir.absolute().parents if not p.exists()]
         run_dir.parent.mkdir(parents=True, exist_ok=True)
+        _made_parents[:] = missing  # deepest first
         probe = run_dir.parent
         if explicit:
             try:
@@ -358,6 +363,9 @@ def _discard_if_empty(run_dir: Path) -> None:
         RunLayout.LOCK
     }:
         shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in _made_parents:  # deepest first; rmdir leaves a folder others wrote in
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 def _hydra_default(run_dir: Path) -> bool:
