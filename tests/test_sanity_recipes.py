@@ -13,7 +13,7 @@ from kerasdiag.config import load_config
 from kerasdiag.data import load_dataset
 from kerasdiag.modeling.factory import build_model
 
-CIFAR_RECIPES = ["cifar_softmax", "cifar_svm", "cifar_focal"]
+CIFAR_RECIPES = ["cifar_softmax", "cifar_svm", "cifar_focal", "cifar_fast"]
 
 
 @pytest.mark.parametrize("recipe", ["digits_softmax", *CIFAR_RECIPES])
