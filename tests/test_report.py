@@ -23,6 +23,7 @@ from kerasdiag.callbacks import (
 from kerasdiag.config import load_config
 from kerasdiag.core.io import write_json_atomic, write_text_atomic
 from kerasdiag.core.rundir import RunLayout
+from kerasdiag.core.timings import StageClock
 from kerasdiag.data import load_dataset
 from kerasdiag.report import build_report
 from kerasdiag.report.builder import read_histograms
@@ -33,6 +34,7 @@ from kerasdiag.training.pipeline import (
     evaluate_test,
     fit,
     model_summary_text,
+    record_watch_costs,
     run_sanity,
     training_callbacks,
     write_test_confusion,
@@ -59,18 +61,26 @@ def full_run(tmp_path_factory) -> Path:
             "sanity.lr_range=true",
         ]
     )
-    data = load_dataset(cfg.data)
-    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    write_json_atomic(run_dir / "data.json", data.summary())
-    model = build_model(cfg, data)
-    write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
-    run_sanity(cfg, model, data, run_dir)
+    clock = StageClock(run_dir / RunLayout.TIMINGS)
+    with clock.stage("data"):
+        data = load_dataset(cfg.data)
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_json_atomic(run_dir / "data.json", data.summary())
+    with clock.stage("model"):
+        model = build_model(cfg, data)
+        write_text_atomic(run_dir / "summary.txt", model_summary_text(model))
+    with clock.stage("sanity"):
+        run_sanity(cfg, model, data, run_dir)
     monitors = monitor_callbacks(cfg.monitors, run_dir, data)
     doctor = TrainingDoctor(monitors=monitors.measured, path=run_dir / "doctor.json", verbose=0)
-    fit(cfg, model, data, [*training_callbacks(cfg, run_dir, data), *monitors.all, doctor])
-    write_json_atomic(run_dir / "test_metrics.json", evaluate_test(cfg, model, data))
-    write_test_confusion(cfg, model, data, run_dir / RunLayout.TEST_CONFUSION)
-    diagnose(run_dir)
+    with clock.stage("training"):
+        fit(cfg, model, data, [*training_callbacks(cfg, run_dir, data), *monitors.all, doctor])
+    record_watch_costs(clock, [*monitors.all, doctor])
+    with clock.stage("test"):
+        write_json_atomic(run_dir / "test_metrics.json", evaluate_test(cfg, model, data))
+        write_test_confusion(cfg, model, data, run_dir / RunLayout.TEST_CONFUSION)
+    with clock.stage("diagnosis"):
+        diagnose(run_dir)
     build_report(run_dir)
     return run_dir
 
@@ -129,6 +139,7 @@ def test_full_report_renders_every_section(full_run):
         "model",
         "config",
         "files",
+        "time",
     ]
     for name, content in found.items():
         assert "class=absent" not in content, (name, content[:300])
@@ -138,6 +149,10 @@ def test_full_report_renders_every_section(full_run):
     assert "learning-rate range test" in alts and "divided by 10" in found["lr-range"]
     assert "initial_loss" in found["sanity"] and "overfit" in found["sanity"]
     assert "hidden1_dense/kernel" in found["gradcheck"]
+    # where the time went: every step the run took, the probes as part of training
+    for stage in ("data", "model", "sanity", "training", "training: monitors&#39; probes",
+                  "training: doctor", "test", "diagnosis", "sanity: overfit"):  # fmt: skip
+        assert f"<td>{stage}</td>" in found["time"], stage
     assert "1222 / 216 / 359" in found["data"]
     assert "recipe: digits_softmax" in found["config"]
     test_accuracy = json.loads((full_run / "test_metrics.json").read_text())["accuracy"]

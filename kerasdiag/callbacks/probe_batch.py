@@ -75,6 +75,7 @@ class ProbeBatch:
         self._users: weakref.WeakSet = weakref.WeakSet()
         self._extractors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._last: tuple[weakref.ref, stats.Probe] | None = None
+        self.seconds = 0.0  # spent in probe passes (extractors' traces included): a run's cost
 
     @classmethod
     def of(cls, x: Any, y: Any = None) -> ProbeBatch:
@@ -126,7 +127,7 @@ class ProbeBatch:
                 gradients |= (
                     user.probe_kind == GRADIENTS and cached.grads is None and self.y is not None
                 )
-        extractor = None
+        extractor, start = None, time.perf_counter()
         if activations:
             try:
                 extractor = self.extractor(model)
@@ -137,6 +138,7 @@ class ProbeBatch:
         cached.merge(
             stats.probe_model(model, self.x, self.y if gradients else None, extractor=extractor)
         )
+        self.seconds += time.perf_counter() - start
         self._last = (weakref.ref(model), cached)
         return cached
 

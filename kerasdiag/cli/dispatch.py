@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from kerasdiag.core.timings import process_age
 from kerasdiag.data import Dataset
 from kerasdiag.ensemble import run_ensemble
 from kerasdiag.search import run_search
@@ -21,4 +22,4 @@ def run(cfg: DictConfig, run_dir: str | Path, data: Dataset | None = None) -> di
         return run_search(cfg, Path(run_dir))
     if cfg.ensemble.name != "none":
         return run_ensemble(cfg, Path(run_dir))
-    return run_training(cfg, run_dir, data=data)
+    return run_training(cfg, run_dir, data=data, startup_seconds=process_age())

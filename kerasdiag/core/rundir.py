@@ -76,6 +76,7 @@ class RunLayout:
     TEST_CONFUSION = "test_confusion.json"
     DIAGNOSIS = "diagnosis.json"
     REPORT = "report.html"
+    TIMINGS = "timings.jsonl"  # seconds per stage, a line appended as each ends
     # Written last, after report.html: the run is complete. A marker of its own, not
     # report.html itself, because ``scripts/report.py`` may build a report in any directory,
     # an interrupted run's too, and that must not make the run count as finished.

@@ -52,6 +52,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("model", "Model", contents.model),
     Section("config", "Config", contents.config),
     Section("files", "Files", contents.files),
+    Section("time", "Where the time went", contents.time_spent),
 )
 
 # A malformed file fails its own section, shown in one line, not the page.

@@ -25,6 +25,7 @@ from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.callbacks.factory import Monitors, monitor_callbacks, probe_batch
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError, first_non_finite
+from kerasdiag.callbacks.probe_batch import ProbeBatch
 from kerasdiag.callbacks.restore_raw_weights import ema_weights
 from kerasdiag.callbacks.run_backup import RunBackup, remove_backup
 from kerasdiag.callbacks.training_doctor import TrainingDoctor
@@ -35,6 +36,7 @@ from kerasdiag.core.faults import kill_point, kill_target
 from kerasdiag.core.io import atomic_path, write_json_atomic, write_text_atomic
 from kerasdiag.core.metrics import metric_mode
 from kerasdiag.core.rundir import RunLayout, claim_run_dir, read_metrics_csv
+from kerasdiag.core.timings import StageClock
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.data.pipeline import make_epoch_dataset
 from kerasdiag.diagnosis import confusion_summary, diagnose, failed_stages
@@ -317,7 +319,7 @@ def save_ema_model(model: keras.Model, path: Path) -> None:
         model.save(tmp)
 
 
-def finish_run(cfg: DictConfig, run_dir: Path) -> None:
+def finish_run(cfg: DictConfig, run_dir: Path, clock: StageClock | None = None) -> None:
     """Diagnose the run from its files (``diagnosis.json``), write ``report.html``, then the
     completion marker (``RunLayout.COMPLETE``): from then on the directory is finished.
 
@@ -325,10 +327,12 @@ def finish_run(cfg: DictConfig, run_dir: Path) -> None:
     report is where a person reads what happened. A rerun of a run killed after its
     diagnosis keeps the ``diagnosis.json`` written then (the diagnosis reads the run's
     files only, so it would be the same) and writes the report; one killed after the report
-    keeps it too and writes the marker.
+    keeps it too and writes the marker. ``clock`` times the diagnosis and the report.
     """
+    clock = clock or StageClock(run_dir / RunLayout.TIMINGS)
     diagnosis = run_dir / RunLayout.DIAGNOSIS
-    findings = diagnose(run_dir, write=not diagnosis.is_file())
+    with clock.stage("diagnosis"):
+        findings = diagnose(run_dir, write=not diagnosis.is_file())
     kill_point("diagnosis")
     print("diagnosis:" if findings else "diagnosis: no symptoms found")
     for finding in findings:
@@ -338,7 +342,8 @@ def finish_run(cfg: DictConfig, run_dir: Path) -> None:
         # None yet, or one built before the run ended (``scripts/report.py`` on an
         # interrupted run): stale, and it would list itself among the run's files.
         report.unlink(missing_ok=True)
-        report = build_report(run_dir)
+        with clock.stage("report"):
+            report = build_report(run_dir)
     # else: written by a process killed before the marker; the files it shows are final
     kill_point("report")
     write_text_atomic(run_dir / RunLayout.COMPLETE, "")
@@ -388,12 +393,15 @@ def run_training(
     data: Dataset | None = None,
     sanity: bool = True,
     every_epoch: bool = False,
+    startup_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Run one whole training recipe in ``run_dir`` and return its summary.
 
     ``data`` reuses splits already loaded (ensemble members share theirs); ``sanity=False``
     skips the pre-training checks; ``every_epoch`` keeps every epoch's checkpoint besides the
-    best (checkpoint ensembles). With ``optimizer.use_ema`` the moving average of the weights
+    best (checkpoint ensembles). Each stage's seconds go to ``timings.jsonl``, after
+    ``startup_seconds`` (what the process spent before the run: imports, config, data) when
+    given. With ``optimizer.use_ema`` the moving average of the weights
     is saved as ``ema.keras`` too.
 
     Writes ``config.yaml``, ``data.json``, ``summary.txt``, ``sanity.json``,
@@ -410,16 +418,21 @@ def run_training(
     run_dir = Path(run_dir)
     with claim_run_dir(run_dir, cfg):
         started = time.time()
+        clock = StageClock(run_dir / RunLayout.TIMINGS)
+        if startup_seconds is not None:
+            clock.record("start-up", startup_seconds)
         nan_record = run_dir / RunLayout.NAN
         if nan_record.is_file():
             # A NaN-stopped run killed before its report: write it, and end as that run did.
-            finish_run(cfg, run_dir)
+            finish_run(cfg, run_dir, clock)
             raise NonFiniteLossError(json.loads(nan_record.read_text()))
         if not (run_dir / RunLayout.TEST_METRICS).is_file():
-            train_and_test(cfg, run_dir, data=data, sanity=sanity, every_epoch=every_epoch)
+            train_and_test(
+                cfg, run_dir, data=data, sanity=sanity, every_epoch=every_epoch, clock=clock
+            )
         # else: trained and tested by an earlier process, killed before its report
         remove_backup(run_dir / RunLayout.BACKUP)
-        finish_run(cfg, run_dir)
+        finish_run(cfg, run_dir, clock)
 
         # From the files, not fit's history: a resumed run's history lacks earlier epochs.
         rows = read_metrics_csv(run_dir / RunLayout.METRICS)
@@ -446,36 +459,45 @@ def train_and_test(
     data: Dataset | None = None,
     sanity: bool = True,
     every_epoch: bool = False,
+    clock: StageClock | None = None,
 ) -> None:
     """The recorded steps of a run up to its test: sanity (``sanity.json``), the epochs
     (``metrics.csv``, the monitors, ``backup/``), the test (``test_confusion.json``, then
     ``test_metrics.json``, the step's record). Each step a killed process had recorded is
     not done again: sanity is skipped, ``fit`` resumes after the backed-up epoch (or, all
     epochs done, trains none and puts the final weights back). A NaN/Inf loss or a failed
-    ``sanity.fail_fast`` stage writes the report and raises.
+    ``sanity.fail_fast`` stage writes the report and raises. ``clock`` times each step.
     """
-    data = prepare_run(cfg, run_dir, data)
+    clock = clock or StageClock(run_dir / RunLayout.TIMINGS)
+    with clock.stage("data"):
+        data = prepare_run(cfg, run_dir, data)
     if cfg.optimizer.lr == "auto":  # the learning-rate range test's suggestion
-        cfg = with_auto_lr(cfg, data, run_dir)
-    model = build_model(cfg, data)
-    if not (run_dir / RunLayout.SUMMARY).is_file():
-        write_text_atomic(run_dir / RunLayout.SUMMARY, model_summary_text(model))
+        with clock.stage("learning-rate range test"):
+            cfg = with_auto_lr(cfg, data, run_dir)
+    with clock.stage("model"):
+        model = build_model(cfg, data)
+        if not (run_dir / RunLayout.SUMMARY).is_file():
+            write_text_atomic(run_dir / RunLayout.SUMMARY, model_summary_text(model))
     try:
         if sanity:
-            run_sanity(cfg, model, data, run_dir)
+            with clock.stage("sanity"):
+                run_sanity(cfg, model, data, run_dir)
     except KerasdiagError:  # sanity.fail_fast: the report shows the failed stage
-        finish_run(cfg, run_dir)
+        finish_run(cfg, run_dir, clock)
         raise
     kill_point("sanity")
 
-    callbacks = run_callbacks(cfg, run_dir, data, keep_backup=True, every_epoch=every_epoch)
-    try:
-        fit(cfg, model, data, [*callbacks.all, *kill_point_callbacks()])
-    except NonFiniteLossError as exc:
-        error = record_nan_stop(run_dir, exc.record, callbacks)
-        finish_run(cfg, run_dir)
-        raise error from None
+    with clock.stage("training"):
+        callbacks = run_callbacks(cfg, run_dir, data, keep_backup=True, every_epoch=every_epoch)
+        try:
+            fit(cfg, model, data, [*callbacks.all, *kill_point_callbacks()])
+        except NonFiniteLossError as exc:
+            error = record_nan_stop(run_dir, exc.record, callbacks)
+            finish_run(cfg, run_dir, clock)
+            raise error from None
+    record_watch_costs(clock, callbacks.all)
     kill_point("fit")
+    test_started = time.perf_counter()
     rows = callbacks.metrics.rows
     ema_scores = None
     if cfg.optimizer.use_ema:  # the average at the end of training, as ema.keras holds
@@ -496,6 +518,7 @@ def train_and_test(
     # test_metrics.json last: its presence says the test step is recorded whole
     write_test_confusion(cfg, model, data, run_dir / RunLayout.TEST_CONFUSION)
     write_json_atomic(run_dir / RunLayout.TEST_METRICS, test_metrics)
+    clock.record("test", time.perf_counter() - test_started)
     kill_point("test")
 
 
@@ -519,6 +542,20 @@ def kill_point_callbacks() -> list[keras.callbacks.Callback]:
     otherwise none, so a normal ``fit`` has no extra batch hook."""
     target = kill_target()
     return [_KillPoints()] if target is not None and target[0] in ("epoch", "step") else []
+
+
+def record_watch_costs(clock: StageClock, callbacks: list[keras.callbacks.Callback]) -> None:
+    """The monitors' probe passes and the doctor's own measurements, as parts of training."""
+    probes = {
+        id(cb.probe): cb.probe
+        for cb in callbacks
+        if isinstance(getattr(cb, "probe", None), ProbeBatch)
+    }
+    if probes:
+        clock.record("training: monitors' probes", sum(p.seconds for p in probes.values()))
+    for cb in callbacks:
+        if isinstance(cb, TrainingDoctor):
+            clock.record("training: doctor", cb.probe_seconds)
 
 
 def record_nan_stop(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kerasdiag.core.rundir import RunLayout
+from kerasdiag.core.timings import PART_SEPARATOR, read_timings, stage_totals
 from kerasdiag.report import plots
 from kerasdiag.report.blocks import (
     Block,
@@ -84,3 +85,28 @@ def _size(path: Path) -> str:
             return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
         total /= 1024
     return f"{total} B"
+
+
+def time_spent(run: RunContext) -> list[Block]:
+    """Where the run's time went, stage by stage (``timings.jsonl``); the sanity stages'
+    own seconds from ``sanity.json``. The report is written after this page is rendered, so
+    its own seconds are in the file, not here."""
+    timings = read_timings(run.path / RunLayout.TIMINGS)
+    if not timings:
+        return [absent(f"no {RunLayout.TIMINGS} (a run from before stages were timed)")]
+    totals = stage_totals(timings)
+    whole = sum(seconds for stage, seconds in totals if PART_SEPARATOR not in stage)
+    rows = [
+        (stage, f"{seconds:.2f}", f"{seconds / whole:.1%}" if whole else "-")
+        for stage, seconds in totals
+    ]
+    for stage in run.stages or []:
+        if stage.get("seconds") is not None:
+            rows.append((f"sanity: {stage['name']}", f"{stage['seconds']:.2f}",
+                         f"{stage['seconds'] / whole:.1%}" if whole else "-"))  # fmt: skip
+    out = [table_block(("stage", "seconds", "share"), rows)]
+    processes = len({t["pid"] for t in timings})
+    if processes > 1:
+        out.append(note(f"summed over the {processes} processes that worked on this run "
+                        "(it was interrupted and resumed)"))  # fmt: skip
+    return out

@@ -1,0 +1,91 @@
+"""Where a run's time went: seconds per stage, one JSON line appended as each stage ends.
+
+The pipeline times its stages (start-up and imports, data, model, sanity, training, test,
+diagnosis, report) with a :class:`StageClock`; the report's last section and
+``benchmarks/bench_default_run.py`` read them back with :func:`read_timings`. A line is
+appended, never rewritten, so a resumed run keeps its first process's lines and adds its own
+(each line carries its process id); a line cut short by a kill is skipped when read.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "timings.jsonl"
+    >>> clock = StageClock(path)
+    >>> with clock.stage("data"):
+    ...     pass
+    >>> clock.record("training: probes", 0.25)
+    >>> [(t["stage"], round(t["seconds"], 2)) for t in read_timings(path)]
+    [('data', 0.0), ('training: probes', 0.25)]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# A stage that holds others: "training: probes" is part of "training" (its name's prefix).
+PART_SEPARATOR = ": "
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (interpreter start-up and imports included), or
+    None where the system does not say (only Linux's /proc is read)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+class StageClock:
+    """Times named stages into a JSON-lines file (``RunLayout.TIMINGS`` of a run)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block; the line is written when it ends, also when it raises (a stage
+        that fails still cost its time)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(name, time.perf_counter() - start)
+
+    def record(self, name: str, seconds: float) -> None:
+        """Append one stage's seconds (a part of another: ``"training: probes"``)."""
+        line = json.dumps({"stage": name, "seconds": round(float(seconds), 4), "pid": os.getpid()})
+        with open(self.path, "a") as out:
+            out.write(line + "\n")
+
+
+def read_timings(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The stages in the order they ended; ``[]`` when there is no file. Lines that do not
+    parse (one cut short by a kill) are left out."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            found.append({"stage": str(entry["stage"]), "seconds": float(entry["seconds"]),
+                          "pid": entry.get("pid")})  # fmt: skip
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def stage_totals(timings: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """Seconds per stage summed over the run's processes, in first-seen order."""
+    totals: dict[str, float] = {}
+    for entry in timings:
+        totals[entry["stage"]] = totals.get(entry["stage"], 0.0) + entry["seconds"]
+    return list(totals.items())
