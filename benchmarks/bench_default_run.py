@@ -7,14 +7,13 @@ even ones): ``python scripts/train.py`` (every check, monitor, the doctor, the r
 ``benchmarks/plain_keras_digits.py`` (same data, split sizes, MLP, optimizer, 20 epochs, best
 checkpoint, test). For each it takes the wall time and the CPU time of the process (user +
 system, all threads, from the children's resource usage), prints every pair and the medians of
-the per-pair ratios, and the default run's own breakdown by stage (``timings.json`` of its run
+the per-pair ratios, and the default run's own breakdown by stage (``timings.jsonl`` of its run
 directory, also in the report's footer).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -23,6 +22,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from kerasdiag.core.rundir import RunLayout
+from kerasdiag.core.timings import PART_SEPARATOR, read_timings, stage_totals
 
 ROOT = Path(__file__).resolve().parents[1]
 # this checkout's kerasdiag, whatever is installed
@@ -48,14 +50,13 @@ def timed(command: list[str]) -> tuple[float, float]:
 
 
 def stage_table(run_dir: Path) -> str:
-    """The run's own breakdown (timings.json), one stage a line."""
-    path = run_dir / "timings.json"
-    if not path.is_file():
-        return "(no timings.json in the run directory)"
-    stages = json.loads(path.read_text())["stages"]
-    total = sum(s["seconds"] for s in stages)
+    """The run's own breakdown (``timings.jsonl``), one stage a line."""
+    totals = stage_totals(read_timings(run_dir / RunLayout.TIMINGS))
+    if not totals:
+        return f"(no {RunLayout.TIMINGS} in the run directory)"
+    whole = sum(seconds for stage, seconds in totals if PART_SEPARATOR not in stage)
     return "\n".join(
-        f"  {s['stage']:<24}{s['seconds']:>8.2f} s  {s['seconds'] / total:>6.1%}" for s in stages
+        f"  {stage:<28}{seconds:>8.2f} s  {seconds / whole:>6.1%}" for stage, seconds in totals
     )
 
 
