@@ -164,11 +164,17 @@ def histograms(panels: Mapping[str, Sequence[tuple[str, np.ndarray]]], max_panel
         for (label, buckets), color in zip(panels[name], ("0.6", "tab:blue"), strict=False):
             buckets = np.asarray(buckets, dtype=np.float64)
             left, right, count = buckets[:, 0], buckets[:, 1], buckets[:, 2]
-            width = np.where(right > left, right - left, 1e-3)
-            ax.bar(left, count, width=width, align="edge", color=color, alpha=0.6, label=label)
+            if len(left) > 1 and np.allclose(right[:-1], left[1:]):
+                # contiguous buckets (TensorBoard's): one filled outline, not a bar per bucket
+                # (a Rectangle each made these figures the slowest part of the report)
+                edges = np.append(left, right[-1])
+                ax.stairs(count, edges, fill=True, color=color, alpha=0.6, label=label)
+            else:
+                width = np.where(right > left, right - left, 1e-3)
+                ax.bar(left, count, width=width, align="edge", color=color, alpha=0.6, label=label)
         ax.set_title(name, fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6, loc="best")
+        ax.legend(fontsize=6, loc="upper right")  # "best" measures every artist: slow
     for ax in axes[len(names) :]:
         ax.set_visible(False)
     return png_base64(fig)
