@@ -380,3 +380,43 @@ def test_a_finished_fit_is_not_trained_again_and_its_flag_cannot_be_cleared(tmp_
     state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "finished": False}))
     with pytest.raises(KerasdiagError, match="it differs from manifest.json"):
         _fit(backup)
+
+
+def test_a_resumed_users_fit_draws_the_curves_of_every_epoch(tmp_path):
+    """A CurvePlotter tracked by the RunBackup: killed after epoch 2's backup (an exception
+    out of fit, which skips every train-end hook, as a kill does), the same fit again draws
+    epochs 1-3, not only epoch 3: the same PNG as the fit never interrupted."""
+    import keras
+
+    from kerasdiag.callbacks import CurvePlotter
+    from kerasdiag.callbacks.run_backup import RunBackup
+
+    class Killed(Exception):
+        pass
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise Killed
+
+    def fit(folder: Path, *extra) -> CurvePlotter:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(256, 8)).astype("float32")
+        y = (x.sum(axis=1) > 0).astype("int64")
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])  # fmt: skip
+        plotter = CurvePlotter(folder, max_overhead=1.0)
+        backup = RunBackup(folder / "backup", track=[plotter])
+        model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
+                  callbacks=[plotter, backup, *extra])  # fmt: skip
+        return plotter
+
+    plain = fit(tmp_path / "plain")
+    with pytest.raises(Killed):
+        fit(tmp_path / "run", Kill())
+    resumed = fit(tmp_path / "run")
+    assert len(resumed.epochs["loss"]) == 3 and resumed.epochs == plain.epochs
+    for name in ("loss.png", "accuracy.png"):
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()

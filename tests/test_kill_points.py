@@ -48,10 +48,11 @@ KILL_POINTS = ["sanity", "step:16", "epoch:2", "fit", "test", "diagnosis", "repo
 # In the middle of each step, one after the other in one run directory (kerasdiag.core.faults
 # says where each is): between sanity stages 2 and 3; in epoch 1 (no backup yet); in epoch
 # 2's end (its rows, TensorBoard events and doctor record written, its backup not); in epoch
-# 2 again (resumed after epoch 1); between the test's two files; before diagnosis.json;
-# after the report's third section.
+# 2 again (resumed after epoch 1); in epoch 3's end (doctor.json then counts a repeat of a
+# finding of epoch 2 that the backup of epoch 2 does not hold); between the test's two
+# files; before diagnosis.json; after the report's third section.
 MID_STEP_KILLS = [
-    "sanity-stage:2", "step:5", "backup:2", "step:16",
+    "sanity-stage:2", "step:5", "backup:2", "step:16", "backup:3",
     "test-scored", "diagnosis-judged", "report-section:3",
 ]  # fmt: skip
 
@@ -207,10 +208,25 @@ def killed_mid_step(tmp_path_factory) -> Path:
         killed = _train(run_dir, kill_at)
         assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr[-3000:])
         assert not (run_dir / ".kerasdiag.complete").exists()
+        if kill_at == "backup:3":  # the case the doctor's carried record is for
+            assert _repeats(json.loads((run_dir / "doctor.json").read_text())) != _repeats(
+                _carried_doctor_record(run_dir)
+            )
     rerun = _train(run_dir)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Epoch " not in rerun.stdout  # the report was all that was left
     return run_dir
+
+
+def _repeats(record: dict) -> dict[tuple, int]:
+    """{(symptom, layer): times seen} of a doctor record."""
+    return {(f["symptom"], f["layer"]): f["count"] for f in record["findings"]}
+
+
+def _carried_doctor_record(run_dir: Path) -> dict:
+    """The doctor's record as the backup holds it (at its epoch end)."""
+    state = json.loads((run_dir / "backup" / "state.json").read_text())
+    return next(c["state"] for c in state["callbacks"] if c["class"] == "TrainingDoctor")
 
 
 def test_a_run_killed_in_the_middle_of_every_step_finishes_with_the_uninterrupted_runs_files(
