@@ -8,9 +8,11 @@ A resumed run writes a new event file beside the interrupted one's (Keras' Tenso
 the monitors' writers each open a new file per process), and the steps the interrupted
 process recorded after its last backup are recorded again by the resume. Event files are
 append-only logs: rather than rewrite the earlier file, the reader keeps the last record of
-each step, in the files' order (their names start with the time they were opened), which is
-also what TensorBoard itself shows (it drops a file's steps that a later restart writes
-again).
+each step, in the files' order (their names start with the time they were opened).
+TensorBoard itself drops the earlier records only when a restart's steps go back before the
+last one it read; a step recorded again at the very same number shows twice there (with the
+same values in a deterministic run). Writing the records after the backup instead would lose
+an epoch to a kill between the two, which is worse than repeating one.
 """
 
 from __future__ import annotations
