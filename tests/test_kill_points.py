@@ -19,9 +19,8 @@ in the report), then finished. Every file is compared with the reference's:
   (a memory address) left out;
 - TensorBoard event files (their names hold the time and the process id, and a resumed run
   writes a new file beside the old one) record by record: the value of each tag at each
-  step, the last record of a step where several files hold it (what the report's reader and
-  TensorBoard take: a resume records again the steps after its backup), see
-  ``_tensorboard``;
+  step, the last record of a step where several files hold it (what the report's reader
+  takes: a resume records again the steps after its backup), see ``_tensorboard``;
 - PNGs byte for byte (matplotlib writes no date into them): the curves of a resumed run
   show every epoch, the ones before the kill included.
 """
@@ -203,6 +202,10 @@ def test_a_run_killed_anywhere_finishes_with_the_uninterrupted_runs_files(
 @pytest.fixture(scope="module")
 def killed_mid_step(tmp_path_factory) -> Path:
     """A run killed in the middle of every step in turn (``MID_STEP_KILLS``), then finished."""
+    from kerasdiag.core import faults
+
+    # a misspelt point would never fire
+    assert {k.partition(":")[0] for k in MID_STEP_KILLS + KILL_POINTS} <= set(faults.KILL_POINTS)
     run_dir = tmp_path_factory.mktemp("mid_step") / "run"
     for kill_at in MID_STEP_KILLS:
         killed = _train(run_dir, kill_at)

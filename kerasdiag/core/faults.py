@@ -48,7 +48,8 @@ import signal
 KILL_AT_ENV = "KERASDIAG_KILL_AT"
 KILL_WITH_ENV = "KERASDIAG_KILL_WITH"
 
-# Every name kill_point is called with (the table above): a test names one of these.
+# The names the single-run pipeline calls kill_point with (the table above); a test checks
+# that the points it names are among them (a misspelt one would never fire).
 KILL_POINTS = (
     "sanity-stage", "sanity", "step", "backup", "epoch", "fit", "test-scored", "test",
     "diagnosis-judged", "diagnosis", "report-section", "report",
