@@ -114,8 +114,11 @@ def test_an_intact_backup_resumes(tmp_path, digits_xy):
     _backed_up_fit(backup, digits_xy, 2)
     state = json.loads((backup / "state.json").read_text())
     assert len(state["checksums"]) == 2 and all(len(v) == 64 for v in state["checksums"].values())
-    # As if killed after epoch 2 of 3 (the fit above ended, which marks the backup finished).
-    (backup / "state.json").write_text(json.dumps({**state, "finished": False}))
+    # As if killed after epoch 2 of 3 (the fit above ended, which marks the backup finished):
+    # the state before that mark, committed with its manifest (an edit by hand is refused).
+    from kerasdiag.callbacks.run_backup import _commit
+
+    _commit(backup, {**state, "finished": False})
     _backed_up_fit(backup, digits_xy, 3)
     assert json.loads((backup / "state.json").read_text())["epoch"] == 3
 

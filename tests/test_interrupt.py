@@ -63,12 +63,77 @@ def _temporaries(run_dir: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> str:
-    """metrics.csv of the small deterministic run that nothing interrupts."""
+def uninterrupted_dir(tmp_path_factory) -> Path:
+    """The small deterministic run that nothing interrupts."""
     run_dir = tmp_path_factory.mktemp("plain") / "run"
     code, out, err = _train(run_dir, run_dir.parent / "plain.log")
     assert code == 0, out[-2000:] + err[-2000:]
-    return (run_dir / "metrics.csv").read_text()
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_dir) -> str:
+    """metrics.csv of the small deterministic run that nothing interrupts."""
+    return (uninterrupted_dir / "metrics.csv").read_text()
+
+
+# What a fit resumed inside an epoch (from a SIGTERM's step backup) does not yet record as
+# the uninterrupted run did: the step monitors (kerasdiag/callbacks/base.py StepMonitor)
+# keep only the earlier epochs' rows, not the resumed epoch's steps before the backup, and
+# measure those steps again while the resume replays them, on the weights of the backup's
+# step; the doctor, fed by them, then judges those numbers (doctor.json), and so do the
+# diagnosis and the report.
+STEP_RESUME_GAPS = {
+    "activations.csv", "gradient_norms.csv", "update_ratios.csv",
+    "doctor.json", "diagnosis.json", "report.html",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def terminated_mid_epoch(tmp_path_factory) -> tuple[Path, str]:
+    """The same run sent SIGTERM before its step 16 (in epoch 2 of 3), then run again."""
+    from test_kill_points import _train as train
+
+    run_dir = tmp_path_factory.mktemp("sigterm") / "run"
+    stopped = train(run_dir, "step:16", SMALL, signal_name="SIGTERM")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    state = json.loads((run_dir / "backup" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 6)  # epoch 2's sixth step, its steps 11..16
+    rerun = train(run_dir, args=SMALL)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    return run_dir, rerun.stdout
+
+
+def test_sigterm_mid_epoch_then_rerun_is_the_uninterrupted_deterministic_run(
+    terminated_mid_epoch, uninterrupted_dir
+):
+    """metrics.csv, the learning-rate record, the curves (every epoch, each step once),
+    the checkpoint, the test's scores: as if nothing had happened."""
+    from test_kill_points import KERAS_TENSORBOARD, _differing, _tensorboard
+
+    run_dir, out = terminated_mid_epoch
+    assert "RunBackup: resuming in epoch 2 after step 6" in out
+    differ = _differing(run_dir, uninterrupted_dir)
+    assert set(differ) <= STEP_RESUME_GAPS, differ
+    for name in ("metrics.csv", "learning_rate.csv", "loss.png", "accuracy.png"):
+        assert (run_dir / name).read_bytes() == (uninterrupted_dir / name).read_bytes()
+    assert _tensorboard(run_dir, KERAS_TENSORBOARD) == _tensorboard(
+        uninterrupted_dir, KERAS_TENSORBOARD
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: a fit resumed inside an epoch replays its first steps, and the step "
+    "monitors (kerasdiag/callbacks/base.py) measure them again on the backup's weights "
+    "instead of keeping what the interrupted process measured (see STEP_RESUME_GAPS)",
+)
+def test_sigterm_mid_epoch_then_rerun_keeps_the_monitors_and_doctor_records(
+    terminated_mid_epoch, uninterrupted_dir
+):
+    from test_kill_points import _differing
+
+    assert not _differing(terminated_mid_epoch[0], uninterrupted_dir)
 
 
 @pytest.mark.parametrize(
@@ -264,3 +329,94 @@ def test_an_extra_copy_of_the_backup_folder_is_checked_file_by_file(tmp_path):
     weights.unlink()
     with pytest.raises(KerasdiagError, match=f"backup file {weights} is corrupt .it is missing"):
         verified_backup_state(copy)
+
+
+def _edited(value: object) -> object:
+    """Another value of the same kind: what a hand edit would put there."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 2
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return [*value, value[-1]] if value else [0]
+    return {**value, "edited": 1}
+
+
+def test_every_field_of_state_json_is_vouched_for_by_the_manifest(tmp_path):
+    """The digest covers the whole state, the ``finished`` flag written at train end too:
+    editing any one field is refused (resuming would be another run, or none)."""
+    from kerasdiag.callbacks.run_backup import verified_backup_state
+
+    backup = tmp_path / "backup"
+    _fit(backup)
+    state_path = backup / "state.json"
+    text = state_path.read_text()
+    state = json.loads(text)
+    assert state["finished"] is True and verified_backup_state(backup) == state
+    for field in state:
+        state_path.write_text(json.dumps({**state, field: _edited(state[field])}))
+        with pytest.raises(KerasdiagError) as info:
+            verified_backup_state(backup)
+        message = str(info.value)
+        assert message.startswith(f"backup file {state_path} is corrupt") and "\n" not in message
+    state_path.write_text(text)
+    assert verified_backup_state(backup) == state
+
+
+def test_a_finished_fit_is_not_trained_again_and_its_flag_cannot_be_cleared(tmp_path):
+    """The flag that says "training is over" gets a manifest of its own when it is set: a
+    second fit trains nothing; clearing the flag by hand is refused, not retrained."""
+    from kerasdiag.core.errors import KerasdiagError
+
+    backup = tmp_path / "backup"
+    first, _ = _fit(backup)
+    again, history = _fit(backup)
+    assert history.epoch == []
+    for a, b in zip(again.get_weights(), first.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    state_path = backup / "state.json"
+    state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "finished": False}))
+    with pytest.raises(KerasdiagError, match="it differs from manifest.json"):
+        _fit(backup)
+
+
+def test_a_resumed_users_fit_draws_the_curves_of_every_epoch(tmp_path):
+    """A CurvePlotter tracked by the RunBackup: killed after epoch 2's backup (an exception
+    out of fit, which skips every train-end hook, as a kill does), the same fit again draws
+    epochs 1-3, not only epoch 3: the same PNG as the fit never interrupted."""
+    import keras
+
+    from kerasdiag.callbacks import CurvePlotter
+    from kerasdiag.callbacks.run_backup import RunBackup
+
+    class Killed(Exception):
+        pass
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise Killed
+
+    def fit(folder: Path, *extra) -> CurvePlotter:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(256, 8)).astype("float32")
+        y = (x.sum(axis=1) > 0).astype("int64")
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])  # fmt: skip
+        plotter = CurvePlotter(folder, max_overhead=1.0)
+        backup = RunBackup(folder / "backup", track=[plotter])
+        model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
+                  callbacks=[plotter, backup, *extra])  # fmt: skip
+        return plotter
+
+    plain = fit(tmp_path / "plain")
+    with pytest.raises(Killed):
+        fit(tmp_path / "run", Kill())
+    resumed = fit(tmp_path / "run")
+    assert len(resumed.epochs["loss"]) == 3 and resumed.epochs == plain.epochs
+    for name in ("loss.png", "accuracy.png"):
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()

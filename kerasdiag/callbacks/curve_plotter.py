@@ -54,6 +54,11 @@ class CurvePlotter(keras.callbacks.Callback):
     canvas (no display needed) and written atomically, on a worker thread so that the next
     epoch does not wait for them; ``fit`` returns once the last figures are on disk.
 
+    A :class:`~kerasdiag.callbacks.run_backup.RunBackup` later in the list carries this
+    record (:meth:`backup_state`): a ``fit`` resumed from it draws every epoch of the run, the
+    ones before the interruption included, and a resumed epoch's replayed steps are not
+    recorded twice.
+
     Drawing costs ~0.05 s per figure. The figures are redrawn after every ``freq``-th epoch
     as long as drawing has taken at most ``max_overhead`` of the training time so far;
     with epochs of a few seconds (a small data set) that skips some epochs, with longer ones
@@ -139,7 +144,10 @@ class CurvePlotter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.step_loss and logs and "loss" in logs:
-            self._steps[self._epoch].append((batch + 1, float(logs["loss"])))
+            records = self._steps[self._epoch]
+            if records and records[-1][0] >= batch + 1:
+                return  # a resumed epoch replaying steps its restored record holds
+            records.append((batch + 1, float(logs["loss"])))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -162,6 +170,27 @@ class CurvePlotter(keras.callbacks.Callback):
             self._submit()
         self._collect(wait=True)
         self._executor.shutdown(wait=True)
+
+    def backup_state(self) -> dict:
+        """Everything drawn so far, as JSON: what a resumed ``fit`` draws on from."""
+        return {
+            "epochs": {k: list(v) for k, v in self.epochs.items()},
+            "epoch_index": list(self._epoch_index),
+            "steps": {str(e): [list(r) for r in v] for e, v in self._steps.items() if v},
+            "epoch_steps": {str(e): n for e, n in self._epoch_steps.items()},
+            "drawn": list(self.drawn),
+        }
+
+    def restore_state(self, state: dict) -> None:
+        """Continue the record :meth:`backup_state` gave (after ``on_train_begin``'s reset)."""
+        self.epochs.clear()
+        self.epochs.update({k: [float(x) for x in v] for k, v in state["epochs"].items()})
+        self._epoch_index[:] = [int(e) for e in state["epoch_index"]]
+        self._steps.clear()
+        for epoch, records in state["steps"].items():
+            self._steps[int(epoch)] = [(int(n), float(m)) for n, m in records]
+        self._epoch_steps = {int(e): int(n) for e, n in state["epoch_steps"].items()}
+        self.drawn[:] = [int(n) for n in state["drawn"]]
 
     def families(self) -> list[str]:
         """Metric names that get a figure: loss first, then the others in log order."""

@@ -75,8 +75,17 @@ class StopOnSignal(keras.callbacks.Callback):
 
     @classmethod
     def after(cls, callbacks: Iterable[keras.callbacks.Callback]) -> StopOnSignal:
-        """A StopOnSignal that backs up with the ``RunBackup`` among ``callbacks``, if any."""
-        return cls(next((cb for cb in callbacks if isinstance(cb, RunBackup)), None))
+        """A StopOnSignal that backs up with the ``RunBackup`` among ``callbacks``, if any.
+
+        That backup then also carries the record of every callback in the list that keeps
+        one (:meth:`RunBackup.carry`): a backup taken at a step (this callback's) or at an
+        epoch end must hold the whole run's state at that moment, not only the weights.
+        """
+        callbacks = list(callbacks)
+        backup = next((cb for cb in callbacks if isinstance(cb, RunBackup)), None)
+        if backup is not None:
+            backup.carry(callbacks)
+        return cls(backup)
 
     def on_train_begin(self, logs=None):
         self._epoch = 0

@@ -10,7 +10,11 @@ directory that must survive ``kill -9``:
 - atomic: each epoch writes a new weights file under a temporary name, renames it, then
   replaces ``state.json`` (atomically) to point at it, then deletes the previous one;
 - the state of other callbacks travels with it (``track=[...]``): EarlyStopping's wait, best
-  and best weights, ReduceLROnPlateau's wait, cooldown and best;
+  and best weights, ReduceLROnPlateau's wait, cooldown and best; and the whole record of a
+  callback that keeps one (``backup_state()`` / ``restore_state(state)``, e.g. the curve
+  plotter's epochs and step losses, the doctor's findings with their repeat counts), taken at
+  the very step of the backup, so a resumed run neither loses what was recorded before it nor
+  counts again what was recorded after it;
 - a fit that already ended (all epochs, or stopped early) is not trained again;
 - verified: every file of the backup, ``state.json`` included, is listed with its SHA-256 in
   ``manifest.json`` and checked before a resume, so anything changed since (weights
@@ -22,12 +26,14 @@ directory that must survive ``kill -9``:
   stream stays where it was, and counts the optimizer's steps) and trains from the step after,
   with the epoch's running metrics as they were: the epoch ends as the uninterrupted one did.
 
-The manifest (``{"format": 1, "current": GEN, "previous": GEN | null}``, a generation ``GEN``
+The manifest (``{"format": 2, "current": GEN, "previous": GEN | null}``, a generation ``GEN``
 being ``{"state": SHA, "files": {name: SHA}}``) is written after the data files and before
 ``state.json`` is renamed into place: a process killed between the two renames leaves the
 previous ``state.json``, which ``previous`` still vouches for (its files are deleted only
-once the new ``state.json`` is in place). ``state.json``'s digest is taken over its parsed
-content without the ``finished`` flag (set at train end, without a new manifest).
+once the new ``state.json`` is in place). Once it is, the manifest is written again without
+``previous`` (and ``"committed": true``): from then on only the new state passes. ``state.json``'s digest is taken over its whole
+parsed content, the ``finished`` flag set at train end included (that commit writes a new
+manifest too): no field can be edited by hand.
 
 The optimizer's variables are part of the weights file, so moments, the iteration count (hence
 the position of a per-step learning-rate schedule) and a plateau-reduced learning rate all
@@ -42,7 +48,7 @@ import json
 import os
 import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,6 +56,7 @@ import keras
 import numpy as np
 
 from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import (
     atomic_path,
     remove_stale_temporaries,
@@ -63,6 +70,7 @@ from kerasdiag.core.rundir import RunLayout
 # that keeps its progress in attributes of these names).
 TRACKED_ATTRS = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
 MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 2  # 2: the digest covers state.json whole (1 left the finished flag out)
 
 
 class RunBackup(keras.callbacks.Callback):
@@ -139,6 +147,10 @@ class RunBackup(keras.callbacks.Callback):
             ) from None
         _set_rng_states(model, state.get("rng"))
         states = state.get("callbacks", [])
+        for cb, saved in self._tracked(states):
+            if "state" in saved and hasattr(cb, "restore_state"):
+                # now, before any epoch or train end: the callback continues its record
+                cb.restore_state(saved["state"])
         epochs = int(self.params.get("epochs", 0) or 0)
         step = int(state.get("step") or 0)
         finished = (
@@ -224,14 +236,28 @@ class RunBackup(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._pending_states is not None:
-            for cb, saved in zip(self.track, self._pending_states, strict=False):
-                if saved.get("class") != type(cb).__name__:
-                    continue  # the callback list changed: leave that one fresh
+            for cb, saved in self._tracked(self._pending_states):
                 for name, value in (saved.get("attrs") or {}).items():
                     setattr(cb, name, value)
                 if saved.get("best_weights"):
                     cb.best_weights = _load_arrays(self.backup_dir / saved["best_weights"])
             self._pending_states = None
+
+    def _tracked(self, states: list[dict[str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
+        """(callback, its saved state) for each tracked callback the backup has a state of;
+        one of another class (the callback list changed) is left fresh."""
+        pairs = zip(self.track, states, strict=False)
+        return [(cb, saved) for cb, saved in pairs if saved.get("class") == type(cb).__name__]
+
+    def carry(self, callbacks: Iterable[keras.callbacks.Callback]) -> None:
+        """Also back up the record of every callback among ``callbacks`` that keeps one
+        (``backup_state`` / ``restore_state``) and is not tracked yet. They must come before
+        this RunBackup in ``fit``'s list: their epoch-end records are then complete when it
+        backs up, and their train-begin resets done when it restores them."""
+        for cb in callbacks:
+            keeps = hasattr(cb, "backup_state") and hasattr(cb, "restore_state")
+            if keeps and cb is not self and not any(cb is t for t in self.track):
+                self.track.append(cb)
 
     def _best_weights_to_restore(self, states: list[dict[str, Any]]) -> list[np.ndarray] | None:
         for cb, saved in zip(self.track, states, strict=False):
@@ -256,6 +282,8 @@ class RunBackup(keras.callbacks.Callback):
         return True
 
     def _save(self, epochs_done: int, step: int) -> None:
+        # a test's fault injection (inert otherwise): the epoch's records written, its backup not
+        kill_point("backup", epochs_done)
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         stem = f"epoch{epochs_done:04d}" + (f"-step{step:06d}" if step else "")
         weights = self.backup_dir / f"{stem}.weights.h5"
@@ -266,6 +294,8 @@ class RunBackup(keras.callbacks.Callback):
         states = []
         for i, cb in enumerate(self.track):
             saved: dict[str, Any] = {"class": type(cb).__name__, "attrs": _attrs(cb)}
+            if hasattr(cb, "backup_state"):
+                saved["state"] = cb.backup_state()
             best = getattr(cb, "best_weights", None)
             if best is not None:
                 path = self.backup_dir / f"{stem}-callback{i}-best_weights.npz"
@@ -283,13 +313,7 @@ class RunBackup(keras.callbacks.Callback):
             state["metrics"] = [
                 np.asarray(v.numpy()).tolist() for v in _metric_variables(self.model)
             ]
-        text = json.dumps(state, indent=2) + "\n"
-        current = {"state": _state_digest(json.loads(text)), "files": checksums}
-        write_json_atomic(
-            self.backup_dir / MANIFEST,
-            {"format": 1, "current": current, "previous": _generation_in_place(self.backup_dir)},
-        )
-        write_text_atomic(self.backup_dir / RunLayout.BACKUP_STATE, text)
+        _commit(self.backup_dir, state)
         self._remove_unreferenced(keep=set(checksums))
 
     def on_train_end(self, logs=None):
@@ -300,10 +324,12 @@ class RunBackup(keras.callbacks.Callback):
         if self.delete_on_train_end:
             remove_backup(self.backup_dir)
             return
-        state = read_backup_state(self.backup_dir, strict=False)
+        try:
+            state = verified_backup_state(self.backup_dir)
+        except KerasdiagError:
+            state = None  # not this fit's backup: a resume refuses it, in one line
         if state is not None and not state.get("finished"):
-            # "finished" is left out of the manifest's digest: no new manifest needed
-            write_json_atomic(self.backup_dir / RunLayout.BACKUP_STATE, {**state, "finished": True})
+            _commit(self.backup_dir, {**state, "finished": True})
 
     def _remove_unreferenced(self, keep: set) -> None:
         remove_stale_temporaries(self.backup_dir)
@@ -363,12 +389,12 @@ def verified_backup_state(backup_dir: str | os.PathLike) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         _refuse(manifest_path, f"unreadable: {type(exc).__name__}", backup_dir)
     if not state_path.is_file():
-        if manifest.get("previous") is None:
+        if manifest.get("previous") is None and not manifest.get("committed"):
             return None  # the first backup was cut off before its state.json: none yet
         _refuse(state_path, "it is missing", backup_dir)
     try:
         state = json.loads(state_path.read_text())
-        digest = _state_digest(state)
+        digest = _state_digest(state, manifest.get("format", 1))
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         _refuse(state_path, f"unreadable: {type(exc).__name__}", backup_dir)
     generation = next((g for g in generations if g["state"] == digest), None)
@@ -404,10 +430,30 @@ def _refuse(path: Path, what: str, backup_dir: Path) -> NoReturn:
     )
 
 
-def _state_digest(state: dict) -> str:
-    """SHA-256 of ``state.json``'s content as parsed, without the ``finished`` flag."""
-    content = {k: v for k, v in state.items() if k != "finished"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+def _commit(backup_dir: Path, state: dict[str, Any]) -> None:
+    """Make ``state`` the backup's ``state.json``, vouched for by a new manifest generation
+    (its data files, ``state["checksums"]``, are already written): the manifest first, then
+    ``state.json``; a process killed between the two renames leaves the previous state, which
+    the new manifest keeps as ``previous`` until ``state.json`` is in place."""
+    text = json.dumps(state, indent=2) + "\n"
+    current = {"state": _state_digest(json.loads(text)), "files": state["checksums"]}
+    manifest = {"format": MANIFEST_FORMAT, "current": current}
+    previous = _generation_in_place(backup_dir)
+    write_json_atomic(backup_dir / MANIFEST, {**manifest, "previous": previous})
+    write_text_atomic(backup_dir / RunLayout.BACKUP_STATE, text)
+    # Committed: the previous state no longer counts (else a state.json edited back to
+    # it, e.g. the finished flag cleared, would pass), and a missing state.json is refused.
+    write_json_atomic(backup_dir / MANIFEST, {**manifest, "previous": None, "committed": True})
+
+
+def _state_digest(state: dict, manifest_format: int = MANIFEST_FORMAT) -> str:
+    """SHA-256 of ``state.json``'s whole content as parsed (every field, ``finished`` too).
+
+    A format-1 manifest (written before the flag was covered) vouched for the content without
+    ``finished``: such a backup still resumes, and its next commit is format 2."""
+    if manifest_format == 1:
+        state = {k: v for k, v in state.items() if k != "finished"}
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
 def _generation_in_place(backup_dir: Path) -> dict | None:
@@ -415,9 +461,12 @@ def _generation_in_place(backup_dir: Path) -> dict | None:
     as ``previous`` while a new backup is being committed."""
     try:
         manifest = json.loads((backup_dir / MANIFEST).read_text())
-        digest = _state_digest(json.loads((backup_dir / RunLayout.BACKUP_STATE).read_text()))
+        state = json.loads((backup_dir / RunLayout.BACKUP_STATE).read_text())
+        digest = _state_digest(state, manifest.get("format", 1))
         generations = [manifest.get("current"), manifest.get("previous")]
-        return next((g for g in generations if g and g.get("state") == digest), None)
+        found = next((g for g in generations if g and g.get("state") == digest), None)
+        # vouched for as the new manifest's format does (an older one digests differently)
+        return None if found is None else {**found, "state": _state_digest(state)}
     except (OSError, ValueError, TypeError, AttributeError):
         return None
 

@@ -101,6 +101,10 @@ class TrainingDoctor(keras.callbacks.Callback):
             ``RunBackup`` anywhere in the list has restored it) continues the record found
             there: its findings, step losses, the epoch history before the resume point and
             the measured costs; one with no epoch left to run leaves the file untouched.
+            A :class:`~kerasdiag.callbacks.run_backup.RunBackup` later in the list carries
+            the record as it was at its backup (:meth:`backup_state`), and a resume
+            continues that one: ``doctor.json`` may be ahead of the backup (a finding
+            written after it, its repeats counted), and those repeats must not count twice.
         bayes_error: human/Bayes error for the end-of-training bias/variance judgement.
         restore_on_nan: put the weights of the end of the last finite epoch back after a NaN.
         verbose: print each finding as it appears (1) or stay silent (0).
@@ -195,6 +199,20 @@ class TrainingDoctor(keras.callbacks.Callback):
         # so the doctor starts at the first epoch (or at train end, when the resumed fit has
         # no epoch left): nothing is judged, nor doctor.json written, before it knows
         # whether it continues that record.
+
+    def backup_state(self) -> dict[str, Any]:
+        """The record as ``doctor.json`` would hold it now (a RunBackup's, at its step)."""
+        if not self._started:
+            return dict(self._saved or {})  # a fit that has not begun: the record it found
+        self._catch_up()
+        return self._record()
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Continue ``state`` (:meth:`backup_state`'s, restored by a RunBackup after this
+        callback's ``on_train_begin``) rather than ``doctor.json``: judging (re)starts from it
+        at the first epoch, or at train end when no epoch is left to run."""
+        self._saved = dict(state) if state else None
+        self._started = False
 
     def _start(self) -> None:
         """Begin judging at the optimizer's step now: a fit past step 0 continues the saved
@@ -344,13 +362,16 @@ class TrainingDoctor(keras.callbacks.Callback):
             return
         # to_json copies the record, so the background write sees this moment's; its fsync
         # can wait tens of milliseconds on a busy disk, not on the training thread.
+        self._writes.submit(write_json_atomic, self.path, self._record())
+
+    def _record(self) -> dict[str, Any]:
+        """``doctor.json``'s content now."""
         before = self._measured_before  # what the interrupted run had measured
-        record = self.engine.to_json(
+        return self.engine.to_json(
             probes=before["probes"] + self.probes,
             probe_seconds=before["probe_seconds"] + self.probe_seconds,
             train_seconds=before["train_seconds"] + self._own.budget.elapsed(),
         )
-        self._writes.submit(write_json_atomic, self.path, record)
 
 
 def _feed_records(engine: DoctorEngine, monitors: dict[type, Any], fed: dict[str, int]) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import write_json_atomic
 from kerasdiag.core.rundir import RunFiles, RunLayout
 from kerasdiag.diagnosis.rules import (
@@ -140,6 +141,7 @@ def diagnose(
         )
     findings.sort(key=lambda f: f.severity != "error")
     reconcile(findings)
+    kill_point("diagnosis-judged")  # a test's fault injection; inert otherwise
     if write:
         write_json_atomic(Path(run_dir) / RunLayout.DIAGNOSIS, [f.to_dict() for f in findings])
     return findings

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jinja2
 
+from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import write_text_atomic
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.report.blocks import Badge, Block, Code, Link, absent, fmt
@@ -84,6 +85,7 @@ def render(run: RunContext) -> str:
         except _SECTION_ERRORS as exc:
             blocks = [absent(f"could not render this section: {type(exc).__name__}: {exc}")]
         rendered.append({"anchor": section.anchor, "title": section.title, "blocks": blocks})
+        kill_point("report-section", len(rendered))  # a test's fault injection; else inert
     return _template().render(
         title=page_title(run), status=status(run), facts=facts(run), sections=rendered
     )

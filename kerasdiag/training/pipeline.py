@@ -517,6 +517,7 @@ def train_and_test(
     test_metrics.update(kept)
     # test_metrics.json last: its presence says the test step is recorded whole
     write_test_confusion(cfg, model, data, run_dir / RunLayout.TEST_CONFUSION)
+    kill_point("test-scored")
     write_json_atomic(run_dir / RunLayout.TEST_METRICS, test_metrics)
     clock.record("test", time.perf_counter() - test_started)
     kill_point("test")

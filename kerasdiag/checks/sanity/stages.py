@@ -33,6 +33,7 @@ from kerasdiag.checks.sanity.overfit import overfit_small_subset
 from kerasdiag.checks.sanity.regularization import check_regularization_raises_loss
 from kerasdiag.checks.sanity.result import SanityCheckFailed, StageResult
 from kerasdiag.core import text
+from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import json_safe, write_json_atomic
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.modeling.factory import builder_takes_regularization
@@ -112,6 +113,7 @@ def run_sanity_stages(
             result = _RUNNERS[name](cfg, settings, model, data, run_dir, build_model)
             result.seconds = time.perf_counter() - start  # including model builds
             results.append(result)
+            kill_point("sanity-stage", len(results))  # a test's fault injection; else inert
             if result.passed is False and failed is None:
                 failed = result
     write_json_atomic(run_dir / RunLayout.SANITY, [_record(r) for r in results])
