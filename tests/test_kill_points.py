@@ -56,7 +56,8 @@ MID_STEP_KILLS = [
 ]  # fmt: skip
 
 # Not the run's record: Hydra's own files and the console log.
-NOT_COMPARED = {".hydra/hydra.yaml", "train.log"}
+# timings.jsonl: seconds per stage, a line per process that worked on the run (timings).
+NOT_COMPARED = {".hydra/hydra.yaml", "train.log", "timings.jsonl"}
 # Keras' TensorBoard callback's runs; the monitors' own runs are the other folders.
 KERAS_TENSORBOARD = {"train", "validation"}
 
@@ -126,6 +127,8 @@ def normalised(run_dir: Path, name: str) -> object:
         # the files table's sizes: train.log's and the timed JSONs' vary (the files
         # themselves are compared here one by one)
         html = re.sub(r"<td>[\d.]+ (B|KB|MB)</td>", "<td><size></td>", html)
+        # where the time went: seconds, and a resumed run's stages summed over its processes
+        html = re.sub(r'<section id="time">.*?</section>', "<time section>", html, flags=re.S)
         sanity = run_dir / "sanity.json"
         for stage in json.loads(sanity.read_text()) if sanity.is_file() else []:
             html = html.replace(f"<td>{stage.get('seconds')}</td>", "<td><seconds></td>")
