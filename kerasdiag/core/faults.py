@@ -12,6 +12,14 @@ boundary, ``step:30``: before optimizer step 30). The process kills itself with 
 which no handler, ``finally`` block or atexit hook sees, exactly like ``kill -9`` or the
 out-of-memory killer. Used by ``tests/test_kill_points.py``; never set it in a real run.
 
+A search names its own steps (``tests/test_search_kill_points.py``): in the process that holds
+the oracle, ``search-handed-out:<trial>``, ``search-result-received:<trial>``,
+``search-recorded:<trial>`` and ``search-results``; in a process that trains trials,
+``search-trial-start:<trial>``, ``search-epoch:<epoch>`` and ``search-trained:<trial>``.
+A search's worker processes inherit the variable, and a killed worker is replaced by another
+that would reach the same step: ``KERASDIAG_KILL_ONCE=<file>`` makes the kill happen once
+across processes (the first to get there creates the file and dies; the others see it).
+
 No TensorFlow here.
 """
 
@@ -21,6 +29,7 @@ import os
 import signal
 
 KILL_AT_ENV = "KERASDIAG_KILL_AT"
+KILL_ONCE_ENV = "KERASDIAG_KILL_ONCE"
 
 
 def kill_target() -> tuple[str, int | None] | None:
@@ -40,4 +49,10 @@ def kill_point(name: str, number: int | None = None) -> None:
         return
     if target[1] is not None and target[1] != number:
         return
+    once = os.environ.get(KILL_ONCE_ENV)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return  # another process of this run was killed here already
     os.kill(os.getpid(), signal.SIGKILL)
