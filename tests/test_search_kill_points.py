@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import run_train
 
 TRIALS, EPOCHS = 3, 2
 ARGS = [
@@ -60,31 +58,14 @@ WORKER_POINTS = {
 }
 
 
-def _search(
-    run_dir: Path, tmp_path: Path, kill_at: str | None = None
-) -> subprocess.CompletedProcess:
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
-    for var in ("KERASDIAG_KILL_AT", "KERASDIAG_KILL_ONCE", "KERASTUNER_ORACLE_IP"):
-        env.pop(var, None)
-    if kill_at is not None:
-        env["KERASDIAG_KILL_AT"] = kill_at
-        env["KERASDIAG_KILL_ONCE"] = str(tmp_path / "killed")
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *ARGS, f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def _search(run_dir: Path) -> subprocess.CompletedProcess:
+    return run_train(*ARGS, f"hydra.run.dir={run_dir}")
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("search_kill_points")
-    run_dir = tmp / "reference"
-    proc = _search(run_dir, tmp)
+    run_dir = tmp_path_factory.mktemp("search_kill_points") / "reference"
+    proc = _search(run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
@@ -133,13 +114,11 @@ def check_whole(run_dir: Path) -> None:
     assert (run_dir / "search.png").stat().st_size > 10_000
 
 
-def test_the_uninterrupted_search_is_whole_and_running_it_again_changes_nothing(
-    tmp_path, reference
-):
+def test_the_uninterrupted_search_is_whole_and_running_it_again_changes_nothing(reference):
     check_whole(reference)
     ledger, rows, summary = _ledger(reference), _rows(reference), _summary(reference)
     assert Counter(e["trial"] for e in ledger if e["event"] == "start") == Counter(range(TRIALS))
-    again = _search(reference, tmp_path)
+    again = _search(reference)
     assert again.returncode == 0, again.stderr[-3000:]
     # The last trial is recorded, not running: nothing trained, nothing recorded twice.
     assert _ledger(reference) == ledger and "had finished on" not in again.stdout
@@ -182,14 +161,19 @@ def test_a_chief_restarted_right_after_recording_a_trial_finds_it_recorded(tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at", [*CHIEF_POINTS, *WORKER_POINTS])
-def test_a_search_killed_anywhere_finishes_with_every_trial_once(tmp_path, reference, kill_at):
+def test_a_search_killed_anywhere_finishes_with_every_trial_once(
+    tmp_path, monkeypatch, reference, kill_at
+):
     run_dir = tmp_path / "run"
-    killed = _search(run_dir, tmp_path, kill_at)
+    monkeypatch.setenv("KERASDIAG_KILL_AT", kill_at)  # the search's processes inherit these
+    monkeypatch.setenv("KERASDIAG_KILL_ONCE", str(tmp_path / "killed"))
+    killed = _search(run_dir)
+    monkeypatch.delenv("KERASDIAG_KILL_AT")
     assert (tmp_path / "killed").exists(), "the kill point was never reached"
     if kill_at in CHIEF_POINTS:
         assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
         assert not (run_dir / "search_summary.json").exists()
-        rerun = _search(run_dir, tmp_path)  # the same command again
+        rerun = _search(run_dir)  # the same command again
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         output, retrained = killed.stdout + rerun.stdout, CHIEF_POINTS[kill_at]
     else:  # the chief saw its worker die and gave the trial to the next: no rerun needed
