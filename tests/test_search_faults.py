@@ -174,3 +174,25 @@ def test_a_chief_restarted_under_a_running_worker_trains_nothing_twice(search_fa
     assert starts == Counter(range(3)) and search.ended() == Counter(range(3))
     assert [e["tuner"] for e in search.ledger() if e["trial"] == trial] == ["tuner0", "tuner0"]
     assert search.csv_trials() == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_before_reporting_a_trained_trial_reports_it_from_the_ledger(
+    search_factory, monkeypatch
+):
+    """Killed between the ledger's ``end`` of trial 1 and its report to the chief (kill point
+    ``search-trained``), the worker started again with the same id gets its trial back and
+    reports the ledger's result: every trial trained once, recorded once."""
+    search = search_factory(3, 1, "tuner.lease_seconds=30")
+    search.start("chief")
+    monkeypatch.setenv("KERASDIAG_KILL_AT", "search-trained:1")  # for this worker only
+    search.start("tuner0")
+    monkeypatch.delenv("KERASDIAG_KILL_AT")
+    assert search.wait("tuner0", 240) == -signal.SIGKILL, search.log("tuner0")[-2000:]
+    search.start("tuner0", "tuner0-2")  # the same command again
+    assert search.wait("tuner0-2", 240) == 0, search.log("tuner0-2")[-2000:]
+    assert search.wait("chief", 60) == 0, search.log("chief")[-2000:]
+    starts = Counter(e["trial"] for e in search.ledger() if e["event"] == "start")
+    assert starts == Counter(range(3)) and search.ended() == Counter(range(3))
+    assert "trial 1 had finished on tuner0" in search.log("tuner0-2")
+    assert search.csv_trials() == [0, 1, 2]

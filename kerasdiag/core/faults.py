@@ -37,6 +37,14 @@ each step alike:
 ``report``                  after ``report.html``, before the completion marker
 ==========================  ===========================================================
 
+A search names its own steps (``tests/test_search_kill_points.py``): in the process that holds
+the oracle, ``search-handed-out:<trial>``, ``search-result-received:<trial>``,
+``search-recorded:<trial>`` and ``search-results``; in a process that trains trials,
+``search-trial-start:<trial>``, ``search-epoch:<epoch>`` and ``search-trained:<trial>``.
+A search's worker processes inherit the variable, and a killed worker is replaced by another
+that would reach the same step: ``KERASDIAG_KILL_ONCE=<file>`` makes the kill happen once
+across processes (the first to get there creates the file and dies; the others see it).
+
 No TensorFlow here.
 """
 
@@ -47,6 +55,7 @@ import signal
 
 KILL_AT_ENV = "KERASDIAG_KILL_AT"
 KILL_WITH_ENV = "KERASDIAG_KILL_WITH"
+KILL_ONCE_ENV = "KERASDIAG_KILL_ONCE"
 
 # The names the single-run pipeline calls kill_point with (the table above); a test checks
 # that the points it names are among them (a misspelt one would never fire).
@@ -86,6 +95,12 @@ def kill_point(name: str, number: int | None = None) -> None:
         return
     if target[1] is not None and target[1] != number:
         return
+    once = os.environ.get(KILL_ONCE_ENV)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return  # another process of this run was killed here already
     signum = kill_signal()
     if signum != signal.SIGKILL:
         if _sent:

@@ -41,6 +41,7 @@ from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.oracle import synchronized
 
 from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import write_text_atomic
 
 METADATA_KEY = "kerasdiag-tuner-id"  # gRPC metadata naming the calling worker
@@ -104,7 +105,18 @@ class LeaseMixin:
         trial = super().create_trial(tuner_id)
         if trial.status == STOPPED:
             self.stopped_tuners.add(tuner_id)
+        elif trial.status == RUNNING:
+            kill_point("search-handed-out", int(trial.trial_id))
         return trial
+
+    @synchronized
+    def end_trial(self, trial: Any) -> None:
+        kill_point("search-result-received", int(trial.trial_id))
+        super().end_trial(trial)
+        # keras-tuner saves its state before it lets go of the ended trial: saved again without
+        # it, or a chief restarted from this state would take the recorded trial for a running one.
+        self.save()
+        kill_point("search-recorded", int(trial.trial_id))
 
     @synchronized
     def heartbeat(self, tuner_id: str | None, trial_id: str) -> bool:
@@ -240,7 +252,12 @@ class LeaseMixin:
         for tuner_id, trial_id in self._reloaded_ongoing.items():
             if trial_id in self._retry_queue and trial_id in self.trials:
                 self._retry_queue.remove(trial_id)
-                self.trials[trial_id].status = RUNNING
+                if self.trials[trial_id].status != RUNNING:
+                    # Recorded (its trial.json is saved first) by a chief that ended before
+                    # it saved its own state without the trial: recorded, once.
+                    if trial_id not in self.end_order and trial_id not in self._retry_queue:
+                        self.end_order.append(trial_id)
+                    continue
                 self.ongoing_trials[tuner_id] = self.trials[trial_id]
                 self.last_seen[tuner_id] = now
                 # keras-tuner saves its state before its display notes a trial's start.
@@ -267,6 +284,18 @@ class LeasedBayesianOracle(LeaseMixin, keras_tuner.oracles.BayesianOptimizationO
     """keras-tuner's Bayesian optimisation (Gaussian process) with a lease on every trial."""
 
 
+def ledger_metrics(event: dict, objective: str, direction: str) -> dict[str, float]:
+    """The metrics a trial's ledger ``end`` event holds, as its worker reported (or would have
+    reported) them to the chief; a trial without a score gets the worst one."""
+    score = event.get("score")
+    worst = float("-inf") if direction == "max" else float("inf")
+    return {
+        objective: worst if score is None else float(score),
+        "epochs_run": float(event.get("epochs") or 0),
+        "diverged": float(event.get("status") == "diverged"),
+    }
+
+
 def record_from_ledger(oracle: LeaseMixin, finished: dict[int, dict]) -> list[str]:
     """Record running trials that the ledger says finished (their worker could not report it).
 
@@ -274,19 +303,12 @@ def record_from_ledger(oracle: LeaseMixin, finished: dict[int, dict]) -> list[st
     it reports to the chief; if the chief was down then, the result is only in the ledger, and
     taking it from there is what keeps a restarted chief from training the trial again.
     """
-    objective = oracle.objective.name
-    worst = float("-inf") if oracle.objective.direction == "max" else float("inf")
     recorded = []
     for tuner_id, trial in list(oracle.ongoing_trials.items()):
         event = finished.get(int(trial.trial_id))
         if event is None:
             continue
-        score = event.get("score")
-        metrics = {
-            objective: worst if score is None else float(score),
-            "epochs_run": float(event.get("epochs") or 0),
-            "diverged": float(event.get("status") == "diverged"),
-        }
+        metrics = ledger_metrics(event, oracle.objective.name, oracle.objective.direction)
         if event.get("status") == "failed":
             trial.status, trial.message = FAILED, str(event.get("message", ""))
         else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,13 @@ def log_trial(
     score: float,
     metrics: Mapping[str, float],
 ) -> Path:
-    """One trial's values and results as a TensorBoard run; returns its directory."""
+    """One trial's values and results as a TensorBoard run; returns its directory.
+
+    A trial run again (its process was killed before its result was recorded) replaces the
+    earlier try's run: one event file per trial, whatever was interrupted.
+    """
     folder = Path(run_dir) / RunLayout.SEARCH_HPARAMS / f"trial_{trial_id}"
+    shutil.rmtree(folder, ignore_errors=True)
     chosen = {p.name: p.encode(values[p.name]) for p in space if p.name in values}
     writer = tf.summary.create_file_writer(str(folder))
     with writer.as_default():

@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.config.search_space import Param, Stage, validate_search
 from kerasdiag.core.errors import ConfigError, KerasdiagError
+from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import write_json_atomic, write_text_atomic
 from kerasdiag.core.rundir import RunLayout, claim_run_dir
 from kerasdiag.data import Dataset, load_dataset
@@ -145,6 +146,7 @@ def _run(
     records = records_from_trials(tuner.oracle.trials.values(), space, stages, run_dir)
     write_search_csv(run_dir / RunLayout.SEARCH_CSV, records, space)
     plot_search(run_dir / RunLayout.SEARCH_FIGURE, records, space, objective)
+    kill_point("search-results")
     summary = _summarise(cfg, run_dir, records, space, data)
     summary["seconds"] = round(time.time() - started, 1)
     write_json_atomic(run_dir / RunLayout.SEARCH_SUMMARY, summary)

@@ -36,13 +36,20 @@ from omegaconf import DictConfig, OmegaConf
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.config.search_space import Param, Stage, trial_budget
 from kerasdiag.core.errors import ConfigError
+from kerasdiag.core.faults import kill_point, kill_target
 from kerasdiag.core.io import write_text_atomic
 from kerasdiag.core.metrics import metric_mode
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.data import Dataset
 from kerasdiag.modeling.factory import build_model
 from kerasdiag.modeling.safe_load import load_model_safely
-from kerasdiag.search.distributed import IDLE, STOPPED, record_from_ledger, serve
+from kerasdiag.search.distributed import (
+    IDLE,
+    STOPPED,
+    ledger_metrics,
+    record_from_ledger,
+    serve,
+)
 from kerasdiag.search.divergence import StopOnDivergence
 from kerasdiag.search.hparams import log_trial
 from kerasdiag.search.results import kept_checkpoints, trial_checkpoint_name
@@ -203,7 +210,11 @@ class TrialTuner(keras_tuner.Tuner):
     def _run_trial(self, trial: Any, heartbeat: Heartbeat | None) -> dict[str, float]:
         values = {p.name: p.decode(trial.hyperparameters.get(p.name)) for p in self.space}
         _, epochs = trial_budget(trial.hyperparameters.values, self.stages)
+        finished = finished_in_ledger(self.run_dir).get(int(trial.trial_id))
+        if finished is not None:
+            return self._result_from_ledger(trial, finished)
         self._log_event(trial, "start", values=values, budget=epochs)
+        kill_point("search-trial-start", int(trial.trial_id))
         try:
             cfg = trial_config(self.cfg, self.space, values, epochs)
         except ConfigError as exc:
@@ -222,6 +233,9 @@ class TrialTuner(keras_tuner.Tuner):
         callbacks = [divergence, *training_callbacks(cfg, trial_dir, self.data)]
         if heartbeat is not None:
             callbacks.insert(0, heartbeat)
+        if kill_target() is not None:  # a test's kill point after each epoch (metrics.csv written)
+            callbacks.append(keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs=None: kill_point("search-epoch", epoch + 1)))  # fmt: skip
         history = fit(cfg, model, self.data, callbacks)
         if heartbeat is not None and heartbeat.lost:
             # Its lease expired (this worker was too slow to answer) and another worker has the
@@ -239,18 +253,34 @@ class TrialTuner(keras_tuner.Tuner):
         score = worst if best.best is None else float(best.best)
         epochs_run = len(history.history.get("loss", []))
         diverged = divergence.diverged_epoch is not None
+        log_trial(self.run_dir, trial.trial_id, self.space, values, self.objective_name, score,
+                  {"epochs_run": epochs_run, "diverged": int(diverged)})  # fmt: skip
+        # The ledger's end event is the trial's commit: everything above is done again if the
+        # process dies before it, nothing after it is needed to record the trial.
         self._log_event(
             trial, "end", status="diverged" if diverged else "completed",
             score=score if math.isfinite(score) else None,
             epochs=epochs_run, checkpoint=kept, message=divergence.reason,
         )  # fmt: skip
-        log_trial(self.run_dir, trial.trial_id, self.space, values, self.objective_name, score,
-                  {"epochs_run": epochs_run, "diverged": int(diverged)})  # fmt: skip
+        kill_point("search-trained", int(trial.trial_id))
         return {
             self.objective_name: score,
             "epochs_run": float(epochs_run),
             "diverged": float(diverged),
         }
+
+    def _result_from_ledger(self, trial: Any, event: dict) -> dict[str, float]:
+        """The result of a trial that finished before (its ledger ``end`` event) but whose
+        process died before the chief recorded it: reported from the ledger, not trained again."""
+        if event.get("status") == "failed":
+            raise keras_tuner.errors.FailedTrialError(str(event.get("message", "")))
+        print(
+            f"search: trial {trial.trial_id} had finished on {event.get('tuner')}, whose process "
+            "ended before the chief recorded it; its result is taken from search/ledger.jsonl, "
+            "not trained again",
+            flush=True,
+        )
+        return ledger_metrics(event, self.objective_name, metric_mode(self.objective_name))
 
     def _keep_checkpoint(self, trial: Any, best: BestCheckpoint) -> str:
         """Move the trial's best checkpoint to trials/ under its stable name ("" if none)."""
