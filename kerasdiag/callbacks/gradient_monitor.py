@@ -10,6 +10,7 @@ from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor, warn
 from kerasdiag.callbacks.probe_batch import GRADIENTS, ProbeBatch, gradient_record
 from kerasdiag.core.arguments import check_positive_float, check_positive_int
 from kerasdiag.diagnosis import rules as doctor_rules
+from kerasdiag.diagnosis.advice import keras_terms  # its warnings are for a user's own fit
 from kerasdiag.diagnosis.symptoms import GRADIENT_FLAG_SYMPTOMS, fix_for
 
 
@@ -123,7 +124,7 @@ class GradientMonitor(StepMonitor):
         self._csv.add([step, self._epoch + 1, "global_norm", norm])
         self._csv.add([step, self._epoch + 1, "global_norm_clipped", norm_clipped])
         for flag, reason in flags.items():
-            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {fix_for(GRADIENT_FLAG_SYMPTOMS[flag])}"
+            message = f"GradientMonitor: {flag} gradients at step {step}: {reason}; {keras_terms().phrase(fix_for(GRADIENT_FLAG_SYMPTOMS[flag]))}"
             self.flags.append(
                 {"step": step, "epoch": self._epoch, "flag": flag, "message": message}
             )

@@ -60,6 +60,7 @@ from kerasdiag.callbacks.probe_batch import ProbeBatch, SelfMeasurements
 from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
 from kerasdiag.core.io import write_json_atomic
 from kerasdiag.diagnosis import rules
+from kerasdiag.diagnosis.advice import Vocabulary, keras_terms
 from kerasdiag.diagnosis.doctor import DoctorEngine
 from kerasdiag.diagnosis.symptoms import Finding
 from kerasdiag.modeling.optimizers import current_lr, optimizer_step
@@ -113,6 +114,10 @@ class TrainingDoctor(keras.callbacks.Callback):
             ``history``, which the overfitting judgement compares with the validation
             accuracy: ``fit``'s is a training-mode running mean, far above it while
             BatchNorm's statistics lag). Without it, a BatchNorm model's probe batch is.
+        advice: the terms the fixes are given in: None (the default) names Keras changes
+            (a ``BatchNormalization`` layer, ``epochs`` of ``fit``), for a reader who wrote
+            the model; a recipe run passes :func:`~kerasdiag.diagnosis.advice.config_terms`
+            of its model config, so they name its config keys.
 
     Attributes:
         findings: :class:`~kerasdiag.diagnosis.symptoms.Finding` records, one per symptom
@@ -146,6 +151,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         restore_on_nan: bool = True,
         verbose: int = 1,
         train_sample: tuple[Any, Any] | None = None,
+        advice: Vocabulary | None = None,
     ):
         super().__init__()
         self.engine = DoctorEngine(
@@ -155,6 +161,7 @@ class TrainingDoctor(keras.callbacks.Callback):
             restoring=restore_on_nan,
             current_rate=self._rate_now,
             on_finding=self._on_finding,
+            advice=keras_terms() if advice is None else advice,
         )
         self.thresholds, self.stop_on = self.engine.thresholds, self.engine.stop_on
         self.bayes_error = bayes_error

@@ -11,6 +11,7 @@ from kerasdiag.callbacks import stats
 from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor, warn
 from kerasdiag.core.arguments import check_positive_float
 from kerasdiag.diagnosis import rules as doctor_rules
+from kerasdiag.diagnosis.advice import keras_terms  # its warnings are for a user's own fit
 from kerasdiag.diagnosis.symptoms import UPDATE_RATIO_CAUSES, fix_for
 
 
@@ -160,7 +161,7 @@ class UpdateRatioMonitor(StepMonitor):
             cause, symptom = UPDATE_RATIO_CAUSES[verdict]
             message = (
                 f"UpdateRatioMonitor: layer {layer!r} has a median update/weight ratio of "
-                f"{median:.2e} in epoch {epoch + 1}, {side} {bound:.0e}: {cause}; {fix_for(symptom)}"
+                f"{median:.2e} in epoch {epoch + 1}, {side} {bound:.0e}: {cause}; {keras_terms().phrase(fix_for(symptom))}"
             )
             self.findings.append(
                 {

@@ -25,6 +25,7 @@ import numpy as np
 
 from kerasdiag.core.io import json_safe
 from kerasdiag.diagnosis import rules
+from kerasdiag.diagnosis.advice import Vocabulary
 from kerasdiag.diagnosis.symptoms import (
     JUDGED_SYMPTOMS,
     Finding,
@@ -68,6 +69,8 @@ class DoctorRecord:
         current_rate: the learning rate in force now, a number or a function returning one
             (read only when advice needs it).
         on_finding: called with each new finding and whether it asks to stop.
+        advice: the reader's terms for the fixes (:mod:`kerasdiag.diagnosis.advice`); None
+            keeps them as written (a recipe's config keys).
 
     Attributes:
         findings: the :class:`~kerasdiag.diagnosis.symptoms.Finding` records so far.
@@ -84,8 +87,10 @@ class DoctorRecord:
         stop_on: Iterable[str] = ("nan",),
         current_rate: rules.LearningRate = None,
         on_finding: OnFinding | None = None,
+        advice: Vocabulary | None = None,
     ):
         self.thresholds = rules.Thresholds.of(thresholds)
+        self.advice = advice
         self.stop_on = frozenset([stop_on] if isinstance(stop_on, str) else stop_on)
         unknown = sorted(self.stop_on - set(JUDGED_SYMPTOMS))
         if unknown:
@@ -179,6 +184,9 @@ class DoctorRecord:
         self._seen[(finding.symptom, finding.layer)] = finding
         self.findings.append(finding)
         reconcile(self.findings)  # never "raise the learning rate" next to "lower it"
+        if self.advice is not None:
+            for each in self.findings:
+                each.fix = self.advice.phrase(each.fix)
         stop = finding.symptom in self.stop_on
         self.stop_requested |= stop
         if self.on_finding is not None:
@@ -201,7 +209,7 @@ class DoctorEngine(DoctorRecord):
     ```
 
     Args:
-        thresholds, stop_on, current_rate, on_finding: as :class:`DoctorRecord`.
+        thresholds, stop_on, current_rate, on_finding, advice: as :class:`DoctorRecord`.
         bayes_error: human/Bayes error for the end-of-training bias/variance judgement.
         restoring: whether the caller puts the last finite epoch's weights back after a NaN
             (it changes the ``nan`` fix's words).
@@ -220,12 +228,17 @@ class DoctorEngine(DoctorRecord):
         restoring: bool = True,
         current_rate: rules.LearningRate = None,
         on_finding: OnFinding | None = None,
+        advice: Vocabulary | None = None,
     ):
         if bayes_error is not None and not 0 <= bayes_error < 1:
             raise ValueError(f"`bayes_error` must be in [0, 1). Received: {bayes_error!r}")
         self.bayes_error, self.restoring = bayes_error, bool(restoring)
         super().__init__(
-            thresholds, stop_on=stop_on, current_rate=current_rate, on_finding=on_finding
+            thresholds,
+            stop_on=stop_on,
+            current_rate=current_rate,
+            on_finding=on_finding,
+            advice=advice,
         )
 
     def start(

@@ -41,6 +41,7 @@ import numpy as np
 from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import write_json_atomic
 from kerasdiag.core.rundir import RunFiles, RunLayout
+from kerasdiag.diagnosis.advice import terms_for_run
 from kerasdiag.diagnosis.rules import (
     HEALTHY_UPDATE_RATIO,
     RUN_RATIO_FROM_STEP,
@@ -141,6 +142,9 @@ def diagnose(
         )
     findings.sort(key=lambda f: f.severity != "error")
     reconcile(findings)
+    terms = terms_for_run(cfg)  # a recipe's config keys, or Keras for a user's own fit
+    for finding in findings:
+        finding.fix = terms.phrase(finding.fix)
     kill_point("diagnosis-judged")  # a test's fault injection; inert otherwise
     if write:
         write_json_atomic(Path(run_dir) / RunLayout.DIAGNOSIS, [f.to_dict() for f in findings])

@@ -40,6 +40,7 @@ from kerasdiag.core.timings import StageClock
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.data.pipeline import make_epoch_dataset
 from kerasdiag.diagnosis import confusion_summary, diagnose, failed_stages
+from kerasdiag.diagnosis.advice import config_terms
 from kerasdiag.modeling.factory import build_model, model_summary_text, steps_per_epoch
 from kerasdiag.modeling.losses import predicted_classes
 from kerasdiag.modeling.optimizers import build_schedule
@@ -189,6 +190,7 @@ def watch_callbacks(
         budget=float(cfg.monitors.doctor_budget),
         path=run_dir / RunLayout.DOCTOR,
         bayes_error=cfg.bayes_error,
+        advice=config_terms(cfg.model),  # the fixes name this recipe's config keys
     )
     # The diagnosis judges the curves at the kept epoch (finish_run), with the kept model's
     # training accuracy in inference mode (evaluate_train_sample): the doctor need not.

@@ -1,0 +1,114 @@
+"""Advice in the reader's terms: config keys for a recipe run, Keras for a user's own ``fit``.
+
+The fix texts (:mod:`kerasdiag.diagnosis.symptoms`, :mod:`kerasdiag.diagnosis.check_fixes`)
+are written once, naming what to change as a recipe's config key (``model.batch_norm=true``,
+``trainer.epochs``). That is right for ``python scripts/train.py``, but a reader who wrote the
+model and called ``fit`` has no such keys: for them the same advice must name the Keras change
+(a ``BatchNormalization`` layer, ``epochs`` of ``fit``). And a recipe whose model is built by
+its own builder (``model._target_``) has its own capacity keys (``model.widths``), not the
+MLP's ``model.hidden_units``.
+
+So the texts stay as they are, and :class:`Vocabulary` rewrites them where they reach a reader:
+:func:`keras_terms` for a user's ``fit`` (the doctor and the monitors used on their own, the
+diagnosis of a run directory that has no recipe config) and :func:`config_terms` for a run of
+a recipe, with the capacity keys its model config really has. Every rewrite is a whole phrase
+of the texts, listed here once; a test checks that no config key survives
+:func:`keras_terms` in any fix text.
+
+Example:
+    >>> keras_terms().phrase("train longer (trainer.epochs), clip (optimizer.global_clipnorm=1.0)")
+    'train longer (epochs of fit), clip (global_clipnorm=1.0 in the optimizer)'
+    >>> config_terms({"widths": [16, 32], "blocks_per_stage": 3}).phrase(
+    ...     "use a bigger network (more units or layers: model.hidden_units, model.conv_filters)")
+    'use a bigger network (more units or layers: model.widths, model.blocks_per_stage)'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# The capacity phrase of the fix texts, as written for the default recipes' MLP and convnet.
+CAPACITY_PHRASE = "model.hidden_units, model.conv_filters"
+# The model config keys that set a network's size, in the order advice names them.
+CAPACITY_KEYS = ("hidden_units", "conv_filters", "dense_units", "widths", "blocks_per_stage",
+                 "filters", "units", "layers", "blocks", "depth", "width")  # fmt: skip
+
+# Config phrase -> the Keras change it stands for. Longer phrases first: a phrase that
+# contains another is rewritten whole.
+KERAS_PHRASES: dict[str, str] = {
+    "more units or layers: " + CAPACITY_PHRASE: "more units or layers",
+    "data.augment.flip=true, data.augment.crop=4": (
+        "keras.layers.RandomFlip, keras.layers.RandomCrop"
+    ),
+    "model.l2, model.dropout=[0.5]": (
+        "kernel_regularizer=keras.regularizers.L2(...), keras.layers.Dropout(0.5)"
+    ),
+    "schedule=cosine schedule.warmup_epochs=1": (
+        "keras.optimizers.schedules.CosineDecay with warmup_steps of about one epoch"
+    ),
+    "schedule=step, schedule=cosine or schedule=plateau": (
+        "a keras.optimizers.schedules decay or keras.callbacks.ReduceLROnPlateau"
+    ),
+    "schedule=step": "a keras.optimizers.schedules decay",
+    "trainer.early_stopping.enabled=true": (
+        "keras.callbacks.EarlyStopping(restore_best_weights=True)"
+    ),
+    "optimizer.global_clipnorm=1.0": "global_clipnorm=1.0 in the optimizer",
+    "optimizer.lr=auto": "kerasdiag.find_learning_rate",
+    "data.normalize=true": "standardise the inputs with the training split's mean and std",
+    "model.batch_norm=true": "keras.layers.BatchNormalization",
+    "model.activation=elu": "activation='elu'",
+    "model.kernel_initializer=null picks it": "pick it by the activation",
+    "model.kernel_initializer=null picks the right one": "pick it by the activation",
+    "set sanity.fail_fast=true to stop before training when one fails": (
+        "run the checks before fit and stop when one fails"
+    ),
+    "sanity.overfit=true": "kerasdiag.overfit_small_subset",
+    "(report, sanity.json)": "(the check's result)",
+    "loss.from_logits": "from_logits of the loss",
+    "data.batch_size": "batch_size of fit",
+    "trainer.epochs": "epochs of fit",
+    "the searched range of optimizer.lr": "the searched range of the learning rate",
+}
+# "optimizer.lr=0.001" (a value to try) -> "learning_rate=0.001 in the optimizer"
+_LR_VALUE = re.compile(r"optimizer\.lr=([^\s;,)]+)")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Whole-phrase rewrites of the fix texts, applied by :meth:`phrase`."""
+
+    phrases: Mapping[str, str] = field(default_factory=dict)
+    keras: bool = False  # also "optimizer.lr=X" -> "learning_rate=X in the optimizer"
+
+    def phrase(self, text: str) -> str:
+        """``text`` in this vocabulary's terms."""
+        for written in sorted(self.phrases, key=len, reverse=True):
+            text = text.replace(written, self.phrases[written])
+        if self.keras:
+            text = _LR_VALUE.sub(r"learning_rate=\1 in the optimizer", text)
+        return text
+
+
+def keras_terms() -> Vocabulary:
+    """For a reader who wrote the model and calls ``fit``: Keras changes, no config keys."""
+    return Vocabulary(KERAS_PHRASES, keras=True)
+
+
+def config_terms(model_cfg: Mapping[str, Any] | None) -> Vocabulary:
+    """For a recipe run: the config keys as written, the capacity phrase naming the keys
+    ``model_cfg`` has (none known: "the model's size keys")."""
+    keys = [k for k in CAPACITY_KEYS if model_cfg is not None and k in model_cfg]
+    named = ", ".join(f"model.{k}" for k in keys) or "the model config's size keys"
+    return Vocabulary({} if named == CAPACITY_PHRASE else {CAPACITY_PHRASE: named})
+
+
+def terms_for_run(config: Mapping[str, Any] | None) -> Vocabulary:
+    """The vocabulary for a run directory's findings: a recipe's (with its ``model``
+    section's capacity keys) when the run has a config, else Keras'."""
+    if not config:
+        return keras_terms()
+    return config_terms(config.get("model"))
