@@ -352,6 +352,7 @@ def test_bias_variance_boundaries():
     both = Thresholds(bias=below(bias), variance=below(variance))
     table = rules.bias_variance(0.9, 0.8, 0.85, None, both)
     assert table["verdict"] == "high bias and high variance"
+    assert table["inconclusive"] == []  # sizes unknown: the rates are taken as exact
     # high variance's own fixes (regularize more, a smaller network) would raise the bias
     assert table["fixes"] == [fix_for("underfitting"), variance_after_bias_fix()]
     assert table["test_error"] == pytest.approx(0.15) and table["bayes_error_assumed"]
@@ -809,6 +810,7 @@ def test_bias_variance_whole():
         "high_variance": True,
         "verdict": "high bias and high variance",
         "fixes": [fix_for("underfitting"), variance_after_bias_fix()],
+        "inconclusive": [],
     }
     assert rules.bias_variance(0.99, 0.98, math.nan)["test_error"] is None
     assert rules.bias_variance(0.99, 0.98)["verdict"] == "low bias, low variance"
@@ -1025,7 +1027,7 @@ def test_unknown_threshold_lists_the_known_ones():
     with pytest.raises(ValueError) as error:
         Thresholds.of({"foo": 1})
     assert str(error.value) == (
-        "unknown threshold 'foo'; known: bias, bump, dead_fraction, exploding_norm, "
+        "unknown threshold 'foo'; known: bias, bump, confidence_z, dead_fraction, exploding_norm, "
         "gradient_growth, linear_level, linear_ratio, min_epochs, oscillation, "
         "oscillation_window, plateau_change, plateau_level, rise, saturated_fraction, "
         "slow_drop, slow_epochs, stagnant_ratio, val_loss_rise, vanishing_ratio, variance"

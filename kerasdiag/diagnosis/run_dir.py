@@ -139,6 +139,7 @@ def diagnose(
             lr=lr,
             thresholds=th,
             stopped_early=restores_best_epoch(cfg),
+            **measured_sizes(run.json(RunLayout.DATA), test),
         )
     findings.sort(key=lambda f: f.severity != "error")
     reconcile(findings)
@@ -149,6 +150,15 @@ def diagnose(
     if write:
         write_json_atomic(Path(run_dir) / RunLayout.DIAGNOSIS, [f.to_dict() for f in findings])
     return findings
+
+
+def measured_sizes(data: Mapping[str, Any] | None, test: Mapping[str, Any]) -> dict[str, Any]:
+    """How many examples the bias/variance table's accuracies were measured on: the kept
+    weights' training sample (``test_metrics.json``) or the training split, and the
+    validation split (``data.json``); None where the run does not say."""
+    data = data or {}
+    train = test.get("train_examples") if test.get("train_accuracy") is not None else None
+    return {"train_examples": train or data.get("train"), "dev_examples": data.get("val")}
 
 
 def run_learning_rate(

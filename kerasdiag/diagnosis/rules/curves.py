@@ -206,6 +206,8 @@ def curve_findings(
     weights_epoch: int | None = None,
     kept_train_accuracy: float | None = None,
     stopped_early: bool = False,
+    train_examples: int | None = None,
+    dev_examples: int | None = None,
 ) -> list[Finding]:
     """lr_too_high / lr_too_low / overfitting / underfitting from per-epoch curves.
 
@@ -232,6 +234,9 @@ def curve_findings(
             :func:`~kerasdiag.diagnosis.rules.fitting.accuracies_at`).
         stopped_early: the run keeps its best epoch already (early stopping restores it):
             the overfitting fix does not advise stopping early.
+        train_examples, dev_examples: how many examples the training and validation
+            accuracies were measured on: a bias or variance within their noise is
+            inconclusive, not a finding (None: the rates are taken as exact).
     """
     th = Thresholds.of(thresholds)
     epochs = len(list(history.get("loss") or []))
@@ -250,5 +255,7 @@ def curve_findings(
             weights_epoch=weights_epoch,
             kept_train_accuracy=kept_train_accuracy,
             stopped_early=stopped_early,
+            train_examples=train_examples,
+            dev_examples=dev_examples,
         ),
     ]

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,8 +26,35 @@ from kerasdiag.diagnosis.rules.common import finite, pick
 from kerasdiag.diagnosis.rules.thresholds import Thresholds
 from kerasdiag.diagnosis.symptoms import Finding, advice_for, fix_for, make_finding
 
+MOST_EXAMPLES = 10_000_000  # a gap that needs more examples than this to decide: say none would
+
 # The epoch logs' accuracy of the training split scored in inference mode (TrainingDoctor).
 TRAIN_INFERENCE_ACCURACY = "train_accuracy_inference"
+
+
+def error_se(error: float, examples: int | None) -> float:
+    """The standard error of an error rate measured on ``examples`` examples (0 when the
+    count is unknown: the rate is then taken as exact). Agresti-Coull's adjusted rate keeps it
+    above 0 for an error of 0 or 1 on a small set, where the plain binomial one claims
+    certainty."""
+    if not examples or examples <= 0:
+        return 0.0
+    n = float(examples) + 4.0
+    p = (error * examples + 2.0) / n
+    return math.sqrt(p * (1.0 - p) / n)
+
+
+def examples_to_decide(
+    gap: float, threshold: float, z: float, error: float, fixed_se: float
+) -> int | None:
+    """How many examples measuring ``error`` would make ``gap`` clear ``threshold`` by ``z``
+    standard errors (the other side's ``fixed_se`` included); None when no number would."""
+    room = (gap - threshold) / z
+    spare = room * room - fixed_se * fixed_se
+    if gap <= threshold or spare <= 0:
+        return None
+    needed = math.ceil(max(error * (1.0 - error), 0.01) / spare)
+    return needed if needed <= MOST_EXAMPLES else None
 
 
 def bias_variance(
@@ -36,11 +64,21 @@ def bias_variance(
     bayes_error: float | None = None,
     thresholds: Thresholds | None = None,
     stopped_early: bool = False,
+    *,
+    train_examples: int | None = None,
+    dev_examples: int | None = None,
 ) -> dict[str, Any] | None:
     """The bias/variance table: errors, avoidable bias, variance and the verdict with its fixes.
 
     None when the training or validation accuracy is unknown. ``bayes_error`` None counts as
     0 (``bayes_error_assumed`` says so).
+
+    ``train_examples`` and ``dev_examples``: how many examples the two accuracies were
+    measured on. With them a gap is high only when it clears its threshold by
+    ``Thresholds.confidence_z`` standard errors (validation error measured on 24 images
+    cannot prove a 20-point gap); a gap over its threshold that does not is listed in
+    ``inconclusive`` with the number of examples that would decide, and gives no verdict.
+    Unknown counts take the rates as exact.
     """
     th = Thresholds.of(thresholds)
     if not finite(train_accuracy) or not finite(dev_accuracy):
@@ -48,13 +86,38 @@ def bias_variance(
     bayes = 0.0 if bayes_error is None else float(bayes_error)
     train_error, dev_error = 1.0 - float(train_accuracy), 1.0 - float(dev_accuracy)
     avoidable_bias, variance = train_error - bayes, dev_error - train_error
-    high_bias, high_variance = avoidable_bias > th.bias, variance > th.variance
+    z = th.confidence_z
+    train_se, dev_se = error_se(train_error, train_examples), error_se(dev_error, dev_examples)
+    variance_se = math.hypot(train_se, dev_se)
+    high_bias = avoidable_bias - z * train_se > th.bias
+    high_variance = variance - z * variance_se > th.variance
+    inconclusive = []
+    if avoidable_bias > th.bias and not high_bias:
+        need = examples_to_decide(avoidable_bias, th.bias, z, train_error, 0.0)
+        inconclusive.append(
+            f"avoidable bias {avoidable_bias:.1%} > {th.bias:.0%} is within the noise of "
+            f"{train_examples} training examples (+-{z * train_se:.1%})"
+            + (f"; about {need} would decide" if need else "")
+        )
+    if variance > th.variance and not high_variance:
+        need = examples_to_decide(variance, th.variance, z, dev_error, train_se)
+        inconclusive.append(
+            f"variance {variance:.1%} > {th.variance:.0%} is within the noise of "
+            f"{dev_examples} validation examples (+-{z * variance_se:.1%})"
+            + (f"; about {need} would decide" if need else "; more training examples would")
+        )
     verdict = {
         (False, False): "low bias, low variance",
         (True, False): "high bias",
         (False, True): "high variance",
         (True, True): "high bias and high variance",
     }[(high_bias, high_variance)]
+    if inconclusive:
+        verdict = (
+            "inconclusive: "
+            if verdict == "low bias, low variance"
+            else f"{verdict}; inconclusive: "
+        ) + "; ".join(inconclusive)
     # The symptoms' fixes, from the one table, without opposite advice (as a run's findings).
     present = [
         s for s, high in (("underfitting", high_bias), ("overfitting", high_variance)) if high
@@ -72,6 +135,7 @@ def bias_variance(
         "high_variance": high_variance,
         "verdict": verdict,
         "fixes": fixes,
+        "inconclusive": inconclusive,
     }
 
 
@@ -137,6 +201,8 @@ def bias_variance_findings(
     weights_epoch: int | None = None,
     kept_train_accuracy: float | None = None,
     stopped_early: bool = False,
+    train_examples: int | None = None,
+    dev_examples: int | None = None,
 ) -> list[Finding]:
     """``overfitting`` / ``underfitting`` from per-epoch curves: the part of
     :func:`~kerasdiag.diagnosis.rules.curves.curve_findings` that judges the bias/variance
@@ -148,7 +214,16 @@ def bias_variance_findings(
     th = thresholds
     findings: list[Finding] = []
     train_acc, val_acc, table_epoch = accuracies_at(history, weights_epoch, kept_train_accuracy)
-    table = bias_variance(train_acc, val_acc, test_accuracy, bayes_error, th, stopped_early)
+    table = bias_variance(
+        train_acc,
+        val_acc,
+        test_accuracy,
+        bayes_error,
+        th,
+        stopped_early,
+        train_examples=train_examples,
+        dev_examples=dev_examples,
+    )
     rise = val_loss_rise(history, th)
     if (table and table["high_variance"]) or rise:
         evidence = dict(rise or {})

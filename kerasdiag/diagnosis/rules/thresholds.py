@@ -82,6 +82,10 @@ class Thresholds:
       training loss kept falling is overfitting too.
       ``bias``: training error minus the Bayes error above this is high bias, underfitting
       (15% train error against ~0% human error).
+      ``confidence_z``: where the run says how many examples each error was measured on,
+      bias and variance must clear their thresholds by this many standard errors (1.96:
+      a 20-point gap on 24 validation images does not); a gap over its threshold that does
+      not is inconclusive, with the number of examples that would decide.
 
     Example:
         >>> Thresholds.of({"oscillation": 0.5}).oscillation
@@ -115,6 +119,7 @@ class Thresholds:
     variance: float = 0.05
     val_loss_rise: float = 0.2
     bias: float = 0.05
+    confidence_z: float = 1.96  # a gap must clear its threshold by this many standard errors
 
     @classmethod
     def of(cls, value: Thresholds | Mapping[str, Any] | None) -> Thresholds:

@@ -14,6 +14,7 @@ from kerasdiag.diagnosis import (
     diagnose,
     restores_best_epoch,
 )
+from kerasdiag.diagnosis.run_dir import measured_sizes
 from kerasdiag.report.blocks import Badge, Block, absent, fmt, note, paragraph, pct, table_block
 from kerasdiag.report.context import RunContext
 
@@ -65,6 +66,7 @@ def bias_variance_table(run: RunContext) -> list[Block]:
         run.bayes_error,
         _thresholds_of(run.config),
         stopped_early=restores_best_epoch(run.config),
+        **measured_sizes(run.data, test_metrics),
     )
     if table is None:
         return [absent("no training and validation accuracy in metrics.csv")]
