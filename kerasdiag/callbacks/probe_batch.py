@@ -218,7 +218,7 @@ def inference_accuracy(model: keras.Model, x: Any, y: Any, batch_size: int = 256
             for i in range(0, outputs.count(x), batch_size)
         ]
     )
-    return _common.accuracy(spec, predicted, _common.class_indices(np.asarray(y)))
+    return _common.accuracy(spec, predicted, np.asarray(y))
 
 
 class ProbeBudget:

@@ -17,6 +17,9 @@ from tensorflow.python.eager import context
 
 from kerasdiag.checks.sanity import outputs as io
 from kerasdiag.checks.sanity.expected import LossSpec, describe_loss
+from kerasdiag.checks.tasks import Task, task_of
+from kerasdiag.checks.tasks import accuracy as task_accuracy
+from kerasdiag.checks.tasks import class_indices as class_indices  # one home, re-exported
 
 
 def training_arrays(data: Any) -> tuple[Any, Any, int | None]:
@@ -45,21 +48,42 @@ def subset(x: Any, y: Any, n: int | None, seed: int = 0) -> tuple[Any, Any]:
 
 @dataclass
 class Head:
-    """One output with a loss: its name, position, loss, weight and what the loss is."""
+    """One output with a loss: its name, position, loss, weight and what the loss is
+    (``spec`` None for a loss the checks do not know)."""
 
     name: str
     index: int
     loss: Any
     weight: float
-    spec: LossSpec
+    spec: LossSpec | None
 
 
 def heads(model: keras.Model, loss: Any = None) -> list[Head]:
     """The outputs that carry a loss (the compiled ones and ``loss_weights`` by default)."""
     names = io.output_names(model)
     return [
-        Head(name, names.index(name), fn, weight, describe_loss(fn))
+        Head(name, names.index(name), fn, weight, known_loss(fn))
         for name, fn, weight in io.loss_terms(model, loss)
+    ]
+
+
+def known_loss(loss: Any) -> LossSpec | None:
+    """What ``loss`` is, or None for a loss the checks do not know (a user's own): the checks
+    that need it then say they do not apply, the others still run."""
+    try:
+        return describe_loss(loss)
+    except ValueError:
+        return None
+
+
+def head_tasks(model: keras.Model, hs: list[Head], y: Any, widths: list[int]) -> list[Task]:
+    """The task of each loss-carrying output, from its loss, width, labels and activation."""
+    ys = io.as_list(y, io.output_names(model))
+    return [
+        task_of(
+            h.spec, widths[h.index], np.asarray(ys[h.index]), io.output_activation(model, h.index)
+        )
+        for h in hs
     ]
 
 
@@ -93,6 +117,7 @@ class Subset:
     x: Any
     y: Any
     targets: list[Any]
+    tasks: list[Task]
 
 
 def loss_subset(model: keras.Model, data: Any, loss: Any, n: int | None, seed: int) -> Subset:
@@ -102,21 +127,34 @@ def loss_subset(model: keras.Model, data: Any, loss: Any, n: int | None, seed: i
     x, y = subset(x_all, y_all, n, seed)
     names = io.output_names(model)
     widths = [o.shape[-1] for o in predict_outputs(model, io.take(x, slice(0, 1)))]
-    return Subset(hs, names, x, y, head_targets(hs, y, widths, names))
+    tasks = head_tasks(model, hs, y, widths)
+    return Subset(hs, names, x, y, head_targets(hs, y, widths, names), tasks)
 
 
 def weighted_loss(hs: list[Head], names: list[str]) -> Callable[[list[Any], Any], Any]:
     """``(targets per head, model output) -> sum of weight * loss``, as ``fit`` minimises."""
-    fns = [(h.index, loss_function(h.loss), h.weight) for h in hs]
+    per_head = head_losses(hs, names)
+    weights = [h.weight for h in hs]
 
     def total(targets: list[Any], out: Any) -> Any:
-        outs = io.as_list(out, names) if not isinstance(out, list) else out
         value = 0.0
-        for t, (i, fn, w) in zip(targets, fns, strict=True):
-            value = value + w * fn(t, outs[i])
+        for w, part in zip(weights, per_head(targets, out), strict=True):
+            value = value + w * part
         return value
 
     return total
+
+
+def head_losses(hs: list[Head], names: list[str]) -> Callable[[list[Any], Any], list[Any]]:
+    """``(targets per head, model output) -> [loss of each head]`` (unweighted): each output
+    is judged by its own task's criterion."""
+    fns = [(h.index, loss_function(h.loss)) for h in hs]
+
+    def losses(targets: list[Any], out: Any) -> list[Any]:
+        outs = io.as_list(out, names) if not isinstance(out, list) else out
+        return [fn(t, outs[i]) for t, (i, fn) in zip(targets, fns, strict=True)]
+
+    return losses
 
 
 def loss_and_subset(
@@ -153,8 +191,11 @@ def loss_function(loss: Any) -> Callable[[Any, Any], Any]:
     return mean_loss
 
 
-def loss_targets(spec: LossSpec, y: np.ndarray, num_outputs: int) -> np.ndarray:
-    """Labels in the form the loss takes: class indices, one-hot rows, or one column."""
+def loss_targets(spec: LossSpec | None, y: np.ndarray, num_outputs: int) -> np.ndarray:
+    """Labels in the form the loss takes: class indices, one-hot rows, or one column (as
+    given for a loss the checks do not know)."""
+    if spec is None:
+        return y
     if spec.sparse or y.ndim > 1:
         return y
     if num_outputs > 1:
@@ -179,33 +220,13 @@ def output_width(model: keras.Model, x: Any = None) -> int:
     return int(predict_outputs(model, io.take(x, slice(0, 1)))[0].shape[-1])
 
 
-def class_indices(y: np.ndarray) -> np.ndarray:
-    """Integer labels from class indices, one-hot rows or one 0/1 (or -1/1) column."""
-    if y.ndim > 1 and y.shape[-1] > 1:
-        return np.argmax(y, axis=-1)
-    y = y.reshape(-1)
-    return (y > 0).astype(np.int64) if y.size and y.min() < 0 else y.astype(np.int64)
-
-
-def classes_for(spec: LossSpec, width: int) -> int:
-    """The class count the expected loss is computed for, from the model's output width.
-
-    One output is a binary classifier (two classes), except under MSE, where it is one target.
-    """
-    if width > 1:
-        return width
-    return 1 if spec.kind == "mse" else 2
-
-
-def accuracy(spec: LossSpec, outputs: np.ndarray, labels: np.ndarray) -> float | None:
-    """Share of examples classified right; None for a single-output regression loss."""
-    if outputs.shape[-1] > 1:
-        return float(np.mean(np.argmax(outputs, axis=-1) == labels))
-    if spec.kind == "mse":
-        return None
-    threshold = 0.5 if spec.from_logits is False else 0.0
-    predicted = (outputs.reshape(-1) > threshold).astype(np.int64)
-    return float(np.mean(predicted == (labels > 0)))
+def accuracy(spec: LossSpec | None, outputs: np.ndarray, y: Any) -> float | None:
+    """Share of examples classified right by the task's own measure (top-1, the binary
+    threshold, every label of a multi-label row); None for regression. ``y``: the labels as
+    given (class indices, one-hot or multi-hot rows, values)."""
+    outputs = np.asarray(outputs)
+    task = task_of(spec, outputs.shape[-1], np.asarray(y))
+    return task_accuracy(task, outputs, y)
 
 
 def copy_model(

@@ -94,7 +94,7 @@ def check_input_dependence(
         for name, inputs in (("real", x_eval), ("zero", np.zeros_like(x_eval))):
             outputs = common.predict(copies[name], inputs, training=training)
             value = float(common.loss_function(loss)(t_eval, outputs))
-            acc = common.accuracy(spec, outputs, common.class_indices(y_eval))
+            acc = common.accuracy(spec, outputs, y_eval)
             scores[name] = (value, acc)
     (real, real_acc), (zero, zero_acc) = scores["real"], scores["zero"]
     z = accuracy_z(real_acc, zero_acc, len(y_eval))
