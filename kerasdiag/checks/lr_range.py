@@ -24,6 +24,7 @@ has its own optimizer, configured like the model's. A run uses it with ``optimiz
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -37,7 +38,6 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from kerasdiag.checks.sanity import _common as common
-from kerasdiag.checks.sanity.expected import describe_loss
 from kerasdiag.checks.sanity.result import StageResult
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.io import write_json_atomic
@@ -100,24 +100,28 @@ def find_learning_rate(
     if (x is None) == (dataset is None):
         raise ValueError("pass the training data either as x, y or as dataset=, not both")
     start = time.perf_counter()
-    with common.preserved_random_state():
+    with common.preserved_random_state(), contextlib.ExitStack() as stack:
         loss = common.compiled_loss(model) if loss is None else loss
         loss_fn = common.loss_function(loss)
-        clone = common.copy_model(model)
         opt = _constant_lr_optimizer(model, optimizer, start_lr)
-        variables = list(clone.trainable_variables)
-        if not variables:
-            raise ValueError(f"model {model.name!r} has no trainable weights: nothing to test")
         if dataset is None:
             if hasattr(x, "x_train"):
                 x, y, _ = common.training_arrays(x)
             if y is None:
                 raise ValueError("y is required with x (or pass dataset=)")
             x, y = np.asarray(x), np.asarray(y)
-            y = common.loss_targets(describe_loss(loss), y, common.output_width(model))
+            width = common.output_width(model, x)
+            y = common.loss_targets(common.known_loss(loss), y, width)
             batches = _array_batches(x, y, batch_size, seed)
+            example = x[:1]
         else:
             batches = _dataset_batches(dataset)
+            example = None
+        # A copy, or the original with its state put back (a model that cannot be copied)
+        clone = stack.enter_context(common.training_copy(model, example))
+        variables = list(clone.trainable_variables)
+        if not variables:
+            raise ValueError(f"model {model.name!r} has no trainable weights: nothing to test")
 
         opt.build(variables)  # slots made before tracing: the step traces once
 

@@ -234,19 +234,68 @@ def copy_model(
 ) -> keras.Model:
     """A new model of the same architecture holding a copy of ``model``'s current weights.
 
-    Raises ValueError when the model cannot be rebuilt from its config (subclassed models
-    without ``get_config``), so the caller never trains the original by mistake.
+    ``Lambda`` layers are rebuilt around the same Python function (no serialisation, which
+    Keras refuses for a Python lambda in safe mode). Raises :class:`CannotCopy` when the
+    model cannot be rebuilt from its config (subclassed models, custom layers without
+    ``get_config``), so the caller never trains the original by mistake: use
+    :func:`training_copy` to train the original and put its state back instead.
     """
     try:
-        clone = keras.models.clone_model(model, clone_function=clone_function)
+        clone = keras.models.clone_model(model, clone_function=clone_function or _rebuild)
+        clone.set_weights(model.get_weights())
     except Exception as exc:  # Keras raises several types for unclonable models
-        raise ValueError(
-            f"cannot copy model {model.name!r} ({type(exc).__name__}: {exc}); sanity checks "
-            "that train work on a copy, so the model must be functional or Sequential, "
-            "or its layers must implement get_config"
+        raise CannotCopy(
+            f"cannot copy model {model.name!r} ({type(exc).__name__}: {exc}); the model must "
+            "be functional or Sequential and its layers must implement get_config"
         ) from exc
-    clone.set_weights(model.get_weights())
     return clone
+
+
+class CannotCopy(ValueError):
+    """``copy_model`` could not rebuild the model from its configuration."""
+
+
+def _rebuild(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Keras' default clone of one layer, except a ``Lambda``: a new one around the same
+    function object, as a user's own code would build it."""
+    if isinstance(layer, keras.layers.Lambda):
+        return keras.layers.Lambda(
+            layer.function,
+            output_shape=layer._output_shape,
+            mask=layer.mask,
+            arguments=dict(layer.arguments),
+            name=layer.name,
+            dtype=layer.dtype_policy,
+        )
+    return layer.__class__.from_config(layer.get_config())
+
+
+@contextlib.contextmanager
+def training_copy(model: keras.Model, example: Any = None) -> Iterator[keras.Model]:
+    """A model a check may train, leaving ``model`` as it was when the block ends.
+
+    A copy (:func:`copy_model`) when the model can be rebuilt; otherwise (a subclassed
+    model, a custom layer without ``get_config``) ``model`` itself, with every variable
+    (weights, BatchNormalization statistics, random-seed states) put back on exit. The
+    checks train with optimizers of their own, so ``model.optimizer`` is never touched.
+    ``example``: a few inputs that build a model not yet called, so that every variable
+    exists before it is saved.
+    """
+    try:
+        clone = copy_model(model)
+    except CannotCopy:
+        clone = None
+    if clone is not None:
+        yield clone
+        return
+    if not model.built and example is not None:
+        model(example, training=False)
+    saved = [(v, keras.ops.convert_to_numpy(v)) for v in model.variables]
+    try:
+        yield model
+    finally:
+        for variable, value in saved:
+            variable.assign(value)
 
 
 def fresh_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:

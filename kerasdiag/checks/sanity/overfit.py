@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -60,11 +61,12 @@ def overfit_small_subset(
     if not 0 < loss_fraction < 1:
         raise ValueError(f"loss_fraction must be in (0, 1), got {loss_fraction!r}")
     start = time.perf_counter()
-    with common.preserved_random_state():
+    with common.preserved_random_state(), contextlib.ExitStack() as stack:
         sub = common.loss_subset(model, data, loss, num_examples, seed)
         hs, names, x, y, targets, tasks = sub.heads, sub.names, sub.x, sub.y, sub.targets, sub.tasks
         ys = [np.asarray(outputs.as_list(y, names)[h.index]) for h in hs]
-        clone = common.copy_model(model)
+        # A copy, or the original with its state put back (a model that cannot be copied)
+        clone = stack.enter_context(common.training_copy(model, outputs.take(x, slice(0, 1))))
         trainable = list(clone.trainable_variables)
         training = outputs.uses_batch_statistics(model)
         details: dict[str, Any] = {
