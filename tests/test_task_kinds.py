@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes, load_digits
 
-from kerasdiag.checks.sanity import check_initial_loss, overfit_small_subset
+from kerasdiag import find_learning_rate
+from kerasdiag.checks.sanity import (
+    check_initial_loss,
+    check_input_dependence,
+    overfit_small_subset,
+)
 from kerasdiag.checks.sanity.expected import (
     describe_loss,
     regression_initial_range,
@@ -256,3 +261,38 @@ def test_a_failure_at_the_expected_value_says_why_in_its_numbers(digits):
     assert (
         "accepted" in result.message and ", but the model's outputs are already" in result.message
     )
+
+
+# ---- input dependence and the learning-rate range test on every task
+
+
+def test_a_regression_model_uses_its_input_by_the_paired_loss_test(diabetes):
+    x, y = diabetes
+    result = check_input_dependence(compiled(mlp(10, 1), "mse"), (x, y))
+    assert result.status == "pass", result.message
+    assert result.details["accuracy_z"] is None and result.details["loss_z"] > 3
+
+
+def test_a_regression_model_that_ignores_its_input_is_named(diabetes):
+    x, y = diabetes
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10,))
+    deaf = keras.layers.Lambda(lambda t: 0.0 * t)(inputs)
+    hidden = keras.layers.Dense(32, "relu")(deaf)
+    model = compiled(keras.Model(inputs, keras.layers.Dense(1)(hidden)), "mse")
+    result = check_input_dependence(model, (x, y))
+    assert result.status == "fail", result.message
+
+
+def test_several_outputs_get_an_input_check_and_a_learning_rate(digits):
+    x, labels = digits
+    ink = x.mean(axis=1)
+    ink = (ink - ink.mean()) / ink.std()
+    model = compiled(
+        two_outputs(),
+        {"digit": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "ink": "mse"},
+    )
+    result = check_input_dependence(model, (x, {"digit": labels, "ink": ink}))
+    assert result.status == "pass", result.message
+    found = find_learning_rate(model, x, {"digit": labels, "ink": ink})
+    assert found.suggestion is not None and 1e-4 < found.suggestion < 1.0

@@ -38,6 +38,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from kerasdiag.checks.sanity import _common as common
+from kerasdiag.checks.sanity import outputs as outputs_io
 from kerasdiag.checks.sanity.result import StageResult
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.io import write_json_atomic
@@ -102,16 +103,27 @@ def find_learning_rate(
     start = time.perf_counter()
     with common.preserved_random_state(), contextlib.ExitStack() as stack:
         loss = common.compiled_loss(model) if loss is None else loss
-        loss_fn = common.loss_function(loss)
+        # Several outputs: the weighted sum of their losses, as fit trains on.
+        hs, names = common.heads(model, loss), outputs_io.output_names(model)
+        weighted = common.weighted_loss(hs, names)
+
+        def loss_fn(yb: Any, out: Any) -> Any:
+            per_output = outputs_io.as_list(yb, names)
+            return weighted([per_output[h.index] for h in hs], out)
+
         opt = _constant_lr_optimizer(model, optimizer, start_lr)
         if dataset is None:
             if hasattr(x, "x_train"):
                 x, y, _ = common.training_arrays(x)
             if y is None:
                 raise ValueError("y is required with x (or pass dataset=)")
-            x, y = np.asarray(x), np.asarray(y)
-            width = common.output_width(model, x)
-            y = common.loss_targets(common.known_loss(loss), y, width)
+            x, y = np.asarray(x), outputs_io.as_arrays(y)
+            widths = [o.shape[-1] for o in common.predict_outputs(model, x[:1])]
+            targets = common.head_targets(hs, y, widths, names)
+            per_output: list[Any] = list(outputs_io.as_list(y, names))
+            for h, t in zip(hs, targets, strict=True):
+                per_output[h.index] = t  # in the form each loss takes
+            y = per_output[0] if len(names) == 1 else per_output
             batches = _array_batches(x, y, batch_size, seed)
             example = x[:1]
         else:
@@ -311,7 +323,7 @@ def _constant_lr_optimizer(model: Any, optimizer: Any, lr: float) -> Any:
     return type(base).from_config(config)
 
 
-def _array_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Iterator:
+def _array_batches(x: np.ndarray, y: Any, batch_size: int, seed: int) -> Iterator:
     n = len(x)
     size = min(batch_size, n)
     rng = np.random.default_rng(seed)
@@ -319,7 +331,10 @@ def _array_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> 
         order = rng.permutation(n)
         for i in range(0, n - size + 1, size):
             idx = np.sort(order[i : i + size])
-            yield tf.constant(x[idx]), tf.constant(y[idx])
+            yield (
+                tf.constant(x[idx]),
+                keras.tree.map_structure(lambda a, idx=idx: tf.constant(np.asarray(a)[idx]), y),
+            )
 
 
 def _dataset_batches(dataset: Any) -> Iterator:

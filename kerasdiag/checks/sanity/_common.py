@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 from keras.src.backend.common import global_state
+from keras.src.losses.loss import squeeze_or_expand_to_same_rank
 from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
 from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
 from tensorflow.python.eager import context
@@ -155,6 +156,25 @@ def head_losses(hs: list[Head], names: list[str]) -> Callable[[list[Any], Any], 
         return [fn(t, outs[i]) for t, (i, fn) in zip(targets, fns, strict=True)]
 
     return losses
+
+
+def per_example_loss(hs: list[Head], targets: list[Any], outs: list[Any]) -> np.ndarray:
+    """The weighted loss of each example (one value per example, nothing averaged across
+    examples): what a paired comparison of two models on the same examples needs."""
+    total = 0.0
+    for h, t in zip(hs, targets, strict=True):
+        y_true = keras.ops.convert_to_tensor(t)
+        y_pred = keras.ops.convert_to_tensor(outs[h.index])
+        if isinstance(h.loss, keras.losses.Loss):
+            # unreduced, after the rank alignment Loss.__call__ does before it reduces
+            y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
+            each = h.loss.call(y_true, y_pred)
+        else:
+            fn = keras.losses.get(h.loss) if isinstance(h.loss, str) else h.loss
+            each = fn(y_true, y_pred)
+        each = keras.ops.convert_to_numpy(each).astype(np.float64)
+        total = total + h.weight * each.reshape(len(each), -1).mean(axis=1)
+    return np.asarray(total)
 
 
 def loss_and_subset(
