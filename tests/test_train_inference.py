@@ -74,3 +74,18 @@ def test_a_model_too_small_is_still_named_underfitting(digits):
     fit(x, y, doctor, units=2, dropout=0.0, epochs=4)
     assert 1 - doctor.history["train_accuracy_inference"][-1] > doctor.thresholds.bias
     assert "underfitting" in {f.symptom for f in doctor.findings}
+
+
+def test_a_near_chance_model_is_not_called_overfitting():
+    from kerasdiag.diagnosis import rules
+
+    # a BN model that barely learned: 84% training error, 93.9% validation error
+    table = rules.bias_variance(0.16, 0.061)
+    assert table["high_bias"] and not table["high_variance"]
+    assert table["verdict"] == "high bias"
+    history = {"loss": [2.3, 2.2], "accuracy": [0.12, 0.16], "val_loss": [2.3, 2.3],
+               "val_accuracy": [0.07, 0.061]}  # fmt: skip
+    found = rules.bias_variance_findings(history, rules.Thresholds(), {"step": 9, "epoch": 2})
+    assert [f.symptom for f in found] == ["underfitting"]
+    # a model that learned something and generalises worse still gets both
+    assert rules.bias_variance(0.85, 0.70)["verdict"] == "high bias and high variance"
