@@ -12,7 +12,11 @@ from sklearn.datasets import load_digits
 
 from kerasdiag import find_learning_rate
 from kerasdiag.checks.sanity import _common as common
-from kerasdiag.checks.sanity import check_input_dependence, overfit_small_subset
+from kerasdiag.checks.sanity import (
+    check_input_dependence,
+    check_regularization_raises_loss,
+    overfit_small_subset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +105,18 @@ def test_training_checks_give_a_verdict_and_leave_the_model_as_it_was(build, dig
     after = [keras.ops.convert_to_numpy(v) for v in model.variables]
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     assert not model.optimizer.built  # the checks train with optimizers of their own
+
+
+def test_regularization_check_scales_an_uncopyable_model_in_place_and_puts_it_back(digits):
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    l2 = keras.regularizers.L2(1e-3)
+    hidden = keras.layers.Dense(32, "relu", kernel_regularizer=l2)(Apply(lambda t: t)(inputs))
+    model = compiled(keras.Model(inputs, keras.layers.Dense(10)(hidden)))
+    with pytest.raises(common.CannotCopy):
+        common.copy_model(model)
+    result = check_regularization_raises_loss(model, (x, y))
+    assert result.status == "pass", result.message
+    (kernel,) = [v for v in model.weights if getattr(v, "regularizer", None) is not None]
+    assert kernel.regularizer is l2  # the model's own regularizer is back

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras.src.backend.common import global_state
 from keras.src.losses.loss import squeeze_or_expand_to_same_rank
+from keras.src.models.functional import Functional
 from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
 from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
 from tensorflow.python.eager import context
@@ -261,7 +262,11 @@ def copy_model(
     :func:`training_copy` to train the original and put its state back instead.
     """
     try:
-        clone = keras.models.clone_model(model, clone_function=clone_function or _rebuild)
+        # Keras takes a clone_function for Sequential and functional models only; a
+        # subclassed model is rebuilt whole from its get_config.
+        graph = isinstance(model, (keras.Sequential, Functional))
+        rebuild = clone_function or (_rebuild if graph else None)
+        clone = keras.models.clone_model(model, clone_function=rebuild)
         clone.set_weights(model.get_weights())
     except Exception as exc:  # Keras raises several types for unclonable models
         raise CannotCopy(
