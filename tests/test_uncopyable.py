@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from kerasdiag import find_learning_rate
+from kerasdiag import check_gradients, find_learning_rate
 from kerasdiag.checks.sanity import _common as common
 from kerasdiag.checks.sanity import (
     check_input_dependence,
@@ -120,3 +120,12 @@ def test_regularization_check_scales_an_uncopyable_model_in_place_and_puts_it_ba
     assert result.status == "pass", result.message
     (kernel,) = [v for v in model.weights if getattr(v, "regularizer", None) is not None]
     assert kernel.regularizer is l2  # the model's own regularizer is back
+
+
+def test_the_gradient_check_says_in_one_line_why_it_needs_get_config(digits):
+    # a float64 copy is what makes finite differences trustworthy: it cannot be made from a
+    # layer that holds a Python callable and has no get_config
+    x, y = digits
+    model = custom_layer_model()
+    with pytest.raises(ValueError, match="(?s)cannot clone .* to float64 .* get_config"):
+        check_gradients(model, x[:8], y[:8])
