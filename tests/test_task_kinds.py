@@ -296,3 +296,13 @@ def test_several_outputs_get_an_input_check_and_a_learning_rate(digits):
     assert result.status == "pass", result.message
     found = find_learning_rate(model, x, {"digit": labels, "ink": ink})
     assert found.suggestion is not None and 1e-4 < found.suggestion < 1.0
+
+
+def test_the_console_table_shows_the_accepted_range(digits):
+    from kerasdiag.checks.sanity.stages import format_table
+
+    x, labels = digits
+    model = compiled(mlp(64, 10, "softmax"), keras.losses.SparseCategoricalCrossentropy(True))
+    result = check_initial_loss(model, (x, labels))
+    row = next(line for line in format_table([result]).splitlines() if "initial_loss" in line)
+    assert "FAIL" in row and "[1.727..2.878]" in row, row
