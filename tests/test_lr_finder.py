@@ -129,20 +129,25 @@ def test_data_given_twice_or_not_at_all_is_an_error(digits_cfg, digits):
         find_learning_rate(model, digits.x_train)
 
 
-def test_subclassed_model_without_config_is_refused_not_trained():
+def test_subclassed_model_without_config_is_tested_and_put_back(digits):
+    # no copy can be rebuilt from its config: the original trains and its state goes back
     class Net(keras.Model):
         def __init__(self):
             super().__init__()
-            self.dense = keras.layers.Dense(3)
+            self.dense = keras.layers.Dense(10)
 
         def call(self, x):
-            return self.dense(x)
+            return self.dense(keras.ops.reshape(x, (keras.ops.shape(x)[0], -1)))
 
     model = Net()
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model(np.zeros((1, 4), np.float32))
-    with pytest.raises(ValueError, match="cannot copy model"):
-        find_learning_rate(model, np.zeros((8, 4), np.float32), np.zeros(8, np.int64))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model(digits.x_train[:1])
+    before = [keras.ops.convert_to_numpy(v).copy() for v in model.variables]
+    result = find_learning_rate(model, digits.x_train, digits.y_train, max_steps=30)
+    assert result.suggestion is not None
+    after = [keras.ops.convert_to_numpy(v) for v in model.variables]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert not model.optimizer.built
 
 
 @pytest.fixture(scope="module")

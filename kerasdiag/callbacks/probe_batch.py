@@ -220,7 +220,7 @@ def inference_accuracy(model: keras.Model, x: Any, y: Any, batch_size: int = 256
             for i in range(0, outputs.count(x), batch_size)
         ]
     )
-    return _common.accuracy(spec, predicted, _common.class_indices(np.asarray(y)))
+    return _common.accuracy(spec, predicted, np.asarray(y))
 
 
 class ProbeBudget:
@@ -404,11 +404,10 @@ class SelfMeasurements:
         return [] if finite else self.guard.broken()
 
     def inference_accuracy(self) -> float | None:
-        """Accuracy of the training sample (or, for a BatchNorm model, the probe batch)
-        scored in inference mode, as validation is; None when there is nothing to score."""
-        sample = self.train_sample
-        if sample is None and outputs.uses_batch_statistics(self.model):
-            sample = self.probe_batch
+        """Accuracy of the training sample (or else the probe batch) scored in inference
+        mode, as validation is; None when there is nothing to score. Never fit's running
+        mean: dropout on, BatchNorm on batch statistics, the weights of the whole epoch."""
+        sample = self.train_sample if self.train_sample is not None else self.probe_batch
         if sample is None or sample.y is None:
             return None
         start = time.perf_counter()

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -65,6 +66,11 @@ from kerasdiag.diagnosis.doctor import DoctorEngine
 from kerasdiag.diagnosis.symptoms import Finding
 from kerasdiag.modeling.optimizers import current_lr, optimizer_step
 
+NO_TRAINING_ERROR_NOTE = (
+    "TrainingDoctor: no training examples to score in inference mode (pass TrainingDoctor(x, "
+    "y) or train_sample=(x, y)): the bias/variance judgement is left out, as fit's training "
+    "accuracy is a training-mode running mean (dropout on, BatchNorm on batch statistics)"
+)
 MONITOR_KINDS = (GradientMonitor, ActivationHistograms, UpdateRatioMonitor, LearningRateMonitor)
 
 
@@ -113,7 +119,8 @@ class TrainingDoctor(keras.callbacks.Callback):
             end while the doctor judges the curves (``train_accuracy_inference`` in
             ``history``, which the overfitting judgement compares with the validation
             accuracy: ``fit``'s is a training-mode running mean, far above it while
-            BatchNorm's statistics lag). Without it, a BatchNorm model's probe batch is.
+            BatchNorm's statistics lag and dropout is on). Without it, the probe batch is;
+            with neither, no bias/variance verdict is given.
         advice: the terms the fixes are given in: None (the default) names Keras changes
             (a ``BatchNormalization`` layer, ``epochs`` of ``fit``), for a reader who wrote
             the model; a recipe run passes :func:`~kerasdiag.diagnosis.advice.config_terms`
@@ -278,6 +285,13 @@ class TrainingDoctor(keras.callbacks.Callback):
         accuracy = None
         if "accuracy" in logs and self.judge_curves:  # what the curve judgement reads
             accuracy = self._own.inference_accuracy()
+            if accuracy is None:
+                # Nothing to score in inference mode: no verdict reads fit's running mean
+                # (dropout on, BatchNorm on batch statistics), so the training error is
+                # recorded as unknown and the bias/variance judgement is left out.
+                accuracy = math.nan
+                if epoch == 0 and self.verbose:
+                    print(NO_TRAINING_ERROR_NOTE)
         monitor = self._monitors.get(LearningRateMonitor)
         rate = monitor.rate if monitor is not None else self._epoch_rate
         self.engine.end_epoch(epoch, logs, learning_rate=rate, inference_accuracy=accuracy)

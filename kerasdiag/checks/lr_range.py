@@ -24,6 +24,7 @@ has its own optimizer, configured like the model's. A run uses it with ``optimiz
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -37,7 +38,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from kerasdiag.checks.sanity import _common as common
-from kerasdiag.checks.sanity.expected import describe_loss
+from kerasdiag.checks.sanity import outputs as outputs_io
 from kerasdiag.checks.sanity.result import StageResult
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.io import write_json_atomic
@@ -100,24 +101,39 @@ def find_learning_rate(
     if (x is None) == (dataset is None):
         raise ValueError("pass the training data either as x, y or as dataset=, not both")
     start = time.perf_counter()
-    with common.preserved_random_state():
+    with common.preserved_random_state(), contextlib.ExitStack() as stack:
         loss = common.compiled_loss(model) if loss is None else loss
-        loss_fn = common.loss_function(loss)
-        clone = common.copy_model(model)
+        # Several outputs: the weighted sum of their losses, as fit trains on.
+        hs, names = common.heads(model, loss), outputs_io.output_names(model)
+        weighted = common.weighted_loss(hs, names)
+
+        def loss_fn(yb: Any, out: Any) -> Any:
+            per_output = outputs_io.as_list(yb, names)
+            return weighted([per_output[h.index] for h in hs], out)
+
         opt = _constant_lr_optimizer(model, optimizer, start_lr)
-        variables = list(clone.trainable_variables)
-        if not variables:
-            raise ValueError(f"model {model.name!r} has no trainable weights: nothing to test")
         if dataset is None:
             if hasattr(x, "x_train"):
                 x, y, _ = common.training_arrays(x)
             if y is None:
                 raise ValueError("y is required with x (or pass dataset=)")
-            x, y = np.asarray(x), np.asarray(y)
-            y = common.loss_targets(describe_loss(loss), y, common.output_width(model))
+            x, y = np.asarray(x), outputs_io.as_arrays(y)
+            widths = [o.shape[-1] for o in common.predict_outputs(model, x[:1])]
+            targets = common.head_targets(hs, y, widths, names)
+            per_output: list[Any] = list(outputs_io.as_list(y, names))
+            for h, t in zip(hs, targets, strict=True):
+                per_output[h.index] = t  # in the form each loss takes
+            y = per_output[0] if len(names) == 1 else per_output
             batches = _array_batches(x, y, batch_size, seed)
+            example = x[:1]
         else:
             batches = _dataset_batches(dataset)
+            example = None
+        # A copy, or the original with its state put back (a model that cannot be copied)
+        clone = stack.enter_context(common.training_copy(model, example))
+        variables = list(clone.trainable_variables)
+        if not variables:
+            raise ValueError(f"model {model.name!r} has no trainable weights: nothing to test")
 
         opt.build(variables)  # slots made before tracing: the step traces once
 
@@ -307,7 +323,7 @@ def _constant_lr_optimizer(model: Any, optimizer: Any, lr: float) -> Any:
     return type(base).from_config(config)
 
 
-def _array_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Iterator:
+def _array_batches(x: np.ndarray, y: Any, batch_size: int, seed: int) -> Iterator:
     n = len(x)
     size = min(batch_size, n)
     rng = np.random.default_rng(seed)
@@ -315,7 +331,10 @@ def _array_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> 
         order = rng.permutation(n)
         for i in range(0, n - size + 1, size):
             idx = np.sort(order[i : i + size])
-            yield tf.constant(x[idx]), tf.constant(y[idx])
+            yield (
+                tf.constant(x[idx]),
+                keras.tree.map_structure(lambda a, idx=idx: tf.constant(np.asarray(a)[idx]), y),
+            )
 
 
 def _dataset_batches(dataset: Any) -> Iterator:

@@ -33,7 +33,7 @@ from kerasdiag.checks.gradcheck.finite_diff import RETRY_STEPS, final, run_attem
 from kerasdiag.checks.gradcheck.kinks import crossed
 from kerasdiag.checks.gradcheck.objective import PARTS, ModelObjective, custom_train_step_note
 from kerasdiag.checks.gradcheck.report import ElementCheck, GradcheckReport, summarize
-from kerasdiag.checks.gradcheck.sampling import stratified_sample, unravel
+from kerasdiag.checks.gradcheck.sampling import stratified_sample, unravel, used_rows
 from kerasdiag.checks.gradcheck.verdict import TINY, smooth_tolerance, tolerance_note
 from kerasdiag.checks.sanity.outputs import count, uses_batch_statistics
 
@@ -63,6 +63,17 @@ def validate_settings(**settings: Any) -> None:
 def variable_names(model: keras.Model) -> list[str]:
     """The names a report uses: the paths of the user's trainable variables."""
     return [v.path for v in model.trainable_variables]
+
+
+def embedding_variables(model: keras.Model) -> set[str]:
+    """The paths of the trainable tables of the model's Embedding layers."""
+    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else []
+    return {
+        v.path
+        for layer in layers
+        if isinstance(layer, keras.layers.Embedding)
+        for v in layer.trainable_variables
+    }
 
 
 def check_gradients(
@@ -111,7 +122,13 @@ def check_gradients(
     )  # fmt: skip
     grads = objective.gradients()
     shapes = [tuple(g.shape) for g in grads["data"]]
-    var_idx, flat_idx = stratified_sample(shapes, dims_per_variable, seed, include)
+    # An Embedding's table: sample the rows the batch uses (elsewhere both gradients are 0)
+    prefer = {
+        i: used_rows(grads["data"][i])
+        for i, name in enumerate(names)
+        if name in embedding_variables(model)
+    }
+    var_idx, flat_idx = stratified_sample(shapes, dims_per_variable, seed, include, prefer)
     parts = PARTS if objective.has_regularization else PARTS[:1]
     analytic = {
         p: np.array([grads[p][v].ravel()[i] for v, i in zip(var_idx, flat_idx, strict=True)])

@@ -93,20 +93,21 @@ def _custom_objects(obj: Any) -> dict[str, Any]:
 
 
 def _rebuild(obj: Any) -> Any:
-    config = serialization_lib.serialize_keras_object(obj)
-    # The clone is never trained through compile(); its compile config (optimizer, loss,
-    # metrics) may name custom objects that do not deserialize, so it is left out.
-    config.pop("compile_config", None)
-    config = as_float64_config(config)
-    with float64_defaults(), keras.saving.custom_object_scope(_custom_objects(obj)):
-        try:
+    try:
+        # A layer holding a Python callable without get_config fails here already.
+        config = serialization_lib.serialize_keras_object(obj)
+        # The clone is never trained through compile(); its compile config (optimizer, loss,
+        # metrics) may name custom objects that do not deserialize, so it is left out.
+        config.pop("compile_config", None)
+        config = as_float64_config(config)
+        with float64_defaults(), keras.saving.custom_object_scope(_custom_objects(obj)):
             return serialization_lib.deserialize_keras_object(config, safe_mode=False)
-        except Exception as exc:  # Keras raises many types for configs it cannot rebuild
-            raise ValueError(
-                f"cannot clone {type(obj).__name__} {getattr(obj, 'name', '')!r} to float64 "
-                f"({type(exc).__name__}: {exc}); custom layers must implement get_config() "
-                "returning every constructor argument"
-            ) from exc
+    except Exception as exc:  # Keras raises many types for objects it cannot rebuild
+        raise ValueError(
+            f"cannot clone {type(obj).__name__} {getattr(obj, 'name', '')!r} to float64 "
+            f"({type(exc).__name__}: {exc}); custom layers must implement get_config() "
+            "returning every constructor argument"
+        ) from exc
 
 
 def clone_float64(model: keras.Model | keras.layers.Layer, build_input: Any = None) -> Any:

@@ -11,12 +11,17 @@ from typing import Any
 import keras
 import numpy as np
 from keras.src.backend.common import global_state
+from keras.src.losses.loss import squeeze_or_expand_to_same_rank
+from keras.src.models.functional import Functional
 from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
 from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
 from tensorflow.python.eager import context
 
 from kerasdiag.checks.sanity import outputs as io
 from kerasdiag.checks.sanity.expected import LossSpec, describe_loss
+from kerasdiag.checks.tasks import Task, task_of
+from kerasdiag.checks.tasks import accuracy as task_accuracy
+from kerasdiag.checks.tasks import class_indices as class_indices  # one home, re-exported
 
 
 def training_arrays(data: Any) -> tuple[Any, Any, int | None]:
@@ -45,21 +50,42 @@ def subset(x: Any, y: Any, n: int | None, seed: int = 0) -> tuple[Any, Any]:
 
 @dataclass
 class Head:
-    """One output with a loss: its name, position, loss, weight and what the loss is."""
+    """One output with a loss: its name, position, loss, weight and what the loss is
+    (``spec`` None for a loss the checks do not know)."""
 
     name: str
     index: int
     loss: Any
     weight: float
-    spec: LossSpec
+    spec: LossSpec | None
 
 
 def heads(model: keras.Model, loss: Any = None) -> list[Head]:
     """The outputs that carry a loss (the compiled ones and ``loss_weights`` by default)."""
     names = io.output_names(model)
     return [
-        Head(name, names.index(name), fn, weight, describe_loss(fn))
+        Head(name, names.index(name), fn, weight, known_loss(fn))
         for name, fn, weight in io.loss_terms(model, loss)
+    ]
+
+
+def known_loss(loss: Any) -> LossSpec | None:
+    """What ``loss`` is, or None for a loss the checks do not know (a user's own): the checks
+    that need it then say they do not apply, the others still run."""
+    try:
+        return describe_loss(loss)
+    except ValueError:
+        return None
+
+
+def head_tasks(model: keras.Model, hs: list[Head], y: Any, widths: list[int]) -> list[Task]:
+    """The task of each loss-carrying output, from its loss, width, labels and activation."""
+    ys = io.as_list(y, io.output_names(model))
+    return [
+        task_of(
+            h.spec, widths[h.index], np.asarray(ys[h.index]), io.output_activation(model, h.index)
+        )
+        for h in hs
     ]
 
 
@@ -93,6 +119,7 @@ class Subset:
     x: Any
     y: Any
     targets: list[Any]
+    tasks: list[Task]
 
 
 def loss_subset(model: keras.Model, data: Any, loss: Any, n: int | None, seed: int) -> Subset:
@@ -102,21 +129,53 @@ def loss_subset(model: keras.Model, data: Any, loss: Any, n: int | None, seed: i
     x, y = subset(x_all, y_all, n, seed)
     names = io.output_names(model)
     widths = [o.shape[-1] for o in predict_outputs(model, io.take(x, slice(0, 1)))]
-    return Subset(hs, names, x, y, head_targets(hs, y, widths, names))
+    tasks = head_tasks(model, hs, y, widths)
+    return Subset(hs, names, x, y, head_targets(hs, y, widths, names), tasks)
 
 
 def weighted_loss(hs: list[Head], names: list[str]) -> Callable[[list[Any], Any], Any]:
     """``(targets per head, model output) -> sum of weight * loss``, as ``fit`` minimises."""
-    fns = [(h.index, loss_function(h.loss), h.weight) for h in hs]
+    per_head = head_losses(hs, names)
+    weights = [h.weight for h in hs]
 
     def total(targets: list[Any], out: Any) -> Any:
-        outs = io.as_list(out, names) if not isinstance(out, list) else out
         value = 0.0
-        for t, (i, fn, w) in zip(targets, fns, strict=True):
-            value = value + w * fn(t, outs[i])
+        for w, part in zip(weights, per_head(targets, out), strict=True):
+            value = value + w * part
         return value
 
     return total
+
+
+def head_losses(hs: list[Head], names: list[str]) -> Callable[[list[Any], Any], list[Any]]:
+    """``(targets per head, model output) -> [loss of each head]`` (unweighted): each output
+    is judged by its own task's criterion."""
+    fns = [(h.index, loss_function(h.loss)) for h in hs]
+
+    def losses(targets: list[Any], out: Any) -> list[Any]:
+        outs = io.as_list(out, names) if not isinstance(out, list) else out
+        return [fn(t, outs[i]) for t, (i, fn) in zip(targets, fns, strict=True)]
+
+    return losses
+
+
+def per_example_loss(hs: list[Head], targets: list[Any], outs: list[Any]) -> np.ndarray:
+    """The weighted loss of each example (one value per example, nothing averaged across
+    examples): what a paired comparison of two models on the same examples needs."""
+    total = 0.0
+    for h, t in zip(hs, targets, strict=True):
+        y_true = keras.ops.convert_to_tensor(t)
+        y_pred = keras.ops.convert_to_tensor(outs[h.index])
+        if isinstance(h.loss, keras.losses.Loss):
+            # unreduced, after the rank alignment Loss.__call__ does before it reduces
+            y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
+            each = h.loss.call(y_true, y_pred)
+        else:
+            fn = keras.losses.get(h.loss) if isinstance(h.loss, str) else h.loss
+            each = fn(y_true, y_pred)
+        each = keras.ops.convert_to_numpy(each).astype(np.float64)
+        total = total + h.weight * each.reshape(len(each), -1).mean(axis=1)
+    return np.asarray(total)
 
 
 def loss_and_subset(
@@ -153,8 +212,11 @@ def loss_function(loss: Any) -> Callable[[Any, Any], Any]:
     return mean_loss
 
 
-def loss_targets(spec: LossSpec, y: np.ndarray, num_outputs: int) -> np.ndarray:
-    """Labels in the form the loss takes: class indices, one-hot rows, or one column."""
+def loss_targets(spec: LossSpec | None, y: np.ndarray, num_outputs: int) -> np.ndarray:
+    """Labels in the form the loss takes: class indices, one-hot rows, or one column (as
+    given for a loss the checks do not know)."""
+    if spec is None:
+        return y
     if spec.sparse or y.ndim > 1:
         return y
     if num_outputs > 1:
@@ -179,33 +241,13 @@ def output_width(model: keras.Model, x: Any = None) -> int:
     return int(predict_outputs(model, io.take(x, slice(0, 1)))[0].shape[-1])
 
 
-def class_indices(y: np.ndarray) -> np.ndarray:
-    """Integer labels from class indices, one-hot rows or one 0/1 (or -1/1) column."""
-    if y.ndim > 1 and y.shape[-1] > 1:
-        return np.argmax(y, axis=-1)
-    y = y.reshape(-1)
-    return (y > 0).astype(np.int64) if y.size and y.min() < 0 else y.astype(np.int64)
-
-
-def classes_for(spec: LossSpec, width: int) -> int:
-    """The class count the expected loss is computed for, from the model's output width.
-
-    One output is a binary classifier (two classes), except under MSE, where it is one target.
-    """
-    if width > 1:
-        return width
-    return 1 if spec.kind == "mse" else 2
-
-
-def accuracy(spec: LossSpec, outputs: np.ndarray, labels: np.ndarray) -> float | None:
-    """Share of examples classified right; None for a single-output regression loss."""
-    if outputs.shape[-1] > 1:
-        return float(np.mean(np.argmax(outputs, axis=-1) == labels))
-    if spec.kind == "mse":
-        return None
-    threshold = 0.5 if spec.from_logits is False else 0.0
-    predicted = (outputs.reshape(-1) > threshold).astype(np.int64)
-    return float(np.mean(predicted == (labels > 0)))
+def accuracy(spec: LossSpec | None, outputs: np.ndarray, y: Any) -> float | None:
+    """Share of examples classified right by the task's own measure (top-1, the binary
+    threshold, every label of a multi-label row); None for regression. ``y``: the labels as
+    given (class indices, one-hot or multi-hot rows, values)."""
+    outputs = np.asarray(outputs)
+    task = task_of(spec, outputs.shape[-1], np.asarray(y))
+    return task_accuracy(task, outputs, y)
 
 
 def copy_model(
@@ -213,19 +255,72 @@ def copy_model(
 ) -> keras.Model:
     """A new model of the same architecture holding a copy of ``model``'s current weights.
 
-    Raises ValueError when the model cannot be rebuilt from its config (subclassed models
-    without ``get_config``), so the caller never trains the original by mistake.
+    ``Lambda`` layers are rebuilt around the same Python function (no serialisation, which
+    Keras refuses for a Python lambda in safe mode). Raises :class:`CannotCopy` when the
+    model cannot be rebuilt from its config (subclassed models, custom layers without
+    ``get_config``), so the caller never trains the original by mistake: use
+    :func:`training_copy` to train the original and put its state back instead.
     """
     try:
-        clone = keras.models.clone_model(model, clone_function=clone_function)
+        # Keras takes a clone_function for Sequential and functional models only; a
+        # subclassed model is rebuilt whole from its get_config.
+        graph = isinstance(model, (keras.Sequential, Functional))
+        rebuild = clone_function or (_rebuild if graph else None)
+        clone = keras.models.clone_model(model, clone_function=rebuild)
+        clone.set_weights(model.get_weights())
     except Exception as exc:  # Keras raises several types for unclonable models
-        raise ValueError(
-            f"cannot copy model {model.name!r} ({type(exc).__name__}: {exc}); sanity checks "
-            "that train work on a copy, so the model must be functional or Sequential, "
-            "or its layers must implement get_config"
+        raise CannotCopy(
+            f"cannot copy model {model.name!r} ({type(exc).__name__}: {exc}); the model must "
+            "be functional or Sequential and its layers must implement get_config"
         ) from exc
-    clone.set_weights(model.get_weights())
     return clone
+
+
+class CannotCopy(ValueError):
+    """``copy_model`` could not rebuild the model from its configuration."""
+
+
+def _rebuild(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Keras' default clone of one layer, except a ``Lambda``: a new one around the same
+    function object, as a user's own code would build it."""
+    if isinstance(layer, keras.layers.Lambda):
+        return keras.layers.Lambda(
+            layer.function,
+            output_shape=layer._output_shape,
+            mask=layer.mask,
+            arguments=dict(layer.arguments),
+            name=layer.name,
+            dtype=layer.dtype_policy,
+        )
+    return layer.__class__.from_config(layer.get_config())
+
+
+@contextlib.contextmanager
+def training_copy(model: keras.Model, example: Any = None) -> Iterator[keras.Model]:
+    """A model a check may train, leaving ``model`` as it was when the block ends.
+
+    A copy (:func:`copy_model`) when the model can be rebuilt; otherwise (a subclassed
+    model, a custom layer without ``get_config``) ``model`` itself, with every variable
+    (weights, BatchNormalization statistics, random-seed states) put back on exit. The
+    checks train with optimizers of their own, so ``model.optimizer`` is never touched.
+    ``example``: a few inputs that build a model not yet called, so that every variable
+    exists before it is saved.
+    """
+    try:
+        clone = copy_model(model)
+    except CannotCopy:
+        clone = None
+    if clone is not None:
+        yield clone
+        return
+    if not model.built and example is not None:
+        model(example, training=False)
+    saved = [(v, keras.ops.convert_to_numpy(v)) for v in model.variables]
+    try:
+        yield model
+    finally:
+        for variable, value in saved:
+            variable.assign(value)
 
 
 def fresh_optimizer(model: keras.Model) -> keras.optimizers.Optimizer:

@@ -40,9 +40,23 @@ _KNOWN: dict[str, tuple[str, bool, dict[str, Any]]] = {
     "squaredhinge": ("binary_hinge", False, {}),
     "meansquarederror": ("mse", False, {}),
     "mse": ("mse", False, {}),
+    "meanabsoluteerror": ("mae", False, {}),
+    "mae": ("mae", False, {}),
+    "huber": ("huber", False, {"delta": 1.0}),
+    "huberloss": ("huber", False, {"delta": 1.0}),
+    "logcosh": ("log_cosh", False, {}),
 }
 # Loss kinds whose inputs are logits or probabilities (the others take raw scores).
 _PROBABILISTIC = {"crossentropy", "binary_crossentropy", "focal", "binary_focal"}
+# Loss kinds on real-valued targets: their value at initialisation depends on the targets'
+# scale, not on a class count (``regression_initial_range``).
+REGRESSION = frozenset({"mse", "mae", "huber", "log_cosh"})
+# Loss kinds that score each output on its own (one column: binary; several: multi-label).
+PER_OUTPUT = frozenset({"binary_crossentropy", "binary_focal", "binary_hinge"})
+# The spread (std) of a freshly initialised output that is still healthy, in units of
+# max(1, the targets' std): Glorot/He initialisation keeps activations of unit order on
+# standardised inputs, so outputs up to about twice that are normal, hundreds are not.
+INIT_OUTPUT_SPREAD = 2.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,13 @@ class LossSpec:
     alpha: Any = None
     margin: float = 1.0
     apply_class_balancing: bool = False
+    label_smoothing: float = 0.0
+    delta: float = 1.0
+
+    @property
+    def regression(self) -> bool:
+        """Whether the loss compares real values (MSE, MAE, Huber, log-cosh)."""
+        return self.kind in REGRESSION
 
 
 def describe_loss(loss: Any) -> LossSpec:
@@ -83,7 +104,12 @@ def describe_loss(loss: Any) -> LossSpec:
                 params.update(loss.get_config() or {})
             except (NotImplementedError, TypeError):
                 params = {}
-        for attr in ("from_logits", "gamma", "alpha", "margin", "apply_class_balancing"):
+        # Keras' function-wrapping losses keep some arguments (Huber's delta) only here.
+        fn_kwargs = getattr(loss, "_fn_kwargs", None)
+        if isinstance(fn_kwargs, dict):
+            params.update(fn_kwargs)
+        attrs = ("from_logits", "gamma", "alpha", "margin", "apply_class_balancing")
+        for attr in (*attrs, "label_smoothing", "delta"):
             if hasattr(loss, attr):
                 params[attr] = getattr(loss, attr)
     keys = [n.lower().replace("_", "") for n in names]
@@ -106,6 +132,8 @@ def describe_loss(loss: Any) -> LossSpec:
         alpha=merged.get("alpha"),
         margin=float(merged.get("margin", 1.0)),
         apply_class_balancing=bool(merged.get("apply_class_balancing", False)),
+        label_smoothing=float(params.get("label_smoothing") or 0.0),
+        delta=float(merged.get("delta", 1.0)),
     )
 
 
@@ -160,6 +188,11 @@ def expected_initial_loss_with_reason(
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     spec = loss if isinstance(loss, LossSpec) else describe_loss(loss)
     c = int(num_classes)
+    if spec.kind in REGRESSION - {"mse"}:
+        raise ValueError(
+            f"loss: the initial value of {spec.name!r} depends on the targets' scale, not on "
+            "a class count; regression_initial_range(spec, targets) gives it"
+        )
     binary = spec.kind in {"binary_crossentropy", "binary_focal", "binary_hinge"} or (
         spec.kind == "mse" and c == 1
     )
@@ -193,6 +226,85 @@ def expected_initial_loss_with_reason(
     if c == 1:
         return float(priors[1]), "the share of positive labels (mean y^2) for MSE at zero outputs"
     return 1.0 / c, f"1/C = 1/{c}, the mean square of one-hot targets, for MSE at zero outputs"
+
+
+def regression_initial_range(
+    spec: LossSpec, targets: np.ndarray
+) -> tuple[float, float, float, str]:
+    """``(expected, low, high, reason)`` for a regression loss at initialisation.
+
+    A freshly initialised network's outputs carry no information about the targets and are
+    of unit order (Glorot/He keep activations' variance about 1 on standardised inputs), so:
+
+    * ``expected``: the loss of zero outputs, e.g. mean(y^2) for MSE, mean|y| for MAE;
+    * ``low``: the loss of the best constant (the targets' mean or median, e.g. var(y) for
+      MSE). No output without information about the targets does better: a lower initial
+      loss means the labels reach the model before training (a leak);
+    * ``high``: the loss of outputs independent of the targets with a spread of
+      ``INIT_OUTPUT_SPREAD`` x max(1, std(y)) (mean(y^2) + 4 max(1, var y) for MSE). Higher
+      means outputs far larger than initialisation gives: unnormalised inputs (raw 0-255
+      pixels) or weights initialised far too large.
+
+    ``targets`` are in the form the loss takes (one column per output). Pure NumPy.
+
+    >>> round(regression_initial_range(describe_loss("mse"), np.array([[1.0], [-1.0]]))[0], 3)
+    1.0
+    """
+    y = np.asarray(targets, dtype=np.float64)
+    y = y.reshape(len(y), -1)
+    per = _regression_elementwise(spec)
+
+    def loss(pred: np.ndarray) -> float:
+        return float(np.mean(per(y - pred)))
+
+    expected = loss(np.zeros_like(y))
+    constants = (np.mean(y, axis=0), np.median(y, axis=0))
+    low = min(loss(np.broadcast_to(c, y.shape)) for c in constants)
+    spread = INIT_OUTPUT_SPREAD * np.maximum(1.0, np.std(y, axis=0))
+    high = 0.5 * (loss(spread) + loss(-spread))
+    reason = (
+        f"{spec.name} of zero outputs is {expected:.4g}; an untrained model without "
+        f"information about the targets lies between {low:.4g} (the best constant "
+        f"prediction) and {high:.4g} (outputs of spread {INIT_OUTPUT_SPREAD:g} x max(1, std y))"
+    )
+    return expected, low, high, reason
+
+
+def _regression_elementwise(spec: LossSpec) -> Any:
+    """The loss of one residual, as Keras computes it (mean over outputs and examples)."""
+    if spec.kind == "mse":
+        return np.square
+    if spec.kind == "mae":
+        return np.abs
+    if spec.kind == "log_cosh":
+        return lambda r: np.logaddexp(r, -r) - math.log(2.0)
+    if spec.kind == "huber":
+        d = spec.delta
+        return lambda r: np.where(np.abs(r) <= d, 0.5 * r * r, d * (np.abs(r) - 0.5 * d))
+    raise ValueError(f"loss: {spec.name!r} is not a regression loss")
+
+
+def smoothed_target_entropy(spec: LossSpec, num_outputs: int) -> float:
+    """The lowest value a cross-entropy with label smoothing can reach: the entropy of the
+    smoothed target, reached at 100% accuracy (0 without smoothing).
+
+    Categorical over C classes at smoothing e: the target puts 1 - e + e/C on the true class
+    and e/C on every other, so the floor is -(1 - e + e/C) ln(1 - e + e/C) - (C - 1)(e/C)
+    ln(e/C): 0.50 for C = 10 and e = 0.1. Binary (per output): the target is 1 - e/2 or e/2,
+    the floor the binary entropy of e/2.
+
+    >>> round(smoothed_target_entropy(describe_loss("categorical_crossentropy"), 10), 3)
+    0.0
+    """
+    e = spec.label_smoothing
+    if not e or spec.kind not in {"crossentropy", "binary_crossentropy"}:
+        return 0.0
+    if spec.kind == "binary_crossentropy" or num_outputs < 2:
+        q = e / 2.0
+        return float(-(q * math.log(q) + (1 - q) * math.log(1 - q)))
+    c = int(num_outputs)
+    on, off = 1.0 - e + e / c, e / c
+    return float(-(on * math.log(on) + (c - 1) * off * math.log(off)))
 
 
 def _priors(class_priors: Sequence[float] | np.ndarray | None, n: int) -> np.ndarray:

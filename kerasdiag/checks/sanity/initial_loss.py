@@ -10,8 +10,13 @@ import numpy as np
 
 from kerasdiag.checks.sanity import _common as common
 from kerasdiag.checks.sanity import outputs as outputs_io
-from kerasdiag.checks.sanity.expected import LossSpec, expected_initial_loss_with_reason
+from kerasdiag.checks.sanity.expected import (
+    LossSpec,
+    expected_initial_loss_with_reason,
+    regression_initial_range,
+)
 from kerasdiag.checks.sanity.result import StageResult
+from kerasdiag.checks.tasks import Task, class_indices, positives
 from kerasdiag.core.activations import PROBABILITY
 
 _CATEGORICAL = {"crossentropy", "focal"}
@@ -30,11 +35,26 @@ def check_initial_loss(
     """Compare the loss of a freshly initialised model with :func:`expected_initial_loss`.
 
     The loss is the data loss alone (regularization terms left out) in inference mode
-    (dropout and augmentation off) on up to ``max_examples`` training examples. It passes
-    when it lies within ``rtol`` (relative) of the expected value and the model's outputs
-    have the form the loss expects (logits for ``from_logits=True``, probabilities
-    otherwise): a softmax applied twice gives a loss near ln C at initialisation, so only
-    the outputs give it away. The model is not changed.
+    (dropout and augmentation off) on up to ``max_examples`` training examples. The
+    expectation follows the task of each output (:mod:`kerasdiag.checks.tasks`):
+
+    * multi-class: ln C for cross-entropy (label smoothing or not), the hinge and focal
+      values of :func:`expected_initial_loss`;
+    * binary and multi-label (independent sigmoids): ln 2 per label for binary
+      cross-entropy, whatever the label priors;
+    * regression (MSE, MAE, Huber, log-cosh): the loss of zero outputs, accepted between
+      the best constant prediction's loss and that of outputs of unit order
+      (:func:`~kerasdiag.checks.sanity.expected.regression_initial_range`);
+    * several outputs (a list or dict of losses): each output on its own, the totals
+      weighted by ``loss_weights``; an output whose loss the checks do not know is skipped
+      with the reason.
+
+    It passes when the value lies within ``rtol`` (relative) of the expected value (the
+    regression range widened by ``rtol``) and the model's outputs have the form the loss
+    expects (logits for ``from_logits=True``, probabilities otherwise): a softmax applied
+    twice gives a loss near ln C at initialisation, so only the outputs give it away. The
+    message shows the value, the expectation and the accepted range. The model is not
+    changed.
 
     Args:
         model: a compiled Keras model, as initialised (before any training).
@@ -60,30 +80,40 @@ def check_initial_loss(
     x, y = common.subset(x_all, y_all, max_examples, seed)
     names = outputs_io.output_names(model)
     predictions = common.predict_outputs(model, x)
+    tasks = common.head_tasks(model, hs, y_all, [p.shape[-1] for p in predictions])
     verdicts = []
-    for h in hs:
+    for h, task in zip(hs, tasks, strict=True):
         y_head = np.asarray(outputs_io.as_list(y, names)[h.index])
         y_head_all = np.asarray(outputs_io.as_list(y_all, names)[h.index])
         verdicts.append(
-            _judge(h.spec, h.loss, predictions[h.index], y_head, y_head_all, num_classes, rtol,
+            _judge(task, h.loss, predictions[h.index], y_head, y_head_all, num_classes, rtol,
                    class_priors, outputs_io.output_activation(model, h.index))
         )  # fmt: skip
-    details = {"examples": outputs_io.count(x), "loss": ", ".join(h.spec.name for h in hs)}
+    details = {
+        "examples": outputs_io.count(x),
+        "loss": ", ".join(h.spec.name if h.spec else str(h.loss) for h in hs),
+        "rtol": rtol,
+    }
     seconds = time.perf_counter() - start
     if len(hs) == 1:
         passed, value, expected, message, extra = verdicts[0]
-        details.update(extra)
+        details.update(extra, task=tasks[0].describe())
         return StageResult("initial_loss", passed, value, expected, message, seconds, details)
-    # Several outputs: each is judged on its own; the totals carry the loss weights.
-    passed = all(v[0] for v in verdicts)
+    # Several outputs: each is judged on its own (or says why it cannot be); the totals carry
+    # the loss weights when every output has an expectation.
+    judged = [v[0] for v in verdicts if v[0] is not None]
+    passed = None if not judged else all(judged)
     values, expectations = [v[1] for v in verdicts], [v[2] for v in verdicts]
     value = expected = None
     if all(v is not None for v in values + expectations):
         value = sum(h.weight * v for h, v in zip(hs, values, strict=True))
         expected = sum(h.weight * e for h, e in zip(hs, expectations, strict=True))
-    details["outputs"] = {h.name: v[4] | {"value": v[1], "expected": v[2]}
-                          for h, v in zip(hs, verdicts, strict=True)}  # fmt: skip
-    shown = [v for v in verdicts if not v[0]] or verdicts
+    details["outputs"] = {
+        h.name: v[4] | {"value": v[1], "expected": v[2], "status": _status(v[0]),
+                        "task": t.describe()}
+        for h, v, t in zip(hs, verdicts, tasks, strict=True)
+    }  # fmt: skip
+    shown = [v for v in verdicts if v[0] is False] or verdicts
     message = "; ".join(
         f"output {h.name!r} (weight {h.weight:g}): {v[3]}"
         for h, v in zip(hs, verdicts, strict=True)
@@ -92,8 +122,12 @@ def check_initial_loss(
     return StageResult("initial_loss", passed, value, expected, message, seconds, details)
 
 
+def _status(passed: bool | None) -> str:
+    return "skip" if passed is None else ("pass" if passed else "fail")
+
+
 def _judge(
-    spec: LossSpec,
+    task: Task,
     loss: Any,
     outputs: np.ndarray,
     y: np.ndarray,
@@ -102,43 +136,45 @@ def _judge(
     rtol: float,
     class_priors: Any,
     activation: str | None = None,
-) -> tuple[bool, float | None, float | None, str, dict[str, Any]]:
-    """(passed, value, expected, message, details) of one output and its loss;
-    ``activation``: what the output layer applies last, when known (``output_activation``)."""
-    width = outputs.shape[-1]
-    details = {
+) -> tuple[bool | None, float | None, float | None, str, dict[str, Any]]:
+    """(passed, value, expected, message, details) of one output and its loss; ``passed`` is
+    None when no expectation applies (a loss the checks do not know). ``activation``: what
+    the output layer applies last, when known (``output_activation``)."""
+    spec, width = task.spec, outputs.shape[-1]
+    details: dict[str, Any] = {
         "outputs_mean": float(np.mean(outputs)),
         "outputs_std": float(np.std(outputs)),
     }
 
-    def result(passed: bool, value: float | None, expected: float | None, message: str):
+    def result(passed: bool | None, value: float | None, expected: float | None, message: str):
         return passed, value, expected, message, details
 
-    if width > 1 and num_classes is not None and width != num_classes:
+    if spec is None:
         return result(
-            False,
             None,
             None,
-            f"the model has {width} outputs but the data has {num_classes} classes",
+            None,
+            f"does not apply: no expected initial value is known for the loss {loss!r} "
+            "(known: cross-entropy, focal, hinge, MSE, MAE, Huber, log-cosh)",
         )
-    classes = common.classes_for(spec, width)
-    labels = common.class_indices(y_all)
-    if labels.max(initial=0) >= max(classes, 2):
-        return result(
-            False,
-            None,
-            None,
-            f"the labels go up to {labels.max()} but the model has {width} output(s)",
-        )
-    if class_priors is None:
-        class_priors = np.bincount(labels, minlength=max(classes, 2))
-    expected, reason = expected_initial_loss_with_reason(spec, classes, class_priors)
+    problem = _label_problem(task, width, y_all, num_classes)
+    if problem is not None:
+        return result(False, None, None, problem)
     targets = common.loss_targets(spec, y, width)
     value = float(keras.ops.convert_to_numpy(common.loss_function(loss)(targets, outputs)))
+    if spec.regression:
+        expected, low, high, reason = regression_initial_range(spec, targets)
+        accepted = (low * (1 - rtol), high * (1 + rtol))
+    else:
+        classes, priors = _classes_and_priors(task, y_all, class_priors)
+        expected, reason = expected_initial_loss_with_reason(spec, classes, priors)
+        accepted = (expected * (1 - rtol), expected * (1 + rtol))
+    details["accepted"] = [accepted[0], accepted[1]]
+    shown = _numbers(value, expected, accepted)
 
     problem = _output_form_problem(spec, outputs, activation)
     if problem is not None:
-        return result(False, value, expected, problem)
+        return result(False, value, expected, f"{shown}, but {problem}")
     if not np.isfinite(value):
         return result(
             False,
@@ -148,22 +184,16 @@ def _judge(
             "overflow at initialisation. This usually means weights initialised far too "
             "large or inputs not normalised (e.g. raw 0-255 pixels).",
         )
-    distance = abs(value - expected) / expected
-    if distance <= rtol:
-        return result(
-            True,
-            value,
-            expected,
-            f"initial loss {value:.4g} matches the expected {expected:.4g} ({reason}) "
-            f"within {rtol:.0%}",
-        )
-    if value > expected:
+    if accepted[0] <= value <= accepted[1]:
+        return result(True, value, expected, f"{shown} ({reason})")
+    if value > accepted[1]:
+        scale = "far larger than an untrained model's" if spec.regression else "far from uniform"
         return result(
             False,
             value,
             expected,
-            f"initial loss {value:.4g} is {value / expected:.2g}x the expected {expected:.4g} "
-            f"({reason}): the outputs (std {np.std(outputs):.3g}) are far from uniform at "
+            f"{shown} ({reason}): {value / expected:.2g}x the expected value; the outputs "
+            f"(mean {np.mean(outputs):.3g}, std {np.std(outputs):.3g}) are {scale} at "
             "initialisation. This usually means weights initialised too large (initialise "
             "the output layer small, e.g. VarianceScaling(0.01)), inputs not normalised (zero "
             "mean, unit variance; e.g. raw 0-255 pixels), from_logits set wrongly, or a loss "
@@ -173,11 +203,57 @@ def _judge(
         False,
         value,
         expected,
-        f"initial loss {value:.4g} is {distance:.0%} below the expected {expected:.4g} "
-        f"({reason}): the model is confident before any training. This usually means the "
-        "labels leak into the inputs, a loss that does not fit the task (e.g. the wrong "
-        "number of classes), or an output bias already set from the class priors.",
+        f"{shown} ({reason}): {1 - value / expected:.0%} below the expected value, the model "
+        "is confident before any training. This usually means the labels leak into the "
+        "inputs, a loss that does not fit the task (e.g. the wrong number of classes), or an "
+        "output bias already set from the class priors.",
     )
+
+
+def _label_problem(
+    task: Task, width: int, y_all: np.ndarray, num_classes: int | None
+) -> str | None:
+    """Why the labels cannot belong to a classifier of ``width`` outputs, or None."""
+    if task.kind == "multiclass":
+        if width > 1 and num_classes is not None and width != num_classes:
+            return f"the model has {width} outputs but the data has {num_classes} classes"
+        labels = class_indices(y_all)
+        if labels.max(initial=0) >= max(width, 2):
+            return f"the labels go up to {labels.max()} but the model has {width} output(s)"
+    elif task.kind in {"binary", "multilabel"}:
+        columns = int(np.prod(y_all.shape[1:])) if y_all.ndim > 1 else 1
+        if columns != width:
+            return f"the labels have {columns} column(s) but the model has {width} output(s)"
+    return None
+
+
+def _classes_and_priors(task: Task, y_all: np.ndarray, class_priors: Any) -> tuple[int, Any]:
+    """The class count and class shares the expected value is computed from: the data's
+    classes for multi-class; for binary and multi-label outputs, the share of labels on
+    (over every label: a class-balanced binary focal loss is linear in it)."""
+    if task.kind == "multiclass":
+        if class_priors is None:
+            class_priors = np.bincount(class_indices(y_all), minlength=task.width)
+        return task.width, class_priors
+    if class_priors is None:
+        on = float(np.mean(positives(y_all)))
+        class_priors = [1.0 - on, on]
+    return 2, class_priors
+
+
+def _numbers(value: float, expected: float, accepted: tuple[float, float]) -> str:
+    """``initial loss V (expected E, accepted L..H)`` with enough digits that V and E differ
+    on the page whenever they differ (never "2.303 expected 2.303" for a failure)."""
+    v, e = _distinct(value, expected)
+    return f"initial loss {v} (expected {e}, accepted {accepted[0]:.4g}..{accepted[1]:.4g})"
+
+
+def _distinct(a: float, b: float) -> tuple[str, str]:
+    for digits in range(4, 10):
+        fa, fb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if fa != fb or a == b:
+            return fa, fb
+    return fa, fb
 
 
 def _output_form_problem(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -12,7 +13,10 @@ import tensorflow as tf
 
 from kerasdiag.checks.sanity import _common as common
 from kerasdiag.checks.sanity import outputs
+from kerasdiag.checks.sanity.expected import regression_initial_range
 from kerasdiag.checks.sanity.result import StageResult
+from kerasdiag.checks.tasks import Task, label_accuracy
+from kerasdiag.checks.tasks import accuracy as task_accuracy
 
 
 def overfit_small_subset(
@@ -57,16 +61,17 @@ def overfit_small_subset(
     if not 0 < loss_fraction < 1:
         raise ValueError(f"loss_fraction must be in (0, 1), got {loss_fraction!r}")
     start = time.perf_counter()
-    with common.preserved_random_state():
+    with common.preserved_random_state(), contextlib.ExitStack() as stack:
         sub = common.loss_subset(model, data, loss, num_examples, seed)
-        hs, names, x, y, targets = sub.heads, sub.names, sub.x, sub.y, sub.targets
-        ys = outputs.as_list(y, names)
-        labels = [common.class_indices(np.asarray(ys[h.index])) for h in hs]
-        clone = common.copy_model(model)
+        hs, names, x, y, targets, tasks = sub.heads, sub.names, sub.x, sub.y, sub.targets, sub.tasks
+        ys = [np.asarray(outputs.as_list(y, names)[h.index]) for h in hs]
+        # A copy, or the original with its state put back (a model that cannot be copied)
+        clone = stack.enter_context(common.training_copy(model, outputs.take(x, slice(0, 1))))
         trainable = list(clone.trainable_variables)
         training = outputs.uses_batch_statistics(model)
         details: dict[str, Any] = {
             "examples": outputs.count(x), "max_steps": max_steps, "training_mode": training,
+            "tasks": [t.describe() for t in tasks],
         }  # fmt: skip
         if not trainable:
             return StageResult(
@@ -81,43 +86,89 @@ def overfit_small_subset(
             )
         if optimizer is None:
             optimizer = common.fresh_optimizer(model)
-        loss_fn = common.weighted_loss(hs, names)
+        weights = [h.weight for h in hs]
         history = _fit(
-            clone, keras.optimizers.get(optimizer), loss_fn, x, targets, max_steps, training
+            clone,
+            keras.optimizers.get(optimizer),
+            common.head_losses(hs, names),
+            weights,
+            x,
+            targets,
+            max_steps,
+            training,
         )
-        steps = diverged = first_loss = target = acc = None
-        for step, (value, outs) in enumerate(history):
+        steps = diverged = first = goals = None
+        converging: list[bool] = []
+        trace: list[list[float]] = []
+        parts: list[float] = []
+        accs: list[float | None] = []
+        for step, (parts, outs) in enumerate(history):
+            value = float(sum(w * p for w, p in zip(weights, parts, strict=True)))
             accs = [
-                common.accuracy(h.spec, outs[h.index], lab)
-                for h, lab in zip(hs, labels, strict=True)
+                task_accuracy(t, outs[h.index], yh) for h, t, yh in zip(hs, tasks, ys, strict=True)
             ]
-            known = [a for a in accs if a is not None]
-            acc = min(known) if known else None
-            if first_loss is None:
-                first_loss = value
-                target = loss_fraction * value if math.isfinite(value) else None
+            if goals is None:
+                first = parts
+                goals = [
+                    _goal(t, tg, p, loss_fraction)
+                    for t, tg, p in zip(tasks, targets, parts, strict=True)
+                ]
             if not math.isfinite(value):
                 diverged = step
                 break
-            if value <= target and (acc is None or acc == 1.0):
+            done = [
+                p <= goal and (a is None or a == 1.0)
+                for p, (goal, _), a in zip(parts, goals, accs, strict=True)
+            ]
+            trace.append(parts)
+            if all(done):
                 steps = step
                 break
+        else:
+            # The budget ran out: an output classifying every example right whose loss is
+            # still falling fast has memorised them and only converges slowly (Adam at 1e-3
+            # on two classes: -32% over the last 50 steps); a loss that cannot reach its
+            # floor (softmax applied twice) has stalled (-4%).
+            converging = [
+                d or _still_falling(t, [row[k] for row in trace], a)
+                for k, (t, d, a) in enumerate(zip(tasks, done, accs, strict=True))
+            ]
+            if all(converging):
+                steps = len(trace) - 1
+        first_loss = float(sum(w * p for w, p in zip(weights, first, strict=True)))
+        target = float(sum(w * g for w, (g, _) in zip(weights, goals, strict=True)))
+        known = [a for a in accs if a is not None]
+        acc = min(known) if known else None
         details.update(steps=steps, initial_loss=first_loss, accuracy=acc, target=target)
-        value = float(value)
+        details["still_falling"] = bool(converging and all(converging))
+        details["outputs"] = {
+            h.name: {"task": t.describe(), "initial_loss": f, "loss": p, "target": g,
+                     "accuracy": a, "label_accuracy": label_accuracy(t, outs[h.index], yh)}
+            for h, t, yh, f, p, (g, _), a
+            in zip(hs, tasks, ys, first, parts, goals, accs, strict=True)
+        }  # fmt: skip
         n = outputs.count(x)
 
     seconds = time.perf_counter() - start
-    summary = f"loss {first_loss:.4g} -> {value:.4g} (target <= {target or 0:.3g}, "
-    summary += f"{loss_fraction:.0%} of the start)"
-    if acc is not None:
-        summary += f", training accuracy {acc:.0%}"
+    summary = "; ".join(
+        (f"output {h.name!r}: " if len(hs) > 1 else "")
+        + f"loss {f:.4g} -> {p:.4g} (target <= {g:.3g}: {why})"
+        + (f", training {_accuracy_name(t)} {a:.0%}" if a is not None else "")
+        for h, t, f, p, (g, why), a in zip(hs, tasks, first, parts, goals, accs, strict=True)
+    )
     if steps is not None:
         return StageResult(
             "overfit",
             True,
             value,
             target,
-            f"memorised {n} examples in {steps} steps: {summary}",
+            f"memorised {n} examples in {steps} steps: {summary}"
+            + (
+                f"; every example is classified right and the loss still falls by more than "
+                f"{1 - FALLING_RATIO:.0%} every {FALLING_WINDOW} steps: not stuck at a floor"
+                if details["still_falling"]
+                else ""
+            ),
             seconds,
             details,
         )
@@ -140,23 +191,89 @@ def overfit_small_subset(
         f"could not memorise {n} examples in {max_steps} steps: {summary}. A model must "
         "fit a handful of examples before the full set is worth training. Usual causes: "
         "frozen layers, a learning rate far too low, a loss that cannot reach 0 (e.g. softmax "
-        "applied twice), labels that do not belong to their inputs, or too little capacity.",
+        "applied twice), labels that do not belong to their inputs, or too little capacity."
+        + _target_scale_hint(tasks, targets),
         seconds,
         details,
     )
 
 
+# An output at 100% accuracy whose loss above its floor still falls to at most FALLING_RATIO
+# of its value FALLING_WINDOW steps before is converging, not stalled (healthy: 0.54-0.69 over
+# 50 steps; softmax or sigmoid applied twice: 0.95-0.99).
+FALLING_WINDOW = 50
+FALLING_RATIO = 0.8
+
+
+def _still_falling(task: Task, losses: list[float], accuracy: float | None) -> bool:
+    """Whether a classifying output gets every example right and its loss is still falling
+    fast towards its floor at the end of the budget."""
+    if not task.classifies or accuracy != 1.0 or len(losses) <= FALLING_WINDOW:
+        return False
+    floor = task.loss_floor
+    before, now = losses[-1 - FALLING_WINDOW] - floor, losses[-1] - floor
+    return before > 0 and now <= FALLING_RATIO * before
+
+
+def _goal(task: Task, targets: Any, start: float, fraction: float) -> tuple[float, str]:
+    """The loss an output must reach to count as memorised, and why, by its task:
+
+    * regression: ``fraction`` of the loss of the best constant prediction (var(y) for
+      MSE), i.e. it explains all but ``fraction`` of the targets' spread;
+    * classification: ``fraction`` of the way from the floor to the start, the floor being
+      the smoothed target's entropy under label smoothing (0.50 for 10 classes at 0.1),
+      which no model goes below at 100% accuracy;
+    * a loss the checks do not know: ``fraction`` of the start.
+    """
+    if task.kind == "regression" and task.spec is not None:
+        reference = regression_initial_range(task.spec, targets)[1]
+        if reference > 0:
+            return fraction * reference, (
+                f"{fraction:.0%} of the best constant prediction's {reference:.4g}"
+            )
+    floor = task.loss_floor
+    if floor and start > floor:
+        return floor + fraction * (start - floor), (
+            f"{fraction:.0%} of the way from the start to {floor:.3g}, the lowest loss "
+            f"label smoothing {task.spec.label_smoothing:g} allows"
+        )
+    return fraction * start, f"{fraction:.0%} of the start"
+
+
+# Regression targets whose spread exceeds this many output units take an optimizer that
+# moves each weight by about the learning rate per step (Adam) thousands of steps to reach.
+TARGET_SCALE = 10.0
+
+
+def _target_scale_hint(tasks: list[Task], targets: list[Any]) -> str:
+    """For a regression output with targets far from unit scale: say so (it is the cause)."""
+    for task, t in zip(tasks, targets, strict=True):
+        scale = float(np.sqrt(np.mean(np.square(np.asarray(t, dtype=np.float64)))))
+        if task.kind == "regression" and scale > TARGET_SCALE:
+            return (
+                f" Here the regression targets have a scale (root mean square) of {scale:.4g} "
+                "while an initialised output is of unit order: standardise the targets "
+                "(subtract their mean, divide by their std) and undo it on the predictions."
+            )
+    return ""
+
+
+def _accuracy_name(task: Task) -> str:
+    return "exact match (every label right)" if task.kind == "multilabel" else "accuracy"
+
+
 def _fit(
     model: keras.Model,
     optimizer: Any,
-    loss_fn: Any,
+    head_losses: Any,
+    weights: list[float],
     x: Any,
     y: list[Any],
     steps: int,
     training: bool,
 ):
-    """Yield ``(loss, outputs per output)`` before each of ``steps`` full-batch updates, then
-    once after (in the mode the updates run in)."""
+    """Yield ``(loss of each head, outputs per output)`` before each of ``steps`` full-batch
+    updates of the weighted sum, then once after (in the mode the updates run in)."""
     names = outputs.output_names(model)
     variables = list(model.trainable_variables)
     x_t = keras.tree.map_structure(tf.constant, x)
@@ -164,7 +281,7 @@ def _fit(
 
     def evaluate():
         out = outputs.as_list(model(x_t, training=training), names)
-        return loss_fn(y_t, out), out
+        return head_losses(y_t, out), out
 
     @tf.function
     def forward():
@@ -173,15 +290,16 @@ def _fit(
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            value, out = evaluate()
+            parts, out = evaluate()
+            value = tf.add_n([w * p for w, p in zip(weights, parts, strict=True)])
         grads = tape.gradient(value, variables)
         optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
         )
-        return value, out
+        return parts, out
 
     for _ in range(steps):
-        value, out = step()
-        yield float(value), [o.numpy() for o in out]
-    value, out = forward()
-    yield float(value), [o.numpy() for o in out]
+        parts, out = step()
+        yield [float(p) for p in parts], [o.numpy() for o in out]
+    parts, out = forward()
+    yield [float(p) for p in parts], [o.numpy() for o in out]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -54,14 +56,6 @@ def check_regularization_raises_loss(
         hs, names, x, targets = sub.heads, sub.names, sub.x, sub.targets
         loss_fn = common.weighted_loss(hs, names)
         probe = stronger is not None
-        if unregularized is None:
-            unregularized = _scaled_copy(model, 0.0)
-        else:
-            _share_weights(model, unregularized)
-        if stronger is None:
-            stronger = _scaled_copy(model, factor)
-        else:
-            _share_weights(model, stronger)
 
         def total(m: keras.Model) -> tuple[float, float]:
             out = m(x, training=False)
@@ -69,9 +63,16 @@ def check_regularization_raises_loss(
             penalty = sum(float(keras.ops.convert_to_numpy(t)) for t in m.losses)
             return data_loss + penalty, penalty
 
-        none, none_penalty = total(unregularized)
+        def total_of(given: keras.Model | None, scale: float) -> tuple[float, float]:
+            if given is not None:
+                _share_weights(model, given)
+                return total(given)
+            with _scaled(model, scale) as scaled:
+                return total(scaled)
+
+        none, none_penalty = total_of(unregularized, 0.0)
         configured, configured_penalty = total(model)
-        strong, strong_penalty = total(stronger)
+        strong, strong_penalty = total_of(stronger, factor)
 
     details = {
         "loss_none": none,
@@ -145,20 +146,34 @@ class _Scaled(keras.regularizers.Regularizer):
         return {"inner": keras.regularizers.serialize(self.inner), "scale": self.scale}
 
 
-def _scaled_copy(model: keras.Model, scale: float) -> keras.Model:
-    """A copy of ``model`` (any kind: Sequential, functional, subclassed) with every weight
-    and activity regularizer times ``scale`` (0: none).
+@contextlib.contextmanager
+def _scaled(model: keras.Model, scale: float) -> Iterator[keras.Model]:
+    """``model`` or a copy of it with every weight and activity regularizer times ``scale``
+    (0: none), for the ``with`` block.
 
     Keras keeps a weight's regularizer on the variable (``variable.regularizer``) and the
-    activity regularizer on the layer, so both are replaced after copying.
+    activity regularizer on the layer, so both are replaced: on a copy when the model can be
+    copied, else on ``model`` itself (a subclassed model, a custom layer without
+    ``get_config``), whose regularizers are put back when the block ends.
     """
-    copy = common.copy_model(model)
-    for variable in copy.weights:
-        reg = getattr(variable, "regularizer", None)
-        if reg is not None:
-            variable.regularizer = _Scaled(reg, scale) if scale else None
-    for layer in copy._flatten_layers():
-        reg = getattr(layer, "activity_regularizer", None)
-        if reg is not None:
-            layer.activity_regularizer = _Scaled(reg, scale) if scale else None
-    return copy
+    try:
+        target = common.copy_model(model)
+    except common.CannotCopy:
+        target = model
+    saved: list[tuple[Any, str, Any]] = [
+        (variable, "regularizer", variable.regularizer)
+        for variable in target.weights
+        if getattr(variable, "regularizer", None) is not None
+    ]
+    saved += [
+        (layer, "activity_regularizer", layer.activity_regularizer)
+        for layer in target._flatten_layers()
+        if getattr(layer, "activity_regularizer", None) is not None
+    ]
+    try:
+        for owner, attribute, reg in saved:
+            setattr(owner, attribute, _Scaled(reg, scale) if scale else None)
+        yield target
+    finally:
+        for owner, attribute, reg in saved:
+            setattr(owner, attribute, reg)

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from kerasdiag.checks.data import check_leakage, check_split_shift
 from kerasdiag.checks.lr_range import lr_range_stage
 from kerasdiag.checks.sanity._common import preserved_random_state
@@ -37,7 +35,6 @@ from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import json_safe, write_json_atomic
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.modeling.factory import builder_takes_regularization
-from kerasdiag.modeling.losses import build_loss
 
 STAGES = ("gradcheck", "initial_loss", "regularization", "overfit")
 # Beyond the notes' four: the data checks (kerasdiag.checks.data), the practitioner's checks
@@ -132,7 +129,7 @@ def format_table(results: list[StageResult]) -> str:
                 r.name,
                 r.status.upper(),
                 _num(r.value),
-                _num(r.expected),
+                _expected(r),
                 f"{r.seconds:.1f}",
                 r.text,
             )
@@ -200,14 +197,10 @@ def _regularization(cfg, settings, model, data, run_dir, build_model) -> StageRe
 
 
 def _overfit(cfg, settings, model, data, run_dir, build_model) -> StageResult:
-    loss = None
-    loss_cfg = cfg.get("loss") or {}
-    if loss_cfg.get("label_smoothing"):  # a regularizer, off like dropout: loss ~0 reachable
-        loss = build_loss(OmegaConf.merge(loss_cfg, {"label_smoothing": 0.0}))
+    # The compiled loss as it is: label smoothing's floor is part of the check's criterion.
     return overfit_small_subset(
         model,
         data,
-        loss=loss,
         num_examples=int(settings["overfit_examples"]),
         max_steps=int(settings["overfit_max_steps"]),
         loss_fraction=float(settings["overfit_loss_fraction"]),
@@ -262,6 +255,15 @@ def _record(result: StageResult) -> dict[str, Any]:
             "details": result.details,
         }
     )
+
+
+def _expected(result: StageResult) -> str:
+    """The expected value and, where the check accepts a range, the range: a failure never
+    reads "value 2.303, expected 2.303" without the bounds that decided it."""
+    accepted = result.details.get("accepted")
+    if not accepted or result.expected is None:
+        return _num(result.expected)
+    return f"{_num(result.expected)} [{accepted[0]:.4g}..{accepted[1]:.4g}]"
 
 
 def _num(value: float | None) -> str:

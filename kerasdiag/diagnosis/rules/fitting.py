@@ -27,6 +27,9 @@ from kerasdiag.diagnosis.rules.thresholds import Thresholds
 from kerasdiag.diagnosis.symptoms import Finding, advice_for, fix_for, make_finding
 
 MOST_EXAMPLES = 10_000_000  # a gap that needs more examples than this to decide: say none would
+# With high bias, the validation-training gap must be at least this share of the training
+# error to count as high variance as well (see bias_variance).
+VARIANCE_SHARE_AT_HIGH_BIAS = 0.25
 
 # The epoch logs' accuracy of the training split scored in inference mode (TrainingDoctor).
 TRAIN_INFERENCE_ACCURACY = "train_accuracy_inference"
@@ -71,7 +74,9 @@ def bias_variance(
     """The bias/variance table: errors, avoidable bias, variance and the verdict with its fixes.
 
     None when the training or validation accuracy is unknown. ``bayes_error`` None counts as
-    0 (``bayes_error_assumed`` says so).
+    0 (``bayes_error_assumed`` says so). With high bias, the variance is high only when it is
+    also at least ``VARIANCE_SHARE_AT_HIGH_BIAS`` of the training error: a near-chance model's
+    gap is not overfitting.
 
     ``train_examples`` and ``dev_examples``: how many examples the two accuracies were
     measured on. With them a gap is high only when it clears its threshold by
@@ -91,6 +96,13 @@ def bias_variance(
     variance_se = math.hypot(train_se, dev_se)
     high_bias = avoidable_bias - z * train_se > th.bias
     high_variance = variance - z * variance_se > th.variance
+    near_chance = avoidable_bias > th.bias and variance < VARIANCE_SHARE_AT_HIGH_BIAS * train_error
+    if near_chance:
+        # A model that has barely learned (84% training error, near chance for 10 classes)
+        # differs on other examples by which classes it happens to guess: a 9.9-point gap
+        # there is not overfitting. With high bias, variance must be a clear share of the
+        # training error (15% -> 30%, 25% -> 40% are both; 84% -> 94% is bias alone).
+        high_variance = False
     inconclusive = []
     if avoidable_bias > th.bias and not high_bias:
         need = examples_to_decide(avoidable_bias, th.bias, z, train_error, 0.0)
@@ -99,7 +111,7 @@ def bias_variance(
             f"{train_examples} training examples (+-{z * train_se:.1%})"
             + (f"; about {need} would decide" if need else "")
         )
-    if variance > th.variance and not high_variance:
+    if variance > th.variance and not high_variance and not near_chance:
         need = examples_to_decide(variance, th.variance, z, dev_error, train_se)
         inconclusive.append(
             f"variance {variance:.1%} > {th.variance:.0%} is within the noise of "
