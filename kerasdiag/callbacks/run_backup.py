@@ -55,6 +55,7 @@ from typing import Any, NoReturn
 import keras
 import numpy as np
 
+from kerasdiag.callbacks.base import flush_records
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import (
@@ -284,6 +285,9 @@ class RunBackup(keras.callbacks.Callback):
     def _save(self, epochs_done: int, step: int) -> None:
         # a test's fault injection (inert otherwise): the epoch's records written, its backup not
         kill_point("backup", epochs_done)
+        # What the backup covers is on disk first (a step backup has no WritesBarrier before
+        # it): the monitors' and the doctor's files and TensorBoard events.
+        flush_records()
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         stem = f"epoch{epochs_done:04d}" + (f"-step{step:06d}" if step else "")
         weights = self.backup_dir / f"{stem}.weights.h5"
