@@ -266,6 +266,93 @@ def test_stop_on_signal_in_a_users_fit_resumes_at_the_step(tmp_path, stop_handle
         np.testing.assert_array_equal(a, b)
 
 
+def _preempt():
+    """The scheduler: a callback sending SIGTERM before step 4 of epoch 2."""
+    import keras
+
+    class Preempt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if (self.epoch, batch) == (1, 3):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return Preempt()
+
+
+def _monitored_fit(folder: Path, *extra) -> None:
+    """A user's fit with the step monitors, the doctor fed by them, a RunBackup carrying
+    their records and a StopOnSignal: the setting a SIGTERM inside an epoch tests."""
+    import keras
+
+    from kerasdiag.callbacks import (
+        ActivationHistograms,
+        GradientMonitor,
+        LearningRateMonitor,
+        StopOnSignal,
+        TrainingDoctor,
+        UpdateRatioMonitor,
+    )
+    from kerasdiag.callbacks.base import WritesBarrier
+    from kerasdiag.callbacks.run_backup import RunBackup
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x.sum(axis=1) > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    # named: the rows name the layers, and the three fits run in one process
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, "relu", name="hidden"),
+                              keras.layers.Dense(2, name="out")], name="net")  # fmt: skip
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])  # fmt: skip
+    board = folder / "tensorboard"
+    monitors = [
+        UpdateRatioMonitor(freq=1, log_dir=board, csv_path=folder / "update_ratios.csv"),
+        GradientMonitor(x[:32], y[:32], freq=2, log_dir=board,
+                        csv_path=folder / "gradient_norms.csv"),
+        ActivationHistograms(x[:32], freq=3, log_dir=board, csv_path=folder / "activations.csv"),
+        LearningRateMonitor(log_dir=board, csv_path=folder / "learning_rate.csv"),
+    ]  # fmt: skip
+    doctor = TrainingDoctor(monitors=monitors, path=folder / "doctor.json", verbose=0)
+    callbacks = [*monitors, doctor, WritesBarrier()]
+    callbacks.append(RunBackup(folder / "backup", delete_on_train_end=False))
+    callbacks.append(StopOnSignal.after(callbacks))
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
+              callbacks=[*callbacks, *extra])  # fmt: skip
+
+
+def test_a_users_fit_stopped_inside_an_epoch_keeps_the_monitors_and_doctor_records(
+    tmp_path, stop_handlers
+):
+    """SIGTERM before step 4 of epoch 2, then the same fit: the monitors' rows of that
+    epoch's first steps are the interrupted process's (carried by the step backup, not
+    measured again on the replayed steps, whose weights are those of the stop: SGD's update
+    ratios would read 0 there), the doctor judges the epoch as one (no false stagnant
+    weights), and every TensorBoard record of the stopped process was on disk at its
+    backup."""
+    from test_kill_points import _tensorboard, normalised
+
+    _monitored_fit(tmp_path / "plain")
+    with pytest.raises(stop_handlers.RunInterrupted):
+        _monitored_fit(tmp_path / "run", _preempt())
+    state = json.loads((tmp_path / "run" / "backup" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 4)
+    stop_handlers.forget_stop_request()
+    _monitored_fit(tmp_path / "run")
+
+    for name in ("update_ratios.csv", "gradient_norms.csv", "activations.csv",
+                 "learning_rate.csv"):  # fmt: skip
+        plain = (tmp_path / "plain" / name).read_text()
+        assert (tmp_path / "run" / name).read_text() == plain, name
+    rows = (tmp_path / "run" / "update_ratios.csv").read_text().splitlines()
+    assert {r.split(",")[0] for r in rows[1:]} == {str(s) for s in range(24)}  # each step once
+    doctor = normalised(tmp_path / "run", "doctor.json")
+    assert doctor == normalised(tmp_path / "plain", "doctor.json")
+    assert "stagnant_weights" not in {f["symptom"] for f in doctor["findings"]}
+    assert _tensorboard(tmp_path / "run") == _tensorboard(tmp_path / "plain")
+
+
 def test_a_commit_cut_between_manifest_and_state_resumes_the_previous_backup(tmp_path):
     """kill -9 after the new manifest, before the new state.json: the old state, its files
     still there, is what ``previous`` vouches for."""
@@ -382,7 +469,7 @@ def test_a_resumed_users_fit_draws_the_curves_of_every_epoch(tmp_path):
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])  # fmt: skip
         plotter = CurvePlotter(folder, max_overhead=1.0)
-        backup = RunBackup(folder / "backup", track=[plotter])
+        backup = RunBackup(folder / "backup", track=[plotter], delete_on_train_end=False)
         model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
                   callbacks=[plotter, backup, *extra])  # fmt: skip
         return plotter
@@ -390,7 +477,38 @@ def test_a_resumed_users_fit_draws_the_curves_of_every_epoch(tmp_path):
     plain = fit(tmp_path / "plain")
     with pytest.raises(Killed):
         fit(tmp_path / "run", Kill())
+    # The step record is one .npy file an epoch beside state.json, under the manifest.
+    backup = tmp_path / "run" / "backup"
+    state = json.loads((backup / "state.json").read_text())
+    steps = state["callbacks"][0]["state"]["steps"]
+    files = [ref["backup_array"] for ref in steps.values()]
+    assert len(files) == 2 and all((backup / name).is_file() for name in files)
+    manifest = json.loads((backup / "manifest.json").read_text())
+    assert set(files) <= set(manifest["current"]["files"])
     resumed = fit(tmp_path / "run")
     assert len(resumed.epochs["loss"]) == 3 and resumed.epochs == plain.epochs
     for name in ("loss.png", "accuracy.png"):
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+    # epoch 1's array was written once: the backups of epochs 2 and 3 refer to the same file
+    final = json.loads((backup / "state.json").read_text())["callbacks"][0]["state"]["steps"]
+    assert final["0"] == steps["0"] and len(final) == 3
+
+
+def test_a_changed_array_file_of_the_backup_is_refused_in_one_line(tmp_path):
+    """A carried record's .npy file is checked against the manifest like the weights."""
+    import keras
+
+    from kerasdiag.callbacks import CurvePlotter
+    from kerasdiag.callbacks.run_backup import RunBackup, verified_backup_state
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    plotter = CurvePlotter(tmp_path)
+    plotter._steps[0] = [(1, 2.3), (2, 2.2)]
+    backup = RunBackup(tmp_path / "backup", track=[plotter])
+    backup.set_model(model)
+    backup._save(1, 0)
+    assert verified_backup_state(backup.backup_dir)["epoch"] == 1
+    (array,) = backup.backup_dir.glob("array-*.npy")
+    np.save(array, np.array([[1.0, 9.9], [2.0, 2.2]]))  # a valid .npy, other numbers
+    with pytest.raises(KerasdiagError, match=f"backup file {array} is corrupt .its checksum"):
+        verified_backup_state(backup.backup_dir)
