@@ -512,3 +512,26 @@ def test_a_changed_array_file_of_the_backup_is_refused_in_one_line(tmp_path):
     np.save(array, np.array([[1.0, 9.9], [2.0, 2.2]]))  # a valid .npy, other numbers
     with pytest.raises(KerasdiagError, match=f"backup file {array} is corrupt .its checksum"):
         verified_backup_state(backup.backup_dir)
+
+
+def test_a_resumed_doctor_record_judges_the_loss_window_the_uninterrupted_run_held():
+    """The oscillation rule looks at the last 20 step losses, across epochs: a record resumed
+    at step 25 starts with the window of steps 5-24, not an empty one, so it finds and counts
+    what the uninterrupted record does."""
+    from kerasdiag.diagnosis.doctor import DoctorEngine
+
+    losses = [2.3] + [1.0, 2.0] * 20  # jumps of 43% of the initial loss at every step
+
+    def judged(engine: DoctorEngine, steps: range) -> DoctorEngine:
+        engine.begin_epoch(0, start_step=0)
+        for step in steps:
+            engine.step_loss(step, losses[step])
+        return engine
+
+    whole = judged(DoctorEngine(), range(len(losses)))
+    first = judged(DoctorEngine(), range(25))
+    resumed = DoctorEngine()
+    resumed.start(25, first.to_json())
+    judged(resumed, range(25, len(losses)))
+    assert [f.to_dict() for f in whole.findings][0]["count"] == len(losses) - 20
+    assert [f.to_dict() for f in resumed.findings] == [f.to_dict() for f in whole.findings]
