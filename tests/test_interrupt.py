@@ -77,18 +77,6 @@ def uninterrupted(uninterrupted_dir) -> str:
     return (uninterrupted_dir / "metrics.csv").read_text()
 
 
-# What a fit resumed inside an epoch (from a SIGTERM's step backup) does not yet record as
-# the uninterrupted run did: the step monitors (kerasdiag/callbacks/base.py StepMonitor)
-# keep only the earlier epochs' rows, not the resumed epoch's steps before the backup, and
-# measure those steps again while the resume replays them, on the weights of the backup's
-# step; the doctor, fed by them, then judges those numbers (doctor.json), and so do the
-# diagnosis and the report.
-STEP_RESUME_GAPS = {
-    "activations.csv", "gradient_norms.csv", "update_ratios.csv",
-    "doctor.json", "diagnosis.json", "report.html",
-}  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def terminated_mid_epoch(tmp_path_factory) -> tuple[Path, str]:
     """The same run sent SIGTERM before its step 16 (in epoch 2 of 3), then run again."""
@@ -107,33 +95,19 @@ def terminated_mid_epoch(tmp_path_factory) -> tuple[Path, str]:
 def test_sigterm_mid_epoch_then_rerun_is_the_uninterrupted_deterministic_run(
     terminated_mid_epoch, uninterrupted_dir
 ):
-    """metrics.csv, the learning-rate record, the curves (every epoch, each step once),
-    the checkpoint, the test's scores: as if nothing had happened."""
-    from test_kill_points import KERAS_TENSORBOARD, _differing, _tensorboard
+    """Every file as if nothing had happened (timings aside): metrics.csv, the learning-rate
+    record, the curves (every epoch, each step once), the checkpoint, the test's scores, the
+    step monitors' CSVs (the stopped epoch's rows before the stop kept, its replayed steps
+    not measured again), doctor.json, the diagnosis and the report; and every TensorBoard
+    record, the monitors' events of the steps before the stop included."""
+    from test_kill_points import _differing, _tensorboard
 
     run_dir, out = terminated_mid_epoch
     assert "RunBackup: resuming in epoch 2 after step 6" in out
-    differ = _differing(run_dir, uninterrupted_dir)
-    assert set(differ) <= STEP_RESUME_GAPS, differ
-    for name in ("metrics.csv", "learning_rate.csv", "loss.png", "accuracy.png"):
+    assert not _differing(run_dir, uninterrupted_dir)
+    for name in ("metrics.csv", "update_ratios.csv", "activations.csv", "gradient_norms.csv"):
         assert (run_dir / name).read_bytes() == (uninterrupted_dir / name).read_bytes()
-    assert _tensorboard(run_dir, KERAS_TENSORBOARD) == _tensorboard(
-        uninterrupted_dir, KERAS_TENSORBOARD
-    )
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a fit resumed inside an epoch replays its first steps, and the step "
-    "monitors (kerasdiag/callbacks/base.py) measure them again on the backup's weights "
-    "instead of keeping what the interrupted process measured (see STEP_RESUME_GAPS)",
-)
-def test_sigterm_mid_epoch_then_rerun_keeps_the_monitors_and_doctor_records(
-    terminated_mid_epoch, uninterrupted_dir
-):
-    from test_kill_points import _differing
-
-    assert not _differing(terminated_mid_epoch[0], uninterrupted_dir)
+    assert _tensorboard(run_dir) == _tensorboard(uninterrupted_dir)
 
 
 @pytest.mark.parametrize(
@@ -292,6 +266,93 @@ def test_stop_on_signal_in_a_users_fit_resumes_at_the_step(tmp_path, stop_handle
         np.testing.assert_array_equal(a, b)
 
 
+def _preempt():
+    """The scheduler: a callback sending SIGTERM before step 4 of epoch 2."""
+    import keras
+
+    class Preempt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if (self.epoch, batch) == (1, 3):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return Preempt()
+
+
+def _monitored_fit(folder: Path, *extra) -> None:
+    """A user's fit with the step monitors, the doctor fed by them, a RunBackup carrying
+    their records and a StopOnSignal: the setting a SIGTERM inside an epoch tests."""
+    import keras
+
+    from kerasdiag.callbacks import (
+        ActivationHistograms,
+        GradientMonitor,
+        LearningRateMonitor,
+        StopOnSignal,
+        TrainingDoctor,
+        UpdateRatioMonitor,
+    )
+    from kerasdiag.callbacks.base import WritesBarrier
+    from kerasdiag.callbacks.run_backup import RunBackup
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x.sum(axis=1) > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    # named: the rows name the layers, and the three fits run in one process
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, "relu", name="hidden"),
+                              keras.layers.Dense(2, name="out")], name="net")  # fmt: skip
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])  # fmt: skip
+    board = folder / "tensorboard"
+    monitors = [
+        UpdateRatioMonitor(freq=1, log_dir=board, csv_path=folder / "update_ratios.csv"),
+        GradientMonitor(x[:32], y[:32], freq=2, log_dir=board,
+                        csv_path=folder / "gradient_norms.csv"),
+        ActivationHistograms(x[:32], freq=3, log_dir=board, csv_path=folder / "activations.csv"),
+        LearningRateMonitor(log_dir=board, csv_path=folder / "learning_rate.csv"),
+    ]  # fmt: skip
+    doctor = TrainingDoctor(monitors=monitors, path=folder / "doctor.json", verbose=0)
+    callbacks = [*monitors, doctor, WritesBarrier()]
+    callbacks.append(RunBackup(folder / "backup", delete_on_train_end=False))
+    callbacks.append(StopOnSignal.after(callbacks))
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
+              callbacks=[*callbacks, *extra])  # fmt: skip
+
+
+def test_a_users_fit_stopped_inside_an_epoch_keeps_the_monitors_and_doctor_records(
+    tmp_path, stop_handlers
+):
+    """SIGTERM before step 4 of epoch 2, then the same fit: the monitors' rows of that
+    epoch's first steps are the interrupted process's (carried by the step backup, not
+    measured again on the replayed steps, whose weights are those of the stop: SGD's update
+    ratios would read 0 there), the doctor judges the epoch as one (no false stagnant
+    weights), and every TensorBoard record of the stopped process was on disk at its
+    backup."""
+    from test_kill_points import _tensorboard, normalised
+
+    _monitored_fit(tmp_path / "plain")
+    with pytest.raises(stop_handlers.RunInterrupted):
+        _monitored_fit(tmp_path / "run", _preempt())
+    state = json.loads((tmp_path / "run" / "backup" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 4)
+    stop_handlers.forget_stop_request()
+    _monitored_fit(tmp_path / "run")
+
+    for name in ("update_ratios.csv", "gradient_norms.csv", "activations.csv",
+                 "learning_rate.csv"):  # fmt: skip
+        plain = (tmp_path / "plain" / name).read_text()
+        assert (tmp_path / "run" / name).read_text() == plain, name
+    rows = (tmp_path / "run" / "update_ratios.csv").read_text().splitlines()
+    assert {r.split(",")[0] for r in rows[1:]} == {str(s) for s in range(24)}  # each step once
+    doctor = normalised(tmp_path / "run", "doctor.json")
+    assert doctor == normalised(tmp_path / "plain", "doctor.json")
+    assert "stagnant_weights" not in {f["symptom"] for f in doctor["findings"]}
+    assert _tensorboard(tmp_path / "run") == _tensorboard(tmp_path / "plain")
+
+
 def test_a_commit_cut_between_manifest_and_state_resumes_the_previous_backup(tmp_path):
     """kill -9 after the new manifest, before the new state.json: the old state, its files
     still there, is what ``previous`` vouches for."""
@@ -408,7 +469,7 @@ def test_a_resumed_users_fit_draws_the_curves_of_every_epoch(tmp_path):
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])  # fmt: skip
         plotter = CurvePlotter(folder, max_overhead=1.0)
-        backup = RunBackup(folder / "backup", track=[plotter])
+        backup = RunBackup(folder / "backup", track=[plotter], delete_on_train_end=False)
         model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
                   callbacks=[plotter, backup, *extra])  # fmt: skip
         return plotter
@@ -416,7 +477,61 @@ def test_a_resumed_users_fit_draws_the_curves_of_every_epoch(tmp_path):
     plain = fit(tmp_path / "plain")
     with pytest.raises(Killed):
         fit(tmp_path / "run", Kill())
+    # The step record is one .npy file an epoch beside state.json, under the manifest.
+    backup = tmp_path / "run" / "backup"
+    state = json.loads((backup / "state.json").read_text())
+    steps = state["callbacks"][0]["state"]["steps"]
+    files = [ref["backup_array"] for ref in steps.values()]
+    assert len(files) == 2 and all((backup / name).is_file() for name in files)
+    manifest = json.loads((backup / "manifest.json").read_text())
+    assert set(files) <= set(manifest["current"]["files"])
     resumed = fit(tmp_path / "run")
     assert len(resumed.epochs["loss"]) == 3 and resumed.epochs == plain.epochs
     for name in ("loss.png", "accuracy.png"):
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+    # epoch 1's array was written once: the backups of epochs 2 and 3 refer to the same file
+    final = json.loads((backup / "state.json").read_text())["callbacks"][0]["state"]["steps"]
+    assert final["0"] == steps["0"] and len(final) == 3
+
+
+def test_a_changed_array_file_of_the_backup_is_refused_in_one_line(tmp_path):
+    """A carried record's .npy file is checked against the manifest like the weights."""
+    import keras
+
+    from kerasdiag.callbacks import CurvePlotter
+    from kerasdiag.callbacks.run_backup import RunBackup, verified_backup_state
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    plotter = CurvePlotter(tmp_path)
+    plotter._steps[0] = [(1, 2.3), (2, 2.2)]
+    backup = RunBackup(tmp_path / "backup", track=[plotter])
+    backup.set_model(model)
+    backup._save(1, 0)
+    assert verified_backup_state(backup.backup_dir)["epoch"] == 1
+    (array,) = backup.backup_dir.glob("array-*.npy")
+    np.save(array, np.array([[1.0, 9.9], [2.0, 2.2]]))  # a valid .npy, other numbers
+    with pytest.raises(KerasdiagError, match=f"backup file {array} is corrupt .its checksum"):
+        verified_backup_state(backup.backup_dir)
+
+
+def test_a_resumed_doctor_record_judges_the_loss_window_the_uninterrupted_run_held():
+    """The oscillation rule looks at the last 20 step losses, across epochs: a record resumed
+    at step 25 starts with the window of steps 5-24, not an empty one, so it finds and counts
+    what the uninterrupted record does."""
+    from kerasdiag.diagnosis.doctor import DoctorEngine
+
+    losses = [2.3] + [1.0, 2.0] * 20  # jumps of 43% of the initial loss at every step
+
+    def judged(engine: DoctorEngine, steps: range) -> DoctorEngine:
+        engine.begin_epoch(0, start_step=0)
+        for step in steps:
+            engine.step_loss(step, losses[step])
+        return engine
+
+    whole = judged(DoctorEngine(), range(len(losses)))
+    first = judged(DoctorEngine(), range(25))
+    resumed = DoctorEngine()
+    resumed.start(25, first.to_json())
+    judged(resumed, range(25, len(losses)))
+    assert [f.to_dict() for f in whole.findings][0]["count"] == len(losses) - 20
+    assert [f.to_dict() for f in resumed.findings] == [f.to_dict() for f in whole.findings]

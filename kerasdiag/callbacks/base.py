@@ -5,11 +5,13 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import csv
+import io
 import math
 import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +67,14 @@ class SummaryLog:
     TensorBoard's own :class:`EventFileWriter`, which serialises a protocol buffer per call
     and writes on its own thread: ~0.2 ms per call. TensorBoard reads them as it reads
     ``tf.summary``'s (tested with its ``EventAccumulator``).
+
+    The writer holds events in memory until it flushes (every two minutes): a process
+    killed after a backup would lose the events of the epochs that backup says are
+    recorded. :func:`flush_records` flushes every open one before each backup (once an
+    epoch: a flush waits for the writer's queue and flushes the file, no fsync).
     """
+
+    _open: weakref.WeakSet[SummaryLog] = weakref.WeakSet()  # the logs with a writer open
 
     def __init__(self, log_dir: Path | None, name: str):
         self.path = None if log_dir is None else log_dir / name
@@ -89,16 +98,29 @@ class SummaryLog:
         data = np.array([str(width).encode(), str(height).encode(), png], dtype=object)
         self._write({tag: data}, _IMAGE_METADATA, step)
 
+    def flush(self) -> None:
+        """Put every event written so far into the file."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    @classmethod
+    def flush_open(cls) -> None:
+        """Flush every SummaryLog that has a writer open (any monitor's)."""
+        for log in list(cls._open):
+            log.flush()
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            SummaryLog._open.discard(self)
 
     def _write(self, values: dict[str, Any], metadata: Any, step: int) -> None:
         if not self.enabled or not values:
             return
         if self._writer is None:
             self._writer = EventFileWriter(str(self.path))
+            SummaryLog._open.add(self)
         summary = summary_pb2.Summary()
         for tag, value in values.items():
             entry = summary.value.add(tag=tag, metadata=metadata)
@@ -206,6 +228,23 @@ class CsvLog:
         self._unchanged &= len(kept) == len(self.restored)
         self.restored = kept
 
+    def rows_of_epoch(self, epoch: int) -> list[list[str]]:
+        """The rows of ``epoch`` (1-based ``epoch`` column), read-back ones and this
+        process's, as the file holds them (strings): what a backup taken inside that epoch
+        carries, since the file gets them only at the epoch's end."""
+        if "epoch" not in self.header:
+            return []
+        column = self.header.index("epoch")
+        earlier = [row for row in self.restored if _epoch_of(row, column) == epoch]
+        return earlier + _as_text([row for row in self.rows if _epoch_of(row, column) == epoch])
+
+    def carry(self, rows: Sequence[Sequence[str]]) -> None:
+        """Add ``rows`` (:meth:`rows_of_epoch`'s, of an earlier process) to the read-back
+        rows: a fit resumed inside an epoch keeps what was measured in it before the stop."""
+        if rows:
+            self.restored = [*self.restored, *([str(v) for v in row] for row in rows)]
+            self._unchanged = False
+
     def flush(self) -> None:
         """Rewrite the file with all rows so far, in the background (not at all while it
         holds them already: a resumed fit with no epoch left to run leaves it untouched)."""
@@ -218,6 +257,14 @@ class CsvLog:
         self._writes.wait()
 
 
+def _as_text(rows: list[list[Any]]) -> list[list[str]]:
+    """``rows`` as the CSV file holds them (numbers formatted as the csv module writes them,
+    numpy scalars included), read back."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return list(csv.reader(io.StringIO(buf.getvalue())))
+
+
 def _epoch_of(row: Sequence[Any], column: int) -> float:
     try:
         return float(row[column])
@@ -225,17 +272,28 @@ def _epoch_of(row: Sequence[Any], column: int) -> float:
         return math.inf  # a row that names no epoch is not kept
 
 
-class WritesBarrier(keras.callbacks.Callback):
-    """At each epoch end, wait until every background write submitted so far is on disk.
+def flush_records() -> None:
+    """Put on disk everything the monitors and the doctor recorded so far: wait for the
+    background file writes (:class:`FileWrites`) and flush the open TensorBoard writers
+    (:class:`SummaryLog`). Called before each backup, which must never get ahead of the files
+    that record what it covers."""
+    FileWrites.drain()
+    SummaryLog.flush_open()
 
-    The monitors and the doctor write their files on :class:`FileWrites`' thread. Placed
-    just before :class:`~kerasdiag.callbacks.run_backup.RunBackup`, this makes the backup of
-    an epoch never get ahead of the files that record it: a process killed right after the
-    backup would otherwise resume after an epoch whose monitor rows never reached the disk.
+
+class WritesBarrier(keras.callbacks.Callback):
+    """At each epoch end, put every record written so far on disk (:func:`flush_records`).
+
+    The monitors and the doctor write their files on :class:`FileWrites`' thread and their
+    TensorBoard events through buffered writers. Placed just before
+    :class:`~kerasdiag.callbacks.run_backup.RunBackup`, this makes the backup of an epoch
+    never get ahead of the files that record it: a process killed right after the backup
+    would otherwise resume after an epoch whose monitor rows or events never reached the
+    disk. (RunBackup flushes them too, at a backup taken inside an epoch.)
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        FileWrites.drain()
+        flush_records()
 
 
 @dataclass(frozen=True)
@@ -292,6 +350,12 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
     end; when ``fit`` returns, it and the TensorBoard run are complete on disk. A ``fit``
     resumed at a later epoch keeps the file's rows of the epochs before it and measures on
     the schedule's steps from there, so its file is the uninterrupted run's.
+
+    A backup taken inside an epoch (:class:`~kerasdiag.callbacks.interrupt.StopOnSignal`'s)
+    carries that epoch's rows so far and the step it stopped before
+    (:meth:`backup_state`); the resumed ``fit``, which replays the epoch's first steps
+    without training, keeps those rows and measures nothing before that step: the steps it
+    replays hold the weights of the stop, not the ones the interrupted run measured.
     """
 
     def __init__(
@@ -315,14 +379,34 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
         self._epoch_start_step = 0
         self._next_step = 0
         self._first_epoch = True
+        self._in_epoch = False
+        self._carried: dict[str, Any] = {}  # a step backup's state, restored
 
     def on_train_begin(self, logs=None):
         self._next_step = 0
         self._first_epoch = True
+        self._in_epoch = False
+        self._carried = {}
         self._csv.read_back()
+
+    def backup_state(self) -> dict[str, Any]:
+        """Inside an epoch (a backup at a step): the epoch (from 0), the optimizer step the
+        fit stopped before and the epoch's rows so far, as the file will hold them. At an
+        epoch end, nothing: the file holds the epoch's rows by then."""
+        if not self._in_epoch:
+            return {}
+        step = optimizer_step(self.model.optimizer)  # the steps trained so far
+        rows = self._csv.rows_of_epoch(self._epoch + 1)
+        return {"epoch": self._epoch, "step": step, "rows": rows}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """:meth:`backup_state`'s, restored by a RunBackup after ``on_train_begin``: applied
+        at the first epoch, the one the backup was taken in."""
+        self._carried = dict(state or {})
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._in_epoch = True
         self._epoch_start_step = optimizer_step(self.model.optimizer)
         if self._first_epoch:
             # A resumed fit (its backup restored after on_train_begin) starts at a later
@@ -330,8 +414,15 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
             # schedule's steps from here, as the uninterrupted run did.
             self._first_epoch = False
             self._csv.keep_epochs(epoch)
-            if epoch > 0 and self._epoch_start_step > 0:
-                self._next_step = self.schedule.next_after(self._epoch_start_step - 1)
+            start = self._epoch_start_step if epoch > 0 else 0
+            carried, self._carried = self._carried, {}
+            if carried.get("epoch") == epoch:
+                # Resumed inside this epoch: its rows before the stop are the interrupted
+                # run's, and the steps replayed up to the stop are not measured again.
+                self._csv.carry(carried.get("rows") or [])
+                start = max(start, int(carried.get("step") or 0))
+            if start > 0:
+                self._next_step = self.schedule.next_after(start - 1)
 
     @property
     def earlier_rows(self) -> list[list[str]]:
@@ -357,9 +448,11 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
         self.on_due_step(step)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._in_epoch = False
         self._csv.flush()
 
     def on_train_end(self, logs=None):
+        self._in_epoch = False
         self._csv.flush()
         self._csv.wait()
         self._summary.close()

@@ -172,11 +172,14 @@ class CurvePlotter(keras.callbacks.Callback):
         self._executor.shutdown(wait=True)
 
     def backup_state(self) -> dict:
-        """Everything drawn so far, as JSON: what a resumed ``fit`` draws on from."""
+        """Everything drawn so far: what a resumed ``fit`` draws on from. JSON, but for the
+        step records, an array of (batches, running mean) rows per epoch: a RunBackup stores
+        each in a file of its own, written once (a finished epoch's never changes), where a
+        long run's records as JSON would be megabytes rewritten at every epoch."""
         return {
             "epochs": {k: list(v) for k, v in self.epochs.items()},
             "epoch_index": list(self._epoch_index),
-            "steps": {str(e): [list(r) for r in v] for e, v in self._steps.items() if v},
+            "steps": {str(e): np.asarray(v, dtype=np.float64) for e, v in self._steps.items() if v},
             "epoch_steps": {str(e): n for e, n in self._epoch_steps.items()},
             "drawn": list(self.drawn),
         }

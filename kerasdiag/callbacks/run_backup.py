@@ -14,7 +14,9 @@ directory that must survive ``kill -9``:
   callback that keeps one (``backup_state()`` / ``restore_state(state)``, e.g. the curve
   plotter's epochs and step losses, the doctor's findings with their repeat counts), taken at
   the very step of the backup, so a resumed run neither loses what was recorded before it nor
-  counts again what was recorded after it;
+  counts again what was recorded after it (numpy arrays in such a record go to ``.npy``
+  files beside ``state.json``, named by their content and written once: a record that
+  grows with the run is not rewritten whole at every epoch);
 - a fit that already ended (all epochs, or stopped early) is not trained again;
 - verified: every file of the backup, ``state.json`` included, is listed with its SHA-256 in
   ``manifest.json`` and checked before a resume, so anything changed since (weights
@@ -44,6 +46,7 @@ resume where they were; the layers' random streams (Keras' SeedGenerator states,
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -55,6 +58,7 @@ from typing import Any, NoReturn
 import keras
 import numpy as np
 
+from kerasdiag.callbacks.base import flush_records
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import (
@@ -71,6 +75,8 @@ from kerasdiag.core.rundir import RunLayout
 TRACKED_ATTRS = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 2  # 2: the digest covers state.json whole (1 left the finished flag out)
+# In a callback's saved state: {ARRAY_KEY: "array-<sha>.npy"} stands for a numpy array.
+ARRAY_KEY = "backup_array"
 
 
 class RunBackup(keras.callbacks.Callback):
@@ -150,7 +156,7 @@ class RunBackup(keras.callbacks.Callback):
         for cb, saved in self._tracked(states):
             if "state" in saved and hasattr(cb, "restore_state"):
                 # now, before any epoch or train end: the callback continues its record
-                cb.restore_state(saved["state"])
+                cb.restore_state(_load_state_arrays(saved["state"], self.backup_dir))
         epochs = int(self.params.get("epochs", 0) or 0)
         step = int(state.get("step") or 0)
         finished = (
@@ -284,6 +290,9 @@ class RunBackup(keras.callbacks.Callback):
     def _save(self, epochs_done: int, step: int) -> None:
         # a test's fault injection (inert otherwise): the epoch's records written, its backup not
         kill_point("backup", epochs_done)
+        # What the backup covers is on disk first (a step backup has no WritesBarrier before
+        # it): the monitors' and the doctor's files and TensorBoard events.
+        flush_records()
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         stem = f"epoch{epochs_done:04d}" + (f"-step{step:06d}" if step else "")
         weights = self.backup_dir / f"{stem}.weights.h5"
@@ -295,7 +304,7 @@ class RunBackup(keras.callbacks.Callback):
         for i, cb in enumerate(self.track):
             saved: dict[str, Any] = {"class": type(cb).__name__, "attrs": _attrs(cb)}
             if hasattr(cb, "backup_state"):
-                saved["state"] = cb.backup_state()
+                saved["state"] = self._store_arrays(cb.backup_state(), checksums)
             best = getattr(cb, "best_weights", None)
             if best is not None:
                 path = self.backup_dir / f"{stem}-callback{i}-best_weights.npz"
@@ -315,6 +324,33 @@ class RunBackup(keras.callbacks.Callback):
             ]
         _commit(self.backup_dir, state)
         self._remove_unreferenced(keep=set(checksums))
+
+    def _store_arrays(self, value: Any, checksums: dict[str, str]) -> Any:
+        """``value`` (a callback's backup state) with each numpy array in it stored in its own
+        ``.npy`` file beside ``state.json``, named by its content and listed in
+        ``checksums``: ``{ARRAY_KEY: file name}`` in its place.
+
+        A record that grows with the run (the curve plotter's step losses) would otherwise
+        be rewritten whole into ``state.json`` at every epoch: megabytes of JSON per epoch
+        in a long run. Its arrays of finished epochs do not change, so their files are
+        written once and kept while a backup refers to them.
+        """
+        if isinstance(value, dict):
+            return {k: self._store_arrays(v, checksums) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._store_arrays(v, checksums) for v in value]
+        if not isinstance(value, np.ndarray):
+            return value
+        buffer = io.BytesIO()
+        np.save(buffer, value, allow_pickle=False)
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.backup_dir / f"array-{digest[:24]}.npy"
+        if not path.is_file():  # else the same content, written by an earlier backup
+            with atomic_path(path) as tmp:
+                Path(tmp).write_bytes(data)
+        checksums[path.name] = digest
+        return {ARRAY_KEY: path.name}
 
     def on_train_end(self, logs=None):
         self._end_replay()
@@ -414,6 +450,7 @@ def verified_backup_state(backup_dir: str | os.PathLike) -> dict | None:
                 path, "its checksum does not match: it changed after it was written", backup_dir
             )
     used = [state.get("weights")] + [s.get("best_weights") for s in state.get("callbacks") or []]
+    used += _array_files(state.get("callbacks"))
     for name in filter(None, used):
         if name not in files:
             _refuse(backup_dir / str(name), f"{MANIFEST} does not vouch for it", backup_dir)
@@ -509,6 +546,33 @@ def _attrs(cb: keras.callbacks.Callback) -> dict[str, Any]:
         elif value is None and hasattr(cb, name):
             out[name] = None
     return out
+
+
+def _array_files(value: Any) -> list[str]:
+    """The ``.npy`` files a backup state refers to (see :meth:`RunBackup._store_arrays`)."""
+    if isinstance(value, dict):
+        if set(value) == {ARRAY_KEY}:
+            return [str(value[ARRAY_KEY])]
+        return [name for v in value.values() for name in _array_files(v)]
+    if isinstance(value, list):
+        return [name for v in value for name in _array_files(v)]
+    return []
+
+
+def _load_state_arrays(value: Any, backup_dir: Path) -> Any:
+    """A callback's backup state with its arrays read back from their files (verified
+    against the manifest before)."""
+    if isinstance(value, dict):
+        if set(value) == {ARRAY_KEY}:
+            path = backup_dir / str(value[ARRAY_KEY])
+            try:
+                return np.load(path, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                _refuse(path, f"unreadable: {type(exc).__name__}", backup_dir)
+        return {k: _load_state_arrays(v, backup_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_load_state_arrays(v, backup_dir) for v in value]
+    return value
 
 
 def _load_arrays(path: Path) -> list[np.ndarray]:

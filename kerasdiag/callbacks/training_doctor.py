@@ -191,6 +191,10 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._saved: dict[str, Any] | None = None  # doctor.json found at train begin
         self._started, self._epochs_run = False, 0
         self._measured_before = _measured(None)
+        # A backup taken inside an epoch: where its fit stopped (restored), and the step
+        # before which the resumed fit replays without training (nothing there is judged).
+        self._stopped: dict[str, Any] | None = None
+        self._replayed_until, self._in_epoch = 0, False
 
     findings = property(lambda self: self.engine.findings)
     step_losses = property(lambda self: self.engine.step_losses)
@@ -206,6 +210,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         if self.path is not None and self.path.is_file():
             self._saved = json.loads(self.path.read_text())
         self._started, self._epochs_run = False, 0
+        self._stopped, self._replayed_until, self._in_epoch = None, 0, False
         if self._saved is None or optimizer_step(self.model.optimizer) > 0:
             self._start()
         # else: a record is there and the optimizer is still at step 0. A RunBackup later in
@@ -219,28 +224,45 @@ class TrainingDoctor(keras.callbacks.Callback):
         if not self._started:
             return dict(self._saved or {})  # a fit that has not begun: the record it found
         self._catch_up()
-        return self._record()
+        record = self._record()
+        if self._in_epoch:
+            # A backup at a step: the resumed fit continues this epoch's running mean after
+            # the step it stopped before (the steps trained so far).
+            batches, mean = self.engine.epoch_mean
+            step = optimizer_step(self.model.optimizer)
+            record["stopped"] = {"epoch": self._epoch, "step": step, "batches": batches,
+                                 "mean": mean}  # fmt: skip
+        return record
 
     def restore_state(self, state: dict[str, Any]) -> None:
         """Continue ``state`` (:meth:`backup_state`'s, restored by a RunBackup after this
         callback's ``on_train_begin``) rather than ``doctor.json``: judging (re)starts from it
         at the first epoch, or at train end when no epoch is left to run."""
-        self._saved = dict(state) if state else None
+        state = dict(state or {})
+        self._stopped = state.pop("stopped", None)
+        self._saved = state or None
         self._started = False
 
-    def _start(self) -> None:
-        """Begin judging at the optimizer's step now: a fit past step 0 continues the saved
+    def _start(self, stopped: dict[str, Any] | None = None) -> None:
+        """Begin judging at the optimizer's step now (``stopped``: the step a backup inside
+        the epoch beginning stopped before): a fit past step 0 continues the saved
         ``doctor.json`` (findings, step losses, epoch history, measured costs)."""
         self._started = True
         model = self.model
         first_step = optimizer_step(model.optimizer)
+        if stopped is not None:  # the optimizer counts the replayed steps again from here
+            first_step = max(first_step, int(stopped["step"]))
         saved = self._saved if first_step > 0 else None
         self._measured_before = _measured(saved)
         kernels = {v.path: layer for layer, v in stats.kernels_by_layer(model).items()}
         outputs = weight_checks.output_layer_names(model)
         self.engine.start(first_step, saved, outputs=outputs, kernels=kernels)
         if saved is not None:
-            self.engine.resume_measurements(*_earlier_measurements(self._monitors))
+            ratios, norms = _earlier_measurements(self._monitors)
+            # The stopped epoch's rows are judged at its end, with the rest of it.
+            done = len(ratios) if stopped is None else sum(r[1] <= stopped["epoch"] for r in ratios)
+            self.engine.resume_measurements(ratios[:done], norms)
+            self.engine.update_ratios(ratios[done:])
         self._own.start(model, first_step)
         self._epoch, self._epoch_rate = 0, None
         self._fed = dict.fromkeys(("gradients", "activations", "ratios"), 0)
@@ -248,12 +270,19 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._judge_without_probes(first_step)
 
     def on_epoch_begin(self, epoch, logs=None):
+        stopped, self._stopped = self._stopped, None
+        if stopped is not None and stopped.get("epoch") != epoch:
+            stopped = None  # not resumed in the epoch the backup was taken in
         if not self._started:
-            self._start()
+            self._start(stopped)
         self._epochs_run += 1
         self._epoch, self._epoch_rate = epoch, None
+        self._in_epoch = True
         self._epoch_start_step = optimizer_step(self.model.optimizer)
         self.engine.begin_epoch(epoch, self._epoch_start_step)
+        if stopped is not None:
+            self.engine.continue_epoch(stopped["batches"], stopped["mean"])
+            self._replayed_until = int(stopped["step"])
 
     def on_train_batch_begin(self, batch, logs=None):
         step = self._epoch_start_step + batch
@@ -261,6 +290,8 @@ class TrainingDoctor(keras.callbacks.Callback):
             # The rate the epoch's first step uses, read as LearningRateMonitor reads it: at
             # this point any scheduler callback has set it, whatever the callback order.
             self._epoch_rate = self._rate_now()
+        if step < self._replayed_until:
+            return  # replayed without training: the weights are those of a later step
         self._catch_up()
         self._check_weights(step, due=True)
         if self._own.probe_due(step, alarm=self.engine.take_alarm()):
@@ -281,6 +312,7 @@ class TrainingDoctor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        self._in_epoch = False
         self._catch_up()
         accuracy = None
         if "accuracy" in logs and self.judge_curves:  # what the curve judgement reads

@@ -114,6 +114,13 @@ class UpdateRatioMonitor(StepMonitor):
     def on_due_step(self, step):
         self._pending = (step, self._epoch, stats.snapshot(self._variables))
 
+    def backup_state(self) -> dict:
+        # A backup at a step comes after that step: the weights it measures against are
+        # the current ones, and the row is the interrupted run's to keep.
+        if self._pending is not None:
+            self._finish()
+        return super().backup_state()
+
     def on_epoch_end(self, epoch, logs=None):
         if self._pending is not None:
             self._finish()

@@ -263,12 +263,31 @@ class DoctorEngine(DoctorRecord):
         self._norms: list[float] = []  # the global norm of each gradient record so far
         self.ratio_rows: list[Sequence[Any]] = []
         self._ratios_judged = 0
+        # A resumed record's last losses: the window the uninterrupted run held there.
+        recent = [v for _, v in self.step_losses if rules.broken_loss(v) is None]
+        self._window.extend(recent[-self._window.maxlen :])
 
     def begin_epoch(self, epoch: int, start_step: int) -> None:
         """Epoch ``epoch`` (0-based) begins at optimizer step ``start_step``."""
         self.trim_history(epoch)
         self.epoch, self.epoch_start_step = epoch, start_step
         self._last_mean = (0, 0.0)
+
+    @property
+    def epoch_mean(self) -> tuple[int, float]:
+        """Keras' last (batches, running mean of the loss) of the running epoch fed so far:
+        what a backup taken inside the epoch keeps for :meth:`continue_epoch`."""
+        return self._last_mean
+
+    def continue_epoch(self, batches: int, mean: float) -> None:
+        """The running epoch (just begun) goes on after its first ``batches`` batches, whose
+        losses the record holds, with Keras' running ``mean`` over them: a fit resumed from a
+        backup taken inside the epoch replays those batches without training. Their reports
+        are then ignored, and the next one's loss is recovered from this mean, as in the run
+        that was not interrupted."""
+        self._last_mean = (int(batches), float(mean))
+        if batches > 0:
+            self.last_step = self.epoch_start_step + int(batches) - 1
 
     def end_epoch(
         self,
