@@ -42,14 +42,19 @@ def test_keras_terms_name_the_keras_change():
     assert "more units or layers)" in under and "epochs of fit" in under
 
 
+DEFAULTS = {"hidden_units": [64], "conv_filters": [32, 64], "dense_units": [128], "l2": 1e-4}
+
+
 @pytest.mark.parametrize(
     ("model_cfg", "named"),
     [
-        ({"hidden_units": [64], "l2": 1e-4}, "model.hidden_units)"),
-        ({"conv_filters": [32, 64], "dense_units": [128]}, "model.conv_filters, model.dense_units)"),
-        ({"_target_": "recipes.models.resnet", "blocks_per_stage": 3, "widths": [16, 32, 64]},
-         "model.widths, model.blocks_per_stage)"),
-        ({"_target_": "mine.net"}, "the model config's size keys)"),
+        # every model section holds the schema's defaults for all recipe builders' keys
+        ({**DEFAULTS, "builder": "recipes.models.mlp"}, "model.hidden_units)"),
+        ({**DEFAULTS, "builder": "recipes.models.convnet"},
+         "model.conv_filters, model.dense_units)"),
+        ({**DEFAULTS, "_target_": "recipes.models.resnet", "blocks_per_stage": 3,
+          "widths": [16, 32, 64]}, "model.widths, model.blocks_per_stage)"),
+        ({**DEFAULTS, "_target_": "mine.net"}, "the model config's size keys)"),
     ],
 )  # fmt: skip
 def test_a_recipe_run_is_told_its_own_model_keys(model_cfg, named):
@@ -67,7 +72,9 @@ def test_a_run_directory_is_advised_by_what_made_it(tmp_path):
         run.mkdir()
         (run / "metrics.csv").write_text("\n".join(rows) + "\n")
     (recipe_run / "config.yaml").write_text(
-        yaml.safe_dump({"model": {"widths": [16, 32, 64]}, "trainer": {"epochs": 10}})
+        yaml.safe_dump(
+            {"model": {"_target_": "recipes.models.fast_convnet", "widths": [16, 32, 64]}}
+        )
     )
     recipe = {f.symptom: f.fix for f in diagnose(recipe_run)}
     user = {f.symptom: f.fix for f in diagnose(user_run)}

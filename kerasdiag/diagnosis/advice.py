@@ -18,7 +18,7 @@ of the texts, listed here once; a test checks that no config key survives
 Example:
     >>> keras_terms().phrase("train longer (trainer.epochs), clip (optimizer.global_clipnorm=1.0)")
     'train longer (epochs of fit), clip (global_clipnorm=1.0 in the optimizer)'
-    >>> config_terms({"widths": [16, 32], "blocks_per_stage": 3}).phrase(
+    >>> config_terms({"_target_": "recipes.models.resnet", "widths": [16, 32], "blocks_per_stage": 3}).phrase(
     ...     "use a bigger network (more units or layers: model.hidden_units, model.conv_filters)")
     'use a bigger network (more units or layers: model.widths, model.blocks_per_stage)'
 """
@@ -35,6 +35,10 @@ CAPACITY_PHRASE = "model.hidden_units, model.conv_filters"
 # The model config keys that set a network's size, in the order advice names them.
 CAPACITY_KEYS = ("hidden_units", "conv_filters", "dense_units", "widths", "blocks_per_stage",
                  "filters", "units", "layers", "blocks", "depth", "width")  # fmt: skip
+
+# The size keys each of the schema's recipe builders reads (config/schema.py ModelConfig).
+RECIPE_BUILDER_KEYS = {"mlp": ("hidden_units",), "convnet": ("conv_filters", "dense_units")}
+RECIPE_BUILDER_KEYS_ALL = frozenset(k for keys in RECIPE_BUILDER_KEYS.values() for k in keys)
 
 # Config phrase -> the Keras change it stands for. Longer phrases first: a phrase that
 # contains another is rewritten whole.
@@ -99,9 +103,19 @@ def keras_terms() -> Vocabulary:
 
 
 def config_terms(model_cfg: Mapping[str, Any] | None) -> Vocabulary:
-    """For a recipe run: the config keys as written, the capacity phrase naming the keys
-    ``model_cfg`` has (none known: "the model's size keys")."""
-    keys = [k for k in CAPACITY_KEYS if model_cfg is not None and k in model_cfg]
+    """For a recipe run: the config keys as written, the capacity phrase naming the size keys
+    its model's builder reads (none known: "the model config's size keys").
+
+    Every model section holds the recipe builders' keys (the schema's defaults), so which
+    ones matter follows from the builder: ``recipes.models.mlp`` reads ``hidden_units``,
+    ``recipes.models.convnet`` ``conv_filters`` and ``dense_units``; a ``_target_`` builder
+    reads its own keyword arguments (``model.widths``), not those."""
+    model_cfg = model_cfg or {}
+    if model_cfg.get("_target_"):
+        keys = [k for k in CAPACITY_KEYS if k in model_cfg and k not in RECIPE_BUILDER_KEYS_ALL]
+    else:
+        builder = str(model_cfg.get("builder") or "").rsplit(".", 1)[-1]
+        keys = [k for k in RECIPE_BUILDER_KEYS.get(builder, ()) if k in model_cfg]
     named = ", ".join(f"model.{k}" for k in keys) or "the model config's size keys"
     return Vocabulary({} if named == CAPACITY_PHRASE else {CAPACITY_PHRASE: named})
 
