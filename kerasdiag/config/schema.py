@@ -79,6 +79,8 @@ DATASETS = ("digits", "cifar10", "npz", "image_folder", "csv")
 PATH_DATASETS = {"npz": "an .npz file", "csv": "a CSV file", "image_folder": "a folder"}
 FILE_DATASETS = ("npz", "csv")
 COLOR_MODES = ("rgb", "grayscale", "rgba")  # keras.utils.image_dataset_from_directory's
+BAD_FILE_ACTIONS = ("fail", "skip")  # data.on_bad_file
+CACHES = (None, "memory")  # data.cache
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
@@ -116,6 +118,15 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [32, 32])  # image_folder: (H, W)
     color_mode: str = "rgb"  # image_folder: one of COLOR_MODES
     target: str | None = None  # csv: the class column; every other column is a feature
+    # image_folder (streamed from disk): an image that does not decode is skipped and
+    # counted (skip) or ends the run naming it (fail)
+    on_bad_file: str = "fail"  # one of BAD_FILE_ACTIONS
+    # streamed sources: examples per split decoded into memory for the checks and probes
+    # (training split; validation and test get half as many)
+    sample_size: int = ranged(1000, ">0")
+    # streamed sources: keep the decoded images in memory after their first read ("memory"),
+    # or decode them from disk every epoch (None)
+    cache: str | None = None
 
 
 @validator
@@ -131,6 +142,9 @@ def check_data(cfg: Any) -> None:
     require(len(size) == 2 and all(0 < v <= 65536 for v in size), "data.image_size", size,
             "must be [height, width], each > 0")  # fmt: skip
     one_of(cfg, "data.color_mode", COLOR_MODES)
+    one_of(cfg, "data.on_bad_file", BAD_FILE_ACTIONS)
+    require(cfg.data.cache in CACHES, "data.cache", cfg.data.cache,
+            "must be null (decode from disk every epoch) or memory")  # fmt: skip
     seed = cfg.data.seed
     require(0 <= seed <= MAX_SEED, "data.seed", seed, f"must be in [0, {MAX_SEED}]")
 

@@ -72,92 +72,46 @@ def _class_folders(folder: Path) -> dict[str, list[Path]]:
     return files
 
 
-def _read_images(folder: Path, names: list[str], count: int, data_cfg: Any):
-    """Decode and resize every image once, into one uint8 array (N, H, W, C) and its labels:
-    what the checks and the stateless epoch pipeline need, a quarter of a float32 copy."""
-    # Here, not at the top: the command line loads data before TensorFlow starts, and only
-    # image folders need it to decode.
-    import keras
-    import tensorflow as tf
-
-    height, width = (int(s) for s in data_cfg.image_size)
-    ds = keras.utils.image_dataset_from_directory(
-        str(folder),
-        labels="inferred",
-        label_mode="int",
-        class_names=names,
-        color_mode=str(data_cfg.color_mode),
-        batch_size=256,
-        image_size=(height, width),
-        shuffle=False,
-        verbose=False,
-    )
-    x = np.empty((count, height, width, CHANNELS[str(data_cfg.color_mode)]), np.uint8)
-    y = np.empty(count, np.int64)
-    start = 0
-    to_uint8 = lambda b, c: (tf.cast(tf.round(tf.clip_by_value(b, 0, 255)), tf.uint8), c)  # noqa: E731
-    try:
-        for images, labels in ds.map(to_uint8).as_numpy_iterator():
-            if start + len(images) > count:
-                break
-            x[start : start + len(images)], y[start : start + len(images)] = images, labels
-            start += len(images)
-    except tf.errors.OpError as exc:  # a corrupt, truncated or unreadable image in the folder
-        raise _undecodable(folder, exc) from None
-    if start != count:  # Keras found other files than we did: never guess
-        raise DataError(f"{folder}: Keras read a different number of images than the {count} found")
-    return x, y
-
-
-def _undecodable(folder: Path, exc: Exception) -> DataError:
-    """One line naming the image TensorFlow could not decode (its error names no file).
-
-    Found by decoding the folder's images one by one, only once a batch has failed: a clean
-    folder is read once.
-    """
-    import tensorflow as tf
-
-    for files in image_files(folder).values():
-        for path in files:
-            try:
-                tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
-            except tf.errors.OpError as bad:
-                return DataError(f"cannot decode image {path}: {_tf_reason(bad)}; fix or remove it")
-    return DataError(f"cannot decode an image in {folder}: {_tf_reason(exc)}")
-
-
-def _tf_reason(exc: Exception) -> str:
+def tf_reason(exc: Exception) -> str:
     """TensorFlow's error text without its op and function-node decorations."""
     text = getattr(exc, "message", None) or str(exc)
     text = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|\s+name:\s*$", "", text.strip()).strip()
     return shorten(text, 200)
 
 
-def _folder_split(folder: Path, data_cfg: Any, names: list[str] | None = None):
+def _labelled_files(folder: Path, names: list[str] | None = None):
     files = _class_folders(folder)
     if names is not None and list(files) != names:
         raise DataError(
             f"{folder}: classes {', '.join(files)} differ from the training classes "
             f"{', '.join(names)}"
         )
-    count = sum(len(f) for f in files.values())
-    x, y = _read_images(folder, list(files), count, data_cfg)
-    return x, y, list(files)
+    paths = [str(p) for found in files.values() for p in found]
+    labels = np.concatenate(
+        [np.full(len(found), c, np.int64) for c, found in enumerate(files.values())]
+    )
+    return paths, labels, list(files)
 
 
-def load_image_folder(data_cfg: Any) -> RawData:
+def image_folder_files(data_cfg: Any):
     """``data=image_folder data.path=DIR``: ``DIR/<class>/<image>`` (Keras'
     ``image_dataset_from_directory`` conventions: classes in sorted order, .png/.jpg/.jpeg/
-    .bmp/.gif, resized to ``data.image_size``), or ``DIR/train/<class>/`` and
+    .bmp/.gif, resized to ``data.image_size`` when read), or ``DIR/train/<class>/`` and
     ``DIR/test/<class>/``. Without a test folder, ``data.test_fraction`` of the images is held
-    out (stratified, seed 0) as the test split."""
+    out (stratified, seed 0) as the test split.
+
+    Returns ``(train files, train labels, test files, test labels, class names)``: paths and
+    labels only; no image is read here (:mod:`kerasdiag.data.stream` reads them)."""
     folder = _existing(data_cfg, "directory")
     if (folder / "train").is_dir() and (folder / "test").is_dir():
-        x_train, y_train, names = _folder_split(folder / "train", data_cfg)
-        x_test, y_test, _ = _folder_split(folder / "test", data_cfg, names)
-        return x_train, y_train, x_test, y_test, names
-    x, y, names = _folder_split(folder, data_cfg)
-    return _hold_out_test(x, y, names, data_cfg)
+        files, labels, names = _labelled_files(folder / "train")
+        test_files, test_labels, _ = _labelled_files(folder / "test", names)
+        return files, labels, test_files, test_labels, names
+    files, labels, names = _labelled_files(folder)
+    if len(names) < 2:
+        raise DataError(f"need at least 2 classes to classify, got {len(names)} in {folder}")
+    train, test = stratified_split(labels, float(data_cfg.test_fraction), TEST_SEED)
+    return [files[i] for i in train], labels[train], [files[i] for i in test], labels[test], names
 
 
 # -- CSV tables ----------------------------------------------------------------------------------

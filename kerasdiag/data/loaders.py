@@ -15,7 +15,7 @@ from kerasdiag.config.schema import DATASETS
 from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import cifar
 from kerasdiag.data.dataset import Dataset
-from kerasdiag.data.files import load_csv, load_image_folder
+from kerasdiag.data.files import image_folder_files, load_csv
 from kerasdiag.data.splits import (
     check_arrays,
     imbalance_subsample,
@@ -23,6 +23,7 @@ from kerasdiag.data.splits import (
     stratified_split,
     stratified_subsample,
 )
+from kerasdiag.data.stream import StreamedDataset
 
 # Raw arrays: (x_train, y_train, x_test, y_test, class_names); x as numeric images (N, H, W, C).
 RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
@@ -164,17 +165,7 @@ def _label_vector(y: np.ndarray) -> np.ndarray:
     return y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
 
 
-LOADERS: dict[str, Callable[[Any], RawData]] = {
-    "digits": _load_digits,
-    "cifar10": _load_cifar10,
-    "npz": _load_npz,
-    "image_folder": load_image_folder,
-    "csv": load_csv,
-}
-assert tuple(LOADERS) == DATASETS, "kerasdiag.config.schema.DATASETS names one loader each"
-
-
-def load_dataset(data_cfg: Any) -> Dataset:
+def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
     """Load the data set named by ``data_cfg.name`` and prepare its three splits.
 
     Order matters for honest numbers: the test split is set aside first; ``limit`` then acts
@@ -184,14 +175,19 @@ def load_dataset(data_cfg: Any) -> Dataset:
     the epoch kept for its validation score is the one best on the test's terms);
     normalisation statistics come from the training split.
 
+    Image folders are streamed from disk: a :class:`~kerasdiag.data.stream.StreamedDataset`
+    (file lists and labels; the pixels are read by tf.data), split by the same rules.
+
     Example:
         >>> from kerasdiag.config import load_config
         >>> data = load_dataset(load_config().data)  # sklearn's 8x8 digits, offline
         >>> data.input_shape, data.num_classes
         ((8, 8, 1), 10)
     """
-    if data_cfg.name not in LOADERS:
-        raise ConfigError("data.name", data_cfg.name, f"must be one of {sorted(LOADERS)}")
+    if data_cfg.name not in DATASETS:
+        raise ConfigError("data.name", data_cfg.name, f"must be one of {sorted(DATASETS)}")
+    if data_cfg.name in STREAMED:
+        return STREAMED[data_cfg.name](data_cfg)
     x_train, y_train, x_test, y_test, names = LOADERS[data_cfg.name](data_cfg)
     return prepare_splits(data_cfg, x_train, y_train, x_test, y_test, names)
 
@@ -214,21 +210,9 @@ def prepare_splits(
         raise DataError(
             f"train inputs are {x_train.shape[1:]} per example but test inputs {x_test.shape[1:]}"
         )
-    seed = int(data_cfg.seed)
-    if data_cfg.limit is not None:
-        keep = stratified_subsample(y_train, int(data_cfg.limit), seed)
-        x_train, y_train = x_train[keep], y_train[keep]
-    fit_idx, val_idx = stratified_split(y_train, float(data_cfg.val_fraction), seed)
-    if len(fit_idx) == 0 or len(val_idx) == 0:
-        raise DataError(
-            f"{len(y_train)} training examples are too few to carve a validation split "
-            f"(data.val_fraction={data_cfg.val_fraction}, data.limit={data_cfg.limit})"
-        )
+    fit_idx, val_idx = carve_splits(data_cfg, y_train, num_classes)
     x_val, y_val = x_train[val_idx], y_train[val_idx]
     x_train, y_train = x_train[fit_idx], y_train[fit_idx]
-    if data_cfg.imbalance is not None:
-        keep = imbalance_subsample(y_train, float(data_cfg.imbalance), num_classes, seed)
-        x_train, y_train = x_train[keep], y_train[keep]
 
     x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
     mean = std = None
@@ -251,6 +235,66 @@ def prepare_splits(
         mean=mean,
         std=std,
     )
+
+
+def carve_splits(
+    data_cfg: Any, y_train: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the training data ``(trained on, validation)``, as ``data_cfg`` says:
+    ``limit`` first, then the validation split (stratified, seeded by ``data.seed``), then
+    ``imbalance`` on what is trained on only. Shared by the in-memory and streamed sets."""
+    seed = int(data_cfg.seed)
+    keep = np.arange(len(y_train))
+    if data_cfg.limit is not None:
+        keep = stratified_subsample(y_train, int(data_cfg.limit), seed)
+    fit_idx, val_idx = stratified_split(y_train[keep], float(data_cfg.val_fraction), seed)
+    if len(fit_idx) == 0 or len(val_idx) == 0:
+        raise DataError(
+            f"{len(keep)} training examples are too few to carve a validation split "
+            f"(data.val_fraction={data_cfg.val_fraction}, data.limit={data_cfg.limit})"
+        )
+    fit_idx, val_idx = keep[fit_idx], keep[val_idx]
+    if data_cfg.imbalance is not None:
+        kept = imbalance_subsample(y_train[fit_idx], float(data_cfg.imbalance), num_classes, seed)
+        fit_idx = fit_idx[kept]
+    return fit_idx, val_idx
+
+
+def stream_image_folder(data_cfg: Any) -> StreamedDataset:
+    """``data=image_folder``: the folder's splits as file lists (no pixel read yet), split
+    as the in-memory sets are (:func:`carve_splits`); read by tf.data when trained on."""
+    files, labels, test_files, test_labels, names = image_folder_files(data_cfg)
+    fit_idx, val_idx = carve_splits(data_cfg, labels, len(names))
+    return StreamedDataset(
+        name=str(data_cfg.name),
+        files={
+            "train": [files[i] for i in fit_idx],
+            "val": [files[i] for i in val_idx],
+            "test": test_files,
+        },
+        y_train=labels[fit_idx],
+        y_val=labels[val_idx],
+        y_test=test_labels,
+        num_classes=len(names),
+        class_names=names,
+        image_size=tuple(int(s) for s in data_cfg.image_size),
+        color_mode=str(data_cfg.color_mode),
+        normalize=bool(data_cfg.normalize),
+        on_bad_file=str(data_cfg.get("on_bad_file", "fail")),
+        sample_size=int(data_cfg.get("sample_size", 1000)),
+        cache=data_cfg.get("cache"),
+    )
+
+
+LOADERS: dict[str, Callable[[Any], RawData]] = {
+    "digits": _load_digits,
+    "cifar10": _load_cifar10,
+    "npz": _load_npz,
+    "csv": load_csv,
+}
+# Sources streamed from disk by tf.data rather than loaded into arrays.
+STREAMED: dict[str, Callable[[Any], StreamedDataset]] = {"image_folder": stream_image_folder}
+assert set(LOADERS) | set(STREAMED) == set(DATASETS), "schema.DATASETS names one loader each"
 
 
 def check_batch_size(data_cfg: Any, data: Dataset) -> None:
