@@ -155,7 +155,7 @@ def test_undecodable_images_are_skipped_and_counted_or_refused(tmp_path, image_f
     done = run_train(*SMALL, "data=image_folder", f"data.path={folder}", "data.on_bad_file=skip",
                      "trainer.epochs=1", "sanity=off", "monitors=off", f"hydra.run.dir={run}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"skipped undecodable image {bad}" in done.stdout
+    assert f"skipped cannot decode image {bad}" in done.stdout
     assert json.loads((run / RunLayout.DATA).read_text())["skipped_files"] == 1
     assert "undecodable files skipped" in (run / RunLayout.REPORT).read_text()
 

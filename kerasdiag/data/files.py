@@ -1,16 +1,18 @@
 """Data a user has on disk: a folder of images (one subfolder per class) and a CSV table.
 
-Both give the raw arrays the other loaders give (``kerasdiag.data.loaders.RawData``), so they go
-through the same checks, splits, training-only normalisation and augmentation. Every problem
-that can be seen without TensorFlow (missing path, empty folder, missing target column,
-non-numeric feature) is one :class:`DataError`/:class:`ConfigError` line before it starts.
+Neither is loaded into arrays: this module lists a folder's images with their labels and
+checks a table's rows in one pass keeping only their labels; :mod:`kerasdiag.data.stream`
+reads the examples with tf.data. Every problem that can be seen without TensorFlow (missing
+path, empty folder, missing target column, non-numeric feature) is one
+:class:`DataError`/:class:`ConfigError` line before it starts.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import re
+from array import array
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,6 @@ CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
 # data.seed says, so test scores stay comparable between runs.
 TEST_SEED = 0
 
-RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
-
 
 def _existing(data_cfg: Any, kind: str) -> Path:
     if data_cfg.path is None:
@@ -36,11 +36,6 @@ def _existing(data_cfg: Any, kind: str) -> Path:
             "data.path", None, f"data.name={data_cfg.name} needs the path of a {kind}"
         )
     return check_path("data.path", data_cfg.path, kind)
-
-
-def _hold_out_test(x: np.ndarray, y: np.ndarray, names: list[str], data_cfg: Any) -> RawData:
-    train, test = stratified_split(y, float(data_cfg.test_fraction), TEST_SEED)
-    return x[train], y[train], x[test], y[test], names
 
 
 # -- image folders -------------------------------------------------------------------------------
@@ -117,18 +112,35 @@ def image_folder_files(data_cfg: Any):
 # -- CSV tables ----------------------------------------------------------------------------------
 
 
-def load_csv(data_cfg: Any) -> RawData:
-    """``data=csv data.path=FILE data.target=COLUMN``: a header row, numeric feature columns
-    (an empty cell is a missing value, refused by the NaN check), and a categorical target
-    column: its distinct values, sorted (numerically when they are all numbers), are the
-    classes. ``data.test_fraction`` is held out (stratified, seed 0) as the test split.
+@dataclass
+class CsvTable:
+    """What one pass over a CSV table keeps: per line after the header, its class (-1 for
+    a blank or skipped line), and the lines it refused with why."""
 
-    Read in one pass into float32 rows: nothing but the table is kept.
+    path: Path
+    columns: list[str]
+    feature_columns: list[int]
+    line_labels: np.ndarray  # int32, one per line after the header
+    class_names: list[str]
+    bad: list[tuple[int, str]]  # (line number in the file, reason)
+
+
+def read_csv_table(data_cfg: Any) -> CsvTable:
+    """``data=csv data.path=FILE data.target=COLUMN``: a header row, numeric feature columns,
+    and a categorical target column: its distinct values, sorted (numerically when they are
+    all numbers), are the classes. One row per line.
+
+    One streaming pass that checks every row (cell count, numbers, no empty cell) and keeps
+    only each line's class: memory a few bytes per row, whatever the table's size. A bad row
+    is named by its line (``bad``); what becomes of it is ``data.on_bad_file``'s call.
     """
     path = _existing(data_cfg, "file")
     if not data_cfg.target:
         raise ConfigError("data.target", data_cfg.target, "data=csv needs the target column's name")
     target = str(data_cfg.target)
+    label_ids: dict[str, int] = {}
+    labels = array("i")
+    bad: list[tuple[int, str]] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
@@ -139,36 +151,58 @@ def load_csv(data_cfg: Any) -> RawData:
                 "data.target", target, f"is not a column of {path} (columns: {', '.join(header)})"
             )
         t = header.index(target)
-        features = [h for i, h in enumerate(header) if i != t]
+        features = [i for i in range(len(header)) if i != t]
         if not features:
             raise DataError(f"{path}: no feature columns besides the target {target!r}")
-        rows, labels = [], []
-        for line, row in enumerate(reader, start=2):
+        line = 1
+        for row in reader:
+            # blank lines stay lines: the stream (tf.data.TextLineDataset) counts them too
+            while line + 1 < reader.line_num:
+                labels.append(-1)
+                line += 1
+            line = reader.line_num
             if not row or all(not cell.strip() for cell in row):
+                labels.append(-1)
                 continue
-            if len(row) != len(header):
-                raise DataError(
-                    f"{path} line {line}: {len(row)} cells, the header has {len(header)}"
-                )
-            labels.append(row[t].strip())
-            rows.append([_number(path, line, header[i], c) for i, c in enumerate(row) if i != t])
-    if not rows:
+            problem = _row_problem(row, header, t, features)
+            if problem is not None:
+                bad.append((line, problem))
+                labels.append(-1)
+                continue
+            labels.append(label_ids.setdefault(row[t].strip(), len(label_ids)))
+    if not label_ids:
         raise DataError(f"{path} has a header but no rows")
-    names = _class_names(labels)
-    index = {name: i for i, name in enumerate(names)}
-    y = np.array([index[v] for v in labels], np.int64)
-    return _hold_out_test(np.array(rows, np.float32), y, names, data_cfg)
+    names = _class_names(list(label_ids))
+    order = np.array([names.index(v) for v in label_ids], np.int32)
+    line_labels = np.frombuffer(labels, np.int32).copy()
+    known = line_labels >= 0
+    line_labels[known] = order[line_labels[known]]
+    return CsvTable(path, header, features, line_labels, names, bad)
 
 
-def _number(path: Path, line: int, column: str, cell: str) -> float:
+def _row_problem(row: list[str], header: list[str], t: int, features: list[int]) -> str | None:
+    """Why a row cannot be an example, or None."""
+    if len(row) != len(header):
+        return f"{len(row)} cells, the header has {len(header)}"
+    if not row[t].strip():
+        return "the target column is empty: every row needs a class"
+    for i in features:
+        try:
+            _number(header[i], row[i])
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def _number(column: str, cell: str) -> float:
     cell = cell.strip()
     if not cell:
-        return math.nan  # missing: the NaN check names it
+        raise ValueError(f"column {column!r} is empty (a missing value, NaN): fill or drop it")
     try:
         return float(cell)
     except ValueError:
-        raise DataError(
-            f"{path} line {line}: column {column!r} holds {cell!r}, not a number: features "
+        raise ValueError(
+            f"column {column!r} holds {cell!r}, not a number: features "
             "must be numeric (encode categories as numbers, or drop the column)"
         ) from None
 

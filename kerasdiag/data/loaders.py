@@ -15,7 +15,7 @@ from kerasdiag.config.schema import DATASETS
 from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import cifar
 from kerasdiag.data.dataset import Dataset
-from kerasdiag.data.files import image_folder_files, load_csv
+from kerasdiag.data.files import TEST_SEED, image_folder_files, read_csv_table
 from kerasdiag.data.splits import (
     check_arrays,
     imbalance_subsample,
@@ -23,7 +23,7 @@ from kerasdiag.data.splits import (
     stratified_split,
     stratified_subsample,
 )
-from kerasdiag.data.stream import StreamedDataset
+from kerasdiag.data.stream import CsvStream, ImageFolderStream, StreamedDataset
 
 # Raw arrays: (x_train, y_train, x_test, y_test, class_names); x as numeric images (N, H, W, C).
 RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
@@ -175,8 +175,9 @@ def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
     the epoch kept for its validation score is the one best on the test's terms);
     normalisation statistics come from the training split.
 
-    Image folders are streamed from disk: a :class:`~kerasdiag.data.stream.StreamedDataset`
-    (file lists and labels; the pixels are read by tf.data), split by the same rules.
+    Image folders and CSV tables are streamed from disk: a
+    :class:`~kerasdiag.data.stream.StreamedDataset` (file lists or line splits, and labels; the
+    examples are read by tf.data), split by the same rules.
 
     Example:
         >>> from kerasdiag.config import load_config
@@ -260,13 +261,23 @@ def carve_splits(
     return fit_idx, val_idx
 
 
-def stream_image_folder(data_cfg: Any) -> StreamedDataset:
+def _streamed_options(data_cfg: Any) -> dict[str, Any]:
+    return {
+        "name": str(data_cfg.name),
+        "normalize": bool(data_cfg.normalize),
+        "on_bad_file": str(data_cfg.get("on_bad_file", "fail")),
+        "sample_size": int(data_cfg.get("sample_size", 1000)),
+        "cache": data_cfg.get("cache"),
+    }
+
+
+def stream_image_folder(data_cfg: Any) -> ImageFolderStream:
     """``data=image_folder``: the folder's splits as file lists (no pixel read yet), split
     as the in-memory sets are (:func:`carve_splits`); read by tf.data when trained on."""
     files, labels, test_files, test_labels, names = image_folder_files(data_cfg)
     fit_idx, val_idx = carve_splits(data_cfg, labels, len(names))
-    return StreamedDataset(
-        name=str(data_cfg.name),
+    return ImageFolderStream(
+        **_streamed_options(data_cfg),
         files={
             "train": [files[i] for i in fit_idx],
             "val": [files[i] for i in val_idx],
@@ -279,21 +290,51 @@ def stream_image_folder(data_cfg: Any) -> StreamedDataset:
         class_names=names,
         image_size=tuple(int(s) for s in data_cfg.image_size),
         color_mode=str(data_cfg.color_mode),
-        normalize=bool(data_cfg.normalize),
-        on_bad_file=str(data_cfg.get("on_bad_file", "fail")),
-        sample_size=int(data_cfg.get("sample_size", 1000)),
-        cache=data_cfg.get("cache"),
     )
+
+
+def stream_csv(data_cfg: Any) -> CsvStream:
+    """``data=csv``: the table checked in one pass (:func:`read_csv_table`; bad rows skipped
+    and counted or refused by ``data.on_bad_file``), split by line as the in-memory sets are
+    (test held out with seed 0, then :func:`carve_splits`); read by tf.data when trained on."""
+    table = read_csv_table(data_cfg)
+    stream = CsvStream(
+        **_streamed_options(data_cfg),
+        y_train=np.zeros(0, np.int64), y_val=np.zeros(0, np.int64), y_test=np.zeros(0, np.int64),
+        num_classes=len(table.class_names),
+        class_names=table.class_names,
+        path=str(table.path),
+        columns=table.columns,
+        feature_columns=table.feature_columns,
+        line_split=np.full(len(table.line_labels), -1, np.int8),
+        line_labels=table.line_labels,
+        shuffle_buffer=int(data_cfg.shuffle_buffer),
+    )  # fmt: skip
+    for line, reason in table.bad:
+        stream._refuse_or_skip(f"{table.path} line {line}", reason)
+    if len(table.class_names) < 2:
+        raise DataError(f"need at least 2 classes to classify, got {len(table.class_names)}")
+    lines = np.flatnonzero(table.line_labels >= 0)
+    y = table.line_labels[lines].astype(np.int64)
+    rest, test = stratified_split(y, float(data_cfg.test_fraction), TEST_SEED)
+    fit_idx, val_idx = carve_splits(data_cfg, y[rest], len(table.class_names))
+    stream.line_split[lines[test]] = 2
+    stream.line_split[lines[rest[val_idx]]] = 1
+    stream.line_split[lines[rest[fit_idx]]] = 0
+    stream._set_labels()
+    return stream
 
 
 LOADERS: dict[str, Callable[[Any], RawData]] = {
     "digits": _load_digits,
     "cifar10": _load_cifar10,
     "npz": _load_npz,
-    "csv": load_csv,
 }
 # Sources streamed from disk by tf.data rather than loaded into arrays.
-STREAMED: dict[str, Callable[[Any], StreamedDataset]] = {"image_folder": stream_image_folder}
+STREAMED: dict[str, Callable[[Any], StreamedDataset]] = {
+    "image_folder": stream_image_folder,
+    "csv": stream_csv,
+}
 assert set(LOADERS) | set(STREAMED) == set(DATASETS), "schema.DATASETS names one loader each"
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from kerasdiag.core.errors import DataError
 from kerasdiag.data.dataset import Dataset
+from kerasdiag.data.splits import row_hashes
 
 SPLITS = ("train", "val", "test")
 # Keys of the split record a run directory keeps (RunLayout.DATA_SPLITS).
@@ -76,24 +77,22 @@ def _channels(color_mode: str) -> int:
     return CHANNELS[color_mode]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StreamedDataset:
-    """An image folder's splits as file lists and labels; pixels decoded when read.
+    """A data set read from disk by tf.data; only its labels and split membership in memory.
 
-    ``files[split]`` are the image paths of each split (``"train"``, ``"val"``, ``"test"``),
-    ``y_train``/``y_val``/``y_test`` their labels: the labels of the whole splits (small),
-    unlike a :class:`DataSample`'s. ``mean``/``std`` come from :meth:`scan`.
+    ``y_train``/``y_val``/``y_test`` are the labels of the whole splits (small), unlike a
+    :class:`DataSample`'s. ``mean``/``std`` (per channel, or per feature for a table) come
+    from :meth:`scan`. Subclasses say where the examples are: :class:`ImageFolderStream`
+    (one file per example), :class:`CsvStream` (one line per example).
     """
 
     name: str
-    files: dict[str, list[str]]
     y_train: np.ndarray
     y_val: np.ndarray
     y_test: np.ndarray
     num_classes: int
     class_names: list[str]
-    image_size: tuple[int, int]
-    color_mode: str = "rgb"
     normalize: bool = True
     on_bad_file: str = "fail"
     sample_size: int = 1000
@@ -105,18 +104,16 @@ class StreamedDataset:
     scanned: bool = False
     _sample: DataSample | None = field(default=None, repr=False)
 
-    # -- what the rest of a run reads ------------------------------------------------------
-
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return (*self.image_size, _channels(self.color_mode))
+        raise NotImplementedError
 
     def labels(self, split: str) -> np.ndarray:
         return {"train": self.y_train, "val": self.y_val, "test": self.y_test}[split]
 
     def summary(self) -> dict:
         """Sizes and class counts (as :meth:`Dataset.summary`), that the set is streamed,
-        and how many undecodable files were skipped."""
+        and how many undecodable files or malformed rows were skipped."""
         return {
             "name": self.name,
             "input_shape": list(self.input_shape),
@@ -131,7 +128,195 @@ class StreamedDataset:
             "skipped_files": len(self.skipped),
         }
 
-    # -- decoding --------------------------------------------------------------------------
+    # -- the streaming pass ----------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Run :meth:`scan` once, unless its results were read back from a record."""
+        if not self.scanned:
+            self.scan()
+
+    def scan(self) -> None:
+        """Read every example once: skip or refuse the bad ones, measure the normalisation
+        statistics (running sums) and what the data checks compare.
+
+        Memory: the per-example hashes (16 bytes each) and labels, and per-feature sums;
+        never more than a few batches of examples.
+        """
+        statistics = self._scan_splits()
+        for split in SPLITS:
+            if not len(self.labels(split)):
+                raise DataError(f"{self.name}: no readable example left in the {split} split")
+        train = statistics["train"]
+        c = self.input_shape[-1]  # per channel (images) or per feature (tables): the last axis
+        values = train.count * int(np.prod(self.input_shape)) // c
+        mean = train.feature_sum.reshape(-1, c).sum(0) / values
+        var = train.feature_sumsq.reshape(-1, c).sum(0) / values - mean**2
+        std = np.sqrt(np.maximum(var, 0.0))
+        std = np.where(std < 1e-8, 1.0, std)  # as kerasdiag.data.splits.normalisation_stats
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+        self.statistics = statistics
+        self.scanned = True
+
+    def _scan_splits(self) -> dict[str, SplitStatistics]:
+        raise NotImplementedError
+
+    def _refuse_or_skip(self, where: str, reason: str, split: str = "", what: str = "") -> None:
+        """A bad example at ``where`` (a file, or a file's line): one line ending the run
+        (``data.on_bad_file=fail``), or recorded, counted and left out (``skip``)."""
+        line = f"{what} {where}" if what else where
+        if self.on_bad_file == "fail":
+            raise DataError(f"{line}: {reason}; fix or remove it (or data.on_bad_file=skip)")
+        self.skipped.append({"file": where, "split": split, "reason": reason})
+        print(f"data: skipped {line}: {reason}")
+
+    # -- the record in the run directory ---------------------------------------------------
+
+    def record(self) -> dict[str, Any]:
+        """The splits, the normalisation and the skipped examples: what a resumed run reads
+        back (:meth:`adopt`) so that it trains on the same examples."""
+        self.prepare()
+        return {
+            "version": RECORD_VERSION,
+            "name": self.name,
+            "class_names": list(self.class_names),
+            **self._record_splits(),
+            "mean": None if self.mean is None else self.mean.tolist(),
+            "std": None if self.std is None else self.std.tolist(),
+            "skipped": list(self.skipped),
+        }
+
+    def _record_splits(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _adopt_splits(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def write_record(self, path: Path) -> None:
+        from kerasdiag.core.io import write_json_atomic
+
+        write_json_atomic(path, self.record())
+
+    def adopt(self, path: Path) -> None:
+        """Take the splits, statistics and skipped examples of a record written by an earlier
+        process of this run: the data a resumed run trains on is the data it started with,
+        whatever was added to or removed from the source since."""
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read the run's data split record {path}: {exc}") from None
+        if record.get("class_names") != list(self.class_names):
+            raise DataError(
+                f"{path}: the run was started with classes {record.get('class_names')}, the "
+                f"data now has {self.class_names}"
+            )
+        self._adopt_splits(record)
+        if record.get("mean") is not None:
+            self.mean = np.asarray(record["mean"], np.float32)
+            self.std = np.asarray(record["std"], np.float32)
+        self.skipped = list(record.get("skipped", []))
+        self.scanned = True
+        self._sample = None
+
+    # -- the tf.data pipelines -------------------------------------------------------------
+
+    def _normaliser(self):
+        import tensorflow as tf
+
+        if not self.normalize:
+            return lambda x: tf.cast(x, tf.float32)
+        self.prepare()
+        mean = tf.constant(self.mean, tf.float32)
+        std = tf.constant(self.std, tf.float32)
+        return lambda x: (tf.cast(x, tf.float32) - mean) / std
+
+    def training_batches(
+        self,
+        batch_size: int,
+        *,
+        epochs: int,
+        first_epoch: int = 0,
+        augment_cfg: Any = None,
+        seed: int = 0,
+        input_context: Any = None,
+    ):
+        """The training batches of epochs ``first_epoch .. epochs-1`` as one stream, each
+        epoch's order a function of ``(seed, epoch)`` alone.
+
+        ``input_context`` (``tf.distribute.InputContext``): this worker reads only its shard
+        of each epoch (every ``num_input_pipelines``-th example from its id), batched at the
+        size given: every example once per epoch across the workers.
+        """
+        import tensorflow as tf
+
+        self.prepare()
+        shards = 1 if input_context is None else input_context.num_input_pipelines
+        shard = 0 if input_context is None else input_context.input_pipeline_id
+
+        first = min(int(first_epoch), max(0, int(epochs) - 1))  # a finished fit reads nothing
+        last = max(int(epochs), first + 1)
+        ds = self._epochs(first, last, batch_size, augment_cfg, seed, shards, shard)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _epochs(self, first, last, batch_size, augment_cfg, seed, shards, shard):
+        """Epochs ``first .. last-1`` of training batches as one dataset."""
+        raise NotImplementedError
+
+    def split_batches(self, split: str, batch_size: int):
+        """Batches of ``(x, y)`` of a whole split, in the source's order."""
+        raise NotImplementedError
+
+    # -- the bounded sample ----------------------------------------------------------------
+
+    def sample(self) -> DataSample:
+        """At most ``sample_size`` examples of the training split, and half as many of the
+        validation and test splits, spread evenly over each (fixed, no randomness), read and
+        normalised as the stream is. Built once."""
+        if self._sample is not None:
+            return self._sample
+        self.prepare()
+        sizes = {"train": self.sample_size, "val": self.sample_size // 2,
+                 "test": self.sample_size // 2}  # fmt: skip
+        positions = {s: spread(len(self.labels(s)), n) for s, n in sizes.items()}
+        raw = self._read_positions(positions)
+        arrays = {}
+        for split in SPLITS:
+            x = raw[split].astype(np.float32)
+            if self.normalize:
+                x = (x - self.mean) / self.std
+            arrays[split] = (x, self.labels(split)[positions[split]])
+        self._sample = DataSample(
+            name=f"{self.name} (sample)",
+            x_train=arrays["train"][0],
+            y_train=arrays["train"][1],
+            x_val=arrays["val"][0],
+            y_val=arrays["val"][1],
+            x_test=arrays["test"][0],
+            y_test=arrays["test"][1],
+            num_classes=self.num_classes,
+            class_names=list(self.class_names),
+            mean=self.mean,
+            std=self.std,
+            source=self,
+        )
+        return self._sample
+
+    def _read_positions(self, positions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The raw examples at ``positions`` (indices in split order) of each split."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class ImageFolderStream(StreamedDataset):
+    """An image folder: ``files[split]`` are the image paths of each split; the pixels are
+    decoded (in parallel) each time a split is read, or once with ``data.cache=memory``."""
+
+    files: dict[str, list[str]]
+    image_size: tuple[int, int]
+    color_mode: str = "rgb"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (*self.image_size, _channels(self.color_mode))
 
     def _decoder(self):
         """``path -> uint8 (H, W, C)``: Keras' image_dataset_from_directory decoding (decode,
@@ -152,150 +337,45 @@ class StreamedDataset:
 
         return decode
 
-    def _normaliser(self):
+    def _scan_splits(self) -> dict[str, SplitStatistics]:
         import tensorflow as tf
-
-        if not self.normalize:
-            return lambda image: tf.cast(image, tf.float32)
-        self.prepare()
-        mean = tf.constant(self.mean, tf.float32)
-        std = tf.constant(self.std, tf.float32)
-        return lambda image: (tf.cast(image, tf.float32) - mean) / std
-
-    # -- the streaming pass ----------------------------------------------------------------
-
-    def prepare(self) -> None:
-        """Run :meth:`scan` once, unless its results were read back from a record."""
-        if not self.scanned:
-            self.scan()
-
-    def scan(self) -> None:
-        """Read every file once (parallel decode): skip or refuse the undecodable ones, and
-        measure the normalisation statistics and what the data checks compare.
-
-        Memory: the per-example hashes (16 bytes each) and labels, and per-feature sums;
-        never the pixels of more than a few batches.
-        """
-        import tensorflow as tf
-
-        from kerasdiag.data.splits import row_hashes
 
         decode = self._decoder()
-        statistics: dict[str, SplitStatistics] = {}
-        channel_sum = channel_sumsq = None
-        pixels = 0
+        statistics = {}
+        features = int(np.prod(self.input_shape))
         for split in SPLITS:
-            paths, labels = self.files[split], self.labels(split)
+            paths = self.files[split]
             ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
-            ds = ds.map(
-                lambda i, p: (i, decode(p)), num_parallel_calls=tf.data.AUTOTUNE
-            ).ignore_errors()
-            seen, hashes = [], []
-            features = int(np.prod(self.input_shape))
-            f_sum = np.zeros(features, np.float64)
-            f_sumsq = np.zeros(features, np.float64)
-            for index, images in ds.batch(256).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+            ds = ds.map(lambda i, p: (i, decode(p)), num_parallel_calls=tf.data.AUTOTUNE)
+            sums = _RunningSums(features)
+            seen = []
+            # an image that does not decode is left out here and named below
+            for index, images in (
+                ds.ignore_errors().batch(256).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+            ):
                 seen.append(index)
-                hashes.append(row_hashes(images))
-                flat = images.reshape(len(images), -1).astype(np.float64)
-                f_sum += flat.sum(0)
-                f_sumsq += (flat**2).sum(0)
-            seen_idx = np.concatenate(seen) if seen else np.zeros(0, np.int64)
-            if len(seen_idx) != len(paths):
-                bad = sorted(set(range(len(paths))) - set(seen_idx.tolist()))
-                self._bad_files(split, bad, decode)
-                keep = np.isin(np.arange(len(paths)), seen_idx)
-                self.files[split] = [p for p, k in zip(paths, keep, strict=True) if k]
-                setattr(self, f"y_{split}", labels[keep])
-            statistics[split] = SplitStatistics(
-                count=len(seen_idx),
-                hashes=np.concatenate(hashes) if hashes else np.zeros((0, 2), np.uint64),
-                labels=self.labels(split),
-                feature_sum=f_sum,
-                feature_sumsq=f_sumsq,
-            )
-            if split == "train":  # per-channel from per-feature: the last axis is the channel
-                c = self.input_shape[-1]
-                channel_sum = f_sum.reshape(-1, c).sum(0)
-                channel_sumsq = f_sumsq.reshape(-1, c).sum(0)
-                pixels = len(seen_idx) * features // c
-        for split in SPLITS:
-            if not len(self.labels(split)):
-                raise DataError(f"{self.name}: no decodable image left in the {split} split")
-        mean = channel_sum / pixels
-        std = np.sqrt(np.maximum(channel_sumsq / pixels - mean**2, 0.0))
-        std = np.where(std < 1e-8, 1.0, std)  # as kerasdiag.data.splits.normalisation_stats
-        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
-        self.statistics = statistics
-        self.scanned = True
-
-    def _bad_files(self, split: str, bad: list[int], decode) -> None:
-        """Name each undecodable file with TensorFlow's reason; refuse or record them."""
-        import tensorflow as tf
-
-        from kerasdiag.data.files import tf_reason
-
-        for i in bad:
-            path = self.files[split][i]
-            try:
-                decode(tf.constant(path))
-                reason = "unreadable"
-            except tf.errors.OpError as exc:
-                reason = tf_reason(exc)
-            if self.on_bad_file == "fail":
-                raise DataError(
-                    f"cannot decode image {path}: {reason}; fix or remove it "
-                    "(or data.on_bad_file=skip)"
+                sums.add(images)
+            kept = np.isin(np.arange(len(paths)), np.concatenate(seen) if seen else [])
+            for i in np.flatnonzero(~kept):
+                self._refuse_or_skip(
+                    f"cannot decode image {paths[i]}", _why(decode, paths[i]), split
                 )
-            self.skipped.append({"file": path, "split": split, "reason": reason})
-            print(f"data: skipped undecodable image {path}: {reason}")
+            if not kept.all():
+                self.files[split] = [p for p, k in zip(paths, kept, strict=True) if k]
+                setattr(self, f"y_{split}", self.labels(split)[kept])
+            statistics[split] = sums.result(self.labels(split))
+        return statistics
 
-    # -- the record in the run directory ---------------------------------------------------
-
-    def record(self) -> dict[str, Any]:
-        """The splits (files and labels), the normalisation and the skipped files: what a
-        resumed run reads back (:meth:`adopt`) so that it trains on the same examples."""
-        self.prepare()
+    def _record_splits(self) -> dict[str, Any]:
         return {
-            "version": RECORD_VERSION,
-            "name": self.name,
-            "class_names": list(self.class_names),
             "files": {s: list(self.files[s]) for s in SPLITS},
             "labels": {s: self.labels(s).tolist() for s in SPLITS},
-            "mean": None if self.mean is None else self.mean.tolist(),
-            "std": None if self.std is None else self.std.tolist(),
-            "skipped": list(self.skipped),
         }
 
-    def write_record(self, path: Path) -> None:
-        from kerasdiag.core.io import write_json_atomic
-
-        write_json_atomic(path, self.record())
-
-    def adopt(self, path: Path) -> None:
-        """Take the splits, statistics and skipped files of a record written by an earlier
-        process of this run: the data a resumed run trains on is the data it started with,
-        whatever was added to or removed from the folder since."""
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read the run's data split record {path}: {exc}") from None
-        if record.get("class_names") != list(self.class_names):
-            raise DataError(
-                f"{path}: the run was started with classes {record.get('class_names')}, the "
-                f"folder now has {self.class_names}"
-            )
+    def _adopt_splits(self, record: dict[str, Any]) -> None:
         self.files = {s: list(record["files"][s]) for s in SPLITS}
         for s in SPLITS:
             setattr(self, f"y_{s}", np.asarray(record["labels"][s], np.int64))
-        if record.get("mean") is not None:
-            self.mean = np.asarray(record["mean"], np.float32)
-            self.std = np.asarray(record["std"], np.float32)
-        self.skipped = list(record.get("skipped", []))
-        self.scanned = True
-        self._sample = None
-
-    # -- the tf.data pipelines -------------------------------------------------------------
 
     def _loader(self, split: str):
         """``index -> uint8 image`` of ``split``: decoded from its file, or, with
@@ -313,38 +393,21 @@ class StreamedDataset:
         """The images of ``paths``, decoded in parallel, in order, as one uint8 array."""
         import tensorflow as tf
 
-        decode = self._decoder()
         out = np.empty((len(paths), *self.input_shape), np.uint8)
-        ds = tf.data.Dataset.from_tensor_slices(paths).map(decode, tf.data.AUTOTUNE).batch(256)
+        ds = tf.data.Dataset.from_tensor_slices(paths).map(self._decoder(), tf.data.AUTOTUNE)
         start = 0
-        for images in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        for images in ds.batch(256).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
             out[start : start + len(images)] = images
             start += len(images)
         return out
 
-    def training_batches(
-        self,
-        batch_size: int,
-        *,
-        epochs: int,
-        first_epoch: int = 0,
-        augment_cfg: Any = None,
-        seed: int = 0,
-        input_context: Any = None,
-    ):
-        """The training batches of epochs ``first_epoch .. epochs-1`` as one stream, in the
-        order :func:`kerasdiag.data.pipeline.epoch_order` gives (a function of seed and
-        epoch); augmentation seeded by ``(seed, epoch * n + position)`` as in memory.
-
-        ``input_context`` (``tf.distribute.InputContext``): this worker reads only its shard
-        of each epoch's permutation (positions ``i`` with ``i % workers == worker``), batched
-        at the per-replica size: every example once per epoch across the workers.
-        """
+    def _epochs(self, first, last, batch_size, augment_cfg, seed, shards, shard):
+        """Each epoch: the permutation :func:`kerasdiag.data.pipeline.epoch_order` gives (as
+        for the in-memory sets), augmentation seeded by ``(seed, epoch * n + position)``."""
         import tensorflow as tf
 
         from kerasdiag.data.pipeline import augment_fn, epoch_order
 
-        self.prepare()
         n = len(self.y_train)
         load, normalise = self._loader("train"), self._normaliser()
         labels = tf.constant(self.y_train)
@@ -352,10 +415,8 @@ class StreamedDataset:
 
         def one_epoch(epoch):
             order = tf.data.Dataset.from_tensor_slices(epoch_order(n, seed, epoch)).enumerate()
-            if input_context is not None and input_context.num_input_pipelines > 1:
-                order = order.shard(
-                    input_context.num_input_pipelines, input_context.input_pipeline_id
-                )
+            if shards > 1:
+                order = order.shard(shards, shard)
 
             def example(position, index):
                 x, y = normalise(load(index)), tf.gather(labels, index)
@@ -366,9 +427,7 @@ class StreamedDataset:
 
             return order.map(example, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
 
-        first = min(int(first_epoch), max(0, int(epochs) - 1))  # a finished fit reads nothing
-        ds = tf.data.Dataset.range(first, max(int(epochs), first + 1)).flat_map(one_epoch)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return tf.data.Dataset.range(first, last).flat_map(one_epoch)
 
     def split_batches(self, split: str, batch_size: int):
         """Batches of ``(x, y)`` of a whole split, in file order, decoded in parallel."""
@@ -383,39 +442,187 @@ class StreamedDataset:
         )
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
-    # -- the bounded sample ----------------------------------------------------------------
+    def _read_positions(self, positions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {s: self._decode_all([self.files[s][i] for i in p]) for s, p in positions.items()}
 
-    def sample(self) -> DataSample:
-        """At most ``sample_size`` examples of the training split, and half as many of the
-        validation and test splits, spread evenly over each (fixed, no randomness), decoded
-        and normalised as the stream is. Built once."""
-        if self._sample is not None:
-            return self._sample
-        self.prepare()
-        arrays = {}
-        for split, size in (("train", self.sample_size), ("val", self.sample_size // 2),
-                            ("test", self.sample_size // 2)):  # fmt: skip
-            labels = self.labels(split)
-            index = spread(len(labels), size)
-            x = self._decode_all([self.files[split][i] for i in index]).astype(np.float32)
-            if self.normalize:
-                x = (x - self.mean) / self.std
-            arrays[split] = (x, labels[index])
-        self._sample = DataSample(
-            name=f"{self.name} (sample)",
-            x_train=arrays["train"][0],
-            y_train=arrays["train"][1],
-            x_val=arrays["val"][0],
-            y_val=arrays["val"][1],
-            x_test=arrays["test"][0],
-            y_test=arrays["test"][1],
-            num_classes=self.num_classes,
-            class_names=list(self.class_names),
-            mean=self.mean,
-            std=self.std,
-            source=self,
+
+def _why(decode, path: str) -> str:
+    """TensorFlow's reason an image does not decode (its batch error names no file)."""
+    import tensorflow as tf
+
+    from kerasdiag.data.files import tf_reason
+
+    try:
+        decode(tf.constant(path))
+    except tf.errors.OpError as exc:
+        return tf_reason(exc)
+    return "unreadable"
+
+
+class _RunningSums:
+    """Per-feature sums, sums of squares and 128-bit row hashes over batches of a split."""
+
+    def __init__(self, features: int):
+        self.sum = np.zeros(features, np.float64)
+        self.sumsq = np.zeros(features, np.float64)
+        self.hashes: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, batch: np.ndarray) -> None:
+        if not len(batch):
+            return
+        self.hashes.append(row_hashes(batch))
+        flat = batch.reshape(len(batch), -1).astype(np.float64)
+        self.sum += flat.sum(0)
+        self.sumsq += (flat**2).sum(0)
+        self.count += len(batch)
+
+    def result(self, labels: np.ndarray) -> SplitStatistics:
+        hashes = np.concatenate(self.hashes) if self.hashes else np.zeros((0, 2), np.uint64)
+        return SplitStatistics(self.count, hashes, labels, self.sum, self.sumsq)
+
+
+@dataclass(kw_only=True)
+class CsvStream(StreamedDataset):
+    """A CSV table of any length, one example per line: ``line_split`` says for each line
+    after the header which split it is in (0 train, 1 val, 2 test; -1 blank or skipped) and
+    ``line_labels`` its class. Lines are parsed by ``tf.io.decode_csv`` each time a split is
+    read; the table is never held in memory.
+
+    The training order of an epoch is a seeded shuffle of the training lines through a buffer
+    of ``data.shuffle_buffer`` lines, its seed a function of ``(data.seed, epoch)``: the same
+    epoch gives the same order, in a resumed run too (a full permutation only for tables up to
+    the buffer's size).
+    """
+
+    path: str
+    columns: list[str]
+    feature_columns: list[int]
+    line_split: np.ndarray
+    line_labels: np.ndarray
+    shuffle_buffer: int = 10000
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (len(self.feature_columns),)
+
+    def _set_labels(self) -> None:
+        for code, split in enumerate(SPLITS):
+            setattr(self, f"y_{split}", self.line_labels[self.line_split == code].astype(np.int64))
+
+    def _lines(self):
+        """``(line index, text)`` of every line after the header, in file order."""
+        import tensorflow as tf
+
+        return tf.data.TextLineDataset(self.path).skip(1).enumerate()
+
+    def _in(self, codes):
+        """A filter keeping the lines whose split code is in ``codes``."""
+        import tensorflow as tf
+
+        table = tf.constant(self.line_split.astype(np.int32))
+        wanted = tf.constant(list(codes), tf.int32)
+        return lambda i, _: tf.reduce_any(tf.equal(tf.gather(table, i), wanted))
+
+    def _parse(self, lines):
+        import tensorflow as tf
+
+        cells = tf.io.decode_csv(
+            lines, record_defaults=[[0.0]] * len(self.feature_columns),
+            select_cols=list(self.feature_columns),
+        )  # fmt: skip
+        return tf.stack(cells, axis=-1)
+
+    def _scan_splits(self) -> dict[str, SplitStatistics]:
+        import tensorflow as tf
+
+        sums = {s: _RunningSums(len(self.feature_columns)) for s in SPLITS}
+        ds = self._lines().filter(self._in((0, 1, 2))).batch(4096)
+        ds = ds.map(lambda i, lines: (i, self._parse(lines)), num_parallel_calls=tf.data.AUTOTUNE)
+        for index, rows in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+            codes = self.line_split[index]
+            for code, split in enumerate(SPLITS):
+                sums[split].add(rows[codes == code])
+        return {s: sums[s].result(self.labels(s)) for s in SPLITS}
+
+    def _record_splits(self) -> dict[str, Any]:
+        return {"path": self.path, "line_split": _pack(self.line_split),
+                "line_labels": _pack(self.line_labels)}  # fmt: skip
+
+    def _adopt_splits(self, record: dict[str, Any]) -> None:
+        self.line_split = _unpack(record["line_split"], np.int8)
+        self.line_labels = _unpack(record["line_labels"], np.int32)
+        self._set_labels()
+
+    def _batches(self, lines, normalise):
+        import tensorflow as tf
+
+        labels = tf.constant(self.line_labels.astype(np.int64))
+        return lines.map(
+            lambda i, text: (normalise(self._parse(text)), tf.gather(labels, i)),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
-        return self._sample
+
+    def _epochs(self, first, last, batch_size, augment_cfg, seed, shards, shard):
+        """Each epoch: the training lines through a shuffle buffer seeded by ``(seed,
+        epoch)`` (tf.data's shuffle takes its seed as a number: one dataset per epoch,
+        concatenated). Augmentation is for images; a table's is refused by the config."""
+        normalise = self._normaliser()
+        train = self._in((0,))
+        ds = None
+        for epoch in range(first, last):
+            lines = self._lines().filter(train)
+            if shards > 1:
+                lines = lines.shard(shards, shard)
+            lines = lines.shuffle(int(self.shuffle_buffer), seed=int(seed) * 1_000_003 + epoch)
+            one = self._batches(lines.batch(batch_size), normalise)
+            ds = one if ds is None else ds.concatenate(one)
+        return ds
+
+    def split_batches(self, split: str, batch_size: int):
+        import tensorflow as tf
+
+        self.prepare()
+        lines = self._lines().filter(self._in((SPLITS.index(split),))).batch(batch_size)
+        # a filtered stream's length is unknown to Keras, which would warn at its end
+        batches = -(-len(self.labels(split)) // batch_size)
+        ds = self._batches(lines, self._normaliser())
+        return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
+
+    def _read_positions(self, positions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # the lines of the sample, marked 10 + split code, read in one pass of the table
+        marks = self.line_split.copy()
+        for code, split in enumerate(SPLITS):
+            lines = np.flatnonzero(self.line_split == code)[positions[split]]
+            marks[lines] = 10 + code
+        saved, self.line_split = self.line_split, marks
+        try:
+            ds = self._lines().filter(self._in((10, 11, 12))).batch(4096)
+            ds = ds.map(lambda i, lines: (i, self._parse(lines)))
+            found = {s: [] for s in SPLITS}
+            for index, rows in ds.as_numpy_iterator():
+                for code, split in enumerate(SPLITS):
+                    found[split].append(rows[marks[index] == 10 + code])
+        finally:
+            self.line_split = saved
+        width = len(self.feature_columns)
+        return {s: np.concatenate(f) if f else np.zeros((0, width), np.float32)
+                for s, f in found.items()}  # fmt: skip
+
+
+def _pack(array: np.ndarray) -> str:
+    """A compact text form of a per-line array for the JSON record (zlib, base64)."""
+    import base64
+    import zlib
+
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(array).tobytes())).decode()
+
+
+def _unpack(text: str, dtype) -> np.ndarray:
+    import base64
+    import zlib
+
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=dtype).copy()
 
 
 def spread(n: int, size: int) -> np.ndarray:
