@@ -177,3 +177,42 @@ def test_the_streamed_leakage_check_finds_a_test_image_copied_from_training(tmp_
     assert result.details["train/test"]["of"] == len(data.y_test) == 41
     shift = check_split_shift(data.sample())
     assert shift.details["val"] == len(data.y_val) and shift.details["test"] == 41
+
+
+def write_shards(root, x, y, shards=3, per_class=PER_CLASS):
+    """The sample's first images of three classes as ``tf.train.Example`` records (an
+    encoded PNG under ``image``, the class under ``label``), over ``shards`` files."""
+    picked = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in (0, 1, 2)])
+    writers = [tf.io.TFRecordWriter(str(root / f"train-{k:02d}.tfrecord")) for k in range(shards)]
+    for n, i in enumerate(picked):
+        feature = {
+            "image": tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[tf.io.encode_png(x[i]).numpy()])
+            ),
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[i])])),
+        }
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        writers[n % shards].write(example.SerializeToString())
+    for w in writers:
+        w.close()
+    return picked
+
+
+def test_tfrecord_shards_stream_and_train(tmp_path, cifar_arrays):
+    x, y, _, _ = cifar_arrays
+    write_shards(tmp_path, x, y)
+    pattern = str(tmp_path / "train-*.tfrecord")
+    data = load_dataset(load_config([*SMALL, "data=tfrecord", f"data.path={pattern}"]).data)
+    assert data.class_names == ["0", "1", "2"] and data.input_shape == (32, 32, 3)
+    assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 3 * PER_CLASS
+    raw = data.sample().x_test * data.std + data.mean  # decoded exactly (PNG is lossless)
+    for image, label in zip(raw[:3], data.sample().y_test[:3], strict=True):
+        assert np.abs(x[y == label].astype(np.float32) - image).max(axis=(1, 2, 3)).min() < 1e-3
+    run = tmp_path / "run"
+    done = run_train(*SMALL, "data=tfrecord", f"data.path={pattern}", "trainer.epochs=2",
+                     "sanity=off", "monitors=off", f"hydra.run.dir={run}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    confusion = json.loads((run / RunLayout.TEST_CONFUSION).read_text())
+    assert np.sum(confusion["matrix"]) == len(data.y_test)
+    nothing = run_train("data=tfrecord", f"data.path={tmp_path / 'none-*.tfrecord'}")
+    assert nothing.returncode == 2 and "matches no file" in nothing.stderr

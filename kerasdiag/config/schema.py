@@ -19,6 +19,8 @@ search space, a language of its own, is :mod:`kerasdiag.config.search_space`.
 from __future__ import annotations
 
 import functools
+import glob
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -75,8 +77,9 @@ def validator(func: Callable[[Any], None]) -> Callable[[Any], None]:
 
 # The data sets ``data.name`` may name (kerasdiag.data.loaders.LOADERS has one loader each),
 # and those read from a path the user must give, with what that path is.
-DATASETS = ("digits", "cifar10", "npz", "image_folder", "csv")
-PATH_DATASETS = {"npz": "an .npz file", "csv": "a CSV file", "image_folder": "a folder"}
+DATASETS = ("digits", "cifar10", "npz", "image_folder", "csv", "tfrecord")
+PATH_DATASETS = {"npz": "an .npz file", "csv": "a CSV file", "image_folder": "a folder",
+                 "tfrecord": "TFRecord files (a file or a glob pattern)"}  # fmt: skip
 FILE_DATASETS = ("npz", "csv")
 COLOR_MODES = ("rgb", "grayscale", "rgba")  # keras.utils.image_dataset_from_directory's
 BAD_FILE_ACTIONS = ("fail", "skip")  # data.on_bad_file
@@ -132,7 +135,10 @@ class DataConfig:
 @validator
 def check_data(cfg: Any) -> None:
     one_of(cfg, "data.name", DATASETS)
-    if cfg.data.path is not None:
+    if cfg.data.path is not None and cfg.data.name == "tfrecord":
+        require(bool(glob.glob(os.path.expanduser(str(cfg.data.path)))), "data.path",
+                cfg.data.path, "matches no file")  # fmt: skip
+    elif cfg.data.path is not None:
         kind = "file" if cfg.data.name in FILE_DATASETS else "directory"
         check_path("data.path", cfg.data.path, kind)
     elif cfg.data.name in PATH_DATASETS:

@@ -10,8 +10,8 @@ path, empty folder, missing target column, non-numeric feature) is one
 from __future__ import annotations
 
 import csv
+import math
 import re
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,54 +130,103 @@ def read_csv_table(data_cfg: Any) -> CsvTable:
     and a categorical target column: its distinct values, sorted (numerically when they are
     all numbers), are the classes. One row per line.
 
-    One streaming pass that checks every row (cell count, numbers, no empty cell) and keeps
-    only each line's class: memory a few bytes per row, whatever the table's size. A bad row
-    is named by its line (``bad``); what becomes of it is ``data.on_bad_file``'s call.
+    One streaming pass that checks every row (cell count, numbers, no empty cell; by
+    TensorFlow's string ops, a batch of lines at a time) and keeps only each line's class:
+    memory a few bytes per row, whatever the table's size. A bad row is named by its line
+    and why (``bad``); what becomes of it is ``data.on_bad_file``'s call.
     """
     path = _existing(data_cfg, "file")
     if not data_cfg.target:
         raise ConfigError("data.target", data_cfg.target, "data=csv needs the target column's name")
     target = str(data_cfg.target)
-    label_ids: dict[str, int] = {}
-    labels = array("i")
-    bad: list[tuple[int, str]] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        if not header:
-            raise DataError(f"{path} is empty: expected a header row naming the columns")
-        if target not in header:
-            raise ConfigError(
-                "data.target", target, f"is not a column of {path} (columns: {', '.join(header)})"
-            )
-        t = header.index(target)
-        features = [i for i in range(len(header)) if i != t]
-        if not features:
-            raise DataError(f"{path}: no feature columns besides the target {target!r}")
-        line = 1
-        for row in reader:
-            # blank lines stay lines: the stream (tf.data.TextLineDataset) counts them too
-            while line + 1 < reader.line_num:
-                labels.append(-1)
-                line += 1
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                labels.append(-1)
-                continue
-            problem = _row_problem(row, header, t, features)
-            if problem is not None:
-                bad.append((line, problem))
-                labels.append(-1)
-                continue
-            labels.append(label_ids.setdefault(row[t].strip(), len(label_ids)))
+        header = [h.strip() for h in next(csv.reader([handle.readline()]), [])]
+    if not header:
+        raise DataError(f"{path} is empty: expected a header row naming the columns")
+    if target not in header:
+        raise ConfigError(
+            "data.target", target, f"is not a column of {path} (columns: {', '.join(header)})"
+        )
+    t = header.index(target)
+    features = [i for i in range(len(header)) if i != t]
+    if not features:
+        raise DataError(f"{path}: no feature columns besides the target {target!r}")
+    label_ids: dict[bytes, int] = {}
+    chunks, bad = [], []
+    for start, ok, values, index, bad_index, bad_lines in _checked_lines(path, len(header), t):
+        ids = np.full(len(ok), -1, np.int32)
+        if ok.any():
+            found = np.full(len(values), -1, np.int32)
+            for i in np.unique(index[ok]):  # the classes of rows in error are no classes
+                found[i] = label_ids.setdefault(values[i], len(label_ids))
+            ids[ok] = found[index[ok]]
+        for i, line in zip(bad_index.tolist(), bad_lines, strict=True):
+            row = next(csv.reader([line.decode("utf-8", "replace")]), [])
+            reason = _row_problem(row, header, t, features) or "cannot be parsed"
+            bad.append((start + i + 2, reason))
+        chunks.append(ids)
     if not label_ids:
         raise DataError(f"{path} has a header but no rows")
-    names = _class_names(list(label_ids))
-    order = np.array([names.index(v) for v in label_ids], np.int32)
-    line_labels = np.frombuffer(labels, np.int32).copy()
+    names = _class_names([v.decode("utf-8") for v in label_ids])
+    order = np.array([names.index(v.decode("utf-8")) for v in label_ids], np.int32)
+    line_labels = np.concatenate(chunks)
     known = line_labels >= 0
     line_labels[known] = order[line_labels[known]]
     return CsvTable(path, header, features, line_labels, names, bad)
+
+
+# A feature cell: a finite decimal number (what float() reads, less nan and inf).
+_NUMBER = r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*"
+
+
+def _checked_lines(path: Path, columns: int, target: int, batch: int = 16384):
+    """Batches of the lines after the header, checked by TensorFlow (no Python loop over
+    rows): ``(index of the first line, ok, target cells, indices and text of the lines in
+    error)``, ``ok`` true for a line of ``columns`` cells, a non-empty target and finite
+    numbers elsewhere. ``tf.io.decode_csv`` checks a batch at once; a batch it refuses (a
+    malformed line in it) is checked cell by cell with string ops, to say which lines."""
+    import tensorflow as tf
+
+    def fast(lines):
+        cells = tf.io.decode_csv(lines, record_defaults=[
+            tf.constant([], tf.string if i == target else tf.float32) for i in range(columns)
+        ])  # fmt: skip
+        values = tf.stack([c for i, c in enumerate(cells) if i != target], axis=1)
+        label = tf.strings.strip(cells[target])
+        ok = tf.reduce_all(tf.math.is_finite(values), axis=1) & (tf.strings.length(label) > 0)
+        return _in_error(lines, ok, label)
+
+    def slow(lines):
+        cells = tf.strings.split(lines, ",")
+        count_ok = cells.row_lengths() == columns
+        padded = cells.to_tensor(default_value="", shape=[None, columns])
+        numeric = tf.strings.regex_full_match(padded, _NUMBER)
+        is_target = tf.one_hot(target, columns, on_value=True, off_value=False, dtype=tf.bool)
+        cells_ok = tf.reduce_all(numeric | is_target[None, :], axis=1)
+        label = tf.strings.strip(tf.strings.regex_replace(padded[:, target], '^\\s*"|"\\s*$', ""))
+        return _in_error(lines, count_ok & cells_ok & (tf.strings.length(label) > 0), label)
+
+    batches = tf.data.TextLineDataset(str(path)).skip(1).batch(batch)
+    checked = batches.enumerate().map(lambda k, lines: (k, fast(lines)), tf.data.AUTOTUNE)
+    done = dict(checked.ignore_errors().prefetch(2).as_numpy_iterator())
+    total = max(done, default=-1) + 1
+    if not done or len(done[total - 1][0]) == batch:  # batches refused at the end?
+        total += sum(1 for _ in batches.skip(total).map(lambda lines: 0))
+    for k in range(total):
+        result = done.pop(k, None)
+        if result is None:
+            result = next(batches.skip(k).take(1).map(slow).as_numpy_iterator())
+        yield (k * batch, *result)
+
+
+def _in_error(lines, ok, label):
+    """``(ok, label, indices, text)``: only the lines in error come back to Python (a blank
+    line is no row, and no error)."""
+    import tensorflow as tf
+
+    wrong = tf.where(~ok & (tf.strings.length(tf.strings.strip(lines)) > 0))[:, 0]
+    values, index = tf.unique(label)  # a table has few classes: only they come back
+    return ok, values, index, wrong, tf.gather(lines, wrong)
 
 
 def _row_problem(row: list[str], header: list[str], t: int, features: list[int]) -> str | None:
@@ -199,12 +248,15 @@ def _number(column: str, cell: str) -> float:
     if not cell:
         raise ValueError(f"column {column!r} is empty (a missing value, NaN): fill or drop it")
     try:
-        return float(cell)
+        value = float(cell)
     except ValueError:
         raise ValueError(
             f"column {column!r} holds {cell!r}, not a number: features "
             "must be numeric (encode categories as numbers, or drop the column)"
         ) from None
+    if not math.isfinite(value):
+        raise ValueError(f"column {column!r} holds {cell!r}, not a finite number")
+    return value
 
 
 def _class_names(labels: list[str]) -> list[str]:

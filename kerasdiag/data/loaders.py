@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import zipfile
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from kerasdiag.data.splits import (
     stratified_split,
     stratified_subsample,
 )
-from kerasdiag.data.stream import CsvStream, ImageFolderStream, StreamedDataset
+from kerasdiag.data.stream import CsvStream, ImageFolderStream, StreamedDataset, TFRecordStream
 
 # Raw arrays: (x_train, y_train, x_test, y_test, class_names); x as numeric images (N, H, W, C).
 RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
@@ -325,6 +326,64 @@ def stream_csv(data_cfg: Any) -> CsvStream:
     return stream
 
 
+def stream_tfrecord(data_cfg: Any) -> TFRecordStream:
+    """``data=tfrecord data.path='train-*.tfrecord'``: shards of ``tf.train.Example`` with an
+    encoded image (``image``, bytes) and its class index (``label``, int64). One pass reads
+    the labels (no image is decoded); a shard that cannot be read is refused, or skipped whole
+    (``data.on_bad_file``). Split by record as a table is by line (test held out with seed
+    0); the images are decoded and resized (``data.image_size``) when read."""
+    import tensorflow as tf
+
+    from kerasdiag.data.files import tf_reason
+    from kerasdiag.data.stream import TFRECORD_LABEL
+
+    files = sorted(glob.glob(os.path.expanduser(str(data_cfg.path))))
+    if not files:
+        raise ConfigError("data.path", data_cfg.path, "matches no file")
+    spec = {TFRECORD_LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    stream = TFRecordStream(
+        **_streamed_options(data_cfg),
+        y_train=np.zeros(0, np.int64), y_val=np.zeros(0, np.int64), y_test=np.zeros(0, np.int64),
+        num_classes=0, class_names=[], path=str(data_cfg.path), files=[],
+        line_split=np.zeros(0, np.int8), line_labels=np.zeros(0, np.int32),
+        shuffle_buffer=int(data_cfg.shuffle_buffer),
+        image_size=tuple(int(s) for s in data_cfg.image_size),
+        color_mode=str(data_cfg.color_mode),
+    )  # fmt: skip
+    labels = []
+    for path in files:
+        ds = tf.data.TFRecordDataset(path).map(
+            lambda r: tf.io.parse_single_example(r, spec)[TFRECORD_LABEL], tf.data.AUTOTUNE
+        )
+        try:
+            labels.append(
+                np.concatenate([np.zeros(0, np.int64), *ds.batch(4096).as_numpy_iterator()])
+            )
+        except tf.errors.OpError as exc:  # corrupt, truncated, or records without a label
+            stream._refuse_or_skip(path, f"cannot read its records: {tf_reason(exc)}", "",
+                                   "TFRecord file")  # fmt: skip
+            continue
+        stream.files.append(path)
+    if not stream.files or not sum(len(y) for y in labels):
+        raise DataError(f"data.path={data_cfg.path}: no readable record")
+    y = np.concatenate(labels)
+    if y.min() < 0:
+        raise DataError(f"{data_cfg.path}: label {int(y.min())} is negative (class indices 0..K-1)")
+    names = [str(i) for i in range(int(y.max()) + 1)]
+    if len(names) < 2:
+        raise DataError(f"need at least 2 classes to classify, got {len(names)}")
+    stream.num_classes, stream.class_names = len(names), names
+    stream.line_labels = y.astype(np.int32)
+    stream.line_split = np.full(len(y), -1, np.int8)
+    rest, test = stratified_split(y, float(data_cfg.test_fraction), TEST_SEED)
+    fit_idx, val_idx = carve_splits(data_cfg, y[rest], len(names))
+    stream.line_split[test] = 2
+    stream.line_split[rest[val_idx]] = 1
+    stream.line_split[rest[fit_idx]] = 0
+    stream._set_labels()
+    return stream
+
+
 LOADERS: dict[str, Callable[[Any], RawData]] = {
     "digits": _load_digits,
     "cifar10": _load_cifar10,
@@ -334,6 +393,7 @@ LOADERS: dict[str, Callable[[Any], RawData]] = {
 STREAMED: dict[str, Callable[[Any], StreamedDataset]] = {
     "image_folder": stream_image_folder,
     "csv": stream_csv,
+    "tfrecord": stream_tfrecord,
 }
 assert set(LOADERS) | set(STREAMED) == set(DATASETS), "schema.DATASETS names one loader each"
 

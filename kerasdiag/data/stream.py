@@ -319,23 +319,7 @@ class ImageFolderStream(StreamedDataset):
         return (*self.image_size, _channels(self.color_mode))
 
     def _decoder(self):
-        """``path -> uint8 (H, W, C)``: Keras' image_dataset_from_directory decoding (decode,
-        bilinear resize to ``image_size``), rounded back to bytes as the in-memory loader did."""
-        import tensorflow as tf
-
-        height, width = self.image_size
-        channels = _channels(self.color_mode)
-
-        def decode(path):
-            image = tf.io.decode_image(
-                tf.io.read_file(path), channels=channels, expand_animations=False
-            )
-            image = tf.image.resize(image, (height, width))
-            image = tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
-            image.set_shape((height, width, channels))
-            return image
-
-        return decode
+        return image_decoder(self.image_size, self.color_mode)
 
     def _scan_splits(self) -> dict[str, SplitStatistics]:
         import tensorflow as tf
@@ -446,6 +430,26 @@ class ImageFolderStream(StreamedDataset):
         return {s: self._decode_all([self.files[s][i] for i in p]) for s, p in positions.items()}
 
 
+def image_decoder(image_size: tuple[int, int], color_mode: str):
+    """``path -> uint8 (H, W, C)`` (or encoded bytes with ``encoded=True``): Keras'
+    image_dataset_from_directory decoding (decode, bilinear resize to ``image_size``),
+    rounded back to bytes as the in-memory loader did."""
+    import tensorflow as tf
+
+    height, width = image_size
+    channels = _channels(color_mode)
+
+    def decode(path, encoded=False):
+        data = path if encoded else tf.io.read_file(path)
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.image.resize(image, (height, width))
+        image = tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+        image.set_shape((height, width, channels))
+        return image
+
+    return decode
+
+
 def _why(decode, path: str) -> str:
     """TensorFlow's reason an image does not decode (its batch error names no file)."""
     import tensorflow as tf
@@ -483,62 +487,58 @@ class _RunningSums:
 
 
 @dataclass(kw_only=True)
-class CsvStream(StreamedDataset):
-    """A CSV table of any length, one example per line: ``line_split`` says for each line
-    after the header which split it is in (0 train, 1 val, 2 test; -1 blank or skipped) and
-    ``line_labels`` its class. Lines are parsed by ``tf.io.decode_csv`` each time a split is
-    read; the table is never held in memory.
+class RecordStream(StreamedDataset):
+    """Examples stored one after another (a table's lines, TFRecord shards' records), read
+    in order by tf.data: ``line_split`` says for each record which split it is in (0 train,
+    1 val, 2 test; -1 blank or skipped) and ``line_labels`` its class. The source is never
+    held in memory; these two tables are a few bytes per record.
 
-    The training order of an epoch is a seeded shuffle of the training lines through a buffer
-    of ``data.shuffle_buffer`` lines, its seed a function of ``(data.seed, epoch)``: the same
-    epoch gives the same order, in a resumed run too (a full permutation only for tables up to
-    the buffer's size).
+    The training order of an epoch is a seeded shuffle of the training records through a
+    buffer of ``data.shuffle_buffer`` records, its seed a function of ``(data.seed, epoch)``:
+    the same epoch gives the same order, in a resumed run too (a full permutation only for
+    sources up to the buffer's size).
     """
 
     path: str
-    columns: list[str]
-    feature_columns: list[int]
     line_split: np.ndarray
     line_labels: np.ndarray
     shuffle_buffer: int = 10000
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (len(self.feature_columns),)
+    def _lines(self):
+        """``(record index, record)`` of every record, in order."""
+        raise NotImplementedError
+
+    def _raw(self, records, batch_size: int):
+        """Batches ``(indices, examples)`` of a dataset of ``(index, record)``."""
+        raise NotImplementedError
 
     def _set_labels(self) -> None:
         for code, split in enumerate(SPLITS):
             setattr(self, f"y_{split}", self.line_labels[self.line_split == code].astype(np.int64))
 
-    def _lines(self):
-        """``(line index, text)`` of every line after the header, in file order."""
-        import tensorflow as tf
-
-        return tf.data.TextLineDataset(self.path).skip(1).enumerate()
-
     def _in(self, codes):
-        """A filter keeping the lines whose split code is in ``codes``."""
+        """A filter keeping the records whose split code is in ``codes``."""
         import tensorflow as tf
 
-        table = tf.constant(self.line_split.astype(np.int32))
-        wanted = tf.constant(list(codes), tf.int32)
+        table = self._variable("line_split", self.line_split)
+        wanted = tf.constant(list(codes), tf.int8)
         return lambda i, _: tf.reduce_any(tf.equal(tf.gather(table, i), wanted))
 
-    def _parse(self, lines):
+    def _variable(self, name: str, values: np.ndarray):
+        """A per-record table as one ``tf.Variable``, shared by every pipeline: a constant
+        would be copied into each pipeline's graph, several bytes per record each time."""
         import tensorflow as tf
 
-        cells = tf.io.decode_csv(
-            lines, record_defaults=[[0.0]] * len(self.feature_columns),
-            select_cols=list(self.feature_columns),
-        )  # fmt: skip
-        return tf.stack(cells, axis=-1)
+        held = self.__dict__.setdefault("_variables", {})
+        if name not in held or held[name][0] is not values:
+            held[name] = (values, tf.Variable(values, trainable=False))
+        return held[name][1]
 
     def _scan_splits(self) -> dict[str, SplitStatistics]:
         import tensorflow as tf
 
-        sums = {s: _RunningSums(len(self.feature_columns)) for s in SPLITS}
-        ds = self._lines().filter(self._in((0, 1, 2))).batch(4096)
-        ds = ds.map(lambda i, lines: (i, self._parse(lines)), num_parallel_calls=tf.data.AUTOTUNE)
+        sums = {s: _RunningSums(int(np.prod(self.input_shape))) for s in SPLITS}
+        ds = self._raw(self._lines().filter(self._in((0, 1, 2))), 4096)
         for index, rows in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
             codes = self.line_split[index]
             for code, split in enumerate(SPLITS):
@@ -554,28 +554,28 @@ class CsvStream(StreamedDataset):
         self.line_labels = _unpack(record["line_labels"], np.int32)
         self._set_labels()
 
-    def _batches(self, lines, normalise):
+    def _batches(self, records, batch_size, normalise):
         import tensorflow as tf
 
-        labels = tf.constant(self.line_labels.astype(np.int64))
-        return lines.map(
-            lambda i, text: (normalise(self._parse(text)), tf.gather(labels, i)),
+        labels = self._variable("line_labels", self.line_labels)
+        return self._raw(records, batch_size).map(
+            lambda i, x: (normalise(x), tf.cast(tf.gather(labels, i), tf.int64)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 
     def _epochs(self, first, last, batch_size, augment_cfg, seed, shards, shard):
-        """Each epoch: the training lines through a shuffle buffer seeded by ``(seed,
+        """Each epoch: the training records through a shuffle buffer seeded by ``(seed,
         epoch)`` (tf.data's shuffle takes its seed as a number: one dataset per epoch,
-        concatenated). Augmentation is for images; a table's is refused by the config."""
+        concatenated). ``data.augment`` is not applied to these sources."""
         normalise = self._normaliser()
         train = self._in((0,))
         ds = None
         for epoch in range(first, last):
-            lines = self._lines().filter(train)
+            records = self._lines().filter(train)
             if shards > 1:
-                lines = lines.shard(shards, shard)
-            lines = lines.shuffle(int(self.shuffle_buffer), seed=int(seed) * 1_000_003 + epoch)
-            one = self._batches(lines.batch(batch_size), normalise)
+                records = records.shard(shards, shard)
+            records = records.shuffle(int(self.shuffle_buffer), seed=int(seed) * 1_000_003 + epoch)
+            one = self._batches(records, batch_size, normalise)
             ds = one if ds is None else ds.concatenate(one)
         return ds
 
@@ -583,31 +583,95 @@ class CsvStream(StreamedDataset):
         import tensorflow as tf
 
         self.prepare()
-        lines = self._lines().filter(self._in((SPLITS.index(split),))).batch(batch_size)
+        records = self._lines().filter(self._in((SPLITS.index(split),)))
         # a filtered stream's length is unknown to Keras, which would warn at its end
         batches = -(-len(self.labels(split)) // batch_size)
-        ds = self._batches(lines, self._normaliser())
+        ds = self._batches(records, batch_size, self._normaliser())
         return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
 
     def _read_positions(self, positions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        # the lines of the sample, marked 10 + split code, read in one pass of the table
+        # the records of the sample, marked 10 + split code, read in one pass
         marks = self.line_split.copy()
         for code, split in enumerate(SPLITS):
             lines = np.flatnonzero(self.line_split == code)[positions[split]]
             marks[lines] = 10 + code
         saved, self.line_split = self.line_split, marks
         try:
-            ds = self._lines().filter(self._in((10, 11, 12))).batch(4096)
-            ds = ds.map(lambda i, lines: (i, self._parse(lines)))
+            ds = self._raw(self._lines().filter(self._in((10, 11, 12))), 4096)
             found = {s: [] for s in SPLITS}
             for index, rows in ds.as_numpy_iterator():
                 for code, split in enumerate(SPLITS):
                     found[split].append(rows[marks[index] == 10 + code])
         finally:
             self.line_split = saved
-        width = len(self.feature_columns)
-        return {s: np.concatenate(f) if f else np.zeros((0, width), np.float32)
-                for s, f in found.items()}  # fmt: skip
+        empty = np.zeros((0, *self.input_shape), np.float32)
+        return {s: np.concatenate(f) if f else empty for s, f in found.items()}
+
+
+@dataclass(kw_only=True)
+class CsvStream(RecordStream):
+    """A CSV table of any length, one example per line after the header, parsed by
+    ``tf.io.decode_csv`` a batch of lines at a time."""
+
+    columns: list[str]
+    feature_columns: list[int]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (len(self.feature_columns),)
+
+    def _lines(self):
+        import tensorflow as tf
+
+        return tf.data.TextLineDataset(self.path).skip(1).enumerate()
+
+    def _raw(self, records, batch_size: int):
+        import tensorflow as tf
+
+        def parse(index, lines):
+            cells = tf.io.decode_csv(
+                lines, record_defaults=[[0.0]] * len(self.feature_columns),
+                select_cols=list(self.feature_columns),
+            )  # fmt: skip
+            return index, tf.stack(cells, axis=-1)
+
+        return records.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# TFRecord shards: what each tf.train.Example holds (docs/data.md).
+TFRECORD_IMAGE = "image"  # bytes: one encoded image (PNG, JPEG, BMP or GIF)
+TFRECORD_LABEL = "label"  # int64: the class index, 0 .. classes - 1
+
+
+@dataclass(kw_only=True)
+class TFRecordStream(RecordStream):
+    """TFRecord shards of ``tf.train.Example``: an encoded image under ``image`` and its
+    class index under ``label``; decoded and resized as an image folder's files are."""
+
+    files: list[str]
+    image_size: tuple[int, int]
+    color_mode: str = "rgb"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (*self.image_size, _channels(self.color_mode))
+
+    def _lines(self):
+        import tensorflow as tf
+
+        return tf.data.TFRecordDataset(self.files).enumerate()
+
+    def _raw(self, records, batch_size: int):
+        import tensorflow as tf
+
+        decode = image_decoder(self.image_size, self.color_mode)  # as an image folder's
+        spec = {TFRECORD_IMAGE: tf.io.FixedLenFeature([], tf.string)}
+
+        def parse(index, record):
+            image = tf.io.parse_single_example(record, spec)[TFRECORD_IMAGE]
+            return index, decode(image, encoded=True)
+
+        return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
 
 
 def _pack(array: np.ndarray) -> str:
