@@ -24,8 +24,9 @@ from conftest import REPO
 # What the run is allowed beyond the address space a run on a tiny table reached
 # (TensorFlow's own: ~3 GB of virtual memory on this machine, mostly thread arenas), and the
 # size of the table trained on under that limit: larger than the allowance.
-ALLOWANCE = 64 * 2**20
-TABLE_BYTES = 96 * 2**20
+ALLOWANCE = 40 * 2**20
+TABLE_BYTES = 64 * 2**20
+FEATURES = 40  # ~290 bytes a row: a run keeps a few bytes per row (its class, its split)
 RUN = ["recipe=tabular_mlp", "data.target=label", "loss=binary", "trainer.epochs=1",
        "sanity=off", "monitors=off", "data.batch_size=4096", "trainer.verbose=0",
        "trainer.tensorboard=false"]  # fmt: skip
@@ -60,13 +61,13 @@ def _peak(proc) -> int:
 
 
 def write_table(path, rows: int, seed: int = 0) -> None:
-    """A synthetic table (8 features, a label linear in them): what matters is its size."""
+    """A synthetic table (a label linear in the features): what matters is its size."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(rows, 8)).round(3)
-    y = (x @ np.linspace(1, -1, 8) > 0).astype(int)
+    x = rng.normal(size=(rows, FEATURES)).round(3)
+    y = (x @ np.linspace(1, -1, FEATURES) > 0).astype(int)
     with open(path, "w") as f:
-        f.write(",".join([f"x{i}" for i in range(8)] + ["label"]) + "\n")
-        np.savetxt(f, np.column_stack([x, y]), fmt=["%.3f"] * 8 + ["%d"], delimiter=",")
+        f.write(",".join([f"x{i}" for i in range(FEATURES)] + ["label"]) + "\n")
+        np.savetxt(f, np.column_stack([x, y]), fmt=["%.3f"] * FEATURES + ["%d"], delimiter=",")
 
 
 def test_a_table_larger_than_the_memory_left_trains_to_completion(tmp_path):
@@ -75,7 +76,7 @@ def test_a_table_larger_than_the_memory_left_trains_to_completion(tmp_path):
     baseline = _peak(_run([f"data.path={small}", f"hydra.run.dir={tmp_path / 'small'}"]))
     big = tmp_path / "big.csv"
     block = tmp_path / "block.csv"
-    write_table(block, 20000, seed=1)
+    write_table(block, 10000, seed=1)
     rows = block.read_text().split("\n", 1)[1]
     with open(big, "w") as f:  # the block repeated up to the size wanted
         f.write(block.read_text().split("\n", 1)[0] + "\n")
@@ -86,7 +87,7 @@ def test_a_table_larger_than_the_memory_left_trains_to_completion(tmp_path):
     proc = _run([f"data.path={big}", f"hydra.run.dir={run}"], limit=baseline + ALLOWANCE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run / RunLayout.DATA).read_text())
-    assert summary["streamed"] and summary["train"] + summary["val"] + summary["test"] > 1e6
+    assert summary["streamed"] and summary["train"] + summary["val"] + summary["test"] > 2e5
     assert json.loads((run / RunLayout.TEST_METRICS).read_text())["accuracy"] > 0.9
 
 

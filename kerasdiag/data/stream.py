@@ -512,6 +512,14 @@ class RecordStream(StreamedDataset):
         """Batches ``(indices, examples)`` of a dataset of ``(index, record)``."""
         raise NotImplementedError
 
+    def _records(self, codes):
+        """``(index, record)`` of the records whose split code is in ``codes``, one by one."""
+        return self._lines().filter(self._in(codes))
+
+    def _raw_selected(self, codes, batch_size: int):
+        """Batches ``(indices, examples)`` of the records whose split code is in ``codes``."""
+        return self._raw(self._records(codes), batch_size)
+
     def _set_labels(self) -> None:
         for code, split in enumerate(SPLITS):
             setattr(self, f"y_{split}", self.line_labels[self.line_split == code].astype(np.int64))
@@ -538,7 +546,7 @@ class RecordStream(StreamedDataset):
         import tensorflow as tf
 
         sums = {s: _RunningSums(int(np.prod(self.input_shape))) for s in SPLITS}
-        ds = self._raw(self._lines().filter(self._in((0, 1, 2))), 4096)
+        ds = self._raw_selected((0, 1, 2), 4096)
         for index, rows in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
             codes = self.line_split[index]
             for code, split in enumerate(SPLITS):
@@ -554,11 +562,12 @@ class RecordStream(StreamedDataset):
         self.line_labels = _unpack(record["line_labels"], np.int32)
         self._set_labels()
 
-    def _batches(self, records, batch_size, normalise):
+    def _batches(self, raw, normalise):
+        """Normalised ``(x, y)`` batches of the ``(indices, examples)`` batches ``raw``."""
         import tensorflow as tf
 
         labels = self._variable("line_labels", self.line_labels)
-        return self._raw(records, batch_size).map(
+        return raw.map(
             lambda i, x: (normalise(x), tf.cast(tf.gather(labels, i), tf.int64)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
@@ -568,14 +577,13 @@ class RecordStream(StreamedDataset):
         epoch)`` (tf.data's shuffle takes its seed as a number: one dataset per epoch,
         concatenated). ``data.augment`` is not applied to these sources."""
         normalise = self._normaliser()
-        train = self._in((0,))
         ds = None
         for epoch in range(first, last):
-            records = self._lines().filter(train)
+            records = self._records((0,))
             if shards > 1:
                 records = records.shard(shards, shard)
             records = records.shuffle(int(self.shuffle_buffer), seed=int(seed) * 1_000_003 + epoch)
-            one = self._batches(records, batch_size, normalise)
+            one = self._batches(self._raw(records, batch_size), normalise)
             ds = one if ds is None else ds.concatenate(one)
         return ds
 
@@ -583,10 +591,10 @@ class RecordStream(StreamedDataset):
         import tensorflow as tf
 
         self.prepare()
-        records = self._lines().filter(self._in((SPLITS.index(split),)))
+        raw = self._raw_selected((SPLITS.index(split),), batch_size)
         # a filtered stream's length is unknown to Keras, which would warn at its end
         batches = -(-len(self.labels(split)) // batch_size)
-        ds = self._batches(records, batch_size, self._normaliser())
+        ds = self._batches(raw, self._normaliser())
         return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
 
     def _read_positions(self, positions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -597,7 +605,7 @@ class RecordStream(StreamedDataset):
             marks[lines] = 10 + code
         saved, self.line_split = self.line_split, marks
         try:
-            ds = self._raw(self._lines().filter(self._in((10, 11, 12))), 4096)
+            ds = self._raw_selected((10, 11, 12), 4096)
             found = {s: [] for s in SPLITS}
             for index, rows in ds.as_numpy_iterator():
                 for code, split in enumerate(SPLITS):
@@ -625,17 +633,42 @@ class CsvStream(RecordStream):
 
         return tf.data.TextLineDataset(self.path).skip(1).enumerate()
 
+    def _selected_lines(self, codes, batch_size: int = 8192):
+        """Batches of the lines whose split code is in ``codes``, chosen a batch at a time
+        (a filter per line costs more than parsing it)."""
+        import tensorflow as tf
+
+        table = self._variable("line_split", self.line_split)
+        wanted = tf.constant(list(codes), tf.int8)
+
+        def keep(index, lines):
+            chosen = tf.reduce_any(tf.equal(tf.gather(table, index)[:, None], wanted), axis=1)
+            return tf.boolean_mask(index, chosen), tf.boolean_mask(lines, chosen)
+
+        return self._lines().batch(batch_size).map(keep, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _records(self, codes):
+        return self._selected_lines(codes).unbatch()
+
+    def _raw_selected(self, codes, batch_size: int):
+        import tensorflow as tf
+
+        lines = self._selected_lines(codes).rebatch(batch_size)
+        return lines.map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
+
     def _raw(self, records, batch_size: int):
         import tensorflow as tf
 
-        def parse(index, lines):
-            cells = tf.io.decode_csv(
-                lines, record_defaults=[[0.0]] * len(self.feature_columns),
-                select_cols=list(self.feature_columns),
-            )  # fmt: skip
-            return index, tf.stack(cells, axis=-1)
+        return records.batch(batch_size).map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
 
-        return records.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    def _parse(self, index, lines):
+        import tensorflow as tf
+
+        cells = tf.io.decode_csv(
+            lines, record_defaults=[[0.0]] * len(self.feature_columns),
+            select_cols=list(self.feature_columns),
+        )  # fmt: skip
+        return index, tf.stack(cells, axis=-1)
 
 
 # TFRecord shards: what each tf.train.Example holds (docs/data.md).
