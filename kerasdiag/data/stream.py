@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from kerasdiag.core.errors import DataError
-from kerasdiag.data.dataset import Dataset
+from kerasdiag.data.dataset import Dataset, split_summary
 from kerasdiag.data.splits import row_hashes
 
 SPLITS = ("train", "val", "test")
@@ -115,14 +115,7 @@ class StreamedDataset:
         """Sizes and class counts (as :meth:`Dataset.summary`), that the set is streamed,
         and how many undecodable files or malformed rows were skipped."""
         return {
-            "name": self.name,
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "train": int(len(self.y_train)),
-            "val": int(len(self.y_val)),
-            "test": int(len(self.y_test)),
-            "train_class_counts": np.bincount(self.y_train, minlength=self.num_classes).tolist(),
+            **split_summary(self),
             "streamed": True,
             "sample_size": int(self.sample_size),
             "skipped_files": len(self.skipped),
