@@ -15,7 +15,7 @@ import pytest
 from hydra import initialize_config_dir
 
 from kerasdiag.config import CONF_DIR, load_config
-from kerasdiag.core.errors import DataError
+from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.data import load_dataset
 
@@ -122,3 +122,5 @@ def test_malformed_rows_are_named_by_line_and_skipped_or_refused(tmp_path, hydra
     for row in raw[:5]:
         assert np.abs(wine.data - row).max(axis=1).min() < 1e-3
     assert data.summary()["skipped_files"] == 2
+    with pytest.raises(ConfigError, match=r"data.augment.noise=0.1: is not applied to data=csv"):
+        load_dataset(load_config([*base, "data.augment.noise=0.1"]).data)

@@ -263,6 +263,14 @@ def carve_splits(
 
 
 def _streamed_options(data_cfg: Any) -> dict[str, Any]:
+    if data_cfg.name != "image_folder":
+        augment = data_cfg.get("augment") or {}
+        on = [k for k in ("flip", "crop", "noise") if augment.get(k)]
+        if on:  # a record stream's epochs are not augmented: say so rather than ignore it
+            raise ConfigError(
+                f"data.augment.{on[0]}", augment.get(on[0]),
+                f"is not applied to data={data_cfg.name} (streamed): set it to 0/false",
+            )  # fmt: skip
     return {
         "name": str(data_cfg.name),
         "normalize": bool(data_cfg.normalize),
