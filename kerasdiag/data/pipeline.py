@@ -128,9 +128,7 @@ def training_batches(
 ) -> tf.data.Dataset:
     """The training stream of epochs ``first_epoch .. epochs-1`` of an in-memory or a
     streamed data set, in the same order (a function of seed and epoch) either way."""
-    from kerasdiag.data.stream import StreamedDataset
-
-    if isinstance(data, StreamedDataset):
+    if hasattr(data, "training_batches"):  # a StreamedDataset (kerasdiag.data.stream)
         return data.training_batches(
             batch_size, epochs=epochs, first_epoch=first_epoch, augment_cfg=augment_cfg, seed=seed
         )
@@ -148,8 +146,6 @@ def training_batches(
 def split_batches(data: Any, split: str, batch_size: int) -> tf.data.Dataset:
     """Batches of a whole split (``"val"`` or ``"test"``) in order, unshuffled: read from
     disk for a streamed data set, from its arrays otherwise."""
-    from kerasdiag.data.stream import StreamedDataset
-
-    if isinstance(data, StreamedDataset):
+    if hasattr(data, "split_batches"):  # a StreamedDataset (kerasdiag.data.stream)
         return data.split_batches(split, batch_size)
     return make_tf_dataset(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), batch_size)
