@@ -171,7 +171,8 @@ def whole_runs(folders: dict[int, Path]) -> None:
     rows = {}
     for count, folder in folders.items():
         with tempfile.TemporaryDirectory() as tmp:
-            plain = _process([sys.executable, "-c", PLAIN, str(folder), str(count), *MODEL])
+            plain = _process([sys.executable, "-c", PLAIN, str(folder), str(count), *MODEL,
+                              f"data.path={folder}"])  # fmt: skip
             off = _process([sys.executable, "scripts/train.py", *MODEL, f"data.path={folder}",
                             "sanity=off", "monitors=off", f"hydra.run.dir={tmp}/off"])  # fmt: skip
             on = _process([sys.executable, "scripts/train.py", *MODEL, f"data.path={folder}",
