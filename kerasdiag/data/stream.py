@@ -334,9 +334,8 @@ class ImageFolderStream(StreamedDataset):
                 sums.add(images)
             kept = np.isin(np.arange(len(paths)), np.concatenate(seen) if seen else [])
             for i in np.flatnonzero(~kept):
-                self._refuse_or_skip(
-                    f"cannot decode image {paths[i]}", _why(decode, paths[i]), split
-                )
+                why = _why(decode, paths[i])
+                self._refuse_or_skip(paths[i], why, split, "cannot decode image")
             if not kept.all():
                 self.files[split] = [p for p, k in zip(paths, kept, strict=True) if k]
                 setattr(self, f"y_{split}", self.labels(split)[kept])
