@@ -78,7 +78,7 @@ def test_every_group_option_composes(group, tmp_path):
     npz.write_bytes(b"")
     for option in options(group):
         paths = {"npz": [f"data.path={npz}"], "csv": [f"data.path={npz}", "data.target=y"],
-                 "image_folder": [f"data.path={tmp_path}"]}  # fmt: skip
+                 "image_folder": [f"data.path={tmp_path}"], "tfrecord": [f"data.path={npz}"]}  # fmt: skip
         extra = paths.get(option, []) if group == "data" else []
         cfg = load_config([f"{group}={option}", *extra])
         assert cfg[group] is not None

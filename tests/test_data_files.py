@@ -77,8 +77,10 @@ def test_image_folder_reads_the_images_exactly(image_folder, cifar_arrays):
     assert len(data.y_test) == round(0.2 * 3 * PER_CLASS)
     assert np.bincount(data.y_test).tolist() == [12, 12, 12]  # stratified
     # PNG is lossless: every test image is one of the sample's images of its class, pixel-exact
+    # (the folder is streamed: its bounded in-memory sample holds decoded images)
     x, y, _, _ = cifar_arrays
-    for image, label in zip(data.x_test[:5], data.y_test[:5], strict=True):
+    sample = data.sample()
+    for image, label in zip(sample.x_test[:5], sample.y_test[:5], strict=True):
         matches = np.all(x[y == label].astype(np.float32) == image, axis=(1, 2, 3))
         assert matches.any()
 
@@ -90,8 +92,10 @@ def test_image_folder_resizes_and_normalises_from_training_data(image_folder):
     )  # fmt: skip
     data = load_dataset(cfg.data)
     assert data.input_shape == (16, 20, 1)
-    assert abs(float(data.x_train.mean())) < 1e-3 and abs(float(data.x_train.std()) - 1) < 1e-2
-    assert abs(float(data.x_test.mean())) > 1e-4  # statistics of the training split only
+    sample = data.sample()  # all of this small folder's training split
+    assert len(sample.y_train) == len(data.y_train)
+    assert abs(float(sample.x_train.mean())) < 1e-3 and abs(float(sample.x_train.std()) - 1) < 1e-2
+    assert abs(float(sample.x_test.mean())) > 1e-4  # statistics of the training split only
 
 
 def test_image_folder_with_train_and_test_folders(tmp_path, image_folder):
@@ -173,7 +177,10 @@ def test_csv_three_classes(wine_csv):
     data = load_dataset(cfg.data)
     assert data.class_names == ["0", "1", "2"] and data.num_classes == 3
     assert data.input_shape == (13,)
-    assert abs(float(data.x_train.mean())) < 1e-3  # normalised with training statistics
+    # streamed: its bounded sample (here all 106 training rows) normalised as the stream is
+    sample = data.sample()
+    assert len(sample.y_train) == len(data.y_train)
+    assert abs(float(sample.x_train.mean())) < 1e-3  # normalised with training statistics
     with pytest.raises(ConfigError, match="loss.name.*needs 2 classes"):
         build_model(load_config([*_wine(wine_csv), "loss=binary"]), data)
 

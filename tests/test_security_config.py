@@ -35,7 +35,7 @@ POSITIVE_INTS = ["data.batch_size", "data.shuffle_buffer", "trainer.epochs", "mo
 POSITIVE_FLOATS = ["optimizer.lr", "optimizer.epsilon", "loss.margin"]
 FRACTIONS = ["data.val_fraction", "schedule.factor"]  # open interval (0, 1)
 CHOICES = {
-    "data.name": {"digits", "cifar10", "npz", "image_folder", "csv"},
+    "data.name": {"digits", "cifar10", "npz", "image_folder", "csv", "tfrecord"},
     "model.activation": ACTIVATIONS,
     "loss.name": {"softmax", "multiclass_hinge", "focal", "binary"},
     "optimizer.name": {"sgd", "adagrad", "rmsprop", "adam", "adamw"},

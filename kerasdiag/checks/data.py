@@ -9,6 +9,10 @@
   predicts the test score badly, and choices tuned on validation do not carry over (dev
   and test come from the same distribution).
 
+For a streamed data set (an image folder) both read the whole set from the one streaming pass
+made before training (a hash per example, per-feature running sums): memory independent of
+the pixels' total, not a sample.
+
 Both return a :class:`~kerasdiag.checks.sanity.result.StageResult` with the numbers and one fix, and
 both run as sanity stages of a run (``sanity.leakage``, ``sanity.split_shift``). Rows are
 compared by a vectorised 128-bit hash of their bytes (then byte for byte), so the
@@ -26,6 +30,7 @@ import numpy as np
 from scipy import stats as sps
 
 from kerasdiag.checks.sanity.result import StageResult
+from kerasdiag.data.splits import row_hashes
 from kerasdiag.diagnosis.symptoms import LEAKAGE_FIX, SHIFT_FIX
 
 # Class frequencies: a total variation distance above this, and a chi-square test of
@@ -38,33 +43,6 @@ FEATURE_SHIFT = 0.1
 NOISE_FACTOR = 3.0
 # How many example indices / features the evidence lists.
 SHOW = 5
-
-
-def row_hashes(x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Two 64-bit hashes per row of its bytes, shape (N, 2): equal rows, equal hashes.
-
-    Vectorised (NumPy integer arithmetic, no Python loop over rows): each row's bytes, read
-    as 64-bit words, are multiplied by fixed random odd multipliers and summed with
-    wrap-around, twice with different multipliers. Rows with equal hashes are compared
-    byte for byte before they count as duplicates (:func:`shared_rows`).
-    """
-    x = np.ascontiguousarray(x)
-    rows = x.reshape(len(x), -1).view(np.uint8)
-    pad = (-rows.shape[1]) % 8
-    width = (rows.shape[1] + pad) // 8
-    multipliers = np.random.default_rng(20161).integers(
-        1, 2**63, size=(2, width), dtype=np.uint64, endpoint=False
-    ) * np.uint64(2) + np.uint64(1)
-    out = np.empty((len(rows), 2), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for i in range(0, len(rows), chunk):
-            block = rows[i : i + chunk]
-            if pad:
-                block = np.pad(block, ((0, 0), (0, pad)))
-            words = np.ascontiguousarray(block).view(np.uint64)
-            for k in range(2):
-                out[i : i + chunk, k] = (words * multipliers[k]).sum(axis=1, dtype=np.uint64)
-    return out
 
 
 def shared_rows(
@@ -97,6 +75,20 @@ def shared_rows(
     return other, ref
 
 
+def shared_hashes(h_ref: np.ndarray, h_other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`shared_rows`, from the rows' 128-bit :func:`row_hashes` alone: what a
+    streamed data set keeps of its examples (two rows with equal hashes by chance: about
+    one in 2**128 per pair)."""
+    first: dict[tuple[int, int], int] = {}
+    for i, key in enumerate(map(tuple, h_ref.tolist())):
+        first.setdefault(key, i)
+    pairs = [(j, first[k]) for j, k in enumerate(map(tuple, h_other.tolist())) if k in first]
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    other, ref = np.array(pairs, dtype=np.int64).T
+    return other, ref
+
+
 def check_leakage(
     data: Any = None,
     *,
@@ -114,16 +106,26 @@ def check_leakage(
     first few indices are in ``details`` (with how many duplicates carry the same label).
     """
     start = time.perf_counter()
-    splits = _splits(data, x_train=x_train, x_val=x_val, x_test=x_test)
-    labels = _splits(data, x_train=y_train, x_val=y_val, x_test=y_test, labels=True)
+    streamed = _streamed(data)
+    if streamed is not None:  # the whole streamed set, from its streaming pass's hashes
+        labels = {k: s.labels for k, s in streamed.items()}
+        hashes = {k: s.hashes for k, s in streamed.items()}
+        sizes = {k: s.count for k, s in streamed.items()}
+    else:
+        splits = _splits(data, x_train=x_train, x_val=x_val, x_test=x_test)
+        labels = _splits(data, x_train=y_train, x_val=y_val, x_test=y_test, labels=True)
+        hashes = {k: row_hashes(v) for k, v in splits.items() if v is not None}
+        sizes = {k: len(v) for k, v in splits.items() if v is not None}
     details: dict[str, Any] = {}
     parts = []
-    hashes = {k: row_hashes(v) for k, v in splits.items() if v is not None}
     for ref, other in (("train", "val"), ("train", "test"), ("val", "test")):
-        if splits.get(ref) is None or splits.get(other) is None:
+        if ref not in hashes or other not in hashes:
             continue
-        i_other, i_ref = shared_rows(splits[ref], splits[other], hashes[ref], hashes[other])
-        n = len(splits[other])
+        if streamed is not None:
+            i_other, i_ref = shared_hashes(hashes[ref], hashes[other])
+        else:
+            i_other, i_ref = shared_rows(splits[ref], splits[other], hashes[ref], hashes[other])
+        n = sizes[other]
         entry: dict[str, Any] = {
             "count": int(len(i_other)),
             "of": int(n),
@@ -181,12 +183,20 @@ def check_split_shift(
     the value sampling noise alone gives for these sizes (constant features are left out).
     """
     start = time.perf_counter()
-    if data is not None:
-        x_val, y_val, x_test, y_test = data.x_val, data.y_val, data.x_test, data.y_test
-        num_classes = int(data.num_classes)
-    if x_val is None or x_test is None or len(x_val) < 2 or len(x_test) < 2:
+    streamed = _streamed(data)
+    if streamed is not None:  # the whole streamed set, from its streaming pass's sums
+        val, test = streamed["val"], streamed["test"]
+        y_val, y_test, num_classes = val.labels, test.labels, int(data.num_classes)
+        n_a, n_b = val.count, test.count
+    else:
+        if data is not None:
+            x_val, y_val, x_test, y_test = data.x_val, data.y_val, data.x_test, data.y_test
+            num_classes = int(data.num_classes)
+        n_a = 0 if x_val is None else len(x_val)
+        n_b = 0 if x_test is None else len(x_test)
+    if n_a < 2 or n_b < 2:
         return StageResult("split_shift", None, message="skipped: needs validation and test")
-    details: dict[str, Any] = {"val": int(len(x_val)), "test": int(len(x_test))}
+    details: dict[str, Any] = {"val": int(n_a), "test": int(n_b)}
     problems = []
 
     if y_val is not None and y_test is not None:
@@ -218,14 +228,16 @@ def check_split_shift(
                     f"chi-square p = {p:.1e}; {most})"
                 )
 
-    a = np.asarray(x_val, dtype=np.float64).reshape(len(x_val), -1)
-    b = np.asarray(x_test, dtype=np.float64).reshape(len(x_test), -1)
-    m_a, m_b = a.mean(0), b.mean(0)
-    s_a, s_b = a.std(0, ddof=1), b.std(0, ddof=1)
+    if streamed is not None:
+        (m_a, s_a), (m_b, s_b) = val.feature_moments(), test.feature_moments()
+    else:
+        a = np.asarray(x_val, dtype=np.float64).reshape(n_a, -1)
+        b = np.asarray(x_test, dtype=np.float64).reshape(n_b, -1)
+        m_a, m_b = a.mean(0), b.mean(0)
+        s_a, s_b = a.std(0, ddof=1), b.std(0, ddof=1)
     pooled = np.sqrt((s_a**2 + s_b**2) / 2)
     varying = (s_a > 1e-8 * (1 + np.abs(m_a))) & (s_b > 1e-8 * (1 + np.abs(m_b)))
     if varying.any():
-        n_a, n_b = len(a), len(b)
         d = np.abs(m_a - m_b)[varying] / pooled[varying]
         log_ratio = np.abs(np.log(s_a[varying] / s_b[varying]))
         # E|N(0, s^2)| = s * sqrt(2/pi): what sampling noise alone gives, per feature.
@@ -271,7 +283,7 @@ def check_split_shift(
             False,
             details.get("features", {}).get("mean_abs_standardised_mean_difference"),
             None,
-            f"validation ({len(a)}) and test ({len(b)}) look drawn from different "
+            f"validation ({n_a}) and test ({n_b}) look drawn from different "
             f"distributions: {'; '.join(problems)}. Validation scores will mispredict test "
             f"scores.",
             seconds,
@@ -283,11 +295,18 @@ def check_split_shift(
         True,
         details.get("features", {}).get("mean_abs_standardised_mean_difference"),
         None,
-        f"validation ({len(a)}) and test ({len(b)}) match in class frequencies and "
+        f"validation ({n_a}) and test ({n_b}) match in class frequencies and "
         "per-feature mean/std within sampling noise",
         seconds,
         details,
     )
+
+
+def _streamed(data: Any) -> dict | None:
+    """The streaming pass's per-split statistics when ``data`` is a streamed set's sample
+    (:class:`kerasdiag.data.stream.DataSample`): the checks then cover the whole set."""
+    source = getattr(data, "source", None)
+    return getattr(source, "statistics", None)
 
 
 def _splits(data: Any, *, x_train: Any, x_val: Any, x_test: Any, labels: bool = False) -> dict:

@@ -19,6 +19,8 @@ search space, a language of its own, is :mod:`kerasdiag.config.search_space`.
 from __future__ import annotations
 
 import functools
+import glob
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -75,10 +77,13 @@ def validator(func: Callable[[Any], None]) -> Callable[[Any], None]:
 
 # The data sets ``data.name`` may name (kerasdiag.data.loaders.LOADERS has one loader each),
 # and those read from a path the user must give, with what that path is.
-DATASETS = ("digits", "cifar10", "npz", "image_folder", "csv")
-PATH_DATASETS = {"npz": "an .npz file", "csv": "a CSV file", "image_folder": "a folder"}
+DATASETS = ("digits", "cifar10", "npz", "image_folder", "csv", "tfrecord")
+PATH_DATASETS = {"npz": "an .npz file", "csv": "a CSV file", "image_folder": "a folder",
+                 "tfrecord": "TFRecord files (a file or a glob pattern)"}  # fmt: skip
 FILE_DATASETS = ("npz", "csv")
 COLOR_MODES = ("rgb", "grayscale", "rgba")  # keras.utils.image_dataset_from_directory's
+BAD_FILE_ACTIONS = ("fail", "skip")  # data.on_bad_file
+CACHES = (None, "memory")  # data.cache
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
@@ -116,12 +121,24 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [32, 32])  # image_folder: (H, W)
     color_mode: str = "rgb"  # image_folder: one of COLOR_MODES
     target: str | None = None  # csv: the class column; every other column is a feature
+    # image_folder (streamed from disk): an image that does not decode is skipped and
+    # counted (skip) or ends the run naming it (fail)
+    on_bad_file: str = "fail"  # one of BAD_FILE_ACTIONS
+    # streamed sources: examples per split decoded into memory for the checks and probes
+    # (training split; validation and test get half as many)
+    sample_size: int = ranged(1000, ">0")
+    # streamed sources: keep the decoded images in memory after their first read ("memory"),
+    # or decode them from disk every epoch (None)
+    cache: str | None = None
 
 
 @validator
 def check_data(cfg: Any) -> None:
     one_of(cfg, "data.name", DATASETS)
-    if cfg.data.path is not None:
+    if cfg.data.path is not None and cfg.data.name == "tfrecord":
+        require(bool(glob.glob(os.path.expanduser(str(cfg.data.path)))), "data.path",
+                cfg.data.path, "matches no file")  # fmt: skip
+    elif cfg.data.path is not None:
         kind = "file" if cfg.data.name in FILE_DATASETS else "directory"
         check_path("data.path", cfg.data.path, kind)
     elif cfg.data.name in PATH_DATASETS:
@@ -131,6 +148,9 @@ def check_data(cfg: Any) -> None:
     require(len(size) == 2 and all(0 < v <= 65536 for v in size), "data.image_size", size,
             "must be [height, width], each > 0")  # fmt: skip
     one_of(cfg, "data.color_mode", COLOR_MODES)
+    one_of(cfg, "data.on_bad_file", BAD_FILE_ACTIONS)
+    require(cfg.data.cache in CACHES, "data.cache", cfg.data.cache,
+            "must be null (decode from disk every epoch) or memory")  # fmt: skip
     seed = cfg.data.seed
     require(0 <= seed <= MAX_SEED, "data.seed", seed, f"must be in [0, {MAX_SEED}]")
 

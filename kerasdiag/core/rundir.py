@@ -53,6 +53,9 @@ class RunLayout:
     LOCK = ".kerasdiag.lock"
     CONFIG = "config.yaml"
     DATA = "data.json"
+    # a streamed data set's splits (file lists, labels), normalisation and skipped files:
+    # what a resumed run reads back to train on the same examples
+    DATA_SPLITS = "data_splits.json"
     SUMMARY = "summary.txt"
     SANITY = "sanity.json"
     GRADCHECK = "gradcheck.json"

@@ -33,13 +33,19 @@ class Dataset:
 
     def summary(self) -> dict:
         """Sizes and class counts, for the console and the report."""
-        return {
-            "name": self.name,
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "train": int(len(self.y_train)),
-            "val": int(len(self.y_val)),
-            "test": int(len(self.y_test)),
-            "train_class_counts": np.bincount(self.y_train, minlength=self.num_classes).tolist(),
-        }
+        return split_summary(self)
+
+
+def split_summary(data) -> dict:
+    """A data set's shape, classes, split sizes and training class counts (``data.json``):
+    of an in-memory :class:`Dataset` or a streamed one (which has the same fields)."""
+    return {
+        "name": data.name,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "class_names": list(data.class_names),
+        "train": int(len(data.y_train)),
+        "val": int(len(data.y_val)),
+        "test": int(len(data.y_test)),
+        "train_class_counts": np.bincount(data.y_train, minlength=data.num_classes).tolist(),
+    }

@@ -1,9 +1,10 @@
 """Data a user has on disk: a folder of images (one subfolder per class) and a CSV table.
 
-Both give the raw arrays the other loaders give (``kerasdiag.data.loaders.RawData``), so they go
-through the same checks, splits, training-only normalisation and augmentation. Every problem
-that can be seen without TensorFlow (missing path, empty folder, missing target column,
-non-numeric feature) is one :class:`DataError`/:class:`ConfigError` line before it starts.
+Neither is loaded into arrays: this module lists a folder's images with their labels and
+checks a table's rows in one pass keeping only their labels; :mod:`kerasdiag.data.stream`
+reads the examples with tf.data. Every problem that can be seen without TensorFlow (missing
+path, empty folder, missing target column, non-numeric feature) is one
+:class:`DataError`/:class:`ConfigError` line before it starts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,6 @@ CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
 # data.seed says, so test scores stay comparable between runs.
 TEST_SEED = 0
 
-RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
-
 
 def _existing(data_cfg: Any, kind: str) -> Path:
     if data_cfg.path is None:
@@ -36,11 +36,6 @@ def _existing(data_cfg: Any, kind: str) -> Path:
             "data.path", None, f"data.name={data_cfg.name} needs the path of a {kind}"
         )
     return check_path("data.path", data_cfg.path, kind)
-
-
-def _hold_out_test(x: np.ndarray, y: np.ndarray, names: list[str], data_cfg: Any) -> RawData:
-    train, test = stratified_split(y, float(data_cfg.test_fraction), TEST_SEED)
-    return x[train], y[train], x[test], y[test], names
 
 
 # -- image folders -------------------------------------------------------------------------------
@@ -72,151 +67,196 @@ def _class_folders(folder: Path) -> dict[str, list[Path]]:
     return files
 
 
-def _read_images(folder: Path, names: list[str], count: int, data_cfg: Any):
-    """Decode and resize every image once, into one uint8 array (N, H, W, C) and its labels:
-    what the checks and the stateless epoch pipeline need, a quarter of a float32 copy."""
-    # Here, not at the top: the command line loads data before TensorFlow starts, and only
-    # image folders need it to decode.
-    import keras
-    import tensorflow as tf
-
-    height, width = (int(s) for s in data_cfg.image_size)
-    ds = keras.utils.image_dataset_from_directory(
-        str(folder),
-        labels="inferred",
-        label_mode="int",
-        class_names=names,
-        color_mode=str(data_cfg.color_mode),
-        batch_size=256,
-        image_size=(height, width),
-        shuffle=False,
-        verbose=False,
-    )
-    x = np.empty((count, height, width, CHANNELS[str(data_cfg.color_mode)]), np.uint8)
-    y = np.empty(count, np.int64)
-    start = 0
-    to_uint8 = lambda b, c: (tf.cast(tf.round(tf.clip_by_value(b, 0, 255)), tf.uint8), c)  # noqa: E731
-    try:
-        for images, labels in ds.map(to_uint8).as_numpy_iterator():
-            if start + len(images) > count:
-                break
-            x[start : start + len(images)], y[start : start + len(images)] = images, labels
-            start += len(images)
-    except tf.errors.OpError as exc:  # a corrupt, truncated or unreadable image in the folder
-        raise _undecodable(folder, exc) from None
-    if start != count:  # Keras found other files than we did: never guess
-        raise DataError(f"{folder}: Keras read a different number of images than the {count} found")
-    return x, y
-
-
-def _undecodable(folder: Path, exc: Exception) -> DataError:
-    """One line naming the image TensorFlow could not decode (its error names no file).
-
-    Found by decoding the folder's images one by one, only once a batch has failed: a clean
-    folder is read once.
-    """
-    import tensorflow as tf
-
-    for files in image_files(folder).values():
-        for path in files:
-            try:
-                tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
-            except tf.errors.OpError as bad:
-                return DataError(f"cannot decode image {path}: {_tf_reason(bad)}; fix or remove it")
-    return DataError(f"cannot decode an image in {folder}: {_tf_reason(exc)}")
-
-
-def _tf_reason(exc: Exception) -> str:
+def tf_reason(exc: Exception) -> str:
     """TensorFlow's error text without its op and function-node decorations."""
     text = getattr(exc, "message", None) or str(exc)
     text = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]|\s+name:\s*$", "", text.strip()).strip()
     return shorten(text, 200)
 
 
-def _folder_split(folder: Path, data_cfg: Any, names: list[str] | None = None):
+def _labelled_files(folder: Path, names: list[str] | None = None):
     files = _class_folders(folder)
     if names is not None and list(files) != names:
         raise DataError(
             f"{folder}: classes {', '.join(files)} differ from the training classes "
             f"{', '.join(names)}"
         )
-    count = sum(len(f) for f in files.values())
-    x, y = _read_images(folder, list(files), count, data_cfg)
-    return x, y, list(files)
+    paths = [str(p) for found in files.values() for p in found]
+    labels = np.concatenate(
+        [np.full(len(found), c, np.int64) for c, found in enumerate(files.values())]
+    )
+    return paths, labels, list(files)
 
 
-def load_image_folder(data_cfg: Any) -> RawData:
+def image_folder_files(data_cfg: Any):
     """``data=image_folder data.path=DIR``: ``DIR/<class>/<image>`` (Keras'
     ``image_dataset_from_directory`` conventions: classes in sorted order, .png/.jpg/.jpeg/
-    .bmp/.gif, resized to ``data.image_size``), or ``DIR/train/<class>/`` and
+    .bmp/.gif, resized to ``data.image_size`` when read), or ``DIR/train/<class>/`` and
     ``DIR/test/<class>/``. Without a test folder, ``data.test_fraction`` of the images is held
-    out (stratified, seed 0) as the test split."""
+    out (stratified, seed 0) as the test split.
+
+    Returns ``(train files, train labels, test files, test labels, class names)``: paths and
+    labels only; no image is read here (:mod:`kerasdiag.data.stream` reads them)."""
     folder = _existing(data_cfg, "directory")
     if (folder / "train").is_dir() and (folder / "test").is_dir():
-        x_train, y_train, names = _folder_split(folder / "train", data_cfg)
-        x_test, y_test, _ = _folder_split(folder / "test", data_cfg, names)
-        return x_train, y_train, x_test, y_test, names
-    x, y, names = _folder_split(folder, data_cfg)
-    return _hold_out_test(x, y, names, data_cfg)
+        files, labels, names = _labelled_files(folder / "train")
+        test_files, test_labels, _ = _labelled_files(folder / "test", names)
+        return files, labels, test_files, test_labels, names
+    files, labels, names = _labelled_files(folder)
+    if len(names) < 2:
+        raise DataError(f"need at least 2 classes to classify, got {len(names)} in {folder}")
+    train, test = stratified_split(labels, float(data_cfg.test_fraction), TEST_SEED)
+    return [files[i] for i in train], labels[train], [files[i] for i in test], labels[test], names
 
 
 # -- CSV tables ----------------------------------------------------------------------------------
 
 
-def load_csv(data_cfg: Any) -> RawData:
-    """``data=csv data.path=FILE data.target=COLUMN``: a header row, numeric feature columns
-    (an empty cell is a missing value, refused by the NaN check), and a categorical target
-    column: its distinct values, sorted (numerically when they are all numbers), are the
-    classes. ``data.test_fraction`` is held out (stratified, seed 0) as the test split.
+@dataclass
+class CsvTable:
+    """What one pass over a CSV table keeps: per line after the header, its class (-1 for
+    a blank or skipped line), and the lines it refused with why."""
 
-    Read in one pass into float32 rows: nothing but the table is kept.
+    path: Path
+    columns: list[str]
+    feature_columns: list[int]
+    line_labels: np.ndarray  # int32, one per line after the header
+    class_names: list[str]
+    bad: list[tuple[int, str]]  # (line number in the file, reason)
+
+
+def read_csv_table(data_cfg: Any) -> CsvTable:
+    """``data=csv data.path=FILE data.target=COLUMN``: a header row, numeric feature columns,
+    and a categorical target column: its distinct values, sorted (numerically when they are
+    all numbers), are the classes. One row per line.
+
+    One streaming pass that checks every row (cell count, numbers, no empty cell; by
+    TensorFlow's string ops, a batch of lines at a time) and keeps only each line's class:
+    memory a few bytes per row, whatever the table's size. A bad row is named by its line
+    and why (``bad``); what becomes of it is ``data.on_bad_file``'s call.
     """
     path = _existing(data_cfg, "file")
     if not data_cfg.target:
         raise ConfigError("data.target", data_cfg.target, "data=csv needs the target column's name")
     target = str(data_cfg.target)
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        if not header:
-            raise DataError(f"{path} is empty: expected a header row naming the columns")
-        if target not in header:
-            raise ConfigError(
-                "data.target", target, f"is not a column of {path} (columns: {', '.join(header)})"
-            )
-        t = header.index(target)
-        features = [h for i, h in enumerate(header) if i != t]
-        if not features:
-            raise DataError(f"{path}: no feature columns besides the target {target!r}")
-        rows, labels = [], []
-        for line, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(
-                    f"{path} line {line}: {len(row)} cells, the header has {len(header)}"
-                )
-            labels.append(row[t].strip())
-            rows.append([_number(path, line, header[i], c) for i, c in enumerate(row) if i != t])
-    if not rows:
+        header = [h.strip() for h in next(csv.reader([handle.readline()]), [])]
+    if not header:
+        raise DataError(f"{path} is empty: expected a header row naming the columns")
+    if target not in header:
+        raise ConfigError(
+            "data.target", target, f"is not a column of {path} (columns: {', '.join(header)})"
+        )
+    t = header.index(target)
+    features = [i for i in range(len(header)) if i != t]
+    if not features:
+        raise DataError(f"{path}: no feature columns besides the target {target!r}")
+    label_ids: dict[bytes, int] = {}
+    chunks, bad = [], []
+    for start, ok, values, index, bad_index, bad_lines in _checked_lines(path, len(header), t):
+        ids = np.full(len(ok), -1, np.int32)
+        if ok.any():
+            found = np.full(len(values), -1, np.int32)
+            for i in np.unique(index[ok]):  # the classes of rows in error are no classes
+                found[i] = label_ids.setdefault(values[i], len(label_ids))
+            ids[ok] = found[index[ok]]
+        for i, line in zip(bad_index.tolist(), bad_lines, strict=True):
+            row = next(csv.reader([line.decode("utf-8", "replace")]), [])
+            reason = _row_problem(row, header, t, features) or "cannot be parsed"
+            bad.append((start + i + 2, reason))
+        chunks.append(ids)
+    if not label_ids:
         raise DataError(f"{path} has a header but no rows")
-    names = _class_names(labels)
-    index = {name: i for i, name in enumerate(names)}
-    y = np.array([index[v] for v in labels], np.int64)
-    return _hold_out_test(np.array(rows, np.float32), y, names, data_cfg)
+    names = _class_names([v.decode("utf-8") for v in label_ids])
+    order = np.array([names.index(v.decode("utf-8")) for v in label_ids], np.int32)
+    line_labels = np.concatenate(chunks)
+    known = line_labels >= 0
+    line_labels[known] = order[line_labels[known]]
+    return CsvTable(path, header, features, line_labels, names, bad)
 
 
-def _number(path: Path, line: int, column: str, cell: str) -> float:
+# A feature cell: a finite decimal number (what float() reads, less nan and inf).
+_NUMBER = r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*"
+
+
+def _checked_lines(path: Path, columns: int, target: int, batch: int = 16384):
+    """Batches of the lines after the header, checked by TensorFlow (no Python loop over
+    rows): ``(index of the first line, ok, target cells, indices and text of the lines in
+    error)``, ``ok`` true for a line of ``columns`` cells, a non-empty target and finite
+    numbers elsewhere. ``tf.io.decode_csv`` checks a batch at once; a batch it refuses (a
+    malformed line in it) is checked cell by cell with string ops, to say which lines."""
+    import tensorflow as tf
+
+    def fast(lines):
+        cells = tf.io.decode_csv(lines, record_defaults=[
+            tf.constant([], tf.string if i == target else tf.float32) for i in range(columns)
+        ])  # fmt: skip
+        values = tf.stack([c for i, c in enumerate(cells) if i != target], axis=1)
+        label = tf.strings.strip(cells[target])
+        ok = tf.reduce_all(tf.math.is_finite(values), axis=1) & (tf.strings.length(label) > 0)
+        return _in_error(lines, ok, label)
+
+    def slow(lines):
+        cells = tf.strings.split(lines, ",")
+        count_ok = cells.row_lengths() == columns
+        padded = cells.to_tensor(default_value="", shape=[None, columns])
+        numeric = tf.strings.regex_full_match(padded, _NUMBER)
+        is_target = tf.one_hot(target, columns, on_value=True, off_value=False, dtype=tf.bool)
+        cells_ok = tf.reduce_all(numeric | is_target[None, :], axis=1)
+        label = tf.strings.strip(tf.strings.regex_replace(padded[:, target], '^\\s*"|"\\s*$', ""))
+        return _in_error(lines, count_ok & cells_ok & (tf.strings.length(label) > 0), label)
+
+    batches = tf.data.TextLineDataset(str(path)).skip(1).batch(batch)
+    checked = batches.enumerate().map(lambda k, lines: (k, fast(lines)), tf.data.AUTOTUNE)
+    done = dict(checked.ignore_errors().prefetch(2).as_numpy_iterator())
+    total = max(done, default=-1) + 1
+    if not done or len(done[total - 1][0]) == batch:  # batches refused at the end?
+        total += sum(1 for _ in batches.skip(total).map(lambda lines: 0))
+    for k in range(total):
+        result = done.pop(k, None)
+        if result is None:
+            result = next(batches.skip(k).take(1).map(slow).as_numpy_iterator())
+        yield (k * batch, *result)
+
+
+def _in_error(lines, ok, label):
+    """``(ok, label, indices, text)``: only the lines in error come back to Python (a blank
+    line is no row, and no error)."""
+    import tensorflow as tf
+
+    wrong = tf.where(~ok & (tf.strings.length(tf.strings.strip(lines)) > 0))[:, 0]
+    values, index = tf.unique(label)  # a table has few classes: only they come back
+    return ok, values, index, wrong, tf.gather(lines, wrong)
+
+
+def _row_problem(row: list[str], header: list[str], t: int, features: list[int]) -> str | None:
+    """Why a row cannot be an example, or None."""
+    if len(row) != len(header):
+        return f"{len(row)} cells, the header has {len(header)}"
+    if not row[t].strip():
+        return "the target column is empty: every row needs a class"
+    for i in features:
+        try:
+            _number(header[i], row[i])
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def _number(column: str, cell: str) -> float:
     cell = cell.strip()
     if not cell:
-        return math.nan  # missing: the NaN check names it
+        raise ValueError(f"column {column!r} is empty (a missing value, NaN): fill or drop it")
     try:
-        return float(cell)
+        value = float(cell)
     except ValueError:
-        raise DataError(
-            f"{path} line {line}: column {column!r} holds {cell!r}, not a number: features "
+        raise ValueError(
+            f"column {column!r} holds {cell!r}, not a number: features "
             "must be numeric (encode categories as numbers, or drop the column)"
         ) from None
+    if not math.isfinite(value):
+        raise ValueError(f"column {column!r} holds {cell!r}, not a finite number")
+    return value
 
 
 def _class_names(labels: list[str]) -> list[str]:

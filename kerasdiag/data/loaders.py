@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import zipfile
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from kerasdiag.config.schema import DATASETS
 from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import cifar
 from kerasdiag.data.dataset import Dataset
-from kerasdiag.data.files import load_csv, load_image_folder
+from kerasdiag.data.files import TEST_SEED, image_folder_files, read_csv_table
 from kerasdiag.data.splits import (
     check_arrays,
     imbalance_subsample,
@@ -23,6 +24,7 @@ from kerasdiag.data.splits import (
     stratified_split,
     stratified_subsample,
 )
+from kerasdiag.data.stream import CsvStream, ImageFolderStream, StreamedDataset, TFRecordStream
 
 # Raw arrays: (x_train, y_train, x_test, y_test, class_names); x as numeric images (N, H, W, C).
 RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
@@ -164,17 +166,7 @@ def _label_vector(y: np.ndarray) -> np.ndarray:
     return y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
 
 
-LOADERS: dict[str, Callable[[Any], RawData]] = {
-    "digits": _load_digits,
-    "cifar10": _load_cifar10,
-    "npz": _load_npz,
-    "image_folder": load_image_folder,
-    "csv": load_csv,
-}
-assert tuple(LOADERS) == DATASETS, "kerasdiag.config.schema.DATASETS names one loader each"
-
-
-def load_dataset(data_cfg: Any) -> Dataset:
+def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
     """Load the data set named by ``data_cfg.name`` and prepare its three splits.
 
     Order matters for honest numbers: the test split is set aside first; ``limit`` then acts
@@ -184,14 +176,20 @@ def load_dataset(data_cfg: Any) -> Dataset:
     the epoch kept for its validation score is the one best on the test's terms);
     normalisation statistics come from the training split.
 
+    Image folders and CSV tables are streamed from disk: a
+    :class:`~kerasdiag.data.stream.StreamedDataset` (file lists or line splits, and labels; the
+    examples are read by tf.data), split by the same rules.
+
     Example:
         >>> from kerasdiag.config import load_config
         >>> data = load_dataset(load_config().data)  # sklearn's 8x8 digits, offline
         >>> data.input_shape, data.num_classes
         ((8, 8, 1), 10)
     """
-    if data_cfg.name not in LOADERS:
-        raise ConfigError("data.name", data_cfg.name, f"must be one of {sorted(LOADERS)}")
+    if data_cfg.name not in DATASETS:
+        raise ConfigError("data.name", data_cfg.name, f"must be one of {sorted(DATASETS)}")
+    if data_cfg.name in STREAMED:
+        return STREAMED[data_cfg.name](data_cfg)
     x_train, y_train, x_test, y_test, names = LOADERS[data_cfg.name](data_cfg)
     return prepare_splits(data_cfg, x_train, y_train, x_test, y_test, names)
 
@@ -214,21 +212,9 @@ def prepare_splits(
         raise DataError(
             f"train inputs are {x_train.shape[1:]} per example but test inputs {x_test.shape[1:]}"
         )
-    seed = int(data_cfg.seed)
-    if data_cfg.limit is not None:
-        keep = stratified_subsample(y_train, int(data_cfg.limit), seed)
-        x_train, y_train = x_train[keep], y_train[keep]
-    fit_idx, val_idx = stratified_split(y_train, float(data_cfg.val_fraction), seed)
-    if len(fit_idx) == 0 or len(val_idx) == 0:
-        raise DataError(
-            f"{len(y_train)} training examples are too few to carve a validation split "
-            f"(data.val_fraction={data_cfg.val_fraction}, data.limit={data_cfg.limit})"
-        )
+    fit_idx, val_idx = carve_splits(data_cfg, y_train, num_classes)
     x_val, y_val = x_train[val_idx], y_train[val_idx]
     x_train, y_train = x_train[fit_idx], y_train[fit_idx]
-    if data_cfg.imbalance is not None:
-        keep = imbalance_subsample(y_train, float(data_cfg.imbalance), num_classes, seed)
-        x_train, y_train = x_train[keep], y_train[keep]
 
     x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
     mean = std = None
@@ -251,6 +237,173 @@ def prepare_splits(
         mean=mean,
         std=std,
     )
+
+
+def carve_splits(
+    data_cfg: Any, y_train: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the training data ``(trained on, validation)``, as ``data_cfg`` says:
+    ``limit`` first, then the validation split (stratified, seeded by ``data.seed``), then
+    ``imbalance`` on what is trained on only. Shared by the in-memory and streamed sets."""
+    seed = int(data_cfg.seed)
+    keep = np.arange(len(y_train))
+    if data_cfg.limit is not None:
+        keep = stratified_subsample(y_train, int(data_cfg.limit), seed)
+    fit_idx, val_idx = stratified_split(y_train[keep], float(data_cfg.val_fraction), seed)
+    if len(fit_idx) == 0 or len(val_idx) == 0:
+        raise DataError(
+            f"{len(keep)} training examples are too few to carve a validation split "
+            f"(data.val_fraction={data_cfg.val_fraction}, data.limit={data_cfg.limit})"
+        )
+    fit_idx, val_idx = keep[fit_idx], keep[val_idx]
+    if data_cfg.imbalance is not None:
+        kept = imbalance_subsample(y_train[fit_idx], float(data_cfg.imbalance), num_classes, seed)
+        fit_idx = fit_idx[kept]
+    return fit_idx, val_idx
+
+
+def _streamed_options(data_cfg: Any) -> dict[str, Any]:
+    if data_cfg.name != "image_folder":
+        augment = data_cfg.get("augment") or {}
+        on = [k for k in ("flip", "crop", "noise") if augment.get(k)]
+        if on:  # a record stream's epochs are not augmented: say so rather than ignore it
+            raise ConfigError(
+                f"data.augment.{on[0]}", augment.get(on[0]),
+                f"is not applied to data={data_cfg.name} (streamed): set it to 0/false",
+            )  # fmt: skip
+    return {
+        "name": str(data_cfg.name),
+        "normalize": bool(data_cfg.normalize),
+        "on_bad_file": str(data_cfg.get("on_bad_file", "fail")),
+        "sample_size": int(data_cfg.get("sample_size", 1000)),
+        "cache": data_cfg.get("cache"),
+    }
+
+
+def stream_image_folder(data_cfg: Any) -> ImageFolderStream:
+    """``data=image_folder``: the folder's splits as file lists (no pixel read yet), split
+    as the in-memory sets are (:func:`carve_splits`); read by tf.data when trained on."""
+    files, labels, test_files, test_labels, names = image_folder_files(data_cfg)
+    fit_idx, val_idx = carve_splits(data_cfg, labels, len(names))
+    return ImageFolderStream(
+        **_streamed_options(data_cfg),
+        files={
+            "train": [files[i] for i in fit_idx],
+            "val": [files[i] for i in val_idx],
+            "test": test_files,
+        },
+        y_train=labels[fit_idx],
+        y_val=labels[val_idx],
+        y_test=test_labels,
+        num_classes=len(names),
+        class_names=names,
+        image_size=tuple(int(s) for s in data_cfg.image_size),
+        color_mode=str(data_cfg.color_mode),
+    )
+
+
+def stream_csv(data_cfg: Any) -> CsvStream:
+    """``data=csv``: the table checked in one pass (:func:`read_csv_table`; bad rows skipped
+    and counted or refused by ``data.on_bad_file``), split by line as the in-memory sets are
+    (test held out with seed 0, then :func:`carve_splits`); read by tf.data when trained on."""
+    table = read_csv_table(data_cfg)
+    stream = CsvStream(
+        **_streamed_options(data_cfg),
+        y_train=np.zeros(0, np.int64), y_val=np.zeros(0, np.int64), y_test=np.zeros(0, np.int64),
+        num_classes=len(table.class_names),
+        class_names=table.class_names,
+        path=str(table.path),
+        columns=table.columns,
+        feature_columns=table.feature_columns,
+        line_split=np.full(len(table.line_labels), -1, np.int8),
+        line_labels=table.line_labels,
+        shuffle_buffer=int(data_cfg.shuffle_buffer),
+    )  # fmt: skip
+    for line, reason in table.bad:
+        stream._refuse_or_skip(f"{table.path} line {line}", reason)
+    if len(table.class_names) < 2:
+        raise DataError(f"need at least 2 classes to classify, got {len(table.class_names)}")
+    lines = np.flatnonzero(table.line_labels >= 0)
+    y = table.line_labels[lines].astype(np.int64)
+    rest, test = stratified_split(y, float(data_cfg.test_fraction), TEST_SEED)
+    fit_idx, val_idx = carve_splits(data_cfg, y[rest], len(table.class_names))
+    stream.line_split[lines[test]] = 2
+    stream.line_split[lines[rest[val_idx]]] = 1
+    stream.line_split[lines[rest[fit_idx]]] = 0
+    stream._set_labels()
+    return stream
+
+
+def stream_tfrecord(data_cfg: Any) -> TFRecordStream:
+    """``data=tfrecord data.path='train-*.tfrecord'``: shards of ``tf.train.Example`` with an
+    encoded image (``image``, bytes) and its class index (``label``, int64). One pass reads
+    the labels (no image is decoded); a shard that cannot be read is refused, or skipped whole
+    (``data.on_bad_file``). Split by record as a table is by line (test held out with seed
+    0); the images are decoded and resized (``data.image_size``) when read."""
+    import tensorflow as tf
+
+    from kerasdiag.data.files import tf_reason
+    from kerasdiag.data.stream import TFRECORD_LABEL
+
+    files = sorted(glob.glob(os.path.expanduser(str(data_cfg.path))))
+    if not files:
+        raise ConfigError("data.path", data_cfg.path, "matches no file")
+    spec = {TFRECORD_LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    stream = TFRecordStream(
+        **_streamed_options(data_cfg),
+        y_train=np.zeros(0, np.int64), y_val=np.zeros(0, np.int64), y_test=np.zeros(0, np.int64),
+        num_classes=0, class_names=[], path=str(data_cfg.path), files=[],
+        line_split=np.zeros(0, np.int8), line_labels=np.zeros(0, np.int32),
+        shuffle_buffer=int(data_cfg.shuffle_buffer),
+        image_size=tuple(int(s) for s in data_cfg.image_size),
+        color_mode=str(data_cfg.color_mode),
+    )  # fmt: skip
+    labels = []
+    for path in files:
+        ds = tf.data.TFRecordDataset(path).map(
+            lambda r: tf.io.parse_single_example(r, spec)[TFRECORD_LABEL], tf.data.AUTOTUNE
+        )
+        try:
+            labels.append(
+                np.concatenate([np.zeros(0, np.int64), *ds.batch(4096).as_numpy_iterator()])
+            )
+        except tf.errors.OpError as exc:  # corrupt, truncated, or records without a label
+            stream._refuse_or_skip(path, f"cannot read its records: {tf_reason(exc)}", "",
+                                   "TFRecord file")  # fmt: skip
+            continue
+        stream.files.append(path)
+    if not stream.files or not sum(len(y) for y in labels):
+        raise DataError(f"data.path={data_cfg.path}: no readable record")
+    y = np.concatenate(labels)
+    if y.min() < 0:
+        raise DataError(f"{data_cfg.path}: label {int(y.min())} is negative (class indices 0..K-1)")
+    names = [str(i) for i in range(int(y.max()) + 1)]
+    if len(names) < 2:
+        raise DataError(f"need at least 2 classes to classify, got {len(names)}")
+    stream.num_classes, stream.class_names = len(names), names
+    stream.line_labels = y.astype(np.int32)
+    stream.line_split = np.full(len(y), -1, np.int8)
+    rest, test = stratified_split(y, float(data_cfg.test_fraction), TEST_SEED)
+    fit_idx, val_idx = carve_splits(data_cfg, y[rest], len(names))
+    stream.line_split[test] = 2
+    stream.line_split[rest[val_idx]] = 1
+    stream.line_split[rest[fit_idx]] = 0
+    stream._set_labels()
+    return stream
+
+
+LOADERS: dict[str, Callable[[Any], RawData]] = {
+    "digits": _load_digits,
+    "cifar10": _load_cifar10,
+    "npz": _load_npz,
+}
+# Sources streamed from disk by tf.data rather than loaded into arrays.
+STREAMED: dict[str, Callable[[Any], StreamedDataset]] = {
+    "image_folder": stream_image_folder,
+    "csv": stream_csv,
+    "tfrecord": stream_tfrecord,
+}
+assert set(LOADERS) | set(STREAMED) == set(DATASETS), "schema.DATASETS names one loader each"
 
 
 def check_batch_size(data_cfg: Any, data: Dataset) -> None:

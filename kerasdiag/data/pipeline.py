@@ -115,3 +115,37 @@ def make_epoch_dataset(
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(PREFETCH_BATCHES).with_options(options)
+
+
+def training_batches(
+    data: Any,
+    batch_size: int,
+    *,
+    epochs: int,
+    first_epoch: int = 0,
+    augment_cfg: Any = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """The training stream of epochs ``first_epoch .. epochs-1`` of an in-memory or a
+    streamed data set, in the same order (a function of seed and epoch) either way."""
+    if hasattr(data, "training_batches"):  # a StreamedDataset (kerasdiag.data.stream)
+        return data.training_batches(
+            batch_size, epochs=epochs, first_epoch=first_epoch, augment_cfg=augment_cfg, seed=seed
+        )
+    return make_epoch_dataset(
+        data.x_train,
+        data.y_train,
+        batch_size,
+        epochs=epochs,
+        first_epoch=first_epoch,
+        augment_cfg=augment_cfg,
+        seed=seed,
+    )
+
+
+def split_batches(data: Any, split: str, batch_size: int) -> tf.data.Dataset:
+    """Batches of a whole split (``"val"`` or ``"test"``) in order, unshuffled: read from
+    disk for a streamed data set, from its arrays otherwise."""
+    if hasattr(data, "split_batches"):  # a StreamedDataset (kerasdiag.data.stream)
+        return data.split_batches(split, batch_size)
+    return make_tf_dataset(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), batch_size)

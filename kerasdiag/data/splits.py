@@ -94,3 +94,30 @@ def normalisation_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     std = x_train.std(axis=axes, dtype=np.float64)
     std = np.where(std < 1e-8, 1.0, std)  # constant features (digits' blank corners) stay 0
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def row_hashes(x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Two 64-bit hashes per row of its bytes, shape (N, 2): equal rows, equal hashes.
+
+    Vectorised (NumPy integer arithmetic, no Python loop over rows): each row's bytes, read
+    as 64-bit words, are multiplied by fixed random odd multipliers and summed with
+    wrap-around, twice with different multipliers. Rows with equal hashes are compared
+    byte for byte before they count as duplicates (:func:`shared_rows`).
+    """
+    x = np.ascontiguousarray(x)
+    rows = x.reshape(len(x), -1).view(np.uint8)
+    pad = (-rows.shape[1]) % 8
+    width = (rows.shape[1] + pad) // 8
+    multipliers = np.random.default_rng(20161).integers(
+        1, 2**63, size=(2, width), dtype=np.uint64, endpoint=False
+    ) * np.uint64(2) + np.uint64(1)
+    out = np.empty((len(rows), 2), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(0, len(rows), chunk):
+            block = rows[i : i + chunk]
+            if pad:
+                block = np.pad(block, ((0, 0), (0, pad)))
+            words = np.ascontiguousarray(block).view(np.uint64)
+            for k in range(2):
+                out[i : i + chunk, k] = (words * multipliers[k]).sum(axis=1, dtype=np.uint64)
+    return out

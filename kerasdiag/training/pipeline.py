@@ -38,7 +38,8 @@ from kerasdiag.core.metrics import metric_mode
 from kerasdiag.core.rundir import RunLayout, claim_run_dir, read_metrics_csv
 from kerasdiag.core.timings import StageClock
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
-from kerasdiag.data.pipeline import make_epoch_dataset
+from kerasdiag.data.pipeline import split_batches, training_batches
+from kerasdiag.data.stream import StreamedDataset, examples
 from kerasdiag.diagnosis import confusion_summary, diagnose, failed_stages
 from kerasdiag.diagnosis.advice import config_terms
 from kerasdiag.modeling.factory import build_model, model_summary_text, steps_per_epoch
@@ -174,13 +175,13 @@ def watch_callbacks(
     monitors = monitor_callbacks(
         cfg.monitors,
         run_dir,
-        data,
+        examples(data),
         steps_per_epoch=steps_per_epoch(cfg, data),
         epochs=int(cfg.trainer.epochs),
     )
     if not cfg.monitors.doctor:
         return monitors, None
-    x, y = probe_batch(data, int(cfg.monitors.probe_size))
+    x, y = probe_batch(examples(data), int(cfg.monitors.probe_size))
     doctor = TrainingDoctor(
         x,
         y,
@@ -211,16 +212,15 @@ def fit(
     would have.
     """
     start = next((cb.resume_epoch() for cb in callbacks if isinstance(cb, RunBackup)), 0)
-    train_ds = make_epoch_dataset(
-        data.x_train,
-        data.y_train,
+    train_ds = training_batches(
+        data,
         int(cfg.data.batch_size),
         epochs=int(cfg.trainer.epochs),
         first_epoch=start,
         augment_cfg=cfg.data.augment,
         seed=int(cfg.data.seed),
     )
-    val_ds = make_tf_dataset(data.x_val, data.y_val, int(cfg.data.batch_size))
+    val_ds = split_batches(data, "val", int(cfg.data.batch_size))
     with warnings.catch_warnings():
         if cfg.monitors.doctor:  # the doctor judges and advises; the monitors only measure
             warnings.simplefilter("ignore", MonitorWarning)
@@ -281,12 +281,17 @@ def evaluate_test(
     """
     scores: dict[str, Any] = {}
     if raw:
-        test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
+        test_ds = split_batches(data, "test", int(cfg.data.batch_size))
         scores = {
             k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()
         }
     if cfg.optimizer.use_ema if ema is None else ema:
-        both = evaluate_with_ema(model, data.x_test, data.y_test, int(cfg.data.batch_size))
+        if isinstance(data, StreamedDataset):
+            both = evaluate_with_ema(
+                model, split_batches(data, "test", int(cfg.data.batch_size)), None
+            )
+        else:
+            both = evaluate_with_ema(model, data.x_test, data.y_test, int(cfg.data.batch_size))
         scores["ema"] = both["ema"]
     return scores
 
@@ -299,7 +304,8 @@ def evaluate_train_sample(cfg: DictConfig, model: keras.Model, data: Dataset) ->
     running mean in training mode over an epoch of changing weights (with BatchNorm, far
     above what the same weights score in inference mode).
     """
-    x, y = data.x_train[:TRAIN_SAMPLE], data.y_train[:TRAIN_SAMPLE]
+    sample = examples(data)  # a streamed set's bounded sample: spread over its training split
+    x, y = sample.x_train[:TRAIN_SAMPLE], sample.y_train[:TRAIN_SAMPLE]
     dataset = make_tf_dataset(x, y, int(cfg.data.batch_size))
     scores = model.evaluate(dataset, verbose=0, return_dict=True)
     out: dict[str, Any] = {f"train_{k}": float(v) for k, v in scores.items()}
@@ -309,7 +315,7 @@ def evaluate_train_sample(cfg: DictConfig, model: keras.Model, data: Dataset) ->
 
 def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, path: Path) -> None:
     """The kept model's confusion matrix and per-class accuracy on the test split."""
-    test_ds = make_tf_dataset(data.x_test, data.y_test, int(cfg.data.batch_size))
+    test_ds = split_batches(data, "test", int(cfg.data.batch_size))  # streamed: in file order
     predicted = predicted_classes(model.predict(test_ds, verbose=0), cfg.loss)
     names = list(data.class_names) or [str(i) for i in range(data.num_classes)]
     write_json_atomic(path, confusion_summary(data.y_test, predicted, names))
@@ -369,7 +375,7 @@ def run_sanity(cfg: DictConfig, model: keras.Model, data: Dataset, run_dir: Path
     if (run_dir / RunLayout.SANITY).exists():
         return []
     return run_sanity_stages(
-        cfg, model, data, run_dir, lambda **overrides: build_model(cfg, data, **overrides)
+        cfg, model, examples(data), run_dir, lambda **overrides: build_model(cfg, data, **overrides)
     )
 
 
@@ -381,6 +387,15 @@ def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> 
         data = load_dataset(cfg.data)
     # A resumed run keeps the files its first process wrote (the config may differ in
     # display keys only, and the data is the same): nothing recorded is rewritten.
+    if isinstance(data, StreamedDataset):
+        # The splits decided by the first process of this run, read back on resume; else
+        # the streaming pass (bad files, normalisation), then its record.
+        record = run_dir / RunLayout.DATA_SPLITS
+        if record.is_file():
+            data.adopt(record)
+        else:
+            data.prepare()
+            data.write_record(record)
     if not (run_dir / RunLayout.CONFIG).is_file():
         write_text_atomic(run_dir / RunLayout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     if not (run_dir / RunLayout.DATA).is_file():
@@ -475,7 +490,7 @@ def train_and_test(
         data = prepare_run(cfg, run_dir, data)
     if cfg.optimizer.lr == "auto":  # the learning-rate range test's suggestion
         with clock.stage("learning-rate range test"):
-            cfg = with_auto_lr(cfg, data, run_dir)
+            cfg = with_auto_lr(cfg, examples(data), run_dir)
     with clock.stage("model"):
         model = build_model(cfg, data)
         if not (run_dir / RunLayout.SUMMARY).is_file():

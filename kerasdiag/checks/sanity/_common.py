@@ -29,6 +29,8 @@ def training_arrays(data: Any) -> tuple[Any, Any, int | None]:
 
     ``x`` and ``y`` may be lists or dicts of arrays (several inputs or outputs).
     """
+    if hasattr(data, "sample") and not hasattr(data, "x_train"):
+        data = data.sample()  # a streamed data set: its bounded in-memory sample
     if hasattr(data, "x_train"):
         return np.asarray(data.x_train), np.asarray(data.y_train), int(data.num_classes)
     if isinstance(data, (tuple, list)) and len(data) == 2:

@@ -32,6 +32,12 @@ def data(run: RunContext) -> list[Block]:
         ("classes", d.get("num_classes")),
         ("train / validation / test", f"{d.get('train')} / {d.get('val')} / {d.get('test')}"),
     ]
+    if d.get("streamed"):
+        rows.append(("read", f"streamed from disk; checks on a sample of {d.get('sample_size')}"))
+    if d.get("skipped_files"):
+        rows.append(
+            ("undecodable files skipped", f"{d['skipped_files']} ({RunLayout.DATA_SPLITS})")
+        )
     out = [table_block(("", ""), rows)]
     counts = d.get("train_class_counts")
     if counts:

@@ -1,0 +1,90 @@
+"""A streamed image folder sharded over two worker processes on 127.0.0.1
+(``MultiWorkerMirroredStrategy``, ``TF_CONFIG``): each worker reads its shard of every
+epoch through the strategy's input context, and across the cluster each training example
+is read once in the epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import tensorflow as tf
+
+from kerasdiag.data.cifar import CIFAR10_CLASSES, load_cifar10_folder
+
+from conftest import REPO
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from kerasdiag.config import load_config
+    from kerasdiag.data import load_dataset
+    from kerasdiag.data.splits import row_hashes
+
+    folder, out = sys.argv[1], sys.argv[2]
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    cfg = load_config(["data=image_folder", f"data.path={folder}", "data.normalize=false"])
+    data = load_dataset(cfg.data)
+    data.prepare()
+
+    def shard(context):
+        batch = context.get_per_replica_batch_size(16)
+        return data.training_batches(batch, epochs=1, seed=3, input_context=context)
+
+    stream = strategy.distribute_datasets_from_function(shard)
+    seen = []
+    for x, y in stream:
+        for part in strategy.experimental_local_results(x):
+            seen += [row_hashes(part.numpy().astype(np.uint8)).tolist()]
+    hashes = [h for batch in seen for h in batch]
+    everything = row_hashes(data._decode_all(data.files["train"])).tolist()
+    json.dump({"seen": hashes, "train": everything}, open(out, "w"))
+    """
+)
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_read_each_training_image_once_per_epoch(tmp_path, cifar_dir):
+    x, y, _, _ = load_cifar10_folder(cifar_dir)
+    folder = tmp_path / "images"
+    for c in (0, 1):
+        (folder / CIFAR10_CLASSES[c]).mkdir(parents=True)
+        for i in np.flatnonzero(y == c)[:40]:
+            path = folder / CIFAR10_CLASSES[c] / f"{i:05d}.png"
+            path.write_bytes(tf.io.encode_png(x[i]).numpy())
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs = []
+    for index in range(2):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
+               "TF_CONFIG": json.dumps(config)}  # fmt: skip
+        out = tmp_path / f"worker{index}.json"
+        command = [sys.executable, "-c", WORKER, str(folder), str(out)]
+        procs.append((subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE), out))
+    results = []
+    for proc, out in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        results.append(json.loads(out.read_text()))
+    train = sorted(map(tuple, results[0]["train"]))
+    assert len(train) == len(set(train))  # the sample's images are distinct
+    seen = [sorted(map(tuple, r["seen"])) for r in results]
+    assert seen[0] and seen[1] and not set(seen[0]) & set(seen[1])  # disjoint shards
+    # the epoch: every training image once across the cluster
+    assert sorted(seen[0] + seen[1]) == train
