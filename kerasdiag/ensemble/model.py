@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -82,9 +83,11 @@ def load_member(path: str | os.PathLike) -> keras.Model:
     return load_model_safely(path, compile=False)
 
 
-def predict_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities: the model's softmax, or its output when it ends in one."""
-    out = model.predict(x, batch_size=batch_size, verbose=0)
+def predict_probabilities(model: keras.Model, x: Any, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities: the model's softmax, or its output when it ends in one. ``x``: an
+    array, or batches (a tf.data dataset, which brings its own batch size)."""
+    batched = not isinstance(x, np.ndarray)
+    out = model.predict(x, batch_size=None if batched else batch_size, verbose=0)
     if outputs_probabilities(model):
         return out
     return keras.ops.convert_to_numpy(keras.ops.softmax(out, axis=-1))

@@ -35,6 +35,7 @@ from kerasdiag.core.io import atomic_path, write_json_atomic
 from kerasdiag.core.metrics import metric_mode
 from kerasdiag.core.rundir import FINISHED, RunLayout, claim_run_dir, run_dir_status
 from kerasdiag.data import Dataset
+from kerasdiag.data.pipeline import split_batches
 from kerasdiag.ensemble.model import (
     build_ensemble,
     load_member,
@@ -189,9 +190,11 @@ def assemble(
         build_ensemble(models, [m.name for m in members]).save(tmp)
     ensemble = load_model_safely(path)
 
+    # the test split as batches: read from disk for a streamed data set, else its arrays
+    test = split_batches(data, "test", batch_size)
     rows = []
     for member, model in zip(members, models, strict=True):
-        scores = score(predict_probabilities(model, data.x_test, batch_size), data.y_test)
+        scores = score(predict_probabilities(model, test), data.y_test)
         rows.append(
             {
                 "name": member.name,
@@ -202,7 +205,7 @@ def assemble(
             }
         )
     best = max(rows, key=lambda r: (r["test_accuracy"], -r["test_nll"]))
-    joined = score(ensemble.predict(data.x_test, batch_size=batch_size, verbose=0), data.y_test)
+    joined = score(ensemble.predict(test, verbose=0), data.y_test)
     return {
         "combination": COMBINATION,
         "model": path.name,
