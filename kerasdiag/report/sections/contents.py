@@ -102,14 +102,15 @@ def time_spent(run: RunContext) -> list[Block]:
         return [absent(f"no {RunLayout.TIMINGS} (a run from before stages were timed)")]
     totals = stage_totals(timings)
     whole = sum(seconds for stage, seconds in totals if PART_SEPARATOR not in stage)
-    rows = [
-        (stage, f"{seconds:.2f}", f"{seconds / whole:.1%}" if whole else "-")
-        for stage, seconds in totals
-    ]
-    for stage in run.stages or []:
-        if stage.get("seconds") is not None:
-            rows.append((f"sanity: {stage['name']}", f"{stage['seconds']:.2f}",
-                         f"{stage['seconds'] / whole:.1%}" if whole else "-"))  # fmt: skip
+    # the sanity stages' own seconds (sanity.json) as parts of "sanity", right below it
+    parts = [(f"sanity{PART_SEPARATOR}{stage['name']}", float(stage["seconds"]))
+             for stage in run.stages or [] if stage.get("seconds") is not None]  # fmt: skip
+    rows = []
+    for stage, seconds in totals:
+        rows.append((stage, f"{seconds:.2f}", f"{seconds / whole:.1%}" if whole else "-"))
+        if stage == "sanity":
+            rows += [(name, f"{sec:.2f}", f"{sec / whole:.1%}" if whole else "-")
+                     for name, sec in parts]  # fmt: skip
     out = [table_block(("stage", "seconds", "share"), rows)]
     processes = len({t["pid"] for t in timings})
     if processes > 1:

@@ -83,7 +83,7 @@ def bias_variance_table(run: RunContext) -> list[Block]:
         ("avoidable bias (train - Bayes)", pct(table["avoidable_bias"])),
         ("variance (dev - train)", pct(table["variance"])),
         ("verdict", table["verdict"]),
-        ("what to do", "; ".join(table["fixes"]) or "nothing: both are low"),
+        ("what to do", "; ".join(table["fixes"]) or _nothing_to_do(table)),
     ]
     which = (
         "the weights the model kept, whose test score is shown"
@@ -146,3 +146,10 @@ def _evidence(evidence: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def _thresholds_of(config: Mapping[str, Any]) -> Any:
     return ((config.get("monitors") or {}).get("doctor_thresholds")) or None
+
+
+def _nothing_to_do(table: dict) -> str:
+    """The "what to do" cell when no fix applies: both are low, or the data cannot tell."""
+    if table.get("inconclusive"):
+        return "nothing the data supports yet: measure on more examples (see the verdict)"
+    return "nothing: both are low"
