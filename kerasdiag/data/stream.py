@@ -24,13 +24,15 @@ splits are recorded in the run directory (``RunLayout.DATA_SPLITS``) and read ba
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kerasdiag.core.errors import DataError
+from kerasdiag.core.errors import DataError, shorten
 from kerasdiag.data.dataset import Dataset, split_summary
 from kerasdiag.data.splits import row_hashes
 
@@ -270,7 +272,8 @@ class StreamedDataset:
         sizes = {"train": self.sample_size, "val": self.sample_size // 2,
                  "test": self.sample_size // 2}  # fmt: skip
         positions = {s: spread(len(self.labels(s)), n) for s, n in sizes.items()}
-        raw = self._read_positions(positions)
+        with file_read_errors(self):
+            raw = self._read_positions(positions)
         arrays = {}
         for split in SPLITS:
             x = raw[split].astype(np.float32)
@@ -723,3 +726,29 @@ def examples(data: Any) -> Dataset:
     """What checks and probes read examples from: the data set itself when it is in memory,
     its bounded :meth:`StreamedDataset.sample` when it is streamed."""
     return data.sample() if isinstance(data, StreamedDataset) else data
+
+
+@contextmanager
+def file_read_errors(data: Any) -> Iterator[None]:
+    """Turn a file of a streamed set that cannot be read while training or testing (changed,
+    truncated or removed after the checking pass, or since the run began: a resume reads the
+    recorded file lists without a new pass) into one :class:`DataError` line, not TensorFlow's
+    traceback. The run stays resumable: fix or remove the file and run the same command."""
+    if not isinstance(data, StreamedDataset):
+        yield
+        return
+    import tensorflow as tf
+
+    try:
+        yield
+    except (
+        tf.errors.InvalidArgumentError,
+        tf.errors.NotFoundError,
+        tf.errors.DataLossError,
+    ) as exc:
+        reason = shorten(str(getattr(exc, "message", exc)).strip().splitlines()[0])
+        raise DataError(
+            f"data.path ({data.name}): a file could not be read during the run ({reason}); "
+            "it changed after the run's checking pass: restore or remove it and run the same "
+            "command again"
+        ) from None

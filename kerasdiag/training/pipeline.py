@@ -39,7 +39,7 @@ from kerasdiag.core.rundir import RunLayout, claim_run_dir, read_metrics_csv
 from kerasdiag.core.timings import StageClock
 from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.data.pipeline import split_batches, training_batches
-from kerasdiag.data.stream import StreamedDataset, examples
+from kerasdiag.data.stream import StreamedDataset, examples, file_read_errors
 from kerasdiag.diagnosis import confusion_summary, diagnose, failed_stages
 from kerasdiag.diagnosis.advice import config_terms
 from kerasdiag.modeling.factory import build_model, model_summary_text, steps_per_epoch
@@ -221,7 +221,7 @@ def fit(
         seed=int(cfg.data.seed),
     )
     val_ds = split_batches(data, "val", int(cfg.data.batch_size))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), file_read_errors(data):
         if cfg.monitors.doctor:  # the doctor judges and advises; the monitors only measure
             warnings.simplefilter("ignore", MonitorWarning)
         return model.fit(
@@ -282,9 +282,9 @@ def evaluate_test(
     scores: dict[str, Any] = {}
     if raw:
         test_ds = split_batches(data, "test", int(cfg.data.batch_size))
-        scores = {
-            k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()
-        }
+        with file_read_errors(data):
+            evaluated = model.evaluate(test_ds, verbose=0, return_dict=True)
+        scores = {k: float(v) for k, v in evaluated.items()}
     if cfg.optimizer.use_ema if ema is None else ema:
         if isinstance(data, StreamedDataset):
             both = evaluate_with_ema(
