@@ -21,6 +21,25 @@ CIFAR_SAMPLE = Path(
 )
 
 
+@pytest.fixture(scope="module")
+def hydra_conf():
+    """Hydra initialised on conf/ for a module whose tests compose or instantiate with it."""
+    from hydra import initialize_config_dir
+
+    from kerasdiag.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        yield
+
+
+@pytest.fixture(scope="session")
+def cifar_arrays(cifar_dir):
+    """The CIFAR-10 sample's arrays: x_train, y_train, x_test, y_test (uint8 images)."""
+    from kerasdiag.data.cifar import load_cifar10_folder
+
+    return load_cifar10_folder(cifar_dir)
+
+
 @pytest.fixture(scope="session")
 def cifar_dir() -> Path:
     """The real CIFAR-10 sample (5000 train / 1000 test images, official format)."""

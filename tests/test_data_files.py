@@ -1,4 +1,4 @@
-"""Data a user has on disk (#15): an image folder written from the CIFAR-10 sample and CSV
+"""Data a user has on disk: an image folder written from the CIFAR-10 sample and CSV
 tables from scikit-learn's bundled breast-cancer (binary) and wine (3 classes) data."""
 
 from __future__ import annotations
@@ -8,26 +8,17 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from hydra import initialize_config_dir
 
-from kerasdiag.config import CONF_DIR, load_config
+from kerasdiag.config import load_config
 from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import load_dataset
-from kerasdiag.data.cifar import CIFAR10_CLASSES, load_cifar10_folder
+from kerasdiag.data.cifar import CIFAR10_CLASSES
 from kerasdiag.modeling.factory import build_model
 
 PER_CLASS = 60  # three classes: 180 PNGs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def hydra_once():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        yield
-
-
-@pytest.fixture(scope="module")
-def cifar_arrays(cifar_dir):
-    return load_cifar10_folder(cifar_dir)
+pytestmark = pytest.mark.usefixtures("hydra_conf")  # conftest: Hydra on conf/, per module
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """--help lists the recipes with a line each; runs are filed and titled after the data and
-model they really used (#15)."""
+model they really used."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A model builder of your own, from YAML the Hydra way: ``model._target_`` with its own
 keyword arguments, the config's layer settings through ``kerasdiag.modeling.blocks.Layers``, the same
-guards on imported code as ``model.builder`` (#15)."""
+guards on imported code as ``model.builder``."""
 
 from __future__ import annotations
 

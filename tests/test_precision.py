@@ -1,4 +1,4 @@
-"""trainer.mixed_precision and trainer.jit_compile (#15): correct on CPU, for accelerator users."""
+"""trainer.mixed_precision and trainer.jit_compile: correct on CPU, for accelerator users."""
 
 from __future__ import annotations
 

@@ -13,13 +13,12 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from hydra import initialize_config_dir
 
-from kerasdiag.config import CONF_DIR, load_config
+from kerasdiag.config import load_config
 from kerasdiag.core.errors import DataError
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.data import load_dataset
-from kerasdiag.data.cifar import CIFAR10_CLASSES, load_cifar10_folder
+from kerasdiag.data.cifar import CIFAR10_CLASSES
 from kerasdiag.data.stream import StreamedDataset
 
 from conftest import REPO, run_train
@@ -29,15 +28,7 @@ SMALL = ["recipe=cifar_softmax", "model.conv_filters=[8]", "model.dense_units=[1
          "trainer.verbose=0", "trainer.tensorboard=false"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def hydra_once():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        yield
-
-
-@pytest.fixture(scope="module")
-def cifar_arrays(cifar_dir):
-    return load_cifar10_folder(cifar_dir)
+pytestmark = pytest.mark.usefixtures("hydra_conf")  # conftest: Hydra on conf/, per module
 
 
 def write_folder(root, x, y, per_class=PER_CLASS):
