@@ -149,8 +149,10 @@ def check_data(cfg: Any) -> None:
             "must be [height, width], each > 0")  # fmt: skip
     one_of(cfg, "data.color_mode", COLOR_MODES)
     one_of(cfg, "data.on_bad_file", BAD_FILE_ACTIONS)
-    require(cfg.data.cache in CACHES, "data.cache", cfg.data.cache,
-            "must be null (decode from disk every epoch) or memory")  # fmt: skip
+    cache = cfg.data.cache
+    require(cache in CACHES or (isinstance(cache, str) and not Path(cache).is_file()),
+            "data.cache", cache, "must be null (decode from disk every epoch), memory, or a "
+            "folder for the decoded images")  # fmt: skip
     seed = cfg.data.seed
     require(0 <= seed <= MAX_SEED, "data.seed", seed, f"must be in [0, {MAX_SEED}]")
 

@@ -23,6 +23,7 @@ splits are recorded in the run directory (``RunLayout.DATA_SPLITS``) and read ba
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from kerasdiag.core.errors import DataError, shorten
+from kerasdiag.core.io import atomic_path
 from kerasdiag.data.dataset import Dataset, split_summary
 from kerasdiag.data.splits import row_hashes
 
@@ -364,15 +366,45 @@ class ImageFolderStream(StreamedDataset):
         if self.cache == "memory":
             images = tf.constant(self._decode_all(self.files[split]))
             return lambda index: tf.gather(images, index)
+        if self.cache:  # a folder: the split decoded once into a file, read back by index
+            stored = self._file_cache(split)
+
+            def read(index):
+                image = tf.numpy_function(lambda i: stored[i], [index], tf.uint8, stateful=False)
+                return tf.ensure_shape(image, self.input_shape)
+
+            return read
         paths = tf.constant(self.files[split])
         decode = self._decoder()
         return lambda index: decode(tf.gather(paths, index))
 
-    def _decode_all(self, paths: list[str]) -> np.ndarray:
+    def _file_cache(self, split: str) -> np.ndarray:
+        """The split's decoded images in ``<data.cache>/<split>-<digest>.npy``, memory-mapped:
+        written once (in chunks, never whole in memory; atomically), then reused by every
+        epoch and by later runs of the same files, size and colour mode (the digest)."""
+        spec = json.dumps([self.files[split], list(self.image_size), self.color_mode])
+        digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
+        path = Path(self.cache) / f"{split}-{digest}.npy"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                out = np.lib.format.open_memmap(
+                    tmp,
+                    mode="w+",
+                    dtype=np.uint8,
+                    shape=(len(self.files[split]), *self.input_shape),
+                )
+                self._decode_all(self.files[split], out)
+                out.flush()
+                del out
+        return np.load(path, mmap_mode="r")
+
+    def _decode_all(self, paths: list[str], out: np.ndarray | None = None) -> np.ndarray:
         """The images of ``paths``, decoded in parallel, in order, as one uint8 array."""
         import tensorflow as tf
 
-        out = np.empty((len(paths), *self.input_shape), np.uint8)
+        if out is None:
+            out = np.empty((len(paths), *self.input_shape), np.uint8)
         ds = tf.data.Dataset.from_tensor_slices(paths).map(self._decoder(), tf.data.AUTOTUNE)
         start = 0
         for images in ds.batch(256).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
