@@ -62,7 +62,7 @@ def gradcheck(run: RunContext) -> list[Block]:
     if report is None:
         return [absent("no gradcheck.json (sanity.gradcheck=false, or the check was skipped)")]
     summary = paragraph(
-        status_badge("pass" if report.get("passed") else "fail"),
+        status_badge(_gradcheck_status(report)),
         f" max relative error {fmt(report.get('max_relative_error'))} "
         f"(tolerance {fmt(report.get('tolerance'))}, h={fmt(report.get('h'))}, "
         f"{report.get('samples')} example(s), depth {report.get('depth')}, "
@@ -84,3 +84,11 @@ def gradcheck(run: RunContext) -> list[Block]:
     out = [summary, table_block(headers, rows)]
     notes = [*report.get("warnings", []), *report.get("notes", [])]
     return out + ([bullets(notes)] if notes else [])
+
+
+def _gradcheck_status(report: dict) -> str:
+    """The badge of ``gradcheck.json``: an inconclusive check (the objective unstable, or
+    every entry excused) is neither a pass nor a failure."""
+    if report.get("status") == "inconclusive":
+        return "inconclusive"
+    return "pass" if report.get("passed") else "fail"
