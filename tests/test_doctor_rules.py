@@ -536,7 +536,7 @@ def test_slow_finding_whole():
     assert rules.slow_finding(1, 1.8, 2.0, th, LR) is None
     later = rules.slow_finding(2, 1.2, 2.0, th, lambda: LR)
     assert later.epoch == 3 and later.step is None and later.fix == fix_for("slow_convergence", LR)
-    assert later.message.endswith("only 40.0% below the initial 2 (expected at least 50% below).")
+    assert later.message.endswith("only 40.0% below the initial 2 (expected at least 50.0% below).")
     assert rules.slow_finding(2, 0.9, 2.0, th, LR) is None
     assert rules.slow_finding(2, 1.2, 2.0, th, LR, causes=()).fix == fix_for("slow_convergence", LR)
     same = rules.slow_finding(1, 2.0, 2.0, TH, LR)  # no drop at all: 0% above

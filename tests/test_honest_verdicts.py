@@ -184,3 +184,27 @@ def test_keras_applications_mobilenet_v2_is_checked_on_enough_examples():
     )
     assert report.status == "passed", str(report)
     assert report.samples == MIN_BATCH_VALUES and report.max_relative_error <= report.bound
+
+
+# --- overfitting needs a validation split that can show it -------------------------------
+
+
+def test_the_doctor_names_no_overfitting_from_24_validation_images():
+    """95% training accuracy (inference mode, 270 images) against 75% on 24 validation
+    images: within the noise of 24 images, no overfitting when the doctor knows the sizes;
+    the same gap on 2400 validation images is overfitting."""
+    found = {}
+    for dev in (24, 2400):
+        doctor = DoctorEngine()
+        doctor.begin_epoch(0, start_step=0)
+        doctor.step_loss(0, LN10)
+        for epoch in range(5):
+            doctor.begin_epoch(epoch, start_step=10 * epoch)
+            doctor.step_loss(10 * epoch + 9, LN10 / (epoch + 2))
+            logs = {"loss": LN10 / (epoch + 2), "accuracy": 0.95, "val_loss": 0.9,
+                    "val_accuracy": 0.75}  # fmt: skip
+            doctor.end_epoch(epoch, logs, inference_accuracy=0.95)
+        doctor.end_training(50, train_examples=270, dev_examples=dev)
+        found[dev] = {f.symptom for f in doctor.findings}
+    assert "overfitting" not in found[24]
+    assert "overfitting" in found[2400]
