@@ -36,7 +36,15 @@ def sanity(run: RunContext) -> list[Block]:
         for s in run.stages
     ]
     headers = ("stage", "status", "value", "expected", "seconds", "message")
-    return [table_block(headers, rows)]
+    out = [table_block(headers, rows)]
+    if any(s.get("status") == "inconclusive" for s in run.stages):
+        out.append(
+            note(
+                "inconclusive: the stage ran but its examples could not decide; neither a pass "
+                "nor a failure (its message says about how many examples would)"
+            )
+        )
+    return out
 
 
 def lr_range(run: RunContext) -> list[Block]:
@@ -82,7 +90,8 @@ def gradcheck(run: RunContext) -> list[Block]:
     ]
     headers = ("part", "variable", "shape", "dims", "max rel. error", "verdict", "kinks")
     out = [summary, table_block(headers, rows)]
-    notes = [*report.get("warnings", []), *report.get("notes", [])]
+    unstable = [f"inconclusive: {report['unstable']}"] if report.get("unstable") else []
+    notes = [*unstable, *report.get("warnings", []), *report.get("notes", [])]
     return out + ([bullets(notes)] if notes else [])
 
 
