@@ -190,8 +190,9 @@ def check_input_dependence(
             real,
             zero,
             f"inconclusive: {summary}; on {len(real_each)} examples the "
-            f"{' and '.join(undecided)} gain is neither {ACCURACY_Z:g} standard errors above 0 "
-            f"nor bounded below {margin:.0%}: {size}.",
+            f"{' and '.join(undecided)} {'gains are' if len(undecided) > 1 else 'gain is'} "
+            f"neither {ACCURACY_Z:g} standard errors above 0 nor bounded below {margin:.0%}: "
+            f"{size}.",
             seconds,
             details,
             inconclusive=True,
