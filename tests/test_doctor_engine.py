@@ -22,6 +22,7 @@ from kerasdiag.diagnosis.doctor import (
     flat_loss_finding,
 )
 from kerasdiag.diagnosis.rules import ActivationStats, Thresholds
+from kerasdiag.diagnosis.rules.convergence import SLOW_MIN_STEPS
 from kerasdiag.diagnosis.symptoms import Finding
 
 from conftest import REPO
@@ -190,7 +191,8 @@ def test_slow_convergence_after_the_warmup_with_the_peak_rate_in_the_fix():
     doctor.step_loss(0, LN10)
     rates = [0.0, 0.5e-4, 1e-4, 0.5e-4]  # two warmup epochs, then decay
     for epoch, rate in enumerate(rates):
-        doctor.begin_epoch(epoch, epoch * 3)
+        doctor.begin_epoch(epoch, epoch * 10)
+        doctor.step_loss(epoch * 10 + 9, 0.95 * LN10)  # 40 steps by the last: enough to judge
         doctor.end_epoch(epoch, {"loss": 0.95 * LN10, "lr": 9.9}, learning_rate=rate)
         # not before slow_epochs (2) epochs after the warmup
         assert (doctor.findings != []) == (epoch == 3)
@@ -206,6 +208,7 @@ def test_the_run_s_update_ratio_vetoes_raising_the_learning_rate():
     doctor.start(kernels={"h/kernel": "h"})
     doctor.update_ratios([[s, 1, "h/kernel", 5e-3, "h"] for s in range(1, 6)])
     doctor.step_loss(0, LN10)
+    doctor.step_loss(SLOW_MIN_STEPS - 1, LN10)  # enough steps for a rate
     for epoch in range(2):
         doctor.end_epoch(epoch, {"loss": LN10})
     (slow,) = doctor.findings
@@ -242,6 +245,7 @@ def test_the_curves_are_judged_at_the_end_of_training():
     doctor = engine(current_rate=2.0)
     doctor.step_loss(0, LN10)
     for epoch, loss in enumerate([1.0, 0.8, 1.2, 1.6, 2.2, 2.6]):  # rises after epoch 2
+        doctor.step_loss(10 * epoch + 9, loss)  # 10 steps an epoch: enough for a rate
         doctor.end_epoch(epoch, {"loss": loss, "val_loss": loss}, learning_rate=2.0)
     doctor.end_training(step=60, judge_curves=False)
     assert [f.symptom for f in doctor.findings] == ["slow_convergence"]

@@ -138,7 +138,9 @@ def test_warmup_epochs_do_not_count_towards_slow_convergence():
     after two more epochs, the advice starts from the schedule's peak, not from where its
     decay stands (0 at the end)."""
     data = digits()
-    batch_size = 512  # 3 steps per epoch: the step-based flat-loss rule never has its 100
+    # 10 steps per epoch: 40 by the fourth, enough for a rate (SLOW_MIN_STEPS), and the
+    # step-based flat-loss rule never has its 100
+    batch_size = 128
     steps = math.ceil(len(data.x_train) / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=2 * steps, warmup_target=1e-4, warmup_steps=2 * steps
@@ -150,4 +152,4 @@ def test_warmup_epochs_do_not_count_towards_slow_convergence():
     assert doctor.history["loss"][-1] > 0.8 * doctor.initial_loss  # slow, as planned
     found = by_symptom(doctor)[("slow_convergence", None)]
     assert found.epoch == 4 and found.evidence["warmup_epochs"] == 2  # not after epoch 2 or 3
-    assert "(optimizer.lr=0.001; it is 0.0001)" in found.fix
+    assert "(learning_rate=0.001 in the optimizer; it is 0.0001)" in found.fix

@@ -322,9 +322,19 @@ class DoctorEngine(DoctorRecord):
         if finding is not None:
             self.record(finding)
 
-    def end_training(self, step: int, *, judge_curves: bool = True) -> None:
+    def end_training(
+        self,
+        step: int,
+        *,
+        judge_curves: bool = True,
+        train_examples: int | None = None,
+        dev_examples: int | None = None,
+    ) -> None:
         """Training ended at optimizer step ``step``: judge the curves like
-        :func:`kerasdiag.diagnose` (unless the run broke, or ``judge_curves`` is off)."""
+        :func:`kerasdiag.diagnose` (unless the run broke, or ``judge_curves`` is off).
+        ``train_examples``, ``dev_examples``: how many examples the training and validation
+        accuracies were measured on, when known: a gap within their noise (a 20-point gap on
+        24 validation images) is inconclusive, not overfitting."""
         if self.nan_epoch is not None or not self.history.get("loss") or not judge_curves:
             return
         for finding in rules.curve_findings(
@@ -335,6 +345,8 @@ class DoctorEngine(DoctorRecord):
             lr=self.lr(),
             thresholds=self.thresholds,
             step=step,
+            train_examples=train_examples,
+            dev_examples=dev_examples,
         ):
             self.add(finding)
 

@@ -196,7 +196,8 @@ def run_learning_rate(
 
 
 def sanity_findings(stages: Sequence[Mapping[str, Any]]) -> list[Finding]:
-    """One ``failed_sanity_check`` finding per failed stage of ``sanity.json``.
+    """One ``failed_sanity_check`` finding per failed stage of ``sanity.json``; a stage that
+    is ``inconclusive`` (its examples could not decide) or skipped is no finding.
 
     A stage that names its own fix (the input baseline, batch independence, the data checks,
     the range test) gives that fix; the others get the general one (read the stage's

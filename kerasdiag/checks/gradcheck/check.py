@@ -29,13 +29,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasdiag.checks.gradcheck.batch_stats import stable_samples
 from kerasdiag.checks.gradcheck.finite_diff import RETRY_STEPS, final, run_attempts
 from kerasdiag.checks.gradcheck.kinks import crossed
 from kerasdiag.checks.gradcheck.objective import PARTS, ModelObjective, custom_train_step_note
 from kerasdiag.checks.gradcheck.report import ElementCheck, GradcheckReport, summarize
 from kerasdiag.checks.gradcheck.sampling import stratified_sample, unravel, used_rows
 from kerasdiag.checks.gradcheck.verdict import TINY, smooth_tolerance, tolerance_note
-from kerasdiag.checks.sanity.outputs import count, uses_batch_statistics
+from kerasdiag.checks.sanity.outputs import as_arrays, count, uses_batch_statistics
 
 # More than this share of entries crossing kinks means too many data points or a large h.
 _KINK_SHARE = 0.25
@@ -116,6 +117,13 @@ def check_gradients(
     start = time.perf_counter()
     names = variable_names(model)
     include = _included(names, variables)
+    mode = uses_batch_statistics(model) if training is None else bool(training)
+    choice = stable_samples(model, samples, count(as_arrays(y)), mode)
+    if choice.unstable:
+        return _unstable_report(
+            model, choice.unstable, h, samples, mode, time.perf_counter() - start
+        )
+    samples = choice.samples
     objective = ModelObjective.build(
         model, x, y, loss, samples=samples, training=training,
         loss_scale=loss_scale, warmup_steps=warmup_steps, seed=seed,
@@ -192,12 +200,25 @@ def check_gradients(
             "variables": list(variables) if variables is not None else None,
         },  # fmt: skip
     )
-    report.notes = _notes(report, objective)
+    report.notes = _notes(report, objective) + ([choice.note] if choice.note else [])
     if custom_train_step_note(model):
         report.notes.insert(0, custom_train_step_note(model))
     report.warnings = _warnings(report)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _unstable_report(
+    model: keras.Model, why: str, h: float, samples: int, training: bool, seconds: float
+) -> GradcheckReport:
+    """The inconclusive report of a check whose objective is unstable with the examples at
+    hand: nothing compared, the reason in ``unstable``."""
+    depth = len({v.path.rsplit("/", 1)[0] for v in model.trainable_variables})
+    return GradcheckReport(
+        rows=[], elements=[], tolerance=smooth_tolerance(depth), depth=depth, h=h,
+        retry_steps=RETRY_STEPS, samples=samples, settings={"training": training},
+        seconds=seconds, unstable=why,
+    )  # fmt: skip
 
 
 def _included(names: list[str], variables: Sequence[str] | None) -> list[int] | None:

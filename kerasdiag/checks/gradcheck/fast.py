@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasdiag.checks.gradcheck.batch_stats import stable_samples
 from kerasdiag.checks.gradcheck.check import validate_settings, variable_names
 from kerasdiag.checks.gradcheck.finite_diff import RETRY_STEPS, Attempt, final, run_attempts
 from kerasdiag.checks.gradcheck.kinks import crossed
@@ -47,7 +48,7 @@ from kerasdiag.checks.gradcheck.report import (
     unverified_advice,
 )
 from kerasdiag.checks.gradcheck.verdict import VERDICTS, smooth_tolerance, tolerance_note
-from kerasdiag.checks.sanity.outputs import uses_batch_statistics
+from kerasdiag.checks.sanity.outputs import as_arrays, count, uses_batch_statistics
 
 TOTAL = "all variables"
 
@@ -83,6 +84,8 @@ class FastReport(VerdictRows):
     # True when the whole directions were inconclusive and the per-variable pieces decided.
     fallback: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    # Why the objective itself is unstable with the examples at hand (then inconclusive).
+    unstable: str = ""
 
     @property
     def max_relative_error(self) -> float:
@@ -122,6 +125,7 @@ class FastReport(VerdictRows):
             "variable_rows": [r.to_dict() for r in self.variable_rows],
             "notes": list(self.notes),
             "seconds": self.seconds,
+            "unstable": self.unstable,
         }
 
     def __str__(self) -> str:
@@ -140,7 +144,9 @@ class FastReport(VerdictRows):
             format_table(headers, [_cells(r) for r in self.rows + self.variable_rows]),
         ]
         lines += [f"  note: {n}" for n in self.notes]
-        if self.status == "inconclusive":
+        if self.unstable:
+            lines.append(f"  inconclusive: {self.unstable}")
+        elif self.status == "inconclusive":
             lines += [f"  {line}" for line in unverified_advice(self, self.settings)]
             lines.append("  or run check_gradients, which samples entries one at a time")
         if self.status == "failed":
@@ -203,6 +209,11 @@ def check_gradients_fast(
     validate_settings(samples=samples, directions=directions, h=h, loss_scale=loss_scale)
     start = time.perf_counter()
     names = variable_names(model)
+    mode = uses_batch_statistics(model) if training is None else bool(training)
+    choice = stable_samples(model, samples, count(as_arrays(y)), mode)
+    if choice.unstable:
+        return FastReport(rows=[], h=h, settings={"training": mode}, unstable=choice.unstable)
+    samples = choice.samples
     objective = ModelObjective.build(
         model, x, y, loss, samples=samples, training=training, loss_scale=loss_scale, seed=seed
     )
@@ -246,7 +257,11 @@ def check_gradients_fast(
         h=h,
         loss=grads["loss"]["data"] + grads["loss"]["regularization"],
         kink_types=objective.kink_types,
-        notes=[n for n in (custom_train_step_note(model), tolerance_note(objective.depth)) if n],
+        notes=[
+            n
+            for n in (custom_train_step_note(model), tolerance_note(objective.depth), choice.note)
+            if n
+        ],
         settings={"training": objective.training, "warmup_steps": 0},
     )
     if report.status != "passed":

@@ -58,7 +58,10 @@ class VerdictRows:
 
     @property
     def status(self) -> str:
-        """``failed``, ``inconclusive`` (mostly excused, or nothing compared) or ``passed``."""
+        """``failed``, ``inconclusive`` (mostly excused, or nothing compared, or the objective
+        itself unstable: a report's ``unstable`` says why) or ``passed``."""
+        if getattr(self, "unstable", ""):
+            return "inconclusive"
         if self.failing:
             return "failed"
         excused, total = self.excused()
@@ -150,6 +153,8 @@ class GradcheckReport(VerdictRows):
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # Why the objective itself is unstable with the examples at hand (then inconclusive).
+    unstable: str = ""
 
     @property
     def max_relative_error(self) -> float:
@@ -191,6 +196,7 @@ class GradcheckReport(VerdictRows):
             "notes": list(self.notes),
             "settings": dict(self.settings),
             "seconds": self.seconds,
+            "unstable": self.unstable,
         }
 
     def table(self) -> str:
@@ -213,7 +219,10 @@ class GradcheckReport(VerdictRows):
             self.table(),
         ]
         lines += [f"  note: {n}" for n in self.notes]
-        lines += [f"  {line}" for line in unverified_advice(self, self.settings)]
+        if self.unstable:
+            lines.append(f"  inconclusive: {self.unstable}")
+        else:
+            lines += [f"  {line}" for line in unverified_advice(self, self.settings)]
         shown = sorted(
             (e for e in self.elements if e.verdict in FAILING),
             key=lambda e: -e.relative_error,

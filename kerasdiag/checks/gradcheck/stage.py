@@ -36,6 +36,7 @@ from typing import Any
 
 import keras
 
+from kerasdiag.checks.gradcheck.batch_stats import MAX_SAMPLES
 from kerasdiag.checks.gradcheck.check import check_gradients
 from kerasdiag.checks.sanity.result import StageResult
 from kerasdiag.core.io import write_json_atomic
@@ -66,7 +67,8 @@ def gradcheck_stage(
         )
     samples = int(sanity_cfg.gradcheck_samples)
     warmup = int(sanity_cfg.gradcheck_warmup_steps)
-    n = samples if warmup == 0 else max(samples, _WARMUP_EXAMPLES)
+    # Up to MAX_SAMPLES: the check raises its examples for BatchNormalization's statistics.
+    n = max(samples, MAX_SAMPLES) if warmup == 0 else max(samples, _WARMUP_EXAMPLES)
     try:
         report = check_gradients(
             model,
@@ -83,7 +85,9 @@ def gradcheck_stage(
     print(report)
     failing = [f"{r.part}:{r.name} ({r.verdict})" for r in report.failing]
     excused, total = report.excused()
-    if report.status == "inconclusive":
+    if report.unstable:
+        message = f"inconclusive: {report.unstable}"
+    elif report.status == "inconclusive":
         # Not a pass (nothing was verified), not a gradient bug either: say so, go on.
         message = (
             f"inconclusive: {excused} of {total} entries crossed kinks at every step or were "
@@ -116,4 +120,5 @@ def gradcheck_stage(
             "failing": failing,
             "warnings": report.warnings,
         },
+        inconclusive=report.status == "inconclusive",
     )

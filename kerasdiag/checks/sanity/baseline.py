@@ -108,7 +108,10 @@ def check_input_dependence(
             acc = None
             if scored is not None:
                 acc = task_accuracy(tasks[0], outs[scored.index], y_scored)
+                right[name] = per_example_right(tasks[0], outs[scored.index], y_scored)
             return value, acc, common.per_example_loss(hs, t_eval, outs)
+
+        right: dict[str, np.ndarray] = {}
 
         try:
             copies = {name: common.copy_model(model) for name in names_}
@@ -167,13 +170,41 @@ def check_input_dependence(
             seconds,
             details,
         )
+    # Not shown to use its input: a failure only where the data bounds every gain below
+    # what a model using its input shows (24 validation images cannot tell 37.5% from 12.5%).
+    undecided = undecided_gains(
+        zero_each - real_each, zero, right.get("real"), right.get("zero"), margin
+    )
+    if undecided:
+        needed = examples_to_decide(undecided, margin, len(real_each))
+        details["undecided"] = undecided
+        details["examples_to_decide"] = needed
+        size = (
+            f"about {needed} {details['evaluated_on']} examples would decide"
+            if needed is not None
+            else "more examples or more steps would decide"
+        )
+        return StageResult(
+            "input_baseline",
+            None,
+            real,
+            zero,
+            f"inconclusive: {summary}; on {len(real_each)} examples the "
+            f"{' and '.join(undecided)} {'gains are' if len(undecided) > 1 else 'gain is'} "
+            f"neither {ACCURACY_Z:g} standard errors above 0 nor bounded below {margin:.0%}: "
+            f"{size}.",
+            seconds,
+            details,
+            inconclusive=True,
+        )
     return StageResult(
         "input_baseline",
         False,
         real,
         zero,
         f"the model does not use its input: {summary}, neither the loss {margin:.0%} lower "
-        f"nor the accuracy clearly higher.",
+        f"nor the accuracy clearly higher (both bounded below {margin:.0%} at "
+        f"{ACCURACY_Z:g} standard errors on {len(real_each)} examples).",
         seconds,
         details,
         fix=INPUT_UNUSED_FIX,
@@ -205,6 +236,78 @@ def paired_z(differences: np.ndarray) -> float | None:
         return None
     error = float(np.std(d, ddof=1)) / math.sqrt(d.size)
     return 0.0 if error == 0 else float(np.mean(d)) / error
+
+
+def per_example_right(task: Any, outputs: np.ndarray, y: Any) -> np.ndarray:
+    """1.0 where an example is right by the task's accuracy, else 0.0: one value per example,
+    what a paired comparison of the two copies' accuracies needs."""
+    y = np.asarray(y)
+    return np.array(
+        [task_accuracy(task, outputs[i : i + 1], y[i : i + 1]) for i in range(len(y))],
+        dtype=np.float64,
+    )
+
+
+def paired_gain(differences: np.ndarray) -> tuple[float, float] | None:
+    """The mean of paired per-example differences and its standard error, the variance
+    smoothed by one discordant pair each way (as Agresti-Coull smooths a proportion): an
+    all-zero difference on a few examples is not taken as exactly zero. None below 2."""
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return None
+    spread = max(float(np.abs(d).max()), 1.0)
+    var = (float(np.sum((d - d.mean()) ** 2)) + 2 * spread * spread) / (d.size + 1)
+    return float(d.mean()), math.sqrt(var / d.size)
+
+
+def undecided_gains(
+    loss_gain: np.ndarray,
+    zero_loss: float,
+    real_right: np.ndarray | None,
+    zero_right: np.ndarray | None,
+    margin: float,
+) -> dict[str, dict[str, float]]:
+    """The gains (``loss``: the zero copy's loss minus the real one's, relative to the zero
+    loss; ``accuracy``: the real copy's accuracy minus the zero one's) that the examples do
+    not bound below ``margin`` at ``ACCURACY_Z`` standard errors: each with its mean, its
+    standard error and the examples it was measured on. Empty: the data shows the model
+    does not use its input."""
+    gains = {}
+    if math.isfinite(zero_loss) and zero_loss > 0:
+        gains["loss"] = paired_gain(np.asarray(loss_gain) / zero_loss)
+    if real_right is not None and zero_right is not None:
+        gains["accuracy"] = paired_gain(real_right - zero_right)
+    undecided = {}
+    for name, gain in gains.items():
+        if gain is None:
+            undecided[name] = {"gain": math.nan, "se": math.nan, "examples": 0}
+        elif gain[0] + ACCURACY_Z * gain[1] >= margin:
+            undecided[name] = {"gain": gain[0], "se": gain[1], "examples": len(loss_gain)}
+    return undecided if gains else {"loss": {"gain": math.nan, "se": math.nan, "examples": 0}}
+
+
+def examples_to_decide(
+    undecided: dict[str, dict[str, float]], margin: float, examples: int
+) -> int | None:
+    """About how many examples would decide, the standard errors shrinking as one over the
+    square root of the count: the fewest that make one gain ``ACCURACY_Z`` standard errors
+    above 0 (a pass) or, if fewer, that bound every undecided gain below ``margin`` (a
+    failure). None when no gain was measured."""
+    to_pass, to_fail = [], []
+    for gain in undecided.values():
+        mean, se = gain["gain"], gain["se"]
+        if not (math.isfinite(mean) and math.isfinite(se)) or se <= 0:
+            return None
+        if mean > 0:
+            to_pass.append(examples * (ACCURACY_Z * se / mean) ** 2)
+        # a failure needs every gain bounded: one at or above the margin rules it out
+        to_fail.append(
+            examples * (ACCURACY_Z * se / (margin - mean)) ** 2 if mean < margin else math.inf
+        )
+    options = [min(to_pass, default=math.inf), max(to_fail, default=math.inf)]
+    best = min(options)
+    return math.ceil(best) if math.isfinite(best) else None
 
 
 def _train(copies: dict, optimizers: dict, loss_fn: Any, batches: list, training: bool) -> None:

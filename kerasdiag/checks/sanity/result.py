@@ -10,7 +10,9 @@ from kerasdiag.core.errors import KerasdiagError
 
 @dataclass
 class StageResult:
-    """Outcome of one check: ``passed`` is None when the stage was skipped.
+    """Outcome of one check: ``passed`` is None when the stage was skipped, or when it ran
+    and its data could not decide (``inconclusive``: status ``"inconclusive"``, neither a pass
+    nor a failure; the message says what size of data would decide).
 
     ``message`` says what the check found; ``fix``, when the check knows one, what to change
     (the diagnosis gives it as the failed stage's fix). ``text`` is both, as printed.
@@ -24,10 +26,14 @@ class StageResult:
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
     fix: str = ""
+    inconclusive: bool = False
 
     @property
     def status(self) -> str:
-        return "skip" if self.passed is None else ("pass" if self.passed else "fail")
+        """``pass``, ``fail``, ``inconclusive`` (ran, undecided) or ``skip`` (did not run)."""
+        if self.passed is None:
+            return "inconclusive" if self.inconclusive else "skip"
+        return "pass" if self.passed else "fail"
 
     @property
     def text(self) -> str:

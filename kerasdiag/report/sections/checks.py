@@ -36,7 +36,15 @@ def sanity(run: RunContext) -> list[Block]:
         for s in run.stages
     ]
     headers = ("stage", "status", "value", "expected", "seconds", "message")
-    return [table_block(headers, rows)]
+    out = [table_block(headers, rows)]
+    if any(s.get("status") == "inconclusive" for s in run.stages):
+        out.append(
+            note(
+                "inconclusive: the stage ran but its examples could not decide; neither a pass "
+                "nor a failure (its message says about how many examples would)"
+            )
+        )
+    return out
 
 
 def lr_range(run: RunContext) -> list[Block]:
@@ -62,7 +70,7 @@ def gradcheck(run: RunContext) -> list[Block]:
     if report is None:
         return [absent("no gradcheck.json (sanity.gradcheck=false, or the check was skipped)")]
     summary = paragraph(
-        status_badge("pass" if report.get("passed") else "fail"),
+        status_badge(_gradcheck_status(report)),
         f" max relative error {fmt(report.get('max_relative_error'))} "
         f"(tolerance {fmt(report.get('tolerance'))}, h={fmt(report.get('h'))}, "
         f"{report.get('samples')} example(s), depth {report.get('depth')}, "
@@ -82,5 +90,14 @@ def gradcheck(run: RunContext) -> list[Block]:
     ]
     headers = ("part", "variable", "shape", "dims", "max rel. error", "verdict", "kinks")
     out = [summary, table_block(headers, rows)]
-    notes = [*report.get("warnings", []), *report.get("notes", [])]
+    unstable = [f"inconclusive: {report['unstable']}"] if report.get("unstable") else []
+    notes = [*unstable, *report.get("warnings", []), *report.get("notes", [])]
     return out + ([bullets(notes)] if notes else [])
+
+
+def _gradcheck_status(report: dict) -> str:
+    """The badge of ``gradcheck.json``: an inconclusive check (the objective unstable, or
+    every entry excused) is neither a pass nor a failure."""
+    if report.get("status") == "inconclusive":
+        return "inconclusive"
+    return "pass" if report.get("passed") else "fail"
