@@ -17,15 +17,17 @@ from kerasdiag.report.context import RunContext
 from conftest import REPO
 
 
-def test_a_stage_is_timed_also_when_it_raises(tmp_path):
+def test_a_stage_is_timed_when_it_completes_and_a_failed_one_writes_nothing(tmp_path):
     clock = StageClock(tmp_path / RunLayout.TIMINGS)
+    clock.hold("start-up", 3.0)  # written with the first stage that completes
+    with pytest.raises(RuntimeError), clock.stage("data"):
+        raise RuntimeError("bad data: the refused run must leave no file of its own")
+    assert not (tmp_path / RunLayout.TIMINGS).exists()
     with clock.stage("data"):
         time.sleep(0.05)
-    with pytest.raises(RuntimeError), clock.stage("sanity"):
-        raise RuntimeError("a failed stage still cost its time")
     timings = read_timings(tmp_path / RunLayout.TIMINGS)
-    assert [t["stage"] for t in timings] == ["data", "sanity"]
-    assert 0.05 <= timings[0]["seconds"] < 1.0
+    assert [t["stage"] for t in timings] == ["start-up", "data"]
+    assert timings[0]["seconds"] == 3.0 and 0.05 <= timings[1]["seconds"] < 1.0
     assert {t["pid"] for t in timings} == {os.getpid()}
 
 

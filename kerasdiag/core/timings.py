@@ -47,22 +47,30 @@ class StageClock:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._held: list[tuple[str, float]] = []
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Time the block; the line is written when it ends, also when it raises (a stage
-        that fails still cost its time)."""
+        """Time the block; the line is written when it completes. A stage that raises writes
+        nothing: a run refused for bad data leaves no file of its own behind, and a killed
+        or failed stage is timed again by the process that completes it."""
         start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.record(name, time.perf_counter() - start)
+        yield
+        self.record(name, time.perf_counter() - start)
 
     def record(self, name: str, seconds: float) -> None:
-        """Append one stage's seconds (a part of another: ``"training: probes"``)."""
-        line = json.dumps({"stage": name, "seconds": round(float(seconds), 4), "pid": os.getpid()})
+        """Append one stage's seconds (a part of another: ``"training: probes"``), after
+        any held by :meth:`hold`."""
+        entries, self._held = [*self._held, (name, seconds)], []
+        lines = [json.dumps({"stage": n, "seconds": round(float(s), 4), "pid": os.getpid()})
+                 for n, s in entries]  # fmt: skip
         with open(self.path, "a") as out:
-            out.write(line + "\n")
+            out.write("".join(line + "\n" for line in lines))
+
+    def hold(self, name: str, seconds: float) -> None:
+        """Record ``name`` with the next stage that completes, not now: what the process
+        spent before the run (start-up) is written only once the run has done something."""
+        self._held.append((name, seconds))
 
 
 def read_timings(path: str | os.PathLike) -> list[dict[str, Any]]:

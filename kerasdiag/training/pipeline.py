@@ -437,7 +437,7 @@ def run_training(
         started = time.time()
         clock = StageClock(run_dir / RunLayout.TIMINGS)
         if startup_seconds is not None:
-            clock.record("start-up", startup_seconds)
+            clock.hold("start-up", startup_seconds)  # written with the first completed stage
         nan_record = run_dir / RunLayout.NAN
         if nan_record.is_file():
             # A NaN-stopped run killed before its report: write it, and end as that run did.
