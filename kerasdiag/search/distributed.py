@@ -37,8 +37,8 @@ import grpc
 import keras_tuner
 from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief
-from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine import oracle as oracle_module
+from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.oracle import synchronized
 
 from kerasdiag.config.search_space import Stage, trial_budget
