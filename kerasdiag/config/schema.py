@@ -448,8 +448,10 @@ class TunerConfig:
     # grown by more than worker_memory_mb since its first trial (0: no memory limit); another
     # takes its place. start_ahead: a local search starts that one while the previous one
     # trains its last trial (start-up overlaps training; two processes' memory meanwhile).
-    trials_per_process: int = 5
-    worker_memory_mb: float = 0.0
+    # Default: one process for as long as its memory allows (a digits MLP grows ~4.6 MB per
+    # trial: ~20 trials per process); benchmarks/bench_search_workers.py compares the designs.
+    trials_per_process: int = 100
+    worker_memory_mb: float = 100.0
     start_ahead: bool = False
     workers: int = 1  # local search: worker processes training trials side by side
     # hyperband: keep 1/factor of each bracket's trials for the next round (epochs x factor);

@@ -22,8 +22,9 @@ hands out trials; workers (``tuner0``, ``tuner1``, ...) train them::
 The chief listens on ``KERASTUNER_ORACLE_PORT`` for the whole search; at a stage boundary
 its oracle tells workers to wait (``IDLE``) until the stage's last trials are in. Dead
 workers, a dead chief and a restarted one are handled by :mod:`kerasdiag.search.distributed` (leases,
-heartbeats, deadlines); trials train in worker processes of ``tuner.trials_per_process``
-trials each (:mod:`kerasdiag.search.worker`), locally too, so memory stays flat.
+heartbeats, deadlines); trials train in worker processes, replaced once their memory grew by
+``tuner.worker_memory_mb`` or after ``tuner.trials_per_process`` trials
+(:mod:`kerasdiag.search.worker`), locally too, so memory stays flat.
 """
 
 from __future__ import annotations
