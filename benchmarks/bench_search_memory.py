@@ -4,7 +4,9 @@
 
 Runs ``scripts/train.py tuner=random`` on digits (1 epoch per trial) once per value of
 ``tuner.trials_per_process``: 0 trains every trial in the search's own process (RSS grows with
-every model, keras-tuner #395/#873), N > 0 in worker processes that each end after N trials.
+every model, keras-tuner #395/#873), N > 0 in worker processes that each end after N trials
+(or sooner, once grown by ``tuner.worker_memory_mb``; ``bench_search_workers.py`` compares
+the worker designs on wall time too).
 While the search runs, the script reads the search's ledger (one line per trial end) and each
 process's VmRSS from /proc: the search process and every worker process below it. It prints,
 after 5 trials and after the last one, the search process's RSS and the largest worker's,
