@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_search_memory import ended_trials, rss_mb  # noqa: E402 - a sibling script
+from bench_search_memory import children, ended_trials, proc_mb, rss_mb  # noqa: E402 - a sibling script
 
 DESIGNS = {
     "one": ["tuner.trials_per_process=0"],
@@ -52,22 +52,13 @@ def descendants(pid: int) -> list[int]:
     while queue:
         current = queue.pop()
         found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                queue += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
+        queue += children(current)
     return found
 
 
 def pss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    """Proportional set size: shared pages split between the processes sharing them."""
+    return proc_mb(pid, "smaps_rollup", "Pss:")
 
 
 def measure(design: str, trials: int, memory_mb: float, folder: Path) -> dict[str, float]:
