@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import math
 import os
@@ -203,8 +202,7 @@ class TrialTuner(keras_tuner.Tuner):
             self._try_run_and_update_trial(trial, *args, **kwargs)
             self.on_trial_end(trial)
             ran += 1
-            if memory_mb > 0:
-                gc.collect()
+            if memory_mb > 0:  # (no gc.collect here: 0.3 s a trial; clear_session runs one)
                 now = resident_mb()
                 baseline = now if baseline is None else baseline
                 if now - baseline > memory_mb:
