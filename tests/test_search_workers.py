@@ -5,6 +5,7 @@ and the environment they start with (TensorFlow's GPU memory growth on unless th
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -67,12 +68,17 @@ def test_worker_processes_start_with_gpu_memory_growth_unless_the_user_set_it(
     cfg = load_config(["tuner=random", "tuner.chief_timeout=1"])
     with config_file(cfg) as cfg_path:
         # No chief on this port: the worker gives up after chief_timeout; its environment is
-        # read while it starts (set by exec, before Popen returns).
+        # read while it starts (empty for a moment while exec sets the new program up).
         env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "9",
                "KERASTUNER_TUNER_ID": "proc0"}  # fmt: skip
         proc = spawn(cfg_path, tmp_path, 1, env)
         try:
-            environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+            environ = [b""]
+            for _ in range(100):
+                environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+                if environ != [b""]:
+                    break
+                time.sleep(0.02)
         finally:
             proc.kill()
             proc.wait()
