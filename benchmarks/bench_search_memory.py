@@ -4,7 +4,9 @@
 
 Runs ``scripts/train.py tuner=random`` on digits (1 epoch per trial) once per value of
 ``tuner.trials_per_process``: 0 trains every trial in the search's own process (RSS grows with
-every model, keras-tuner #395/#873), N > 0 in worker processes that each end after N trials.
+every model, keras-tuner #395/#873), N > 0 in worker processes that each end after N trials
+(or sooner, once grown by ``tuner.worker_memory_mb``; ``bench_search_workers.py`` compares
+the worker designs on wall time too).
 While the search runs, the script reads the search's ledger (one line per trial end) and each
 process's VmRSS from /proc: the search process and every worker process below it. It prints,
 after 5 trials and after the last one, the search process's RSS and the largest worker's,
@@ -27,14 +29,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def rss_mb(pid: int) -> float:
+def proc_mb(pid: int, file: str = "status", key: str = "VmRSS:") -> float:
+    """One kB figure of /proc/PID/FILE, in MB (0 once the process is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    return proc_mb(pid)
 
 
 def children(pid: int) -> list[int]:

@@ -3,7 +3,9 @@ search killed in the middle of a trial (``scripts/train.py ... tuner=random``, s
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -29,6 +31,7 @@ STAGES = "tuner.stages=[{trials:4,epochs:1},{trials:2,epochs:2}]"
 # Trials in this process: faster here; the killed-search test below runs the default (worker
 # processes), and tests/test_search_faults.py the distributed faults.
 IN_PROCESS = "tuner.trials_per_process=0"
+CONSOLE: dict[str, str] = {}  # what the module's search printed
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -50,7 +53,10 @@ def search(tmp_path_factory):
     """Two stages on digits: 4 trials x 1 epoch, then 2 trials x 2 epochs in narrowed ranges."""
     cfg = load_config(["tuner=coarse_to_fine", STAGES, "trainer.verbose=0", IN_PROCESS])
     run_dir = tmp_path_factory.mktemp("c2f")
-    summary = run_search(cfg, run_dir)
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        summary = run_search(cfg, run_dir)
+    CONSOLE["c2f"] = console.getvalue()
     return cfg, run_dir, summary
 
 
@@ -74,6 +80,18 @@ def test_search_writes_one_row_and_one_named_checkpoint_per_trial(search):
     kept = sorted(p.name for p in (run_dir / "trials").iterdir())
     assert kept == sorted(Path(r["checkpoint"]).name for r in rows if r["checkpoint"])
     assert summary["trials"] == 6 and summary["best"]["checkpoint"].startswith("trials/")
+
+
+def test_the_console_names_trials_as_search_csv_and_no_empty_folder_is_left(search):
+    """keras-tuner's own count ("Trial #5" for trial 4) would not match search.csv's rows."""
+    _, run_dir, _ = search
+    console = CONSOLE["c2f"]
+    rows = read_csv(run_dir / "search.csv")
+    for row in rows:
+        label = f"stage {row['stage']} trial {row['trial']}"
+        assert f"Search: running {label}\n" in console and f"{label} ended (" in console
+    assert "Trial #" not in console
+    assert not list((run_dir / "search").glob("trial_*/checkpoints"))  # best one moved out
 
 
 def test_the_score_in_a_checkpoint_name_is_its_validation_accuracy(search):

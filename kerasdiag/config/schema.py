@@ -464,9 +464,17 @@ class TunerConfig:
     lease_seconds: float = 60.0
     heartbeat_seconds: float = ranged(5.0, ">0")
     chief_timeout: float = ranged(120.0, ">0")
-    # Trials run in fresh worker processes, each ending after this many trials (memory stays
-    # flat however long the search); 0: every trial in the search's own process.
-    trials_per_process: int = 5
+    # Trials run in worker processes (memory stays flat however long the search; 0: every trial
+    # in the search's own process). A worker process keeps TensorFlow and the data across
+    # trials and ends after trials_per_process trials, or sooner once its resident memory has
+    # grown by more than worker_memory_mb since its first trial (0: no memory limit); another
+    # takes its place. start_ahead: a local search starts that one while the previous one
+    # trains its last trial (start-up overlaps training; two processes' memory meanwhile).
+    # Default: one process for as long as its memory allows (a digits MLP grows ~4.6 MB per
+    # trial: ~20 trials per process); benchmarks/bench_search_workers.py compares the designs.
+    trials_per_process: int = 100
+    worker_memory_mb: float = 100.0
+    start_ahead: bool = False
     workers: int = 1  # local search: worker processes training trials side by side
     # hyperband: keep 1/factor of each bracket's trials for the next round (epochs x factor);
     # its largest budget is tuner.stages.0.epochs, its brackets run hyperband_iterations times
@@ -495,6 +503,11 @@ def check_tuner(cfg: Any) -> None:
             "heartbeat)")  # fmt: skip
     require(tuner.trials_per_process >= 0, "tuner.trials_per_process", tuner.trials_per_process,
             "must be >= 0 (0: every trial in this process)")  # fmt: skip
+    require(finite(tuner.worker_memory_mb) and tuner.worker_memory_mb >= 0,
+            "tuner.worker_memory_mb", tuner.worker_memory_mb,
+            "must be >= 0 (MB a worker process may grow before it is replaced; 0: no limit)")  # fmt: skip
+    require(not tuner.start_ahead or tuner.trials_per_process > 0, "tuner.start_ahead",
+            tuner.start_ahead, "needs worker processes (tuner.trials_per_process > 0)")  # fmt: skip
     require(tuner.workers >= 1, "tuner.workers", tuner.workers, "must be >= 1")
     require(tuner.workers == 1 or tuner.trials_per_process > 0, "tuner.workers", tuner.workers,
             "several local workers need worker processes (tuner.trials_per_process > 0)")  # fmt: skip

@@ -37,9 +37,11 @@ import grpc
 import keras_tuner
 from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief
+from keras_tuner.src.engine import oracle as oracle_module
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.oracle import synchronized
 
+from kerasdiag.config.search_space import Stage, trial_budget
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import write_text_atomic
@@ -82,6 +84,8 @@ class LeaseMixin:
         # gRPC thread: kept here, every worker is told to stop, and serve() raises it.
         self.fatal: RuntimeError | None = None
         self._reloaded_ongoing: dict[str, str] = {}
+        self.handed: dict[str, int] = {}  # tuner id -> trials handed to it (this chief's life)
+        self._display = TrialDisplay(self, self._display.verbose)
 
     # -- keras-tuner's entry points, with leases ---------------------------------------------
 
@@ -106,8 +110,14 @@ class LeaseMixin:
         if trial.status == STOPPED:
             self.stopped_tuners.add(tuner_id)
         elif trial.status == RUNNING:
+            self.handed[tuner_id] = self.handed.get(tuner_id, 0) + 1
             kill_point("search-handed-out", int(trial.trial_id))
         return trial
+
+    @synchronized
+    def handed_out(self, tuner_id: str) -> int:
+        """How many trials ``tuner_id`` was given (a worker process's last one is known)."""
+        return self.handed.get(tuner_id, 0)
 
     @synchronized
     def end_trial(self, trial: Any) -> None:
@@ -270,6 +280,41 @@ class LeaseMixin:
     def save(self) -> None:
         # Atomically: a chief killed while saving must leave a state it can resume from.
         write_text_atomic(self._get_oracle_fname(), json.dumps(self.get_state()))
+
+
+class TrialDisplay(oracle_module.Display):
+    """keras-tuner's console lines, naming a trial as ``search.csv`` does (``stage 1 trial 3``)
+    instead of keras-tuner's own count (``Trial #4``, one more than the trial's number)."""
+
+    def on_trial_begin(self, trial: Any) -> None:
+        if self.verbose < 1:
+            return
+        now = datetime.now()
+        self.trial_start[trial.trial_id] = now
+        self.search_start = self.search_start or now
+        self.trial_number[trial.trial_id] = len(self.oracle.trials)
+        print(f"\nSearch: running {trial_label(trial)}\n", flush=True)
+        self.show_hyperparameter_table(trial)
+        print()
+
+    def on_trial_end(self, trial: Any) -> None:
+        if self.verbose < 1:
+            return
+        started = self.trial_start.get(trial.trial_id) or datetime.now()
+        print(f"{trial_label(trial)} ended ({trial.status.lower()}) after "
+              f"{self.format_duration(datetime.now() - started)}")  # fmt: skip
+        if trial.score is not None:
+            print(f"{self.oracle.objective.name}: {trial.score}")
+        best = self.oracle.get_best_trials()
+        print(f"best {self.oracle.objective.name} so far: {best[0].score if best else None}")
+        if self.search_start is not None:
+            print(f"total elapsed time: {self.format_duration(datetime.now() - self.search_start)}")
+
+
+def trial_label(trial: Any) -> str:
+    """``stage S trial N``, as ``search.csv`` names the trial."""
+    stage, _ = trial_budget(trial.hyperparameters.values, [Stage(number=1, trials=1, epochs=1)])
+    return f"stage {stage} trial {int(trial.trial_id)}"
 
 
 class LeasedRandomSearchOracle(LeaseMixin, keras_tuner.oracles.RandomSearchOracle):

@@ -22,8 +22,9 @@ hands out trials; workers (``tuner0``, ``tuner1``, ...) train them::
 The chief listens on ``KERASTUNER_ORACLE_PORT`` for the whole search; at a stage boundary
 its oracle tells workers to wait (``IDLE``) until the stage's last trials are in. Dead
 workers, a dead chief and a restarted one are handled by :mod:`kerasdiag.search.distributed` (leases,
-heartbeats, deadlines); trials train in worker processes of ``tuner.trials_per_process``
-trials each (:mod:`kerasdiag.search.worker`), locally too, so memory stays flat.
+heartbeats, deadlines); trials train in worker processes, replaced once their memory grew by
+``tuner.worker_memory_mb`` or after ``tuner.trials_per_process`` trials
+(:mod:`kerasdiag.search.worker`), locally too, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -56,7 +57,12 @@ from kerasdiag.search.results import (
     write_search_csv,
 )
 from kerasdiag.search.tuner import TrialTuner, read_ledger, trial_config
-from kerasdiag.search.worker import WorkerPool, config_file, supervise
+from kerasdiag.search.worker import (
+    WorkerPool,
+    allow_gpu_memory_growth,
+    config_file,
+    supervise,
+)
 from kerasdiag.training.pipeline import evaluate_test, seed_everything
 
 ENV_IP, ENV_PORT, ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
@@ -83,6 +89,7 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     ``search.png`` and ``search_summary.json`` (best trial, its test score). Returns the summary.
     """
     started = time.time()
+    allow_gpu_memory_growth()  # before TensorFlow touches a device, here and in every worker
     run_dir = Path(run_dir)
     space, stages = validate_search(cfg)
     for stage in stages:  # a stage whose epochs make the config invalid fails now, not per trial
@@ -107,7 +114,7 @@ def _search(
     with config_file(cfg) as cfg_path:
         if role == "worker" and per_process:
             # A supervisor: its worker processes train; it needs no TensorFlow of its own.
-            supervise(cfg_path, run_dir, per_process)
+            supervise(cfg_path, run_dir, per_process, float(cfg.tuner.worker_memory_mb))
             print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
             return {"role": role, "run_dir": str(run_dir)}
         return _run(cfg, run_dir, role, space, stages, started, cfg_path if per_process else None)
@@ -163,7 +170,9 @@ def _serve_locally(tuner: TrialTuner, cfg: DictConfig, cfg_path: Path, run_dir: 
     if tuner.oracle.over():
         return
     pool = WorkerPool(tuner.oracle, cfg_path, run_dir, int(cfg.tuner.workers),
-                      int(cfg.tuner.trials_per_process))  # fmt: skip
+                      int(cfg.tuner.trials_per_process),
+                      memory_mb=float(cfg.tuner.worker_memory_mb),
+                      start_ahead=bool(cfg.tuner.start_ahead))  # fmt: skip
     try:
         serve(tuner.oracle, "127.0.0.1:0", done=pool.done, tick=pool.tick)
     finally:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -83,6 +84,17 @@ def finished_in_ledger(run_dir: str | os.PathLike) -> dict[int, dict]:
         if "trial" in event:
             last[int(event["trial"])] = event
     return {n: e for n, e in last.items() if e.get("event") == "end"}
+
+
+def resident_mb() -> float:
+    """This process's resident set size in MB (VmRSS; the peak where /proc is missing)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    import resource  # not on Windows; /proc is read above where it exists
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def trial_config(
@@ -155,12 +167,20 @@ class TrialTuner(keras_tuner.Tuner):
             # (their worker could not report them) are recorded now, not trained again.
             record_from_ledger(self.oracle, finished_in_ledger(self.run_dir))
 
-    def search(self, *args: Any, max_trials: int | None = None, **kwargs: Any) -> str:
-        """Run trials until the oracle says stop (``"stopped"``) or ``max_trials`` ran here
-        (``"recycled"``: the process ends and a fresh one goes on). The chief serves instead.
+    def search(
+        self,
+        *args: Any,
+        max_trials: int | None = None,
+        memory_mb: float = 0.0,
+        **kwargs: Any,
+    ) -> str:
+        """Run trials until the oracle says stop (``"stopped"``), or ``max_trials`` ran here, or
+        this process's resident memory grew by more than ``memory_mb`` (0: no limit) since its
+        first trial ended (``"recycled"``: the process ends and a fresh one goes on). The chief
+        serves instead.
 
-        keras-tuner's own loop, with two changes: a bounded number of trials per process, and
-        the chief's server from :func:`kerasdiag.search.distributed.serve`.
+        keras-tuner's own loop, with two changes: a bounded number of trials (and memory) per
+        process, and the chief's server from :func:`kerasdiag.search.distributed.serve`.
         """
         if dist_utils.is_chief_oracle():
             self.save()
@@ -170,6 +190,7 @@ class TrialTuner(keras_tuner.Tuner):
             return STOPPED
         self.on_search_begin()
         ran = 0
+        baseline = None  # resident MB after the first trial (TensorFlow warmed up, data held)
         while max_trials is None or ran < max_trials:
             self.pre_create_trial()
             trial = self.oracle.create_trial(self.tuner_id)
@@ -181,6 +202,11 @@ class TrialTuner(keras_tuner.Tuner):
             self._try_run_and_update_trial(trial, *args, **kwargs)
             self.on_trial_end(trial)
             ran += 1
+            if memory_mb > 0:  # (no gc.collect here: 0.3 s a trial; clear_session runs one)
+                now = resident_mb()
+                baseline = now if baseline is None else baseline
+                if now - baseline > memory_mb:
+                    return RECYCLED
         else:
             return RECYCLED
         self.on_search_end()
@@ -289,13 +315,16 @@ class TrialTuner(keras_tuner.Tuner):
         stage = self._stage_of(trial)
         for old in kept_checkpoints(self.run_dir, stage, trial.trial_id):
             old.unlink()  # from an earlier try of this trial (interrupted before it was recorded)
-        if best.best_path is None or best.best is None:
-            return ""
-        path = trials_dir / trial_checkpoint_name(
-            stage, trial.trial_id, self.objective_name, best.best
-        )
-        os.replace(best.best_path, path)
-        return str(path.relative_to(self.run_dir))
+        kept = ""
+        if best.best_path is not None and best.best is not None:
+            path = trials_dir / trial_checkpoint_name(
+                stage, trial.trial_id, self.objective_name, best.best
+            )
+            os.replace(best.best_path, path)
+            kept = str(path.relative_to(self.run_dir))
+        with contextlib.suppress(OSError):  # emptied by the move: no folder left behind
+            (Path(self.get_trial_dir(trial.trial_id)) / RunLayout.CHECKPOINTS).rmdir()
+        return kept
 
     def load_model(self, trial: Any) -> keras.Model:
         """The kept checkpoint of ``trial`` (what ``get_best_models`` returns)."""

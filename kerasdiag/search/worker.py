@@ -1,9 +1,14 @@
-"""Trials in fresh processes: a search's memory stays flat however many trials it runs.
+"""Trials in worker processes: a search's memory stays flat however many trials it runs.
 
 A TensorFlow process that trains one model after another grows by a few MB per model even
 after ``keras.backend.clear_session()`` (keras-tuner #395, #873): graphs, traced functions and
 allocator caches that are never given back. A search therefore trains its trials in worker
-processes, each ending after ``tuner.trials_per_process`` trials; a new one takes its place.
+processes. A worker keeps TensorFlow, its data and the search's state across trials (clearing
+Keras' session between them) and ends once its resident memory has grown by more than
+``tuner.worker_memory_mb`` since its first trial, or after ``tuner.trials_per_process``
+trials; a new one takes its place. With ``tuner.start_ahead`` the next one starts (imports
+TensorFlow, loads the data) while the previous one trains its last counted trial, and takes
+its first trial when the previous one has ended, so start-up overlaps training.
 They are ordinary keras-tuner workers of :mod:`kerasdiag.search.distributed` (leases, heartbeats,
 deadlines), talking to the search's chief on 127.0.0.1:
 
@@ -15,9 +20,10 @@ deadlines), talking to the search's chief on 127.0.0.1:
 A worker process dies with its parent (Linux ``PR_SET_PDEATHSIG``), so killing a search or a
 worker never leaves a trial training on its own.
 
-    python -m kerasdiag.search.worker CONFIG.yaml RUN_DIR MAX_TRIALS
+    python -m kerasdiag.search.worker CONFIG.yaml RUN_DIR MAX_TRIALS [MEMORY_MB]
 
-Exit codes: 0 the search has no trial left, 10 ran MAX_TRIALS (start another), 5 lost the chief,
+Exit codes: 0 the search has no trial left, 10 ran MAX_TRIALS or grew past MEMORY_MB (start
+another), 5 lost the chief,
 2 bad input.
 """
 
@@ -50,6 +56,9 @@ from kerasdiag.training.pipeline import seed_everything
 RECYCLE_EXIT_CODE = 10
 CHIEF_LOST_EXIT_CODE = 5  # as kerasdiag.search.distributed (no TensorFlow imported here)
 ENV_SUPERVISED = "KERASDIAG_SEARCH_WORKER"
+ENV_START_AFTER = "KERASDIAG_START_AFTER"  # pid of the worker process this one takes over from
+# Worker processes sharing one GPU must not each reserve all its memory (TensorFlow's default).
+ENV_GPU_GROWTH = "TF_FORCE_GPU_ALLOW_GROWTH"
 MAX_CRASHES = 3  # worker processes in a row that die without a word: the search stops
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds kerasdiag/ and recipes/
 
@@ -78,17 +87,31 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def spawn(cfg_path: Path, run_dir: Path, max_trials: int, env: dict[str, str]) -> subprocess.Popen:
+def allow_gpu_memory_growth() -> None:
+    """Let TensorFlow take GPU memory as it needs it rather than all at once, unless the user
+    said otherwise: a search's processes (chief, workers, a worker starting ahead) share a GPU.
+    Read by TensorFlow when it first touches a device: call before that."""
+    os.environ.setdefault(ENV_GPU_GROWTH, "true")
+
+
+def spawn(
+    cfg_path: Path,
+    run_dir: Path,
+    max_trials: int,
+    env: dict[str, str],
+    memory_mb: float = 0.0,
+) -> subprocess.Popen:
     """Start one worker process (``python -m kerasdiag.search.worker ...``)."""
     env = {**os.environ, **env}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault(ENV_GPU_GROWTH, "true")
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
     )
     for var in ("no_proxy", "NO_PROXY"):  # gRPC honours proxy variables: never for the chief
         env[var] = ",".join(p for p in (env.get(var, ""), "127.0.0.1,localhost") if p)
     command = [sys.executable, "-m", "kerasdiag.search.worker", str(cfg_path), str(run_dir),
-               str(max_trials)]  # fmt: skip
+               str(max_trials), str(memory_mb)]  # fmt: skip
     env[ENV_SUPERVISED] = str(os.getpid())
     return subprocess.Popen(command, env=env)
 
@@ -97,59 +120,117 @@ class WorkerPool:
     """``count`` local worker processes, restarted until the search's oracle is over.
 
     Called by the chief's loop (:func:`~kerasdiag.search.distributed.serve`) with the port it
-    listens on. A process that ends after its share of trials is replaced; one that dies gives
-    its trial back at once (no need to wait for the lease) and is replaced too.
+    listens on. A process that ends after its share of trials (or memory) is replaced; one that
+    dies gives its trial back at once (no need to wait for the lease) and is replaced too. With
+    ``start_ahead``, a slot's next process is started as soon as the oracle has handed its
+    current one its last trial (``max_trials``); it waits for that one to end
+    (``KERASDIAG_START_AFTER``) before it asks for a trial.
     """
 
-    def __init__(self, oracle: Any, cfg_path: Path, run_dir: Path, count: int, max_trials: int):
+    def __init__(
+        self,
+        oracle: Any,
+        cfg_path: Path,
+        run_dir: Path,
+        count: int,
+        max_trials: int,
+        *,
+        memory_mb: float = 0.0,
+        start_ahead: bool = False,
+    ):
         self.oracle = oracle
         self.cfg_path, self.run_dir = cfg_path, run_dir
         self.max_trials = max_trials
+        self.memory_mb = float(memory_mb)
+        self.start_ahead = bool(start_ahead)
         self.procs: list[tuple[str, subprocess.Popen] | None] = [None] * count
+        self.ahead: list[tuple[str, subprocess.Popen] | None] = [None] * count
         self.started = 0
         self.crashes = 0
+
+    def _spawn(self, port: int, after: int | None = None) -> tuple[str, subprocess.Popen]:
+        tuner_id = f"proc{self.started}"
+        self.started += 1
+        env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
+               "KERASTUNER_TUNER_ID": tuner_id}  # fmt: skip
+        if after is not None:
+            env[ENV_START_AFTER] = str(after)
+        proc = spawn(self.cfg_path, self.run_dir, self.max_trials, env, self.memory_mb)
+        return tuner_id, proc
+
+    def _ended(self, tuner_id: str, code: int) -> None:
+        """Book a worker process that ended with ``code``; raise when they keep dying."""
+        if code == RECYCLE_EXIT_CODE or code == 0:
+            self.crashes = 0
+            return
+        self.oracle.release(tuner_id, f"its process ended with exit code {code}")
+        self.crashes += 1
+        if code == 2 or self.crashes >= MAX_CRASHES:
+            raise KerasdiagError(
+                f"search stopped: worker processes end with exit code {code} "
+                f"({self.crashes} in a row); their output above says why"
+            )
 
     def tick(self, port: int) -> None:
         for slot, entry in enumerate(self.procs):
             if entry is not None:
-                tuner_id, proc = entry
-                code = proc.poll()
+                code = entry[1].poll()
                 if code is None:
+                    self._start_ahead(slot, port)
                     continue
-                self.procs[slot] = None
-                if code == RECYCLE_EXIT_CODE or code == 0:
-                    self.crashes = 0
-                else:
-                    self.oracle.release(tuner_id, f"its process ended with exit code {code}")
-                    self.crashes += 1
-                    if code == 2 or self.crashes >= MAX_CRASHES:
-                        raise KerasdiagError(
-                            f"search stopped: worker processes end with exit code {code} "
-                            f"({self.crashes} in a row); their output above says why"
-                        )
+                self.procs[slot], self.ahead[slot] = self.ahead[slot], None
+                self._ended(entry[0], code)
+                if self.procs[slot] is not None:
+                    continue
             if not self.oracle.exhausted():
-                tuner_id = f"proc{self.started}"
-                self.started += 1
-                env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
-                       "KERASTUNER_TUNER_ID": tuner_id}  # fmt: skip
-                self.procs[slot] = (tuner_id, spawn(self.cfg_path, self.run_dir, self.max_trials,
-                                                    env))  # fmt: skip
+                self.procs[slot] = self._spawn(port)
+
+    def _start_ahead(self, slot: int, port: int) -> None:
+        """Start the slot's next process once its running one has its last trial."""
+        tuner_id, proc = self.procs[slot]  # type: ignore[misc]
+        if (
+            self.start_ahead
+            and self.max_trials
+            and self.ahead[slot] is None
+            and self.oracle.handed_out(tuner_id) >= self.max_trials
+            and not self.oracle.exhausted()
+        ):
+            self.ahead[slot] = self._spawn(port, after=proc.pid)
+
+    def _entries(self) -> list[tuple[str, subprocess.Popen]]:
+        return [e for e in (*self.procs, *self.ahead) if e is not None]
 
     def idle(self) -> bool:
         """No worker process alive."""
-        return all(entry is None or entry[1].poll() is not None for entry in self.procs)
+        return all(proc.poll() is not None for _, proc in self._entries())
 
     def done(self) -> bool:
         return self.oracle.over() and self.idle()
 
     def close(self) -> None:
-        for entry in self.procs:
-            if entry is not None and entry[1].poll() is None:
-                entry[1].kill()
-                entry[1].wait()
+        for _, proc in self._entries():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
-def supervise(cfg_path: Path, run_dir: Path, max_trials: int) -> None:
+def wait_for_predecessor(pid: int, poll: float = 0.05) -> None:
+    """Wait until process ``pid`` has ended (a zombie counts as ended): a worker that started
+    ahead takes no trial while the one it replaces still trains."""
+    stat = Path(f"/proc/{pid}/stat")
+    while True:
+        try:
+            if stat.exists():
+                if stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+            else:
+                os.kill(pid, 0)  # no /proc (not Linux): ask the system
+        except (OSError, IndexError):
+            return
+        time.sleep(poll)
+
+
+def supervise(cfg_path: Path, run_dir: Path, max_trials: int, memory_mb: float = 0.0) -> None:
     """A distributed worker: worker processes one after another until the search is over.
 
     Raises ChiefLostError when one lost the chief, KerasdiagError when they keep dying.
@@ -157,7 +238,8 @@ def supervise(cfg_path: Path, run_dir: Path, max_trials: int) -> None:
     base = os.environ["KERASTUNER_TUNER_ID"]
     crashes = 0
     for n in range(1_000_000):
-        proc = spawn(cfg_path, run_dir, max_trials, {"KERASTUNER_TUNER_ID": f"{base}.{n}"})
+        proc = spawn(cfg_path, run_dir, max_trials, {"KERASTUNER_TUNER_ID": f"{base}.{n}"},
+                     memory_mb)  # fmt: skip
         try:
             code = proc.wait()
         finally:
@@ -193,7 +275,9 @@ def main(argv: list[str]) -> int:
     """Run one worker process; returns its exit code (see the module docstring)."""
     if os.environ.get(ENV_SUPERVISED, "").isdigit():
         die_with_parent(int(os.environ[ENV_SUPERVISED]))
+    allow_gpu_memory_growth()
     cfg_path, run_dir, max_trials = argv[0], Path(argv[1]), int(argv[2])
+    memory_mb = float(argv[3]) if len(argv) > 3 else 0.0
     try:
         cfg = load_worker_config(cfg_path)
         space, stages = validate_search(cfg)
@@ -201,7 +285,9 @@ def main(argv: list[str]) -> int:
         data = load_dataset(cfg.data)
         tuner = TrialTuner(build_oracle(space, stages, cfg.tuner), cfg=cfg, data=data,
                            space=space, stages=stages, run_dir=run_dir)  # fmt: skip
-        outcome = tuner.search(max_trials=max_trials or None)
+        if os.environ.get(ENV_START_AFTER, "").isdigit():  # started ahead: ready, now wait
+            wait_for_predecessor(int(os.environ[ENV_START_AFTER]))
+        outcome = tuner.search(max_trials=max_trials or None, memory_mb=memory_mb)
     except ChiefLostError as exc:
         if not os.environ.get(ENV_SUPERVISED):
             print(f"error: {exc}", file=sys.stderr, flush=True)
