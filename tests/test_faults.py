@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -131,36 +132,61 @@ def test_an_intact_backup_resumes(tmp_path, digits_xy):
 REQUIRE_ROOT_TESTS = "KERASDIAG_REQUIRE_ROOT_TESTS"
 
 
-def no_tmpfs(reason: str) -> None:
-    """Skip a test that needs a tmpfs it could not mount, or fail it where the environment
-    says these tests must run (CI runs as root: a skip there would lose them silently)."""
-    message = (
-        f"cannot mount a tmpfs for the disk-fault tests (needs root with CAP_SYS_ADMIN): {reason}"
+def _mount_tmpfs(where: Path, size: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)  # fmt: skip
+
+
+def tmpfs_refusal() -> str | None:
+    """Why a tmpfs cannot be mounted here, or None when it can: a real mount (and unmount) of
+    a tiny one in a scratch folder, the same call the disk-fault tests make."""
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            mounted = _mount_tmpfs(Path(scratch), "64k")
+        except FileNotFoundError:
+            return "no mount command"
+        if mounted.returncode != 0:
+            return " ".join(mounted.stderr.split()) or f"mount exited with {mounted.returncode}"
+        subprocess.run(["umount", "-l", scratch], check=False)
+    return None
+
+
+def tmpfs_skip_reason(refusal: str | None, required: bool) -> str | None:
+    """Why the disk-fault tests are skipped here, or None when they run: they run where a
+    tmpfs can be mounted, and where the environment requires them (CI runs as root: a skip
+    there would lose them silently, so a mount that fails fails the test instead)."""
+    if refusal is None or required:
+        return None
+    return (
+        f"cannot mount a tmpfs for the disk-fault tests (needs root with CAP_SYS_ADMIN): {refusal}"
     )
-    required = os.environ.get(REQUIRE_ROOT_TESTS, "") not in ("", "0")
-    if required:
-        pytest.fail(f"{message}; {REQUIRE_ROOT_TESTS} is set, so this is a failure")
-    else:  # an ordinary account: these tests cannot run here, and say why
-        pytest.skip(message)
+
+
+_SKIP_REASON = tmpfs_skip_reason(
+    tmpfs_refusal(), os.environ.get(REQUIRE_ROOT_TESTS, "") not in ("", "0")
+)
+needs_tmpfs = pytest.mark.skipif(_SKIP_REASON is not None, reason=_SKIP_REASON or "")
 
 
 @contextlib.contextmanager
 def tiny_tmpfs(where: Path, size: str) -> Path:
-    """A real tmpfs of ``size``, mounted at ``where`` (root with CAP_SYS_ADMIN only)."""
+    """A real tmpfs of ``size``, mounted at ``where`` (root with CAP_SYS_ADMIN only). A mount
+    that fails here fails the test: it is marked :data:`needs_tmpfs`, so it runs only where
+    a tmpfs could be mounted or where these tests are required."""
     where.mkdir()
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                                 capture_output=True, text=True)  # fmt: skip
+        mounted = _mount_tmpfs(where, size)
     except FileNotFoundError:
-        no_tmpfs("no mount command")
+        pytest.fail(f"cannot mount a tmpfs at {where}: no mount command")
     if mounted.returncode != 0:
-        no_tmpfs(" ".join(mounted.stderr.split()) or f"mount exited with {mounted.returncode}")
+        pytest.fail(f"cannot mount a tmpfs at {where}: {' '.join(mounted.stderr.split())}")
     try:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+@needs_tmpfs
 def test_a_full_disk_is_one_line_exit_4_and_no_half_written_file(tmp_path):
     from kerasdiag.modeling.safe_load import load_model_safely
 
@@ -179,6 +205,7 @@ def test_a_full_disk_is_one_line_exit_4_and_no_half_written_file(tmp_path):
             json.loads(path.read_text())
 
 
+@needs_tmpfs
 @pytest.mark.parametrize("size", ["8k", "16k"])
 def test_a_disk_too_full_to_start_is_one_line_before_anything_is_written(tmp_path, size):
     with tiny_tmpfs(tmp_path / "disk", size) as disk:
@@ -192,17 +219,17 @@ def test_a_disk_too_full_to_start_is_one_line_before_anything_is_written(tmp_pat
         assert not list(disk.iterdir())  # nothing written, not even the run directory
 
 
-def test_without_a_tmpfs_the_disk_tests_skip_or_fail_as_the_environment_says(monkeypatch):
-    # What an ordinary account meets (mount refused): a skip with the reason, unless CI's
-    # variable says these tests must run.
-    monkeypatch.delenv(REQUIRE_ROOT_TESTS, raising=False)
-    with pytest.raises(pytest.skip.Exception, match="needs root with CAP_SYS_ADMIN.*must be"):
-        no_tmpfs("mount: must be superuser to use mount")
-    monkeypatch.setenv(REQUIRE_ROOT_TESTS, "1")
-    with pytest.raises(pytest.fail.Exception, match=f"{REQUIRE_ROOT_TESTS} is set"):
-        no_tmpfs("mount: must be superuser to use mount")
+def test_without_a_tmpfs_the_disk_tests_skip_or_run_as_the_environment_says():
+    # What an ordinary account meets (mount refused): skipped with the reason, unless CI's
+    # variable says these tests must run (they then run, and the failed mount fails them).
+    refused = "mount: must be superuser to use mount"
+    reason = tmpfs_skip_reason(refused, required=False)
+    assert reason is not None and "needs root with CAP_SYS_ADMIN" in reason and refused in reason
+    assert tmpfs_skip_reason(refused, required=True) is None
+    assert tmpfs_skip_reason(None, required=False) is None  # a tmpfs can be mounted: they run
 
 
+@needs_tmpfs
 def test_a_read_only_run_directory_is_one_line_exit_4(tmp_path):
     with tiny_tmpfs(tmp_path / "ro", "1m") as mount:
         (mount / "old").mkdir()  # an existing directory, and a new one, on a read-only disk
