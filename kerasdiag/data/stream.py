@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ def _channels(color_mode: str) -> int:
 
 
 @dataclass(kw_only=True)
-class StreamedDataset:
+class StreamedDataset(ABC):
     """A data set read from disk by tf.data; only its labels and split membership in memory.
 
     ``y_train``/``y_val``/``y_test`` are the labels of the whole splits (small), unlike a
@@ -109,8 +110,9 @@ class StreamedDataset:
     _sample: DataSample | None = field(default=None, repr=False)
 
     @property
+    @abstractmethod
     def input_shape(self) -> tuple[int, ...]:
-        raise NotImplementedError
+        """The shape of one example as the model receives it."""
 
     def labels(self, split: str) -> np.ndarray:
         return {"train": self.y_train, "val": self.y_val, "test": self.y_test}[split]
@@ -154,8 +156,9 @@ class StreamedDataset:
         self.statistics = statistics
         self.scanned = True
 
+    @abstractmethod
     def _scan_splits(self) -> dict[str, SplitStatistics]:
-        raise NotImplementedError
+        """Read every example once: bad ones refused or skipped, each split's statistics."""
 
     def _refuse_or_skip(self, where: str, reason: str, split: str = "", what: str = "") -> None:
         """A bad example at ``where`` (a file, or a file's line): one line ending the run
@@ -182,11 +185,13 @@ class StreamedDataset:
             "skipped": list(self.skipped),
         }
 
+    @abstractmethod
     def _record_splits(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The split membership, as ``data_splits.json`` records it."""
 
+    @abstractmethod
     def _adopt_splits(self, record: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Take the split membership of a recorded run (:meth:`_record_splits`' form)."""
 
     def write_record(self, path: Path) -> None:
         from kerasdiag.core.io import write_json_atomic
@@ -254,13 +259,13 @@ class StreamedDataset:
         ds = self._epochs(first, last, batch_size, augment_cfg, seed, shards, shard)
         return ds.prefetch(tf.data.AUTOTUNE)
 
+    @abstractmethod
     def _epochs(self, first, last, batch_size, augment_cfg, seed, shards, shard):
         """Epochs ``first .. last-1`` of training batches as one dataset."""
-        raise NotImplementedError
 
+    @abstractmethod
     def split_batches(self, split: str, batch_size: int):
         """Batches of ``(x, y)`` of a whole split, in the source's order."""
-        raise NotImplementedError
 
     # -- the bounded sample ----------------------------------------------------------------
 
@@ -298,9 +303,9 @@ class StreamedDataset:
         )
         return self._sample
 
+    @abstractmethod
     def _read_positions(self, positions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The raw examples at ``positions`` (indices in split order) of each split."""
-        raise NotImplementedError
 
 
 @dataclass(kw_only=True)
@@ -531,13 +536,13 @@ class RecordStream(StreamedDataset):
     line_labels: np.ndarray
     shuffle_buffer: int = 10000
 
+    @abstractmethod
     def _lines(self):
         """``(record index, record)`` of every record, in order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _raw(self, records, batch_size: int):
         """Batches ``(indices, examples)`` of a dataset of ``(index, record)``."""
-        raise NotImplementedError
 
     def _records(self, codes):
         """``(index, record)`` of the records whose split code is in ``codes``, one by one."""
