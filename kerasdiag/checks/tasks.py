@@ -128,9 +128,17 @@ def positives(y: Any) -> np.ndarray:
     return y > (0.0 if y.size and y.min() < 0 else 0.5)
 
 
-def class_indices(y: Any) -> np.ndarray:
-    """Integer labels from class indices, one-hot rows or one 0/1 (or -1/1) column."""
+def class_indices(y: Any, form: str | None = None) -> np.ndarray:
+    """Integer labels from class indices, one-hot rows or one 0/1 (or -1/1) column.
+
+    ``form="sparse"`` (a :class:`Task`'s ``labels``) reads ``y`` as class indices whatever its
+    shape: a sequence tagger's labels of shape (N, T) are one class per position, not
+    one-hot rows.
+    """
     y = np.asarray(y)
+    if form == "sparse":
+        squeezed = y[..., 0] if y.ndim > 1 and y.shape[-1] == 1 else y
+        return squeezed.astype(np.int64)
     if y.ndim > 1 and y.shape[-1] > 1:
         return np.argmax(y, axis=-1)
     y = y.reshape(-1)
@@ -143,7 +151,7 @@ def accuracy(task: Task, outputs: Any, y: Any) -> float | None:
     None for regression and unknown tasks."""
     outputs = np.asarray(outputs)
     if task.kind == "multiclass":
-        return float(np.mean(np.argmax(outputs, axis=-1) == class_indices(y)))
+        return float(np.mean(np.argmax(outputs, axis=-1) == class_indices(y, task.labels)))
     if task.kind in {"binary", "multilabel"}:
         right = _per_label_right(task, outputs, y)
         return float(np.mean(np.all(right, axis=-1)))

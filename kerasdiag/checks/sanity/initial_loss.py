@@ -217,7 +217,7 @@ def _label_problem(
     if task.kind == "multiclass":
         if width > 1 and num_classes is not None and width != num_classes:
             return f"the model has {width} outputs but the data has {num_classes} classes"
-        labels = class_indices(y_all)
+        labels = class_indices(y_all, task.labels)
         if labels.max(initial=0) >= max(width, 2):
             return f"the labels go up to {labels.max()} but the model has {width} output(s)"
     elif task.kind in {"binary", "multilabel"}:
@@ -233,7 +233,9 @@ def _classes_and_priors(task: Task, y_all: np.ndarray, class_priors: Any) -> tup
     (over every label: a class-balanced binary focal loss is linear in it)."""
     if task.kind == "multiclass":
         if class_priors is None:
-            class_priors = np.bincount(class_indices(y_all), minlength=task.width)
+            class_priors = np.bincount(
+                class_indices(y_all, task.labels).ravel(), minlength=task.width
+            )
         return task.width, class_priors
     if class_priors is None:
         on = float(np.mean(positives(y_all)))
