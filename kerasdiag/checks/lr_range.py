@@ -117,15 +117,15 @@ def find_learning_rate(
                 x, y, _ = common.training_arrays(x)
             if y is None:
                 raise ValueError("y is required with x (or pass dataset=)")
-            x, y = np.asarray(x), outputs_io.as_arrays(y)
-            widths = [o.shape[-1] for o in common.predict_outputs(model, x[:1])]
+            x, y = outputs_io.as_arrays(x), outputs_io.as_arrays(y)
+            example = outputs_io.take(x, slice(0, 1))
+            widths = [o.shape[-1] for o in common.predict_outputs(model, example)]
             targets = common.head_targets(hs, y, widths, names)
             per_output: list[Any] = list(outputs_io.as_list(y, names))
             for h, t in zip(hs, targets, strict=True):
                 per_output[h.index] = t  # in the form each loss takes
             y = per_output[0] if len(names) == 1 else per_output
             batches = _array_batches(x, y, batch_size, seed)
-            example = x[:1]
         else:
             batches = _dataset_batches(dataset)
             example = None
@@ -323,8 +323,8 @@ def _constant_lr_optimizer(model: Any, optimizer: Any, lr: float) -> Any:
     return type(base).from_config(config)
 
 
-def _array_batches(x: np.ndarray, y: Any, batch_size: int, seed: int) -> Iterator:
-    n = len(x)
+def _array_batches(x: Any, y: Any, batch_size: int, seed: int) -> Iterator:
+    n = outputs_io.count(x)
     size = min(batch_size, n)
     rng = np.random.default_rng(seed)
     while True:
@@ -332,8 +332,8 @@ def _array_batches(x: np.ndarray, y: Any, batch_size: int, seed: int) -> Iterato
         for i in range(0, n - size + 1, size):
             idx = np.sort(order[i : i + size])
             yield (
-                tf.constant(x[idx]),
-                keras.tree.map_structure(lambda a, idx=idx: tf.constant(np.asarray(a)[idx]), y),
+                keras.tree.map_structure(tf.constant, outputs_io.take(x, idx)),
+                keras.tree.map_structure(tf.constant, outputs_io.take(y, idx)),
             )
 
 

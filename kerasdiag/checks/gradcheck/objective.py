@@ -41,6 +41,7 @@ from kerasdiag.checks.sanity.outputs import (
     as_arrays,
     as_list,
     loss_terms,
+    mean_loss,
     output_names,
     take,
     uses_batch_statistics,
@@ -55,14 +56,6 @@ def _float64_inputs(x: Any) -> Any:
         return tf.constant(a.astype(np.float64) if a.dtype.kind == "f" else a)
 
     return keras.tree.map_structure(convert, x)
-
-
-def _mean_loss(fn: Any) -> Any:
-    # A loss name or plain function returns one value per example; compile() averages them.
-    def mean_loss(y_true: Any, y_pred: Any) -> tf.Tensor:
-        return tf.reduce_mean(fn(y_true, y_pred))
-
-    return mean_loss
 
 
 def training_kwargs(layer: keras.layers.Layer, training: bool) -> dict[str, bool]:
@@ -95,7 +88,7 @@ def resolve_loss(model: keras.Model, loss: Any) -> Any:
 
 def _float64_mean(loss: Any) -> Any:
     loss = float64_loss(loss)
-    return loss if isinstance(loss, keras.losses.Loss) else _mean_loss(loss)
+    return loss if isinstance(loss, keras.losses.Loss) else mean_loss(loss)
 
 
 def custom_train_step_note(model: keras.Model) -> str | None:

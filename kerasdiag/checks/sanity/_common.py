@@ -204,14 +204,7 @@ def loss_function(loss: Any) -> Callable[[Any, Any], Any]:
     Keras loss objects reduce themselves (as in training); names and plain functions return
     one value per example and are averaged here.
     """
-    if isinstance(loss, keras.losses.Loss):
-        return loss
-    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-
-    def mean_loss(y_true: Any, y_pred: Any) -> Any:
-        return keras.ops.mean(fn(y_true, y_pred))
-
-    return mean_loss
+    return loss if isinstance(loss, keras.losses.Loss) else io.mean_loss(loss)
 
 
 def loss_targets(spec: LossSpec | None, y: np.ndarray, num_outputs: int) -> np.ndarray:

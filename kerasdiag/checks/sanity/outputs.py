@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -153,3 +154,26 @@ def _weight(weights: Any, names: list[str], name: str) -> float:
     if isinstance(weights, (list, tuple)):
         return float(weights[names.index(name)])
     return float(weights)
+
+
+def mean_loss(loss: Any) -> Callable[[Any, Any], Any]:
+    """A loss name or plain function (one value per example) applied as ``compile`` applies
+    it: labels brought to the output's rank (class-0/1 labels of shape (N,) against an (N, 1)
+    output) and the values averaged over the examples."""
+    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+
+    def mean_of(y_true: Any, y_pred: Any) -> Any:
+        return keras.ops.mean(fn(*same_rank(y_true, y_pred)))
+
+    return mean_of
+
+
+def same_rank(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+    """``y_true`` with a trailing axis of 1 added or removed to match ``y_pred``'s rank, as
+    Keras' loss wrappers do before a loss function runs."""
+    t, p = len(keras.ops.shape(y_true)), len(keras.ops.shape(y_pred))
+    if t == p - 1 and keras.ops.shape(y_pred)[-1] == 1:
+        return keras.ops.expand_dims(y_true, -1), y_pred
+    if t == p + 1 and keras.ops.shape(y_true)[-1] == 1:
+        return keras.ops.squeeze(y_true, -1), y_pred
+    return y_true, y_pred
