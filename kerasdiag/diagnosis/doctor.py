@@ -229,10 +229,14 @@ class DoctorEngine(DoctorRecord):
         current_rate: rules.LearningRate = None,
         on_finding: OnFinding | None = None,
         advice: Vocabulary | None = None,
+        loss_noise: Callable[[], float | None] | None = None,
     ):
         if bayes_error is not None and not 0 <= bayes_error < 1:
             raise ValueError(f"`bayes_error` must be in [0, 1). Received: {bayes_error!r}")
         self.bayes_error, self.restoring = bayes_error, bool(restoring)
+        # The standard deviation of a batch's loss from drawing its examples, measured when
+        # the oscillation rule asks (rarely): None where it cannot be measured.
+        self.loss_noise = loss_noise
         super().__init__(
             thresholds,
             stop_on=stop_on,
@@ -389,8 +393,9 @@ class DoctorEngine(DoctorRecord):
             self._alarm_step, self.alarm = step, True
         if len(self._window) == self._window.maxlen:
             finding = rules.oscillation_finding(
-                self._window, scale, self.thresholds, self.lr, step, self.epoch + 1
-            )
+                self._window, scale, self.thresholds, self.lr, step, self.epoch + 1,
+                noise=self.loss_noise,
+            )  # fmt: skip
             if finding is not None:
                 self.record(finding)
 

@@ -49,6 +49,9 @@ class Thresholds:
       last ``oscillation_window`` steps, above this fraction of the initial loss, is an
       oscillating loss. Minibatch noise of a healthy run is a few percent; a too-high learning
       rate makes the loss jump by about its own size.
+      ``oscillation_noise``: where the spread of the examples' losses is known, the jumps
+      must also be this many times what drawing batches alone gives (a noisy regression
+      target makes a healthy loss jump by a quarter of its size at 32 examples a batch).
     - ``convergence`` (slow_convergence):
       ``slow_drop`` / ``slow_epochs``: after ``slow_epochs`` epochs the epoch's mean loss
       should be at least ``slow_drop`` (20%) below the initial loss.
@@ -102,6 +105,7 @@ class Thresholds:
     # rules/oscillation.py (the doctor keeps the last oscillation_window + 1 losses)
     oscillation: float = 0.25
     oscillation_window: int = 20
+    oscillation_noise: float = 3.0
     # rules/convergence.py
     slow_drop: float = 0.2
     slow_epochs: int = 2
