@@ -126,12 +126,18 @@ def test_a_tf_data_dataset_of_weighted_triples_is_read_as_fit_reads_it(digits):
 
 def test_the_overfit_stage_trains_on_the_weighted_loss_and_skips_weight_zero_rows(digits):
     x, y = digits
-    # Only class 3 counts, 5 times: the stage draws its examples among the 3s (an example of
-    # weight 0 adds nothing to the loss) and starts from the weighted loss, 5 x ln 10.
-    only_three = {c: (5.0 if c == 3 else 0.0) for c in range(10)}
-    result = overfit_small_subset(mlp(), (x, y), class_weight=only_three)
-    assert result.status == "pass", result.message
-    assert result.details["initial_loss"] == pytest.approx(5 * np.log(10), rel=0.1)
+
+    # Only class 3 counts: the stage draws its examples among the 3s (an example of weight 0
+    # adds nothing to the loss), the same ones at weight 1 and 5, and its loss is 5x.
+    def only_three(weight):
+        return {c: (weight if c == 3 else 0.0) for c in range(10)}
+
+    once = overfit_small_subset(mlp(), (x, y), class_weight=only_three(1.0))
+    five = overfit_small_subset(mlp(), (x, y), class_weight=only_three(5.0))
+    assert once.status == five.status == "pass", (once.message, five.message)
+    assert five.details["initial_loss"] == pytest.approx(5 * once.details["initial_loss"])
+    unweighted = overfit_small_subset(mlp(), (x, y))
+    assert unweighted.details["initial_loss"] != pytest.approx(once.details["initial_loss"])
     # Every example of weight 0: no loss to check, not a failure.
     none = overfit_small_subset(mlp(), (x, y, np.zeros(len(y))))
     assert none.status == "skip" and "weight 0" in none.message
