@@ -145,6 +145,27 @@ def uses_batch_statistics(model: keras.Model) -> bool:
     return any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
 
 
+def input_kind(model: keras.Model) -> str | None:
+    """What ``model`` reads, for advice that must fit it: ``"tokens"`` (an Embedding layer or
+    integer inputs), ``"images"`` (inputs of rank 4 or 5: height, width, channels), else
+    ``"tables"`` (vectors, or sequences of feature vectors); None when the model has no
+    known inputs (a subclassed model not called through ``Input``)."""
+    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else []
+    if any(isinstance(layer, keras.layers.Embedding) for layer in layers):
+        return "tokens"
+    try:
+        inputs = keras.tree.flatten(getattr(model, "inputs", None) or [])
+    except (AttributeError, ValueError):  # a subclassed model: no symbolic inputs
+        inputs = []
+    if not inputs:
+        return None
+    if any("int" in str(t.dtype) for t in inputs):
+        return "tokens"
+    if any(len(t.shape) in (4, 5) for t in inputs):
+        return "images"
+    return "tables"
+
+
 def _weight(weights: Any, names: list[str], name: str) -> float:
     if weights is None:
         return 1.0
