@@ -121,7 +121,9 @@ def find_learning_rate(
 
         opt = _constant_lr_optimizer(model, optimizer, start_lr)
         if dataset is None:
-            if y is None and (hasattr(x, "x_train") or isinstance(x, tuple)):
+            if y is None and (
+                hasattr(x, "x_train") or hasattr(x, "sample") or isinstance(x, tuple)
+            ):
                 if sample_weight is not None:
                     raise ValueError("sample_weight: pass it in the (x, y, sample_weight) data")
                 examples = common.training_examples(x, class_weight)
