@@ -4,6 +4,8 @@ examples is not "overfitting", and a learning-rate verdict needs enough optimize
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -11,7 +13,8 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 from kerasdiag.callbacks import TrainingDoctor
-from kerasdiag.diagnosis import rules
+from kerasdiag.core.rundir import RunLayout
+from kerasdiag.diagnosis import diagnose, rules
 from kerasdiag.diagnosis.rules.thresholds import MIN_RATE_STEPS
 
 
@@ -115,3 +118,17 @@ def test_a_users_fit_of_few_steps_gets_no_learning_rate_verdict(digits):
     # the curve alone, its number of steps unknown, would have given one
     shape = rules.curve_findings(doctor.history, initial_loss=doctor.initial_loss)
     assert rate & {f.symptom for f in shape}
+
+
+@pytest.mark.parametrize(("last_step", "judged"), [(MIN_RATE_STEPS - 2, False),
+                                                   (MIN_RATE_STEPS - 1, True)])  # fmt: skip
+def test_the_diagnosis_of_a_run_directory_reads_its_number_of_steps(tmp_path, last_step, judged):
+    # A run directory as a user's fit with the doctor leaves it: the epoch metrics and
+    # doctor.json, whose step losses end at the last optimizer step.
+    lines = ["epoch,loss"] + [f"{e + 1},{v}" for e, v in enumerate(RISING["loss"])]
+    (tmp_path / RunLayout.METRICS).write_text("\n".join(lines) + "\n")
+    steps = np.linspace(0, last_step, 5).astype(int)
+    record = {"step_losses": [[int(s), 1.0] for s in steps], "initial_loss": 1.0}
+    (tmp_path / RunLayout.DOCTOR).write_text(json.dumps(record))
+    found = [f.symptom for f in diagnose(tmp_path, write=False)]
+    assert ("lr_too_high" in found) == judged, found
