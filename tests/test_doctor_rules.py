@@ -1031,7 +1031,7 @@ def test_unknown_threshold_lists_the_known_ones():
     assert str(error.value) == (
         "unknown threshold 'foo'; known: bias, bump, confidence_z, dead_fraction, exploding_norm, "
         "gradient_growth, linear_level, linear_ratio, min_epochs, oscillation, "
-        "oscillation_window, plateau_change, plateau_level, rise, saturated_fraction, "
+        "oscillation_noise, oscillation_window, plateau_change, plateau_level, rise, saturated_fraction, "
         "slow_drop, slow_epochs, stagnant_ratio, val_loss_rise, vanishing_ratio, variance"
     )
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from sklearn.datasets import load_digits
 
-from kerasdiag import check_gradients, find_learning_rate
+from kerasdiag import check_gradients, check_gradients_fast, find_learning_rate
 from kerasdiag.checks.sanity import _common as common
 from kerasdiag.checks.sanity import (
     check_input_dependence,
@@ -122,10 +123,41 @@ def test_regularization_check_scales_an_uncopyable_model_in_place_and_puts_it_ba
     assert kernel.regularizer is l2  # the model's own regularizer is back
 
 
-def test_the_gradient_check_says_in_one_line_why_it_needs_get_config(digits):
-    # a float64 copy is what makes finite differences trustworthy: it cannot be made from a
-    # layer that holds a Python callable and has no get_config
+@pytest.mark.parametrize("build", [lambda_model, custom_layer_model, subclassed_model])
+def test_the_gradient_checks_give_a_verdict_and_leave_the_model_as_it_was(build, digits):
+    # a float64 copy is what makes finite differences trustworthy: a model that cannot be
+    # rebuilt from its config is turned float64 in place and put back
     x, y = digits
-    model = custom_layer_model()
-    with pytest.raises(ValueError, match="(?s)cannot clone .* to float64 .* get_config"):
-        check_gradients(model, x[:8], y[:8])
+    model = build()
+    model(x[:1])
+    before = [(v, v.dtype, keras.ops.convert_to_numpy(v).copy()) for v in model.variables]
+    assert check_gradients(model, x[:8], y[:8]).status == "passed"
+    assert check_gradients_fast(model, x[:8], y[:8]).status == "passed"
+    for v, dtype, value in before:
+        assert v.dtype == dtype and np.array_equal(keras.ops.convert_to_numpy(v), value)
+    assert all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers())
+
+
+@pytest.mark.parametrize("wrap", ["lambda", "custom_layer"])
+def test_a_planted_gradient_bug_is_caught_in_a_model_that_cannot_be_cloned(wrap, digits):
+    x, y = digits
+
+    def scaled(scale):
+        @tf.custom_gradient
+        def f(t):
+            return tf.identity(t), lambda g: scale * g
+
+        return f
+
+    def build(scale):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((64,))
+        hidden = keras.layers.Dense(16, "tanh")(inputs)
+        layer = keras.layers.Lambda if wrap == "lambda" else Apply
+        hidden = layer(lambda t: scaled(scale)(t))(hidden)
+        out = keras.layers.Dense(10)(keras.layers.Dense(16, "tanh")(hidden))
+        return compiled(keras.Model(inputs, out))
+
+    for scale, status in ((1.0, "passed"), (1.1, "failed")):
+        assert check_gradients(build(scale), x[:8], y[:8]).status == status, scale
+        assert check_gradients_fast(build(scale), x[:8], y[:8]).status == status, scale

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from kerasdiag.callbacks import stats, weight_checks
 from kerasdiag.callbacks.activation_histograms import ActivationHistograms
@@ -59,6 +60,7 @@ from kerasdiag.callbacks.gradient_monitor import GradientMonitor
 from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
 from kerasdiag.callbacks.probe_batch import ProbeBatch, SelfMeasurements
 from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
+from kerasdiag.checks.sanity.outputs import count, input_kind
 from kerasdiag.core.io import write_json_atomic
 from kerasdiag.diagnosis import rules
 from kerasdiag.diagnosis.advice import Vocabulary, keras_terms
@@ -123,8 +125,18 @@ class TrainingDoctor(keras.callbacks.Callback):
             with neither, no bias/variance verdict is given.
         advice: the terms the fixes are given in: None (the default) names Keras changes
             (a ``BatchNormalization`` layer, ``epochs`` of ``fit``), for a reader who wrote
-            the model; a recipe run passes :func:`~kerasdiag.diagnosis.advice.config_terms`
+            the model, fitting what the model reads (``input_kind``: image augmentation
+            for images, more data, dropout, L2 and fewer units for tokens and tables); a
+            recipe run passes :func:`~kerasdiag.diagnosis.advice.config_terms`
             of its model config, so they name its config keys.
+        val_size: how many examples ``fit``'s validation scores, so that a gap within their
+            noise is inconclusive, not overfitting (a 20-point gap on 24 validation images
+            proves nothing). None (the default): learnt from ``fit`` itself, the examples of
+            ``validation_data`` / ``validation_split`` as arrays, or the batches validation
+            ran times their size for a ``tf.data.Dataset`` (counted once, in a pass over the
+            batches validation uses, when the batch size is not static). The training side
+            needs no size: the training error is scored on ``train_sample`` (or the probe
+            batch), whose size the doctor knows.
 
     Attributes:
         findings: :class:`~kerasdiag.diagnosis.symptoms.Finding` records, one per symptom
@@ -159,6 +171,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         verbose: int = 1,
         train_sample: tuple[Any, Any] | None = None,
         advice: Vocabulary | None = None,
+        val_size: int | None = None,
     ):
         super().__init__()
         self.engine = DoctorEngine(
@@ -170,6 +183,12 @@ class TrainingDoctor(keras.callbacks.Callback):
             on_finding=self._on_finding,
             advice=keras_terms() if advice is None else advice,
         )
+        self._own_advice = advice is None  # chosen from the model's inputs at train begin
+        if val_size is not None and (isinstance(val_size, bool) or int(val_size) != val_size
+                                     or val_size < 1):  # fmt: skip
+            raise ValueError(f"`val_size` must be a positive integer. Received: {val_size!r}")
+        self.val_size = None if val_size is None else int(val_size)
+        self._in_fit, self._val_batches, self._learned_val_size = False, 0, None
         self.thresholds, self.stop_on = self.engine.thresholds, self.engine.stop_on
         self.bayes_error = bayes_error
         self.path = None if path is None else Path(path)
@@ -206,6 +225,7 @@ class TrainingDoctor(keras.callbacks.Callback):
     # --- Keras hooks --------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._in_fit, self._learned_val_size = True, None
         self._saved = None
         if self.path is not None and self.path.is_file():
             self._saved = json.loads(self.path.read_text())
@@ -249,6 +269,8 @@ class TrainingDoctor(keras.callbacks.Callback):
         ``doctor.json`` (findings, step losses, epoch history, measured costs)."""
         self._started = True
         model = self.model
+        if self._own_advice:
+            self.engine.advice = keras_terms(input_kind(model))
         first_step = optimizer_step(model.optimizer)
         if stopped is not None:  # the optimizer counts the replayed steps again from here
             first_step = max(first_step, int(stopped["step"]))
@@ -334,7 +356,34 @@ class TrainingDoctor(keras.callbacks.Callback):
             self._own.guard.keep(epoch + 1)
         self._write()
 
+    def on_test_begin(self, logs=None):
+        self._val_batches = 0
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._val_batches = batch + 1  # only stored: safe on Keras' callback thread
+
+    def on_test_end(self, logs=None):
+        if self._in_fit and self.val_size is None and self._learned_val_size is None:
+            self._learned_val_size = validation_examples(self.model, self._val_batches)
+
+    @property
+    def validation_examples(self) -> int | None:
+        """How many examples ``fit``'s validation scores: ``val_size``, or what the doctor
+        learnt from ``fit`` (None: no validation, or not learnt)."""
+        return self.val_size if self.val_size is not None else self._learned_val_size
+
+    @property
+    def train_examples(self) -> int | None:
+        """How many training examples the inference-mode training error is scored on (the
+        training sample, else the probe batch; None: neither)."""
+        own = self._own
+        sample = own.train_sample if own.train_sample is not None else own.probe_batch
+        if sample is None or sample.y is None:
+            return None
+        return count(sample.x)
+
     def on_train_end(self, logs=None):
+        self._in_fit = False
         if not self._started:
             self._start()
         self._catch_up()
@@ -342,7 +391,12 @@ class TrainingDoctor(keras.callbacks.Callback):
             self._restore()
         else:
             step = optimizer_step(self.model.optimizer)
-            self.engine.end_training(step, judge_curves=self.judge_curves)
+            self.engine.end_training(
+                step,
+                judge_curves=self.judge_curves,
+                train_examples=self.train_examples,
+                dev_examples=self.validation_examples,
+            )
         if self._epochs_run or self._saved is None or self.engine.first_step == 0:
             # A resumed fit with no epoch left (killed after fit, before the test) has
             # nothing to add: the record on disk is complete and stays as it is.
@@ -425,6 +479,33 @@ class TrainingDoctor(keras.callbacks.Callback):
             probe_seconds=before["probe_seconds"] + self.probe_seconds,
             train_seconds=before["train_seconds"] + self._own.budget.elapsed(),
         )
+
+
+def validation_examples(model: keras.Model, batches: int) -> int | None:
+    """How many examples ``fit``'s validation just scored in ``batches`` batches, read from
+    the evaluation iterator ``fit`` keeps while it runs: exact for arrays
+    (``validation_data`` or ``validation_split``), the batch size times the batches for a
+    dataset whose batch size is static, else counted in one pass over those batches; None
+    when it cannot be told (a generator, a Python ``PyDataset``)."""
+    adapter = getattr(getattr(model, "_eval_epoch_iterator", None), "data_adapter", None)
+    if adapter is None or batches < 1:
+        return None
+    total = getattr(adapter, "_num_samples", None)
+    with contextlib.suppress(AttributeError, TypeError, ValueError):
+        size = adapter.batch_size
+        if total is not None:  # arrays: every batch full but the last
+            return int(min(int(total), batches * size)) if size else int(total)
+        if size:  # a static batch size: the last batch may be short when all ran
+            partial = adapter.partial_batch_size if adapter.has_partial_batch else None
+            if partial and batches == adapter.num_batches:
+                return int((batches - 1) * size + partial)
+            return int(batches * size)
+        dataset = adapter.get_tf_dataset()
+        count = dataset.take(batches).reduce(
+            0, lambda n, batch: n + tf.shape(keras.tree.flatten(batch)[0])[0]
+        )
+        return int(count)
+    return None
 
 
 def _feed_records(engine: DoctorEngine, monitors: dict[type, Any], fed: dict[str, int]) -> None:

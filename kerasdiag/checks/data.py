@@ -104,6 +104,10 @@ def check_leakage(
     Pass a kerasdiag ``Dataset`` as ``data``, or the arrays by name (any of val/test may be
     None). Fails when any example is shared; the counts, the share of each split and the
     first few indices are in ``details`` (with how many duplicates carry the same label).
+
+    Sample and class weights take no part: a validation or test example that copies a
+    training example inflates the scores whatever weight training gave it (a copy of a
+    weight-0 example still makes validation easier when the class is learnt from others).
     """
     start = time.perf_counter()
     streamed = _streamed(data)
@@ -181,6 +185,9 @@ def check_split_shift(
     images): the mean over features of |mean_val - mean_test| / pooled std, and of
     |log(std_val / std_test)|, each above ``FEATURE_SHIFT`` and above ``NOISE_FACTOR`` times
     the value sampling noise alone gives for these sizes (constant features are left out).
+
+    Sample and class weights take no part: they weigh the training loss, while this check
+    compares the validation and test splits, which Keras scores unweighted by default.
     """
     start = time.perf_counter()
     streamed = _streamed(data)

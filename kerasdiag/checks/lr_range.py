@@ -28,7 +28,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import OmegaConf
 
+from kerasdiag.checks import weights
 from kerasdiag.checks.sanity import _common as common
 from kerasdiag.checks.sanity import outputs as outputs_io
 from kerasdiag.checks.sanity.result import StageResult
@@ -64,6 +65,8 @@ def find_learning_rate(
     loss: Any = None,
     optimizer: Any = None,
     seed: int = 0,
+    sample_weight: Any = None,
+    class_weight: Mapping[Any, float] | None = None,
 ) -> LRFinderResult:
     """Run the learning-rate range test on a copy of ``model`` and suggest a learning rate.
 
@@ -80,9 +83,10 @@ def find_learning_rate(
     Args:
         model: a compiled Keras model (its loss and optimizer type are used); unchanged.
         x, y: training inputs and targets (arrays; batches are drawn by a private seeded
-            generator), or a kerasdiag ``Dataset`` as ``x`` (its training split).
-        dataset: instead of ``x, y``: a ``tf.data.Dataset`` of ``(x, y)`` batches (repeated
-            as needed).
+            generator), or a kerasdiag ``Dataset`` or an ``(x, y, sample_weight)`` triple as
+            ``x``.
+        dataset: instead of ``x, y``: a ``tf.data.Dataset`` of ``(x, y)`` or
+            ``(x, y, sample_weight)`` batches (repeated as needed).
         batch_size: examples per step for array data.
         start_lr, end_lr: the range, 0 < start_lr < end_lr.
         max_steps: the most steps the test takes (at least 10).
@@ -93,6 +97,10 @@ def find_learning_rate(
         optimizer: a Keras optimizer or its name (default: a fresh one configured like the
             model's, its learning rate set at every step).
         seed: seeds the copy's batches.
+        sample_weight, class_weight: as ``fit`` takes them: the copy trains on the weighted
+            loss ``fit`` minimises (``sum(w_i * loss_i) / N`` per batch), so the suggested
+            rate is one for that loss (class weights of 5 make its steps about 5 times
+            larger on those classes).
 
     Raises:
         ValueError: a bad argument (named), no data, or a model that cannot be copied.
@@ -107,17 +115,25 @@ def find_learning_rate(
         hs, names = common.heads(model, loss), outputs_io.output_names(model)
         weighted = common.weighted_loss(hs, names)
 
-        def loss_fn(yb: Any, out: Any) -> Any:
+        def loss_fn(yb: Any, out: Any, wb: Any = None) -> Any:
             per_output = outputs_io.as_list(yb, names)
-            return weighted([per_output[h.index] for h in hs], out)
+            return weighted([per_output[h.index] for h in hs], out, wb)
 
         opt = _constant_lr_optimizer(model, optimizer, start_lr)
         if dataset is None:
-            if hasattr(x, "x_train"):
-                x, y, _ = common.training_arrays(x)
-            if y is None:
+            if y is None and (
+                hasattr(x, "x_train") or hasattr(x, "sample") or isinstance(x, tuple)
+            ):
+                if sample_weight is not None:
+                    raise ValueError("sample_weight: pass it in the (x, y, sample_weight) data")
+                examples = common.training_examples(x, class_weight)
+            elif y is None:
                 raise ValueError("y is required with x (or pass dataset=)")
-            x, y = outputs_io.as_arrays(x), outputs_io.as_arrays(y)
+            else:
+                examples = common.training_examples(
+                    (x, y) if sample_weight is None else (x, y, sample_weight), class_weight
+                )
+            x, y, w = outputs_io.as_arrays(examples.x), outputs_io.as_arrays(examples.y), examples.w
             example = outputs_io.take(x, slice(0, 1))
             widths = [o.shape[-1] for o in common.predict_outputs(model, example)]
             targets = common.head_targets(hs, y, widths, names)
@@ -125,9 +141,12 @@ def find_learning_rate(
             for h, t in zip(hs, targets, strict=True):
                 per_output[h.index] = t  # in the form each loss takes
             y = per_output[0] if len(names) == 1 else per_output
-            batches = _array_batches(x, y, batch_size, seed)
+            batches = _array_batches(x, y, w, batch_size, seed)
         else:
-            batches = _dataset_batches(dataset)
+            if sample_weight is not None:
+                raise ValueError("sample_weight: with dataset=, yield (x, y, sample_weight)")
+            classes = int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else None
+            batches = _dataset_batches(dataset, class_weight, classes)
             example = None
         # A copy, or the original with its state put back (a model that cannot be copied)
         clone = stack.enter_context(common.training_copy(model, example))
@@ -138,10 +157,10 @@ def find_learning_rate(
         opt.build(variables)  # slots made before tracing: the step traces once
 
         @tf.function(autograph=False)
-        def train_step(xb, yb):
+        def train_step(xb, yb, wb):
             with tf.GradientTape() as tape:
                 outputs = clone(xb, training=True)
-                value = loss_fn(yb, outputs)
+                value = loss_fn(yb, outputs, wb)
                 if clone.losses:
                     value = value + tf.add_n(clone.losses)
             grads = tape.gradient(value, variables)
@@ -158,8 +177,8 @@ def find_learning_rate(
         for step in range(max_steps):
             lr = start_lr * factor**step
             opt.learning_rate = lr
-            xb, yb = next(batches)
-            value = float(train_step(xb, yb))
+            xb, yb, wb = next(batches)
+            value = float(train_step(xb, yb, wb))
             lrs.append(lr)
             losses.append(value)
             if not math.isfinite(value):
@@ -323,7 +342,8 @@ def _constant_lr_optimizer(model: Any, optimizer: Any, lr: float) -> Any:
     return type(base).from_config(config)
 
 
-def _array_batches(x: Any, y: Any, batch_size: int, seed: int) -> Iterator:
+def _array_batches(x: Any, y: Any, w: np.ndarray | None, batch_size: int, seed: int) -> Iterator:
+    """``(inputs, targets, weights or None)`` batches drawn by a private seeded generator."""
     n = outputs_io.count(x)
     size = min(batch_size, n)
     rng = np.random.default_rng(seed)
@@ -334,11 +354,23 @@ def _array_batches(x: Any, y: Any, batch_size: int, seed: int) -> Iterator:
             yield (
                 keras.tree.map_structure(tf.constant, outputs_io.take(x, idx)),
                 keras.tree.map_structure(tf.constant, outputs_io.take(y, idx)),
+                None if w is None else tf.constant(w[idx], tf.float32),
             )
 
 
-def _dataset_batches(dataset: Any) -> Iterator:
+def _dataset_batches(
+    dataset: Any, class_weight: Mapping[Any, float] | None, classes: int | None
+) -> Iterator:
+    """``(inputs, targets, weights or None)`` from a dataset's ``(x, y[, sample_weight])``
+    batches, ``class_weight`` turned into weights per batch as ``fit`` turns it."""
     for element in dataset.repeat():
-        if not isinstance(element, (tuple, list)) or len(element) < 2:
-            raise ValueError("dataset must yield (x, y) batches")
-        yield element[0], element[1]
+        if not isinstance(element, (tuple, list)) or len(element) not in (2, 3):
+            raise ValueError("dataset must yield (x, y) or (x, y, sample_weight) batches")
+        sw = element[2] if len(element) == 3 else None
+        y = element[1]
+        if sw is not None or class_weight is not None:
+            labels = keras.tree.map_structure(np.asarray, y)
+            sw = None if sw is None else np.asarray(sw)
+            w = weights.per_example_weights(labels, sw, class_weight, classes)
+            sw = tf.constant(w, tf.float32)
+        yield element[0], y, sw

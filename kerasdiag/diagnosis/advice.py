@@ -77,6 +77,17 @@ KERAS_PHRASES: dict[str, str] = {
     "trainer.epochs": "epochs of fit",
     "the searched range of optimizer.lr": "the searched range of the learning rate",
 }
+# The augmentation phrases of the fix texts, written for images. For token ids (an Embedding)
+# or table rows, flips and crops change what an example means: the advice names more data
+# only (dropout, L2 and a smaller network follow in the same texts).
+AUGMENT_PHRASE = "data.augment.flip=true, data.augment.crop=4"
+NO_AUGMENTATION_PHRASES: dict[str, str] = {
+    f"get more data or augment it ({AUGMENT_PHRASE})": "get more data",
+    f"more data or augmentation ({AUGMENT_PHRASE})": "more data",
+    "or use a smaller network": "or use a smaller network (fewer units or layers)",
+}
+# What a model's inputs are, as :func:`keras_terms` reads it (``input_kind`` of the checks).
+INPUT_KINDS = ("images", "tokens", "tables")
 # "optimizer.lr=0.001" (a value to try) -> "learning_rate=0.001 in the optimizer"
 _LR_VALUE = re.compile(r"optimizer\.lr=([^\s;,)]+)")
 
@@ -97,9 +108,19 @@ class Vocabulary:
         return text
 
 
-def keras_terms() -> Vocabulary:
-    """For a reader who wrote the model and calls ``fit``: Keras changes, no config keys."""
-    return Vocabulary(KERAS_PHRASES, keras=True)
+def keras_terms(inputs: str | None = None) -> Vocabulary:
+    """For a reader who wrote the model and calls ``fit``: Keras changes, no config keys.
+
+    ``inputs``: what the model reads (one of ``INPUT_KINDS``, None: not known). Image
+    augmentation (``RandomFlip``, ``RandomCrop``) is advised for images, and when the inputs
+    are not known; for token ids and table rows the advice names more data, dropout, L2 and
+    fewer units instead (a flipped sentence or a cropped row is another example).
+    """
+    if inputs is not None and inputs not in INPUT_KINDS:
+        raise ValueError(f"inputs: expected one of {INPUT_KINDS} or None, got {inputs!r}")
+    if inputs in (None, "images"):
+        return Vocabulary(KERAS_PHRASES, keras=True)
+    return Vocabulary({**KERAS_PHRASES, **NO_AUGMENTATION_PHRASES}, keras=True)
 
 
 def config_terms(model_cfg: Mapping[str, Any] | None) -> Vocabulary:

@@ -138,6 +138,7 @@ def diagnose(
             bayes_error=bayes_error,
             lr=lr,
             thresholds=th,
+            step=final_step(doctor),
             stopped_early=restores_best_epoch(cfg),
             **measured_sizes(run.json(RunLayout.DATA), test),
         )
@@ -150,6 +151,14 @@ def diagnose(
     if write:
         write_json_atomic(Path(run_dir) / RunLayout.DIAGNOSIS, [f.to_dict() for f in findings])
     return findings
+
+
+def final_step(doctor: Mapping[str, Any]) -> int | None:
+    """The last optimizer step the doctor recorded (``doctor.json``'s step losses keep the
+    last one however they are thinned): a learning-rate verdict needs enough steps. None
+    when the run has no doctor record."""
+    points = doctor.get("step_losses") or []
+    return int(points[-1][0]) if points else None
 
 
 def measured_sizes(data: Mapping[str, Any] | None, test: Mapping[str, Any]) -> dict[str, Any]:

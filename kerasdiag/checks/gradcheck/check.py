@@ -23,16 +23,22 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
 from kerasdiag.checks.gradcheck.batch_stats import stable_samples
+from kerasdiag.checks.gradcheck.clone import in_float64_scope
 from kerasdiag.checks.gradcheck.finite_diff import RETRY_STEPS, final, run_attempts
 from kerasdiag.checks.gradcheck.kinks import crossed
-from kerasdiag.checks.gradcheck.objective import PARTS, ModelObjective, custom_train_step_note
+from kerasdiag.checks.gradcheck.objective import (
+    PARTS,
+    ModelObjective,
+    checked_weights,
+    custom_train_step_note,
+)
 from kerasdiag.checks.gradcheck.report import ElementCheck, GradcheckReport, summarize
 from kerasdiag.checks.gradcheck.sampling import stratified_sample, unravel, used_rows
 from kerasdiag.checks.gradcheck.verdict import TINY, smooth_tolerance, tolerance_note
@@ -77,6 +83,7 @@ def embedding_variables(model: keras.Model) -> set[str]:
     }
 
 
+@in_float64_scope
 def check_gradients(
     model: keras.Model,
     x: Any,
@@ -91,11 +98,16 @@ def check_gradients(
     training: bool | None = None,
     variables: Sequence[str] | None = None,
     loss_scale: float = 1.0,
+    sample_weight: Any = None,
+    class_weight: Mapping[Any, float] | None = None,
 ) -> GradcheckReport:
     """Check ``model``'s gradients on ``samples`` examples of ``(x, y)``.
 
     Args:
-        model: a built Keras model (Sequential, functional, or subclassed with get_config).
+        model: a built Keras model: Sequential, functional or subclassed. One that cannot
+            be rebuilt from its config (a custom layer without get_config, a subclassed
+            model whose constructor takes Python objects) is turned float64 in place for
+            the check and put back as it was (the same variables, the same values).
         x, y: examples; the first ``samples`` are checked, all of them feed a warm-up.
         loss: loss object, name or function; ``None`` uses the model's compiled loss.
         samples: data points in the objective (few: fewer kinks, faster).
@@ -109,6 +121,11 @@ def check_gradients(
             with BatchNormalization, inference mode otherwise.
         variables: check only these variable paths (as ``check_gradients_fast`` suggests).
         loss_scale: multiply the objective, when gradients are too small to compare.
+        sample_weight, class_weight: as ``fit`` takes them (validated, one weight per example
+            or ``{class index: weight}``): the check differentiates the weighted loss ``fit``
+            minimises, on the first ``samples`` examples of weight > 0 (the warm-up, when
+            asked for, trains on the unweighted loss: it only moves the weights off their
+            initialisation).
     """
     validate_settings(
         samples=samples, dims_per_variable=dims_per_variable, h=h,
@@ -125,7 +142,8 @@ def check_gradients(
         )
     samples = choice.samples
     objective = ModelObjective.build(
-        model, x, y, loss, samples=samples, training=training,
+        model, x, y, loss, sample_weight=checked_weights(model, y, sample_weight, class_weight),
+        samples=samples, training=training,
         loss_scale=loss_scale, warmup_steps=warmup_steps, seed=seed,
     )  # fmt: skip
     grads = objective.gradients()

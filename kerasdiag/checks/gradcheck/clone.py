@@ -19,8 +19,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -92,6 +93,76 @@ def _custom_objects(obj: Any) -> dict[str, Any]:
     return found
 
 
+class CannotClone(ValueError):
+    """The object cannot be rebuilt from its config (a custom layer without ``get_config``,
+    a subclassed model whose constructor takes Python objects)."""
+
+
+# The restore functions of the models turned float64 in place by the innermost
+# ``float64_scope`` (None: no scope, an object that cannot be cloned raises CannotClone).
+_IN_PLACE: list[list[Any]] = []
+
+
+@contextlib.contextmanager
+def float64_scope() -> Iterator[None]:
+    """Within the block, a model that cannot be cloned (:class:`CannotClone`) is turned
+    float64 in place by :func:`clone_float64` instead (:func:`float64_in_place`), and put
+    back as it was when the block ends: any model a user can ``fit`` can be checked."""
+    restores: list[Any] = []
+    _IN_PLACE.append(restores)
+    try:
+        yield
+    finally:
+        _IN_PLACE.pop()
+        for restore in reversed(restores):
+            restore()
+
+
+def in_float64_scope(check: Callable[..., Any]) -> Callable[..., Any]:
+    """``check`` run inside :func:`float64_scope`: a model-level gradient check of a model
+    that cannot be cloned checks the model itself, put back as it was when it returns."""
+
+    @functools.wraps(check)
+    def scoped(*args: Any, **kwargs: Any) -> Any:
+        with float64_scope():
+            return check(*args, **kwargs)
+
+    return scoped
+
+
+def float64_in_place(model: Any) -> Any:
+    """Make ``model`` compute in float64 itself; returns the function that puts it back.
+
+    Every layer's dtype policy becomes float64 and every floating variable gets a new
+    float64 value holding its current value; the function restores the policies and the
+    original variables (the same objects, so their values are exactly as they were,
+    whatever was done to the float64 ones meanwhile: a warm-up trains them).
+    """
+    layers = [model, *model._flatten_layers()]
+    policies = [(layer, layer._dtype_policy) for layer in layers]
+    saved: list[tuple[Any, Any, Any]] = []
+    seen: set[int] = set()
+    for v in model.variables:
+        if id(v) in seen or "float" not in str(v.dtype):
+            continue
+        seen.add(id(v))
+        value = np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float64)
+        saved.append((v, v._dtype, v._value))
+        v._dtype = FLOAT64
+        v._initialize(value)
+
+    def restore() -> None:
+        for layer, policy in policies:
+            layer._dtype_policy = policy
+        for v, dtype, value in saved:
+            v._dtype, v._value = dtype, value
+
+    for layer, policy in policies:
+        if policy.compute_dtype in _FLOAT_NAMES or policy.variable_dtype in _FLOAT_NAMES:
+            layer._dtype_policy = keras.DTypePolicy(FLOAT64)
+    return restore
+
+
 def _rebuild(obj: Any) -> Any:
     try:
         # A layer holding a Python callable without get_config fails here already.
@@ -103,7 +174,7 @@ def _rebuild(obj: Any) -> Any:
         with float64_defaults(), keras.saving.custom_object_scope(_custom_objects(obj)):
             return serialization_lib.deserialize_keras_object(config, safe_mode=False)
     except Exception as exc:  # Keras raises many types for objects it cannot rebuild
-        raise ValueError(
+        raise CannotClone(
             f"cannot clone {type(obj).__name__} {getattr(obj, 'name', '')!r} to float64 "
             f"({type(exc).__name__}: {exc}); custom layers must implement get_config() "
             "returning every constructor argument"
@@ -115,9 +186,20 @@ def clone_float64(model: keras.Model | keras.layers.Layer, build_input: Any = No
 
     ``build_input`` is called through the copy when the config alone does not build it
     (subclassed models, layers never called). A layer that was never built keeps the
-    copy's freshly initialised weights.
+    copy's freshly initialised weights. Inside :func:`float64_scope`, a model that cannot be
+    rebuilt (:class:`CannotClone`) is turned float64 in place and put back when the scope
+    ends.
     """
-    clone = _rebuild(model)
+    try:
+        clone = _rebuild(model)
+    except CannotClone:
+        if not _IN_PLACE or not isinstance(model, keras.Model):
+            raise
+        if not model.built and build_input is not None:
+            model(build_input)
+        _IN_PLACE[-1].append(float64_in_place(model))
+        check_float64(model)
+        return model
     if not clone.built or len(clone.weights) != len(model.weights):
         if build_input is None:
             raise ValueError(

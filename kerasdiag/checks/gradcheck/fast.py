@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,9 +38,14 @@ import tensorflow as tf
 
 from kerasdiag.checks.gradcheck.batch_stats import stable_samples
 from kerasdiag.checks.gradcheck.check import validate_settings, variable_names
+from kerasdiag.checks.gradcheck.clone import in_float64_scope
 from kerasdiag.checks.gradcheck.finite_diff import RETRY_STEPS, Attempt, final, run_attempts
 from kerasdiag.checks.gradcheck.kinks import crossed
-from kerasdiag.checks.gradcheck.objective import ModelObjective, custom_train_step_note
+from kerasdiag.checks.gradcheck.objective import (
+    ModelObjective,
+    checked_weights,
+    custom_train_step_note,
+)
 from kerasdiag.checks.gradcheck.report import (
     EXCUSED,
     FAILING,
@@ -188,6 +194,7 @@ def random_directions(shapes: list[tuple[int, ...]], count: int, seed: int) -> l
     return blocks
 
 
+@in_float64_scope
 def check_gradients_fast(
     model: keras.Model,
     x: Any,
@@ -200,11 +207,15 @@ def check_gradients_fast(
     samples: int = 2,
     training: bool | None = None,
     loss_scale: float = 1.0,
+    sample_weight: Any = None,
+    class_weight: Mapping[Any, float] | None = None,
 ) -> FastReport:
     """Compare directional derivatives of ``model``'s objective along random directions.
 
     The objective is the data loss plus the regularization term on the first ``samples``
-    examples, on a float64 copy (see ``check_gradients`` for the arguments).
+    examples (of weight > 0, with ``sample_weight`` or ``class_weight``: the weighted loss
+    ``fit`` minimises), on a float64 copy, or on the model itself turned float64 in place and
+    put back when it cannot be copied (see ``check_gradients`` for the arguments).
     """
     validate_settings(samples=samples, directions=directions, h=h, loss_scale=loss_scale)
     start = time.perf_counter()
@@ -215,7 +226,15 @@ def check_gradients_fast(
         return FastReport(rows=[], h=h, settings={"training": mode}, unstable=choice.unstable)
     samples = choice.samples
     objective = ModelObjective.build(
-        model, x, y, loss, samples=samples, training=training, loss_scale=loss_scale, seed=seed
+        model,
+        x,
+        y,
+        loss,
+        sample_weight=checked_weights(model, y, sample_weight, class_weight),
+        samples=samples,
+        training=training,
+        loss_scale=loss_scale,
+        seed=seed,
     )
     grads = objective.gradients()
     total = [a + b for a, b in zip(grads["data"], grads["regularization"], strict=True)]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -46,6 +47,7 @@ from kerasdiag.checks.sanity.outputs import (
     take,
     uses_batch_statistics,
 )
+from kerasdiag.checks.weights import per_example_weights
 
 PARTS = ("data", "regularization")
 
@@ -67,7 +69,8 @@ def training_kwargs(layer: keras.layers.Layer, training: bool) -> dict[str, bool
 
 
 def resolve_loss(model: keras.Model, loss: Any) -> Any:
-    """The float64 loss callable ``(y_true, y_pred) -> scalar``; ``None`` = the compiled loss.
+    """The float64 loss callable ``(y_true, y_pred, sample_weight=None) -> scalar``; ``None`` =
+    the compiled loss.
 
     A model with several outputs gets the weighted sum of its per-output losses, with the
     compiled ``loss_weights``: the objective ``fit`` minimises.
@@ -78,9 +81,9 @@ def resolve_loss(model: keras.Model, loss: Any) -> Any:
     names = output_names(model)
     fns = [(names.index(n), _float64_mean(fn), w) for n, fn, w in terms]
 
-    def weighted_loss(y_true: Any, y_pred: Any) -> tf.Tensor:
+    def weighted_loss(y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:
         ys, outs = as_list(y_true, names), as_list(y_pred, names)
-        total = [w * fn(ys[i], outs[i]) for i, fn, w in fns]
+        total = [w * fn(ys[i], outs[i], sample_weight) for i, fn, w in fns]
         return tf.add_n(total)
 
     return weighted_loss
@@ -89,6 +92,18 @@ def resolve_loss(model: keras.Model, loss: Any) -> Any:
 def _float64_mean(loss: Any) -> Any:
     loss = float64_loss(loss)
     return loss if isinstance(loss, keras.losses.Loss) else mean_loss(loss)
+
+
+def checked_weights(
+    model: keras.Model, y: Any, sample_weight: Any, class_weight: Mapping[Any, float] | None
+) -> np.ndarray | None:
+    """The per-example weights of a gradient check, as ``fit(x, y, sample_weight=...,
+    class_weight=...)`` would weigh ``y`` (validated in one place,
+    :mod:`kerasdiag.checks.weights`); None when neither is given."""
+    outputs = getattr(model, "outputs", None)
+    width = int(outputs[0].shape[-1]) if outputs and len(outputs) == 1 else None
+    classes = width if width is not None and width > 1 else None
+    return per_example_weights(as_arrays(y), sample_weight, class_weight, classes)
 
 
 def custom_train_step_note(model: keras.Model) -> str | None:
@@ -114,11 +129,13 @@ class ModelObjective:
         *,
         training: bool = False,
         loss_scale: float = 1.0,
+        sample_weight: Any = None,
     ) -> None:
         self.model = clone
         self.loss_fn = loss_fn
         self.x = _float64_inputs(x)
         self.y = _float64_inputs(y)
+        self.w = None if sample_weight is None else tf.constant(sample_weight, tf.float64)
         self.training = bool(training)
         self.scale = float(loss_scale)
         self.values = [tf.identity(v.value) for v in clone.trainable_variables]
@@ -141,6 +158,7 @@ class ModelObjective:
         loss_scale: float = 1.0,
         warmup_steps: int = 0,
         seed: int = 0,
+        sample_weight: Any = None,
     ) -> ModelObjective:
         """Clone ``model`` to float64 (optionally warm it up) and fix the checked examples.
 
@@ -149,18 +167,31 @@ class ModelObjective:
         a check does not change what a later training run draws. ``training=None`` checks
         the mode ``fit`` trains in where it matters: training mode (batch statistics) for a
         model with BatchNormalization, inference mode otherwise.
+
+        ``sample_weight`` (one per example, validated): the objective is the weighted loss
+        ``fit`` minimises, and the checked examples are the first ``samples`` of weight > 0
+        (an example of weight 0 adds nothing to the loss, nor to its gradient).
         """
         if training is None:
             training = uses_batch_statistics(model)
         loss_fn = resolve_loss(model, loss)
         x, y = as_arrays(x), as_arrays(y)
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            order = np.concatenate([np.flatnonzero(w > 0), np.flatnonzero(w <= 0)])
+            x, y, w = take(x, order), take(y, order), w[order]
         first = take(x, slice(None, samples))
         with _seeded(seed):
             clone = clone_float64(model, build_input=_float64_inputs(first))
             if warmup_steps:
                 warm_up(model, clone, loss_fn, _float64_inputs(x), _float64_inputs(y), warmup_steps)
         y_first = take(y, slice(None, samples))
-        return cls(clone, loss_fn, first, y_first, training=training, loss_scale=loss_scale)
+        w_first = None if w is None else w[:samples]
+        return cls(
+            clone, loss_fn, first, y_first, training=training, loss_scale=loss_scale,
+            sample_weight=w_first,
+        )  # fmt: skip
 
     def forward(
         self, values: list[tf.Tensor], fingerprint: bool = True
@@ -175,7 +206,7 @@ class ModelObjective:
                 **training_kwargs(self.model, self.training),
             )  # fmt: skip
             _require_float64(out, "model outputs")
-            data = _require_float64(self.loss_fn(self.y, out), "loss") * self.scale
+            data = _require_float64(self.loss_fn(self.y, out, self.w), "loss") * self.scale
             reg = tf.zeros([], FLOAT64)
             for term in losses:
                 reg += tf.reduce_sum(_require_float64(term, "regularization term")) * self.scale

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras.src.backend.common import global_state
 from keras.src.losses.loss import squeeze_or_expand_to_same_rank
 from keras.src.models.functional import Functional
@@ -17,37 +18,125 @@ from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
 from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
 from tensorflow.python.eager import context
 
+from kerasdiag.checks import weights
 from kerasdiag.checks.sanity import outputs as io
 from kerasdiag.checks.sanity.expected import LossSpec, describe_loss
 from kerasdiag.checks.tasks import Task, task_of
 from kerasdiag.checks.tasks import accuracy as task_accuracy
 from kerasdiag.checks.tasks import class_indices as class_indices  # one home, re-exported
 
+# A tf.data.Dataset is read up to this many examples: the checks use a few hundred, and a
+# dataset that repeats forever must still end.
+DATASET_EXAMPLES = 4096
 
-def training_arrays(data: Any) -> tuple[Any, Any, int | None]:
-    """``(x, y, num_classes)`` from a kerasdiag Dataset or an ``(x, y)`` pair.
 
-    ``x`` and ``y`` may be lists or dicts of arrays (several inputs or outputs).
+@dataclass
+class Examples:
+    """Training examples as the checks take them: inputs, labels, one weight per example
+    (None: unweighted) and the class count when the data says it."""
+
+    x: Any
+    y: Any
+    w: np.ndarray | None = None
+    num_classes: int | None = None
+
+    def take(self, index: Any) -> Examples:
+        """The examples at ``index`` (an index array or a slice)."""
+        w = None if self.w is None else self.w[index]
+        return Examples(io.take(self.x, index), io.take(self.y, index), w, self.num_classes)
+
+    @property
+    def weighted(self) -> bool:
+        return self.w is not None
+
+
+def training_examples(data: Any, class_weight: Mapping[Any, float] | None = None) -> Examples:
+    """The training examples of ``data`` with their weights, as ``fit`` would weigh them.
+
+    ``data``: a kerasdiag Dataset (its training split), an ``(x, y)`` pair, an
+    ``(x, y, sample_weight)`` triple, or a ``tf.data.Dataset`` of such pairs or triples (read
+    up to ``DATASET_EXAMPLES``). ``x`` and ``y`` may be lists or dicts of arrays (several
+    inputs or outputs). ``class_weight``: ``{class index: weight}`` as ``fit`` takes it,
+    turned into per-example weights (:mod:`kerasdiag.checks.weights`).
     """
+    if isinstance(data, tf.data.Dataset):
+        data = _dataset_arrays(data)
     if hasattr(data, "sample") and not hasattr(data, "x_train"):
         data = data.sample()  # a streamed data set: its bounded in-memory sample
     if hasattr(data, "x_train"):
-        return np.asarray(data.x_train), np.asarray(data.y_train), int(data.num_classes)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y, sw = np.asarray(data.x_train), np.asarray(data.y_train), None
+        num_classes: int | None = int(data.num_classes)
+    elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
         x, y = io.as_arrays(data[0]), io.as_arrays(data[1])
+        sw = data[2] if len(data) == 3 else None
         if io.count(x) != io.count(y):
             raise ValueError(f"data: x has {io.count(x)} examples but y has {io.count(y)}")
-        return x, y, None
-    raise ValueError(f"data must be a kerasdiag Dataset or an (x, y) pair, got {type(data)}")
+        num_classes = None
+    else:
+        raise ValueError(
+            "data must be a kerasdiag Dataset, an (x, y) pair, an (x, y, sample_weight) "
+            f"triple or a tf.data.Dataset of them, got {type(data)}"
+        )
+    w = weights.per_example_weights(y, sw, class_weight, num_classes)
+    return Examples(x, y, w, num_classes)
+
+
+def _dataset_arrays(dataset: tf.data.Dataset) -> tuple[Any, ...]:
+    """The first ``DATASET_EXAMPLES`` examples of a dataset of batched ``(x, y)`` or
+    ``(x, y, sample_weight)`` elements (batched, as ``fit`` takes a dataset), as arrays."""
+    parts: list[tuple[Any, ...]] = []
+    seen = 0
+    for element in dataset.as_numpy_iterator():
+        if not isinstance(element, tuple) or len(element) not in (2, 3):
+            raise ValueError(
+                "data: a tf.data.Dataset must yield (x, y) or (x, y, sample_weight) tuples"
+            )
+        parts.append(element)
+        seen += io.count(parts[-1][0])
+        if seen >= DATASET_EXAMPLES:
+            break
+    if not parts:
+        raise ValueError("data: the tf.data.Dataset yields no examples")
+    joined = tuple(
+        keras.tree.map_structure(lambda *a: np.concatenate(a), *[p[k] for p in parts])
+        for k in range(len(parts[0]))
+    )
+    return tuple(io.take(j, slice(0, DATASET_EXAMPLES)) for j in joined)
+
+
+def training_arrays(data: Any) -> tuple[Any, Any, int | None]:
+    """``(x, y, num_classes)`` of :func:`training_examples`, for a check that does not read
+    the loss (so has no use for weights)."""
+    ex = training_examples(data)
+    return ex.x, ex.y, ex.num_classes
 
 
 def subset(x: Any, y: Any, n: int | None, seed: int = 0) -> tuple[Any, Any]:
     """``n`` examples drawn without replacement by a private generator (global RNG untouched)."""
-    total = io.count(x)
-    if n is None or n >= total:
-        return x, y
-    idx = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
-    return io.take(x, idx), io.take(y, idx)
+    ex = weighted_subset(Examples(x, y), n, seed)
+    return ex.x, ex.y
+
+
+def weighted_subset(
+    ex: Examples, n: int | None, seed: int = 0, weighted_only: bool = False
+) -> Examples:
+    """``n`` of ``ex`` drawn without replacement by a private generator (global RNG
+    untouched); ``weighted_only``: from the examples of weight > 0 only (what a check that
+    trains on them can learn: a zero-weight example contributes nothing to the loss)."""
+    pool = np.arange(io.count(ex.x))
+    if weighted_only and ex.w is not None:
+        pool = pool[ex.w > 0]
+        if len(pool) == 0:
+            raise NoWeight("every example has sample weight 0: there is no loss to check")
+    if n is None or n >= len(pool):
+        return ex if len(pool) == io.count(ex.x) else ex.take(pool)
+    idx = np.sort(np.random.default_rng(seed).choice(pool, size=n, replace=False))
+    return ex.take(idx)
+
+
+class NoWeight(ValueError):
+    """Every example a check would use has weight 0: the weighted loss is 0 whatever the
+    model does, so the check does not apply."""
 
 
 @dataclass
@@ -114,7 +203,8 @@ def head_targets(hs: list[Head], y: Any, widths: list[int], names: list[str]) ->
 @dataclass
 class Subset:
     """A few training examples and what a check on them needs: the loss-carrying heads,
-    the output names, and each head's labels in the form its loss takes."""
+    the output names, each head's labels in the form its loss takes, and the examples'
+    weights (None: unweighted)."""
 
     heads: list[Head]
     names: list[str]
@@ -122,48 +212,62 @@ class Subset:
     y: Any
     targets: list[Any]
     tasks: list[Task]
+    w: np.ndarray | None = None
 
 
-def loss_subset(model: keras.Model, data: Any, loss: Any, n: int | None, seed: int) -> Subset:
-    """``n`` training examples (seeded) prepared for a check of ``model`` with ``loss``."""
+def loss_subset(
+    model: keras.Model,
+    data: Any,
+    loss: Any,
+    n: int | None,
+    seed: int,
+    class_weight: Mapping[Any, float] | None = None,
+    weighted_only: bool = False,
+) -> Subset:
+    """``n`` training examples (seeded) prepared for a check of ``model`` with ``loss``;
+    ``weighted_only``: drawn from the examples of weight > 0 (:func:`weighted_subset`)."""
     hs = heads(model, loss)
-    x_all, y_all, _ = training_arrays(data)
-    x, y = subset(x_all, y_all, n, seed)
+    ex = weighted_subset(training_examples(data, class_weight), n, seed, weighted_only)
+    x, y = ex.x, ex.y
     names = io.output_names(model)
     widths = [o.shape[-1] for o in predict_outputs(model, io.take(x, slice(0, 1)))]
     tasks = head_tasks(model, hs, y, widths)
-    return Subset(hs, names, x, y, head_targets(hs, y, widths, names), tasks)
+    return Subset(hs, names, x, y, head_targets(hs, y, widths, names), tasks, ex.w)
 
 
-def weighted_loss(hs: list[Head], names: list[str]) -> Callable[[list[Any], Any], Any]:
-    """``(targets per head, model output) -> sum of weight * loss``, as ``fit`` minimises."""
+def weighted_loss(hs: list[Head], names: list[str]) -> Callable[..., Any]:
+    """``(targets per head, model output, sample_weight=None) -> sum of weight * loss``, as
+    ``fit`` minimises (each head's loss weighted per example as ``fit`` weighs it)."""
     per_head = head_losses(hs, names)
-    weights = [h.weight for h in hs]
+    weights_ = [h.weight for h in hs]
 
-    def total(targets: list[Any], out: Any) -> Any:
+    def total(targets: list[Any], out: Any, sample_weight: Any = None) -> Any:
         value = 0.0
-        for w, part in zip(weights, per_head(targets, out), strict=True):
+        for w, part in zip(weights_, per_head(targets, out, sample_weight), strict=True):
             value = value + w * part
         return value
 
     return total
 
 
-def head_losses(hs: list[Head], names: list[str]) -> Callable[[list[Any], Any], list[Any]]:
-    """``(targets per head, model output) -> [loss of each head]`` (unweighted): each output
-    is judged by its own task's criterion."""
+def head_losses(hs: list[Head], names: list[str]) -> Callable[..., list[Any]]:
+    """``(targets per head, model output, sample_weight=None) -> [loss of each head]``
+    (unweighted by ``loss_weights``): each output is judged by its own task's criterion."""
     fns = [(h.index, loss_function(h.loss)) for h in hs]
 
-    def losses(targets: list[Any], out: Any) -> list[Any]:
+    def losses(targets: list[Any], out: Any, sample_weight: Any = None) -> list[Any]:
         outs = io.as_list(out, names) if not isinstance(out, list) else out
-        return [fn(t, outs[i]) for t, (i, fn) in zip(targets, fns, strict=True)]
+        return [fn(t, outs[i], sample_weight) for t, (i, fn) in zip(targets, fns, strict=True)]
 
     return losses
 
 
-def per_example_loss(hs: list[Head], targets: list[Any], outs: list[Any]) -> np.ndarray:
+def per_example_loss(
+    hs: list[Head], targets: list[Any], outs: list[Any], sample_weight: Any = None
+) -> np.ndarray:
     """The weighted loss of each example (one value per example, nothing averaged across
-    examples): what a paired comparison of two models on the same examples needs."""
+    examples, times its sample weight when given): what a paired comparison of two models
+    on the same examples needs."""
     total = 0.0
     for h, t in zip(hs, targets, strict=True):
         y_true = keras.ops.convert_to_tensor(t)
@@ -177,7 +281,8 @@ def per_example_loss(hs: list[Head], targets: list[Any], outs: list[Any]) -> np.
             each = fn(y_true, y_pred)
         each = keras.ops.convert_to_numpy(each).astype(np.float64)
         total = total + h.weight * each.reshape(len(each), -1).mean(axis=1)
-    return np.asarray(total)
+    total = np.asarray(total)
+    return total if sample_weight is None else total * np.asarray(sample_weight)
 
 
 def loss_and_subset(
@@ -198,11 +303,12 @@ def compiled_loss(model: keras.Model) -> Any:
     return loss
 
 
-def loss_function(loss: Any) -> Callable[[Any, Any], Any]:
-    """A callable ``(y_true, y_pred) -> scalar`` averaging the loss over the examples.
+def loss_function(loss: Any) -> Callable[..., Any]:
+    """A callable ``(y_true, y_pred, sample_weight=None) -> scalar``: the loss averaged over
+    the examples as ``fit`` averages it, ``sum(w_i * loss_i) / N`` with weights.
 
-    Keras loss objects reduce themselves (as in training); names and plain functions return
-    one value per example and are averaged here.
+    Keras loss objects reduce themselves (as in training, their ``reduction`` included);
+    names and plain functions return one value per example and are averaged here.
     """
     return loss if isinstance(loss, keras.losses.Loss) else io.mean_loss(loss)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -34,6 +35,7 @@ def check_input_dependence(
     loss: Any = None,
     optimizer: Any = None,
     seed: int = 0,
+    class_weight: Mapping[Any, float] | None = None,
 ) -> StageResult:
     """Does the model do clearly better with its inputs than with zeros?
 
@@ -54,12 +56,20 @@ def check_input_dependence(
 
     Args:
         model: a compiled model (its loss and optimizer settings are used); unchanged.
-        data: a kerasdiag ``Dataset`` or an ``(x, y)`` pair.
+        data: a kerasdiag ``Dataset``, an ``(x, y)`` pair, an ``(x, y, sample_weight)``
+            triple or a ``tf.data.Dataset`` of them.
         steps, batch_size: the brief training of each copy.
         margin: how much lower the real-input loss must be (0 < margin < 1).
         loss, optimizer: override the model's compiled loss / a fresh copy of its optimizer
             (a learning-rate schedule replaced by its peak rate, ``fresh_optimizer``).
         seed: seeds the batches.
+        class_weight: ``{class index: weight}`` as ``fit`` takes it.
+
+    With weights, both copies train on the weighted loss ``fit`` minimises. Without a
+    validation split they are scored on the training examples of weight > 0 with their
+    weights (the losses and the paired differences weighted, the accuracy over those
+    examples); a validation split is scored unweighted, as ``fit`` scores it. When every
+    example has weight 0 the check does not apply.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1. Received: {steps!r}, {batch_size!r}")
@@ -69,12 +79,22 @@ def check_input_dependence(
     with common.preserved_random_state():
         names = outputs_io.output_names(model)
         hs = common.heads(model, loss)
-        x, y, _ = common.training_arrays(data)
+        examples = common.training_examples(data, class_weight)
+        x, y, w = examples.x, examples.y, examples.w
+        if w is not None and not np.any(w > 0):
+            return StageResult(
+                "input_baseline",
+                None,
+                message="does not apply: every example has sample weight 0, so the weighted "
+                "loss is 0 whatever the inputs",
+                seconds=time.perf_counter() - start,
+            )
         if getattr(data, "x_val", None) is not None and len(data.x_val):
-            x_eval, y_eval = np.asarray(data.x_val), np.asarray(data.y_val)
+            scored_on = common.Examples(np.asarray(data.x_val), np.asarray(data.y_val))
         else:
-            x_eval, y_eval = x, y
-        x_eval, y_eval = common.subset(x_eval, y_eval, 512, seed)
+            scored_on = examples
+        picked = common.weighted_subset(scored_on, 512, seed, weighted_only=True)
+        x_eval, y_eval, w_eval = picked.x, picked.y, picked.w
         widths = [
             o.shape[-1] for o in common.predict_outputs(model, outputs_io.take(x, slice(0, 1)))
         ]
@@ -96,7 +116,10 @@ def check_input_dependence(
         # (keras.applications' MobileNetV2: 10.4% against 12.9% with zeros, a false alarm;
         # 20.5% on batch statistics).
         training = uses_batch_statistics(model)
-        fit_batches = [(outputs_io.take(x, b), [t[b] for t in y_fit]) for b in batches]
+        fit_batches = [
+            (outputs_io.take(x, b), [t[b] for t in y_fit], None if w is None else w[b])
+            for b in batches
+        ]
         inputs = {"real": x_eval, "zero": keras.tree.map_structure(np.zeros_like, x_eval)}
         # The accuracy of a model with one classifying output, by its task's measure.
         scored = hs[0] if len(hs) == 1 and tasks[0].classifies else None
@@ -104,12 +127,12 @@ def check_input_dependence(
 
         def score(trained: keras.Model, name: str) -> tuple[float, float | None, np.ndarray]:
             outs = common.predict_outputs(trained, inputs[name], training=training)
-            value = float(loss_fn(t_eval, outs))
+            value = float(loss_fn(t_eval, outs, w_eval))
             acc = None
             if scored is not None:
                 acc = task_accuracy(tasks[0], outs[scored.index], y_scored)
                 right[name] = per_example_right(tasks[0], outs[scored.index], y_scored)
-            return value, acc, common.per_example_loss(hs, t_eval, outs)
+            return value, acc, common.per_example_loss(hs, t_eval, outs, w_eval)
 
         right: dict[str, np.ndarray] = {}
 
@@ -133,7 +156,7 @@ def check_input_dependence(
     details = {
         "steps": steps,
         "batch_size": batch_size,
-        "evaluated_on": "validation" if x_eval is not x else "training",
+        "evaluated_on": "validation" if scored_on is not examples else "training",
         "real_loss": real,
         "zero_loss": zero,
         "real_accuracy": real_acc,
@@ -316,7 +339,8 @@ def _train(copies: dict, optimizers: dict, loss_fn: Any, batches: list, training
     ``training``: run the models in training mode. A BatchNormalization model trains on
     batch statistics, as fit trains it: in inference mode its fresh moving statistics (0 and
     1) leave a deep BN net barely able to learn in 60 steps (a keras.io-style ResNet scored
-    17% against 13% with zeros, a false alarm). ``loss_fn(targets per head, outputs)``."""
+    17% against 13% with zeros, a false alarm). ``loss_fn(targets per head, outputs,
+    sample_weight)``; ``batches``: ``(inputs, targets per head, weights or None)``."""
     variables = {name: list(m.trainable_variables) for name, m in copies.items()}
     if not any(variables.values()):
         return
@@ -324,15 +348,19 @@ def _train(copies: dict, optimizers: dict, loss_fn: Any, batches: list, training
         opt.build(variables[name])  # slots made here: the step traces once
 
     @tf.function(autograph=False)
-    def step(xb, yb):
+    def step(xb, yb, wb):
         for name, model in copies.items():
             inputs = xb if name == "real" else tf.nest.map_structure(tf.zeros_like, xb)
             with tf.GradientTape() as tape:
-                value = loss_fn(yb, model(inputs, training=training))
+                value = loss_fn(yb, model(inputs, training=training), wb)
             grads = tape.gradient(value, variables[name])
             optimizers[name].apply_gradients(
                 [(g, v) for g, v in zip(grads, variables[name], strict=True) if g is not None]
             )
 
-    for xb, yb in batches:
-        step(tf.nest.map_structure(tf.constant, xb), [tf.constant(t) for t in yb])
+    for xb, yb, wb in batches:
+        step(
+            tf.nest.map_structure(tf.constant, xb),
+            [tf.constant(t) for t in yb],
+            None if wb is None else tf.constant(wb),
+        )

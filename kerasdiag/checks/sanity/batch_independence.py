@@ -11,12 +11,14 @@ finds the first layer whose output mixes examples and names it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasdiag.checks.sanity import _common as common
 from kerasdiag.checks.sanity.result import StageResult
 from kerasdiag.diagnosis.symptoms import BATCH_MIXING_FIX
 
@@ -26,7 +28,13 @@ LEAK_TOLERANCE = 1e-6
 
 
 def check_batch_independence(
-    model: keras.Model, data: Any, *, examples: int = 4, index: int = 0, seed: int = 0
+    model: keras.Model,
+    data: Any,
+    *,
+    examples: int = 4,
+    index: int = 0,
+    seed: int = 0,
+    class_weight: Mapping[Any, float] | None = None,
 ) -> StageResult:
     """Is example ``index``'s output independent of the other examples of its batch?
 
@@ -37,13 +45,18 @@ def check_batch_independence(
     ids) are checked by perturbation instead: the other examples are replaced and output row
     ``index`` must not change. For functional and Sequential models the first layer whose
     output mixes examples is named. The model is only read.
+
+    ``data`` may also be an ``(x, y, sample_weight)`` triple or a ``tf.data.Dataset``, and
+    ``class_weight`` is accepted (and validated) like every check's, but neither weighs
+    anything here: the check reads the outputs, not the loss, and whether an example's output
+    depends on the rest of its batch does not depend on how much its loss counts.
     """
     if examples < 2:
         raise ValueError(f"examples must be at least 2. Received: {examples!r}")
     if not 0 <= index < examples:
         raise ValueError(f"index must be in [0, {examples}). Received: {index!r}")
     start = time.perf_counter()
-    x = _inputs(data)
+    x = _inputs(data, class_weight)
     n = len(tf.nest.flatten(x)[0])
     if n < examples:
         raise ValueError(f"need at least {examples} examples, got {n}")
@@ -96,11 +109,12 @@ def check_batch_independence(
     )
 
 
-def _inputs(data: Any) -> Any:
-    if hasattr(data, "x_train"):
-        return np.asarray(data.x_train)
-    if isinstance(data, tuple) and len(data) == 2:
-        return data[0]
+def _inputs(data: Any, class_weight: Mapping[Any, float] | None = None) -> Any:
+    """The inputs of ``data``: a data set or an ``(x, y[, sample_weight])`` tuple, whose
+    weights are validated (the one way every check reads them), or the inputs themselves."""
+    dataset = isinstance(data, tf.data.Dataset) or hasattr(data, "x_train")
+    if dataset or hasattr(data, "sample") or (isinstance(data, tuple) and len(data) in (2, 3)):
+        return common.training_examples(data, class_weight).x
     return data
 
 

@@ -229,7 +229,7 @@ def expected_initial_loss_with_reason(
 
 
 def regression_initial_range(
-    spec: LossSpec, targets: np.ndarray
+    spec: LossSpec, targets: np.ndarray, weights: np.ndarray | None = None
 ) -> tuple[float, float, float, str]:
     """``(expected, low, high, reason)`` for a regression loss at initialisation.
 
@@ -245,7 +245,9 @@ def regression_initial_range(
       means outputs far larger than initialisation gives: unnormalised inputs (raw 0-255
       pixels) or weights initialised far too large.
 
-    ``targets`` are in the form the loss takes (one column per output). Pure NumPy.
+    ``targets`` are in the form the loss takes (one column per output). ``weights``: one
+    per example, as the loss weighs them (``sum(w_i * loss_i) / N``); the weighted mean joins
+    the best constants. Pure NumPy.
 
     >>> round(regression_initial_range(describe_loss("mse"), np.array([[1.0], [-1.0]]))[0], 3)
     1.0
@@ -253,12 +255,15 @@ def regression_initial_range(
     y = np.asarray(targets, dtype=np.float64)
     y = y.reshape(len(y), -1)
     per = _regression_elementwise(spec)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
 
     def loss(pred: np.ndarray) -> float:
-        return float(np.mean(per(y - pred)))
+        return float(np.mean(w[:, None] * per(y - pred)))
 
     expected = loss(np.zeros_like(y))
-    constants = (np.mean(y, axis=0), np.median(y, axis=0))
+    constants = [np.mean(y, axis=0), np.median(y, axis=0)]
+    if weights is not None and w.sum() > 0:
+        constants.append(np.average(y, axis=0, weights=w))
     low = min(loss(np.broadcast_to(c, y.shape)) for c in constants)
     spread = INIT_OUTPUT_SPREAD * np.maximum(1.0, np.std(y, axis=0))
     high = 0.5 * (loss(spread) + loss(-spread))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 
+from kerasdiag.checks import weights
 from kerasdiag.checks.sanity import _common as common
 from kerasdiag.checks.sanity import outputs as outputs_io
 from kerasdiag.checks.sanity.expected import (
@@ -31,6 +33,7 @@ def check_initial_loss(
     max_examples: int | None = 512,
     class_priors: Any = None,
     seed: int = 0,
+    class_weight: Mapping[Any, float] | None = None,
 ) -> StageResult:
     """Compare the loss of a freshly initialised model with :func:`expected_initial_loss`.
 
@@ -49,6 +52,13 @@ def check_initial_loss(
       weighted by ``loss_weights``; an output whose loss the checks do not know is skipped
       with the reason.
 
+    With weights (an ``(x, y, sample_weight)`` triple or ``class_weight``), the loss is the
+    weighted one ``fit`` and ``evaluate`` report, ``sum(w_i * loss_i) / N`` under Keras'
+    default reduction, and so is the expectation: each example's expected loss times its
+    weight, averaged (for a loss equal on every example, ln C times the mean weight; class
+    priors are each class's share of the weight). Examples of weight 0 count in ``N`` only,
+    as in Keras; when every weight is 0 the check does not apply.
+
     It passes when the value lies within ``rtol`` (relative) of the expected value (the
     regression range widened by ``rtol``) and the model's outputs have the form the loss
     expects (logits for ``from_logits=True``, probabilities otherwise): a softmax applied
@@ -58,12 +68,14 @@ def check_initial_loss(
 
     Args:
         model: a compiled Keras model, as initialised (before any training).
-        data: a kerasdiag ``Dataset`` (its training split is used) or an ``(x, y)`` pair.
+        data: a kerasdiag ``Dataset`` (its training split is used), an ``(x, y)`` pair, an
+            ``(x, y, sample_weight)`` triple or a ``tf.data.Dataset`` of them.
         loss: the loss to check; defaults to the one the model was compiled with.
         rtol: accepted relative distance from the expected value.
         max_examples: how many training examples to evaluate (None: all).
         class_priors: class shares for class-weighted losses; default: the data's.
         seed: picks the examples.
+        class_weight: ``{class index: weight}`` as ``fit`` takes it (a single output).
 
     Example:
 
@@ -76,8 +88,10 @@ def check_initial_loss(
         raise ValueError(f"rtol must be positive, got {rtol!r}")
     start = time.perf_counter()
     hs = common.heads(model, loss)
-    x_all, y_all, num_classes = common.training_arrays(data)
-    x, y = common.subset(x_all, y_all, max_examples, seed)
+    examples = common.training_examples(data, class_weight)
+    y_all, num_classes = examples.y, examples.num_classes
+    picked = common.weighted_subset(examples, max_examples, seed)
+    x, y, w = picked.x, picked.y, picked.w
     names = outputs_io.output_names(model)
     predictions = common.predict_outputs(model, x)
     tasks = common.head_tasks(model, hs, y_all, [p.shape[-1] for p in predictions])
@@ -87,13 +101,15 @@ def check_initial_loss(
         y_head_all = np.asarray(outputs_io.as_list(y_all, names)[h.index])
         verdicts.append(
             _judge(task, h.loss, predictions[h.index], y_head, y_head_all, num_classes, rtol,
-                   class_priors, outputs_io.output_activation(model, h.index))
+                   class_priors, outputs_io.output_activation(model, h.index), w)
         )  # fmt: skip
     details = {
         "examples": outputs_io.count(x),
         "loss": ", ".join(h.spec.name if h.spec else str(h.loss) for h in hs),
         "rtol": rtol,
     }
+    if w is not None:
+        details["mean_sample_weight"] = float(np.mean(w))
     seconds = time.perf_counter() - start
     if len(hs) == 1:
         passed, value, expected, message, extra = verdicts[0]
@@ -136,10 +152,12 @@ def _judge(
     rtol: float,
     class_priors: Any,
     activation: str | None = None,
+    w: np.ndarray | None = None,
 ) -> tuple[bool | None, float | None, float | None, str, dict[str, Any]]:
     """(passed, value, expected, message, details) of one output and its loss; ``passed`` is
     None when no expectation applies (a loss the checks do not know). ``activation``: what
-    the output layer applies last, when known (``output_activation``)."""
+    the output layer applies last, when known (``output_activation``); ``w``: the examples'
+    weights (None: unweighted)."""
     spec, width = task.spec, outputs.shape[-1]
     details: dict[str, Any] = {
         "outputs_mean": float(np.mean(outputs)),
@@ -160,14 +178,36 @@ def _judge(
     problem = _label_problem(task, width, y_all, num_classes)
     if problem is not None:
         return result(False, None, None, problem)
+    if w is not None and not np.any(w > 0):
+        return result(
+            None,
+            None,
+            None,
+            f"does not apply: every one of the {len(w)} examples checked has sample weight 0, "
+            "so the weighted loss is 0 whatever the model outputs",
+        )
     targets = common.loss_targets(spec, y, width)
-    value = float(keras.ops.convert_to_numpy(common.loss_function(loss)(targets, outputs)))
+    value = float(keras.ops.convert_to_numpy(common.loss_function(loss)(targets, outputs, w)))
+    # What weights multiply an expected loss that is the same for every example by: the mean
+    # weight under Keras' default reduction (sum(w_i l_i) / N).
+    scale = weights.loss_scale(w, getattr(loss, "reduction", None))
     if spec.regression:
-        expected, low, high, reason = regression_initial_range(spec, targets)
+        w_eff = None if w is None else w * (scale / float(np.mean(w)))
+        expected, low, high, reason = regression_initial_range(spec, targets, w_eff)
         accepted = (low * (1 - rtol), high * (1 + rtol))
     else:
-        classes, priors = _classes_and_priors(task, y_all, class_priors)
+        if w is None:
+            classes, priors = _classes_and_priors(task, y_all, class_priors)
+        else:
+            classes, priors = _classes_and_priors(task, y, class_priors, w)
         expected, reason = expected_initial_loss_with_reason(spec, classes, priors)
+        if w is not None:
+            expected *= scale
+            reason += (
+                f", times {scale:.4g}, the mean sample weight (the loss is sum(w * loss) / N)"
+                if scale != 1.0
+                else ", weighted"
+            )
         accepted = (expected * (1 - rtol), expected * (1 + rtol))
     details["accepted"] = [accepted[0], accepted[1]]
     shown = _numbers(value, expected, accepted)
@@ -227,18 +267,25 @@ def _label_problem(
     return None
 
 
-def _classes_and_priors(task: Task, y_all: np.ndarray, class_priors: Any) -> tuple[int, Any]:
+def _classes_and_priors(
+    task: Task, y_all: np.ndarray, class_priors: Any, w: np.ndarray | None = None
+) -> tuple[int, Any]:
     """The class count and class shares the expected value is computed from: the data's
     classes for multi-class; for binary and multi-label outputs, the share of labels on
-    (over every label: a class-balanced binary focal loss is linear in it)."""
+    (over every label: a class-balanced binary focal loss is linear in it). With ``w``
+    (weights of the examples ``y_all``), each class's share of the weight: every expected
+    loss is linear in the priors, so the weighted mean of the examples' expected losses is
+    the expected loss at the weighted priors."""
     if task.kind == "multiclass":
         if class_priors is None:
-            class_priors = np.bincount(
-                class_indices(y_all, task.labels).ravel(), minlength=task.width
-            )
+            # one class per position for a tagger's (N, T) labels, each weighing its example's w
+            labels = class_indices(y_all, task.labels).reshape(len(y_all), -1)
+            each = None if w is None else np.repeat(np.asarray(w), labels.shape[1])
+            class_priors = weights.weighted_priors(labels.ravel(), each, task.width)
         return task.width, class_priors
     if class_priors is None:
-        on = float(np.mean(positives(y_all)))
+        per_example = positives(y_all).reshape(len(y_all), -1).mean(axis=1)
+        on = float(np.average(per_example, weights=w))
         class_priors = [1.0 - on, on]
     return 2, class_priors
 

@@ -146,6 +146,27 @@ def uses_batch_statistics(model: keras.Model) -> bool:
     return any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
 
 
+def input_kind(model: keras.Model) -> str | None:
+    """What ``model`` reads, for advice that must fit it: ``"tokens"`` (an Embedding layer or
+    integer inputs), ``"images"`` (inputs of rank 4 or 5: height, width, channels), else
+    ``"tables"`` (vectors, or sequences of feature vectors); None when the model has no
+    known inputs (a subclassed model not called through ``Input``)."""
+    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else []
+    if any(isinstance(layer, keras.layers.Embedding) for layer in layers):
+        return "tokens"
+    try:
+        inputs = keras.tree.flatten(getattr(model, "inputs", None) or [])
+    except (AttributeError, ValueError):  # a subclassed model: no symbolic inputs
+        inputs = []
+    if not inputs:
+        return None
+    if any("int" in str(t.dtype) for t in inputs):
+        return "tokens"
+    if any(len(t.shape) in (4, 5) for t in inputs):
+        return "images"
+    return "tables"
+
+
 def _weight(weights: Any, names: list[str], name: str) -> float:
     if weights is None:
         return 1.0
@@ -156,14 +177,18 @@ def _weight(weights: Any, names: list[str], name: str) -> float:
     return float(weights)
 
 
-def mean_loss(loss: Any) -> Callable[[Any, Any], Any]:
+def mean_loss(loss: Any) -> Callable[..., Any]:
     """A loss name or plain function (one value per example) applied as ``compile`` applies
     it: labels brought to the output's rank (class-0/1 labels of shape (N,) against an (N, 1)
-    output) and the values averaged over the examples."""
+    output) and the values averaged over the examples, ``sum(w_i * loss_i) / N`` with
+    ``sample_weight`` (Keras' default reduction)."""
     fn = keras.losses.get(loss) if isinstance(loss, str) else loss
 
-    def mean_of(y_true: Any, y_pred: Any) -> Any:
-        return keras.ops.mean(fn(*same_rank(y_true, y_pred)))
+    def mean_of(y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        each = fn(*same_rank(y_true, y_pred))
+        if sample_weight is not None:
+            each = each * keras.ops.cast(sample_weight, each.dtype)
+        return keras.ops.mean(each)
 
     return mean_of
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -29,6 +30,7 @@ def overfit_small_subset(
     optimizer: Any = None,
     loss_fraction: float = 0.05,
     seed: int = 0,
+    class_weight: Mapping[Any, float] | None = None,
 ) -> StageResult:
     """Train a copy of ``model`` on ``num_examples`` training examples until it memorises them.
 
@@ -47,6 +49,12 @@ def overfit_small_subset(
     optimizer is a fresh one configured like the model's, a schedule at its peak rate (or
     ``optimizer``). ``model``, its optimizer and the global random state are left as they were.
 
+    With weights (an ``(x, y, sample_weight)`` triple or ``class_weight=``, as ``fit`` takes
+    them), the copy trains on the weighted loss ``fit`` minimises and the loss target is of
+    that loss; the examples are drawn from those of weight > 0, since an example of weight 0
+    adds nothing to the loss and no optimizer is asked to memorise it. When every example has
+    weight 0 the check does not apply.
+
     Example:
 
     ```python
@@ -62,7 +70,14 @@ def overfit_small_subset(
         raise ValueError(f"loss_fraction must be in (0, 1), got {loss_fraction!r}")
     start = time.perf_counter()
     with common.preserved_random_state(), contextlib.ExitStack() as stack:
-        sub = common.loss_subset(model, data, loss, num_examples, seed)
+        try:
+            sub = common.loss_subset(
+                model, data, loss, num_examples, seed, class_weight, weighted_only=True
+            )
+        except common.NoWeight as exc:
+            return StageResult(
+                "overfit", None, None, None, f"does not apply: {exc}", time.perf_counter() - start
+            )
         hs, names, x, y, targets, tasks = sub.heads, sub.names, sub.x, sub.y, sub.targets, sub.tasks
         ys = [np.asarray(outputs.as_list(y, names)[h.index]) for h in hs]
         # A copy, or the original with its state put back (a model that cannot be copied)
@@ -96,6 +111,7 @@ def overfit_small_subset(
             targets,
             max_steps,
             training,
+            sub.w,
         )
         steps = diverged = first = goals = still_learning = None
         converging: list[bool] = []
@@ -110,7 +126,7 @@ def overfit_small_subset(
             if goals is None:
                 first = parts
                 goals = [
-                    _goal(t, tg, p, loss_fraction)
+                    _goal(t, tg, p, loss_fraction, sub.w)
                     for t, tg, p in zip(tasks, targets, parts, strict=True)
                 ]
             if not math.isfinite(value):
@@ -262,7 +278,9 @@ def _steps_to_goal(task: Task, losses: list[float], goal: float) -> int | None:
     return more if more <= LEARNING_HORIZON * len(losses) else None
 
 
-def _goal(task: Task, targets: Any, start: float, fraction: float) -> tuple[float, str]:
+def _goal(
+    task: Task, targets: Any, start: float, fraction: float, w: np.ndarray | None = None
+) -> tuple[float, str]:
     """The loss an output must reach to count as memorised, and why, by its task:
 
     * regression: ``fraction`` of the loss of the best constant prediction (var(y) for
@@ -271,9 +289,11 @@ def _goal(task: Task, targets: Any, start: float, fraction: float) -> tuple[floa
       the smoothed target's entropy under label smoothing (0.50 for 10 classes at 0.1),
       which no model goes below at 100% accuracy;
     * a loss the checks do not know: ``fraction`` of the start.
+
+    ``w``: the examples' weights, as the loss weighs them (the best constant's loss too).
     """
     if task.kind == "regression" and task.spec is not None:
-        reference = regression_initial_range(task.spec, targets)[1]
+        reference = regression_initial_range(task.spec, targets, w)[1]
         if reference > 0:
             return fraction * reference, (
                 f"{fraction:.0%} of the best constant prediction's {reference:.4g}"
@@ -318,17 +338,20 @@ def _fit(
     y: list[Any],
     steps: int,
     training: bool,
+    sample_weight: np.ndarray | None = None,
 ):
     """Yield ``(loss of each head, outputs per output)`` before each of ``steps`` full-batch
-    updates of the weighted sum, then once after (in the mode the updates run in)."""
+    updates of the weighted sum, then once after (in the mode the updates run in); with
+    ``sample_weight``, each head's loss weighs the examples as ``fit`` does."""
     names = outputs.output_names(model)
     variables = list(model.trainable_variables)
     x_t = keras.tree.map_structure(tf.constant, x)
     y_t = [tf.constant(t) for t in y]
+    w_t = None if sample_weight is None else tf.constant(sample_weight, tf.float32)
 
     def evaluate():
         out = outputs.as_list(model(x_t, training=training), names)
-        return head_losses(y_t, out), out
+        return head_losses(y_t, out, w_t), out
 
     @tf.function
     def forward():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import keras
@@ -25,6 +25,7 @@ def check_regularization_raises_loss(
     loss: Any = None,
     max_examples: int | None = 256,
     seed: int = 0,
+    class_weight: Mapping[Any, float] | None = None,
 ) -> StageResult:
     """Check that the total loss (data loss + ``model.losses``) grows with regularization.
 
@@ -41,6 +42,11 @@ def check_regularization_raises_loss(
     match. If ``model`` itself has no regularization, the check compares ``stronger`` (when
     given) with ``unregularized`` only, and is skipped otherwise. ``model`` is not changed.
 
+    ``data``: a kerasdiag ``Dataset``, an ``(x, y)`` pair or an ``(x, y, sample_weight)``
+    triple (or a ``tf.data.Dataset`` of them); with weights (or ``class_weight=``) the data
+    loss is the weighted one ``fit`` minimises. It is the same in the three models, so the
+    verdict reads the penalty: examples of weight 0 cannot change it.
+
     Example:
 
     ```python
@@ -52,14 +58,14 @@ def check_regularization_raises_loss(
         raise ValueError(f"factor must be greater than 1, got {factor!r}")
     start = time.perf_counter()
     with common.preserved_random_state():
-        sub = common.loss_subset(model, data, loss, max_examples, seed)
+        sub = common.loss_subset(model, data, loss, max_examples, seed, class_weight)
         hs, names, x, targets = sub.heads, sub.names, sub.x, sub.targets
         loss_fn = common.weighted_loss(hs, names)
         probe = stronger is not None
 
         def total(m: keras.Model) -> tuple[float, float]:
             out = m(x, training=False)
-            data_loss = float(keras.ops.convert_to_numpy(loss_fn(targets, out)))
+            data_loss = float(keras.ops.convert_to_numpy(loss_fn(targets, out, sub.w)))
             penalty = sum(float(keras.ops.convert_to_numpy(t)) for t in m.losses)
             return data_loss + penalty, penalty
 

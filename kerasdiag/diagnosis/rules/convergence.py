@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 
 from kerasdiag.diagnosis.rules.common import LearningRate, read_lr
-from kerasdiag.diagnosis.rules.thresholds import Thresholds
+from kerasdiag.diagnosis.rules.thresholds import MIN_RATE_STEPS, Thresholds
 from kerasdiag.diagnosis.rules.update_ratios import HEALTHY_UPDATE_RATIO
 from kerasdiag.diagnosis.symptoms import (
     Finding,
@@ -31,8 +31,8 @@ from kerasdiag.diagnosis.symptoms import (
     make_finding,
 )
 
-# A loss that has taken fewer optimizer steps than this has no measured rate of descent.
-SLOW_MIN_STEPS = 30
+# The rate rules' minimum number of steps, kept under its old name (its home is thresholds.py).
+SLOW_MIN_STEPS = MIN_RATE_STEPS
 
 
 def slow_finding(

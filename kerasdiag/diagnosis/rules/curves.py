@@ -8,7 +8,8 @@
   update ratio (``HEALTHY_UPDATE_RATIO``, ``rules/update_ratios.py``) vetoes ``lr_too_low``.
 - :func:`curve_findings`: these and the bias/variance findings
   (``rules/fitting.py``: ``overfitting``, ``underfitting``), in that order.
-- Thresholds: ``Thresholds.min_epochs`` (4), ``rise`` (0.1), ``plateau_change`` (0.1),
+- Thresholds: no rate verdict before ``MIN_RATE_STEPS`` (30) optimizer steps
+  (``rules/thresholds.py``, as ``slow_convergence``); ``Thresholds.min_epochs`` (4), ``rise`` (0.1), ``plateau_change`` (0.1),
   ``plateau_level`` (0.2), ``bump`` (0.02), ``linear_ratio`` (0.5), ``linear_level`` (0.5).
 - Fixes: ``SYMPTOMS["lr_too_high"]`` / ``SYMPTOMS["lr_too_low"]`` in
   :mod:`kerasdiag.diagnosis.symptoms`, the one table every fix is written in.
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from kerasdiag.diagnosis.rules.fitting import bias_variance_findings
-from kerasdiag.diagnosis.rules.thresholds import Thresholds
+from kerasdiag.diagnosis.rules.thresholds import MIN_RATE_STEPS, Thresholds
 from kerasdiag.diagnosis.rules.update_ratios import HEALTHY_UPDATE_RATIO
 from kerasdiag.diagnosis.symptoms import Finding, fix_for, make_finding
 
@@ -145,7 +146,12 @@ def learning_rate_findings(
     """``lr_too_high`` / ``lr_too_low`` from the per-epoch training loss's shape
     (:func:`loss_shape`): the part of :func:`curve_findings` that judges the learning rate
     (its arguments are described there); ``at``: where the finding is recorded (``step``,
-    ``epoch``, ``source``)."""
+    ``epoch``, ``source``). With ``at["step"]`` (the final optimizer step, 0-based) below
+    ``MIN_RATE_STEPS`` steps there is no verdict on the rate: a curve of 4 epochs of 2 steps
+    each is mostly minibatch noise, whatever its shape."""
+    step = at.get("step")
+    if step is not None and step + 1 < MIN_RATE_STEPS:
+        return []
     losses = list(history.get("loss") or [])
     shape = loss_shape(losses, initial_loss, thresholds, epoch_learning_rates(history))
     ratio_note = {} if update_ratio is None else {"median_update_ratio": update_ratio}

@@ -21,6 +21,11 @@ VANISHING_RATIO = 1e-3
 EXPLODING_NORM = 1e3
 GROWTH_FACTOR = 100.0
 
+# A loss that has taken fewer optimizer steps than this has no measured rate of descent: the
+# rate rules (slow_convergence in rules/convergence.py, lr_too_high / lr_too_low in
+# rules/curves.py) give no verdict before it (3 epochs of a 40-image split are 6 steps).
+MIN_RATE_STEPS = 30
+
 
 @dataclass
 class Thresholds:
