@@ -223,6 +223,24 @@ def inference_accuracy(model: keras.Model, x: Any, y: Any, batch_size: int = 256
     return _common.accuracy(spec, predicted, np.asarray(y))
 
 
+def example_loss_spread(model: keras.Model, x: Any, y: Any) -> float | None:
+    """The standard deviation of the examples' losses (the compiled loss, weighted over the
+    outputs, nothing averaged across examples) in inference mode; None for fewer than 2
+    examples or a loss the checks cannot take apart."""
+    if outputs.count(x) < 2:
+        return None
+    names = outputs.output_names(model)
+    try:
+        heads = _common.heads(model)
+    except ValueError:
+        return None
+    predicted = outputs.as_list(model.predict_on_batch(x), names)
+    widths = [np.asarray(p).shape[-1] for p in predicted]
+    targets = _common.head_targets(heads, y, widths, names)
+    each = _common.per_example_loss(heads, targets, predicted)
+    return float(np.std(each, ddof=1)) if np.all(np.isfinite(each)) else None
+
+
 class ProbeBudget:
     """When a measurement that costs training time is due, within a share of that time.
 

@@ -46,6 +46,7 @@ import json
 import math
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from kerasdiag.callbacks.activation_histograms import ActivationHistograms
 from kerasdiag.callbacks.base import FileWrites
 from kerasdiag.callbacks.gradient_monitor import GradientMonitor
 from kerasdiag.callbacks.learning_rate_monitor import LearningRateMonitor
-from kerasdiag.callbacks.probe_batch import ProbeBatch, SelfMeasurements
+from kerasdiag.callbacks.probe_batch import ProbeBatch, SelfMeasurements, example_loss_spread
 from kerasdiag.callbacks.update_ratio_monitor import UpdateRatioMonitor
 from kerasdiag.checks.sanity.outputs import count, input_kind
 from kerasdiag.core.io import write_json_atomic
@@ -73,6 +74,8 @@ NO_TRAINING_ERROR_NOTE = (
     "y) or train_sample=(x, y)): the bias/variance judgement is left out, as fit's training "
     "accuracy is a training-mode running mean (dropout on, BatchNorm on batch statistics)"
 )
+# The batch size fit uses when given arrays and none (callbacks are not told the real one).
+FIT_BATCH_SIZE = 32
 MONITOR_KINDS = (GradientMonitor, ActivationHistograms, UpdateRatioMonitor, LearningRateMonitor)
 
 
@@ -137,6 +140,11 @@ class TrainingDoctor(keras.callbacks.Callback):
             batches validation uses, when the batch size is not static). The training side
             needs no size: the training error is scored on ``train_sample`` (or the probe
             batch), whose size the doctor knows.
+        batch_size: the examples of a training batch, so that a loss jumping from batch to
+            batch by no more than drawing its examples gives (a noisy regression target) is
+            not called oscillating. None (the default): 32, ``fit``'s own default (``fit``
+            does not tell its callbacks). The spread of the examples' losses is measured on
+            ``train_sample`` (or the probe batch, with ``y``) only when the rule would fire.
 
     Attributes:
         findings: :class:`~kerasdiag.diagnosis.symptoms.Finding` records, one per symptom
@@ -172,6 +180,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         train_sample: tuple[Any, Any] | None = None,
         advice: Vocabulary | None = None,
         val_size: int | None = None,
+        batch_size: int | None = None,
     ):
         super().__init__()
         self.engine = DoctorEngine(
@@ -182,7 +191,12 @@ class TrainingDoctor(keras.callbacks.Callback):
             current_rate=self._rate_now,
             on_finding=self._on_finding,
             advice=keras_terms() if advice is None else advice,
+            loss_noise=self._batch_loss_noise,
         )
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
+                                       or batch_size < 1):  # fmt: skip
+            raise ValueError(f"`batch_size` must be a positive integer. Received: {batch_size!r}")
+        self.batch_size = None if batch_size is None else int(batch_size)
         self._own_advice = advice is None  # chosen from the model's inputs at train begin
         if val_size is not None and (isinstance(val_size, bool) or int(val_size) != val_size
                                      or val_size < 1):  # fmt: skip
@@ -445,6 +459,17 @@ class TrainingDoctor(keras.callbacks.Callback):
     def _restore(self) -> None:
         if self.restore_on_nan and self.engine.restored_epoch is None:
             self.engine.weights_restored(self._own.guard.restore())
+
+    def _batch_loss_noise(self) -> float | None:
+        """The standard deviation of a training batch's loss from drawing its examples: the
+        spread of the sample's losses at the current weights over sqrt(batch size)."""
+        sample = self._own.train_sample or self._own.probe_batch
+        if sample is None or sample.y is None:
+            return None
+        start = time.perf_counter()
+        spread = example_loss_spread(self.model, sample.x, sample.y)
+        self._own.budget.spend(time.perf_counter() - start)
+        return None if spread is None else spread / math.sqrt(self.batch_size or FIT_BATCH_SIZE)
 
     def _rate_now(self) -> float | None:
         """The learning rate in force now: the LearningRateMonitor's reading of this step

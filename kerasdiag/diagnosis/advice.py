@@ -88,6 +88,9 @@ NO_AUGMENTATION_PHRASES: dict[str, str] = {
 }
 # What a model's inputs are, as :func:`keras_terms` reads it (``input_kind`` of the checks).
 INPUT_KINDS = ("images", "tokens", "tables")
+# The built-in data sources by what they feed the model (others: not known from the config).
+IMAGE_SOURCES = frozenset({"cifar10", "image_folder"})
+TABLE_SOURCES = frozenset({"digits", "csv", "diabetes", "digits_attributes"})
 # "optimizer.lr=0.001" (a value to try) -> "learning_rate=0.001 in the optimizer"
 _LR_VALUE = re.compile(r"optimizer\.lr=([^\s;,)]+)")
 
@@ -123,9 +126,10 @@ def keras_terms(inputs: str | None = None) -> Vocabulary:
     return Vocabulary({**KERAS_PHRASES, **NO_AUGMENTATION_PHRASES}, keras=True)
 
 
-def config_terms(model_cfg: Mapping[str, Any] | None) -> Vocabulary:
+def config_terms(model_cfg: Mapping[str, Any] | None, inputs: str | None = None) -> Vocabulary:
     """For a recipe run: the config keys as written, the capacity phrase naming the size keys
-    its model's builder reads (none known: "the model config's size keys").
+    its model's builder reads (none known: "the model config's size keys"); ``inputs`` as
+    in :func:`keras_terms` (``data.augment`` is advised for images, or inputs not known).
 
     Every model section holds the recipe builders' keys (the schema's defaults), so which
     ones matter follows from the builder: ``recipes.models.mlp`` reads ``hidden_units``,
@@ -137,8 +141,13 @@ def config_terms(model_cfg: Mapping[str, Any] | None) -> Vocabulary:
     else:
         builder = str(model_cfg.get("builder") or "").rsplit(".", 1)[-1]
         keys = [k for k in RECIPE_BUILDER_KEYS.get(builder, ()) if k in model_cfg]
+    if inputs is not None and inputs not in INPUT_KINDS:
+        raise ValueError(f"inputs: expected one of {INPUT_KINDS} or None, got {inputs!r}")
     named = ", ".join(f"model.{k}" for k in keys) or "the model config's size keys"
-    return Vocabulary({} if named == CAPACITY_PHRASE else {CAPACITY_PHRASE: named})
+    phrases = {} if named == CAPACITY_PHRASE else {CAPACITY_PHRASE: named}
+    if inputs not in (None, "images"):
+        phrases.update(NO_AUGMENTATION_PHRASES)
+    return Vocabulary(phrases)
 
 
 def terms_for_run(config: Mapping[str, Any] | None) -> Vocabulary:
@@ -146,4 +155,10 @@ def terms_for_run(config: Mapping[str, Any] | None) -> Vocabulary:
     section's capacity keys) when the run has a config, else Keras'."""
     if not config:
         return keras_terms()
-    return config_terms(config.get("model"))
+    return config_terms(config.get("model"), source_inputs((config.get("data") or {}).get("name")))
+
+
+def source_inputs(source: str | None) -> str | None:
+    """What a built-in data source (``data.name``) feeds the model: ``"images"``,
+    ``"tables"``, or None for a source not known here."""
+    return "images" if source in IMAGE_SOURCES else "tables" if source in TABLE_SOURCES else None

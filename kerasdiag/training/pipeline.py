@@ -41,7 +41,7 @@ from kerasdiag.data import Dataset, load_dataset, make_tf_dataset
 from kerasdiag.data.pipeline import split_batches, training_batches
 from kerasdiag.data.stream import StreamedDataset, examples, file_read_errors
 from kerasdiag.diagnosis import confusion_summary, diagnose, failed_stages
-from kerasdiag.diagnosis.advice import config_terms
+from kerasdiag.diagnosis.advice import config_terms, source_inputs
 from kerasdiag.modeling.factory import build_model, model_summary_text, steps_per_epoch
 from kerasdiag.modeling.losses import predicted_classes
 from kerasdiag.modeling.optimizers import build_schedule
@@ -191,7 +191,9 @@ def watch_callbacks(
         budget=float(cfg.monitors.doctor_budget),
         path=run_dir / RunLayout.DOCTOR,
         bayes_error=cfg.bayes_error,
-        advice=config_terms(cfg.model),  # the fixes name this recipe's config keys
+        # the fixes name this recipe's config keys, and augmentation only for images
+        advice=config_terms(cfg.model, source_inputs(cfg.data.name)),
+        batch_size=int(cfg.data.batch_size),
     )
     # The diagnosis judges the curves at the kept epoch (finish_run), with the kept model's
     # training accuracy in inference mode (evaluate_train_sample): the doctor need not.
