@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kerasdiag.config.checks import check_path
-from kerasdiag.config.schema import DATASETS
+from kerasdiag.config.schema import DATASET_TASKS, DATASETS
 from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import cifar
 from kerasdiag.data.dataset import Dataset
@@ -42,6 +42,51 @@ def _load_digits(data_cfg: Any) -> RawData:
     train_idx, test_idx = stratified_split(y, DIGITS_TEST_FRACTION, seed=0)
     names = [str(n) for n in digits.target_names]
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx], names
+
+
+# The attributes ``data=digits_attributes`` derives from each digit's class: several are true
+# of most images (6 is even, >= 5 and has a closed loop), which makes them multi-label data.
+DIGIT_ATTRIBUTES = {
+    "even": (0, 2, 4, 6, 8),
+    "at_least_5": (5, 6, 7, 8, 9),
+    "prime": (2, 3, 5, 7),
+    "closed_loop": (0, 6, 8, 9),  # as the digits are usually written (a 4 is left open)
+}
+
+
+def _load_digits_attributes(data_cfg: Any) -> RawData:
+    """scikit-learn's digits (real images), each labelled with the attributes its digit has
+    (``DIGIT_ATTRIBUTES``): derived labels, not annotations, and the same test split as
+    ``data=digits``."""
+    x_train, y_train, x_test, y_test, _ = _load_digits(data_cfg)
+    table = np.array([[d in digits for digits in DIGIT_ATTRIBUTES.values()] for d in range(10)])
+    as_labels = lambda y: table[y].astype(np.float32)  # noqa: E731
+    return x_train, as_labels(y_train), x_test, as_labels(y_test), list(DIGIT_ATTRIBUTES)
+
+
+REGRESSION_TEST_SEED = 0  # the test split of a regression set, whatever data.seed says
+
+
+def _load_diabetes(data_cfg: Any) -> RawData:
+    """scikit-learn's diabetes table (442 patients, 10 measurements, shipped in the wheel):
+    the target is a disease progression score one year later (25 to 346)."""
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(scaled=False)
+    x = bunch.data.astype(np.float32)
+    y = bunch.target.astype(np.float32)[:, None]
+    rest, test = stratified_split(target_strata(y), DIGITS_TEST_FRACTION, REGRESSION_TEST_SEED)
+    return x[rest], y[rest], x[test], y[test], ["progression"]
+
+
+def target_strata(y: np.ndarray, bins: int = 5) -> np.ndarray:
+    """Groups to stratify non-class targets by: quantile bins of the first number to predict
+    (every split sees low and high targets), or each distinct combination of 0/1 labels."""
+    y = np.asarray(y).reshape(len(y), -1)
+    if y.dtype.kind == "f" and not np.isin(y, (0.0, 1.0)).all():
+        edges = np.quantile(y[:, 0], np.linspace(0, 1, bins + 1)[1:-1])
+        return np.searchsorted(edges, y[:, 0], side="right").astype(np.int64)
+    return np.unique(y > 0.5, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def _load_cifar10(data_cfg: Any) -> RawData:
@@ -191,7 +236,56 @@ def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
     if data_cfg.name in STREAMED:
         return STREAMED[data_cfg.name](data_cfg)
     x_train, y_train, x_test, y_test, names = LOADERS[data_cfg.name](data_cfg)
+    task = DATASET_TASKS.get(data_cfg.name, ("classification",))[0]
+    if task != "classification":
+        return prepare_target_splits(data_cfg, task, x_train, y_train, x_test, y_test, names)
     return prepare_splits(data_cfg, x_train, y_train, x_test, y_test, names)
+
+
+def prepare_target_splits(
+    data_cfg: Any,
+    task: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    names: list[str],
+) -> Dataset:
+    """:func:`prepare_splits` for numbers to predict or several 0/1 labels (``task``): the
+    same order (limit, validation carved, inputs normalised by training statistics),
+    stratified by :func:`target_strata`; targets float32 rows, their training mean and std
+    kept for a regression model's head."""
+    y_train, y_test = (np.asarray(y, np.float32).reshape(len(y), -1) for y in (y_train, y_test))
+    for split, y in (("train", y_train), ("test", y_test)):
+        if not np.isfinite(y).all():
+            raise DataError(f"{split} split: a target is NaN or infinite")
+    if x_train.ndim < 2 or x_train.shape[1:] != x_test.shape[1:] or len(x_train) != len(y_train):
+        raise DataError(f"inputs {x_train.shape} and targets {y_train.shape} do not match")
+    fit_idx, val_idx = carve_splits(data_cfg, target_strata(y_train), 1)
+    x_fit, x_val, x_test, mean, std = normalised(data_cfg, x_train[fit_idx], x_train[val_idx],
+                                                 x_test)  # fmt: skip
+    data = Dataset(
+        name=str(data_cfg.name), x_train=x_fit, y_train=y_train[fit_idx], x_val=x_val,
+        y_val=y_train[val_idx], x_test=x_test, y_test=y_test, num_classes=y_train.shape[1],
+        class_names=list(names), mean=mean, std=std, task=task,
+    )  # fmt: skip
+    if task == "regression" and data_cfg.get("scale_target", True):
+        scale_targets(data)
+    return data
+
+
+def scale_targets(data: Any) -> None:
+    """Standardise a regression set's targets by their training mean and std, kept as
+    ``target_mean`` and ``target_std``: the loss is then of unit order at initialisation,
+    whatever the targets' units (a gradient norm, a learning rate and the doctor's
+    thresholds mean the same on every table); the metrics report in the targets' units."""
+    y = np.asarray(data.y_train, np.float64)
+    mean, std = y.mean(0), y.std(0)
+    std = np.where(std > 0, std, 1.0)
+    data.target_mean, data.target_std = mean.astype(np.float32), std.astype(np.float32)
+    for split in ("train", "val", "test"):
+        values = getattr(data, f"y_{split}")
+        setattr(data, f"y_{split}", ((values - mean) / std).astype(np.float32))
 
 
 def prepare_splits(
@@ -216,14 +310,7 @@ def prepare_splits(
     x_val, y_val = x_train[val_idx], y_train[val_idx]
     x_train, y_train = x_train[fit_idx], y_train[fit_idx]
 
-    x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
-    mean = std = None
-    if data_cfg.normalize:
-        mean, std = normalisation_stats(x_train)
-        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
-    for split, x in (("train", x_train), ("validation", x_val), ("test", x_test)):
-        if not np.isfinite(x).all():  # float64 values beyond float32's range become Inf
-            raise DataError(f"{split} split: input values overflow float32 (|x| > 3.4e38)")
+    x_train, x_val, x_test, mean, std = normalised(data_cfg, x_train, x_val, x_test)
     return Dataset(
         name=str(data_cfg.name),
         x_train=x_train,
@@ -237,6 +324,20 @@ def prepare_splits(
         mean=mean,
         std=std,
     )
+
+
+def normalised(data_cfg: Any, x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarray):
+    """The three splits' inputs as float32, standardised by the training split's statistics
+    (``data.normalize``), and those statistics: ``(x_train, x_val, x_test, mean, std)``."""
+    x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
+    mean = std = None
+    if data_cfg.normalize:
+        mean, std = normalisation_stats(x_train)
+        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+    for split, x in (("train", x_train), ("validation", x_val), ("test", x_test)):
+        if not np.isfinite(x).all():  # float64 values beyond float32's range become Inf
+            raise DataError(f"{split} split: input values overflow float32 (|x| > 3.4e38)")
+    return x_train, x_val, x_test, mean, std
 
 
 def carve_splits(
@@ -394,6 +495,8 @@ def stream_tfrecord(data_cfg: Any) -> TFRecordStream:
 
 LOADERS: dict[str, Callable[[Any], RawData]] = {
     "digits": _load_digits,
+    "digits_attributes": _load_digits_attributes,
+    "diabetes": _load_diabetes,
     "cifar10": _load_cifar10,
     "npz": _load_npz,
 }
