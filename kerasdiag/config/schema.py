@@ -199,7 +199,7 @@ def check_data(cfg: Any) -> None:
     if task not in served:
         suits = {"regression": "loss=mse, mae or huber", "multilabel": "loss=multilabel",
                  "classification": "loss=softmax (or binary, focal, multiclass_hinge)"}  # fmt: skip
-        others = [n for n, t in DATASET_TASKS.items() if task in t]
+        others = [n for n in DATASETS if task in DATASET_TASKS.get(n, ("classification",))]
         holds = {"regression": "numbers to predict", "multilabel": "several 0/1 labels",
                  "classification": "class labels"}  # fmt: skip
         require(False, "loss.name", cfg.loss.name,
@@ -335,7 +335,11 @@ def one_of_monitors(cfg: Any, key: str) -> None:
     value = get(cfg, key)
     allowed = monitors_of(cfg)
     task = loss_task(cfg.loss.name)
-    why = f" (loss={cfg.loss.name} is {task}: no accuracy)" if task == "regression" else ""
+    why = (
+        f" (loss={cfg.loss.name} is {task}, without accuracy: set {key}=val_loss)"
+        if task == "regression"
+        else ""
+    )
     require(value in allowed, key, value, f"must be one of {', '.join(allowed)}{why}")
 
 

@@ -211,7 +211,7 @@ def _label_vector(y: np.ndarray) -> np.ndarray:
     return y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
 
 
-def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
+def load_dataset(data_cfg: Any, task: str = "classification") -> Dataset | StreamedDataset:
     """Load the data set named by ``data_cfg.name`` and prepare its three splits.
 
     Order matters for honest numbers: the test split is set aside first; ``limit`` then acts
@@ -219,7 +219,8 @@ def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
     seeded); ``imbalance`` makes only the rest, the examples trained on, long-tailed, so
     validation follows the test split's distribution (dev and test from one distribution:
     the epoch kept for its validation score is the one best on the test's terms);
-    normalisation statistics come from the training split.
+    normalisation statistics come from the training split. ``task`` (the loss's, from
+    :func:`kerasdiag.config.schema.loss_task`) says what a CSV table's target column(s) hold.
 
     Image folders and CSV tables are streamed from disk: a
     :class:`~kerasdiag.data.stream.StreamedDataset` (file lists or line splits, and labels; the
@@ -233,6 +234,8 @@ def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
     """
     if data_cfg.name not in DATASETS:
         raise ConfigError("data.name", data_cfg.name, f"must be one of {sorted(DATASETS)}")
+    if data_cfg.name == "csv":  # its target column(s) serve the loss's task
+        return stream_csv(data_cfg, task)
     if data_cfg.name in STREAMED:
         return STREAMED[data_cfg.name](data_cfg)
     x_train, y_train, x_test, y_test, names = LOADERS[data_cfg.name](data_cfg)
@@ -403,11 +406,15 @@ def stream_image_folder(data_cfg: Any) -> ImageFolderStream:
     )
 
 
-def stream_csv(data_cfg: Any) -> CsvStream:
+def stream_csv(data_cfg: Any, task: str = "classification") -> CsvStream:
     """``data=csv``: the table checked in one pass (:func:`read_csv_table`; bad rows skipped
     and counted or refused by ``data.on_bad_file``), split by line as the in-memory sets are
-    (test held out with seed 0, then :func:`carve_splits`); read by tf.data when trained on."""
-    table = read_csv_table(data_cfg)
+    (test held out with seed 0, then :func:`carve_splits`); read by tf.data when trained on.
+    ``task`` (the loss's): the target column is a class column, or the target columns hold
+    numbers to predict (``regression``) or 0/1 labels (``multilabel``)."""
+    table = read_csv_table(data_cfg, task)
+    if task != "classification":
+        return _stream_csv_targets(data_cfg, table, task)
     stream = CsvStream(
         **_streamed_options(data_cfg),
         y_train=np.zeros(0, np.int64), y_val=np.zeros(0, np.int64), y_test=np.zeros(0, np.int64),
@@ -432,6 +439,39 @@ def stream_csv(data_cfg: Any) -> CsvStream:
     stream.line_split[lines[rest[val_idx]]] = 1
     stream.line_split[lines[rest[fit_idx]]] = 0
     stream._set_labels()
+    return stream
+
+
+def _stream_csv_targets(data_cfg: Any, table: Any, task: str) -> CsvStream:
+    """:func:`stream_csv` for numbers to predict or 0/1 labels: each line's target row is its
+    label, the splits stratified by :func:`target_strata`, a regression's targets
+    standardised by the training lines' (``data.scale_target``)."""
+    empty = np.zeros((0, table.targets.shape[1]), np.float32)
+    stream = CsvStream(
+        **_streamed_options(data_cfg), y_train=empty, y_val=empty, y_test=empty,
+        num_classes=table.targets.shape[1], class_names=list(table.class_names),
+        path=str(table.path), columns=table.columns, feature_columns=table.feature_columns,
+        line_split=np.full(len(table.targets), -1, np.int8), line_labels=table.targets,
+        shuffle_buffer=int(data_cfg.shuffle_buffer), task=task,
+    )  # fmt: skip
+    for line, reason in table.bad:
+        stream._refuse_or_skip(f"{table.path} line {line}", reason)
+    lines = np.flatnonzero(table.line_labels >= 0)
+    if len(lines) < 3:
+        raise DataError(f"{table.path}: {len(lines)} rows are too few to split")
+    strata = target_strata(table.targets[lines])
+    rest, test = stratified_split(strata, float(data_cfg.test_fraction), TEST_SEED)
+    fit_idx, val_idx = carve_splits(data_cfg, strata[rest], 1)
+    stream.line_split[lines[test]] = 2
+    stream.line_split[lines[rest[val_idx]]] = 1
+    stream.line_split[lines[rest[fit_idx]]] = 0
+    stream._set_labels()
+    if task == "regression" and data_cfg.get("scale_target", True):
+        scale_targets(stream)
+        known = stream.line_split >= 0
+        stream.line_labels[known] = (stream.line_labels[known] - stream.target_mean) / (
+            stream.target_std
+        )
     return stream
 
 

@@ -420,7 +420,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> 
     write ``config.yaml`` (what a resume is compared with) and ``data.json``."""
     seed_everything(cfg.trainer)
     if data is None:
-        data = load_dataset(cfg.data)
+        data = load_dataset(cfg.data, loss_task(cfg.loss.name))
     # A resumed run keeps the files its first process wrote (the config may differ in
     # display keys only, and the data is the same): nothing recorded is rewritten.
     if isinstance(data, StreamedDataset):
