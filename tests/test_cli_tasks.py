@@ -10,11 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_train
 from kerasdiag.config import load_config
 from kerasdiag.core.errors import ConfigError
 from kerasdiag.data.loaders import load_dataset
 from kerasdiag.training.pipeline import run_training
+
+from conftest import run_train
 
 QUIET = ["trainer.verbose=0", "trainer.tensorboard=false"]
 

@@ -69,6 +69,7 @@ def loss_task(loss_name: str) -> str:
         return "regression"
     return "multilabel" if loss_name == "multilabel" else "classification"
 
+
 OPTIMIZERS = {  # name -> class of keras.optimizers (kerasdiag.modeling.optimizers.build_optimizer)
     "sgd": "SGD",
     "adagrad": "Adagrad",

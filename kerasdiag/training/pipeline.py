@@ -325,7 +325,9 @@ def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, pat
     if task != "classification":
         threshold = 0.0 if cfg.loss.from_logits else 0.5
         y = data.y_test
-        if getattr(data, "target_std", None) is not None:  # standardised targets: errors in their own units
+        if (
+            getattr(data, "target_std", None) is not None
+        ):  # standardised targets: errors in their own units
             y = y * data.target_std + data.target_mean
             outputs = outputs * data.target_std + data.target_mean
         write_json_atomic(path, per_output_summary(task, y, outputs, names, threshold))

@@ -99,9 +99,11 @@ def bias_variance_table(run: RunContext) -> list[Block]:
         )
     else:
         measured = "training error as measured during that epoch"
-    exact = " Multi-label: an example is right when all its labels are." if (
-        _task(run) == "multilabel"
-    ) else ""
+    exact = (
+        " Multi-label: an example is right when all its labels are."
+        if (_task(run) == "multilabel")
+        else ""
+    )
     return [
         note(f"Errors of epoch {epoch}: {which} ({measured}).{exact}"),
         table_block(("", ""), rows),
@@ -124,9 +126,11 @@ def _regression_errors(run: RunContext) -> list[Block]:
         (f"validation (epoch {kept})", fmt(val["loss"]), fmt(val["mae"])),
         ("test", fmt(test.get("loss")), fmt(test.get("mae"))),
     ]
-    scaled = " (loss on standardised targets: 1 is the best constant prediction's MSE)" if (
-        (run.data or {}).get("targets_scaled")
-    ) else ""
+    scaled = (
+        " (loss on standardised targets: 1 is the best constant prediction's MSE)"
+        if ((run.data or {}).get("targets_scaled"))
+        else ""
+    )
     return [
         note(
             "Regression: no accuracy, so the accuracy-based bias/variance verdict does not "
