@@ -20,6 +20,9 @@ from kerasdiag.report.blocks import (
 )
 from kerasdiag.report.context import RunContext
 
+# The metrics.csv columns drawn as curves, training and validation, where a run has them.
+CURVES = ("loss", "accuracy", "label_accuracy", "mae")
+
 
 def curves(run: RunContext) -> list[Block]:
     """Loss and accuracy per epoch (the loss per step too), the kept epoch marked; the
@@ -31,7 +34,7 @@ def curves(run: RunContext) -> list[Block]:
     epochs = history["epoch"]
     steps = step_losses(run)
     kept = run.kept_epoch
-    for name in ("loss", "accuracy"):
+    for name in CURVES:  # those the task logs (regression: no accuracy)
         series = {
             label: history[key]
             for key, label in ((name, "train"), (f"val_{name}", "validation"))
