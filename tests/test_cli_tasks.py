@@ -95,7 +95,7 @@ def diabetes_csv(tmp_path_factory):
     return folder / "diabetes.csv"
 
 
-def test_csv_regression_targets_are_streamed_standardised(diabetes_csv):
+def test_csv_regression_targets_are_streamed_standardised(diabetes_csv, tmp_path):
     cfg = load_config(["recipe=tabular_regression", "data=csv", f"data.path={diabetes_csv}",
                        "data.target=[progression,bmi]", "data.sample_size=100"])  # fmt: skip
     data = load_dataset(cfg.data, "regression")
@@ -104,6 +104,12 @@ def test_csv_regression_targets_are_streamed_standardised(diabetes_csv):
     assert y.shape[1] == 2 and np.allclose(y.mean(0), 0, atol=1e-4)
     assert 140 < data.target_mean[0] < 165 and 70 < data.target_std[0] < 85
     assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 442
+    # a resumed run reads the same standardised targets back from its split record
+    data.prepare()
+    data.write_record(tmp_path / "splits.json")
+    again = load_dataset(cfg.data, "regression")
+    again.adopt(tmp_path / "splits.json")
+    assert np.array_equal(again.y_train, data.y_train) and again.y_test.dtype == np.float32
 
 
 @pytest.mark.parametrize(

@@ -472,6 +472,7 @@ def _stream_csv_targets(data_cfg: Any, table: Any, task: str) -> CsvStream:
         stream.line_labels[known] = (stream.line_labels[known] - stream.target_mean) / (
             stream.target_std
         )
+        stream._set_labels()  # from the scaled lines: as a resumed run reads them back
     return stream
 
 
