@@ -138,7 +138,7 @@ def test_a_target_that_does_not_fit_the_loss_is_one_line(diabetes_csv, overrides
         (["loss=mse"], "loss.name"),  # the digits hold classes, not numbers
         (["recipe=tabular_regression", "trainer.checkpoint_monitor=val_accuracy"],
          "trainer.checkpoint_monitor"),
-        (["recipe=tabular_regression", "tuner=random"], "tuner.name"),
+        (["recipe=tabular_regression", "tuner=random"], "tuner.objective"),
         (["recipe=digits_multilabel", "ensemble=seeds"], "ensemble.name"),
         (["recipe=digits_softmax", "data=diabetes"], "loss.name"),
     ],
@@ -156,3 +156,18 @@ def test_unscaled_regression_targets_are_caught(tmp_path):
     run_training(cfg, tmp_path)
     assert stages(tmp_path)["overfit"]["status"] == "fail"
     assert symptoms(tmp_path).get("exploding_gradients") == "error"
+
+
+def test_a_search_ranks_regression_trials_by_val_loss(tmp_path):
+    """A search on a regression recipe: each trial's checkpoint is named by its val_loss, the
+    best is the lowest, and its test score is an MAE."""
+    from kerasdiag.search import run_search
+
+    cfg = load_config(["recipe=tabular_regression", "tuner=random", "tuner.objective=val_loss",
+                       "tuner.stages=[{trials:2,epochs:2}]", "tuner.trials_per_process=0",
+                       "tuner.space={lr:{key:optimizer.lr,type:float,min:1e-3,max:1e-2}}",
+                       *QUIET])  # fmt: skip
+    summary = run_search(cfg, tmp_path)
+    scores = [float(p.stem.rsplit("val_loss", 1)[1]) for p in (tmp_path / "trials").glob("*.keras")]
+    assert len(scores) == 2 and summary["best"]["score"] == pytest.approx(min(scores), abs=1e-4)
+    assert "mae" in summary["test"] and "accuracy" not in summary["test"]
