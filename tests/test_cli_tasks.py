@@ -139,7 +139,6 @@ def test_a_target_that_does_not_fit_the_loss_is_one_line(diabetes_csv, overrides
         (["recipe=tabular_regression", "trainer.checkpoint_monitor=val_accuracy"],
          "trainer.checkpoint_monitor"),
         (["recipe=tabular_regression", "tuner=random"], "tuner.objective"),
-        (["recipe=digits_multilabel", "ensemble=seeds"], "ensemble.name"),
         (["recipe=digits_softmax", "data=diabetes"], "loss.name"),
     ],
 )  # fmt: skip
@@ -171,3 +170,17 @@ def test_a_search_ranks_regression_trials_by_val_loss(tmp_path):
     scores = [float(p.stem.rsplit("val_loss", 1)[1]) for p in (tmp_path / "trials").glob("*.keras")]
     assert len(scores) == 2 and summary["best"]["score"] == pytest.approx(min(scores), abs=1e-4)
     assert "mae" in summary["test"] and "accuracy" not in summary["test"]
+
+
+def test_a_regression_ensemble_averages_the_members_predictions(tmp_path):
+    """Two seeds of the regression recipe joined: the ensemble predicts the mean of its
+    members' values, so its RMSE (a norm of the error) is at most their mean RMSE."""
+    from kerasdiag.ensemble import run_ensemble
+
+    cfg = load_config(["recipe=tabular_regression", "ensemble=seeds", "ensemble.members=2",
+                       "trainer.epochs=3", "sanity=off", "monitors=off", *QUIET])  # fmt: skip
+    report = run_ensemble(cfg, tmp_path)
+    assert report["combination"] == "mean of the members' predicted values"
+    members = [m["test_rmse"] for m in report["members"]]
+    assert report["ensemble"]["test_rmse"] <= np.mean(members) + 1e-6
+    assert 30 < report["ensemble"]["test_mae"] < 70  # in the target's units (std 77)

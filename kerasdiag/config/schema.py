@@ -316,13 +316,10 @@ def check_loss(cfg: Any) -> None:
         return
     require(not cfg.loss.label_smoothing or task == "multilabel", "loss.label_smoothing",
             cfg.loss.label_smoothing, f"applies to class labels, not to loss={cfg.loss.name}")  # fmt: skip
-    # Refused up front rather than ranking trials or averaging members by another task's rule.
+    # Refused up front rather than ranking trials by another task's rule.
     require(cfg.tuner.name == "none" or cfg.tuner.objective in monitors_of(cfg),
             "tuner.objective", cfg.tuner.objective,
             f"loss={cfg.loss.name} ({task}) has no accuracy: rank trials by val_loss")  # fmt: skip
-    require(cfg.ensemble.name == "none", "ensemble.name", cfg.ensemble.name,
-            f"an ensemble averages class probabilities: not supported for loss={cfg.loss.name} "
-            f"({task}) yet")  # fmt: skip
     require(cfg.data.imbalance is None, "data.imbalance", cfg.data.imbalance,
             f"makes classes long-tailed; loss={cfg.loss.name} ({task}) has no classes")  # fmt: skip
 
