@@ -184,3 +184,21 @@ def test_a_regression_ensemble_averages_the_members_predictions(tmp_path):
     members = [m["test_rmse"] for m in report["members"]]
     assert report["ensemble"]["test_rmse"] <= np.mean(members) + 1e-6
     assert 30 < report["ensemble"]["test_mae"] < 70  # in the target's units (std 77)
+
+
+def test_npz_arrays_serve_regression_and_refuse_non_binary_labels(tmp_path):
+    from sklearn.datasets import load_diabetes
+
+    from kerasdiag.core.errors import DataError
+
+    bunch = load_diabetes(scaled=False)
+    path = tmp_path / "diabetes.npz"
+    np.savez(path, x_train=bunch.data[:350], y_train=bunch.target[:350],
+             x_test=bunch.data[350:], y_test=bunch.target[350:])  # fmt: skip
+    cfg = load_config(["recipe=tabular_regression", "data=npz", f"data.path={path}"])
+    data = load_dataset(cfg.data, "regression")
+    assert data.task == "regression" and data.y_test.shape == (92, 1)
+    assert abs(float(data.y_train.mean())) < 1e-5 and 60 < data.target_std[0] < 90
+    cfg = load_config(["recipe=digits_multilabel", "data=npz", f"data.path={path}"])
+    with pytest.raises(DataError, match="y_train must be 0/1 rows"):
+        load_dataset(cfg.data, "multilabel")

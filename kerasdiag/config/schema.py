@@ -109,9 +109,9 @@ DATASETS = ("digits", "cifar10", "npz", "image_folder", "csv", "tfrecord", "diab
             "digits_attributes")  # fmt: skip
 # The tasks each data set can serve: class data by default; the real regression set
 # (scikit-learn's diabetes), the digits' derived attributes (several labels per image), and
-# a CSV table, whose target column(s) serve any task.
+# a CSV table or .npz arrays, whose targets serve any task.
 DATASET_TASKS = {"diabetes": ("regression",), "digits_attributes": ("multilabel",),
-                 "csv": TASKS}  # fmt: skip
+                 "csv": TASKS, "npz": TASKS}  # fmt: skip
 PATH_DATASETS = {"npz": "an .npz file", "csv": "a CSV file", "image_folder": "a folder",
                  "tfrecord": "TFRecord files (a file or a glob pattern)"}  # fmt: skip
 FILE_DATASETS = ("npz", "csv")

@@ -103,6 +103,43 @@ def _load_npz(data_cfg: Any) -> RawData:
 
     Read with ``allow_pickle=False``: an .npz holding Python objects is refused, not run.
     """
+    path, arrays = _read_npz(data_cfg)
+    y_train, y_test = (_label_vector(arrays[k]) for k in ("y_train", "y_test"))
+    if "class_names" in arrays:
+        class_names = arrays["class_names"]
+        if class_names.ndim != 1 or class_names.size == 0:
+            raise DataError(f"{path}: class_names must be a 1-D array of names")
+        names = [str(n) for n in class_names]
+        check_declared_labels(path, y_train, y_test, len(names))
+    else:
+        names = inferred_class_names(path, y_train, y_test)
+    return arrays["x_train"], y_train, arrays["x_test"], y_test, names
+
+
+def _load_npz_targets(data_cfg: Any, task: str) -> RawData:
+    """``data=npz`` under a regression loss (``y_*``: numbers, (N,) or (N, targets)) or
+    ``loss=multilabel`` (``y_*``: 0/1, (N, labels)); ``class_names`` (optional) names the
+    targets or labels."""
+    path, arrays = _read_npz(data_cfg)
+    y_train, y_test = arrays["y_train"], arrays["y_test"]
+    for key, y in (("y_train", y_train), ("y_test", y_test)):
+        if y.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {key} holds {y.dtype} values, not numbers to predict")
+        if task == "multilabel" and (y.ndim != 2 or not np.isin(y, (0, 1)).all()):
+            raise DataError(
+                f"{path}: {key} must be 0/1 rows, one column per label, for loss=multilabel "
+                f"(got shape {y.shape}{'' if y.ndim != 2 else ' with other values'})"
+            )
+    width = 1 if y_train.ndim == 1 else int(np.prod(y_train.shape[1:]))
+    default = ["target"] if task == "regression" and width == 1 else [f"y{i}" for i in range(width)]
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else default
+    if len(names) != width:
+        raise DataError(f"{path}: class_names names {len(names)} targets, y_train has {width}")
+    return arrays["x_train"], y_train, arrays["x_test"], y_test, names
+
+
+def _read_npz(data_cfg: Any) -> tuple[Path, dict[str, np.ndarray]]:
+    """The arrays of ``data.path``'s .npz, checked to hold x/y train/test."""
     if data_cfg.path is None:
         raise ConfigError("data.path", None, "data.name=npz needs the path of an .npz file")
     path = check_path("data.path", data_cfg.path, "file")
@@ -121,16 +158,7 @@ def _load_npz(data_cfg: Any) -> RawData:
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise DataError(f"{path} lacks arrays: {', '.join(missing)}")
-    y_train, y_test = (_label_vector(arrays[k]) for k in ("y_train", "y_test"))
-    if "class_names" in arrays:
-        class_names = arrays["class_names"]
-        if class_names.ndim != 1 or class_names.size == 0:
-            raise DataError(f"{path}: class_names must be a 1-D array of names")
-        names = [str(n) for n in class_names]
-        check_declared_labels(path, y_train, y_test, len(names))
-    else:
-        names = inferred_class_names(path, y_train, y_test)
-    return arrays["x_train"], y_train, arrays["x_test"], y_test, names
+    return path, arrays
 
 
 def _integer_labels(*labels: np.ndarray) -> np.ndarray | None:
@@ -238,6 +266,9 @@ def load_dataset(data_cfg: Any, task: str = "classification") -> Dataset | Strea
         return stream_csv(data_cfg, task)
     if data_cfg.name in STREAMED:
         return STREAMED[data_cfg.name](data_cfg)
+    if data_cfg.name == "npz" and task != "classification":
+        raw = _load_npz_targets(data_cfg, task)
+        return prepare_target_splits(data_cfg, task, *raw)
     x_train, y_train, x_test, y_test, names = LOADERS[data_cfg.name](data_cfg)
     task = DATASET_TASKS.get(data_cfg.name, ("classification",))[0]
     if task != "classification":
