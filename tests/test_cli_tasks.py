@@ -202,3 +202,14 @@ def test_npz_arrays_serve_regression_and_refuse_non_binary_labels(tmp_path):
     cfg = load_config(["recipe=digits_multilabel", "data=npz", f"data.path={path}"])
     with pytest.raises(DataError, match="y_train must be 0/1 rows"):
         load_dataset(cfg.data, "multilabel")
+
+
+def test_the_command_line_refuses_a_text_target_for_regression_in_one_line(diabetes_csv, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_train("recipe=tabular_regression", "data=csv", "data.target=group",
+                     f"data.path={diabetes_csv.with_name('groups.csv')}",
+                     f"hydra.run.dir={run_dir}")  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+    assert "data.target='group'" in errors[0] and "not a number" in errors[0]
+    assert "Traceback" not in proc.stderr and not run_dir.exists()
