@@ -72,6 +72,16 @@ def test_command_line_choices_win_over_the_recipe():
     assert (cfg.optimizer.lr, cfg.schedule.name, cfg.trainer.epochs) == (3e-4, "step", 3)
 
 
+# A regression or multi-label option needs data and a loss of its task (else refused).
+REGRESSION = ["trainer.checkpoint_monitor=val_loss"]
+TASK_PARTNERS = {
+    "diabetes": ["loss=mse", *REGRESSION],
+    "digits_attributes": ["loss=multilabel"],
+    **{loss: ["data=diabetes", *REGRESSION] for loss in ("mse", "mae", "huber")},
+    "multilabel": ["data=digits_attributes"],
+}
+
+
 @pytest.mark.parametrize("group", ["optimizer", "schedule", "data", "model", "loss"])
 def test_every_group_option_composes(group, tmp_path):
     npz = tmp_path / "x.npz"
@@ -80,6 +90,7 @@ def test_every_group_option_composes(group, tmp_path):
         paths = {"npz": [f"data.path={npz}"], "csv": [f"data.path={npz}", "data.target=y"],
                  "image_folder": [f"data.path={tmp_path}"], "tfrecord": [f"data.path={npz}"]}  # fmt: skip
         extra = paths.get(option, []) if group == "data" else []
+        extra += TASK_PARTNERS.get(option, [])
         cfg = load_config([f"{group}={option}", *extra])
         assert cfg[group] is not None
 

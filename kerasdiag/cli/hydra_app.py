@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from kerasdiag.config import composition_error, validate_config
+from kerasdiag.config.schema import loss_task
 from kerasdiag.core.errors import KerasdiagError, shorten
 from kerasdiag.core.rundir import RunLayout, check_run_dir, is_locked
 from kerasdiag.data.loaders import check_batch_size, load_dataset
@@ -284,7 +285,7 @@ def exit_on_user_error(run_dir: str | Path) -> Iterator[None]:
 def load_inputs(cfg: Any) -> Any:
     """Load and check the data before TensorFlow starts: bad data ends the run here, with its
     real cause and no run directory (the builder was checked with the config)."""
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, loss_task(cfg.loss.name))
     check_batch_size(cfg.data, data)
     return data
 

@@ -37,6 +37,7 @@ from kerasdiag.config.checks import (
     check_path,
     check_range,
     finite,
+    get,
     one_of,
     positive,
     ranged,
@@ -49,7 +50,26 @@ from kerasdiag.diagnosis import SYMPTOMS, Thresholds
 # -- the names each group accepts (one registry each) -------------------------------------------
 
 # kerasdiag.modeling.losses.build_loss; binary: one logit, sigmoid + binary cross-entropy (2 classes)
-LOSSES = ("softmax", "multiclass_hinge", "focal", "binary")
+LOSSES = ("softmax", "multiclass_hinge", "focal", "binary", "multilabel", "mse", "mae", "huber")
+# What each loss trains the model for (the head, the labels, the metrics and the rules the
+# checks apply follow from it): classes, several independent 0/1 labels, or numbers.
+REGRESSION_LOSSES = ("mse", "mae", "huber")
+TASKS = ("classification", "multilabel", "regression")
+
+
+def loss_task(loss_name: str) -> str:
+    """The task ``loss.name`` trains for: ``regression`` (mse, mae, huber), ``multilabel``
+    (independent sigmoids), else ``classification``.
+
+    Example:
+        >>> loss_task("huber"), loss_task("multilabel"), loss_task("softmax")
+        ('regression', 'multilabel', 'classification')
+    """
+    if loss_name in REGRESSION_LOSSES:
+        return "regression"
+    return "multilabel" if loss_name == "multilabel" else "classification"
+
+
 OPTIMIZERS = {  # name -> class of keras.optimizers (kerasdiag.modeling.optimizers.build_optimizer)
     "sgd": "SGD",
     "adagrad": "Adagrad",
@@ -61,6 +81,14 @@ OPTIMIZERS = {  # name -> class of keras.optimizers (kerasdiag.modeling.optimize
 SCHEDULES = ("constant", "step", "exponential", "inverse_time", "plateau", "cosine")
 STRATEGIES = ("none", "auto", "mirrored", "multiworker")  # kerasdiag.modeling.distribute
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # what build_model compiles
+# ... per task (kerasdiag.modeling.losses.task_metrics): regression has no accuracy; a
+# multi-label model's accuracy is the exact match of every label, label_accuracy the share
+# of single label decisions that are right
+TASK_METRICS = {
+    "classification": METRICS,
+    "multilabel": (*METRICS, "label_accuracy", "val_label_accuracy"),
+    "regression": ("loss", "val_loss", "mae", "val_mae", "rmse", "val_rmse"),
+}
 # kerasdiag.search.oracle.build_oracle: keras-tuner's oracles, "none" = no search
 TUNERS = ("none", "random", "coarse_to_fine", "hyperband", "bayesian")
 ENSEMBLES = ("none", "seeds", "topk", "checkpoints", "ema")  # kerasdiag.ensemble.run
@@ -77,7 +105,13 @@ def validator(func: Callable[[Any], None]) -> Callable[[Any], None]:
 
 # The data sets ``data.name`` may name (kerasdiag.data.loaders.LOADERS has one loader each),
 # and those read from a path the user must give, with what that path is.
-DATASETS = ("digits", "cifar10", "npz", "image_folder", "csv", "tfrecord")
+DATASETS = ("digits", "cifar10", "npz", "image_folder", "csv", "tfrecord", "diabetes",
+            "digits_attributes")  # fmt: skip
+# The tasks each data set can serve: class data by default; the real regression set
+# (scikit-learn's diabetes), the digits' derived attributes (several labels per image), and
+# a CSV table or .npz arrays, whose targets serve any task.
+DATASET_TASKS = {"diabetes": ("regression",), "digits_attributes": ("multilabel",),
+                 "csv": TASKS, "npz": TASKS}  # fmt: skip
 PATH_DATASETS = {"npz": "an .npz file", "csv": "a CSV file", "image_folder": "a folder",
                  "tfrecord": "TFRecord files (a file or a glob pattern)"}  # fmt: skip
 FILE_DATASETS = ("npz", "csv")
@@ -120,7 +154,13 @@ class DataConfig:
     test_fraction: float = ranged(0.2, "(0,1)")
     image_size: list[int] = field(default_factory=lambda: [32, 32])  # image_folder: (H, W)
     color_mode: str = "rgb"  # image_folder: one of COLOR_MODES
-    target: str | None = None  # csv: the class column; every other column is a feature
+    # csv: the class column (loss=softmax, binary, ...), the number column(s) to predict
+    # (loss=mse, mae, huber), or the 0/1 label columns (loss=multilabel: [a, b, c]); every
+    # other column is a feature
+    target: Any = None
+    # regression: targets standardised by their training mean and std (the loss is of unit
+    # order whatever their units); mae and rmse are reported in the targets' units
+    scale_target: bool = True
     # image_folder (streamed from disk): an image that does not decode is skipped and
     # counted (skip) or ends the run naming it (fail)
     on_bad_file: str = "fail"  # one of BAD_FILE_ACTIONS
@@ -155,6 +195,42 @@ def check_data(cfg: Any) -> None:
             "folder for the decoded images")  # fmt: skip
     seed = cfg.data.seed
     require(0 <= seed <= MAX_SEED, "data.seed", seed, f"must be in [0, {MAX_SEED}]")
+    check_target(cfg)
+    task, served = loss_task(cfg.loss.name), DATASET_TASKS.get(cfg.data.name, ("classification",))
+    if task not in served:
+        suits = {"regression": "loss=mse, mae or huber", "multilabel": "loss=multilabel",
+                 "classification": "loss=softmax (or binary, focal, multiclass_hinge)"}  # fmt: skip
+        others = [n for n in DATASETS if task in DATASET_TASKS.get(n, ("classification",))]
+        holds = {"regression": "numbers to predict", "multilabel": "several 0/1 labels",
+                 "classification": "class labels"}  # fmt: skip
+        require(False, "loss.name", cfg.loss.name,
+                f"trains for {task}, but data={cfg.data.name} holds {holds[served[0]]}: use "
+                f"{suits[served[0]]}, or data={' / '.join(others)} for {task}")  # fmt: skip
+
+
+def target_columns(target: Any) -> list[str]:
+    """``data.target`` as a list of column names (one name, or a list of them)."""
+    if target is None:
+        return []
+    if isinstance(target, str):
+        return [target]
+    return [str(t) for t in target]
+
+
+def check_target(cfg: Any) -> None:
+    """``data.target`` against the task the loss trains for: one class column for a
+    classifier, several 0/1 columns or one for multi-label, number column(s) for regression."""
+    target, task = cfg.data.target, loss_task(cfg.loss.name)
+    if target is None:
+        return
+    names = target_columns(target)
+    shown = names[0] if isinstance(target, str) else names
+    require(bool(names) and all(n.strip() for n in names), "data.target", shown,
+            "must name a column, or a list of columns")  # fmt: skip
+    require(len(set(names)) == len(names), "data.target", shown, "names a column twice")
+    require(len(names) == 1 or task != "classification", "data.target", shown,
+            f"loss={cfg.loss.name} predicts one class column; several columns are "
+            "loss=multilabel (0/1 labels) or a regression loss (loss=mse, mae, huber)")  # fmt: skip
 
 
 @dataclass
@@ -229,11 +305,41 @@ class LossConfig:
     margin: float = ranged(1.0, ">0")  # multiclass_hinge (Weston-Watkins)
     gamma: float = ranged(2.0, ">=0")  # focal
     alpha: float | None = ranged(None, "(0,1]")  # focal: overall weight
+    delta: float = ranged(1.0, ">0")  # huber: quadratic within delta of the target, linear beyond
 
 
 @validator
 def check_loss(cfg: Any) -> None:
     one_of(cfg, "loss.name", LOSSES)
+    task = loss_task(cfg.loss.name)
+    if task == "classification":
+        return
+    require(not cfg.loss.label_smoothing or task == "multilabel", "loss.label_smoothing",
+            cfg.loss.label_smoothing, f"applies to class labels, not to loss={cfg.loss.name}")  # fmt: skip
+    # Refused up front rather than ranking trials by another task's rule.
+    require(cfg.tuner.name == "none" or cfg.tuner.objective in monitors_of(cfg),
+            "tuner.objective", cfg.tuner.objective,
+            f"loss={cfg.loss.name} ({task}) has no accuracy: rank trials by val_loss")  # fmt: skip
+    require(cfg.data.imbalance is None, "data.imbalance", cfg.data.imbalance,
+            f"makes classes long-tailed; loss={cfg.loss.name} ({task}) has no classes")  # fmt: skip
+
+
+def monitors_of(cfg: Any) -> tuple[str, ...]:
+    """The metric names a run of this config logs: its task's (``TASK_METRICS``)."""
+    return TASK_METRICS[loss_task(cfg.loss.name)]
+
+
+def one_of_monitors(cfg: Any, key: str) -> None:
+    """``key`` names a metric the run logs; regression has none called accuracy."""
+    value = get(cfg, key)
+    allowed = monitors_of(cfg)
+    task = loss_task(cfg.loss.name)
+    why = (
+        f" (loss={cfg.loss.name} is {task}, without accuracy: set {key}=val_loss)"
+        if task == "regression"
+        else ""
+    )
+    require(value in allowed, key, value, f"must be one of {', '.join(allowed)}{why}")
 
 
 @dataclass
@@ -293,7 +399,7 @@ def check_schedule(cfg: Any) -> None:
     lr = cfg.optimizer.lr
     require(lr == "auto" or cfg.schedule.min_lr < lr, "schedule.min_lr", cfg.schedule.min_lr,
             "must be below optimizer.lr")  # fmt: skip
-    one_of(cfg, "schedule.monitor", METRICS)
+    one_of_monitors(cfg, "schedule.monitor")
 
 
 @dataclass
@@ -333,7 +439,7 @@ def check_trainer(cfg: Any) -> None:
     require(cfg.trainer.verbose in (0, 1, 2), "trainer.verbose", cfg.trainer.verbose,
             "must be 0, 1 or 2")  # fmt: skip
     for key in ("trainer.checkpoint_monitor", "trainer.early_stopping.monitor"):
-        one_of(cfg, key, METRICS)
+        one_of_monitors(cfg, key)
     es = cfg.trainer.early_stopping
     require(not es.enabled or es.monitor == cfg.trainer.checkpoint_monitor,
             "trainer.early_stopping.monitor", es.monitor,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kerasdiag.config.checks import check_path
+from kerasdiag.config.schema import target_columns
 from kerasdiag.core.errors import ConfigError, DataError, shorten
 from kerasdiag.data.splits import stratified_split
 
@@ -123,9 +124,12 @@ class CsvTable:
     line_labels: np.ndarray  # int32, one per line after the header
     class_names: list[str]
     bad: list[tuple[int, str]]  # (line number in the file, reason)
+    # regression and multi-label: the target columns' values, one row per line after the
+    # header (NaN for a blank or skipped line); class_names then names the target columns
+    targets: np.ndarray | None = None
 
 
-def read_csv_table(data_cfg: Any) -> CsvTable:
+def read_csv_table(data_cfg: Any, task: str = "classification") -> CsvTable:
     """``data=csv data.path=FILE data.target=COLUMN``: a header row, numeric feature columns,
     and a categorical target column: its distinct values, sorted (numerically when they are
     all numbers), are the classes. One row per line.
@@ -138,17 +142,20 @@ def read_csv_table(data_cfg: Any) -> CsvTable:
     path = _existing(data_cfg, "file")
     if not data_cfg.target:
         raise ConfigError("data.target", data_cfg.target, "data=csv needs the target column's name")
-    target = str(data_cfg.target)
+    targets = target_columns(data_cfg.target)
     with path.open(newline="", encoding="utf-8-sig") as handle:
         header = [h.strip() for h in next(csv.reader([handle.readline()]), [])]
     if not header:
         raise DataError(f"{path} is empty: expected a header row naming the columns")
-    if target not in header:
-        raise ConfigError(
-            "data.target", target, f"is not a column of {path} (columns: {', '.join(header)})"
-        )
+    for target in targets:
+        if target not in header:
+            raise ConfigError(
+                "data.target", target, f"is not a column of {path} (columns: {', '.join(header)})"
+            )
+    target = targets[0]
     t = header.index(target)
-    features = [i for i in range(len(header)) if i != t]
+    columns = [header.index(name) for name in targets]
+    features = [i for i in range(len(header)) if i not in columns]
     if not features:
         raise DataError(f"{path}: no feature columns besides the target {target!r}")
     label_ids: dict[bytes, int] = {}
@@ -167,12 +174,56 @@ def read_csv_table(data_cfg: Any) -> CsvTable:
         chunks.append(ids)
     if not label_ids:
         raise DataError(f"{path} has a header but no rows")
+    line_labels = np.concatenate(chunks)
+    if task != "classification":  # the rows are checked: read the numbers to predict
+        known = (line_labels >= 0).astype(np.int32) - 1  # 0: a row, -1: blank or skipped
+        values = _target_values(path, header, columns, known, task, data_cfg.target)
+        return CsvTable(path, header, features, known, list(targets), bad, values)
     names = _class_names([v.decode("utf-8") for v in label_ids])
     order = np.array([names.index(v.decode("utf-8")) for v in label_ids], np.int32)
-    line_labels = np.concatenate(chunks)
     known = line_labels >= 0
     line_labels[known] = order[line_labels[known]]
     return CsvTable(path, header, features, line_labels, names, bad)
+
+
+def _target_values(
+    path: Path, header: list[str], columns: list[int], rows: np.ndarray, task: str, target: Any
+) -> np.ndarray:
+    """The target columns of every row (``rows`` >= 0) as float32, NaN elsewhere: numbers
+    for regression, 0/1 for multi-label. A cell that is not one refuses the table in one
+    line naming ``data.target``, the column, the line and the cell: the whole column is
+    meant otherwise (classes under a regression loss, a count under multi-label), so no
+    row is skipped for it. One pass in Python over the target cells only."""
+    values = np.full((len(rows), len(columns)), np.nan, np.float32)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        handle.readline()
+        for i, row in enumerate(csv.reader(handle)):
+            if i >= len(rows) or rows[i] < 0:
+                continue
+            for j, c in enumerate(columns):
+                values[i, j] = _target_cell(header[c], row[c], i + 2, task, target)
+    return values
+
+
+def _target_cell(column: str, cell: str, line: int, task: str, target: Any) -> float:
+    shown = target if isinstance(target, str) else list(target)
+    try:
+        value = float(cell)
+    except ValueError:
+        value = math.nan
+    if task == "regression" and not math.isfinite(value):
+        raise ConfigError(
+            "data.target", shown, f"column {column!r} holds {cell.strip()!r} (line {line}), not "
+            "a number: a regression loss (mse, mae, huber) predicts numbers; for classes use "
+            "loss=softmax (or binary)"
+        )  # fmt: skip
+    if task == "multilabel" and value not in (0.0, 1.0):
+        raise ConfigError(
+            "data.target", shown, f"column {column!r} holds {cell.strip()!r} (line {line}): "
+            "loss=multilabel needs 0/1 label columns (one per label); one class column is "
+            "loss=softmax, numbers to predict a regression loss (loss=mse)"
+        )  # fmt: skip
+    return value
 
 
 # A feature cell: a finite decimal number (what float() reads, less nan and inf).

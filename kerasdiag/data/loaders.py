@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kerasdiag.config.checks import check_path
-from kerasdiag.config.schema import DATASETS
+from kerasdiag.config.schema import DATASET_TASKS, DATASETS
 from kerasdiag.core.errors import ConfigError, DataError
 from kerasdiag.data import cifar
 from kerasdiag.data.dataset import Dataset
@@ -44,6 +44,51 @@ def _load_digits(data_cfg: Any) -> RawData:
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx], names
 
 
+# The attributes ``data=digits_attributes`` derives from each digit's class: several are true
+# of most images (6 is even, >= 5 and has a closed loop), which makes them multi-label data.
+DIGIT_ATTRIBUTES = {
+    "even": (0, 2, 4, 6, 8),
+    "at_least_5": (5, 6, 7, 8, 9),
+    "prime": (2, 3, 5, 7),
+    "closed_loop": (0, 6, 8, 9),  # as the digits are usually written (a 4 is left open)
+}
+
+
+def _load_digits_attributes(data_cfg: Any) -> RawData:
+    """scikit-learn's digits (real images), each labelled with the attributes its digit has
+    (``DIGIT_ATTRIBUTES``): derived labels, not annotations, and the same test split as
+    ``data=digits``."""
+    x_train, y_train, x_test, y_test, _ = _load_digits(data_cfg)
+    table = np.array([[d in digits for digits in DIGIT_ATTRIBUTES.values()] for d in range(10)])
+    as_labels = lambda y: table[y].astype(np.float32)  # noqa: E731
+    return x_train, as_labels(y_train), x_test, as_labels(y_test), list(DIGIT_ATTRIBUTES)
+
+
+REGRESSION_TEST_SEED = 0  # the test split of a regression set, whatever data.seed says
+
+
+def _load_diabetes(data_cfg: Any) -> RawData:
+    """scikit-learn's diabetes table (442 patients, 10 measurements, shipped in the wheel):
+    the target is a disease progression score one year later (25 to 346)."""
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(scaled=False)
+    x = bunch.data.astype(np.float32)
+    y = bunch.target.astype(np.float32)[:, None]
+    rest, test = stratified_split(target_strata(y), DIGITS_TEST_FRACTION, REGRESSION_TEST_SEED)
+    return x[rest], y[rest], x[test], y[test], ["progression"]
+
+
+def target_strata(y: np.ndarray, bins: int = 5) -> np.ndarray:
+    """Groups to stratify non-class targets by: quantile bins of the first number to predict
+    (every split sees low and high targets), or each distinct combination of 0/1 labels."""
+    y = np.asarray(y).reshape(len(y), -1)
+    if y.dtype.kind == "f" and not np.isin(y, (0.0, 1.0)).all():
+        edges = np.quantile(y[:, 0], np.linspace(0, 1, bins + 1)[1:-1])
+        return np.searchsorted(edges, y[:, 0], side="right").astype(np.int64)
+    return np.unique(y > 0.5, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
 def _load_cifar10(data_cfg: Any) -> RawData:
     if data_cfg.path is None:
         folder = cifar.download_cifar10()
@@ -58,6 +103,43 @@ def _load_npz(data_cfg: Any) -> RawData:
 
     Read with ``allow_pickle=False``: an .npz holding Python objects is refused, not run.
     """
+    path, arrays = _read_npz(data_cfg)
+    y_train, y_test = (_label_vector(arrays[k]) for k in ("y_train", "y_test"))
+    if "class_names" in arrays:
+        class_names = arrays["class_names"]
+        if class_names.ndim != 1 or class_names.size == 0:
+            raise DataError(f"{path}: class_names must be a 1-D array of names")
+        names = [str(n) for n in class_names]
+        check_declared_labels(path, y_train, y_test, len(names))
+    else:
+        names = inferred_class_names(path, y_train, y_test)
+    return arrays["x_train"], y_train, arrays["x_test"], y_test, names
+
+
+def _load_npz_targets(data_cfg: Any, task: str) -> RawData:
+    """``data=npz`` under a regression loss (``y_*``: numbers, (N,) or (N, targets)) or
+    ``loss=multilabel`` (``y_*``: 0/1, (N, labels)); ``class_names`` (optional) names the
+    targets or labels."""
+    path, arrays = _read_npz(data_cfg)
+    y_train, y_test = arrays["y_train"], arrays["y_test"]
+    for key, y in (("y_train", y_train), ("y_test", y_test)):
+        if y.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {key} holds {y.dtype} values, not numbers to predict")
+        if task == "multilabel" and (y.ndim != 2 or not np.isin(y, (0, 1)).all()):
+            raise DataError(
+                f"{path}: {key} must be 0/1 rows, one column per label, for loss=multilabel "
+                f"(got shape {y.shape}{'' if y.ndim != 2 else ' with other values'})"
+            )
+    width = 1 if y_train.ndim == 1 else int(np.prod(y_train.shape[1:]))
+    default = ["target"] if task == "regression" and width == 1 else [f"y{i}" for i in range(width)]
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else default
+    if len(names) != width:
+        raise DataError(f"{path}: class_names names {len(names)} targets, y_train has {width}")
+    return arrays["x_train"], y_train, arrays["x_test"], y_test, names
+
+
+def _read_npz(data_cfg: Any) -> tuple[Path, dict[str, np.ndarray]]:
+    """The arrays of ``data.path``'s .npz, checked to hold x/y train/test."""
     if data_cfg.path is None:
         raise ConfigError("data.path", None, "data.name=npz needs the path of an .npz file")
     path = check_path("data.path", data_cfg.path, "file")
@@ -76,16 +158,7 @@ def _load_npz(data_cfg: Any) -> RawData:
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise DataError(f"{path} lacks arrays: {', '.join(missing)}")
-    y_train, y_test = (_label_vector(arrays[k]) for k in ("y_train", "y_test"))
-    if "class_names" in arrays:
-        class_names = arrays["class_names"]
-        if class_names.ndim != 1 or class_names.size == 0:
-            raise DataError(f"{path}: class_names must be a 1-D array of names")
-        names = [str(n) for n in class_names]
-        check_declared_labels(path, y_train, y_test, len(names))
-    else:
-        names = inferred_class_names(path, y_train, y_test)
-    return arrays["x_train"], y_train, arrays["x_test"], y_test, names
+    return path, arrays
 
 
 def _integer_labels(*labels: np.ndarray) -> np.ndarray | None:
@@ -166,7 +239,7 @@ def _label_vector(y: np.ndarray) -> np.ndarray:
     return y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
 
 
-def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
+def load_dataset(data_cfg: Any, task: str = "classification") -> Dataset | StreamedDataset:
     """Load the data set named by ``data_cfg.name`` and prepare its three splits.
 
     Order matters for honest numbers: the test split is set aside first; ``limit`` then acts
@@ -174,7 +247,8 @@ def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
     seeded); ``imbalance`` makes only the rest, the examples trained on, long-tailed, so
     validation follows the test split's distribution (dev and test from one distribution:
     the epoch kept for its validation score is the one best on the test's terms);
-    normalisation statistics come from the training split.
+    normalisation statistics come from the training split. ``task`` (the loss's, from
+    :func:`kerasdiag.config.schema.loss_task`) says what a CSV table's target column(s) hold.
 
     Image folders and CSV tables are streamed from disk: a
     :class:`~kerasdiag.data.stream.StreamedDataset` (file lists or line splits, and labels; the
@@ -188,10 +262,64 @@ def load_dataset(data_cfg: Any) -> Dataset | StreamedDataset:
     """
     if data_cfg.name not in DATASETS:
         raise ConfigError("data.name", data_cfg.name, f"must be one of {sorted(DATASETS)}")
+    if data_cfg.name == "csv":  # its target column(s) serve the loss's task
+        return stream_csv(data_cfg, task)
     if data_cfg.name in STREAMED:
         return STREAMED[data_cfg.name](data_cfg)
+    if data_cfg.name == "npz" and task != "classification":
+        raw = _load_npz_targets(data_cfg, task)
+        return prepare_target_splits(data_cfg, task, *raw)
     x_train, y_train, x_test, y_test, names = LOADERS[data_cfg.name](data_cfg)
+    task = DATASET_TASKS.get(data_cfg.name, ("classification",))[0]
+    if task != "classification":
+        return prepare_target_splits(data_cfg, task, x_train, y_train, x_test, y_test, names)
     return prepare_splits(data_cfg, x_train, y_train, x_test, y_test, names)
+
+
+def prepare_target_splits(
+    data_cfg: Any,
+    task: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    names: list[str],
+) -> Dataset:
+    """:func:`prepare_splits` for numbers to predict or several 0/1 labels (``task``): the
+    same order (limit, validation carved, inputs normalised by training statistics),
+    stratified by :func:`target_strata`; targets float32 rows, their training mean and std
+    kept for a regression model's head."""
+    y_train, y_test = (np.asarray(y, np.float32).reshape(len(y), -1) for y in (y_train, y_test))
+    for split, y in (("train", y_train), ("test", y_test)):
+        if not np.isfinite(y).all():
+            raise DataError(f"{split} split: a target is NaN or infinite")
+    if x_train.ndim < 2 or x_train.shape[1:] != x_test.shape[1:] or len(x_train) != len(y_train):
+        raise DataError(f"inputs {x_train.shape} and targets {y_train.shape} do not match")
+    fit_idx, val_idx = carve_splits(data_cfg, target_strata(y_train), 1)
+    x_fit, x_val, x_test, mean, std = normalised(data_cfg, x_train[fit_idx], x_train[val_idx],
+                                                 x_test)  # fmt: skip
+    data = Dataset(
+        name=str(data_cfg.name), x_train=x_fit, y_train=y_train[fit_idx], x_val=x_val,
+        y_val=y_train[val_idx], x_test=x_test, y_test=y_test, num_classes=y_train.shape[1],
+        class_names=list(names), mean=mean, std=std, task=task,
+    )  # fmt: skip
+    if task == "regression" and data_cfg.get("scale_target", True):
+        scale_targets(data)
+    return data
+
+
+def scale_targets(data: Any) -> None:
+    """Standardise a regression set's targets by their training mean and std, kept as
+    ``target_mean`` and ``target_std``: the loss is then of unit order at initialisation,
+    whatever the targets' units (a gradient norm, a learning rate and the doctor's
+    thresholds mean the same on every table); the metrics report in the targets' units."""
+    y = np.asarray(data.y_train, np.float64)
+    mean, std = y.mean(0), y.std(0)
+    std = np.where(std > 0, std, 1.0)
+    data.target_mean, data.target_std = mean.astype(np.float32), std.astype(np.float32)
+    for split in ("train", "val", "test"):
+        values = getattr(data, f"y_{split}")
+        setattr(data, f"y_{split}", ((values - mean) / std).astype(np.float32))
 
 
 def prepare_splits(
@@ -216,14 +344,7 @@ def prepare_splits(
     x_val, y_val = x_train[val_idx], y_train[val_idx]
     x_train, y_train = x_train[fit_idx], y_train[fit_idx]
 
-    x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
-    mean = std = None
-    if data_cfg.normalize:
-        mean, std = normalisation_stats(x_train)
-        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
-    for split, x in (("train", x_train), ("validation", x_val), ("test", x_test)):
-        if not np.isfinite(x).all():  # float64 values beyond float32's range become Inf
-            raise DataError(f"{split} split: input values overflow float32 (|x| > 3.4e38)")
+    x_train, x_val, x_test, mean, std = normalised(data_cfg, x_train, x_val, x_test)
     return Dataset(
         name=str(data_cfg.name),
         x_train=x_train,
@@ -237,6 +358,20 @@ def prepare_splits(
         mean=mean,
         std=std,
     )
+
+
+def normalised(data_cfg: Any, x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarray):
+    """The three splits' inputs as float32, standardised by the training split's statistics
+    (``data.normalize``), and those statistics: ``(x_train, x_val, x_test, mean, std)``."""
+    x_train, x_val, x_test = (a.astype(np.float32) for a in (x_train, x_val, x_test))
+    mean = std = None
+    if data_cfg.normalize:
+        mean, std = normalisation_stats(x_train)
+        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+    for split, x in (("train", x_train), ("validation", x_val), ("test", x_test)):
+        if not np.isfinite(x).all():  # float64 values beyond float32's range become Inf
+            raise DataError(f"{split} split: input values overflow float32 (|x| > 3.4e38)")
+    return x_train, x_val, x_test, mean, std
 
 
 def carve_splits(
@@ -302,11 +437,15 @@ def stream_image_folder(data_cfg: Any) -> ImageFolderStream:
     )
 
 
-def stream_csv(data_cfg: Any) -> CsvStream:
+def stream_csv(data_cfg: Any, task: str = "classification") -> CsvStream:
     """``data=csv``: the table checked in one pass (:func:`read_csv_table`; bad rows skipped
     and counted or refused by ``data.on_bad_file``), split by line as the in-memory sets are
-    (test held out with seed 0, then :func:`carve_splits`); read by tf.data when trained on."""
-    table = read_csv_table(data_cfg)
+    (test held out with seed 0, then :func:`carve_splits`); read by tf.data when trained on.
+    ``task`` (the loss's): the target column is a class column, or the target columns hold
+    numbers to predict (``regression``) or 0/1 labels (``multilabel``)."""
+    table = read_csv_table(data_cfg, task)
+    if task != "classification":
+        return _stream_csv_targets(data_cfg, table, task)
     stream = CsvStream(
         **_streamed_options(data_cfg),
         y_train=np.zeros(0, np.int64), y_val=np.zeros(0, np.int64), y_test=np.zeros(0, np.int64),
@@ -331,6 +470,40 @@ def stream_csv(data_cfg: Any) -> CsvStream:
     stream.line_split[lines[rest[val_idx]]] = 1
     stream.line_split[lines[rest[fit_idx]]] = 0
     stream._set_labels()
+    return stream
+
+
+def _stream_csv_targets(data_cfg: Any, table: Any, task: str) -> CsvStream:
+    """:func:`stream_csv` for numbers to predict or 0/1 labels: each line's target row is its
+    label, the splits stratified by :func:`target_strata`, a regression's targets
+    standardised by the training lines' (``data.scale_target``)."""
+    empty = np.zeros((0, table.targets.shape[1]), np.float32)
+    stream = CsvStream(
+        **_streamed_options(data_cfg), y_train=empty, y_val=empty, y_test=empty,
+        num_classes=table.targets.shape[1], class_names=list(table.class_names),
+        path=str(table.path), columns=table.columns, feature_columns=table.feature_columns,
+        line_split=np.full(len(table.targets), -1, np.int8), line_labels=table.targets,
+        shuffle_buffer=int(data_cfg.shuffle_buffer), task=task,
+    )  # fmt: skip
+    for line, reason in table.bad:
+        stream._refuse_or_skip(f"{table.path} line {line}", reason)
+    lines = np.flatnonzero(table.line_labels >= 0)
+    if len(lines) < 3:
+        raise DataError(f"{table.path}: {len(lines)} rows are too few to split")
+    strata = target_strata(table.targets[lines])
+    rest, test = stratified_split(strata, float(data_cfg.test_fraction), TEST_SEED)
+    fit_idx, val_idx = carve_splits(data_cfg, strata[rest], 1)
+    stream.line_split[lines[test]] = 2
+    stream.line_split[lines[rest[val_idx]]] = 1
+    stream.line_split[lines[rest[fit_idx]]] = 0
+    stream._set_labels()
+    if task == "regression" and data_cfg.get("scale_target", True):
+        scale_targets(stream)
+        known = stream.line_split >= 0
+        stream.line_labels[known] = (stream.line_labels[known] - stream.target_mean) / (
+            stream.target_std
+        )
+        stream._set_labels()  # from the scaled lines: as a resumed run reads them back
     return stream
 
 
@@ -394,6 +567,8 @@ def stream_tfrecord(data_cfg: Any) -> TFRecordStream:
 
 LOADERS: dict[str, Callable[[Any], RawData]] = {
     "digits": _load_digits,
+    "digits_attributes": _load_digits_attributes,
+    "diabetes": _load_diabetes,
     "cifar10": _load_cifar10,
     "npz": _load_npz,
 }

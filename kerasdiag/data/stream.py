@@ -108,6 +108,10 @@ class StreamedDataset(ABC):
     statistics: dict[str, SplitStatistics] | None = None
     scanned: bool = False
     _sample: DataSample | None = field(default=None, repr=False)
+    # as Dataset's: the task the labels serve, and a regression's target standardisation
+    task: str = "classification"
+    target_mean: np.ndarray | None = None
+    target_std: np.ndarray | None = None
 
     @property
     @abstractmethod
@@ -299,6 +303,9 @@ class StreamedDataset(ABC):
             class_names=list(self.class_names),
             mean=self.mean,
             std=self.std,
+            task=self.task,
+            target_mean=self.target_mean,
+            target_std=self.target_std,
             source=self,
         )
         return self._sample
@@ -553,8 +560,9 @@ class RecordStream(StreamedDataset):
         return self._raw(self._records(codes), batch_size)
 
     def _set_labels(self) -> None:
+        dtype = np.int64 if self.line_labels.dtype.kind in "iu" else np.float32
         for code, split in enumerate(SPLITS):
-            setattr(self, f"y_{split}", self.line_labels[self.line_split == code].astype(np.int64))
+            setattr(self, f"y_{split}", self.line_labels[self.line_split == code].astype(dtype))
 
     def _in(self, codes):
         """A filter keeping the records whose split code is in ``codes``."""
@@ -586,12 +594,16 @@ class RecordStream(StreamedDataset):
         return {s: sums[s].result(self.labels(s)) for s in SPLITS}
 
     def _record_splits(self) -> dict[str, Any]:
+        # class indices (int32), or rows of numbers to predict / 0/1 labels (float32)
         return {"path": self.path, "line_split": _pack(self.line_split),
-                "line_labels": _pack(self.line_labels)}  # fmt: skip
+                "line_labels": _pack(self.line_labels),
+                "label_dtype": self.line_labels.dtype.name,
+                "label_shape": list(self.line_labels.shape[1:])}  # fmt: skip
 
     def _adopt_splits(self, record: dict[str, Any]) -> None:
         self.line_split = _unpack(record["line_split"], np.int8)
-        self.line_labels = _unpack(record["line_labels"], np.int32)
+        labels = _unpack(record["line_labels"], np.dtype(record.get("label_dtype", "int32")))
+        self.line_labels = labels.reshape(-1, *record.get("label_shape", []))
         self._set_labels()
 
     def _batches(self, raw, normalise):
@@ -599,8 +611,9 @@ class RecordStream(StreamedDataset):
         import tensorflow as tf
 
         labels = self._variable("line_labels", self.line_labels)
+        dtype = tf.int64 if self.line_labels.dtype.kind in "iu" else tf.float32
         return raw.map(
-            lambda i, x: (normalise(x), tf.cast(tf.gather(labels, i), tf.int64)),
+            lambda i, x: (normalise(x), tf.cast(tf.gather(labels, i), dtype)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 

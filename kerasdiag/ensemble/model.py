@@ -1,4 +1,5 @@
-"""The ensemble as one Keras model: a shared input, every member, the mean of their softmaxes.
+"""The ensemble as one Keras model: a shared input, every member, the mean of their softmaxes
+(the mean of their sigmoids for multi-label members, of their outputs for regression).
 
 Members output logits (kerasdiag's builders do), so each member's output goes through a
 softmax and the ensemble outputs the average probability vector: one forward pass, one graph
@@ -24,11 +25,19 @@ import numpy as np
 
 from kerasdiag.modeling.safe_load import load_model_safely
 
+# How members' outputs become what is averaged, by the task they were trained for: class
+# probabilities (softmax), per-label probabilities (sigmoid) or the predicted numbers as they are.
+COMBINE = {"classification": "softmax", "multilabel": "sigmoid", "regression": None}
+
 
 def build_ensemble(
-    members: Sequence[keras.Model], names: Sequence[str] | None = None, name: str = "ensemble"
+    members: Sequence[keras.Model],
+    names: Sequence[str] | None = None,
+    name: str = "ensemble",
+    task: str = "classification",
 ) -> keras.Model:
-    """A functional model averaging the members' class probabilities.
+    """A functional model averaging the members' class probabilities (``task``:
+    ``multilabel`` averages each label's sigmoid, ``regression`` the outputs themselves).
 
     Each member is wrapped under its own name (``names``, default ``member0, member1, ...``),
     so members built by the same recipe, whose layers share names, sit side by side. The
@@ -59,23 +68,25 @@ def build_ensemble(
                 f"shape and the number of classes"
             )
     inputs = keras.Input(shape=input_shape, name="inputs")
+    combine = COMBINE[task]
     probabilities = []
     for member, layer_name in zip(members, layer_names, strict=True):
         renamed = keras.Model(member.input, member.output, name=layer_name)
         out = renamed(inputs)
-        if not outputs_probabilities(member):
-            out = keras.layers.Softmax(name=f"{layer_name}_softmax")(out)
+        if combine is not None and not outputs_probabilities(member, combine):
+            out = keras.layers.Activation(combine, name=f"{layer_name}_{combine}")(out)
         probabilities.append(out)
-    outputs = keras.layers.Average(name="mean_probability")(probabilities)
+    mean = "mean_probability" if combine is not None else "mean_output"
+    outputs = keras.layers.Average(name=mean)(probabilities)
     return keras.Model(inputs, outputs, name=name)
 
 
-def outputs_probabilities(model: keras.Model) -> bool:
-    """Whether the model's last layer already applies a softmax."""
+def outputs_probabilities(model: keras.Model, combine: str = "softmax") -> bool:
+    """Whether the model's last layer already applies ``combine`` (softmax or sigmoid)."""
     last = model.layers[-1]
-    if isinstance(last, keras.layers.Softmax):
+    if combine == "softmax" and isinstance(last, keras.layers.Softmax):
         return True
-    return getattr(getattr(last, "activation", None), "__name__", None) == "softmax"
+    return getattr(getattr(last, "activation", None), "__name__", None) == combine
 
 
 def load_member(path: str | os.PathLike) -> keras.Model:
@@ -83,14 +94,19 @@ def load_member(path: str | os.PathLike) -> keras.Model:
     return load_model_safely(path, compile=False)
 
 
-def predict_probabilities(model: keras.Model, x: Any, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities: the model's softmax, or its output when it ends in one. ``x``: an
+def predict_probabilities(
+    model: keras.Model, x: Any, batch_size: int = 256, task: str = "classification"
+) -> np.ndarray:
+    """Class probabilities: the model's softmax, or its output when it ends in one (per-label
+    sigmoids for ``multilabel``, the outputs as they are for ``regression``). ``x``: an
     array, or batches (a tf.data dataset, which brings its own batch size)."""
     batched = not isinstance(x, np.ndarray)
     out = model.predict(x, batch_size=None if batched else batch_size, verbose=0)
-    if outputs_probabilities(model):
+    combine = COMBINE[task]
+    if combine is None or outputs_probabilities(model, combine):
         return out
-    return keras.ops.convert_to_numpy(keras.ops.softmax(out, axis=-1))
+    activation = keras.ops.softmax if combine == "softmax" else keras.ops.sigmoid
+    return keras.ops.convert_to_numpy(activation(out))
 
 
 def member_signature(model: keras.Model, name: str) -> tuple[tuple, int]:

@@ -29,7 +29,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.callbacks.best_checkpoint import find_best_checkpoint
-from kerasdiag.config.schema import validate_ensemble_config
+from kerasdiag.config.schema import loss_task, validate_ensemble_config
 from kerasdiag.core.errors import DataError, KerasdiagError
 from kerasdiag.core.io import atomic_path, write_json_atomic
 from kerasdiag.core.metrics import metric_mode
@@ -50,10 +50,16 @@ from kerasdiag.ensemble.selection import (
 from kerasdiag.modeling.safe_load import load_model_safely
 from kerasdiag.training.pipeline import prepare_run, run_training
 
-COMBINATION = (
-    "mean of the members' softmax probabilities (multiclass-hinge scores pass through the "
-    "same softmax; members ending in a softmax are averaged as they are)"
-)
+COMBINATIONS = {
+    "classification": "mean of the members' softmax probabilities (multiclass-hinge scores "
+    "pass through the same softmax; members ending in a softmax are averaged as they are)",
+    "multilabel": "mean of the members' per-label sigmoid probabilities",
+    "regression": "mean of the members' predicted values",
+}
+COMBINATION = COMBINATIONS["classification"]
+# The test score members and ensemble are compared on, by task, and the direction of "better".
+PRIMARY = {"classification": ("test_accuracy", 1), "multilabel": ("test_accuracy", 1),
+           "regression": ("test_rmse", -1)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,8 @@ def run_ensemble(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         data = prepare_run(cfg, run_dir)
 
         members = MEMBER_SOURCES[cfg.ensemble.name](cfg, run_dir, data)
-        report = assemble(members, data, run_dir, batch_size=int(cfg.data.batch_size))
+        report = assemble(members, data, run_dir, batch_size=int(cfg.data.batch_size),
+                          task=loss_task(cfg.loss.name))  # fmt: skip
         report = {"kind": cfg.ensemble.name, **report, "seconds": round(time.time() - started, 1)}
         write_json_atomic(run_dir / RunLayout.ENSEMBLE, report)
         print_ensemble_summary(report, run_dir)
@@ -169,12 +176,17 @@ MEMBER_SOURCES = {
 
 
 def assemble(
-    members: list[Member], data: Dataset, run_dir: Path, batch_size: int = 256
+    members: list[Member],
+    data: Dataset,
+    run_dir: Path,
+    batch_size: int = 256,
+    task: str = "classification",
 ) -> dict[str, Any]:
     """Join the members into ``ensemble.keras``, reload it in safe mode, score all on test.
 
     The ensemble is scored through the reloaded file, the members one by one through their
     own files: the two paths share no code beyond Keras, so a wrong combination shows.
+    ``task`` (the loss's) says what is averaged (``COMBINATIONS``) and scored (``SCORES``).
     """
     models = [load_member(m.path) for m in members]
     for member, model in zip(members, models, strict=True):
@@ -187,14 +199,19 @@ def assemble(
             )
     path = run_dir / RunLayout.ENSEMBLE_MODEL
     with atomic_path(path) as tmp:
-        build_ensemble(models, [m.name for m in members]).save(tmp)
+        build_ensemble(models, [m.name for m in members], task=task).save(tmp)
     ensemble = load_model_safely(path)
 
     # the test split as batches: read from disk for a streamed data set, else its arrays
     test = split_batches(data, "test", batch_size)
+    scorer = SCORES[task]
+    unit = getattr(data, "target_std", None)  # regression: errors in the targets' units
     rows = []
     for member, model in zip(members, models, strict=True):
-        scores = score(predict_probabilities(model, test), data.y_test)
+        outputs = predict_probabilities(model, test, task=task)
+        scores = (
+            scorer(outputs, data.y_test) if unit is None else scorer(outputs, data.y_test, unit)
+        )
         rows.append(
             {
                 "name": member.name,
@@ -204,16 +221,21 @@ def assemble(
                 **scores,
             }
         )
-    best = max(rows, key=lambda r: (r["test_accuracy"], -r["test_nll"]))
-    joined = score(ensemble.predict(test, verbose=0), data.y_test)
+    primary, sign = PRIMARY[task]
+    second = "test_nll" if task != "regression" else "test_mae"
+    best = max(rows, key=lambda r: (sign * r[primary], -r[second]))
+    outputs = ensemble.predict(test, verbose=0)
+    joined = scorer(outputs, data.y_test) if unit is None else scorer(outputs, data.y_test, unit)
     return {
-        "combination": COMBINATION,
+        "combination": COMBINATIONS[task],
         "model": path.name,
         "test_examples": len(data.y_test),
         "members": rows,
-        "best_single": {k: best[k] for k in ("name", "test_accuracy", "test_nll")},
+        "best_single": {k: best[k] for k in ("name", primary, second)},
         "ensemble": joined,
-        "gain_over_best_single": joined["test_accuracy"] - best["test_accuracy"],
+        "primary": primary,
+        # positive: the ensemble is better than its best member (lower RMSE for regression)
+        "gain_over_best_single": sign * (joined[primary] - best[primary]),
     }
 
 
@@ -228,16 +250,46 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+def score_labels(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Multi-label: exact match (every label right at p > 0.5), the share of single labels
+    right, and the mean binary cross-entropy per label."""
+    p = np.clip(np.asarray(probabilities, np.float64), 1e-12, 1 - 1e-12)
+    y = np.asarray(labels, np.float64).reshape(p.shape) > 0.5
+    right = (p > 0.5) == y
+    return {
+        "test_accuracy": float(np.mean(right.all(axis=-1))),
+        "test_label_accuracy": float(np.mean(right)),
+        "test_nll": float(-np.mean(np.where(y, np.log(p), np.log(1 - p)))),
+    }
+
+
+def score_values(outputs: np.ndarray, targets: np.ndarray, unit: Any = 1.0) -> dict[str, float]:
+    """Regression: RMSE and MAE, each column's error times ``unit`` (the std its targets were
+    divided by: the targets' own units)."""
+    out = np.asarray(outputs, np.float64)
+    error = (out - np.asarray(targets, np.float64).reshape(out.shape)) * np.asarray(unit)
+    return {
+        "test_rmse": float(np.sqrt(np.mean(error**2))),
+        "test_mae": float(np.mean(np.abs(error))),
+    }
+
+
+SCORES = {"classification": score, "multilabel": score_labels, "regression": score_values}
+
+
 def print_ensemble_summary(report: dict[str, Any], run_dir: Path) -> None:
+    primary = report.get("primary", "test_accuracy")
+    second = "test_mae" if primary == "test_rmse" else "test_nll"
+    label = primary.replace("_", " ")
     lines = [f"\nensemble={report['kind']}: {len(report['members'])} members"]
     for row in report["members"]:
-        lines.append(f"  {row['name']:<28} test accuracy {row['test_accuracy']:.4f}")
+        lines.append(f"  {row['name']:<28} {label} {row[primary]:.4f}")
     best, joined = report["best_single"], report["ensemble"]
-    lines.append(f"  best single ({best['name']}): {best['test_accuracy']:.4f}")
+    lines.append(f"  best single ({best['name']}): {best[primary]:.4f}")
     lines.append(
-        f"  ensemble: {joined['test_accuracy']:.4f} "
-        f"({report['gain_over_best_single']:+.4f}), test nll {joined['test_nll']:.4f} "
-        f"vs {best['test_nll']:.4f}"
+        f"  ensemble: {joined[primary]:.4f} "
+        f"(gain {report['gain_over_best_single']:+.4f}), {second.replace('_', ' ')} "
+        f"{joined[second]:.4f} vs {best[second]:.4f}"
     )
     lines.append(f"run directory: {run_dir}")
     print("\n".join(lines))

@@ -23,7 +23,7 @@ from kerasdiag.core.errors import ConfigError
 from kerasdiag.data import Dataset
 from kerasdiag.modeling.blocks import ACTIVE_SETTINGS, LAYER_SETTINGS, Layers
 from kerasdiag.modeling.distribute import get_strategy, scaled_learning_rate
-from kerasdiag.modeling.losses import accuracy_metric, build_loss, output_units
+from kerasdiag.modeling.losses import build_loss, output_units, task_metrics
 from kerasdiag.modeling.optimizers import build_optimizer, build_schedule
 
 
@@ -76,7 +76,7 @@ def build_model(cfg: DictConfig, data: Dataset, **model_overrides: Any) -> keras
         model.compile(
             optimizer=build_optimizer(cfg.optimizer, learning_rate),
             loss=build_loss(cfg.loss),
-            metrics=[accuracy_metric(cfg.loss)],
+            metrics=task_metrics(cfg.loss, getattr(data, "target_std", None)),
             jit_compile="auto" if jit is None else bool(jit),
         )
     return model

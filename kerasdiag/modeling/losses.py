@@ -1,7 +1,10 @@
-"""Losses the recipes need beyond Keras' own: Weston-Watkins hinge and sparse focal loss.
+"""The losses and metrics of each task, and the losses the recipes need beyond Keras' own
+(Weston-Watkins hinge, sparse focal loss, smoothed sparse cross-entropy).
 
-Both take sparse integer labels and raw scores (logits), carry a ``get_config`` so a model
-compiled with them can be saved, loaded in safe mode and cloned to float64 for gradient checks.
+The custom ones take sparse integer labels and raw scores (logits), carry a ``get_config`` so
+a model compiled with them can be saved, loaded in safe mode and cloned to float64 for
+gradient checks. Regression (mse, mae, huber) and multi-label (independent sigmoids) use
+Keras' losses; their metrics are :func:`task_metrics`'.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasdiag.config.schema import LOSSES
+from kerasdiag.config.schema import LOSSES, loss_task
 from kerasdiag.core.errors import ConfigError
 
 
@@ -146,12 +149,84 @@ class SparseSmoothedCrossentropy(keras.losses.Loss):
 
 
 def output_units(loss_cfg: Any, num_classes: int) -> int:
-    """Outputs of the model: one logit per class, or one for ``loss=binary`` (two classes)."""
+    """Outputs of the model: one logit per class, one for ``loss=binary`` (two classes); for
+    regression and multi-label ``num_classes`` is the width of the targets (one output per
+    target column, one logit per label)."""
     if loss_cfg.name != "binary":
         return num_classes
     if num_classes != 2:
         raise ConfigError("loss.name", "binary", f"needs 2 classes, the data has {num_classes}")
     return 1
+
+
+@keras.saving.register_keras_serializable(package="kerasdiag")
+class ExactMatch(keras.metrics.MeanMetricWrapper):
+    """Multi-label accuracy: the share of examples whose every label is decided right (a
+    logit above ``threshold`` means on). Keras' ``BinaryAccuracy`` averages the single
+    decisions instead: reported beside it as ``label_accuracy``."""
+
+    def __init__(self, threshold: float = 0.0, name: str = "accuracy", dtype: Any = None):
+        super().__init__(exact_match, name=name, dtype=dtype, threshold=threshold)
+        self.threshold = float(threshold)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "threshold": self.threshold}
+
+
+def exact_match(y_true: Any, y_pred: Any, threshold: float = 0.0) -> Any:
+    """1 for an example whose every label is decided right, else 0."""
+    decided = ops.cast(ops.greater(y_pred, threshold), "float32")
+    truth = ops.cast(ops.greater(ops.cast(y_true, "float32"), 0.5), "float32")
+    return ops.cast(ops.all(ops.equal(decided, truth), axis=-1), "float32")
+
+
+class _InTargetUnits:
+    """A regression metric of a model trained on standardised targets, in the targets' own
+    units: each column's prediction and target times its ``scale`` (the training targets'
+    std, ``data.scale_target``) before the metric's own update."""
+
+    def __init__(self, scale: Any = 1.0, name: str = "", dtype: Any = None):
+        super().__init__(name=name, dtype=dtype)
+        self.scale = np.asarray(scale, np.float32).reshape(-1).tolist()
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        scale = ops.convert_to_tensor(self.scale, "float32")
+        y_true = ops.cast(y_true, "float32") * scale
+        return super().update_state(y_true, ops.cast(y_pred, "float32") * scale, sample_weight)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="kerasdiag")
+class ScaledMeanAbsoluteError(_InTargetUnits, keras.metrics.MeanAbsoluteError):
+    """MAE in the targets' units (``mae``)."""
+
+
+@keras.saving.register_keras_serializable(package="kerasdiag")
+class ScaledRootMeanSquaredError(_InTargetUnits, keras.metrics.RootMeanSquaredError):
+    """RMSE in the targets' units (``rmse``)."""
+
+
+def task_metrics(loss_cfg: Any, target_std: Any = None) -> list[Any]:
+    """What a run reports beside its loss, as the task reads the outputs: ``accuracy``
+    (argmax, or one logit above 0 for binary); multi-label: ``accuracy`` as the exact match
+    of every label and ``label_accuracy``; regression: ``mae`` and ``rmse``, no accuracy, in
+    the targets' units (``target_std``: the std the targets were divided by, if they were)."""
+    task = loss_task(loss_cfg.name)
+    threshold = 0.0 if loss_cfg.from_logits else 0.5
+    if task == "regression":
+        scale = 1.0 if target_std is None else target_std
+        return [
+            ScaledMeanAbsoluteError(scale, name="mae"),
+            ScaledRootMeanSquaredError(scale, name="rmse"),
+        ]
+    if task == "multilabel":
+        return [
+            ExactMatch(threshold=threshold),
+            keras.metrics.BinaryAccuracy(name="label_accuracy", threshold=threshold),
+        ]
+    return [accuracy_metric(loss_cfg)]
 
 
 def accuracy_metric(loss_cfg: Any) -> Any:
@@ -172,9 +247,19 @@ def predicted_classes(outputs: Any, loss_cfg: Any) -> Any:
 
 
 def build_loss(loss_cfg: Any) -> keras.losses.Loss:
-    """The loss a recipe's ``loss`` section names (softmax, multiclass_hinge, focal, binary)."""
-    if loss_cfg.name == "binary":  # one logit: sigmoid + binary cross-entropy, ln 2 at init
-        return keras.losses.BinaryCrossentropy(from_logits=bool(loss_cfg.from_logits))
+    """The loss a recipe's ``loss`` section names (``schema.LOSSES``)."""
+    if loss_cfg.name in ("binary", "multilabel"):
+        # a sigmoid + binary cross-entropy per logit (ln 2 each at init), averaged over labels
+        smoothing = float(loss_cfg.get("label_smoothing") or 0.0)
+        return keras.losses.BinaryCrossentropy(
+            from_logits=bool(loss_cfg.from_logits), label_smoothing=smoothing
+        )
+    if loss_cfg.name == "mse":
+        return keras.losses.MeanSquaredError()
+    if loss_cfg.name == "mae":
+        return keras.losses.MeanAbsoluteError()
+    if loss_cfg.name == "huber":
+        return keras.losses.Huber(delta=float(loss_cfg.get("delta", 1.0)))
     if loss_cfg.name == "softmax":
         smoothing = float(loss_cfg.get("label_smoothing") or 0.0)
         if smoothing:

@@ -25,7 +25,15 @@ from kerasdiag.core.metrics import metric_mode
 from kerasdiag.core.rundir import RunLayout, read_metrics_csv
 from kerasdiag.core.text import format_table
 
-COLUMNS = ("job", "overrides", "best_val", "test_accuracy", "test_loss", "diagnosis", "run_dir")
+COLUMNS = ("job", "overrides", "best_val", "test_accuracy", "test_loss", "diagnosis", "run_dir",
+           "test_mae")  # fmt: skip
+
+
+def score_name(rows: list[dict[str, Any]]) -> str:
+    """The test score the jobs are shown with: accuracy, or a regression's mae."""
+    if any(r.get("test_accuracy") is not None for r in rows):
+        return "accuracy"
+    return "mae" if any(r.get("test_mae") is not None for r in rows) else "accuracy"
 
 
 class SweepSummary(Callback):
@@ -72,6 +80,7 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
         "best_val": best,
         "test_accuracy": test.get("accuracy"),
         "test_loss": test.get("loss"),
+        "test_mae": test.get("mae"),
         "diagnosis": headline,
         "run_dir": str(job_dir),
     }
@@ -131,12 +140,14 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     """The jobs as a plain-text table, the one selected on validation marked with ``*``."""
     monitor = rows[0]["monitor"] if rows else "val_accuracy"
     best = selected_job(rows)
-    lines = [["job", "overrides", f"best {monitor}", "test acc", "test loss", "diagnosis",
+    name = score_name(rows)
+    shown = "test acc" if name == "accuracy" else f"test {name}"
+    lines = [["job", "overrides", f"best {monitor}", shown, "test loss", "diagnosis",
               "run dir"]]  # fmt: skip
     for i, r in enumerate(rows):
         mark = " *" if i == best else ""
         lines.append([r["job"], r["overrides"] or "(none)", _cell(r["best_val"]) + mark,
-                      _cell(r["test_accuracy"]), _cell(r["test_loss"]), r["diagnosis"],
+                      _cell(r.get(f"test_{name}")), _cell(r["test_loss"]), r["diagnosis"],
                       r["run_dir"]])  # fmt: skip
     text = format_table(lines).splitlines()
     text.insert(1, "-" * len(text[0]))
@@ -147,12 +158,12 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
 def render_html(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
     """A self-contained page (``templates/multirun.html.j2``): one row per job, each linking
     to its report; autoescaped, as the run report is."""
-    jobs = []
+    jobs, name = [], score_name(rows)
     for r in rows:
         job_dir = Path(r["run_dir"])
         report = f"{job_dir.name}/report.html" if job_dir.parent == sweep_dir else None
         has_report = report is not None and (sweep_dir / report).is_file()
-        cells = [_cell(r["best_val"]), _cell(r["test_accuracy"]), _cell(r["test_loss"])]
+        cells = [_cell(r["best_val"]), _cell(r.get(f"test_{name}")), _cell(r["test_loss"])]
         jobs.append({**r, "scores": cells, "report": report if has_report else None})
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("kerasdiag.report", "templates"),
@@ -163,6 +174,7 @@ def render_html(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
         jobs=jobs,
         best=selected_job(rows),
         monitor=rows[0]["monitor"] if rows else "val_accuracy",
+        score_name=name,
         sweep=str(sweep_dir.resolve()),
     )
 

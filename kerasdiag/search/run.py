@@ -38,6 +38,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from kerasdiag.config.schema import loss_task
 from kerasdiag.config.search_space import Param, Stage, validate_search
 from kerasdiag.core.errors import ConfigError, KerasdiagError
 from kerasdiag.core.faults import kill_point
@@ -133,7 +134,7 @@ def _run(
     seed_everything(cfg.trainer)
     # The chief trains nothing; with worker processes, neither does a local search.
     in_process = role == "worker" or (role == "local" and cfg_path is None)
-    data = load_dataset(cfg.data) if in_process else None
+    data = load_dataset(cfg.data, loss_task(cfg.loss.name)) if in_process else None
     if role != "worker":
         write_text_atomic(run_dir / RunLayout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
         write_hparams_config(run_dir, space, objective)
@@ -226,7 +227,7 @@ def _summarise(
     }
     if best.checkpoint:
         # The best trial's kept model on the held-out test split, batched like its trial.
-        data = data if data is not None else load_dataset(cfg.data)
+        data = data if data is not None else load_dataset(cfg.data, loss_task(cfg.loss.name))
         best_cfg = trial_config(cfg, space, best.values, best.budget)
         model = load_model_safely(run_dir / best.checkpoint)
         summary["test"] = evaluate_test(best_cfg, model, data)
@@ -248,10 +249,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     values = ", ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["values"].items()
     )
-    test_text = (
-        f" | test accuracy {test['accuracy']:.4f}"
-        if math.isfinite(test.get("accuracy", math.nan))
-        else ""
+    test_text = "".join(  # the scores the task has (regression: no accuracy)
+        f" | test {name} {test[name]:.4f}"
+        for name in ("accuracy", "mae")
+        if math.isfinite(test.get(name, math.nan))
     )
     print(
         f"{head}\nbest {summary['objective']} {best['score']:.4f}: stage {best['stage']} "

@@ -44,6 +44,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.config import typed, validate_config
+from kerasdiag.config.schema import loss_task
 from kerasdiag.config.search_space import validate_search
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.rundir import RunLayout
@@ -282,7 +283,7 @@ def main(argv: list[str]) -> int:
         cfg = load_worker_config(cfg_path)
         space, stages = validate_search(cfg)
         seed_everything(cfg.trainer)
-        data = load_dataset(cfg.data)
+        data = load_dataset(cfg.data, loss_task(cfg.loss.name))
         tuner = TrialTuner(build_oracle(space, stages, cfg.tuner), cfg=cfg, data=data,
                            space=space, stages=stages, run_dir=run_dir)  # fmt: skip
         if os.environ.get(ENV_START_AFTER, "").isdigit():  # started ahead: ready, now wait

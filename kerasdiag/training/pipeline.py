@@ -31,6 +31,7 @@ from kerasdiag.callbacks.run_backup import RunBackup, remove_backup
 from kerasdiag.callbacks.training_doctor import TrainingDoctor
 from kerasdiag.checks.lr_range import with_auto_lr
 from kerasdiag.checks.sanity.stages import run_sanity_stages
+from kerasdiag.config.schema import loss_task
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.faults import kill_point, kill_target
 from kerasdiag.core.io import atomic_path, write_json_atomic, write_text_atomic
@@ -316,11 +317,48 @@ def evaluate_train_sample(cfg: DictConfig, model: keras.Model, data: Dataset) ->
 
 
 def write_test_confusion(cfg: DictConfig, model: keras.Model, data: Dataset, path: Path) -> None:
-    """The kept model's confusion matrix and per-class accuracy on the test split."""
+    """The kept model's confusion matrix and per-class accuracy on the test split; for
+    multi-label data each label's accuracy, for regression each target's errors
+    (:func:`per_output_summary`)."""
     test_ds = split_batches(data, "test", int(cfg.data.batch_size))  # streamed: in file order
-    predicted = predicted_classes(model.predict(test_ds, verbose=0), cfg.loss)
+    outputs = model.predict(test_ds, verbose=0)
     names = list(data.class_names) or [str(i) for i in range(data.num_classes)]
+    task = loss_task(cfg.loss.name)
+    if task != "classification":
+        threshold = 0.0 if cfg.loss.from_logits else 0.5
+        y = data.y_test
+        if (
+            getattr(data, "target_std", None) is not None
+        ):  # standardised targets: errors in their own units
+            y = y * data.target_std + data.target_mean
+            outputs = outputs * data.target_std + data.target_mean
+        write_json_atomic(path, per_output_summary(task, y, outputs, names, threshold))
+        return
+    predicted = predicted_classes(outputs, cfg.loss)
     write_json_atomic(path, confusion_summary(data.y_test, predicted, names))
+
+
+def per_output_summary(
+    task: str, y_true: Any, outputs: Any, names: list[str], threshold: float = 0.0
+) -> dict[str, Any]:
+    """The test split output by output: a multi-label model's accuracy and true share per
+    label (a logit above ``threshold`` is on) and its exact match; a regression model's MAE,
+    RMSE and R^2 (1 - squared error / the targets' variance) per target."""
+    y = np.asarray(y_true, np.float64).reshape(len(outputs), -1)
+    out = np.asarray(outputs, np.float64).reshape(len(outputs), -1)
+    if task == "multilabel":
+        right = (out > threshold) == (y > 0.5)
+        return {"task": task, "labels": names, "examples": len(y),
+                "per_label_accuracy": right.mean(0).tolist(),
+                "positive_share": (y > 0.5).mean(0).tolist(),
+                "exact_match": float(right.all(axis=1).mean())}  # fmt: skip
+    error = out - y
+    variance = np.where(y.var(0) > 0, y.var(0), np.nan)
+    return {"task": task, "targets": names, "examples": len(y),
+            "mae": np.abs(error).mean(0).tolist(),
+            "rmse": np.sqrt((error**2).mean(0)).tolist(),
+            "r2": [None if not np.isfinite(r) else float(r)
+                   for r in 1.0 - (error**2).mean(0) / variance]}  # fmt: skip
 
 
 def save_ema_model(model: keras.Model, path: Path) -> None:
@@ -386,7 +424,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> 
     write ``config.yaml`` (what a resume is compared with) and ``data.json``."""
     seed_everything(cfg.trainer)
     if data is None:
-        data = load_dataset(cfg.data)
+        data = load_dataset(cfg.data, loss_task(cfg.loss.name))
     # A resumed run keeps the files its first process wrote (the config may differ in
     # display keys only, and the data is the same): nothing recorded is rewritten.
     if isinstance(data, StreamedDataset):
@@ -620,9 +658,15 @@ def print_final_summary(summary: dict[str, Any]) -> None:
     failed = summary.get("sanity_failed") or []
     warning = f" | FAILED sanity check: {', '.join(failed)}" if failed else ""
     model = f"\nmodel: {Path(summary['run_dir']) / test['model']}" if test.get("model") else ""
+    scores = ", ".join(
+        f"test {name} {test[name]:.4f}" for name in SUMMARY_SCORES if test.get(name) is not None
+    )
     print(
         f"\n{summary['recipe']}: {summary['epochs_run']} epochs in {summary['seconds']} s"
-        f"{kept} | test loss {test.get('loss', float('nan')):.4f}, "
-        f"test accuracy {test.get('accuracy', float('nan')):.4f}{warning}{model}\n"
+        f"{kept} | {scores or 'no test score'}{warning}{model}\n"
         f"run directory: {summary['run_dir']}"
     )
+
+
+# The test scores the run's last line shows, those the task has (regression: no accuracy).
+SUMMARY_SCORES = ("loss", "accuracy", "label_accuracy", "mae", "rmse")

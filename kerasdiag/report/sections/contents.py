@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.core.timings import PART_SEPARATOR, read_timings, stage_totals
@@ -29,7 +30,7 @@ def data(run: RunContext) -> list[Block]:
     rows = [
         ("data set", d.get("name")),
         ("input shape", " x ".join(str(s) for s in d.get("input_shape", []))),
-        ("classes", d.get("num_classes")),
+        *_targets(d),
         ("train / validation / test", f"{d.get('train')} / {d.get('val')} / {d.get('test')}"),
     ]
     if d.get("streamed"):
@@ -44,7 +45,30 @@ def data(run: RunContext) -> list[Block]:
         names = d.get("class_names") or list(range(len(counts)))
         drawn = plots.bars(names, counts, "training examples per class", "examples")
         out.append(image(drawn, "class counts"))
+    if d.get("train_label_counts"):
+        drawn = plots.bars(d.get("labels") or [], d["train_label_counts"],
+                           "training examples with each label on", "examples")  # fmt: skip
+        out.append(image(drawn, "label counts"))
     return out
+
+
+def _targets(d: Any) -> list[tuple[str, Any]]:
+    """What the model predicts: classes, labels (multi-label) or numbers (regression)."""
+    if d.get("task") == "regression":
+        scaled = "; standardised for training" if d.get("targets_scaled") else ""
+        described = [
+            f"{name} (mean {mean:.4g}, std {std:.4g}{scaled})"
+            for name, mean, std in zip(
+                d.get("targets") or [],
+                d.get("target_mean") or [],
+                d.get("target_std") or [],
+                strict=False,
+            )
+        ]
+        return [("task", "regression"), ("targets", ", ".join(described))]
+    if d.get("task") == "multilabel":
+        return [("task", "multi-label"), ("labels", ", ".join(d.get("labels") or []))]
+    return [("classes", d.get("num_classes"))]
 
 
 def model(run: RunContext) -> list[Block]:

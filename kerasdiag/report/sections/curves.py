@@ -14,10 +14,14 @@ from kerasdiag.report.blocks import (
     image,
     link,
     note,
+    paragraph,
     row,
     table_block,
 )
 from kerasdiag.report.context import RunContext
+
+# The metrics.csv columns drawn as curves, training and validation, where a run has them.
+CURVES = ("loss", "accuracy", "label_accuracy", "mae")
 
 
 def curves(run: RunContext) -> list[Block]:
@@ -30,7 +34,7 @@ def curves(run: RunContext) -> list[Block]:
     epochs = history["epoch"]
     steps = step_losses(run)
     kept = run.kept_epoch
-    for name in ("loss", "accuracy"):
+    for name in CURVES:  # those the task logs (regression: no accuracy)
         series = {
             label: history[key]
             for key, label in ((name, "train"), (f"val_{name}", "validation"))
@@ -89,6 +93,8 @@ def test_metrics(run: RunContext) -> list[Block]:
 
 def _confusion(run: RunContext) -> list[Block]:
     c = run.confusion
+    if c and c.get("task") in _PER_OUTPUT:
+        return _PER_OUTPUT[c["task"]](c)
     if not c or not c.get("matrix"):
         return [absent("no test_confusion.json: no confusion matrix for this run")]
     names = c.get("class_names") or [str(i) for i in range(len(c["matrix"]))]
@@ -105,3 +111,42 @@ def _confusion(run: RunContext) -> list[Block]:
             table_block(("class", "test examples", "accuracy"), rows),
         ),
     ]
+
+
+def _per_label(c) -> list[Block]:
+    """A multi-label model on the test split: each label's accuracy and how often it is on."""
+    rows = [
+        (name, f"{share:.1%}", f"{acc:.1%}")
+        for name, share, acc in zip(
+            c["labels"], c["positive_share"], c["per_label_accuracy"], strict=False
+        )
+    ]
+    return [
+        heading("Per-label accuracy (test split)"),
+        paragraph(
+            f"Multi-label: every label is its own decision (a logit above 0 means on). All "
+            f"{len(rows)} labels right (exact match): {c['exact_match']:.1%} of "
+            f"{c['examples']} test examples; no confusion matrix applies."
+        ),
+        table_block(("label", "on in (test)", "accuracy"), rows),
+    ]
+
+
+def _per_target(c) -> list[Block]:
+    """A regression model on the test split: each target's errors in its own units."""
+    rows = [
+        (name, f"{mae:.4g}", f"{rmse:.4g}", "—" if r2 is None else f"{r2:.3f}")
+        for name, mae, rmse, r2 in zip(c["targets"], c["mae"], c["rmse"], c["r2"], strict=False)
+    ]
+    return [
+        heading("Errors per target (test split)"),
+        paragraph(
+            f"Regression on {c['examples']} test examples, in the targets' units: no accuracy "
+            "and no confusion matrix apply. R² is 1 - squared error / the targets' variance "
+            "(0: no better than predicting their mean)."
+        ),
+        table_block(("target", "MAE", "RMSE", "R²"), rows),
+    ]
+
+
+_PER_OUTPUT = {"multilabel": _per_label, "regression": _per_target}

@@ -68,6 +68,8 @@ def bias_variance_table(run: RunContext) -> list[Block]:
         stopped_early=restores_best_epoch(run.config),
         **measured_sizes(run.data, test_metrics),
     )
+    if table is None and _task(run) == "regression":
+        return _regression_errors(run)
     if table is None:
         return [absent("no training and validation accuracy in metrics.csv")]
     bayes_cell = (
@@ -97,9 +99,46 @@ def bias_variance_table(run: RunContext) -> list[Block]:
         )
     else:
         measured = "training error as measured during that epoch"
+    exact = (
+        " Multi-label: an example is right when all its labels are."
+        if (_task(run) == "multilabel")
+        else ""
+    )
     return [
-        note(f"Errors of epoch {epoch}: {which} ({measured})."),
+        note(f"Errors of epoch {epoch}: {which} ({measured}).{exact}"),
         table_block(("", ""), rows),
+    ]
+
+
+def _task(run: RunContext) -> str:
+    return str((run.data or {}).get("task") or "classification")
+
+
+def _regression_errors(run: RunContext) -> list[Block]:
+    """Regression has no accuracy, so no error rate to split into bias and variance: the
+    kept weights' loss and mean absolute error on training, validation and test examples
+    instead, each scored in inference mode, for the reader to compare."""
+    test, kept = run.test or {}, run.kept_epoch
+    column = {k: run.history.get(f"val_{k}") or [] for k in ("loss", "mae")}
+    val = {k: v[kept - 1] if kept and len(v) >= kept else None for k, v in column.items()}
+    rows = [
+        ("training (kept weights)", fmt(test.get("train_loss")), fmt(test.get("train_mae"))),
+        (f"validation (epoch {kept})", fmt(val["loss"]), fmt(val["mae"])),
+        ("test", fmt(test.get("loss")), fmt(test.get("mae"))),
+    ]
+    scaled = (
+        " (loss on standardised targets: 1 is the best constant prediction's MSE)"
+        if ((run.data or {}).get("targets_scaled"))
+        else ""
+    )
+    return [
+        note(
+            "Regression: no accuracy, so the accuracy-based bias/variance verdict does not "
+            "apply. Read bias as a training error far above what the data allows, and "
+            f"variance as validation error far above training error{scaled}; mae is in the "
+            "targets' units."
+        ),
+        table_block(("examples", "loss", "mae"), rows),
     ]
 
 
