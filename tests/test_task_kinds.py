@@ -18,6 +18,7 @@ from kerasdiag import find_learning_rate
 from kerasdiag.checks.sanity import (
     check_initial_loss,
     check_input_dependence,
+    check_regularization_raises_loss,
     overfit_small_subset,
 )
 from kerasdiag.checks.sanity.expected import (
@@ -167,6 +168,21 @@ def test_regression_on_raw_target_units_names_the_target_scale(diabetes):
     assert check_initial_loss(model, (x, raw)).status == "pass"
     result = overfit_small_subset(model, (x, raw), max_steps=100)
     assert result.status == "fail" and "standardise the targets" in result.message
+
+
+def test_a_penalty_next_to_a_large_loss_is_seen_rising(diabetes):
+    """MSE on the raw targets starts near 2.9e4, where an L2 penalty of 0.02 is below the
+    float32 rounding of the total: the check reads the penalties, which rise 0 -> x -> 10x."""
+    x, _ = diabetes
+    raw = load_diabetes().target.astype("float32")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10,))
+    hidden = keras.layers.Dense(32, "relu", kernel_regularizer=keras.regularizers.L2(1e-4))(inputs)
+    model = compiled(keras.Model(inputs, keras.layers.Dense(1)(hidden)), "mse")
+    result = check_regularization_raises_loss(model, (x, raw))
+    assert result.status == "pass", result.message
+    assert result.details["loss_none"] > 1e4
+    assert 0 < result.details["penalty_configured"] < 1e-6 * result.details["loss_none"] * 10
 
 
 # ---- multi-label: independent sigmoids, several labels on per example
