@@ -136,7 +136,7 @@ def _regression_errors(run: RunContext) -> list[Block]:
             "Regression: no accuracy, so the accuracy-based bias/variance verdict does not "
             "apply. Read bias as a training error far above what the data allows, and "
             f"variance as validation error far above training error{scaled}; mae is in the "
-            "targets' units."
+            "targets' units. bayes_error, an error rate, is not used."
         ),
         table_block(("examples", "loss", "mae"), rows),
     ]
