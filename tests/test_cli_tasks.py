@@ -138,13 +138,26 @@ def test_a_target_that_does_not_fit_the_loss_is_one_line(diabetes_csv, overrides
         (["loss=mse"], "loss.name"),  # the digits hold classes, not numbers
         (["recipe=tabular_regression", "trainer.checkpoint_monitor=val_accuracy"],
          "trainer.checkpoint_monitor"),
-        (["recipe=tabular_regression", "tuner=random"], "tuner.objective"),
+        (["recipe=tabular_regression", "tuner=random", "tuner.objective=val_accuracy"],
+         "tuner.objective"),
         (["recipe=digits_softmax", "data=diabetes"], "loss.name"),
     ],
 )  # fmt: skip
 def test_task_mismatches_are_refused_before_training(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(overrides)
+
+
+def test_the_default_monitor_follows_the_task():
+    """A regression loss has no accuracy: the best epoch and a search's trials are chosen on
+    val_loss without an override; a classifier keeps val_accuracy."""
+    regression = load_config(["loss=mse", "data=diabetes", "tuner=random"])
+    assert regression.trainer.checkpoint_monitor == "val_loss"
+    assert regression.trainer.early_stopping.monitor == "val_loss"
+    assert regression.tuner.objective == "val_loss"
+    classifier = load_config(["tuner=random"])
+    assert (classifier.trainer.checkpoint_monitor, classifier.tuner.objective) == (
+        "val_accuracy", "val_accuracy")  # fmt: skip
 
 
 def test_unscaled_regression_targets_are_caught(tmp_path):

@@ -302,8 +302,9 @@ def check_split_shift(
         True,
         details.get("features", {}).get("mean_abs_standardised_mean_difference"),
         None,
-        f"validation ({n_a}) and test ({n_b}) match in class frequencies and "
-        "per-feature mean/std within sampling noise",
+        f"validation ({n_a}) and test ({n_b}) match in "
+        + ("class frequencies and " if "classes" in details else "")
+        + "per-feature mean/std within sampling noise",
         seconds,
         details,
     )

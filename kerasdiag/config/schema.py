@@ -70,6 +70,21 @@ def loss_task(loss_name: str) -> str:
     return "multilabel" if loss_name == "multilabel" else "classification"
 
 
+def task_monitor(loss_name: str) -> str:
+    """The validation metric that picks a run's best epoch by default: ``val_loss`` for a
+    regression loss (it has no accuracy), else ``val_accuracy``.
+
+    Example:
+        >>> task_monitor("mse"), task_monitor("softmax")
+        ('val_loss', 'val_accuracy')
+    """
+    return "val_loss" if loss_task(str(loss_name)) == "regression" else "val_accuracy"
+
+
+# ${kd_task_monitor:${loss.name}}: the defaults of trainer.checkpoint_monitor and
+# tuner.objective follow the task, so `loss=mse data=csv ...` needs no monitor override.
+OmegaConf.register_new_resolver("kd_task_monitor", task_monitor, replace=True)
+
 OPTIMIZERS = {  # name -> class of keras.optimizers (kerasdiag.modeling.optimizers.build_optimizer)
     "sgd": "SGD",
     "adagrad": "Adagrad",
@@ -415,7 +430,8 @@ class TrainerConfig:
     epochs: int = ranged(10, ">0")
     seed: int = 0
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch
-    checkpoint_monitor: str = "val_accuracy"  # best checkpoint chosen by this metric
+    # best checkpoint chosen by this metric; by default val_accuracy, val_loss for regression
+    checkpoint_monitor: str = "${kd_task_monitor:${loss.name}}"
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # continue an interrupted run in the same directory from its last completed epoch
     # (kerasdiag.callbacks.run_backup.RunBackup); never start over in a directory with results
@@ -555,7 +571,8 @@ class SearchStageConfig:
 @dataclass
 class TunerConfig:
     name: str = "none"  # one of TUNERS: none | random | coarse_to_fine | hyperband | bayesian
-    objective: str = "val_accuracy"  # val_accuracy | val_loss, on the one validation split
+    # val_accuracy | val_loss, on the one validation split (by default as checkpoint_monitor)
+    objective: str = "${kd_task_monitor:${loss.name}}"
     # name -> {key, type: float|int|choice, min, max, sampling: linear|log, values}; checked by
     # kerasdiag.config.search_space.parse_space (untyped here so entries can be added with +tuner.space.x=)
     space: dict[str, Any] = field(default_factory=dict)
