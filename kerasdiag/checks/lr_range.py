@@ -206,7 +206,9 @@ def find_learning_rate(
     return result
 
 
-def resolve_auto_lr(cfg: Any, data: Any, run_dir: str | Path, build_model: Any) -> float:
+def resolve_auto_lr(
+    cfg: Any, data: Any, run_dir: str | Path, build_model: Any, class_weight: Any = None
+) -> float:
     """The learning rate ``optimizer.lr=auto`` trains with: the range test's suggestion.
 
     ``build_model(lr)`` returns the run's compiled model built with learning rate ``lr`` (the
@@ -220,7 +222,7 @@ def resolve_auto_lr(cfg: Any, data: Any, run_dir: str | Path, build_model: Any) 
     if path.is_file():
         result = LRFinderResult.from_dict(json.loads(path.read_text()))
     else:
-        result = run_range_test(cfg, build_model(1e-3), data, run_dir)
+        result = run_range_test(cfg, build_model(1e-3), data, run_dir, class_weight)
     if result.suggestion is None:
         raise KerasdiagError(
             f"optimizer.lr=auto: the learning-rate range test gave {result.summary()}"
@@ -229,7 +231,7 @@ def resolve_auto_lr(cfg: Any, data: Any, run_dir: str | Path, build_model: Any) 
     return float(result.suggestion)
 
 
-def with_auto_lr(cfg: Any, data: Any, run_dir: str | Path) -> Any:
+def with_auto_lr(cfg: Any, data: Any, run_dir: str | Path, class_weight: Any = None) -> Any:
     """``cfg`` with ``optimizer.lr=auto`` replaced by the range test's suggestion (a copy;
     ``cfg`` itself, and so ``config.yaml``, keep ``auto``) and the ``lr_range`` stage on.
     Other configs are returned as is."""
@@ -239,14 +241,16 @@ def with_auto_lr(cfg: Any, data: Any, run_dir: str | Path) -> Any:
     def build(lr: float) -> Any:
         return build_model(OmegaConf.merge(cfg, {"optimizer": {"lr": lr}}), data)
 
-    lr = resolve_auto_lr(cfg, data, run_dir, build)
+    lr = resolve_auto_lr(cfg, data, run_dir, build, class_weight)
     # The lr_range stage then shows the curve (it reads lr_finder.json, costs nothing).
     return OmegaConf.merge(cfg, {"optimizer": {"lr": lr}, "sanity": {"lr_range": True}})
 
 
-def run_range_test(cfg: Any, model: Any, data: Any, run_dir: str | Path) -> LRFinderResult:
-    """The range test of a run (batch size ``data.batch_size``, settings ``sanity.lr_range_*``);
-    writes ``lr_finder.json`` and returns the result."""
+def run_range_test(
+    cfg: Any, model: Any, data: Any, run_dir: str | Path, class_weight: Any = None
+) -> LRFinderResult:
+    """The range test of a run (batch size ``data.batch_size``, settings ``sanity.lr_range_*``,
+    the run's ``class_weight``); writes ``lr_finder.json`` and returns the result."""
     sanity = cfg.get("sanity") or {}
     result = find_learning_rate(
         model,
@@ -256,12 +260,15 @@ def run_range_test(cfg: Any, model: Any, data: Any, run_dir: str | Path) -> LRFi
         end_lr=float(sanity.get("lr_range_end", 10.0)),
         max_steps=int(sanity.get("lr_range_steps", 100)),
         seed=int(cfg.data.seed),
+        class_weight=class_weight,
     )
     write_json_atomic(Path(run_dir) / RunLayout.LR_FINDER, result.to_dict())
     return result
 
 
-def lr_range_stage(cfg: Any, model: Any, data: Any, run_dir: str | Path) -> Any:
+def lr_range_stage(
+    cfg: Any, model: Any, data: Any, run_dir: str | Path, class_weight: Any = None
+) -> Any:
     """The ``lr_range`` sanity stage: the range test as a StageResult (the curve in
     ``lr_finder.json``; one already written by ``optimizer.lr=auto`` is read, not redone).
 
@@ -272,7 +279,7 @@ def lr_range_stage(cfg: Any, model: Any, data: Any, run_dir: str | Path) -> Any:
     if path.is_file():
         result = LRFinderResult.from_dict(json.loads(path.read_text()))
     else:
-        result = run_range_test(cfg, model, data, run_dir)
+        result = run_range_test(cfg, model, data, run_dir, class_weight)
     configured = cfg.optimizer.lr
     configured = None if configured == "auto" else float(configured)
     details = {

@@ -71,6 +71,32 @@ def validate_class_weight(class_weight: Any, num_classes: int) -> dict[int, floa
     return checked
 
 
+def class_weight_setting(setting: Any, labels: Any, num_classes: int) -> dict[int, float] | None:
+    """A run's class weights as ``fit(class_weight=...)`` takes them: None for None;
+    ``"balanced"``: each class weighs ``n / (C * n_c)`` on the training labels, so every
+    class present carries the same total weight (scikit-learn's ``compute_class_weight``; a
+    class absent from the labels weighs 1); a mapping: validated by
+    :func:`validate_class_weight`, a class it does not name weighing 1 (``fit`` needs a
+    weight for every class). A ValueError names what is wrong.
+
+    Example:
+        >>> class_weight_setting("balanced", np.array([0, 0, 0, 1]), 2)
+        {0: 0.6666666666666666, 1: 2.0}
+    """
+    if setting is None:
+        return None
+    if isinstance(setting, str):
+        if setting != "balanced":
+            raise ValueError(f"class_weight: expected 'balanced' or a mapping, got {setting!r}")
+        counts = np.bincount(label_classes(labels), minlength=num_classes)
+        total = counts.sum()
+        return {
+            c: float(total / (num_classes * n)) if n else 1.0 for c, n in enumerate(counts.tolist())
+        }
+    given = validate_class_weight(setting, num_classes)
+    return {c: given.get(c, 1.0) for c in range(num_classes)}
+
+
 def _is_index(key: Any) -> bool:
     try:
         return float(key) == int(key)

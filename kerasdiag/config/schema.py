@@ -22,7 +22,7 @@ import functools
 import glob
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -445,6 +445,9 @@ class TrainerConfig:
     # accelerators: float16 compute with float32 variables and outputs (Keras mixed_float16)
     mixed_precision: bool = False
     jit_compile: bool | None = None  # XLA; None: Keras' default ("auto")
+    # fit(class_weight=...) for a classifier: null, balanced (each class weighs
+    # n / (classes * n_class)) or {class index: weight}; the checks read the weighted loss too
+    class_weight: Any = None
 
 
 @validator
@@ -463,6 +466,13 @@ def check_trainer(cfg: Any) -> None:
             "metric chooses the best epoch, the checkpoint kept and the model tested")  # fmt: skip
     seed = cfg.trainer.seed
     require(0 <= seed <= MAX_SEED, "trainer.seed", seed, f"must be in [0, {MAX_SEED}]")
+    weights = cfg.trainer.get("class_weight")
+    if weights is not None:
+        require(weights == "balanced" or isinstance(weights, Mapping), "trainer.class_weight",
+                weights, "must be null, balanced or a mapping {class index: weight}")  # fmt: skip
+        require(loss_task(cfg.loss.name) == "classification", "trainer.class_weight", weights,
+                f"weighs classes, and loss={cfg.loss.name} trains "
+                f"{loss_task(cfg.loss.name)}: use sample weights in your own fit")  # fmt: skip
 
 
 @dataclass

@@ -31,8 +31,9 @@ from kerasdiag.callbacks.run_backup import RunBackup, remove_backup
 from kerasdiag.callbacks.training_doctor import TrainingDoctor
 from kerasdiag.checks.lr_range import with_auto_lr
 from kerasdiag.checks.sanity.stages import run_sanity_stages
+from kerasdiag.checks.weights import class_weight_setting
 from kerasdiag.config.schema import loss_task
-from kerasdiag.core.errors import KerasdiagError
+from kerasdiag.core.errors import ConfigError, KerasdiagError
 from kerasdiag.core.faults import kill_point, kill_target
 from kerasdiag.core.io import atomic_path, write_json_atomic, write_text_atomic
 from kerasdiag.core.metrics import metric_mode
@@ -235,6 +236,7 @@ def fit(
             callbacks=callbacks,
             verbose=int(cfg.trainer.verbose),
             shuffle=False,  # the tf.data pipeline shuffles, seeded
+            class_weight=run_class_weight(cfg, data),
         )
 
 
@@ -415,8 +417,25 @@ def run_sanity(cfg: DictConfig, model: keras.Model, data: Dataset, run_dir: Path
     if (run_dir / RunLayout.SANITY).exists():
         return []
     return run_sanity_stages(
-        cfg, model, examples(data), run_dir, lambda **overrides: build_model(cfg, data, **overrides)
+        cfg,
+        model,
+        examples(data),
+        run_dir,
+        lambda **overrides: build_model(cfg, data, **overrides),
+        class_weight=run_class_weight(cfg, data),
     )
+
+
+def run_class_weight(cfg: DictConfig, data: Dataset) -> dict[int, float] | None:
+    """``trainer.class_weight`` as ``fit`` takes it, ``balanced`` counted on the whole
+    training split (a streamed one's labels too); a bad one ends the run naming the key."""
+    setting = cfg.trainer.get("class_weight")
+    if isinstance(setting, DictConfig):
+        setting = OmegaConf.to_container(setting)
+    try:
+        return class_weight_setting(setting, data.y_train, int(data.num_classes))
+    except ValueError as error:
+        raise ConfigError("trainer.class_weight", setting, str(error)) from None
 
 
 def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> Dataset:
@@ -425,6 +444,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> 
     seed_everything(cfg.trainer)
     if data is None:
         data = load_dataset(cfg.data, loss_task(cfg.loss.name))
+    run_class_weight(cfg, data)  # refused here, before this run records anything
     # A resumed run keeps the files its first process wrote (the config may differ in
     # display keys only, and the data is the same): nothing recorded is rewritten.
     if isinstance(data, StreamedDataset):
@@ -530,7 +550,7 @@ def train_and_test(
         data = prepare_run(cfg, run_dir, data)
     if cfg.optimizer.lr == "auto":  # the learning-rate range test's suggestion
         with clock.stage("learning-rate range test"):
-            cfg = with_auto_lr(cfg, examples(data), run_dir)
+            cfg = with_auto_lr(cfg, examples(data), run_dir, run_class_weight(cfg, data))
     with clock.stage("model"):
         model = build_model(cfg, data)
         if not (run_dir / RunLayout.SUMMARY).is_file():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,8 @@ def run_sanity_stages(
     data: Any,
     run_dir: str | Path,
     build_model: Callable[..., Any],
+    *,
+    class_weight: Mapping[int, float] | None = None,
 ) -> list[StageResult]:
     """Run the enabled stages in order, write ``sanity.json``, print a table, return the results.
 
@@ -83,13 +85,15 @@ def run_sanity_stages(
         run_dir: the run directory (``sanity.json`` goes there).
         build_model: ``build_model(**model_overrides)`` returns a freshly built, compiled model
             of the run's config with the given ``cfg.model`` fields overridden.
+        class_weight: the ``class_weight`` the run's ``fit`` trains with (``{class: weight}``),
+            so that the stages that read the loss read the weighted one.
 
     Raises:
         SanityCheckFailed: a stage failed and ``sanity.fail_fast`` is true (after writing
             ``sanity.json``).
     """
     run_dir = Path(run_dir)
-    settings = _settings(cfg)
+    settings = {**_settings(cfg), "class_weight": class_weight}
     results: list[StageResult] = []
     failed: StageResult | None = None
     with preserved_random_state():
@@ -169,7 +173,12 @@ def _gradcheck(cfg, settings, model, data, run_dir, build_model) -> StageResult:
 
 
 def _initial_loss(cfg, settings, model, data, run_dir, build_model) -> StageResult:
-    return check_initial_loss(model, data, rtol=float(settings["initial_loss_rtol"]))
+    return check_initial_loss(
+        model,
+        data,
+        rtol=float(settings["initial_loss_rtol"]),
+        class_weight=settings["class_weight"],
+    )
 
 
 def _regularization(cfg, settings, model, data, run_dir, build_model) -> StageResult:
@@ -190,7 +199,12 @@ def _regularization(cfg, settings, model, data, run_dir, build_model) -> StageRe
         stronger = build_model(l2=PROBE_L2, l1=0.0)
         what = f"model.l2 = model.l1 = 0, probe l2={PROBE_L2:g}"
     result = check_regularization_raises_loss(
-        model, data, unregularized=unregularized, stronger=stronger, factor=factor
+        model,
+        data,
+        unregularized=unregularized,
+        stronger=stronger,
+        factor=factor,
+        class_weight=settings["class_weight"],
     )
     result.message = f"{what}: {result.message}"
     return result
@@ -204,6 +218,7 @@ def _overfit(cfg, settings, model, data, run_dir, build_model) -> StageResult:
         num_examples=int(settings["overfit_examples"]),
         max_steps=int(settings["overfit_max_steps"]),
         loss_fraction=float(settings["overfit_loss_fraction"]),
+        class_weight=settings["class_weight"],
     )
 
 
@@ -217,7 +232,11 @@ def _split_shift(cfg, settings, model, data, run_dir, build_model) -> StageResul
 
 def _input_baseline(cfg, settings, model, data, run_dir, build_model) -> StageResult:
     return check_input_dependence(
-        model, data, steps=int(settings["input_baseline_steps"]), seed=int(cfg.data.seed)
+        model,
+        data,
+        steps=int(settings["input_baseline_steps"]),
+        seed=int(cfg.data.seed),
+        class_weight=settings["class_weight"],
     )
 
 
@@ -226,7 +245,7 @@ def _batch_independence(cfg, settings, model, data, run_dir, build_model) -> Sta
 
 
 def _lr_range(cfg, settings, model, data, run_dir, build_model) -> StageResult:
-    return lr_range_stage(cfg, model, data, run_dir)
+    return lr_range_stage(cfg, model, data, run_dir, settings["class_weight"])
 
 
 _RUNNERS = {
