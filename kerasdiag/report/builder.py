@@ -39,7 +39,7 @@ class Section(NamedTuple):
 SECTIONS: tuple[Section, ...] = (
     Section("diagnosis", "Diagnosis", diagnosis.diagnosis),
     Section("bias-variance", "Bias and variance", diagnosis.bias_variance_table),
-    Section("curves", "Loss and accuracy", curves.curves),
+    Section("curves", "Learning curves", curves.curves),
     Section("test", "Test metrics", curves.test_metrics),
     Section("update-ratios", "Update / weight ratios", monitors.update_ratios),
     Section("gradients", "Gradients", monitors.gradients),
