@@ -36,6 +36,7 @@ def check_input_dependence(
     optimizer: Any = None,
     seed: int = 0,
     class_weight: Mapping[Any, float] | None = None,
+    more_steps: int = 5,
 ) -> StageResult:
     """Does the model do clearly better with its inputs than with zeros?
 
@@ -64,6 +65,12 @@ def check_input_dependence(
             (a learning-rate schedule replaced by its peak rate, ``fresh_optimizer``).
         seed: seeds the batches.
         class_weight: ``{class index: weight}`` as ``fit`` takes it.
+        more_steps: before a failure, the copies train again ``more_steps`` times as many
+            steps (1: never). A deep net from scratch on a few hundred examples gains nothing
+            on held-out examples in 60 steps, exactly as with labels that do not belong to
+            their inputs (keras.applications' MobileNetV2 on 307 CIFAR images: 7.8% against
+            13.7% with zeros); at 300 steps it gains, or the data cannot decide, while random
+            labels still gain nothing. Only a failing model pays for the longer run.
 
     With weights, both copies train on the weighted loss ``fit`` minimises. Without a
     validation split they are scored on the training examples of weight > 0 with their
@@ -71,6 +78,34 @@ def check_input_dependence(
     examples); a validation split is scored unweighted, as ``fit`` scores it. When every
     example has weight 0 the check does not apply.
     """
+    if more_steps < 1:
+        raise ValueError(f"more_steps must be >= 1. Received: {more_steps!r}")
+    kwargs = dict(batch_size=batch_size, margin=margin, loss=loss, optimizer=optimizer,
+                  seed=seed, class_weight=class_weight)  # fmt: skip
+    result = _input_dependence(model, data, steps=steps, **kwargs)
+    if result.status != "fail" or more_steps == 1:
+        return result
+    longer = _input_dependence(model, data, steps=steps * more_steps, **kwargs)
+    longer.seconds += result.seconds
+    longer.details["first_try"] = {"steps": steps, "message": result.message}
+    if longer.status != "fail":
+        longer.message += f" (after {steps} steps it had shown no gain: {steps * more_steps} tried)"
+    return longer
+
+
+def _input_dependence(
+    model: keras.Model,
+    data: Any,
+    *,
+    steps: int,
+    batch_size: int,
+    margin: float,
+    loss: Any,
+    optimizer: Any,
+    seed: int,
+    class_weight: Mapping[Any, float] | None,
+) -> StageResult:
+    """One comparison of :func:`check_input_dependence`, with ``steps`` steps of training."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1. Received: {steps!r}, {batch_size!r}")
     if not 0 < margin < 1:
