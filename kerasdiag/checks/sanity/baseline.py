@@ -75,15 +75,15 @@ def check_input_dependence(
         else:
             x_eval, y_eval = x, y
         x_eval, y_eval = common.subset(x_eval, y_eval, 512, seed)
-        widths = [o.shape[-1] for o in common.predict_outputs(model, x[:1])]
+        first = outputs_io.take(x, slice(0, 1))  # x may be a list or dict of inputs
+        widths = [o.shape[-1] for o in common.predict_outputs(model, first)]
         tasks = common.head_tasks(model, hs, y, widths)
         y_fit = common.head_targets(hs, y, widths, names)
         t_eval = common.head_targets(hs, y_eval, widths, names)
         loss_fn = common.weighted_loss(hs, names)
         rng = np.random.default_rng(seed)
-        batches = [
-            rng.choice(len(x), size=min(batch_size, len(x)), replace=False) for _ in range(steps)
-        ]
+        n = outputs_io.count(x)
+        batches = [rng.choice(n, size=min(batch_size, n), replace=False) for _ in range(steps)]
         names_ = ("real", "zero")
         # One template (a schedule's peak is found once), one stateless copy per model copy.
         template = (
@@ -96,8 +96,8 @@ def check_input_dependence(
         # (keras.applications' MobileNetV2: 10.4% against 12.9% with zeros, a false alarm;
         # 20.5% on batch statistics).
         training = uses_batch_statistics(model)
-        fit_batches = [(x[b], [t[b] for t in y_fit]) for b in batches]
-        inputs = {"real": x_eval, "zero": np.zeros_like(x_eval)}
+        fit_batches = [(outputs_io.take(x, b), [t[b] for t in y_fit]) for b in batches]
+        inputs = {"real": x_eval, "zero": keras.tree.map_structure(np.zeros_like, x_eval)}
         # The accuracy of a model with one classifying output, by its task's measure.
         scored = hs[0] if len(hs) == 1 and tasks[0].classifies else None
         y_scored = None if scored is None else outputs_io.as_list(y_eval, names)[scored.index]
@@ -123,7 +123,7 @@ def check_input_dependence(
         else:  # the original trains twice, its state put back after each
             scores = {}
             for name in names_:
-                with common.training_copy(model, x[:1]) as trained:
+                with common.training_copy(model, first) as trained:
                     _train({name: trained}, {name: optimizers[name]}, loss_fn, fit_batches,
                            training)  # fmt: skip
                     scores[name] = score(trained, name)
@@ -326,7 +326,7 @@ def _train(copies: dict, optimizers: dict, loss_fn: Any, batches: list, training
     @tf.function(autograph=False)
     def step(xb, yb):
         for name, model in copies.items():
-            inputs = xb if name == "real" else tf.zeros_like(xb)
+            inputs = xb if name == "real" else tf.nest.map_structure(tf.zeros_like, xb)
             with tf.GradientTape() as tape:
                 value = loss_fn(yb, model(inputs, training=training))
             grads = tape.gradient(value, variables[name])
@@ -335,4 +335,4 @@ def _train(copies: dict, optimizers: dict, loss_fn: Any, batches: list, training
             )
 
     for xb, yb in batches:
-        step(tf.constant(xb), [tf.constant(t) for t in yb])
+        step(tf.nest.map_structure(tf.constant, xb), [tf.constant(t) for t in yb])
