@@ -10,7 +10,11 @@ a Transformer block, a two-input two-output functional model with dict and list 
 
 Faults: ``grad_bug`` (a custom layer whose gradient is scaled by 1.1, early in a ReLU/BN
 network), ``lr_high`` (learning rate far too high), ``vanishing`` (a deep sigmoid stack).
-Shared by ``tests/test_model_zoo.py`` and ``benchmarks/bench_zoo.py``.
+
+The fault grid (``GRID``) crosses task kinds (multi-class, binary, multi-label, regression,
+two outputs, label smoothing) with model families and plants one fault per case; ``RESPONSIBLE``
+names the pieces each fault is for. Shared by ``tests/test_model_zoo.py``,
+``tests/test_fault_grid.py``, ``benchmarks/bench_zoo.py`` and ``benchmarks/bench_fault_grid.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Run every public piece of kerasdiag on a zoo entry: one verdict and one line per piece.
 
 A verdict is ``pass`` (no finding), ``caught`` (a finding or a failed check, named in the
-line), or ``n/a`` (the piece says, in one line, why it cannot apply). Shared by
-``tests/test_model_zoo.py`` and ``benchmarks/bench_zoo.py``.
+line), ``inconclusive``, or ``n/a`` (the piece says, in one line, why it cannot apply).
+Shared by the zoo's and the fault grid's tests and benchmarks.
 """
 
 from __future__ import annotations
