@@ -143,6 +143,29 @@ def mobilenet() -> tuple[keras.Model, Any, Any]:
     return _compile(model), x, y
 
 
+def application(name: str) -> tuple[keras.Model, Any, Any]:
+    """A keras.applications model at its smallest input (32x32, ``weights=None``) on CIFAR;
+    the models with their own preprocessing layer get the raw 0-255 pixels it expects."""
+    keras.utils.set_random_seed(SEED)
+    build = getattr(keras.applications, name)
+    kwargs = (
+        {"include_preprocessing": True} if name.startswith(("MobileNetV3", "Efficient")) else {}
+    )
+    model = build(input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None,
+                  **kwargs)  # fmt: skip
+    x, y = cifar()
+    if kwargs:
+        x = cifar_raw()
+    return _compile(model), x, y
+
+
+@functools.lru_cache(maxsize=1)
+def cifar_raw(n: int = 512) -> np.ndarray:
+    """The first ``n`` CIFAR-10 sample images as 0..255 floats."""
+    images, _ = read_batch(CIFAR_SAMPLE / "data_batch_1")
+    return images[:n].astype("float32")
+
+
 def mobilenet_grad_bug() -> tuple[keras.Model, Any, Any]:
     """MobileNetV2 (alpha=0.35, 32x32) behind a first 3x3 conv whose gradient is 1.1x."""
     keras.utils.set_random_seed(SEED)
@@ -776,6 +799,9 @@ GRID_HEALTHY: list[Entry] = [
           layer="shared"),
     _grid("two_io_dict", lambda: two_io("dict"), "several outputs (dict)", "two inputs",
           layer="shared"),
+    _grid("mobilenet_v3_small", functools.partial(application, "MobileNetV3Small"),
+          "sparse (CIFAR, 0-255)", "keras.applications", layer="conv", batch_size=64,
+          epochs=1, doctor=SHORT),
     _grid("mobilenet_v2", mobilenet, "sparse (CIFAR)", "keras.applications", layer="Conv1",
           batch_size=64, epochs=1, doctor=SHORT),
 ]  # fmt: skip

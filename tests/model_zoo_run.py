@@ -165,7 +165,7 @@ def leakage(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]
 
 def _stage(r: Any) -> tuple[str, str]:
     if r.passed is None:
-        return "n/a", r.message
+        return ("inconclusive" if r.inconclusive else "n/a"), r.message
     return ("pass" if r.passed else "caught"), r.message
 
 
