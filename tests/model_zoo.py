@@ -10,7 +10,11 @@ a Transformer block, a two-input two-output functional model with dict and list 
 
 Faults: ``grad_bug`` (a custom layer whose gradient is scaled by 1.1, early in a ReLU/BN
 network), ``lr_high`` (learning rate far too high), ``vanishing`` (a deep sigmoid stack).
-Shared by ``tests/test_model_zoo.py`` and ``benchmarks/bench_zoo.py``.
+
+The fault grid (``GRID``) crosses task kinds (multi-class, binary, multi-label, regression,
+two outputs, label smoothing) with model families and plants one fault per case; ``RESPONSIBLE``
+names the pieces each fault is for. Shared by ``tests/test_model_zoo.py``,
+``tests/test_fault_grid.py``, ``benchmarks/bench_zoo.py`` and ``benchmarks/bench_fault_grid.py``.
 """
 
 from __future__ import annotations
@@ -115,6 +119,9 @@ class Entry:
     doctor: dict[str, Any] = field(default_factory=dict)
     # a layer of the model for check_layer_gradients (its name)
     layer: str | None = None
+    # the fault grid's row labels: the task kind and the model family
+    task: str = "sparse"
+    family: str = ""
 
 
 def _compile(model: keras.Model, loss: Any = None, lr: float = 1e-3, **kwargs) -> keras.Model:
@@ -134,6 +141,29 @@ def mobilenet() -> tuple[keras.Model, Any, Any]:
     )
     x, y = cifar()
     return _compile(model), x, y
+
+
+def application(name: str) -> tuple[keras.Model, Any, Any]:
+    """A keras.applications model at its smallest input (32x32, ``weights=None``) on CIFAR;
+    the models with their own preprocessing layer get the raw 0-255 pixels it expects."""
+    keras.utils.set_random_seed(SEED)
+    build = getattr(keras.applications, name)
+    kwargs = (
+        {"include_preprocessing": True} if name.startswith(("MobileNetV3", "Efficient")) else {}
+    )
+    model = build(input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None,
+                  **kwargs)  # fmt: skip
+    x, y = cifar()
+    if kwargs:
+        x = cifar_raw()
+    return _compile(model), x, y
+
+
+@functools.lru_cache(maxsize=1)
+def cifar_raw(n: int = 512) -> np.ndarray:
+    """The first ``n`` CIFAR-10 sample images as 0..255 floats."""
+    images, _ = read_batch(CIFAR_SAMPLE / "data_batch_1")
+    return images[:n].astype("float32")
 
 
 def mobilenet_grad_bug() -> tuple[keras.Model, Any, Any]:
@@ -433,3 +463,374 @@ FAULTY: list[Entry] = [
     Entry("vanishing_sigmoid", sigmoid_stack, fault="vanishing", epochs=3, layer="sigmoid0"),
 ]
 ZOO = {e.name: e for e in HEALTHY + FAULTY}
+
+
+# --- the fault grid: task kinds x model families, healthy and with one planted fault ------
+#
+# Tasks on real data: sklearn's digits for classification (multi-class as sparse indices, as
+# one-hot rows, with label smoothing; binary "even digit"; multi-label "even, >= 5, prime,
+# has a loop") and sklearn's diabetes for regression (MSE, MAE, Huber; the target
+# standardised). Families: MLP, an MLP with LayerNorm + UnitNorm, a conv net with BatchNorm
+# and one with GroupNorm, an MLP-mixer, a Transformer block, GRU, LSTM, and the zoo's two-
+# input two-output model and MobileNetV2 above.
+
+CLASSIFICATION = ("sparse", "onehot", "smooth", "binary", "multilabel")
+REGRESSION = ("mse", "mae", "huber")
+PRIMES = (2, 3, 5, 7)
+LOOPS = (0, 6, 8, 9)
+
+
+@functools.lru_cache(maxsize=1)
+def diabetes() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's diabetes: 442 rows of 10 standardised features, the target standardised."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    x = (d.data - d.data.mean(0)) / d.data.std(0)
+    y = (d.target - d.target.mean()) / d.target.std()
+    return x.astype("float32"), y.reshape(-1, 1).astype("float32")
+
+
+def task_targets(task: str, labels: np.ndarray) -> np.ndarray:
+    """The digits' labels as ``task`` reads them."""
+    if task == "sparse":
+        return labels
+    if task in ("onehot", "smooth"):
+        return np.eye(10, dtype="float32")[labels]
+    if task == "binary":
+        return (labels % 2 == 0).astype("float32").reshape(-1, 1)
+    if task == "multilabel":
+        columns = [labels % 2 == 0, labels >= 5, np.isin(labels, PRIMES), np.isin(labels, LOOPS)]
+        return np.stack(columns, axis=1).astype("float32")
+    raise ValueError(f"unknown task {task!r}")
+
+
+def task_head(task: str, h: Any, name: str = "head", init: Any = "glorot_uniform") -> Any:
+    """The output layer of ``task`` on ``h``."""
+    units = {"binary": 1, "multilabel": 4, **dict.fromkeys(REGRESSION, 1)}.get(task, 10)
+    activation = {"onehot": "softmax", "binary": "sigmoid"}.get(task)
+    return keras.layers.Dense(units, activation=activation, name=name, kernel_initializer=init)(h)
+
+
+def task_loss(task: str) -> keras.losses.Loss:
+    return {
+        "sparse": logits_ce,
+        "onehot": keras.losses.CategoricalCrossentropy,
+        "smooth": lambda: keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=0.1
+        ),
+        "binary": keras.losses.BinaryCrossentropy,
+        "multilabel": lambda: keras.losses.BinaryCrossentropy(from_logits=True),
+        "mse": keras.losses.MeanSquaredError,
+        "mae": keras.losses.MeanAbsoluteError,
+        "huber": keras.losses.Huber,
+    }[task]()
+
+
+def task_metrics(task: str) -> list:
+    if task in REGRESSION:
+        return ["mae"]
+    if task == "multilabel":
+        return [keras.metrics.BinaryAccuracy(threshold=0.0)]
+    return ["accuracy"]
+
+
+def task_data(task: str, shape: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of ``task``: digits as "image" (N, 8, 8, 1), "rows" (N, 8, 8) or "flat"
+    (N, 64); diabetes for a regression task (flat only)."""
+    if task in REGRESSION:
+        if shape != "flat":
+            raise ValueError(f"regression data is tabular, not {shape!r}")
+        return diabetes()
+    images, _, labels = digits()
+    x = {"image": images, "rows": images.reshape(-1, 8, 8), "flat": images.reshape(-1, 64)}
+    return x[shape], task_targets(task, labels)
+
+
+def _grid_model(name: str, inputs: Any, h: Any, task: str, lr: float, **compile_kwargs: Any):
+    init = compile_kwargs.pop("init", "glorot_uniform")
+    model = keras.Model(inputs, task_head(task, h, init=init), name=name)
+    return _compile(
+        model, loss=task_loss(task), lr=lr, metrics=task_metrics(task), **compile_kwargs
+    )
+
+
+def mlp_body(inputs: Any, dead: bool = False) -> Any:
+    """Two ReLU layers; ``dead``: the first with a bias of -20, so no unit ever fires."""
+    bias = keras.initializers.Constant(-20.0) if dead else "zeros"
+    h = keras.layers.Dense(32, activation="relu", name="hidden1", kernel_regularizer=L2,
+                           bias_initializer=bias)(inputs)  # fmt: skip
+    return keras.layers.Dense(32, activation="relu", name="hidden2")(h)
+
+
+def mlp(task: str, lr: float = 3e-3, **kwargs: Any) -> tuple[keras.Model, Any, Any]:
+    keras.utils.set_random_seed(SEED)
+    x, y = task_data(task, "flat")
+    inputs = keras.Input(x.shape[1:])
+    return _grid_model("mlp", inputs, mlp_body(inputs, **kwargs), task, lr), x, y
+
+
+def norm_mlp(task: str) -> tuple[keras.Model, Any, Any]:
+    """Dense - LayerNorm - ReLU - Dense - UnitNorm, then the head."""
+    keras.utils.set_random_seed(SEED)
+    x, y = task_data(task, "flat")
+    inputs = keras.Input(x.shape[1:])
+    h = keras.layers.Dense(32, name="hidden1", kernel_regularizer=L2)(inputs)
+    h = keras.layers.Activation("relu")(keras.layers.LayerNormalization(name="ln")(h))
+    h = keras.layers.UnitNormalization(name="unit")(keras.layers.Dense(32, name="hidden2")(h))
+    return _grid_model("norm_mlp", inputs, h, task, 3e-3), x, y
+
+
+def conv_net(task: str, norm: str = "batch") -> tuple[keras.Model, Any, Any]:
+    """conv - BatchNorm or GroupNorm - ReLU - pool - dense head on the digit images."""
+    keras.utils.set_random_seed(SEED)
+    x, y = task_data(task, "image")
+    inputs = keras.Input(x.shape[1:])
+    h = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv",
+                            kernel_regularizer=L2)(inputs)  # fmt: skip
+    if norm == "batch":
+        h = keras.layers.BatchNormalization(name="bn")(h)
+    else:
+        h = keras.layers.GroupNormalization(groups=4, name="gn")(h)
+    h = keras.layers.Flatten()(keras.layers.MaxPooling2D()(keras.layers.Activation("relu")(h)))
+    # 256 features: a small head init keeps the initial loss at its uniform value
+    small = keras.initializers.VarianceScaling(0.1)
+    return _grid_model(f"conv_{norm}norm", inputs, h, task, 1e-3, init=small), x, y
+
+
+def mixer(task: str) -> tuple[keras.Model, Any, Any]:
+    """An MLP-mixer block: 2x2 patches as 16 tokens, token mixing across patches and channel
+    mixing within each, both behind LayerNorm with residual connections."""
+    keras.utils.set_random_seed(SEED)
+    x, y = task_data(task, "image")
+    inputs = keras.Input(x.shape[1:])
+    h = keras.layers.Conv2D(16, 2, strides=2, name="patches")(inputs)  # (4, 4, 16)
+    h = keras.layers.Reshape((16, 16))(h)
+    t = keras.layers.Permute((2, 1))(keras.layers.LayerNormalization(name="ln1")(h))
+    t = keras.layers.Dense(16, name="token_mix")(keras.layers.Dense(32, activation="gelu")(t))
+    h = h + keras.layers.Permute((2, 1))(t)
+    c = keras.layers.Dense(32, activation="gelu", name="channel_mix1", kernel_regularizer=L2)(
+        keras.layers.LayerNormalization(name="ln2")(h)
+    )
+    h = h + keras.layers.Dense(16, name="channel_mix2")(c)
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization(name="ln3")(h))
+    return _grid_model("mixer", inputs, h, task, 3e-3), x, y
+
+
+def attention(task: str) -> tuple[keras.Model, Any, Any]:
+    """One Transformer encoder block over the digit's 8 rows (as ``transformer`` above)."""
+    keras.utils.set_random_seed(SEED)
+    x, y = task_data(task, "rows")
+    inputs = keras.Input(x.shape[1:])
+    h = keras.layers.Dense(16, name="embed")(inputs)
+    att = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, name="attention")(h, h)
+    h = keras.layers.LayerNormalization(name="ln1")(h + att)
+    ff = keras.layers.Dense(32, activation="relu", name="ff1", kernel_regularizer=L2)(h)
+    h = keras.layers.LayerNormalization(name="ln2")(h + keras.layers.Dense(16, name="ff2")(ff))
+    # 128 unit-variance features: a small head init keeps the initial loss at its uniform value
+    small = keras.initializers.VarianceScaling(0.1)
+    return _grid_model("attention", inputs, keras.layers.Flatten()(h), task, 3e-3, init=small), x, y
+
+
+def recurrent(task: str, cell: str = "gru") -> tuple[keras.Model, Any, Any]:
+    keras.utils.set_random_seed(SEED)
+    x, y = task_data(task, "rows")
+    inputs = keras.Input(x.shape[1:])
+    layer = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[cell]
+    return _grid_model(cell, inputs, layer(32, name=cell)(inputs), task, 3e-3), x, y
+
+
+# --- planted faults of the grid ---------------------------------------------------------
+
+
+class ScaledInputGradDense(keras.layers.Dense):
+    """A Dense layer whose hand-written gradient is right for its kernel and bias but
+    ``scale`` times the true one for its input: a bug only what lies upstream can see."""
+
+    def __init__(self, units: int, scale: float = 1.1, **kwargs):
+        super().__init__(units, **kwargs)
+        self.scale = scale
+
+    def call(self, inputs):
+        scale = self.scale
+
+        @tf.custom_gradient
+        def dense(x, kernel, bias):
+            def grad(dy):
+                with tf.GradientTape() as tape:
+                    tape.watch([x, kernel, bias])
+                    out = tf.matmul(x, kernel) + bias
+                dx, dk, db = tape.gradient(out, [x, kernel, bias], output_gradients=dy)
+                return dx * tf.cast(scale, dy.dtype), dk, db
+
+            return tf.matmul(x, kernel) + bias, grad
+
+        y = dense(inputs, tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias))
+        return self.activation(y)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+class BatchCentering(keras.layers.Layer):
+    """Subtracts the batch's mean in every mode (a hand-written "normalisation" that mixes
+    the examples of a batch, in inference too)."""
+
+    def call(self, x):
+        return x - keras.ops.mean(x, axis=0, keepdims=True)
+
+
+def _mlp_with(task: str, layer: keras.layers.Layer, name: str, x=None, y=None):
+    """The grid's MLP with ``layer`` between its two hidden layers."""
+    keras.utils.set_random_seed(SEED)
+    if x is None:
+        x, y = task_data(task, "flat")
+    inputs = keras.Input(x.shape[1:])
+    h = keras.layers.Dense(32, activation="relu", name="hidden1")(inputs)
+    h = keras.layers.Dense(32, activation="relu", name="hidden2")(layer(h))
+    return _grid_model(name, inputs, h, task, 3e-3), x, y
+
+
+def grad_bug_input() -> tuple[keras.Model, Any, Any]:
+    return _mlp_with("sparse", ScaledInputGradDense(32, name="custom_dense"), "grad_bug_input")
+
+
+def batch_mixing() -> tuple[keras.Model, Any, Any]:
+    return _mlp_with("sparse", BatchCentering(name="batch_centering"), "batch_mixing")
+
+
+def raw_pixels() -> tuple[keras.Model, Any, Any]:
+    """The MLP on the digits as raw 8-bit intensities (0..255), not standardised."""
+    _, tokens, labels = digits()
+    x = (tokens * (255.0 / 16.0)).astype("float32")
+    return _mlp_with("sparse", keras.layers.Identity(), "raw_pixels", x, labels)
+
+
+def double_softmax() -> tuple[keras.Model, Any, Any]:
+    """A softmax output with a loss that applies softmax again (from_logits=True)."""
+    model, x, y = mlp("onehot")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"],
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))  # fmt: skip
+    return model, x, y
+
+
+def frozen() -> tuple[keras.Model, Any, Any]:
+    """Every layer of the LayerNorm MLP frozen but its LayerNorm (what a wrong slice of
+    ``model.layers`` in a ``trainable = False`` loop leaves)."""
+    model, x, y = norm_mlp("sparse")
+    for layer in model.layers:
+        layer.trainable = layer.name == "ln"
+    return _compile(model, loss=task_loss("sparse"), lr=3e-3), x, y
+
+
+def ignored_input() -> tuple[keras.Model, Any, Any]:
+    """The network reads zeros of the input's shape instead of the input."""
+    keras.utils.set_random_seed(SEED)
+    x, y = task_data("sparse", "flat")
+    inputs = keras.Input(x.shape[1:])
+    return _grid_model("ignored", inputs, mlp_body(keras.ops.zeros_like(inputs)), "sparse",
+                       3e-3), x, y  # fmt: skip
+
+
+def random_labels() -> tuple[keras.Model, Any, Any]:
+    model, x, y = mlp("sparse")
+    return model, x, np.random.default_rng(SEED).permutation(y)
+
+
+def exploding_rnn() -> tuple[keras.Model, Any, Any]:
+    """A linear SimpleRNN over the digit's 8 rows whose recurrent matrix has gain 3."""
+    keras.utils.set_random_seed(SEED)
+    x, y = task_data("sparse", "rows")
+    inputs = keras.Input(x.shape[1:])
+    h = keras.layers.SimpleRNN(
+        16, activation=None, recurrent_initializer=keras.initializers.Orthogonal(3.0), name="rnn"
+    )(inputs)
+    return _grid_model("exploding_rnn", inputs, h, "sparse", 3e-3), x, y
+
+
+# Which pieces are built to catch each planted fault: a fault counts as detected by a piece
+# only here. Other pieces may catch it too (shown, not counted).
+RESPONSIBLE: dict[str, tuple[str, ...]] = {
+    "grad_bug": ("check_gradients", "check_gradients_fast"),
+    "grad_bug_input": ("check_gradients", "check_gradients_fast", "check_layer_gradients"),
+    "lr_high": ("monitors", "doctor"),
+    "lr_low": ("monitors", "doctor"),
+    "vanishing": ("monitors", "doctor"),
+    "exploding_rnn": ("monitors", "doctor"),
+    "dead_units": ("monitors", "doctor"),
+    "raw_pixels": ("initial_loss",),
+    "double_softmax": ("initial_loss",),
+    "frozen": ("overfit",),
+    "ignored_input": ("input_dependence",),
+    "random_labels": ("input_dependence",),
+    "batch_mixing": ("batch_independence",),
+    "leaked_rows": ("leakage",),
+}
+
+
+def _grid(name: str, build: Callable, task: str, family: str, **kwargs: Any) -> Entry:
+    return Entry(name, build, task=task, family=family, **kwargs)
+
+
+GRID_HEALTHY: list[Entry] = [
+    *(_grid(f"mlp_{t}", functools.partial(mlp, t), t, "mlp", layer="hidden1")
+      for t in (*CLASSIFICATION, "mse", "huber")),
+    _grid("norm_mlp_mae", functools.partial(norm_mlp, "mae"), "mae", "layer+unit norm",
+          layer="hidden1"),
+    _grid("norm_mlp_multilabel", functools.partial(norm_mlp, "multilabel"), "multilabel",
+          "layer+unit norm", layer="hidden1"),
+    _grid("conv_bn_sparse", functools.partial(conv_net, "sparse"), "sparse", "batch norm",
+          layer="conv"),
+    _grid("conv_gn_onehot", functools.partial(conv_net, "onehot", "group"), "onehot",
+          "group norm", layer="conv"),
+    _grid("mixer_sparse", functools.partial(mixer, "sparse"), "sparse", "mlp-mixer",
+          layer="channel_mix1"),
+    _grid("mixer_smooth", functools.partial(mixer, "smooth"), "smooth", "mlp-mixer",
+          layer="channel_mix1"),
+    _grid("attention_binary", functools.partial(attention, "binary"), "binary", "attention",
+          layer="ff1"),
+    _grid("attention_multilabel", functools.partial(attention, "multilabel"), "multilabel",
+          "attention", layer="ff1"),
+    _grid("gru_sparse", functools.partial(recurrent, "sparse"), "sparse", "recurrent",
+          layer="gru"),
+    _grid("lstm_smooth", functools.partial(recurrent, "smooth", "lstm"), "smooth", "recurrent",
+          layer="lstm"),
+    _grid("two_io_list", lambda: two_io("list"), "several outputs (list)", "two inputs",
+          layer="shared"),
+    _grid("two_io_dict", lambda: two_io("dict"), "several outputs (dict)", "two inputs",
+          layer="shared"),
+    _grid("mobilenet_v3_small", functools.partial(application, "MobileNetV3Small"),
+          "sparse (CIFAR, 0-255)", "keras.applications", layer="conv", batch_size=64,
+          epochs=1, doctor=SHORT),
+    _grid("mobilenet_v2", mobilenet, "sparse (CIFAR)", "keras.applications", layer="Conv1",
+          batch_size=64, epochs=1, doctor=SHORT),
+]  # fmt: skip
+GRID_FAULTY: list[Entry] = [
+    _grid("dead_units", functools.partial(mlp, "sparse", dead=True), "sparse", "mlp",
+          fault="dead_units", layer="hidden2"),
+    _grid("raw_pixels", raw_pixels, "sparse", "mlp", fault="raw_pixels", layer="hidden1"),
+    _grid("double_softmax", double_softmax, "onehot", "mlp", fault="double_softmax",
+          layer="hidden1"),
+    _grid("frozen", frozen, "sparse", "layer+unit norm", fault="frozen", layer="ln"),
+    _grid("ignored_input", ignored_input, "sparse", "mlp", fault="ignored_input",
+          layer="hidden1"),
+    _grid("batch_mixing", batch_mixing, "sparse", "mlp", fault="batch_mixing",
+          layer="hidden2"),
+    _grid("leaked_rows", functools.partial(mlp, "sparse"), "sparse", "mlp",
+          fault="leaked_rows", fit={"leak": True}, layer="hidden1"),
+    _grid("random_labels", random_labels, "sparse", "mlp", fault="random_labels",
+          layer="hidden1"),
+    _grid("lr_far_too_low", functools.partial(mlp, "sparse", lr=1e-7), "sparse", "mlp",
+          fault="lr_low", layer="hidden1"),
+    _grid("lr_far_too_high", lr_high, "sparse", "batch norm", fault="lr_high", epochs=3,
+          layer="conv"),
+    _grid("exploding_rnn", exploding_rnn, "sparse", "recurrent", fault="exploding_rnn",
+          layer="rnn"),
+    _grid("vanishing_sigmoid", sigmoid_stack, "sparse", "mlp", fault="vanishing", epochs=3,
+          layer="sigmoid0"),
+    _grid("grad_bug_input", grad_bug_input, "sparse", "mlp", fault="grad_bug_input",
+          layer="custom_dense"),
+    _grid("bn_resnet_grad_bug", lambda: resnet(scale=1.1), "sparse (CIFAR)", "batch norm",
+          fault="grad_bug", layer="custom_conv", batch_size=64, epochs=1, doctor=SHORT),
+]  # fmt: skip
+GRID = {e.name: e for e in GRID_HEALTHY + GRID_FAULTY}

@@ -1,8 +1,8 @@
 """Run every public piece of kerasdiag on a zoo entry: one verdict and one line per piece.
 
 A verdict is ``pass`` (no finding), ``caught`` (a finding or a failed check, named in the
-line), or ``n/a`` (the piece says, in one line, why it cannot apply). Shared by
-``tests/test_model_zoo.py`` and ``benchmarks/bench_zoo.py``.
+line), ``inconclusive``, or ``n/a`` (the piece says, in one line, why it cannot apply).
+Shared by the zoo's and the fault grid's tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ from kerasdiag.callbacks import (
     UpdateRatioMonitor,
 )
 from kerasdiag.callbacks.base import MonitorWarning
+from kerasdiag.checks.data import check_leakage
 from kerasdiag.checks.gradcheck import check_gradients, check_gradients_fast, check_layer_gradients
 from kerasdiag.checks.sanity import (
+    check_batch_independence,
     check_initial_loss,
+    check_input_dependence,
     check_regularization_raises_loss,
     overfit_small_subset,
 )
+from kerasdiag.data.dataset import Dataset
 
 PIECES = (
     "check_gradients",
@@ -39,6 +43,9 @@ PIECES = (
     "initial_loss",
     "regularization",
     "overfit",
+    "input_dependence",
+    "batch_independence",
+    "leakage",
     "monitors",
     "doctor",
 )
@@ -110,9 +117,55 @@ def overfit(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]
     return _stage(r)
 
 
+def splits(entry: Entry, x: Any, y: Any) -> dict[str, tuple[Any, Any]]:
+    """Training, validation and test splits (60/20/20, shuffled once); a ``leak`` entry's
+    training split also holds a quarter of the test rows, as a concatenation of files can."""
+    n = size(x)
+    idx = np.random.default_rng(0).permutation(n)
+    a, b = int(n * 0.6), int(n * 0.8)
+    parts = {"train": idx[:a], "val": idx[a:b], "test": idx[b:]}
+    if entry.fit.get("leak"):
+        test = parts["test"]
+        parts["train"] = np.concatenate([parts["train"], test[: len(test) // 4]])
+    return {k: (take(x, i), take(y, i)) for k, i in parts.items()}
+
+
+def dataset(entry: Entry, x: Any, y: Any) -> Any:
+    """The splits as a kerasdiag ``Dataset`` (one input array), else the training pair: a
+    check that can score on held-out examples then does (with random labels a model scored
+    on its own training rows shows the memorising, not the input's use)."""
+    s = splits(entry, x, y)
+    if not isinstance(x, np.ndarray):
+        return s["train"]
+    classes = int(np.max(y)) + 1 if np.issubdtype(np.asarray(y).dtype, np.integer) else 0
+    return Dataset(entry.name, *s["train"], *s["val"], *s["test"], num_classes=classes)
+
+
+def input_dependence(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
+    r = check_input_dependence(model, dataset(entry, x, y))
+    return _stage(r)
+
+
+def batch_independence(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
+    r = check_batch_independence(model, (x, y))
+    return _stage(r)
+
+
+def leakage(entry: Entry, model: keras.Model, x: Any, y: Any) -> tuple[str, str]:
+    s = splits(entry, x, y)
+    if not isinstance(x, np.ndarray):
+        return (
+            "n/a",
+            "check_leakage compares one array per split (several inputs: call it per input)",
+        )
+    r = check_leakage(x_train=s["train"][0], x_val=s["val"][0], x_test=s["test"][0],
+                      y_train=s["train"][1], y_val=s["val"][1], y_test=s["test"][1])  # fmt: skip
+    return _stage(r)
+
+
 def _stage(r: Any) -> tuple[str, str]:
     if r.passed is None:
-        return "n/a", r.message
+        return ("inconclusive" if r.inconclusive else "n/a"), r.message
     return ("pass" if r.passed else "caught"), r.message
 
 
@@ -172,6 +225,9 @@ RUNNERS: dict[str, Callable[..., tuple[str, str]]] = {
     "initial_loss": initial_loss,
     "regularization": regularization,
     "overfit": overfit,
+    "input_dependence": input_dependence,
+    "batch_independence": batch_independence,
+    "leakage": leakage,
 }
 TRAINED = ("monitors", "doctor")
 _trained: dict[str, tuple[dict[str, tuple[str, str]], float]] = {}

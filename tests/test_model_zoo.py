@@ -155,3 +155,16 @@ def test_custom_train_step_is_said_in_one_line():
     report = check_gradients(model, x, y, dims_per_variable=2)
     assert report.passed
     assert "note: CustomStepModel overrides train_step" in str(report)
+
+
+def test_float64_copy_of_a_graph_with_an_add_layer_and_an_add_operation():
+    # keras.applications' MobileNetV3 has both a residual Add layer and `x + 3.0` (the Add
+    # operation): the layer's name must not stand in for the operation in the copy.
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(4)(inputs)
+    h = keras.layers.Add()([h, inputs]) + 3.0
+    model = keras.Model(inputs, keras.layers.Dense(3)(h))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    report = check_gradients(model, x, np.arange(8) % 3, samples=4)
+    assert report.passed, str(report)

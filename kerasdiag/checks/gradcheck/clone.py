@@ -80,15 +80,20 @@ def _is_float_dtype(value: Any) -> bool:
 
 def _custom_objects(obj: Any) -> dict[str, Any]:
     """The classes and functions a config may name, so user-defined layers, regularizers,
-    initializers, constraints and activations rebuild without registration."""
+    initializers, constraints and activations rebuild without registration.
+
+    Keras' own classes are left out: they deserialize by their module, and in the scope a
+    name such as ``Add`` (the layer) would shadow the operation of the same name that a
+    functional graph records for ``x + 3.0`` (keras.applications' MobileNetV3)."""
     layers = [obj, *obj._flatten_layers()] if hasattr(obj, "_flatten_layers") else [obj]
     found: dict[str, Any] = {}
-    for layer in layers:
-        found[type(layer).__name__] = type(layer)
-        for value in vars(layer).values():
-            if isinstance(value, _CONFIGURABLE):
-                found[type(value).__name__] = type(value)
-            elif inspect.isfunction(value):
+    for item in layers:
+        values = [v for v in vars(item).values() if isinstance(v, _CONFIGURABLE)]
+        for cls in (type(item), *map(type, values)):
+            if not _is_keras(cls):
+                found[cls.__name__] = cls
+        for value in vars(item).values():
+            if inspect.isfunction(value) and not _is_keras(value):
                 found[value.__name__] = value
     return found
 
@@ -161,6 +166,10 @@ def float64_in_place(model: Any) -> Any:
         if policy.compute_dtype in _FLOAT_NAMES or policy.variable_dtype in _FLOAT_NAMES:
             layer._dtype_policy = keras.DTypePolicy(FLOAT64)
     return restore
+
+
+def _is_keras(obj: Any) -> bool:
+    return getattr(obj, "__module__", "").split(".")[0] == "keras"
 
 
 def _rebuild(obj: Any) -> Any:
