@@ -145,16 +145,15 @@ def mobilenet() -> tuple[keras.Model, Any, Any]:
 
 def application(name: str) -> tuple[keras.Model, Any, Any]:
     """A keras.applications model at its smallest input (32x32, ``weights=None``) on CIFAR;
-    the models with their own preprocessing layer get the raw 0-255 pixels it expects."""
+    the models with their own preprocessing layers (MobileNetV3, EfficientNet) get the raw
+    0-255 pixels those expect."""
     keras.utils.set_random_seed(SEED)
     build = getattr(keras.applications, name)
-    kwargs = (
-        {"include_preprocessing": True} if name.startswith(("MobileNetV3", "Efficient")) else {}
-    )
+    kwargs = {"include_preprocessing": True} if name.startswith("MobileNetV3") else {}
     model = build(input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None,
                   **kwargs)  # fmt: skip
     x, y = cifar()
-    if kwargs:
+    if name.startswith(("MobileNetV3", "EfficientNet")):
         x = cifar_raw()
     return _compile(model), x, y
 
@@ -801,6 +800,9 @@ GRID_HEALTHY: list[Entry] = [
           layer="shared"),
     _grid("mobilenet_v3_small", functools.partial(application, "MobileNetV3Small"),
           "sparse (CIFAR, 0-255)", "keras.applications", layer="conv", batch_size=64,
+          epochs=1, doctor=SHORT),
+    _grid("efficientnet_b0", functools.partial(application, "EfficientNetB0"),
+          "sparse (CIFAR, 0-255)", "keras.applications", layer="stem_conv", batch_size=64,
           epochs=1, doctor=SHORT),
     _grid("mobilenet_v2", mobilenet, "sparse (CIFAR)", "keras.applications", layer="Conv1",
           batch_size=64, epochs=1, doctor=SHORT),
