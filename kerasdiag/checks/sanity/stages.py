@@ -177,7 +177,7 @@ def _initial_loss(cfg, settings, model, data, run_dir, build_model) -> StageResu
         model,
         data,
         rtol=float(settings["initial_loss_rtol"]),
-        class_weight=settings["class_weight"],
+        class_weight=settings.get("class_weight"),
     )
 
 
@@ -204,7 +204,7 @@ def _regularization(cfg, settings, model, data, run_dir, build_model) -> StageRe
         unregularized=unregularized,
         stronger=stronger,
         factor=factor,
-        class_weight=settings["class_weight"],
+        class_weight=settings.get("class_weight"),
     )
     result.message = f"{what}: {result.message}"
     return result
@@ -218,7 +218,7 @@ def _overfit(cfg, settings, model, data, run_dir, build_model) -> StageResult:
         num_examples=int(settings["overfit_examples"]),
         max_steps=int(settings["overfit_max_steps"]),
         loss_fraction=float(settings["overfit_loss_fraction"]),
-        class_weight=settings["class_weight"],
+        class_weight=settings.get("class_weight"),
     )
 
 
@@ -236,7 +236,7 @@ def _input_baseline(cfg, settings, model, data, run_dir, build_model) -> StageRe
         data,
         steps=int(settings["input_baseline_steps"]),
         seed=int(cfg.data.seed),
-        class_weight=settings["class_weight"],
+        class_weight=settings.get("class_weight"),
     )
 
 
@@ -245,7 +245,7 @@ def _batch_independence(cfg, settings, model, data, run_dir, build_model) -> Sta
 
 
 def _lr_range(cfg, settings, model, data, run_dir, build_model) -> StageResult:
-    return lr_range_stage(cfg, model, data, run_dir, settings["class_weight"])
+    return lr_range_stage(cfg, model, data, run_dir, settings.get("class_weight"))
 
 
 _RUNNERS = {
