@@ -84,6 +84,11 @@ def test_a_run_directory_is_advised_by_what_made_it(tmp_path):
     for fix in user.values():
         assert not CONFIG_KEY.search(fix), fix
     assert isinstance(terms_for_run(None), type(keras_terms()))
+    # the report's bias/variance table says the same as the diagnosis, in the same terms
+    from kerasdiag.report.builder import build_report
+
+    page = build_report(recipe_run).read_text()
+    assert "model.widths" in page and "model.conv_filters" not in page
 
 
 def test_the_doctor_in_a_users_fit_speaks_keras():

@@ -14,6 +14,7 @@ from kerasdiag.diagnosis import (
     diagnose,
     restores_best_epoch,
 )
+from kerasdiag.diagnosis.advice import terms_for_run
 from kerasdiag.diagnosis.run_dir import measured_sizes
 from kerasdiag.report.blocks import Badge, Block, absent, fmt, note, paragraph, pct, table_block
 from kerasdiag.report.context import RunContext
@@ -85,7 +86,11 @@ def bias_variance_table(run: RunContext) -> list[Block]:
         ("avoidable bias (train - Bayes)", pct(table["avoidable_bias"])),
         ("variance (dev - train)", pct(table["variance"])),
         ("verdict", table["verdict"]),
-        ("what to do", "; ".join(table["fixes"]) or _nothing_to_do(table)),
+        # in the terms the diagnosis uses for this run (its model's keys, its data's kind)
+        (
+            "what to do",
+            terms_for_run(run.config).phrase("; ".join(table["fixes"])) or _nothing_to_do(table),
+        ),  # fmt: skip
     ]
     which = (
         "the weights the model kept, whose test score is shown"
