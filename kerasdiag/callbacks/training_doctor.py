@@ -303,6 +303,7 @@ class TrainingDoctor(keras.callbacks.Callback):
         self._epoch, self._epoch_rate = 0, None
         self._fed = dict.fromkeys(("gradients", "activations", "ratios"), 0)
         self._pending, self._train_thread = [], threading.get_ident()
+        self._noise: tuple[int, float | None] | None = None  # (step measured, batch-loss noise)
         self._judge_without_probes(first_step)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -463,13 +464,20 @@ class TrainingDoctor(keras.callbacks.Callback):
     def _batch_loss_noise(self) -> float | None:
         """The standard deviation of a training batch's loss from drawing its examples: the
         spread of the sample's losses at the current weights over sqrt(batch size)."""
+        # Asked at every step while the jumps pass the first test (a loss within its noise
+        # keeps passing it): measured once per oscillation window, not per batch.
+        step, window = self.engine.last_step, self.thresholds.oscillation_window
+        if self._noise is not None and step - self._noise[0] < window:
+            return self._noise[1]
         sample = self._own.train_sample or self._own.probe_batch
         if sample is None or sample.y is None:
             return None
         start = time.perf_counter()
         spread = example_loss_spread(self.model, sample.x, sample.y)
         self._own.budget.spend(time.perf_counter() - start)
-        return None if spread is None else spread / math.sqrt(self.batch_size or FIT_BATCH_SIZE)
+        noise = None if spread is None else spread / math.sqrt(self.batch_size or FIT_BATCH_SIZE)
+        self._noise = (step, noise)
+        return noise
 
     def _rate_now(self) -> float | None:
         """The learning rate in force now: the LearningRateMonitor's reading of this step
