@@ -258,20 +258,28 @@ LEARNING_HORIZON = 10
 def _still_falling(task: Task, losses: list[float], accuracy: float | None) -> bool:
     """Whether a classifying output gets every example right and its loss is still falling
     fast towards its floor at the end of the budget."""
-    if not task.classifies or accuracy != 1.0 or len(losses) <= FALLING_WINDOW:
+    if not task.classifies or accuracy != 1.0:
         return False
+    window = _last_window(task, losses)
+    return window is not None and window[0] > 0 and window[1] <= FALLING_RATIO * window[0]
+
+
+def _last_window(task: Task, losses: list[float]) -> tuple[float, float] | None:
+    """The loss above its floor ``FALLING_WINDOW`` steps before the end and at the end
+    (None for a budget shorter than the window)."""
+    if len(losses) <= FALLING_WINDOW:
+        return None
     floor = task.loss_floor
-    before, now = losses[-1 - FALLING_WINDOW] - floor, losses[-1] - floor
-    return before > 0 and now <= FALLING_RATIO * before
+    return losses[-1 - FALLING_WINDOW] - floor, losses[-1] - floor
 
 
 def _steps_to_goal(task: Task, losses: list[float], goal: float) -> int | None:
     """The steps a loss still falling fast towards its floor needs to reach ``goal`` at its
     rate over the last window (None when it is not falling that fast: stalled)."""
-    if len(losses) <= FALLING_WINDOW or not all(map(math.isfinite, losses[-FALLING_WINDOW:])):
+    window = _last_window(task, losses)
+    if window is None or not all(map(math.isfinite, losses[-FALLING_WINDOW:])):
         return None
-    floor = task.loss_floor
-    before, now, aim = losses[-1 - FALLING_WINDOW] - floor, losses[-1] - floor, goal - floor
+    (before, now), aim = window, goal - task.loss_floor
     if before <= 0 or now <= 0 or aim <= 0 or now > LEARNING_RATIO * before:
         return None
     if aim >= now:
