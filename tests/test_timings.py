@@ -10,7 +10,13 @@ import time
 import pytest
 
 from kerasdiag.core.rundir import RunLayout
-from kerasdiag.core.timings import StageClock, process_age, read_timings, stage_totals
+from kerasdiag.core.timings import (
+    StageClock,
+    peak_memory_mb,
+    process_age,
+    read_timings,
+    stage_totals,
+)
 from kerasdiag.report.builder import render
 from kerasdiag.report.context import RunContext
 
@@ -65,6 +71,28 @@ def test_the_report_shows_each_stage_and_its_share(tmp_path):
     section = html[html.index('id="time"') :]
     for cell in ("start-up", "4.00", "20.0%", "training: probes", "1.00", "5.0%", "60.0%"):
         assert cell in section, cell
+
+
+def test_each_stage_records_the_peak_memory_it_ended_with(tmp_path):
+    # In a fresh process: this one's peak is whatever earlier tests reached.
+    script = (
+        "import sys; from kerasdiag.core.timings import StageClock, peak_memory_mb\n"
+        "clock = StageClock(sys.argv[1])\n"
+        "with clock.stage('data'): pass\n"
+        "with clock.stage('sanity'):\n"
+        "    held = bytearray(300 * 2**20)\n"
+        "    held[::4096] = b'x' * len(held[::4096])  # touched: resident\n"
+        "print(peak_memory_mb())\n"
+    )
+    path = tmp_path / RunLayout.TIMINGS
+    done = subprocess.run([sys.executable, "-c", script, str(path)], check=True, text=True,
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    before, after = (t["peak_rss_mb"] for t in read_timings(path))
+    assert after >= before + 250 and after == pytest.approx(float(done.stdout), abs=5)
+    assert peak_memory_mb() > 0
+    section = render(RunContext.read(tmp_path))
+    section = section[section.index('id="time"') :]
+    assert "peak memory" in section and f"{after:.0f} MB" in section
 
 
 def test_a_run_without_timings_says_so(tmp_path):

@@ -198,9 +198,12 @@ def layer_activation_stats(
     }
 
 
-def inference_accuracy(model: keras.Model, x: Any, y: Any, batch_size: int = 256) -> float | None:
+def inference_accuracy(
+    model: keras.Model, x: Any, y: Any, batch_size: int | None = None
+) -> float | None:
     """Share of ``(x, y)`` a single-output classifier gets right in inference mode (as
-    validation is scored); None for several outputs or a loss without classes."""
+    validation is scored); None for several outputs or a loss without classes.
+    ``batch_size``: examples per forward pass (default: ``inference_batch_size``)."""
     if outputs.is_structure(y) or len(outputs.output_names(model)) != 1:
         return None
     try:
@@ -210,6 +213,7 @@ def inference_accuracy(model: keras.Model, x: Any, y: Any, batch_size: int = 256
     # Keras' compiled predict step (traced once), not eager calls: at every epoch end a
     # convnet's eager forward pass over 1000 examples costs about twice as much.
     names = outputs.output_names(model)
+    batch_size = batch_size or outputs.inference_batch_size(x)
     predicted = np.concatenate(
         [
             np.asarray(
@@ -234,7 +238,10 @@ def example_loss_spread(model: keras.Model, x: Any, y: Any) -> float | None:
         heads = _common.heads(model)
     except ValueError:
         return None
-    predicted = outputs.as_list(model.predict_on_batch(x), names)
+    step = outputs.inference_batch_size(x)
+    parts = [outputs.as_list(model.predict_on_batch(outputs.take(x, slice(i, i + step))), names)
+             for i in range(0, outputs.count(x), step)]  # fmt: skip
+    predicted = [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(names))]
     widths = [np.asarray(p).shape[-1] for p in predicted]
     targets = _common.head_targets(heads, y, widths, names)
     each = _common.per_example_loss(heads, targets, predicted)

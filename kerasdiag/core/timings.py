@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +31,22 @@ from typing import Any
 
 # A stage that holds others: "training: probes" is part of "training" (its name's prefix).
 PART_SEPARATOR = ": "
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, in MB. Recorded with each stage: the
+    stage that raised it is the one whose line first shows the higher figure.
+
+    Linux's ``VmHWM`` (the high-water mark of this process's own memory) where there is one:
+    ``getrusage``'s ``ru_maxrss`` keeps across ``exec`` the peak of the process that forked
+    it, so a search worker started by a 2 GB parent would report 2 GB from its first line.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024  # kB
+    except (OSError, IndexError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS
 
 
 def process_age() -> float | None:
@@ -62,8 +80,9 @@ class StageClock:
         """Append one stage's seconds (a part of another: ``"training: probes"``), after
         any held by :meth:`hold`."""
         entries, self._held = [*self._held, (name, seconds)], []
-        lines = [json.dumps({"stage": n, "seconds": round(float(s), 4), "pid": os.getpid()})
-                 for n, s in entries]  # fmt: skip
+        peak = round(peak_memory_mb(), 1)
+        lines = [json.dumps({"stage": n, "seconds": round(float(s), 4), "pid": os.getpid(),
+                             "peak_rss_mb": peak}) for n, s in entries]  # fmt: skip
         with open(self.path, "a") as out:
             out.write("".join(line + "\n" for line in lines))
 
@@ -85,7 +104,7 @@ def read_timings(path: str | os.PathLike) -> list[dict[str, Any]]:
         try:
             entry = json.loads(line)
             found.append({"stage": str(entry["stage"]), "seconds": float(entry["seconds"]),
-                          "pid": entry.get("pid")})  # fmt: skip
+                          "pid": entry.get("pid"), "peak_rss_mb": entry.get("peak_rss_mb")})  # fmt: skip
         except (ValueError, KeyError, TypeError):
             continue
     return found

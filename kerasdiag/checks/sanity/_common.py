@@ -181,11 +181,13 @@ def head_tasks(model: keras.Model, hs: list[Head], y: Any, widths: list[int]) ->
 
 
 def predict_outputs(
-    model: keras.Model, x: Any, batch_size: int = 256, training: bool = False
+    model: keras.Model, x: Any, batch_size: int | None = None, training: bool = False
 ) -> list[np.ndarray]:
     """Every output of ``model`` on ``x``, in output order: in inference mode, or with
-    ``training`` in training mode (batch normalization on each batch's statistics)."""
+    ``training`` in training mode (batch normalization on each batch's statistics).
+    ``batch_size``: examples per forward pass (default: ``io.inference_batch_size``)."""
     names = io.output_names(model)
+    batch_size = batch_size or io.inference_batch_size(x)
     parts: list[list[np.ndarray]] = [[] for _ in names]
     for i in range(0, io.count(x), batch_size):
         out = model(io.take(x, slice(i, i + batch_size)), training=training)
@@ -326,7 +328,7 @@ def loss_targets(spec: LossSpec | None, y: np.ndarray, num_outputs: int) -> np.n
 
 
 def predict(
-    model: keras.Model, x: Any, batch_size: int = 256, training: bool = False
+    model: keras.Model, x: Any, batch_size: int | None = None, training: bool = False
 ) -> np.ndarray:
     """The (first) output in inference mode (dropout, noise and augmentation off), or in
     training mode with ``training``."""

@@ -120,7 +120,8 @@ def _size(path: Path) -> str:
 def time_spent(run: RunContext) -> list[Block]:
     """Where the run's time went, stage by stage (``timings.jsonl``); the sanity stages'
     own seconds from ``sanity.json``. The report is written after this page is rendered, so
-    its own seconds are in the file, not here."""
+    its own seconds are in the file, not here. "peak memory" is the process's peak resident
+    memory when the stage ended: the stage whose figure first rises is the one that raised it."""
     timings = read_timings(run.path / RunLayout.TIMINGS)
     if not timings:
         return [absent(f"no {RunLayout.TIMINGS} (a run from before stages were timed)")]
@@ -129,13 +130,18 @@ def time_spent(run: RunContext) -> list[Block]:
     # the sanity stages' own seconds (sanity.json) as parts of "sanity", right below it
     parts = [(f"sanity{PART_SEPARATOR}{stage['name']}", float(stage["seconds"]))
              for stage in run.stages or [] if stage.get("seconds") is not None]  # fmt: skip
+    peaks: dict[str, float] = {}
+    for t in timings:
+        if t.get("peak_rss_mb") is not None:
+            peaks[t["stage"]] = max(peaks.get(t["stage"], 0.0), float(t["peak_rss_mb"]))
     rows = []
     for stage, seconds in totals:
-        rows.append((stage, f"{seconds:.2f}", f"{seconds / whole:.1%}" if whole else "-"))
+        peak = f"{peaks[stage]:.0f} MB" if stage in peaks else "-"
+        rows.append((stage, f"{seconds:.2f}", f"{seconds / whole:.1%}" if whole else "-", peak))
         if stage == "sanity":
-            rows += [(name, f"{sec:.2f}", f"{sec / whole:.1%}" if whole else "-")
+            rows += [(name, f"{sec:.2f}", f"{sec / whole:.1%}" if whole else "-", "")
                      for name, sec in parts]  # fmt: skip
-    out = [table_block(("stage", "seconds", "share"), rows)]
+    out = [table_block(("stage", "seconds", "share", "peak memory"), rows)]
     processes = len({t["pid"] for t in timings})
     if processes > 1:
         out.append(note(f"summed over the {processes} processes that worked on this run "
