@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -250,7 +251,13 @@ class StreamedDataset(ABC):
 
         ``input_context`` (``tf.distribute.InputContext``): this worker reads only its shard
         of each epoch (every ``num_input_pipelines``-th example from its id), batched at the
-        size given: every example once per epoch across the workers.
+        size given (the per-replica batch). Every shard yields the same number of batches
+        per epoch, as many as one device would take at the global batch
+        (``ceil(examples / global batch)`` steps): workers step in lock step, and one that ran
+        out of batches first would leave the others waiting in the all-reduce. A shard short
+        of whole batches (when the examples do not divide evenly) starts its epoch again for
+        the last few examples, so every example is read at least once per epoch across the
+        cluster, and exactly once when they divide evenly.
         """
         import tensorflow as tf
 
@@ -260,7 +267,17 @@ class StreamedDataset(ABC):
 
         first = min(int(first_epoch), max(0, int(epochs) - 1))  # a finished fit reads nothing
         last = max(int(epochs), first + 1)
-        ds = self._epochs(first, last, batch_size, augment_cfg, seed, shards, shard)
+        if shards == 1:
+            ds = self._epochs(first, last, batch_size, augment_cfg, seed, shards, shard)
+            return ds.prefetch(tf.data.AUTOTUNE)
+        replicas = input_context.num_replicas_in_sync
+        steps = math.ceil(len(self.y_train) / (batch_size * replicas))
+        per_pipeline = steps * replicas // shards  # batches this worker feeds per epoch
+        ds = None
+        for epoch in range(first, last):
+            one = self._epochs(epoch, epoch + 1, batch_size, augment_cfg, seed, shards, shard)
+            one = one.repeat().take(per_pipeline)
+            ds = one if ds is None else ds.concatenate(one)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     @abstractmethod

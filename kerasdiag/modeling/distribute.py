@@ -73,6 +73,16 @@ def scaled_learning_rate(lr: float, strategy: tf.distribute.Strategy, scale: boo
     return float(lr) * (strategy.num_replicas_in_sync if scale else 1)
 
 
+def worker_count(strategy: tf.distribute.Strategy) -> int:
+    """How many machines (processes) train in lock step under ``strategy``: the tasks of a
+    ``MultiWorkerMirroredStrategy``'s cluster, else 1."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    jobs = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(jobs.get(job, ())) for job in ("chief", "worker")))
+
+
 def resolve_strategy_name(name: str) -> str:
     """The strategy ``name`` stands for on this machine: ``auto`` resolved, others as they are."""
     if name != "auto":

@@ -44,6 +44,7 @@ from kerasdiag.data.pipeline import split_batches, training_batches
 from kerasdiag.data.stream import StreamedDataset, examples, file_read_errors
 from kerasdiag.diagnosis import confusion_summary, diagnose, failed_stages
 from kerasdiag.diagnosis.advice import config_terms, source_inputs
+from kerasdiag.modeling.distribute import get_strategy, worker_count
 from kerasdiag.modeling.factory import build_model, model_summary_text, steps_per_epoch
 from kerasdiag.modeling.losses import predicted_classes
 from kerasdiag.modeling.optimizers import build_schedule
@@ -216,14 +217,19 @@ def fit(
     would have.
     """
     start = next((cb.resume_epoch() for cb in callbacks if isinstance(cb, RunBackup)), 0)
-    train_ds = training_batches(
-        data,
-        int(cfg.data.batch_size),
-        epochs=int(cfg.trainer.epochs),
-        first_epoch=start,
-        augment_cfg=cfg.data.augment,
-        seed=int(cfg.data.seed),
-    )
+    stream = dict(epochs=int(cfg.trainer.epochs), first_epoch=start,
+                  augment_cfg=cfg.data.augment, seed=int(cfg.data.seed))  # fmt: skip
+    strategy = model.distribute_strategy
+    if isinstance(data, StreamedDataset) and worker_count(strategy) > 1:
+        # Each worker reads its own shard of the files (not every file, keeping 1/N of the
+        # batches, as Keras' automatic sharding of a dataset it cannot split by file does).
+        def shard(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            batch = context.get_per_replica_batch_size(int(cfg.data.batch_size))
+            return data.training_batches(batch, input_context=context, **stream)
+
+        train_ds = strategy.distribute_datasets_from_function(shard)
+    else:
+        train_ds = training_batches(data, int(cfg.data.batch_size), **stream)
     val_ds = split_batches(data, "val", int(cfg.data.batch_size))
     with warnings.catch_warnings(), file_read_errors(data):
         if cfg.monitors.doctor:  # the doctor judges and advises; the monitors only measure
@@ -442,6 +448,9 @@ def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> 
     """How every run starts, in its claimed directory: seed, load the data (unless given),
     write ``config.yaml`` (what a resume is compared with) and ``data.json``."""
     seed_everything(cfg.trainer)
+    # Before any TensorFlow work (a streamed set's pass runs tf.data): a multi-worker
+    # strategy configures its collective ops at program start-up or not at all.
+    get_strategy(cfg.trainer.strategy)
     if data is None:
         data = load_dataset(cfg.data, loss_task(cfg.loss.name))
     run_class_weight(cfg, data)  # refused here, before this run records anything
