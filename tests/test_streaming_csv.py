@@ -124,3 +124,25 @@ def test_malformed_rows_are_named_by_line_and_skipped_or_refused(tmp_path, hydra
     assert data.summary()["skipped_files"] == 2
     with pytest.raises(ConfigError, match=r"data.augment.noise=0.1: is not applied to data=csv"):
         load_dataset(load_config([*base, "data.augment.noise=0.1"]).data)
+
+
+def test_the_csv_files_scikit_learn_ships_stream_or_are_refused_by_their_first_row():
+    # Files nobody here wrote. iris.csv's header is scikit-learn's own ("150,4,setosa,
+    # versicolor,virginica": counts, then class names), yet its rows are a plain table whose
+    # last column is the class. breast_cancer.csv's header has 4 cells and its rows 31: not
+    # one row can be an example, and the error says why rather than "no rows".
+    import sklearn
+
+    folder = os.path.join(os.path.dirname(sklearn.__file__), "datasets", "data")
+    iris = load_dataset(load_config(["data=csv", f"data.path={folder}/iris.csv",
+                                     "data.target=virginica"]).data)  # fmt: skip
+    assert len(iris.y_train) + len(iris.y_val) + len(iris.y_test) == 150
+    assert iris.num_classes == 3 and iris.input_shape == (4,)
+    batch = next(iris.training_batches(16, epochs=1).as_numpy_iterator())
+    assert batch[0].shape == (16, 4) and np.isfinite(batch[0]).all()
+    cancer = load_config(["data=csv", f"data.path={folder}/breast_cancer.csv",
+                          "data.target=benign"]).data  # fmt: skip
+    with pytest.raises(
+        DataError, match=r"none of its 569 rows .*line 2: 31 cells, the header has 4"
+    ):
+        load_dataset(cancer)

@@ -172,6 +172,11 @@ def read_csv_table(data_cfg: Any, task: str = "classification") -> CsvTable:
             reason = _row_problem(row, header, t, features) or "cannot be parsed"
             bad.append((start + i + 2, reason))
         chunks.append(ids)
+    if not label_ids and bad:  # not one usable row: say why, whatever data.on_bad_file says
+        line, reason = bad[0]
+        raise DataError(
+            f"{path}: none of its {len(bad)} rows can be an example (line {line}: {reason})"
+        )
     if not label_ids:
         raise DataError(f"{path} has a header but no rows")
     line_labels = np.concatenate(chunks)
