@@ -11,7 +11,12 @@ import sanity_helpers as h
 from keras import ops
 
 from kerasdiag.checks.sanity import _common
-from kerasdiag.checks.sanity.baseline import ACCURACY_Z, accuracy_z, check_input_dependence
+from kerasdiag.checks.sanity.baseline import (
+    ACCURACY_Z,
+    INTERIM_Z,
+    accuracy_z,
+    check_input_dependence,
+)
 from kerasdiag.checks.sanity.batch_independence import check_batch_independence
 from kerasdiag.checks.sanity.stages import run_sanity_stages
 from kerasdiag.config import load_config
@@ -95,11 +100,16 @@ def test_a_hard_data_set_passes_on_a_clearly_higher_accuracy():
     result = check_input_dependence(model, data, optimizer=keras.optimizers.SGD(0.003))
     d = result.details
     assert d["real_loss"] > 0.9 * d["zero_loss"]  # the loss alone would not pass
-    assert d["accuracy_z"] > ACCURACY_Z and d["real_accuracy"] > d["zero_accuracy"]
+    assert result.status == "pass", result.message
     n = min(512, len(data.x_val))  # scored on (up to 512 of) the validation split
     assert d["accuracy_z"] == pytest.approx(accuracy_z(d["real_accuracy"], d["zero_accuracy"], n))
-    assert result.status == "pass", result.message
-    assert f"standard errors above the zero-input one on {n} examples" in result.message
+    assert d["real_accuracy"] > d["zero_accuracy"]
+    if d["steps"] < 60:  # passed at an interim look: a gain beyond 4 standard errors
+        assert max(d["accuracy_z"], d["loss_z"]) > INTERIM_Z
+        assert f"after {d['steps']} steps" in result.message
+    else:
+        assert d["accuracy_z"] > ACCURACY_Z
+        assert f"standard errors above the zero-input one on {n} examples" in result.message
 
 
 def test_a_batch_norm_resnet_trains_on_batch_statistics_in_the_check():

@@ -448,6 +448,9 @@ class TrainerConfig:
     # fit(class_weight=...) for a classifier: null, balanced (each class weighs
     # n / (classes * n_class)) or {class index: weight}; the checks read the weighted loss too
     class_weight: Any = None
+    # score the test split on each image and its mirror image, outputs averaged (reported
+    # next to the plain scores, under "flip"); a classifier on images only
+    test_time_flip: bool = False
 
 
 @validator
@@ -466,6 +469,10 @@ def check_trainer(cfg: Any) -> None:
             "metric chooses the best epoch, the checkpoint kept and the model tested")  # fmt: skip
     seed = cfg.trainer.seed
     require(0 <= seed <= MAX_SEED, "trainer.seed", seed, f"must be in [0, {MAX_SEED}]")
+    if cfg.trainer.get("test_time_flip"):
+        require(loss_task(cfg.loss.name) == "classification", "trainer.test_time_flip", True,
+                f"scores a classifier's accuracy, and loss={cfg.loss.name} does not "
+                "classify")  # fmt: skip
     weights = cfg.trainer.get("class_weight")
     if weights is not None:
         require(weights == "balanced" or isinstance(weights, Mapping), "trainer.class_weight",

@@ -49,6 +49,7 @@ from kerasdiag.modeling.factory import build_model, model_summary_text, steps_pe
 from kerasdiag.modeling.losses import predicted_classes
 from kerasdiag.modeling.optimizers import build_schedule
 from kerasdiag.report import build_report
+from kerasdiag.training.test_time import flip_averaged_scores
 
 
 def seed_everything(trainer_cfg: Any) -> None:
@@ -288,7 +289,9 @@ def evaluate_test(
     """Loss and accuracy on the held-out test split.
 
     With ``optimizer.use_ema`` (or ``ema=True``) the moving average of the weights is scored
-    too, under ``"ema"``, next to the raw weights' numbers (``raw=False``: only it).
+    too, under ``"ema"``, next to the raw weights' numbers (``raw=False``: only it). With
+    ``trainer.test_time_flip`` the flip-averaged scores go under ``"flip"``
+    (:mod:`kerasdiag.training.test_time`).
     """
     scores: dict[str, Any] = {}
     if raw:
@@ -296,6 +299,9 @@ def evaluate_test(
         with file_read_errors(data):
             evaluated = model.evaluate(test_ds, verbose=0, return_dict=True)
         scores = {k: float(v) for k, v in evaluated.items()}
+        if cfg.trainer.get("test_time_flip"):
+            with file_read_errors(data):
+                scores["flip"] = flip_averaged_scores(model, test_ds, cfg.loss)
     if cfg.optimizer.use_ema if ema is None else ema:
         if isinstance(data, StreamedDataset):
             both = evaluate_with_ema(
@@ -454,6 +460,10 @@ def prepare_run(cfg: DictConfig, run_dir: Path, data: Dataset | None = None) -> 
     if data is None:
         data = load_dataset(cfg.data, loss_task(cfg.loss.name))
     run_class_weight(cfg, data)  # refused here, before this run records anything
+    if cfg.trainer.get("test_time_flip") and len(data.input_shape) != 3:
+        raise ConfigError("trainer.test_time_flip", True, "mirrors images (height, width, "
+                          f"channels), and data={cfg.data.name} gives examples of shape "
+                          f"{tuple(data.input_shape)}")  # fmt: skip
     # A resumed run keeps the files its first process wrote (the config may differ in
     # display keys only, and the data is the same): nothing recorded is rewritten.
     if isinstance(data, StreamedDataset):
@@ -690,6 +700,8 @@ def print_final_summary(summary: dict[str, Any]) -> None:
     scores = ", ".join(
         f"test {name} {test[name]:.4f}" for name in SUMMARY_SCORES if test.get(name) is not None
     )
+    if isinstance(test.get("flip"), dict):
+        scores += f" (flip-averaged {test['flip']['accuracy']:.4f})"
     print(
         f"\n{summary['recipe']}: {summary['epochs_run']} epochs in {summary['seconds']} s"
         f"{kept} | {scores or 'no test score'}{warning}{model}\n"
