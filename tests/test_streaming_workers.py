@@ -72,22 +72,28 @@ def _cifar_folder(cifar_dir, folder, per_class: int):
     return folder
 
 
-def test_two_workers_read_each_training_image_once_per_epoch(tmp_path, cifar_dir):
-    folder = _cifar_folder(cifar_dir, tmp_path / "images", 40)
+def _start_workers(command_for) -> list[subprocess.Popen]:
+    """Two processes, worker 0 and 1 of one TF_CONFIG cluster on 127.0.0.1; ``command_for``
+    gives each index its command line."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     procs = []
     for index in range(2):
         config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
                "TF_CONFIG": json.dumps(config)}  # fmt: skip
-        out = tmp_path / f"worker{index}.json"
-        command = [sys.executable, "-c", WORKER, str(folder), str(out)]
-        procs.append((subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE), out))
-    results = []
-    for proc, out in procs:
-        _, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err.decode()[-3000:]
-        results.append(json.loads(out.read_text()))
+        procs.append(subprocess.Popen(command_for(index), env=env, cwd=REPO, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    return procs
+
+
+def test_two_workers_read_each_training_image_once_per_epoch(tmp_path, cifar_dir):
+    folder = _cifar_folder(cifar_dir, tmp_path / "images", 40)
+    outs = [tmp_path / f"worker{index}.json" for index in range(2)]
+    _start_workers(lambda index: [sys.executable, "-c", WORKER, str(folder), str(outs[index])])
+    results = [json.loads(out.read_text()) for out in outs]
     train = sorted(map(tuple, results[0]["train"]))
     assert len(train) == len(set(train))  # the sample's images are distinct
     seen = [sorted(map(tuple, r["seen"])) for r in results]
@@ -132,21 +138,10 @@ def test_train_script_on_two_workers_streams_a_folder(tmp_path, cifar_dir):
     # split does not divide evenly: both workers finish (none waits for a missing batch) and,
     # started with different seeds, write the same curves (synchronised training).
     folder = _cifar_folder(cifar_dir, tmp_path / "images", 41)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    procs = []
-    for index in range(2):
-        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
-               "TF_CONFIG": json.dumps(config)}  # fmt: skip
-        command = [sys.executable, str(REPO / "scripts" / "train.py"), "data=image_folder",
-                   f"data.path={folder}", "data.batch_size=16", "trainer.strategy=multiworker",
-                   "trainer.epochs=2", f"trainer.seed={index + 1}", "sanity=off",
-                   "monitors=off", "trainer.verbose=0",
-                   f"hydra.run.dir={tmp_path / f'worker{index}'}"]  # fmt: skip
-        procs.append(subprocess.Popen(command, env=env, cwd=REPO, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
-    for proc in procs:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
+    _start_workers(lambda index: [
+        sys.executable, str(REPO / "scripts" / "train.py"), "data=image_folder",
+        f"data.path={folder}", "data.batch_size=16", "trainer.strategy=multiworker",
+        "trainer.epochs=2", f"trainer.seed={index + 1}", "sanity=off", "monitors=off",
+        "trainer.verbose=0", f"hydra.run.dir={tmp_path / f'worker{index}'}"])  # fmt: skip
     curves = [(tmp_path / f"worker{i}" / "metrics.csv").read_text() for i in (0, 1)]
     assert curves[0] == curves[1] and len(curves[0].splitlines()) == 3  # header + 2 epochs
