@@ -771,25 +771,21 @@ def _grid(name: str, build: Callable, task: str, family: str, **kwargs: Any) -> 
     return Entry(name, build, task=task, family=family, **kwargs)
 
 
+def _over_tasks(prefix: str, builder: Callable, family: str, layer: str, tasks) -> list[Entry]:
+    """One healthy case per task kind, ``<prefix>_<task>``, built by ``builder(task)``."""
+    return [_grid(f"{prefix}_{t}", functools.partial(builder, t), t, family, layer=layer)
+            for t in tasks]  # fmt: skip
+
+
 GRID_HEALTHY: list[Entry] = [
-    *(_grid(f"mlp_{t}", functools.partial(mlp, t), t, "mlp", layer="hidden1")
-      for t in (*CLASSIFICATION, "mse", "huber")),
-    _grid("norm_mlp_mae", functools.partial(norm_mlp, "mae"), "mae", "layer+unit norm",
-          layer="hidden1"),
-    _grid("norm_mlp_multilabel", functools.partial(norm_mlp, "multilabel"), "multilabel",
-          "layer+unit norm", layer="hidden1"),
+    *_over_tasks("mlp", mlp, "mlp", "hidden1", (*CLASSIFICATION, "mse", "huber")),
+    *_over_tasks("norm_mlp", norm_mlp, "layer+unit norm", "hidden1", ("mae", "multilabel")),
     _grid("conv_bn_sparse", functools.partial(conv_net, "sparse"), "sparse", "batch norm",
           layer="conv"),
     _grid("conv_gn_onehot", functools.partial(conv_net, "onehot", "group"), "onehot",
           "group norm", layer="conv"),
-    _grid("mixer_sparse", functools.partial(mixer, "sparse"), "sparse", "mlp-mixer",
-          layer="channel_mix1"),
-    _grid("mixer_smooth", functools.partial(mixer, "smooth"), "smooth", "mlp-mixer",
-          layer="channel_mix1"),
-    _grid("attention_binary", functools.partial(attention, "binary"), "binary", "attention",
-          layer="ff1"),
-    _grid("attention_multilabel", functools.partial(attention, "multilabel"), "multilabel",
-          "attention", layer="ff1"),
+    *_over_tasks("mixer", mixer, "mlp-mixer", "channel_mix1", ("sparse", "smooth")),
+    *_over_tasks("attention", attention, "attention", "ff1", ("binary", "multilabel")),
     _grid("gru_sparse", functools.partial(recurrent, "sparse"), "sparse", "recurrent",
           layer="gru"),
     _grid("lstm_smooth", functools.partial(recurrent, "smooth", "lstm"), "smooth", "recurrent",

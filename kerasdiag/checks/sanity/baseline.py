@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import keras
@@ -155,10 +155,12 @@ def _input_dependence(
         # (keras.applications' MobileNetV2: 10.4% against 12.9% with zeros, a false alarm;
         # 20.5% on batch statistics).
         training = uses_batch_statistics(model)
-        fit_batches = [
-            (outputs_io.take(x, b), [t[b] for t in y_fit], None if w is None else w[b])
-            for b in batches
-        ]
+
+        def fit_batch(b: np.ndarray) -> tuple:
+            # Taken as each step comes, not all up front: a pass at an interim look never
+            # reads the rest, and the longer run's 300 batches are never held at once.
+            return outputs_io.take(x, b), [t[b] for t in y_fit], None if w is None else w[b]
+
         inputs = {"real": x_eval, "zero": keras.tree.map_structure(np.zeros_like, x_eval)}
         # The accuracy of a model with one classifying output, by its task's measure.
         scored = hs[0] if len(hs) == 1 and tasks[0].classifies else None
@@ -185,8 +187,8 @@ def _input_dependence(
             # already beyond doubt (INTERIM_Z) stops there. Only a pass ends early; a model
             # that shows nothing trains every step before it is judged.
             for look in sorted({max(1, steps // 3), max(1, 2 * steps // 3), steps}):
-                for batch in fit_batches[done:look]:
-                    step(batch)
+                for b in batches[done:look]:
+                    step(fit_batch(b))
                 done = look
                 scores = {name: score(copies[name], name) for name in names_}
                 if look < steps and _clear_gain(scores, len(y_eval)):
@@ -196,8 +198,8 @@ def _input_dependence(
             scores = {}
             for name in names_:
                 with common.training_copy(model, outputs_io.take(x, slice(0, 1))) as trained:
-                    _train({name: trained}, {name: optimizers[name]}, loss_fn, fit_batches,
-                           training)  # fmt: skip
+                    _train({name: trained}, {name: optimizers[name]}, loss_fn,
+                           map(fit_batch, batches), training)  # fmt: skip
                     scores[name] = score(trained, name)
     (real, real_acc, real_each), (zero, zero_acc, zero_each) = scores["real"], scores["zero"]
     loss_z = paired_z(zero_each - real_each)
@@ -394,7 +396,7 @@ def examples_to_decide(
     return math.ceil(best) if math.isfinite(best) else None
 
 
-def _train(copies: dict, optimizers: dict, loss_fn: Any, batches: list, training: bool) -> None:
+def _train(copies: dict, optimizers: dict, loss_fn: Any, batches: Iterable, training: bool) -> None:
     """Train ``copies`` on ``batches`` (see :func:`_stepper`)."""
     step = _stepper(copies, optimizers, loss_fn, training)
     for batch in batches:
