@@ -41,6 +41,45 @@ def test_the_scores_are_those_of_the_outputs_averaged_over_the_width_mirror(cifa
     assert abs(plain - scores["loss"]) > 1e-4  # the mirror view did change the outputs
 
 
+class SubclassedClassifier(keras.Model):
+    """A subclassed model: no symbolic inputs to read its input's rank from."""
+
+    def __init__(self):
+        super().__init__()
+        self.flat, self.out = keras.layers.Flatten(), keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.out(self.flat(x))
+
+
+@pytest.mark.parametrize("kind", ["subclassed", "mobilenet_v2"])
+def test_models_we_did_not_design_are_scored_on_both_views(kind, cifar_dir):
+    _, _, x, y = load_cifar10_folder(cifar_dir)
+    x, y = x[:64].astype("float32"), y[:64]
+    keras.utils.set_random_seed(0)
+    if kind == "subclassed":
+        model, x = SubclassedClassifier(), x / 255.0
+    else:  # its own preprocessing takes 0-255 pixels
+        model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, classes=10)
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=kind != "mobilenet_v2")
+    )
+    test = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    loss_cfg = load_config(["loss=softmax", f"loss.from_logits={kind != 'mobilenet_v2'}"]).loss
+    scores = flip_averaged_scores(model, test, loss_cfg)
+    averaged = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+    assert scores["accuracy"] == pytest.approx(float(np.mean(np.argmax(averaged, -1) == y)))
+    assert scores["loss"] == pytest.approx(float(model.loss(y, averaged)), rel=1e-4)
+
+
+def test_batches_that_are_not_images_are_refused():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(loss="sparse_categorical_crossentropy")
+    table = tf.data.Dataset.from_tensor_slices((np.zeros((4, 4), "float32"), [0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"batches of images .*\(2, 4\)"):
+        flip_averaged_scores(model, table.batch(2), load_config(["loss=softmax"]).loss)
+
+
 def test_a_run_reports_both_scores(tmp_path):
     cfg = load_config(["trainer.test_time_flip=true", "trainer.epochs=2", "sanity=off",
                        "monitors=off", "trainer.verbose=0", "trainer.tensorboard=false"])  # fmt: skip
