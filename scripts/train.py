@@ -34,7 +34,14 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from kerasdiag.cli import console_log, exit_on_user_error, load_inputs, run_app, task_started  # noqa: E402
+from kerasdiag.cli import (  # noqa: E402
+    console_log,
+    exit_on_user_error,
+    load_inputs,
+    prestart_workers,
+    run_app,
+    task_started,
+)
 from kerasdiag.config import CONF_DIR, register_schema, validate_config  # noqa: E402
 from kerasdiag.core.io import remove_stale_temporaries  # noqa: E402
 from kerasdiag.core.naming import register_resolvers  # noqa: E402
@@ -61,9 +68,11 @@ def main(cfg: DictConfig) -> None:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # a single run was checked by the Preflight callback
             validate_config(cfg)
         data = load_inputs(cfg)  # bad data ends the run here, before TensorFlow starts
-        from kerasdiag.cli.dispatch import run  # TensorFlow starts here
+        # a search's worker processes start now: their TensorFlow loads while ours does
+        with prestart_workers(cfg, run_dir) as workers:
+            from kerasdiag.cli.dispatch import run  # TensorFlow starts here
 
-        run(cfg, run_dir, data=data)
+            run(cfg, run_dir, data=data, workers=workers)
         raise_if_stop_requested("after the run was complete", resumable=False)
 
 

@@ -13,7 +13,7 @@ import pytest
 from kerasdiag.config import load_config
 from kerasdiag.core.errors import ConfigError
 from kerasdiag.search import run_search
-from kerasdiag.search.worker import ENV_GPU_GROWTH, config_file, spawn
+from kerasdiag.search.launch import ENV_GPU_GROWTH, config_file, prestart_workers, spawn
 
 
 def ends(run_dir: Path) -> list[dict]:
@@ -55,6 +55,24 @@ def test_a_worker_started_ahead_takes_no_trial_before_its_predecessor_ended(tmp_
     for before, after in zip(done, done[1:], strict=False):
         assert begun[after["trial"]] >= before["time"]
     assert not list((tmp_path / "search").glob("trial_*/checkpoints"))  # moved, folder gone
+
+
+def test_workers_started_before_the_search_serves_train_its_trials_and_end_with_it(tmp_path):
+    """The command line starts a local search's workers before its own TensorFlow import: they
+    wait for the oracle's port, then train every trial. Run again on the finished search
+    (nothing left to train), the prestarted worker is ended, not left waiting."""
+    cfg = load_config(["tuner=random", "trainer.verbose=0", "tuner.stages=[{trials:2,epochs:1}]",
+                       "tuner.trials_per_process=100"])  # fmt: skip
+    with prestart_workers(cfg, tmp_path) as workers:
+        pids = {proc.pid for _, proc in workers.procs}
+        summary = run_search(cfg, tmp_path, workers=workers)
+    assert summary["completed"] == 2 and len(pids) == 1
+    assert {e["pid"] for e in ends(tmp_path)} == pids
+    with prestart_workers(cfg, tmp_path) as workers:
+        ((_, waiting),) = workers.procs
+        again = run_search(cfg, tmp_path, workers=workers)
+        assert waiting.poll() is not None  # ended as soon as the search found nothing to do
+    assert again["completed"] == 2 and len(ends(tmp_path)) == 2
 
 
 @pytest.mark.parametrize("user", [None, "false"])

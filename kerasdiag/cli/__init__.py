@@ -16,6 +16,7 @@ from kerasdiag.cli.hydra_app import (
     run_app,
     task_started,
 )
+from kerasdiag.search.launch import prestart_workers
 
 __all__ = [
     "Preflight",
@@ -25,6 +26,7 @@ __all__ = [
     "job_config",
     "load_inputs",
     "os_error_line",
+    "prestart_workers",
     "run_app",
     "task_started",
 ]

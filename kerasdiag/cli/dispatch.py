@@ -12,14 +12,21 @@ from kerasdiag.core.timings import process_age
 from kerasdiag.data import Dataset
 from kerasdiag.ensemble import run_ensemble
 from kerasdiag.search import run_search
+from kerasdiag.search.launch import PrestartedWorkers
 from kerasdiag.training.pipeline import run_training
 
 
-def run(cfg: DictConfig, run_dir: str | Path, data: Dataset | None = None) -> dict[str, Any]:
-    """What ``scripts/train.py`` runs: a search (``tuner``), an ensemble, or one training
+def run(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    data: Dataset | None = None,
+    workers: PrestartedWorkers | None = None,
+) -> dict[str, Any]:
+    """What ``scripts/train.py`` runs: a search (``tuner``; with the worker processes
+    :func:`~kerasdiag.search.launch.prestart_workers` started), an ensemble, or one training
     (of ``data`` when it is already loaded)."""
     if cfg.tuner.name != "none":
-        return run_search(cfg, Path(run_dir))
+        return run_search(cfg, Path(run_dir), workers=workers)
     if cfg.ensemble.name != "none":
         return run_ensemble(cfg, Path(run_dir))
     return run_training(cfg, run_dir, data=data, startup_seconds=process_age())

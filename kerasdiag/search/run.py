@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kerasdiag.config.schema import loss_task
 from kerasdiag.config.search_space import Param, Stage, validate_search
-from kerasdiag.core.errors import ConfigError, KerasdiagError
+from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.faults import kill_point
 from kerasdiag.core.io import write_json_atomic, write_text_atomic
 from kerasdiag.core.rundir import RunLayout, claim_run_dir
@@ -49,6 +49,13 @@ from kerasdiag.diagnosis.symptoms import fix_for
 from kerasdiag.modeling.safe_load import load_model_safely
 from kerasdiag.search.distributed import serve
 from kerasdiag.search.hparams import write_hparams_config
+from kerasdiag.search.launch import (
+    ENV_ID,
+    PrestartedWorkers,
+    allow_gpu_memory_growth,
+    config_file,
+    distributed_role,
+)
 from kerasdiag.search.oracle import build_oracle
 from kerasdiag.search.results import (
     TrialRecord,
@@ -58,36 +65,20 @@ from kerasdiag.search.results import (
     write_search_csv,
 )
 from kerasdiag.search.tuner import TrialTuner, read_ledger, trial_config
-from kerasdiag.search.worker import (
-    WorkerPool,
-    allow_gpu_memory_growth,
-    config_file,
-    supervise,
-)
+from kerasdiag.search.worker import WorkerPool, supervise
 from kerasdiag.training.pipeline import evaluate_test, seed_everything
 
-ENV_IP, ENV_PORT, ENV_ID = "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"
 
-
-def distributed_role() -> str:
-    """``local``, ``chief`` or ``worker``, by keras-tuner's rule for its environment variables."""
-    if ENV_IP not in os.environ:
-        return "local"
-    for var in (ENV_PORT, ENV_ID):
-        if not os.environ.get(var):
-            raise ConfigError(var, os.environ.get(var), f"must be set along with {ENV_IP}")
-    port = os.environ[ENV_PORT]
-    if not (port.isdigit() and 0 < int(port) < 65536):
-        raise ConfigError(ENV_PORT, port, "must be a TCP port number")
-    return "chief" if "chief" in os.environ[ENV_ID] else "worker"
-
-
-def run_search(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
+def run_search(
+    cfg: DictConfig, run_dir: str | os.PathLike, workers: PrestartedWorkers | None = None
+) -> dict[str, Any]:
     """Run (or resume) the random / coarse-to-fine search ``cfg.tuner`` describes in ``run_dir``.
 
     Writes ``trials/`` (one checkpoint per trial, score in the name), ``search/`` (keras-tuner's
     projects, per-trial metrics.csv and config.yaml, ``ledger.jsonl``), ``search.csv``,
     ``search.png`` and ``search_summary.json`` (best trial, its test score). Returns the summary.
+    ``workers``: the worker processes :func:`~kerasdiag.search.launch.prestart_workers` started
+    for it (a local search with ``tuner.trials_per_process``), else it starts its own.
     """
     started = time.time()
     allow_gpu_memory_growth()  # before TensorFlow touches a device, here and in every worker
@@ -99,7 +90,7 @@ def run_search(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     # A local search locks its directory and resumes only with the same config; the processes
     # of a distributed search share theirs (scripts/train.py checks each one's config).
     with claim_run_dir(run_dir, cfg) if role == "local" else contextlib.nullcontext():
-        return _search(cfg, run_dir, role, space, stages, started)
+        return _search(cfg, run_dir, role, space, stages, started, workers)
 
 
 def _search(
@@ -109,16 +100,19 @@ def _search(
     space: list[Param],
     stages: list[Stage],
     started: float,
+    workers: PrestartedWorkers | None,
 ) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     per_process = int(cfg.tuner.trials_per_process)  # 0: trials train in this process
-    with config_file(cfg) as cfg_path:
+    shared = contextlib.nullcontext(workers.cfg_path) if workers is not None else None
+    with shared or config_file(cfg) as cfg_path:
         if role == "worker" and per_process:
             # A supervisor: its worker processes train; it needs no TensorFlow of its own.
             supervise(cfg_path, run_dir, per_process, float(cfg.tuner.worker_memory_mb))
             print(f"worker {os.environ.get(ENV_ID)}: no trials left; done", flush=True)
             return {"role": role, "run_dir": str(run_dir)}
-        return _run(cfg, run_dir, role, space, stages, started, cfg_path if per_process else None)
+        return _run(cfg, run_dir, role, space, stages, started,
+                    cfg_path if per_process else None, workers)  # fmt: skip
 
 
 def _run(
@@ -129,6 +123,7 @@ def _run(
     stages: list[Stage],
     started: float,
     cfg_path: Path | None,
+    workers: PrestartedWorkers | None = None,
 ) -> dict[str, Any]:
     objective = str(cfg.tuner.objective)
     seed_everything(cfg.trainer)
@@ -143,7 +138,7 @@ def _run(
                        stages=stages, run_dir=run_dir)  # fmt: skip
     try:
         if role == "local" and cfg_path is not None:
-            _serve_locally(tuner, cfg, cfg_path, run_dir)
+            _serve_locally(tuner, cfg, cfg_path, run_dir, workers)
         else:
             tuner.search()
     except RuntimeError as exc:  # keras-tuner's "consecutive failures" stop
@@ -162,18 +157,26 @@ def _run(
     return summary
 
 
-def _serve_locally(tuner: TrialTuner, cfg: DictConfig, cfg_path: Path, run_dir: Path) -> None:
+def _serve_locally(
+    tuner: TrialTuner,
+    cfg: DictConfig,
+    cfg_path: Path,
+    run_dir: Path,
+    workers: PrestartedWorkers | None,
+) -> None:
     """A local search: this process holds the oracle on 127.0.0.1, worker processes train."""
     tuner.save()
     # Trials left running by an earlier, killed search: their worker processes died with it.
     for tuner_id in list(tuner.oracle.ongoing_trials):
         tuner.oracle.release(tuner_id, "its process ended with the search that started it")
     if tuner.oracle.over():
+        if workers is not None:  # started for trials there are none of
+            workers.close()
         return
     pool = WorkerPool(tuner.oracle, cfg_path, run_dir, int(cfg.tuner.workers),
                       int(cfg.tuner.trials_per_process),
                       memory_mb=float(cfg.tuner.worker_memory_mb),
-                      start_ahead=bool(cfg.tuner.start_ahead))  # fmt: skip
+                      start_ahead=bool(cfg.tuner.start_ahead), prestarted=workers)  # fmt: skip
     try:
         serve(tuner.oracle, "127.0.0.1:0", done=pool.done, tick=pool.tick)
     finally:

@@ -35,9 +35,7 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +45,17 @@ from kerasdiag.config import typed, validate_config
 from kerasdiag.config.schema import loss_task
 from kerasdiag.config.search_space import validate_search
 from kerasdiag.core.errors import KerasdiagError
-from kerasdiag.core.rundir import RunLayout
 from kerasdiag.data import load_dataset
+from kerasdiag.search.launch import (
+    ENV_PORT_FILE,
+    ENV_START_AFTER,
+    ENV_SUPERVISED,
+    PrestartedWorkers,
+    allow_gpu_memory_growth,
+    await_port,
+    spawn,
+    worker_env,
+)
 from kerasdiag.search.oracle import build_oracle
 from kerasdiag.search.tuner import RECYCLED, TrialTuner
 from kerasdiag.search.worker_link import ChiefLostError, chief_lost_message
@@ -56,26 +63,7 @@ from kerasdiag.training.pipeline import seed_everything
 
 RECYCLE_EXIT_CODE = 10
 CHIEF_LOST_EXIT_CODE = 5  # as kerasdiag.search.distributed (no TensorFlow imported here)
-ENV_SUPERVISED = "KERASDIAG_SEARCH_WORKER"
-ENV_START_AFTER = "KERASDIAG_START_AFTER"  # pid of the worker process this one takes over from
-# Worker processes sharing one GPU must not each reserve all its memory (TensorFlow's default).
-ENV_GPU_GROWTH = "TF_FORCE_GPU_ALLOW_GROWTH"
 MAX_CRASHES = 3  # worker processes in a row that die without a word: the search stops
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds kerasdiag/ and recipes/
-
-
-@contextlib.contextmanager
-def config_file(cfg: DictConfig) -> Iterator[Path]:
-    """The resolved config in a private temporary file, for worker processes to read."""
-    folder = tempfile.mkdtemp(prefix="kerasdiag-search-")
-    path = Path(folder) / RunLayout.CONFIG
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)
 
 
 def die_with_parent(parent: int) -> None:
@@ -86,35 +74,6 @@ def die_with_parent(parent: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it ended before the line above
         os._exit(1)
-
-
-def allow_gpu_memory_growth() -> None:
-    """Let TensorFlow take GPU memory as it needs it rather than all at once, unless the user
-    said otherwise: a search's processes (chief, workers, a worker starting ahead) share a GPU.
-    Read by TensorFlow when it first touches a device: call before that."""
-    os.environ.setdefault(ENV_GPU_GROWTH, "true")
-
-
-def spawn(
-    cfg_path: Path,
-    run_dir: Path,
-    max_trials: int,
-    env: dict[str, str],
-    memory_mb: float = 0.0,
-) -> subprocess.Popen:
-    """Start one worker process (``python -m kerasdiag.search.worker ...``)."""
-    env = {**os.environ, **env}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault(ENV_GPU_GROWTH, "true")
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
-    )
-    for var in ("no_proxy", "NO_PROXY"):  # gRPC honours proxy variables: never for the chief
-        env[var] = ",".join(p for p in (env.get(var, ""), "127.0.0.1,localhost") if p)
-    command = [sys.executable, "-m", "kerasdiag.search.worker", str(cfg_path), str(run_dir),
-               str(max_trials), str(memory_mb)]  # fmt: skip
-    env[ENV_SUPERVISED] = str(os.getpid())
-    return subprocess.Popen(command, env=env)
 
 
 class WorkerPool:
@@ -138,6 +97,7 @@ class WorkerPool:
         *,
         memory_mb: float = 0.0,
         start_ahead: bool = False,
+        prestarted: PrestartedWorkers | None = None,
     ):
         self.oracle = oracle
         self.cfg_path, self.run_dir = cfg_path, run_dir
@@ -148,12 +108,12 @@ class WorkerPool:
         self.ahead: list[tuple[str, subprocess.Popen] | None] = [None] * count
         self.started = 0
         self.crashes = 0
+        self.prestarted = prestarted
 
     def _spawn(self, port: int, after: int | None = None) -> tuple[str, subprocess.Popen]:
         tuner_id = f"proc{self.started}"
         self.started += 1
-        env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
-               "KERASTUNER_TUNER_ID": tuner_id}  # fmt: skip
+        env = worker_env(tuner_id, port)
         if after is not None:
             env[ENV_START_AFTER] = str(after)
         proc = spawn(self.cfg_path, self.run_dir, self.max_trials, env, self.memory_mb)
@@ -172,7 +132,19 @@ class WorkerPool:
                 f"({self.crashes} in a row); their output above says why"
             )
 
+    def _adopt(self, port: int) -> None:
+        """Take the processes started before the oracle served, and tell them its port."""
+        if self.prestarted is None:
+            return
+        procs = self.prestarted.take()  # one per slot: prestart_workers starts tuner.workers
+        self.prestarted.publish_port(port)
+        self.prestarted = None
+        for slot, entry in enumerate(procs):
+            self.procs[slot] = entry
+        self.started = max(self.started, len(procs))
+
     def tick(self, port: int) -> None:
+        self._adopt(port)
         for slot, entry in enumerate(self.procs):
             if entry is not None:
                 code = entry[1].poll()
@@ -284,6 +256,8 @@ def main(argv: list[str]) -> int:
         space, stages = validate_search(cfg)
         seed_everything(cfg.trainer)
         data = load_dataset(cfg.data, loss_task(cfg.loss.name))
+        if os.environ.get(ENV_PORT_FILE):  # started before the search served: wait for it
+            await_port(Path(os.environ[ENV_PORT_FILE]))
         tuner = TrialTuner(build_oracle(space, stages, cfg.tuner), cfg=cfg, data=data,
                            space=space, stages=stages, run_dir=run_dir)  # fmt: skip
         if os.environ.get(ENV_START_AFTER, "").isdigit():  # started ahead: ready, now wait
