@@ -67,14 +67,14 @@ def digits_xy():
     return (x[:400] / 16.0).astype("float32"), y[:400].astype("int64")
 
 
-def _backed_up_fit(backup: Path, digits_xy, epochs: int):
+def _backed_up_fit(backup: Path, digits_xy, epochs: int, units: int = 16):
     import keras
 
     from kerasdiag.callbacks.run_backup import RunBackup
 
     x, y = digits_xy
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(units, activation="relu"),
                               keras.layers.Dense(10)])  # fmt: skip
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     es = keras.callbacks.EarlyStopping(patience=50, restore_best_weights=True)
@@ -82,23 +82,32 @@ def _backed_up_fit(backup: Path, digits_xy, epochs: int):
     model.fit(x, y, validation_split=0.25, epochs=epochs, verbose=0, callbacks=[es, backup_cb])
 
 
-def test_weights_overwritten_inside_a_valid_hdf5_backup_are_refused(tmp_path, digits_xy):
-    import h5py
-
+def test_weights_overwritten_inside_a_valid_backup_file_are_refused(tmp_path, digits_xy):
     backup = tmp_path / "backup"
     _backed_up_fit(backup, digits_xy, 2)
     state = json.loads((backup / "state.json").read_text())
     weights = backup / state["weights"]
-    with h5py.File(weights, "r+") as f:  # still a perfectly valid HDF5 file afterwards
-        names = []
-        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        kernel = next(n for n in names if n.endswith("vars/0") and "dense" in n)
-        f[kernel][...] = np.full(f[kernel].shape, 1e4, dtype=f[kernel].dtype)
+    with np.load(weights, allow_pickle=False) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    kernel = next(name for name, value in arrays.items() if value.ndim == 2)
+    arrays[kernel] = np.full_like(arrays[kernel], 1e4)
+    with open(weights, "wb") as f:  # still a perfectly valid .npz of the right shapes
+        np.savez(f, **arrays)
     with pytest.raises(KerasdiagError) as info:
         _backed_up_fit(backup, digits_xy, 4)
     message = str(info.value)
     assert "\n" not in message and f"backup file {weights} is corrupt" in message
     assert f"Delete {backup}" in message
+
+
+def test_a_backup_of_another_model_is_refused_naming_the_variable(tmp_path, digits_xy):
+    backup = tmp_path / "backup"
+    _backed_up_fit(backup, digits_xy, 2)
+    with pytest.raises(KerasdiagError) as info:  # the same layers, 32 units instead of 16
+        _backed_up_fit(backup, digits_xy, 4, units=32)
+    message = str(info.value)
+    assert "\n" not in message and "cannot resume from backup" in message
+    assert "has shape (64, 32), (64, 16) in the backup" in message
 
 
 def test_a_truncated_early_stopping_npz_is_refused_in_one_line(tmp_path, digits_xy):

@@ -37,7 +37,8 @@ once the new ``state.json`` is in place). Once it is, the manifest is written ag
 parsed content, the ``finished`` flag set at train end included (that commit writes a new
 manifest too): no field can be edited by hand.
 
-The optimizer's variables are part of the weights file, so moments, the iteration count (hence
+The optimizer's variables are part of the weights file (``.variables.npz``: every variable of
+the model and of its optimizer, in order), so moments, the iteration count (hence
 the position of a per-step learning-rate schedule) and a plateau-reduced learning rate all
 resume where they were; the layers' random streams (Keras' SeedGenerator states, which
 ``save_weights`` leaves out: dropout masks) travel in ``state.json``.
@@ -144,7 +145,7 @@ class RunBackup(keras.callbacks.Callback):
             model.optimizer.build(model.trainable_variables)  # its variables are in the file
         weights = self.backup_dir / state["weights"]
         try:
-            model.load_weights(weights)
+            _load_variables(model, weights)
         except Exception as exc:
             raise KerasdiagError(
                 f"cannot resume from backup {weights}: {type(exc).__name__}: "
@@ -295,10 +296,10 @@ class RunBackup(keras.callbacks.Callback):
         flush_records()
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         stem = f"epoch{epochs_done:04d}" + (f"-step{step:06d}" if step else "")
-        weights = self.backup_dir / f"{stem}.weights.h5"
+        weights = self.backup_dir / f"{stem}.variables.npz"
         checksums = {}
         with atomic_path(weights) as tmp:
-            self.model.save_weights(tmp)
+            _save_variables(self.model, tmp)
             checksums[weights.name] = sha256_file(tmp)
         states = []
         for i, cb in enumerate(self.track):
@@ -573,6 +574,45 @@ def _load_state_arrays(value: Any, backup_dir: Path) -> Any:
     if isinstance(value, list):
         return [_load_state_arrays(v, backup_dir) for v in value]
     return value
+
+
+def _backed_up_variables(model: keras.Model) -> list[Any]:
+    """What a backup holds of the model, in a fixed order: every variable of its layers
+    (trainable or not: batch norm's moving statistics) and of its optimizer."""
+    optimizer = getattr(model, "optimizer", None)
+    return [*model.weights, *(optimizer.variables if optimizer is not None else [])]
+
+
+def _save_variables(model: keras.Model, path: Path) -> None:
+    """The model's and its optimizer's variables as plain arrays in one ``.npz``.
+
+    Keras' ``save_weights`` writes the same values into HDF5 at 15-45 ms for a 10k-parameter
+    MLP, 5-10x as long: a backup at every epoch end made it a visible share of a short run.
+    """
+    arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(_backed_up_variables(model))}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _load_variables(model: keras.Model, path: Path) -> None:
+    """Put back what :func:`_save_variables` wrote; a backup of another model is refused
+    (count or shape)."""
+    variables = _backed_up_variables(model)
+    with np.load(path, allow_pickle=False) as saved:
+        if len(saved.files) != len(variables):
+            raise ValueError(
+                f"it holds {len(saved.files)} variables, the model and its optimizer "
+                f"{len(variables)}"
+            )
+        values = [saved[f"v{i:05d}"] for i in range(len(variables))]
+    for variable, value in zip(variables, values, strict=True):
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"variable {variable.path} has shape {tuple(variable.shape)}, "
+                f"{tuple(value.shape)} in the backup"
+            )
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
 
 
 def _load_arrays(path: Path) -> list[np.ndarray]:
