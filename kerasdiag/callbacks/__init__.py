@@ -11,6 +11,7 @@ from kerasdiag.callbacks.activation_histograms import ActivationHistograms
 from kerasdiag.callbacks.base import MonitorWarning, ProbeSchedule
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
 from kerasdiag.callbacks.curve_plotter import CurvePlotter
+from kerasdiag.callbacks.epoch_tensorboard import EpochTensorBoard
 from kerasdiag.callbacks.factory import monitor_callbacks
 from kerasdiag.callbacks.filter_images import FilterImages
 from kerasdiag.callbacks.gradient_monitor import GradientMonitor
@@ -30,6 +31,7 @@ __all__ = [
     "ActivationHistograms",
     "BestCheckpoint",
     "CurvePlotter",
+    "EpochTensorBoard",
     "FilterImages",
     "GradientMonitor",
     "LearningRateMonitor",

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from kerasdiag.callbacks import StopOnSignal, evaluate_with_ema
 from kerasdiag.callbacks.base import MonitorWarning, WritesBarrier
 from kerasdiag.callbacks.best_checkpoint import BestCheckpoint
+from kerasdiag.callbacks.epoch_tensorboard import EpochTensorBoard
 from kerasdiag.callbacks.factory import Monitors, monitor_callbacks, probe_batch
 from kerasdiag.callbacks.metrics_csv import MetricsCSV
 from kerasdiag.callbacks.nan_stop import NaNStop, NonFiniteLossError, first_non_finite
@@ -77,7 +78,7 @@ class RunCallbacks:
     nan_stop: NaNStop
     metrics: MetricsCSV
     checkpoint: BestCheckpoint
-    tensorboard: keras.callbacks.TensorBoard | None
+    tensorboard: EpochTensorBoard | None
     all: list[keras.callbacks.Callback]
 
 
@@ -133,12 +134,9 @@ def run_callbacks(
         )
     tensorboard = None
     if cfg.trainer.tensorboard:
-        tensorboard = keras.callbacks.TensorBoard(
+        tensorboard = EpochTensorBoard(
             log_dir=str(run_dir / RunLayout.TENSORBOARD), write_graph=False
         )
-        # Writing per epoch with no profiling, its batch hooks only count batches: safe for
-        # Keras' asynchronous batch-callback dispatch, so it does not sync every step.
-        tensorboard.async_safe = True
     early_stopping = stateful[len(schedule) :]
     callbacks = [nan_stop, *schedule, metrics, checkpoint, *early_stopping]
     callbacks += [tensorboard] if tensorboard is not None else []
