@@ -343,7 +343,8 @@ class StepMonitor(keras.callbacks.Callback, metaclass=abc.ABCMeta):
 
     The work happens in ``on_train_batch_begin``: Keras runs it on the training thread between
     two steps, so the variables are not being updated meanwhile, and not overriding
-    ``on_train_batch_end`` keeps Keras' asynchronous batch-end dispatch on. On the other
+    ``on_train_batch_end`` keeps Keras' asynchronous batch-end dispatch on where a backend has
+    it (TensorFlow's runs every hook in line). On the other
     batches the hook only adds two integers. Steps count from the optimizer's iteration
     counter (read once per epoch), so they continue across ``fit`` calls and respect
     ``steps_per_execution``. The CSV file is rewritten (in the background) at each epoch
