@@ -110,6 +110,40 @@ def test_a_backup_of_another_model_is_refused_naming_the_variable(tmp_path, digi
     assert "has shape (64, 32), (64, 16) in the backup" in message
 
 
+def test_a_subclassed_model_without_variables_yet_is_told_to_create_them(tmp_path, digits_xy):
+    import keras
+
+    from kerasdiag.callbacks.run_backup import RunBackup
+
+    class Classifier(keras.Model):  # creates its variables at its first call
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = (
+                keras.layers.Dense(16, activation="relu"),
+                keras.layers.Dense(10),
+            )
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    x, y = digits_xy
+    backup = tmp_path / "backup"
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    first, model = Classifier(), Classifier()
+    first.compile("adam", loss)
+    first.fit(x, y, epochs=2, verbose=0, callbacks=[RunBackup(backup, delete_on_train_end=False)])
+    model.compile("adam", loss)
+    with pytest.raises(KerasdiagError) as info:  # resumes before its first call
+        model.fit(x, y, epochs=4, verbose=0, callbacks=[RunBackup(backup)])
+    message = str(info.value)
+    assert "\n" not in message and "cannot resume from backup" in message
+    assert "call it on a batch of inputs before fit" in message
+    model(x[:1])  # created: now it resumes, with the first model's weights (that fit had ended)
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[RunBackup(backup)])
+    for mine, theirs in zip(model.weights, first.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
 def test_a_truncated_early_stopping_npz_is_refused_in_one_line(tmp_path, digits_xy):
     backup = tmp_path / "backup"
     _backed_up_fit(backup, digits_xy, 2)

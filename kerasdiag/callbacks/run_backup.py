@@ -141,8 +141,6 @@ class RunBackup(keras.callbacks.Callback):
         if state is None:
             return
         model = self.model
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)  # its variables are in the file
         weights = self.backup_dir / state["weights"]
         try:
             _load_variables(model, weights)
@@ -597,6 +595,14 @@ def _save_variables(model: keras.Model, path: Path) -> None:
 def _load_variables(model: keras.Model, path: Path) -> None:
     """Put back what :func:`_save_variables` wrote; a backup of another model is refused
     (count or shape)."""
+    if not model.weights:  # a subclassed model creates its variables at its first call
+        raise ValueError(
+            "the model has no variables to restore into yet: call it on a batch of inputs "
+            "before fit (a subclassed model creates them at its first call)"
+        )
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)  # its variables are in the file
     variables = _backed_up_variables(model)
     with np.load(path, allow_pickle=False) as saved:
         if len(saved.files) != len(variables):
