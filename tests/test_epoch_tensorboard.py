@@ -40,11 +40,13 @@ def _tags(log_dir: Path) -> dict[str, list[tuple[str, int]]]:
     return out
 
 
-def test_it_writes_the_epoch_summaries_keras_tensorboard_writes(tmp_path, digits):
-    _fit(keras.callbacks.TensorBoard(tmp_path / "keras", write_graph=False), digits)
-    _fit(EpochTensorBoard(tmp_path / "ours", write_graph=False), digits)
+@pytest.mark.parametrize("graph", [False, True])
+def test_it_writes_the_epoch_summaries_keras_tensorboard_writes(tmp_path, digits, graph):
+    _fit(keras.callbacks.TensorBoard(tmp_path / "keras", write_graph=graph), digits)
+    _fit(EpochTensorBoard(tmp_path / "ours", write_graph=graph), digits)
     ours, theirs = _tags(tmp_path / "ours"), _tags(tmp_path / "keras")
     assert ours == theirs
+    assert (("keras", 0) in ours["train"]) == graph  # write_graph's model summary
     assert ("epoch_loss", 1) in ours["train"] and ("epoch_accuracy", 1) in ours["validation"]
 
 

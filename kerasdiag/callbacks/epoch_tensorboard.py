@@ -27,11 +27,10 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     async_safe = True
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.update_freq == "epoch" and not self._should_trace:
-            # Nothing can be recorded at a step: no writer is in place (see the module
-            # docstring); the one-time graph write still happens at the first step.
-            if self._should_write_train_graph:
-                self._write_keras_model_train_graph()
-                self._should_write_train_graph = False
+        # Per epoch and not profiling, a step can record nothing (no writer is in place: see
+        # the module docstring); Keras' hook still runs once for its one-time graph write.
+        if self.update_freq == "epoch" and not (
+            self._should_trace or self._should_write_train_graph
+        ):
             return
         super().on_train_batch_end(batch, logs)

@@ -102,12 +102,13 @@ def spawn(
     return subprocess.Popen(command, env=env)
 
 
-def worker_env(tuner_id: str, port: int | None) -> dict[str, str]:
-    """keras-tuner's variables for a local worker process (``port`` None: the oracle's address
-    comes later, from the port file: see :func:`await_port`)."""
-    if port is None:
-        return {ENV_ID: tuner_id}
-    return {ENV_IP: LOCAL_HOST, ENV_PORT: str(port), ENV_ID: tuner_id}
+def worker_env(number: int, port: int | Path) -> dict[str, str]:
+    """keras-tuner's variables for local worker process ``number`` (from 0) of a search:
+    the oracle's ``port``, or the file it will be published in (see :func:`await_port`)."""
+    env = {ENV_ID: f"proc{number}"}
+    if isinstance(port, Path):
+        return {**env, ENV_PORT_FILE: str(port)}
+    return {**env, ENV_IP: LOCAL_HOST, ENV_PORT: str(port)}
 
 
 @dataclass
@@ -155,11 +156,10 @@ def prestart_workers(
         workers = PrestartedWorkers(cfg_path)
         try:
             for slot in range(int(cfg.tuner.workers)):
-                tuner_id = f"proc{slot}"
-                env = {**worker_env(tuner_id, None), ENV_PORT_FILE: str(workers.port_file)}
+                env = worker_env(slot, workers.port_file)
                 proc = spawn(cfg_path, Path(run_dir), per_process, env,
                              float(cfg.tuner.worker_memory_mb))  # fmt: skip
-                workers.procs.append((tuner_id, proc))
+                workers.procs.append((env[ENV_ID], proc))
             yield workers
         finally:
             workers.close()

@@ -104,8 +104,10 @@ def _search(
 ) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     per_process = int(cfg.tuner.trials_per_process)  # 0: trials train in this process
-    shared = contextlib.nullcontext(workers.cfg_path) if workers is not None else None
-    with shared or config_file(cfg) as cfg_path:
+    # prestarted workers already read their config file: the same one serves the search
+    with (
+        config_file(cfg) if workers is None else contextlib.nullcontext(workers.cfg_path)
+    ) as cfg_path:
         if role == "worker" and per_process:
             # A supervisor: its worker processes train; it needs no TensorFlow of its own.
             supervise(cfg_path, run_dir, per_process, float(cfg.tuner.worker_memory_mb))

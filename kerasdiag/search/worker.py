@@ -47,6 +47,7 @@ from kerasdiag.config.search_space import validate_search
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.data import load_dataset
 from kerasdiag.search.launch import (
+    ENV_ID,
     ENV_PORT_FILE,
     ENV_START_AFTER,
     ENV_SUPERVISED,
@@ -111,9 +112,9 @@ class WorkerPool:
         self.prestarted = prestarted
 
     def _spawn(self, port: int, after: int | None = None) -> tuple[str, subprocess.Popen]:
-        tuner_id = f"proc{self.started}"
+        env = worker_env(self.started, port)
+        tuner_id = env[ENV_ID]
         self.started += 1
-        env = worker_env(tuner_id, port)
         if after is not None:
             env[ENV_START_AFTER] = str(after)
         proc = spawn(self.cfg_path, self.run_dir, self.max_trials, env, self.memory_mb)
@@ -141,7 +142,7 @@ class WorkerPool:
         self.prestarted = None
         for slot, entry in enumerate(procs):
             self.procs[slot] = entry
-        self.started = max(self.started, len(procs))
+        self.started = len(procs)  # adopted before this pool spawned any
 
     def tick(self, port: int) -> None:
         self._adopt(port)
