@@ -37,6 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kerasdiag.config import composition_error, validate_config
 from kerasdiag.config.schema import loss_task
 from kerasdiag.core.errors import KerasdiagError, shorten
+from kerasdiag.core.process_exit import exit_code_of, exit_process
 from kerasdiag.core.rundir import RunLayout, check_run_dir, is_locked
 from kerasdiag.data.loaders import check_batch_size, load_dataset
 
@@ -124,7 +125,24 @@ def run_app(main: Callable[[], Any]) -> None:
     ``HYDRA_FULL_ERROR=1`` makes Hydra raise its exception instead of printing it, so the line
     is made from the exception's fields (:func:`kerasdiag.config.composition_error`). Errors
     raised once the task function started are the task's own and travel on unchanged.
+
+    When the app succeeds, the process ends here, through
+    :func:`kerasdiag.core.process_exit.exit_process`: threads, ``atexit`` and the output run
+    down as at any exit, without the interpreter's second-long teardown of TensorFlow. Every
+    writer of a finished run is closed by then (training's end closes them; the report has
+    read their files back). Any other ending (an error, a stop on a signal, a NaN) exits as
+    Python does: a run stopped in the middle of an epoch may still hold buffered records
+    that only the interpreter's teardown writes out.
     """
+    try:
+        _run_app(main)
+    except SystemExit as exc:
+        if exit_code_of(exc) != 0:
+            raise
+    exit_process(0)
+
+
+def _run_app(main: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
