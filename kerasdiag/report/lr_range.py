@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kerasdiag.report.plots import new_figure, png_base64
+from kerasdiag.report.plots import new_figure, png_base64, set_title
 
 
 def lr_range_plot(curve: dict[str, Any]) -> str:
@@ -28,7 +28,7 @@ def lr_range_plot(curve: dict[str, Any]) -> str:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    ax.set_title("Learning-rate range test")
+    set_title(ax, "Learning-rate range test")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     return png_base64(fig)
