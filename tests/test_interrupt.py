@@ -281,9 +281,10 @@ def _preempt():
     return Preempt()
 
 
-def _monitored_fit(folder: Path, *extra) -> None:
+def _monitored_fit(folder: Path, *extra, keep: list | None = None) -> None:
     """A user's fit with the step monitors, the doctor fed by them, a RunBackup carrying
-    their records and a StopOnSignal: the setting a SIGTERM inside an epoch tests."""
+    their records and a StopOnSignal: the setting a SIGTERM inside an epoch tests. ``keep``
+    receives the callbacks (their writers stay open while the list holds them)."""
     import keras
 
     from kerasdiag.callbacks import (
@@ -318,6 +319,8 @@ def _monitored_fit(folder: Path, *extra) -> None:
     callbacks = [*monitors, doctor, WritesBarrier()]
     callbacks.append(RunBackup(folder / "backup", delete_on_train_end=False))
     callbacks.append(StopOnSignal.after(callbacks))
+    if keep is not None:
+        keep.extend(callbacks)
     model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False,
               callbacks=[*callbacks, *extra])  # fmt: skip
 
@@ -334,10 +337,16 @@ def test_a_users_fit_stopped_inside_an_epoch_keeps_the_monitors_and_doctor_recor
     from test_kill_points import _tensorboard, normalised
 
     _monitored_fit(tmp_path / "plain")
+    stopped: list = []  # the stopped fit's callbacks, their writers still open
     with pytest.raises(stop_handlers.RunInterrupted):
-        _monitored_fit(tmp_path / "run", _preempt())
+        _monitored_fit(tmp_path / "run", _preempt(), keep=stopped)
     state = json.loads((tmp_path / "run" / "backup" / "state.json").read_text())
     assert (state["epoch"], state["step"]) == (1, 4)
+    # On disk by the backup, not when a writer is closed or collected: the update ratio of
+    # the step before the stop, which taking the monitor's state completes.
+    at_backup = _tensorboard(tmp_path / "run")
+    assert ("update_ratio", "update_ratio/net/hidden/kernel", 11) in at_backup
+    stopped.clear()
     stop_handlers.forget_stop_request()
     _monitored_fit(tmp_path / "run")
 

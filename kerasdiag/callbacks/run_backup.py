@@ -289,9 +289,6 @@ class RunBackup(keras.callbacks.Callback):
     def _save(self, epochs_done: int, step: int) -> None:
         # a test's fault injection (inert otherwise): the epoch's records written, its backup not
         kill_point("backup", epochs_done)
-        # What the backup covers is on disk first (a step backup has no WritesBarrier before
-        # it): the monitors' and the doctor's files and TensorBoard events.
-        flush_records()
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         stem = f"epoch{epochs_done:04d}" + (f"-step{step:06d}" if step else "")
         weights = self.backup_dir / f"{stem}.variables.npz"
@@ -321,6 +318,11 @@ class RunBackup(keras.callbacks.Callback):
             state["metrics"] = [
                 np.asarray(v.numpy()).tolist() for v in _metric_variables(self.model)
             ]
+        # What the backup covers is on disk before it is committed (a step backup has no
+        # WritesBarrier before it): the monitors' and the doctor's files and TensorBoard
+        # events, those that taking their states above wrote last included (a measurement
+        # pending at the step, which the state of a step monitor completes).
+        flush_records()
         _commit(self.backup_dir, state)
         self._remove_unreferenced(keep=set(checksums))
 
