@@ -46,7 +46,7 @@ def warm_up(
     optimizer.build(clone.trainable_variables)
     n = len(keras.tree.flatten(y)[0])
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(xb: Any, yb: Any) -> tf.Tensor:
         with tf.GradientTape() as tape:
             out = clone(xb, training=True)
