@@ -29,6 +29,10 @@ if "--verbose" in sys.argv[1:]:  # before kerasdiag quiets TensorFlow on import,
     sys.argv = [sys.argv[0], *(arg for arg in sys.argv[1:] if arg != "--verbose")]
     os.environ["KERASDIAG_TF_LOGS"] = "1"  # kerasdiag.core.console.VERBOSE_ENV
 
+from kerasdiag.core.heap import pause_collection, resume_collection  # noqa: E402
+
+pause_collection()  # until TensorFlow is loaded: see kerasdiag.core.heap
+
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
@@ -72,6 +76,7 @@ def main(cfg: DictConfig) -> None:
         with prestart_workers(cfg, run_dir) as workers:
             from kerasdiag.cli.dispatch import run  # TensorFlow starts here
 
+            resume_collection()
             run(cfg, run_dir, data=data, workers=workers)
         raise_if_stop_requested("after the run was complete", resumable=False)
 
