@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 # The thresholds and the rules that read these numbers live in kerasdiag.diagnosis.rules.
+from kerasdiag.checks.traced import like_fit
 from kerasdiag.core.activations import ZERO_FLOORED
 from kerasdiag.diagnosis.rules import (
     ActivationStats,
@@ -288,13 +289,12 @@ def _probe_pass(model: keras.Model, extractor: keras.Model | None, shared: bool)
                 variable.assign(value)
         return layers, loss, grads, squares
 
-    if getattr(model, "run_eagerly", False):
+    # As fit runs the model's step (a cold process does not pay AutoGraph's conversion of the
+    # Keras code the pass calls, ~0.8 s); a model that runs eagerly gets the eager pass.
+    compiled = like_fit(eager, model, reduce_retracing=True)
+    if compiled is eager:
         passes[key] = eager
         return eager
-    # Traced as Keras traces its own train step: without AutoGraph (Keras marks its step
-    # do_not_convert), so a model that trains compiled traces here too, and a cold process
-    # does not pay AutoGraph's conversion of the Keras code the pass calls (~0.8 s).
-    compiled = tf.function(eager, reduce_retracing=True, autograph=False)
 
     def first_call(x: Any, y: Any, sample_weight: Any) -> tuple:
         # Tracing is where an untraceable model shows itself: remember the eager pass then.

@@ -41,6 +41,7 @@ from kerasdiag.checks import weights
 from kerasdiag.checks.sanity import _common as common
 from kerasdiag.checks.sanity import outputs as outputs_io
 from kerasdiag.checks.sanity.result import StageResult
+from kerasdiag.checks.traced import like_fit
 from kerasdiag.core.errors import KerasdiagError
 from kerasdiag.core.io import write_json_atomic
 from kerasdiag.core.rundir import RunLayout
@@ -156,7 +157,6 @@ def find_learning_rate(
 
         opt.build(variables)  # slots made before tracing: the step traces once
 
-        @tf.function(autograph=False)
         def train_step(xb, yb, wb):
             with tf.GradientTape() as tape:
                 outputs = clone(xb, training=True)
@@ -168,6 +168,8 @@ def find_learning_rate(
                 [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
             )
             return value
+
+        train_step = like_fit(train_step, model)
 
         factor = (end_lr / start_lr) ** (1.0 / (max_steps - 1))
         lrs: list[float] = []

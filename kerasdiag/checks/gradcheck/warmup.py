@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasdiag.checks.traced import like_fit
+
 
 def optimizer_like(model: keras.Model) -> keras.optimizers.Optimizer:
     """A fresh optimizer configured like ``model``'s (no slots, iteration 0)."""
@@ -46,7 +48,6 @@ def warm_up(
     optimizer.build(clone.trainable_variables)
     n = len(keras.tree.flatten(y)[0])
 
-    @tf.function(autograph=False)
     def step(xb: Any, yb: Any) -> tf.Tensor:
         with tf.GradientTape() as tape:
             out = clone(xb, training=True)
@@ -56,6 +57,8 @@ def warm_up(
         grads = tape.gradient(loss, clone.trainable_variables)
         optimizer.apply(grads, clone.trainable_variables)
         return loss
+
+    step = like_fit(step, model)
 
     losses = []
     size = min(batch_size, n)

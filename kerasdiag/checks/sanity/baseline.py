@@ -22,6 +22,7 @@ from kerasdiag.checks.sanity import outputs as outputs_io
 from kerasdiag.checks.sanity.outputs import uses_batch_statistics
 from kerasdiag.checks.sanity.result import StageResult
 from kerasdiag.checks.tasks import accuracy as task_accuracy
+from kerasdiag.checks.traced import like_fit
 from kerasdiag.diagnosis.symptoms import INPUT_UNUSED_FIX
 
 
@@ -182,7 +183,7 @@ def _input_dependence(
         except common.CannotCopy:
             copies = None
         if copies is not None:  # both copies train in one traced step
-            step, done = _stepper(copies, optimizers, loss_fn, training), 0
+            step, done = _stepper(copies, optimizers, loss_fn, training, model), 0
             # Looked at after a third and two thirds of the steps too: a model whose gain is
             # already beyond doubt (INTERIM_Z) stops there. Only a pass ends early; a model
             # that shows nothing trains every step before it is judged.
@@ -199,7 +200,7 @@ def _input_dependence(
             for name in names_:
                 with common.training_copy(model, outputs_io.take(x, slice(0, 1))) as trained:
                     _train({name: trained}, {name: optimizers[name]}, loss_fn,
-                           map(fit_batch, batches), training)  # fmt: skip
+                           map(fit_batch, batches), training, model)  # fmt: skip
                     scores[name] = score(trained, name)
     (real, real_acc, real_each), (zero, zero_acc, zero_each) = scores["real"], scores["zero"]
     loss_z = paired_z(zero_each - real_each)
@@ -396,14 +397,23 @@ def examples_to_decide(
     return math.ceil(best) if math.isfinite(best) else None
 
 
-def _train(copies: dict, optimizers: dict, loss_fn: Any, batches: Iterable, training: bool) -> None:
+def _train(
+    copies: dict,
+    optimizers: dict,
+    loss_fn: Any,
+    batches: Iterable,
+    training: bool,
+    compiled: keras.Model,
+) -> None:
     """Train ``copies`` on ``batches`` (see :func:`_stepper`)."""
-    step = _stepper(copies, optimizers, loss_fn, training)
+    step = _stepper(copies, optimizers, loss_fn, training, compiled)
     for batch in batches:
         step(batch)
 
 
-def _stepper(copies: dict, optimizers: dict, loss_fn: Any, training: bool) -> Callable:
+def _stepper(
+    copies: dict, optimizers: dict, loss_fn: Any, training: bool, compiled: keras.Model
+) -> Callable:
     """One training step of both copies on the same batch, the ``"zero"`` one on zeros: one
     traced step, called batch by batch (``step((inputs, targets, weights))``).
 
@@ -411,14 +421,14 @@ def _stepper(copies: dict, optimizers: dict, loss_fn: Any, training: bool) -> Ca
     batch statistics, as fit trains it: in inference mode its fresh moving statistics (0 and
     1) leave a deep BN net barely able to learn in 60 steps (a keras.io-style ResNet scored
     17% against 13% with zeros, a false alarm). ``loss_fn(targets per head, outputs,
-    sample_weight)``; ``batches``: ``(inputs, targets per head, weights or None)``."""
+    sample_weight)``; ``batches``: ``(inputs, targets per head, weights or None)``. The step
+    runs as ``fit`` runs those of ``compiled``, the user's model (:func:`like_fit`)."""
     variables = {name: list(m.trainable_variables) for name, m in copies.items()}
     if not any(variables.values()):
         return lambda batch: None
     for name, opt in optimizers.items():
         opt.build(variables[name])  # slots made here: the step traces once
 
-    @tf.function(autograph=False)
     def step(xb, yb, wb):
         for name, model in copies.items():
             inputs = xb if name == "real" else tf.nest.map_structure(tf.zeros_like, xb)
@@ -428,6 +438,8 @@ def _stepper(copies: dict, optimizers: dict, loss_fn: Any, training: bool) -> Ca
             optimizers[name].apply_gradients(
                 [(g, v) for g, v in zip(grads, variables[name], strict=True) if g is not None]
             )
+
+    step = like_fit(step, compiled)
 
     def one(batch: tuple) -> None:
         xb, yb, wb = batch

@@ -18,6 +18,7 @@ from kerasdiag.checks.sanity.expected import regression_initial_range
 from kerasdiag.checks.sanity.result import StageResult
 from kerasdiag.checks.tasks import Task, label_accuracy
 from kerasdiag.checks.tasks import accuracy as task_accuracy
+from kerasdiag.checks.traced import like_fit
 
 
 def overfit_small_subset(
@@ -112,6 +113,7 @@ def overfit_small_subset(
             max_steps,
             training,
             sub.w,
+            compiled=model,
         )
         steps = diverged = first = goals = still_learning = None
         converging: list[bool] = []
@@ -349,10 +351,13 @@ def _fit(
     steps: int,
     training: bool,
     sample_weight: np.ndarray | None = None,
+    *,
+    compiled: keras.Model,
 ):
     """Yield ``(loss of each head, outputs per output)`` before each of ``steps`` full-batch
     updates of the weighted sum, then once after (in the mode the updates run in); with
-    ``sample_weight``, each head's loss weighs the examples as ``fit`` does."""
+    ``sample_weight``, each head's loss weighs the examples as ``fit`` does. The steps run
+    as ``fit`` runs those of ``compiled`` (the user's model; :func:`like_fit`)."""
     names = outputs.output_names(model)
     variables = list(model.trainable_variables)
     x_t = keras.tree.map_structure(tf.constant, x)
@@ -363,14 +368,6 @@ def _fit(
         out = outputs.as_list(model(x_t, training=training), names)
         return head_losses(y_t, out, w_t), out
 
-    # Traced as Keras traces its own train step, without AutoGraph: its conversion of the
-    # Keras code the step calls was half of this stage's time in a fresh process (0.75 s ->
-    # 0.35 s on the default run), and a model fit can train traces here too.
-    @tf.function(autograph=False)
-    def forward():
-        return evaluate()
-
-    @tf.function(autograph=False)
     def step():
         with tf.GradientTape() as tape:
             parts, out = evaluate()
@@ -381,6 +378,7 @@ def _fit(
         )
         return parts, out
 
+    forward, step = like_fit(evaluate, compiled), like_fit(step, compiled)
     for _ in range(steps):
         parts, out = step()
         yield [float(p) for p in parts], [o.numpy() for o in out]
