@@ -25,10 +25,10 @@ from kerasdiag.core.io import write_json_atomic, write_text_atomic
 from kerasdiag.core.rundir import RunLayout
 from kerasdiag.core.timings import StageClock
 from kerasdiag.data import load_dataset
-from kerasdiag.report import build_report
+from kerasdiag.report import build_report, plots
 from kerasdiag.report.builder import read_histograms
 from kerasdiag.report.context import RunContext
-from kerasdiag.report.sections import monitors
+from kerasdiag.report.sections import curves, monitors
 from kerasdiag.training.pipeline import (
     build_model,
     evaluate_test,
@@ -259,3 +259,21 @@ def test_script_refuses_a_missing_directory(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: run directory {tmp_path / 'nope'} does not exist"
+
+
+@pytest.mark.parametrize(("rates", "log"), [([0.0, 0.05, 0.1, 0.05], False), ([0.1, 0.01], True)])
+def test_a_warm_up_from_zero_is_drawn_on_a_linear_axis(tmp_path, monkeypatch, rates, log):
+    """A log axis cannot show a rate of 0: a warm-up's first epoch would be missing."""
+    rows = ["epoch,loss,learning_rate"] + [f"{i},{1.0 / (i + 1)},{r}" for i, r in enumerate(rates)]
+    write_text_atomic(tmp_path / "metrics.csv", "\n".join(rows) + "\n")
+    write_text_atomic(tmp_path / "config.yaml", "recipe: by_hand\n")
+    drawn = {}
+    original = plots.curves
+
+    def spy(epochs, series, title, *args, **kwargs):
+        drawn[title] = (list(series.values())[0], kwargs.get("log"))
+        return original(epochs, series, title, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "curves", spy)
+    curves.curves(RunContext.read(tmp_path))
+    assert drawn["learning rate"] == (rates, log)

@@ -54,7 +54,10 @@ def curves(run: RunContext) -> list[Block]:
         )
     lr = history.get("learning_rate")
     if lr and len(set(lr)) > 1:
-        figure = plots.curves(epochs, {"lr": lr}, "learning rate", "lr", log=True)
+        # Log, as rates are compared in decades; a warm-up from 0 starts at a rate a log
+        # axis cannot show (its first epoch was missing), so such a schedule is linear.
+        log = all(rate > 0 for rate in lr)
+        figure = plots.curves(epochs, {"lr": lr}, "learning rate", "lr", log=log)
         out.append(image(figure, "learning rate"))
     elif lr:
         out.append(note(f"Constant learning rate {fmt(lr[0])}."))
