@@ -87,7 +87,7 @@ def spawn(
     env: dict[str, str],
     memory_mb: float = 0.0,
 ) -> subprocess.Popen:
-    """Start one worker process (``python -m kerasdiag.search.worker ...``)."""
+    """Start one worker process (``python -m kerasdiag.search.worker_process ...``)."""
     env = {**os.environ, **env}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault(ENV_GPU_GROWTH, "true")
@@ -96,7 +96,7 @@ def spawn(
     )
     for var in ("no_proxy", "NO_PROXY"):  # gRPC honours proxy variables: never for the chief
         env[var] = ",".join(p for p in (env.get(var, ""), "127.0.0.1,localhost") if p)
-    command = [sys.executable, "-m", "kerasdiag.search.worker", str(cfg_path), str(run_dir),
+    command = [sys.executable, "-m", "kerasdiag.search.worker_process", str(cfg_path), str(run_dir),
                str(max_trials), str(memory_mb)]  # fmt: skip
     env[ENV_SUPERVISED] = str(os.getpid())
     return subprocess.Popen(command, env=env)

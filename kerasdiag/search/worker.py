@@ -20,7 +20,7 @@ deadlines), talking to the search's chief on 127.0.0.1:
 A worker process dies with its parent (Linux ``PR_SET_PDEATHSIG``), so killing a search or a
 worker never leaves a trial training on its own.
 
-    python -m kerasdiag.search.worker CONFIG.yaml RUN_DIR MAX_TRIALS [MEMORY_MB]
+    python -m kerasdiag.search.worker_process CONFIG.yaml RUN_DIR MAX_TRIALS [MEMORY_MB]
 
 Exit codes: 0 the search has no trial left, 10 ran MAX_TRIALS or grew past MEMORY_MB (start
 another), 5 lost the chief,
@@ -246,7 +246,8 @@ def load_worker_config(path: str | os.PathLike) -> DictConfig:
 
 
 def main(argv: list[str]) -> int:
-    """Run one worker process; returns its exit code (see the module docstring)."""
+    """Run one worker process; returns its exit code (see the module docstring). The
+    process's command is :mod:`kerasdiag.search.worker_process`."""
     if os.environ.get(ENV_SUPERVISED, "").isdigit():
         die_with_parent(int(os.environ[ENV_SUPERVISED]))
     allow_gpu_memory_growth()
@@ -272,7 +273,3 @@ def main(argv: list[str]) -> int:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         return exc.exit_code
     return RECYCLE_EXIT_CODE if outcome == RECYCLED else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
