@@ -206,6 +206,31 @@ def test_huge_init_saturates_tanh_units(digits):
     assert healthy["hidden1"].saturated_fraction < 0.2
 
 
+def test_a_backbone_reused_from_another_model_is_probed_in_this_one(digits):
+    """A sub-model (and a layer) first called in a pretraining model: their outputs in the
+    model being fit, not in the model they were first called in."""
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(32, activation="relu")], name="backbone"
+    )
+    shared = keras.layers.Dense(16, activation="relu", name="shared")
+    first = keras.Input((64,))
+    keras.Model(first, keras.layers.Dense(3)(shared(backbone(first))))  # pretraining
+    inputs = keras.Input((64,))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(shared(backbone(inputs))))
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    kernel, bias = (w.numpy() for w in backbone.weights)  # as the first probe sees them
+    monitor = ActivationHistograms(x[:64], freq=5)
+    fit(model, x[:256], y[:256], [monitor])
+    layer_stats = monitor.history[0][2]
+    assert list(layer_stats) == ["backbone", "shared", "logits"]
+    # the backbone's output on the probe batch before the first step, computed by hand
+    hidden = np.maximum(x[:64] @ kernel + bias, 0.0)
+    assert layer_stats["backbone"].mean == pytest.approx(hidden.mean(), rel=1e-5)
+    assert layer_stats["backbone"].zero_fraction == pytest.approx(np.mean(hidden == 0))
+
+
 def test_activation_probe_needs_a_model_with_inputs():
     class Sub(keras.Model):
         def __init__(self):

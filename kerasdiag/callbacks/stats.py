@@ -472,12 +472,36 @@ def activation_model(model: keras.Model) -> keras.Model:
         )
     outputs = {}
     for layer in monitored_layers(model):
-        try:
-            outputs[layer.name] = layer.output
-        except (AttributeError, ValueError):
-            # A layer called at several places has no single output to probe.
-            continue
+        found = own_output(model, layer)
+        if found is not None:
+            outputs[layer.name] = found
     return keras.Model(inputs, [outputs, list(model.outputs)], name=f"{model.name}_activations")
+
+
+def own_output(model: keras.Model, layer: keras.layers.Layer) -> Any:
+    """``layer``'s output in ``model``'s own graph; None for a layer called at several places
+    in it (no single output to probe) or at none.
+
+    Not ``layer.output``: that is the output of the layer's first call, which for a layer or
+    sub-model also called in another model (a backbone reused from a pretraining model)
+    lies in that other model's graph, where an extractor from ``model``'s inputs cannot reach.
+    """
+    graph = getattr(model, "_functional", None) or model  # a Sequential's inner Functional
+    keys = getattr(graph, "_nodes", None)
+    if keys is None:  # a Keras without the graph's node keys: the first call, as Keras gives it
+        try:
+            return layer.output
+        except (AttributeError, ValueError):
+            return None
+    calls = [
+        node
+        for index, node in enumerate(layer._inbound_nodes)
+        if f"{id(layer)}_ib-{index}" in keys  # keras.src.ops.function.make_node_key
+    ]
+    if len(calls) != 1:
+        return None
+    tensors = calls[0].output_tensors
+    return tensors[0] if len(tensors) == 1 else tensors
 
 
 def _single_input(model: keras.Model, x: Any) -> Any:
