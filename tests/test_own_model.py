@@ -17,6 +17,8 @@ from kerasdiag.core.errors import ConfigError
 from kerasdiag.data import load_dataset
 from kerasdiag.modeling.factory import build_model
 
+from conftest import run_train
+
 NETS = '''
 import keras
 
@@ -147,6 +149,11 @@ def test_settings_a_builder_cannot_receive_are_refused_in_one_line(user_dir, dig
             build_model(cfg_for(user_dir, *base), digits)
         assert err.value.key == key and "declares neither a 'layers'" in str(err.value)
         assert "\n" not in str(err.value)
+    # several at once (a recipe's model section): all named in the one line
+    with pytest.raises(ConfigError) as err:
+        build_model(cfg_for(user_dir, "model._target_=mynets.plain", "model.l2=0.001",
+                            "model.dropout=[0.5]", "model.batch_norm=true"), digits)  # fmt: skip
+    assert "model.l2=0.001, model.dropout=[0.5], model.batch_norm=True" in str(err.value)
     # with everything off it builds, and the regularization stage says why it has nothing to do
     cfg = cfg_for(user_dir, "model._target_=mynets.plain", "model.l2=0", "+model.units=5")
     model = build_model(cfg, digits)
@@ -155,6 +162,23 @@ def test_settings_a_builder_cannot_receive_are_refused_in_one_line(user_dir, dig
 
     result = _regularization(cfg, {}, model, digits, None, None)
     assert result.passed is None and "cannot reach it" in result.message
+
+
+def test_a_run_refused_for_its_model_settings_leaves_no_directory(user_dir, tmp_path, monkeypatch):
+    """The refusal comes once the builder is imported, after the run recorded its config and
+    data: the directory goes, so the corrected command starts afresh instead of being told it
+    would resume a run that never trained with another config."""
+    monkeypatch.setenv("PYTHONPATH", str(user_dir))
+    run_dir = tmp_path / "run"
+    common = [f"hydra.searchpath=[file://{user_dir / 'conf'}]", "model._target_=mynets.plain",
+              "data.limit=300", "trainer.epochs=1", "sanity=off", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    refused = run_train(*common, "model.l2=0.001", "model.dropout=[0.5]")
+    assert refused.returncode == 2, refused.stderr
+    assert "model.l2=0.001, model.dropout=[0.5]" in refused.stderr
+    assert not run_dir.exists()
+    fixed = run_train(*common, "model.l2=0", "model.dropout=[]")
+    assert fixed.returncode == 0, fixed.stderr
+    assert (run_dir / "report.html").is_file()
 
 
 def test_arguments_the_builder_does_not_take_are_refused(user_dir, digits):

@@ -293,7 +293,10 @@ def exit_on_user_error(run_dir: str | Path) -> Iterator[None]:
     try:
         yield
     except KerasdiagError as exc:
-        _discard_if_empty(Path(run_dir))
+        # Bad input found before a model was built (a builder refusing a setting): the run
+        # recorded nothing the corrected command will not write again, and its directory
+        # would make that command a resume of a run that never trained.
+        _discard_if_empty(Path(run_dir), RunLayout.BEFORE_MODEL)
         fail(str(exc), exc.exit_code)
     except OSError as exc:  # disk full, read-only, no permission: the run stays resumable
         _discard_if_empty(Path(run_dir))  # unless nothing of it was written yet
@@ -369,8 +372,9 @@ def console_log(path: str | Path) -> Iterator[None]:
             log.close()
 
 
-def _discard_if_empty(run_dir: Path) -> None:
-    """Remove a run directory that holds nothing but Hydra's files, if this process made it.
+def _discard_if_empty(run_dir: Path, also: frozenset[str] = frozenset()) -> None:
+    """Remove a run directory that holds nothing but Hydra's files (and files named in
+    ``also``), if this process made it.
 
     A directory it found may be another process's that is still starting (its lock not yet
     taken): that one is never removed. Neither is one whose lock another process holds.
@@ -378,7 +382,7 @@ def _discard_if_empty(run_dir: Path) -> None:
     mine = _made_run_dir if _made_run_dir is not None else _hydra_default(run_dir)
     if not mine or is_locked(run_dir):
         return
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= RunLayout.HYDRA_FILES | {
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= RunLayout.HYDRA_FILES | also | {
         RunLayout.LOCK
     }:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -101,6 +101,9 @@ class RunLayout:
 
     # Files Hydra writes into a run directory before our code runs.
     HYDRA_FILES = frozenset({HYDRA, TRAIN_LOG})
+    # What a run records from its config and data alone, before it builds or trains anything:
+    # the same command writes them again.
+    BEFORE_MODEL = frozenset({CONFIG, DATA, DATA_SPLITS, TIMINGS})
     # A run directory holding any of these holds a finished run. test_metrics.json or
     # nan.json alone do not: a run killed after them still lacks its diagnosis and report,
     # which the same command run again writes.

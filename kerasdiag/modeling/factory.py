@@ -164,14 +164,19 @@ def build_from_target(
     if "layers" in params:
         kwargs["layers"] = Layers.from_config(values)
     else:
-        for key, active in ACTIVE_SETTINGS.items():
-            if key not in params and active(values[key]):
-                raise ConfigError(
-                    f"model.{key}",
-                    values[key],
-                    f"{target} declares neither a 'layers' parameter (kerasdiag.modeling.blocks.Layers) "
-                    f"nor {key!r}, so the setting would be ignored: add one, or turn it off",
-                )
+        # Every refused setting in one line: a recipe's model section sets several at once.
+        ignored = [
+            k for k, active in ACTIVE_SETTINGS.items() if k not in params and active(values[k])
+        ]
+        if ignored:
+            settings = ", ".join(f"model.{k}={values[k]!r}" for k in ignored)
+            raise ConfigError(
+                f"model.{ignored[0]}",
+                values[ignored[0]],
+                f"{target} declares neither a 'layers' parameter (kerasdiag.modeling.blocks."
+                f"Layers) nor {' nor '.join(map(repr, ignored))}, so it would ignore {settings}: "
+                "add the parameters, or turn the settings off",
+            )
     model = instantiate({"_target_": target}, input_shape, num_classes, **kwargs, _recursive_=False)
     if not isinstance(model, keras.Model):
         raise ConfigError(
