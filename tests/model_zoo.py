@@ -706,10 +706,12 @@ def raw_pixels() -> tuple[keras.Model, Any, Any]:
 
 
 def double_softmax() -> tuple[keras.Model, Any, Any]:
-    """A softmax output with a loss that applies softmax again (from_logits=True)."""
+    """A softmax output with a loss that applies softmax again: a focal loss with
+    from_logits=True. (Keras' plain cross-entropies would take the logits back from the
+    softmax and train as intended; the focal losses apply softmax themselves.)"""
     model, x, y = mlp("onehot")
     model.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"],
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))  # fmt: skip
+                  loss=keras.losses.CategoricalFocalCrossentropy(from_logits=True))  # fmt: skip
     return model, x, y
 
 

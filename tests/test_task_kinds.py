@@ -271,8 +271,10 @@ def test_label_smoothing_floor_is_not_read_as_could_not_memorise(digits):
 
 def test_a_failure_at_the_expected_value_says_why_in_its_numbers(digits):
     x, labels = digits
-    model = compiled(mlp(64, 10, "softmax"), keras.losses.SparseCategoricalCrossentropy(True))
-    result = check_initial_loss(model, (x, labels))
+    # a softmax output under a loss that applies softmax again (a focal loss from logits)
+    twice = keras.losses.CategoricalFocalCrossentropy(from_logits=True)
+    model = compiled(mlp(64, 10, "softmax"), twice)
+    result = check_initial_loss(model, (x, np.eye(10)[labels]))
     assert result.status == "fail"
     assert (
         "accepted" in result.message and ", but the model's outputs are already" in result.message
@@ -318,7 +320,10 @@ def test_the_console_table_shows_the_accepted_range(digits):
     from kerasdiag.checks.sanity.stages import format_table
 
     x, labels = digits
-    model = compiled(mlp(64, 10, "softmax"), keras.losses.SparseCategoricalCrossentropy(True))
-    result = check_initial_loss(model, (x, labels))
+    twice = keras.losses.CategoricalFocalCrossentropy(from_logits=True)
+    model = compiled(mlp(64, 10, "softmax"), twice)
+    result = check_initial_loss(model, (x, np.eye(10)[labels]))
     row = next(line for line in format_table([result]).splitlines() if "initial_loss" in line)
-    assert "FAIL" in row and "[1.727..2.878]" in row, row
+    expected = 0.25 * 0.9**2 * np.log(10)  # alpha (1 - 1/C)^gamma ln C, Keras' defaults
+    low, high = 0.75 * expected, 1.25 * expected
+    assert "FAIL" in row and f"[{low:.4g}..{high:.4g}]" in row, row

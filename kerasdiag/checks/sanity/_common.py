@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -152,12 +153,44 @@ class Head:
 
 
 def heads(model: keras.Model, loss: Any = None) -> list[Head]:
-    """The outputs that carry a loss (the compiled ones and ``loss_weights`` by default)."""
+    """The outputs that carry a loss (the compiled ones and ``loss_weights`` by default), each
+    loss as ``fit`` computes it on that output (:func:`as_fit_computes`)."""
     names = io.output_names(model)
-    return [
-        Head(name, names.index(name), fn, weight, known_loss(fn))
-        for name, fn, weight in io.loss_terms(model, loss)
-    ]
+    found = []
+    for name, fn, weight in io.loss_terms(model, loss):
+        index = names.index(name)
+        fn, spec = as_fit_computes(fn, known_loss(fn), io.output_activation(model, index))
+        found.append(Head(name, index, fn, weight, spec))
+    return found
+
+
+# The losses Keras' TensorFlow backend computes from the logits that its own softmax or
+# sigmoid leaves on its output (``keras.src.backend.tensorflow.nn._get_logits``), whatever
+# ``from_logits`` says, by the activation each takes logits through. The focal losses apply
+# softmax or sigmoid themselves: with from_logits=True on such an output, twice.
+LOGITS_RECOVERED = {"crossentropy": "softmax", "binary_crossentropy": "sigmoid"}
+
+
+def as_fit_computes(loss: Any, spec: LossSpec | None, activation: str | None) -> tuple:
+    """``(loss, spec)`` as ``fit`` computes ``loss`` on an output whose layer applies
+    ``activation`` last: from_logits=True on a softmax output under (sparse) categorical
+    cross-entropy, or on a sigmoid output under binary cross-entropy, is computed from the
+    logits before the activation (Keras warns "does not represent logits"), so the model trains
+    as if from_logits were False, and is judged so. The checks score losses on predictions
+    copied to numpy, where that link is gone: they get the loss with from_logits=False, the
+    same value (up to Keras' clipping at 1e-7), and the 0.5 threshold of probabilities."""
+    if (
+        spec is None
+        or not spec.from_logits
+        or LOGITS_RECOVERED.get(spec.kind) != activation
+        or not isinstance(loss, keras.losses.Loss)
+    ):
+        return loss, spec
+    try:
+        probabilities = type(loss).from_config({**loss.get_config(), "from_logits": False})
+    except (TypeError, ValueError, KeyError):  # a loss class that cannot be rebuilt so
+        return loss, spec
+    return probabilities, dataclasses.replace(spec, from_logits=False)
 
 
 def known_loss(loss: Any) -> LossSpec | None:
