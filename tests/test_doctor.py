@@ -84,6 +84,12 @@ def test_doctor_judges_the_monitors_it_is_given_without_probing(data):
     assert ("dying_relu", "hidden1") in symptoms  # from ActivationHistograms
     assert ("vanishing_gradients", None) in symptoms  # from GradientMonitor
     assert ("stagnant_weights", "hidden1") in symptoms  # from UpdateRatioMonitor
+    # cut off, it never moves: neither the doctor nor the monitor says to raise the rate
+    stagnant = next(f for f in doctor.findings if f.symptom == "stagnant_weights")
+    assert "raise the learning rate" not in stagnant.fix  # the dead units come first
+    (warned,) = [f for f in monitors[2].findings if f["layer"] == "hidden1"]
+    assert warned["median"] == 0 and "no learning rate would" in warned["message"]
+    assert "too low" not in warned["message"]
     dying = next(f for f in doctor.findings if f.symptom == "dying_relu")
     # The monitor measured it at step 0 and the doctor reports that step, not its own.
     assert dying.step == 0 and dying.evidence["dead_fraction"] == 1.0

@@ -181,9 +181,22 @@ def test_stagnant_weights_are_judged_on_the_kernels_measured_in_the_epoch():
     (stagnant,) = doctor.findings
     assert stagnant.symptom == "stagnant_weights" and stagnant.layer == "h1"
     assert stagnant.evidence["measurements"] == 3 and stagnant.epoch == 1
+    # no step changed it at all: no learning rate would, and none is advised
+    assert "no learning rate would" in stagnant.fix and "raise" not in stagnant.fix
     # the next epoch judges only its own rows: none, so no repeat
     doctor.end_epoch(1, {"loss": 1.9})
     assert stagnant.count == 1
+
+
+def test_weights_that_move_too_little_are_told_to_raise_the_learning_rate():
+    doctor = engine(current_rate=1e-3)
+    doctor.start(kernels={"h1/kernel": "h1"})
+    doctor.begin_epoch(0, 0)
+    doctor.update_ratios([[s, 1, "h1/kernel", 1e-8, "h1"] for s in (1, 5, 9)])
+    doctor.step_loss(9, 2.0)
+    doctor.end_epoch(0, {"loss": 2.0})
+    (stagnant,) = doctor.findings
+    assert stagnant.symptom == "stagnant_weights" and "raise the learning rate" in stagnant.fix
 
 
 def test_slow_convergence_after_the_warmup_with_the_peak_rate_in_the_fix():

@@ -12,7 +12,7 @@ from kerasdiag.callbacks.base import ProbeSchedule, StepMonitor, warn
 from kerasdiag.core.arguments import check_positive_float
 from kerasdiag.diagnosis import rules as doctor_rules
 from kerasdiag.diagnosis.advice import keras_terms  # its warnings are for a user's own fit
-from kerasdiag.diagnosis.symptoms import UPDATE_RATIO_CAUSES, fix_for
+from kerasdiag.diagnosis.symptoms import UPDATE_RATIO_CAUSES, fix_for, unchanged_weights_fix
 
 
 class UpdateRatioMonitor(StepMonitor):
@@ -166,9 +166,10 @@ class UpdateRatioMonitor(StepMonitor):
             bound = low if verdict == "too_low" else high
             side = "below" if verdict == "too_low" else "above"
             cause, symptom = UPDATE_RATIO_CAUSES[verdict]
+            fix = unchanged_weights_fix() if median == 0 else f"{cause}; {fix_for(symptom)}"
             message = (
                 f"UpdateRatioMonitor: layer {layer!r} has a median update/weight ratio of "
-                f"{median:.2e} in epoch {epoch + 1}, {side} {bound:.0e}: {cause}; {keras_terms().phrase(fix_for(symptom))}"
+                f"{median:.2e} in epoch {epoch + 1}, {side} {bound:.0e}: {keras_terms().phrase(fix)}"
             )
             self.findings.append(
                 {

@@ -389,6 +389,18 @@ def large_updates_fix(ratio: float) -> str:
     )
 
 
+def unchanged_weights_fix() -> str:
+    """The fix of a kernel that no step changed at all (its median update/weight ratio is
+    exactly 0): it gets no gradient, or the training step does not apply it, and no learning
+    rate moves it (the fixes of ``stagnant_weights`` and ``lr_too_low`` would say to raise it)."""
+    return (
+        "no step changes it at all, so no learning rate would: check that the training step "
+        "applies the gradients to every trainable variable of the model (a custom train_step), "
+        "that the layer reaches the loss (no stop_gradient) and that the units after it are "
+        "not dead"
+    )
+
+
 def vanishing_after_dying_fix(dying_layers: Sequence[str], fix: str) -> str:
     """The vanishing-gradient ``fix`` when dead ReLU units (in ``dying_layers``) explain it."""
     return (
@@ -458,6 +470,7 @@ __all__ = [
     "after_causes_fix",
     "advice_for",
     "large_updates_fix",
+    "unchanged_weights_fix",
     "make_finding",
     "nan_advice",
     "nan_fix",

@@ -26,7 +26,7 @@ import numpy as np
 
 from kerasdiag.diagnosis.rules.common import LearningRate, finite, float_or_none, read_lr
 from kerasdiag.diagnosis.rules.thresholds import Thresholds
-from kerasdiag.diagnosis.symptoms import Finding, fix_for, make_finding
+from kerasdiag.diagnosis.symptoms import Finding, fix_for, make_finding, unchanged_weights_fix
 
 # Healthy band of the update/weight ratio ||W_after - W_before|| / ||W_before|| (~1e-3).
 UPDATE_RATIO_LOW = 1e-4
@@ -112,7 +112,9 @@ def stagnant_findings(
                         "measurements": len(values),
                         "threshold": limit,
                     },
-                    fix_for("stagnant_weights", read_lr(lr)),
+                    unchanged_weights_fix()
+                    if median == 0
+                    else fix_for("stagnant_weights", read_lr(lr)),
                     step=step,
                     epoch=epoch,
                     layer=layer,
