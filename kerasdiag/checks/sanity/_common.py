@@ -159,30 +159,32 @@ def heads(model: keras.Model, loss: Any = None) -> list[Head]:
     found = []
     for name, fn, weight in io.loss_terms(model, loss):
         index = names.index(name)
-        fn, spec = as_fit_computes(fn, known_loss(fn), io.output_activation(model, index))
+        fn, spec = as_fit_computes(fn, known_loss(fn), io.logits_kept(model, index))
         found.append(Head(name, index, fn, weight, spec))
     return found
 
 
-# The losses Keras' TensorFlow backend computes from the logits that its own softmax or
-# sigmoid leaves on its output (``keras.src.backend.tensorflow.nn._get_logits``), whatever
-# ``from_logits`` says, by the activation each takes logits through. The focal losses apply
-# softmax or sigmoid themselves: with from_logits=True on such an output, twice.
+# The losses Keras' TensorFlow backend computes from the logits its own softmax or sigmoid
+# leaves on the output (``outputs.logits_kept``), by the activation each takes logits
+# through. The focal losses apply softmax or sigmoid themselves: with from_logits=True on
+# such an output, twice.
 LOGITS_RECOVERED = {"crossentropy": "softmax", "binary_crossentropy": "sigmoid"}
 
 
-def as_fit_computes(loss: Any, spec: LossSpec | None, activation: str | None) -> tuple:
-    """``(loss, spec)`` as ``fit`` computes ``loss`` on an output whose layer applies
-    ``activation`` last: from_logits=True on a softmax output under (sparse) categorical
-    cross-entropy, or on a sigmoid output under binary cross-entropy, is computed from the
-    logits before the activation (Keras warns "does not represent logits"), so the model trains
-    as if from_logits were False, and is judged so. The checks score losses on predictions
-    copied to numpy, where that link is gone: they get the loss with from_logits=False, the
-    same value (up to Keras' clipping at 1e-7), and the 0.5 threshold of probabilities."""
+def as_fit_computes(loss: Any, spec: LossSpec | None, kept: str | None) -> tuple:
+    """``(loss, spec)`` as ``fit`` computes ``loss`` on an output that keeps the logits of
+    ``kept`` (:func:`~kerasdiag.checks.sanity.outputs.logits_kept`): from_logits=True on such
+    a softmax output under (sparse) categorical cross-entropy, or sigmoid output under binary
+    cross-entropy, is computed from those logits (Keras warns "does not represent logits"),
+    so the model trains as if from_logits were False, and is judged so. The checks score
+    losses on predictions copied to numpy, where that link is gone: they get the loss with
+    from_logits=False, the same value (up to Keras' clipping at 1e-7), and the 0.5 threshold
+    of probabilities."""
     if (
         spec is None
         or not spec.from_logits
-        or LOGITS_RECOVERED.get(spec.kind) != activation
+        or kept is None
+        or LOGITS_RECOVERED.get(spec.kind) != kept
         or not isinstance(loss, keras.losses.Loss)
     ):
         return loss, spec

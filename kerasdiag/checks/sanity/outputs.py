@@ -53,6 +53,26 @@ def output_activation(model: keras.Model, index: int = 0) -> str | None:
     return _name(fn) if callable(fn) else None
 
 
+def logits_kept(model: keras.Model, index: int = 0) -> str | None:
+    """The activation ("softmax" or "sigmoid") whose logits Keras' TensorFlow backend takes
+    back for the loss from output ``index``, or None.
+
+    Keras' own softmax and sigmoid leave their logits on the tensor they return, and its
+    cross-entropies compute from those (``keras.src.backend.tensorflow.nn._get_logits``),
+    whatever ``from_logits`` says. Only while that very tensor reaches the loss: the layer
+    producing the output applies the activation itself and computes in float32. Behind a
+    cast (mixed precision's float16 layer, or its ``Activation("linear", dtype="float32")``
+    after it) the loss gets a new tensor, and from_logits=True applies the activation twice.
+    None too where the model does not say (a subclassed model, another last layer)."""
+    tensors = getattr(model, "outputs", None) or []
+    layer = _producer(tensors[index]) if index < len(tensors) else None
+    if layer is None or getattr(layer, "compute_dtype", None) != "float32":
+        return None
+    fn = getattr(layer, "activation", None)
+    name = _name(fn) if callable(fn) else None
+    return name if name in ("softmax", "sigmoid") else None
+
+
 def _name(fn: Any) -> str | None:
     return getattr(fn, "__name__", None)
 
